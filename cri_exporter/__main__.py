@@ -1,0 +1,3 @@
+from cri_exporter.cli import main
+
+main(prog_name="cri-exporter")

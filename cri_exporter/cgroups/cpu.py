@@ -1,0 +1,78 @@
+"""CPU: usage, CFS throttling and the configured quota / period / shares / weight.
+
+v1 (Documentation/admin-guide/cgroup-v1/cpuacct.rst, scheduler/sched-bwc.rst):
+    cpuacct.usage          total ns
+    cpu.stat               nr_periods N / nr_throttled N / throttled_time <ns>
+                           (+ nr_bursts, burst_time on >= 5.14)
+    cpu.cfs_quota_us       -1 = no limit;  cpu.cfs_period_us;  cpu.shares
+v2 (Documentation/admin-guide/cgroup-v2.rst):
+    cpu.stat               usage_usec, user_usec, system_usec always;
+                           nr_periods, nr_throttled, throttled_usec only while
+                           the cpu controller is enabled for the cgroup
+    cpu.max                "$MAX $PERIOD", $MAX "max" = no limit
+    cpu.weight             1..10000, default 100
+"""
+from __future__ import annotations
+
+from cri_exporter.cgroups import files
+from cri_exporter.cgroups.files import CgroupGone
+from cri_exporter.cgroups.paths import CgroupPaths
+from cri_exporter.cgroups.stats import CpuStats
+
+
+def read_cpu(paths: CgroupPaths, usage: bool = True) -> CpuStats | None:
+    """CPU stats, or None if the cgroup is gone. `usage=False` skips cpuacct.usage on v1."""
+    try:
+        return _read_cpu(paths, usage)
+    except CgroupGone:
+        return None
+
+
+def _read_cpu(paths: CgroupPaths, usage: bool = True) -> CpuStats:
+    if paths.version == "v2":
+        return _read_v2(paths.unified)  # type: ignore[arg-type]
+    return _read_v1(paths.dir("cpu"), paths.dir("cpuacct") if usage else None)
+
+
+def _read_v1(cpu: str | None, cpuacct: str | None) -> CpuStats:
+    usage_ns = files.to_int(files.read(cpuacct, "cpuacct.usage"), "cpuacct.usage") if cpuacct else None
+    if cpu is None:
+        return CpuStats(usage_ns=usage_ns)
+    stat = files.flat_keyed(files.read(cpu, "cpu.stat"), "cpu.stat")
+    return CpuStats(
+        usage_ns=usage_ns,
+        periods=stat.get("nr_periods"),
+        throttled_periods=stat.get("nr_throttled"),
+        throttled_ns=stat.get("throttled_time"),
+        quota_us=files.limit(files.read(cpu, "cpu.cfs_quota_us"), "cpu.cfs_quota_us"),
+        period_us=files.to_int(files.read(cpu, "cpu.cfs_period_us"), "cpu.cfs_period_us"),
+        shares=files.to_int(files.read(cpu, "cpu.shares"), "cpu.shares"),
+    )
+
+
+def _read_v2(directory: str) -> CpuStats:
+    stat = files.flat_keyed(files.read(directory, "cpu.stat"), "cpu.stat")
+    quota, period = _cpu_max(files.read(directory, "cpu.max"))
+    return CpuStats(
+        usage_ns=_us_to_ns(stat.get("usage_usec")),
+        periods=stat.get("nr_periods"),
+        throttled_periods=stat.get("nr_throttled"),
+        throttled_ns=_us_to_ns(stat.get("throttled_usec")),
+        quota_us=quota,
+        period_us=period,
+        weight=files.to_int(files.read(directory, "cpu.weight"), "cpu.weight"),
+    )
+
+
+def _cpu_max(text: str | None) -> tuple[int | None, int | None]:
+    """cpu.max is "$MAX $PERIOD"; a lone "$MAX" keeps the period unknown."""
+    if text is None:
+        return None, None
+    parts = text.split()
+    quota = files.limit(parts[0], "cpu.max") if parts else None
+    period = files.to_int(parts[1], "cpu.max") if len(parts) > 1 else None
+    return quota, period
+
+
+def _us_to_ns(value: int | None) -> int | None:
+    return None if value is None else value * 1000

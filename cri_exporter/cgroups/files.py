@@ -1,0 +1,152 @@
+"""Reading cgroup files: small, cheap, and tolerant of a cgroup that goes away.
+
+A container can be deleted between resolving its directory and reading its
+files. The kernel then answers ENOENT (directory gone), ENODEV (file opened
+in a cgroup being removed) or ESRCH; none of that is an error of ours, so it
+becomes `CgroupGone` and the caller drops the container for this scrape.
+A file that is simply absent while its directory exists means this kernel or
+configuration does not provide it (no swap accounting, PSI disabled, an
+older kernel without `oom_kill`): that value is unknown, never zero.
+
+Garbage or truncated content is skipped value by value and logged at debug;
+the parsers here never raise.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+# Every cgroup file we read is a few KiB at most (memory.stat is ~3 KiB on
+# 6.x); the bound only limits what a hostile or broken file can cost.
+_READ_LIMIT = 256 * 1024
+_GONE_ERRNOS = (errno.ENOENT, errno.ENODEV, errno.ESRCH)
+
+# v1 reports "no limit" as PAGE_COUNTER_MAX pages in bytes: LONG_MAX rounded
+# down to the page size, 9223372036854771712 with 4 KiB pages and
+# 9223372036854710272 with 64 KiB pages. Anything this close to 2**63 is
+# "unlimited" whatever the page size.
+_V1_UNLIMITED_FLOOR = 2**63 - 2**20
+
+
+class CgroupGone(Exception):
+    """The cgroup directory disappeared (container deleted) while we read it."""
+
+
+def read(directory: str, name: str) -> str | None:
+    """The text of `directory/name`, None if this cgroup does not have that file.
+
+    Raises CgroupGone when the directory itself is gone.
+    """
+    path = f"{directory}/{name}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        return _missing(directory, path, err)
+    try:
+        chunks = []
+        size = 0
+        while size < _READ_LIMIT:
+            chunk = os.read(fd, 65536)
+            chunks.append(chunk)
+            size += len(chunk)
+            # seq_file (every cgroup file) and regular files fill the buffer
+            # up to EOF, so a short read is the end: saves a syscall per file.
+            if len(chunk) < 65536:
+                break
+    except OSError as err:
+        return _missing(directory, path, err)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode("ascii", errors="replace")
+
+
+def _missing(directory: str, path: str, err: OSError) -> None:
+    if err.errno in _GONE_ERRNOS and not os.path.isdir(directory):
+        raise CgroupGone(directory) from err
+    if err.errno == errno.ENODEV:
+        # ENODEV while the directory is still listed: rmdir is in progress.
+        raise CgroupGone(directory) from err
+    if err.errno != errno.ENOENT:
+        log.debug("cgroup file unreadable", path=path, error=str(err))
+    return None
+
+
+def to_int(text: str | None, path: str = "") -> int | None:
+    """A single integer file (`memory.usage_in_bytes`, `pids.current`)."""
+    if text is None:
+        return None
+    value = text.strip()
+    try:
+        return int(value)
+    except ValueError:
+        log.debug("cgroup value not an integer", path=path, value=value[:64])
+        return None
+
+
+def limit(text: str | None, path: str = "") -> int | None:
+    """A limit file: "max" (v2) or v1's near-2**63 value or -1 mean no limit -> None."""
+    if text is None:
+        return None
+    if text.strip() == "max":
+        return None
+    value = to_int(text, path)
+    if value is None or value < 0 or value >= _V1_UNLIMITED_FLOOR:
+        return None
+    return value
+
+
+def flat_keyed(text: str | None, path: str = "") -> dict[str, int]:
+    """`key value` lines (cpu.stat, memory.stat, memory.events, v1 oom_control).
+
+    A line that is not exactly a key and an integer is skipped: a truncated
+    last line loses only its own value.
+    """
+    out: dict[str, int] = {}
+    if not text:
+        return out
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) != 2:
+            if parts:
+                log.debug("cgroup line skipped", path=path, line=line[:80])
+            continue
+        try:
+            out[parts[0]] = int(parts[1])
+        except ValueError:
+            log.debug("cgroup line skipped", path=path, line=line[:80])
+    return out
+
+
+def nested_keyed(text: str | None, path: str = "") -> dict[str, dict[str, str]]:
+    """`key sub=value sub=value` lines (v2 io.stat, PSI *.pressure files)."""
+    out: dict[str, dict[str, str]] = {}
+    if not text:
+        return out
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        fields: dict[str, str] = {}
+        for part in parts[1:]:
+            key, sep, value = part.partition("=")
+            if sep:
+                fields[key] = value
+            else:
+                log.debug("cgroup field skipped", path=path, field=part[:80])
+        out[parts[0]] = fields
+    return out
+
+
+def field_int(fields: dict[str, str], key: str, path: str = "") -> int | None:
+    value = fields.get(key)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        log.debug("cgroup field not an integer", path=path, key=key, value=value[:64])
+        return None

@@ -1,0 +1,120 @@
+"""Memory: usage, limit, working set, composition, and limit / OOM events.
+
+v1 (Documentation/admin-guide/cgroup-v1/memory.rst):
+    memory.usage_in_bytes, memory.limit_in_bytes (9223372036854771712 = no limit)
+    memory.stat            local keys (rss, cache, ...) and hierarchical
+                           total_* keys; total_* are used so a pod cgroup
+                           counts its containers (a leaf has total_x == x).
+                           swap / total_swap only with swap accounting.
+    memory.failcnt         times usage hit the limit
+    memory.oom_control     oom_kill_disable / under_oom / oom_kill (>= 4.13).
+                           oom_kill counts kills of tasks in this cgroup only:
+                           not hierarchical, so a pod cgroup shows 0 when its
+                           container was killed (seen with containerd 1.6.20).
+v2 (Documentation/admin-guide/cgroup-v2.rst):
+    memory.current, memory.max ("max"), memory.swap.current
+    memory.stat            anon, file, active_file, inactive_file, file_mapped,
+                           pgfault, pgmajfault, ... (hierarchical)
+    memory.events          low, high, max, oom, oom_kill (+ oom_group_kill);
+                           hierarchical unless mounted with memory_localevents
+
+Working set is the kubelet's (cadvisor's) formula: usage - inactive_file,
+0 if inactive_file exceeds usage; v1 takes total_inactive_file.
+"""
+from __future__ import annotations
+
+from cri_exporter.cgroups import files
+from cri_exporter.cgroups.files import CgroupGone
+from cri_exporter.cgroups.paths import CgroupPaths
+from cri_exporter.cgroups.stats import MemoryStats
+
+# normalized name -> (v1 memory.stat key, v2 memory.stat key)
+_STAT_KEYS = {
+    "rss": ("rss", "anon"),
+    "cache": ("cache", "file"),
+    "active_file": ("active_file", "active_file"),
+    "inactive_file": ("inactive_file", "inactive_file"),
+    "mapped_file": ("mapped_file", "file_mapped"),
+    "swap": ("swap", None),
+    "pgfault": ("pgfault", "pgfault"),
+    "pgmajfault": ("pgmajfault", "pgmajfault"),
+}
+
+
+def read_memory(paths: CgroupPaths) -> MemoryStats | None:
+    """Memory stats, or None if the cgroup is gone."""
+    try:
+        return _read_memory(paths)
+    except CgroupGone:
+        return None
+
+
+def normalized_stat(version: str, text: str | None) -> dict[str, int]:
+    """memory.stat under one naming for both versions (keys of _STAT_KEYS)."""
+    raw = files.flat_keyed(text, "memory.stat")
+    out: dict[str, int] = {}
+    for name, (v1_key, v2_key) in _STAT_KEYS.items():
+        if version == "v2":
+            value = raw.get(v2_key) if v2_key else None
+        else:
+            value = raw.get(f"total_{v1_key}", raw.get(v1_key))
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def working_set(usage: int | None, inactive_file: int | None) -> int | None:
+    if usage is None or inactive_file is None:
+        return None
+    return usage - inactive_file if inactive_file < usage else 0
+
+
+def _read_memory(paths: CgroupPaths) -> MemoryStats:
+    if paths.version == "v2":
+        return _read_v2(paths.unified)  # type: ignore[arg-type]
+    directory = paths.dir("memory")
+    return _read_v1(directory) if directory else MemoryStats()
+
+
+def _read_v1(d: str) -> MemoryStats:
+    usage = files.to_int(files.read(d, "memory.usage_in_bytes"), "memory.usage_in_bytes")
+    stat = normalized_stat("v1", files.read(d, "memory.stat"))
+    oom = files.flat_keyed(files.read(d, "memory.oom_control"), "memory.oom_control")
+    return MemoryStats(
+        usage_bytes=usage,
+        limit_bytes=files.limit(files.read(d, "memory.limit_in_bytes"), "memory.limit_in_bytes"),
+        working_set_bytes=working_set(usage, stat.get("inactive_file")),
+        rss_bytes=stat.get("rss"),
+        cache_bytes=stat.get("cache"),
+        active_file_bytes=stat.get("active_file"),
+        inactive_file_bytes=stat.get("inactive_file"),
+        mapped_file_bytes=stat.get("mapped_file"),
+        swap_bytes=stat.get("swap"),
+        page_faults=stat.get("pgfault"),
+        major_page_faults=stat.get("pgmajfault"),
+        failcnt=files.to_int(files.read(d, "memory.failcnt"), "memory.failcnt"),
+        oom_kills=oom.get("oom_kill"),
+    )
+
+
+def _read_v2(d: str) -> MemoryStats:
+    usage = files.to_int(files.read(d, "memory.current"), "memory.current")
+    stat = normalized_stat("v2", files.read(d, "memory.stat"))
+    events = files.flat_keyed(files.read(d, "memory.events"), "memory.events")
+    return MemoryStats(
+        usage_bytes=usage,
+        limit_bytes=files.limit(files.read(d, "memory.max"), "memory.max"),
+        working_set_bytes=working_set(usage, stat.get("inactive_file")),
+        rss_bytes=stat.get("rss"),
+        cache_bytes=stat.get("cache"),
+        active_file_bytes=stat.get("active_file"),
+        inactive_file_bytes=stat.get("inactive_file"),
+        mapped_file_bytes=stat.get("mapped_file"),
+        swap_bytes=files.to_int(files.read(d, "memory.swap.current"), "memory.swap.current"),
+        page_faults=stat.get("pgfault"),
+        major_page_faults=stat.get("pgmajfault"),
+        oom_events=events.get("oom"),
+        oom_kills=events.get("oom_kill"),
+        max_events=events.get("max"),
+        high_events=events.get("high"),
+    )

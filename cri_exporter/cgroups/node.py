@@ -1,0 +1,89 @@
+"""One node's cgroups: resolution cache, device names and readers together.
+
+This is what collectors hold. The CRI collector and the cgroup collector can
+share one instance (the resolution cache is then paid once); the methods are
+safe to call from both collector threads at once.
+"""
+from __future__ import annotations
+
+from cri_exporter.cgroups.blkio import _read_io
+from cri_exporter.cgroups.cpu import _read_cpu
+from cri_exporter.cgroups.devices import DeviceNames
+from cri_exporter.cgroups.files import CgroupGone
+from cri_exporter.cgroups.layout import DEFAULT_ROOT, Layout
+from cri_exporter.cgroups.memory import _read_memory
+from cri_exporter.cgroups.paths import CgroupPaths, CgroupResolver
+from cri_exporter.cgroups.pids import _read_pids
+from cri_exporter.cgroups.pressure import _read_pressure
+from cri_exporter.cgroups.stats import CgroupStats, Usage
+from cri_exporter.cgroups.usage import _read_usage
+from cri_exporter.hostfs import HostFS
+
+
+def read_all(paths: CgroupPaths, names: DeviceNames | None = None, cpu_usage: bool = True) -> CgroupStats | None:
+    """Every reader over one cgroup, each file read once; None if the cgroup is gone.
+
+    `cpu_usage=False` skips v1 cpuacct.usage for callers that get CPU usage
+    elsewhere (the cgroup collector does not export it).
+    """
+    try:
+        return CgroupStats(
+            version=paths.version,
+            cpu=_read_cpu(paths, cpu_usage),
+            memory=_read_memory(paths),
+            pressure=_read_pressure(paths),
+            pids=_read_pids(paths),
+            io=_read_io(paths, names),
+        )
+    except CgroupGone:
+        return None
+
+
+class NodeCgroups:
+    def __init__(self, hostfs: HostFS, root: str = DEFAULT_ROOT, cgroup_root: str = "/"):
+        self.hostfs = hostfs
+        self.resolver = CgroupResolver(hostfs, root, cgroup_root)
+        self.devices = DeviceNames(hostfs)
+
+    def layout(self) -> Layout:
+        """Detected layout; raises CgroupUnavailable if the root cannot be read."""
+        return self.resolver.layout()
+
+    def check(self) -> Layout:
+        """Like layout(), and re-checks the root is still readable (one syscall)."""
+        return self.resolver.check()
+
+    def container_usage(self, container_id: str, pod_uid: str) -> Usage | None:
+        """Live usage of a container's cgroup; None if it has none (not running, VM runtime)."""
+        paths = self.resolver.container(container_id, pod_uid)
+        return self._usage(paths, container_id=container_id)
+
+    def pod_usage(self, pod_uid: str) -> Usage | None:
+        return self._usage(self.resolver.pod(pod_uid), pod_uid=pod_uid)
+
+    def container_stats(self, container_id: str, pod_uid: str, cpu_usage: bool = True) -> CgroupStats | None:
+        paths = self.resolver.container(container_id, pod_uid)
+        if paths is None:
+            return None
+        stats = read_all(paths, self.devices, cpu_usage)
+        if stats is None:
+            self.resolver.forget(container_id=container_id)
+        return stats
+
+    def pod_stats(self, pod_uid: str, cpu_usage: bool = True) -> CgroupStats | None:
+        paths = self.resolver.pod(pod_uid)
+        if paths is None:
+            return None
+        stats = read_all(paths, self.devices, cpu_usage)
+        if stats is None:
+            self.resolver.forget(pod_uid=pod_uid)
+        return stats
+
+    def _usage(self, paths: CgroupPaths | None, container_id: str | None = None, pod_uid: str | None = None) -> Usage | None:
+        if paths is None:
+            return None
+        try:
+            return _read_usage(paths)
+        except CgroupGone:
+            self.resolver.forget(container_id=container_id, pod_uid=pod_uid)
+            return None

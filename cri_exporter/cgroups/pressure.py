@@ -1,0 +1,48 @@
+"""Pressure stall information (PSI), Documentation/accounting/psi.rst:
+
+    some avg10=0.00 avg60=0.00 avg300=0.00 total=0
+    full avg10=0.00 avg60=0.00 avg300=0.00 total=0
+
+`total` is cumulative stall time in µs. cpu.pressure has a `full` line for
+cgroups since 5.13. Reading a pressure file with PSI disabled (psi=0) fails
+with EOPNOTSUPP: the values stay unknown.
+
+PSI lives in the v2 tree, so on a v1 node it is read from the hybrid
+`unified` tree when the runtime placed the container there (runc does).
+"""
+from __future__ import annotations
+
+from cri_exporter.cgroups import files
+from cri_exporter.cgroups.files import CgroupGone
+from cri_exporter.cgroups.paths import CgroupPaths
+from cri_exporter.cgroups.stats import PressureStats, PsiTotals
+
+
+def read_pressure(paths: CgroupPaths) -> PressureStats | None:
+    """PSI totals, or None if the cgroup is gone; all-None fields without a v2 tree."""
+    try:
+        return _read_pressure(paths)
+    except CgroupGone:
+        return None
+
+
+def parse_psi(text: str | None, path: str = "") -> PsiTotals | None:
+    if text is None:
+        return None
+    lines = files.nested_keyed(text, path)
+    some, full = lines.get("some"), lines.get("full")
+    return PsiTotals(
+        some_us=files.field_int(some, "total", path) if some is not None else None,
+        full_us=files.field_int(full, "total", path) if full is not None else None,
+    )
+
+
+def _read_pressure(paths: CgroupPaths) -> PressureStats:
+    d = paths.unified
+    if d is None:
+        return PressureStats()
+    return PressureStats(
+        cpu=parse_psi(files.read(d, "cpu.pressure"), "cpu.pressure"),
+        memory=parse_psi(files.read(d, "memory.pressure"), "memory.pressure"),
+        io=parse_psi(files.read(d, "io.pressure"), "io.pressure"),
+    )

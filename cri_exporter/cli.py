@@ -1,0 +1,127 @@
+"""The `cri-exporter` command: wires options to the pieces, nothing more."""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+import grpc
+import structlog
+
+from cri_exporter import __version__
+from cri_exporter.settings import ALL_COLLECTORS, DEFAULTS, Settings, parse_collectors, parse_listen_address
+
+ENV_PREFIX = "CRI_EXPORTER"
+
+
+def _collectors(ctx, param, value):
+    try:
+        return parse_collectors(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _listen(ctx, param, value):
+    try:
+        return parse_listen_address(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def env(option: str) -> str:
+    """CRI_EXPORTER_<OPTION>: the same name for every subcommand (click's
+    auto_envvar_prefix would put the subcommand's name in it)."""
+    return f"{ENV_PREFIX}_{option.upper().replace('-', '_')}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", message="cri-exporter %(version)s")
+def main() -> None:
+    """Prometheus metrics and diagnosis for a node's CRI container runtime."""
+
+
+@main.command()
+@click.option("--listen-address", envvar=env("listen-address"), show_envvar=True, default=DEFAULTS.listen_address, show_default=True, callback=_listen,
+              help="host:port to serve /metrics on.")
+@click.option("--runtime-endpoint", envvar=[env("runtime-endpoint"), "CONTAINER_RUNTIME_ENDPOINT"], show_envvar=True,
+              help="CRI endpoint (unix:///path). Default: the first of containerd's, CRI-O's and "
+                   "cri-dockerd's sockets that answers, as crictl does.")
+@click.option("--host-root", envvar=env("host-root"), show_envvar=True, default=DEFAULTS.host_root, show_default=True, type=click.Path(file_okay=False),
+              help="Where the host's filesystem is mounted (/host in the DaemonSet).")
+@click.option("--collectors", "collectors", envvar=env("collectors"), show_envvar=True, default=",".join(ALL_COLLECTORS), show_default=True, callback=_collectors,
+              help="Collectors to run, comma-separated; or '-name,...' to disable some of the default set.")
+@click.option("--scrape-timeout", envvar=env("scrape-timeout"), show_envvar=True, type=float, default=DEFAULTS.scrape_timeout, show_default=True,
+              help="Seconds a scrape may take; past it, what is ready is served.")
+@click.option("--runtime-timeout", envvar=env("runtime-timeout"), show_envvar=True, type=float, default=DEFAULTS.runtime_timeout, show_default=True,
+              help="Deadline in seconds of one CRI call on the scrape path.")
+@click.option("--stats-interval", envvar=env("stats-interval"), show_envvar=True, type=float, default=DEFAULTS.stats_interval, show_default=True,
+              help="Seconds between background refreshes of the CRI stats snapshot.")
+@click.option("--stats-timeout", envvar=env("stats-timeout"), show_envvar=True, type=float, default=DEFAULTS.stats_timeout, show_default=True,
+              help="Deadline in seconds of one background CRI stats call.")
+@click.option("--log-format", envvar=env("log-format"), show_envvar=True, type=click.Choice(["auto", "json", "console"]), default=DEFAULTS.log_format,
+              show_default=True, help="auto: console on a terminal, JSON lines otherwise.")
+@click.option("--log-level", envvar=env("log-level"), show_envvar=True, type=click.Choice(["debug", "info", "warning", "error"]), default=DEFAULTS.log_level,
+              show_default=True)
+def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeout, runtime_timeout,
+          stats_interval, stats_timeout, log_format, log_level) -> None:
+    """Serve Prometheus metrics on /metrics."""
+    from cri_exporter.exporter import Exporter
+    from cri_exporter.logsetup import configure
+    from cri_exporter.server import Server
+
+    configure(log_format, log_level)
+    log = structlog.get_logger("cri_exporter")
+    settings = Settings(
+        listen_address=f"{listen_address[0]}:{listen_address[1]}", runtime_endpoint=runtime_endpoint,
+        host_root=host_root, collectors=collectors, scrape_timeout=scrape_timeout, runtime_timeout=runtime_timeout,
+        stats_interval=stats_interval, stats_timeout=stats_timeout, log_format=log_format, log_level=log_level,
+    )
+    exporter = Exporter(settings)
+    try:
+        server = Server(listen_address, exporter)
+    except OSError as err:
+        log.error("cannot listen", address=settings.listen_address, error=str(err))
+        exporter.stop()
+        sys.exit(1)
+    exporter.start()
+    host, port = server.server_address[:2]
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    log.info("serving", url=f"http://{shown}:{port}/metrics", endpoint=exporter.client.endpoint,
+             collectors=",".join(collectors), version=__version__)
+
+    stopping = threading.Event()
+
+    def _stop(signum, frame):
+        if not stopping.is_set():
+            stopping.set()
+            log.info("shutting down", signal=signal.Signals(signum).name)
+            threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        server.server_close()
+        exporter.stop()
+
+
+@main.command()
+def version() -> None:
+    """Print the version of cri-exporter and of what it runs with."""
+    import platform
+
+    click.echo(f"cri-exporter {__version__}")
+    click.echo(f"python {platform.python_version()}, grpcio {grpc.__version__}")
+
+
+def _register_optional_commands() -> None:
+    try:
+        from cri_exporter.doctor.cli import doctor
+    except ImportError:
+        return
+    main.add_command(doctor)
+
+
+_register_optional_commands()

@@ -1,0 +1,1 @@
+"""One collector per source; the registry of names lives in registry.py."""

@@ -1,0 +1,263 @@
+"""Containers and pods: what the runtime holds (ListPodSandbox, ListContainers,
+ContainerStatus) with their CPU, memory, disk and network use.
+
+Usage values come live from the cgroup files at scrape time where the
+container runs under a runc-like handler (milliseconds, always fresh), and
+from the latest background CRI stats snapshot otherwise: for handlers whose
+host cgroup describes a VM rather than the container (kata, gVisor), where
+the cgroup tree is not readable, and for what cgroups cannot tell (the
+writable layer, pod network, process count). Same names and labels either way.
+
+Every series describes the *current* instance of a container or pod (see
+inventory.py), so a restarted container's exited attempt never collides with
+its running one. Only values the runtime or kernel gave are exported.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from cri_exporter.cgroups import NodeCgroups, Usage
+from cri_exporter.cri import model
+from cri_exporter.inventory import ContainerIdentity, Inventory
+from cri_exporter.scrape import PartialCollection, ScrapeContext
+from cri_exporter.stats_refresher import StatsRefresher
+from cri_exporter.status_cache import ContainerStatusCache
+
+CONTAINER_STATES = ("created", "running", "exited", "unknown")
+POD_STATES = ("ready", "notready")
+C_LABELS = ["namespace", "pod", "container"]
+P_LABELS = ["namespace", "pod"]
+
+# Handlers whose host-side cgroup holds a VM or a user-space kernel, not the
+# container's processes: their cgroup readings would describe the sandbox.
+_VM_HANDLER_HINTS = ("kata", "gvisor", "runsc", "firecracker", "clh", "qemu", "vm")
+
+# ContainerStats attribute -> the live cgroup Usage attribute with the same meaning.
+_LIVE = {
+    "cpu_usage_ns": "cpu_usage_ns",
+    "memory_working_set_bytes": "memory_working_set_bytes",
+    "memory_usage_bytes": "memory_usage_bytes",
+    "memory_rss_bytes": "memory_rss_bytes",
+    "memory_page_faults": "memory_page_faults",
+    "memory_major_page_faults": "memory_major_page_faults",
+    "swap_usage_bytes": "memory_swap_bytes",
+}
+
+# (metric name, help, ContainerStats attribute, scale, is counter)
+# Not exported: usage_nano_cores and available_bytes. containerd 1.6.20 sends
+# both as a zero-valued wrapper (usage_nano_cores is computed only for the
+# kubelet's summary API, available_bytes is 0 without a limit), so a zero
+# cannot be told from "not measured"; rate(cpu_usage_seconds_total) and the
+# cgroup collector's limit give the same answers honestly.
+_CONTAINER_STATS = (
+    ("cri_container_cpu_usage_seconds", "Cumulative CPU time the container used.", "cpu_usage_ns", 1e-9, True),
+    ("cri_container_memory_working_set_bytes", "Memory working set (usage minus inactive file cache): what the kubelet evicts and the OOM killer weighs.", "memory_working_set_bytes", 1, False),
+    ("cri_container_memory_usage_bytes", "Memory usage including all caches.", "memory_usage_bytes", 1, False),
+    ("cri_container_memory_rss_bytes", "Anonymous and swap cache memory (RSS).", "memory_rss_bytes", 1, False),
+    ("cri_container_memory_page_faults", "Cumulative page faults.", "memory_page_faults", 1, True),
+    ("cri_container_memory_major_page_faults", "Cumulative major page faults.", "memory_major_page_faults", 1, True),
+    ("cri_container_memory_swap_bytes", "Swap the container uses (runtimes that report it).", "swap_usage_bytes", 1, False),
+    ("cri_container_writable_layer_bytes", "Bytes used by the container's writable layer.", "writable_layer_bytes", 1, False),
+    ("cri_container_writable_layer_inodes", "Inodes used by the container's writable layer.", "writable_layer_inodes", 1, False),
+)
+
+_POD_STATS = (
+    ("cri_pod_cpu_usage_seconds", "Cumulative CPU time of every process in the pod.", "cpu_usage_ns", 1e-9, True),
+    ("cri_pod_memory_working_set_bytes", "Memory working set of the pod.", "memory_working_set_bytes", 1, False),
+    ("cri_pod_memory_usage_bytes", "Memory usage of the pod including caches.", "memory_usage_bytes", 1, False),
+    ("cri_pod_memory_rss_bytes", "RSS of the pod.", "memory_rss_bytes", 1, False),
+    ("cri_pod_processes", "Processes running in the pod.", "process_count", 1, False),
+)
+
+_POD_NET = (
+    ("cri_pod_network_receive_bytes", "Bytes received by the pod on the interface.", "rx_bytes"),
+    ("cri_pod_network_transmit_bytes", "Bytes transmitted by the pod on the interface.", "tx_bytes"),
+    ("cri_pod_network_receive_errors", "Receive errors on the pod's interface.", "rx_errors"),
+    ("cri_pod_network_transmit_errors", "Transmit errors on the pod's interface.", "tx_errors"),
+)
+
+
+def _family(name: str, doc: str, counter: bool, labels: list[str]):
+    return (CounterMetricFamily if counter else GaugeMetricFamily)(name, doc, labels=labels)
+
+
+class ContainersCollector:
+    name = "containers"
+
+    def __init__(self, refresher: StatsRefresher | None, cgroups: NodeCgroups | None = None):
+        self.refresher = refresher
+        self.cgroups = cgroups
+        self.statuses = ContainerStatusCache()
+
+    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+        inv = ctx.inventory()
+        snapshot = self.refresher.snapshot if self.refresher else None
+        self._refresh_statuses(ctx, inv)
+        yield from self._node_counts(inv)
+        yield from self._containers(inv, snapshot.containers if snapshot else {})
+        yield from self._pods(inv, snapshot.pods if snapshot else {})
+
+    def _refresh_statuses(self, ctx: ScrapeContext, inv: Inventory) -> None:
+        wanted = [c for c in inv.current_containers.values() if c.state in ("running", "exited")]
+        wanted += [c for c in _last_exited(inv).values() if c.state == "exited"]
+        self.statuses.refresh(ctx.client, wanted, {c.id for c in inv.containers}, ctx.rpc_timeout)
+
+    def _node_counts(self, inv: Inventory) -> Iterable[Metric]:
+        containers = GaugeMetricFamily(
+            "cri_containers", "Container instances the runtime holds by state, old attempts included.", labels=["state"]
+        )
+        for state in CONTAINER_STATES:
+            containers.add_metric([state], float(sum(1 for c in inv.containers if c.state == state)))
+        pods = GaugeMetricFamily("cri_pods", "Pod sandboxes the runtime holds by state, old ones included.", labels=["state"])
+        for state in POD_STATES:
+            pods.add_metric([state], float(sum(1 for p in inv.pods if p.state == state)))
+        yield containers
+        yield pods
+
+    def _containers(self, inv: Inventory, stats: dict[str, model.ContainerStats]) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "cri_container_info",
+            "The current instance of each container: ids, image and pod; always 1.",
+            labels=C_LABELS + ["container_id", "pod_id", "pod_uid", "image", "image_id", "runtime_handler"],
+        )
+        state = GaugeMetricFamily("cri_container_state", "1 for the container's current state, 0 for the others.", labels=C_LABELS + ["state"])
+        restarts = GaugeMetricFamily("cri_container_restarts", "Restarts of the container: the attempt number of its current instance.", labels=C_LABELS)
+        started = GaugeMetricFamily("cri_container_start_time_seconds", "Unix time the current instance started.", labels=C_LABELS)
+        reason = GaugeMetricFamily(
+            "cri_container_last_terminated_reason",
+            "Why the container's latest exited instance ended (OOMKilled, Error, Completed...); always 1.",
+            labels=C_LABELS + ["reason"],
+        )
+        exit_code = GaugeMetricFamily("cri_container_last_terminated_exit_code", "Exit code of the container's latest exited instance.", labels=C_LABELS)
+        finished = GaugeMetricFamily("cri_container_last_terminated_time_seconds", "Unix time the container's latest exited instance ended.", labels=C_LABELS)
+        values = [(_family(n, d, counter, C_LABELS), attr, scale) for n, d, attr, scale, counter in _CONTAINER_STATS]
+
+        for ident, c in inv.current_containers.items():
+            labels = [ident.namespace, ident.pod, ident.container]
+            pod = inv.pods_by_id.get(c.pod_sandbox_id)
+            info.add_metric(
+                labels + [c.id, c.pod_sandbox_id, inv.pod_uid(c), c.image, c.image_id, pod.runtime_handler if pod else ""],
+                1.0,
+            )
+            for s in CONTAINER_STATES:
+                state.add_metric(labels + [s], 1.0 if c.state == s else 0.0)
+            restarts.add_metric(labels, float(c.attempt))
+            status = self.statuses.get(c)
+            if status is not None and status.started_at_ns > 0:
+                started.add_metric(labels, status.started_at_ns / 1e9)
+            live = None
+            if c.state == "running" and _cgroup_backed(pod):
+                live = self.cgroups.container_usage(c.id, inv.pod_uid(c)) if self.cgroups else None
+            _add_values(values, labels, live, stats.get(c.id))
+
+        for ident, c in _last_exited(inv).items():
+            status = self.statuses.get(c)
+            if status is None:
+                continue
+            labels = [ident.namespace, ident.pod, ident.container]
+            reason.add_metric(labels + [status.reason or "Unknown"], 1.0)
+            exit_code.add_metric(labels, float(status.exit_code))
+            if status.finished_at_ns > 0:
+                finished.add_metric(labels, status.finished_at_ns / 1e9)
+
+        yield from (info, state, restarts, started, reason, exit_code, finished)
+        yield from (f for f, _, _ in values)
+
+    def _pods(self, inv: Inventory, stats: dict[str, model.PodStats]) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            "cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.",
+            labels=P_LABELS + ["pod_uid", "pod_id", "runtime_handler", "attempt"],
+        )
+        state = GaugeMetricFamily("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.", labels=P_LABELS + ["state"])
+        created = GaugeMetricFamily("cri_pod_created_time_seconds", "Unix time the pod's current sandbox was created.", labels=P_LABELS)
+        values = [(_family(n, d, counter, P_LABELS), attr, scale) for n, d, attr, scale, counter in _POD_STATS]
+        net = [(CounterMetricFamily(n, d, labels=P_LABELS + ["interface"]), attr) for n, d, attr in _POD_NET]
+
+        for ident, p in inv.current_pods.items():
+            labels = [ident.namespace, ident.pod]
+            info.add_metric(labels + [p.k8s_uid, p.id, p.runtime_handler, str(p.attempt)], 1.0)
+            for st in POD_STATES:
+                state.add_metric(labels + [st], 1.0 if p.state == st else 0.0)
+            created.add_metric(labels, p.created_at_ns / 1e9)
+            live = None
+            if p.state == "ready" and _cgroup_backed(p) and self.cgroups:
+                live = self.cgroups.pod_usage(p.k8s_uid)
+            s = stats.get(p.id)
+            _add_values(values, labels, live, s)
+            if s is None:
+                continue
+            for iface in s.interfaces:
+                for family, attr in net:
+                    v = getattr(iface, attr)
+                    if v is not None:
+                        family.add_metric(labels + [iface.name], float(v))
+        yield from (info, state, created)
+        yield from (f for f, _, _ in values)
+        yield from (f for f, _ in net)
+
+
+def _cgroup_backed(pod: model.PodSandbox | None) -> bool:
+    handler = (pod.runtime_handler if pod else "").lower()
+    return not any(hint in handler for hint in _VM_HANDLER_HINTS)
+
+
+def _add_values(values, labels: list[str], live: Usage | None, snap) -> None:
+    """Each value from the live cgroup reading if it has it, else from the CRI snapshot."""
+    for family, attr, scale in values:
+        v = None
+        if live is not None and attr in _LIVE:
+            v = getattr(live, _LIVE[attr])
+        if v is None and snap is not None:
+            v = getattr(snap, attr)
+        if v is not None:
+            family.add_metric(labels, v * scale)
+
+
+def _last_exited(inv: Inventory) -> dict[ContainerIdentity, model.Container]:
+    """The newest exited instance of each container, current or not."""
+    out = {}
+    for ident, instances in inv.container_instances.items():
+        exited = [c for c in instances if c.state == "exited"]
+        if exited:
+            out[ident] = max(exited, key=lambda c: (c.attempt, c.created_at_ns))
+    return out
+
+
+class StatsCollector:
+    """Health of the background stats snapshot the containers collector joins."""
+
+    name = "stats"
+
+    def __init__(self, refresher: StatsRefresher):
+        self.refresher = refresher
+
+    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+        snap = self.refresher.snapshot
+        out: list[Metric] = []
+        refreshes = CounterMetricFamily("cri_stats_refreshes", "Background refreshes of the CRI stats snapshot.")
+        refreshes.add_metric([], float(self.refresher.refreshes))
+        failures = CounterMetricFamily("cri_stats_refresh_failures", "Failed CRI stats calls in background refreshes.", labels=["method"])
+        for method, n in sorted(self.refresher.failures.items()):
+            failures.add_metric([method], float(n))
+        out += [refreshes, failures]
+        if snap is None:
+            raise PartialCollection("no stats snapshot yet", out)
+        age = GaugeMetricFamily("cri_stats_snapshot_age_seconds", "Age of the CRI stats snapshot the container and pod stats come from.")
+        age.add_metric([], max(0.0, time.time() - snap.taken_at))
+        ts = GaugeMetricFamily("cri_stats_snapshot_timestamp_seconds", "Unix time the CRI stats snapshot was taken.")
+        ts.add_metric([], snap.taken_at)
+        dur = GaugeMetricFamily("cri_stats_refresh_duration_seconds", "Time each stats call took in the latest refresh.", labels=["method"])
+        for method, seconds in sorted(snap.durations.items()):
+            dur.add_metric([method], seconds)
+        failed = GaugeMetricFamily(
+            "cri_stats_pod_sandbox_failures",
+            "Pod sandboxes whose stats could not be read in the latest refresh (after ListPodSandboxStats failed).",
+        )
+        failed.add_metric([], float(len(snap.failed_pod_ids)))
+        out += [age, ts, dur, failed]
+        if not snap.ok:
+            raise PartialCollection(snap.container_error or snap.pod_list_error or "some pod sandboxes failed", out)
+        return out

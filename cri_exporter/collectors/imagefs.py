@@ -1,0 +1,69 @@
+"""Image and container filesystems (CRI ImageFsInfo + statvfs) and the image store (ListImages).
+
+The runtime says how much it uses; only statvfs of the mountpoint says how
+much is left, which is what the kubelet evicts on. The mountpoint is read
+under the host root, so a DaemonSet with the host at /host sees the node's
+filesystem, not its own overlay.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import structlog
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from cri_exporter.scrape import ScrapeContext
+
+log = structlog.get_logger(__name__)
+
+_LABELS = ["fs", "mountpoint"]
+
+
+class ImageFsCollector:
+    name = "imagefs"
+
+    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+        filesystems = ctx.client.image_fs_info(timeout=ctx.rpc_timeout())
+        images = ctx.client.list_images(timeout=ctx.rpc_timeout())
+
+        used = GaugeMetricFamily("cri_imagefs_used_bytes", "Bytes the runtime uses on the filesystem, from ImageFsInfo.", labels=_LABELS)
+        inodes_used = GaugeMetricFamily("cri_imagefs_inodes_used", "Inodes the runtime uses on the filesystem, from ImageFsInfo.", labels=_LABELS)
+        capacity = GaugeMetricFamily("cri_imagefs_capacity_bytes", "Size of the filesystem holding the mountpoint, from statvfs.", labels=_LABELS)
+        available = GaugeMetricFamily("cri_imagefs_available_bytes", "Bytes available to unprivileged users on the filesystem, from statvfs.", labels=_LABELS)
+        inodes = GaugeMetricFamily("cri_imagefs_inodes", "Total inodes of the filesystem, from statvfs.", labels=_LABELS)
+        inodes_free = GaugeMetricFamily("cri_imagefs_inodes_free", "Free inodes of the filesystem, from statvfs.", labels=_LABELS)
+
+        seen: set[tuple[str, str]] = set()
+        for fs in filesystems:
+            key = (fs.kind, fs.mountpoint)
+            if key in seen:
+                continue
+            seen.add(key)
+            labels = list(key)
+            if fs.used_bytes is not None:
+                used.add_metric(labels, float(fs.used_bytes))
+            if fs.inodes_used is not None:
+                inodes_used.add_metric(labels, float(fs.inodes_used))
+            if not fs.mountpoint:
+                continue
+            try:
+                st = os.statvfs(ctx.hostfs.path(fs.mountpoint))
+            except OSError as err:
+                # Not mounted into the agent's container: the runtime's own
+                # numbers above still stand.
+                log.debug("statvfs failed", mountpoint=fs.mountpoint, error=str(err))
+                continue
+            capacity.add_metric(labels, float(st.f_blocks * st.f_frsize))
+            available.add_metric(labels, float(st.f_bavail * st.f_frsize))
+            inodes.add_metric(labels, float(st.f_files))
+            inodes_free.add_metric(labels, float(st.f_ffree))
+        yield from (used, inodes_used, capacity, available, inodes, inodes_free)
+
+        count = GaugeMetricFamily("cri_images", "Images in the runtime's image store, from ListImages.")
+        count.add_metric([], float(len(images)))
+        size = GaugeMetricFamily("cri_images_size_bytes", "Total size of the images in the store, as ListImages reports them.")
+        size.add_metric([], float(sum(i.size_bytes for i in images)))
+        pinned = GaugeMetricFamily("cri_images_pinned", "Images the runtime pins (never garbage-collected, e.g. the pause image).")
+        pinned.add_metric([], float(sum(1 for i in images if i.pinned)))
+        yield from (count, size, pinned)

@@ -1,0 +1,318 @@
+"""A read-only CRI client with a deadline on every call.
+
+Only the read-only RPCs of runtime.v1 are exposed here: the agent inspects a
+node, it never changes it (tests/test_cri_readonly.py holds this module to it).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Iterable
+
+import grpc
+
+from cri_exporter.cri import api_pb2 as pb
+from cri_exporter.cri import api_pb2_grpc as pb_grpc
+from cri_exporter.cri import model
+
+# crictl's order: the first of these that answers is the runtime.
+DEFAULT_ENDPOINTS = (
+    "unix:///run/containerd/containerd.sock",
+    "unix:///run/crio/crio.sock",
+    "unix:///var/run/cri-dockerd.sock",
+)
+
+# The kubelet raised gRPC's 4 MiB default receive limit to 16 MiB for the
+# same list answers on dense nodes.
+DEFAULT_MAX_RECV_BYTES = 16 * 1024 * 1024
+
+CRI_API_VERSION = "v1"
+
+Observer = Callable[[str, float, str], None]
+
+_CONTAINER_STATES = {
+    pb.CONTAINER_CREATED: "created",
+    pb.CONTAINER_RUNNING: "running",
+    pb.CONTAINER_EXITED: "exited",
+    pb.CONTAINER_UNKNOWN: "unknown",
+}
+_SANDBOX_STATES = {pb.SANDBOX_READY: "ready", pb.SANDBOX_NOTREADY: "notready"}
+
+
+class CriError(Exception):
+    """A CRI call failed; the message says why in an operator's words."""
+
+    def __init__(self, method: str, endpoint: str, code: str, message: str):
+        super().__init__(message)
+        self.method = method
+        self.endpoint = endpoint
+        self.code = code
+
+
+def socket_path(endpoint: str) -> str | None:
+    """The filesystem path of a unix:// endpoint, None for other schemes."""
+    if endpoint.startswith("unix://"):
+        return endpoint[len("unix://"):]
+    if endpoint.startswith("/"):
+        return endpoint
+    return None
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """crictl accepts a bare path; gRPC needs a scheme."""
+    return "unix://" + endpoint if endpoint.startswith("/") else endpoint
+
+
+def explain_rpc_error(method: str, endpoint: str, err: grpc.RpcError, timeout: float) -> CriError:
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = (err.details() if hasattr(err, "details") else str(err)) or ""
+    path = socket_path(endpoint)
+    if code == grpc.StatusCode.UNIMPLEMENTED and "unknown service runtime.v1" in details:
+        msg = (
+            f"{endpoint} answers but does not serve the CRI v1 API ({details}): "
+            "the runtime's CRI plugin is disabled (containerd: remove \"cri\" from "
+            "disabled_plugins in config.toml and restart) or the runtime is too old "
+            "for CRI v1 (containerd < 1.5, CRI-O < 1.20)"
+        )
+    elif code == grpc.StatusCode.UNAVAILABLE and path and not os.path.exists(path):
+        msg = f"runtime socket {path} does not exist: is the runtime running, and is this the right endpoint?"
+    elif code == grpc.StatusCode.UNAVAILABLE and path and not os.access(path, os.R_OK | os.W_OK):
+        msg = (
+            f"permission denied on runtime socket {path}: run the agent as a user "
+            "that may open it (root, or the socket's group)"
+        )
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        msg = f"{method} on {endpoint} did not answer within {timeout:g}s (runtime hung or overloaded)"
+    elif code == grpc.StatusCode.UNAVAILABLE:
+        msg = f"runtime at {endpoint} is unavailable: {details}"
+    else:
+        msg = f"{method} on {endpoint} failed: {code.name}: {details}"
+    return CriError(method, endpoint, code.name, msg)
+
+
+def _u64(msg, name: str) -> int | None:
+    """A UInt64Value field, or None when the runtime left it out."""
+    return getattr(msg, name).value if msg.HasField(name) else None
+
+
+class CriClient:
+    """One channel to one runtime endpoint; thread-safe, as gRPC channels are."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float = 5.0,
+        max_recv_bytes: int = DEFAULT_MAX_RECV_BYTES,
+        observer: Observer | None = None,
+    ):
+        self.endpoint = normalize_endpoint(endpoint)
+        self.timeout = timeout
+        self._observer = observer
+        self._channel = grpc.insecure_channel(
+            self.endpoint,
+            options=[
+                ("grpc.max_receive_message_length", max_recv_bytes),
+                # No retry storms against a runtime that is struggling.
+                ("grpc.enable_retries", 0),
+                # Reconnect quickly once a restarted runtime is back.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ],
+        )
+        self._runtime = pb_grpc.RuntimeServiceStub(self._channel)
+        self._images = pb_grpc.ImageServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, stub, method: str, request, timeout: float | None):
+        timeout = self.timeout if timeout is None else timeout
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            return getattr(stub, method)(request, timeout=timeout, wait_for_ready=False)
+        except grpc.RpcError as err:
+            cri_err = explain_rpc_error(method, self.endpoint, err, timeout)
+            code = cri_err.code
+            raise cri_err from None
+        finally:
+            if self._observer is not None:
+                self._observer(method, time.perf_counter() - start, code)
+
+    # ---- RuntimeService ----
+
+    def version(self, timeout: float | None = None) -> model.RuntimeVersion:
+        r = self._call(self._runtime, "Version", pb.VersionRequest(version=CRI_API_VERSION), timeout)
+        return model.RuntimeVersion(r.version, r.runtime_name, r.runtime_version, r.runtime_api_version)
+
+    def status(self, verbose: bool = False, timeout: float | None = None) -> model.RuntimeStatus:
+        r = self._call(self._runtime, "Status", pb.StatusRequest(verbose=verbose), timeout)
+        return model.RuntimeStatus(
+            conditions=tuple(
+                model.RuntimeCondition(c.type, c.status, c.reason, c.message) for c in r.status.conditions
+            ),
+            info=dict(r.info),
+            handlers=tuple(h.name for h in r.runtime_handlers),
+        )
+
+    def list_pod_sandboxes(self, timeout: float | None = None) -> list[model.PodSandbox]:
+        r = self._call(self._runtime, "ListPodSandbox", pb.ListPodSandboxRequest(), timeout)
+        return [
+            model.PodSandbox(
+                id=p.id,
+                name=p.metadata.name,
+                namespace=p.metadata.namespace,
+                uid=p.metadata.uid,
+                attempt=p.metadata.attempt,
+                state=_SANDBOX_STATES.get(p.state, "unknown"),
+                created_at_ns=p.created_at,
+                labels=dict(p.labels),
+                annotations=dict(p.annotations),
+                runtime_handler=p.runtime_handler,
+            )
+            for p in r.items
+        ]
+
+    def list_containers(self, timeout: float | None = None) -> list[model.Container]:
+        r = self._call(self._runtime, "ListContainers", pb.ListContainersRequest(), timeout)
+        return [
+            model.Container(
+                id=c.id,
+                pod_sandbox_id=c.pod_sandbox_id,
+                name=c.metadata.name,
+                attempt=c.metadata.attempt,
+                image=c.image.user_specified_image or c.image.image,
+                image_id=c.image_id or c.image_ref,
+                state=_CONTAINER_STATES.get(c.state, "unknown"),
+                created_at_ns=c.created_at,
+                labels=dict(c.labels),
+                annotations=dict(c.annotations),
+            )
+            for c in r.containers
+        ]
+
+    def container_status(self, container_id: str, timeout: float | None = None) -> model.ContainerStatus:
+        r = self._call(
+            self._runtime, "ContainerStatus", pb.ContainerStatusRequest(container_id=container_id), timeout
+        )
+        s = r.status
+        return model.ContainerStatus(
+            id=s.id,
+            state=_CONTAINER_STATES.get(s.state, "unknown"),
+            started_at_ns=s.started_at,
+            finished_at_ns=s.finished_at,
+            exit_code=s.exit_code,
+            reason=s.reason,
+            message=s.message,
+        )
+
+    def list_container_stats(self, timeout: float | None = None) -> list[model.ContainerStats]:
+        r = self._call(self._runtime, "ListContainerStats", pb.ListContainerStatsRequest(), timeout)
+        return [_container_stats(s) for s in r.stats]
+
+    def list_pod_sandbox_stats(self, timeout: float | None = None) -> list[model.PodStats]:
+        r = self._call(self._runtime, "ListPodSandboxStats", pb.ListPodSandboxStatsRequest(), timeout)
+        return [_pod_stats(s) for s in r.stats]
+
+    def pod_sandbox_stats(self, pod_sandbox_id: str, timeout: float | None = None) -> model.PodStats:
+        r = self._call(
+            self._runtime, "PodSandboxStats", pb.PodSandboxStatsRequest(pod_sandbox_id=pod_sandbox_id), timeout
+        )
+        return _pod_stats(r.stats)
+
+    # ---- ImageService ----
+
+    def image_fs_info(self, timeout: float | None = None) -> list[model.FilesystemUsage]:
+        r = self._call(self._images, "ImageFsInfo", pb.ImageFsInfoRequest(), timeout)
+        return [_fs_usage("image", f) for f in r.image_filesystems] + [
+            _fs_usage("container", f) for f in r.container_filesystems
+        ]
+
+    def list_images(self, timeout: float | None = None) -> list[model.Image]:
+        r = self._call(self._images, "ListImages", pb.ListImagesRequest(), timeout)
+        return [model.Image(i.id, tuple(i.repo_tags), i.size, i.pinned) for i in r.images]
+
+
+def _fs_usage(kind: str, f) -> model.FilesystemUsage:
+    return model.FilesystemUsage(kind, f.fs_id.mountpoint, _u64(f, "used_bytes"), _u64(f, "inodes_used"))
+
+
+def _container_stats(s) -> model.ContainerStats:
+    cpu, mem = s.cpu, s.memory
+    has_cpu, has_mem = s.HasField("cpu"), s.HasField("memory")
+    has_wl = s.HasField("writable_layer")
+    return model.ContainerStats(
+        id=s.attributes.id,
+        cpu_usage_ns=_u64(cpu, "usage_core_nano_seconds") if has_cpu else None,
+        memory_working_set_bytes=_u64(mem, "working_set_bytes") if has_mem else None,
+        memory_usage_bytes=_u64(mem, "usage_bytes") if has_mem else None,
+        memory_rss_bytes=_u64(mem, "rss_bytes") if has_mem else None,
+        memory_page_faults=_u64(mem, "page_faults") if has_mem else None,
+        memory_major_page_faults=_u64(mem, "major_page_faults") if has_mem else None,
+        writable_layer_bytes=_u64(s.writable_layer, "used_bytes") if has_wl else None,
+        writable_layer_inodes=_u64(s.writable_layer, "inodes_used") if has_wl else None,
+        swap_usage_bytes=_u64(s.swap, "swap_usage_bytes") if s.HasField("swap") else None,
+    )
+
+
+def _pod_stats(s) -> model.PodStats:
+    linux = s.linux
+    has_cpu, has_mem = linux.HasField("cpu"), linux.HasField("memory")
+    interfaces: list[model.InterfaceStats] = []
+    if linux.HasField("network"):
+        net = linux.network
+        seen = set()
+        ifaces: Iterable = ([net.default_interface] if net.HasField("default_interface") else []) + list(
+            net.interfaces
+        )
+        for i in ifaces:
+            # containerd repeats the default interface in the list; keep one.
+            if not i.name or i.name in seen:
+                continue
+            seen.add(i.name)
+            interfaces.append(
+                model.InterfaceStats(
+                    i.name, _u64(i, "rx_bytes"), _u64(i, "rx_errors"), _u64(i, "tx_bytes"), _u64(i, "tx_errors")
+                )
+            )
+    return model.PodStats(
+        id=s.attributes.id,
+        cpu_usage_ns=_u64(linux.cpu, "usage_core_nano_seconds") if has_cpu else None,
+        memory_working_set_bytes=_u64(linux.memory, "working_set_bytes") if has_mem else None,
+        memory_usage_bytes=_u64(linux.memory, "usage_bytes") if has_mem else None,
+        memory_rss_bytes=_u64(linux.memory, "rss_bytes") if has_mem else None,
+        process_count=_u64(linux.process, "process_count") if linux.HasField("process") else None,
+        interfaces=tuple(interfaces),
+        containers=tuple(_container_stats(c) for c in linux.containers),
+    )
+
+
+def resolve_endpoint(explicit: str | None, host_root: str = "/", probe_timeout: float = 1.0) -> tuple[str, bool]:
+    """The endpoint to use and whether it was found by probing.
+
+    An explicit endpoint (flag or CONTAINER_RUNTIME_ENDPOINT) is taken as is.
+    Otherwise crictl's candidates are tried in order, under the host root, and
+    the first that answers Version wins; when none answers, the first whose
+    socket exists (or containerd's) is returned so errors name a real path.
+    """
+    if explicit:
+        return normalize_endpoint(explicit), False
+    candidates = [_under_root(e, host_root) for e in DEFAULT_ENDPOINTS]
+    existing = [e for e in candidates if os.path.exists(socket_path(e) or "")]
+    for endpoint in existing:
+        client = CriClient(endpoint, timeout=probe_timeout)
+        try:
+            client.version()
+            return endpoint, True
+        except CriError:
+            continue
+        finally:
+            client.close()
+    return (existing or candidates)[0], True
+
+
+def _under_root(endpoint: str, host_root: str) -> str:
+    path = socket_path(endpoint)
+    if not path or host_root in ("", "/"):
+        return endpoint
+    return "unix://" + os.path.join(host_root, path.lstrip("/"))

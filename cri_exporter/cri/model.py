@@ -1,0 +1,147 @@
+"""Plain values read from the runtime over CRI.
+
+Readers return these instead of protobuf messages so that collectors and the
+doctor never depend on the generated code. An optional field is None when the
+runtime did not send it: containerd 1.6 leaves usage_nano_cores empty, and a
+fake zero would lie on every dashboard.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Labels the kubelet puts on every sandbox and container it creates.
+LABEL_POD_NAME = "io.kubernetes.pod.name"
+LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
+LABEL_POD_UID = "io.kubernetes.pod.uid"
+LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeVersion:
+    api_version: str
+    runtime_name: str
+    runtime_version: str
+    runtime_api_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeCondition:
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStatus:
+    conditions: tuple[RuntimeCondition, ...]
+    info: dict[str, str] = field(default_factory=dict)
+    handlers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PodSandbox:
+    id: str
+    name: str
+    namespace: str
+    uid: str
+    attempt: int
+    state: str  # "ready" | "notready"
+    created_at_ns: int
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    runtime_handler: str
+
+    @property
+    def k8s_namespace(self) -> str:
+        return self.labels.get(LABEL_POD_NAMESPACE, self.namespace)
+
+    @property
+    def k8s_name(self) -> str:
+        return self.labels.get(LABEL_POD_NAME, self.name)
+
+    @property
+    def k8s_uid(self) -> str:
+        return self.labels.get(LABEL_POD_UID, self.uid)
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    id: str
+    pod_sandbox_id: str
+    name: str
+    attempt: int
+    image: str
+    image_id: str
+    state: str  # "created" | "running" | "exited" | "unknown"
+    created_at_ns: int
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+    @property
+    def k8s_name(self) -> str:
+        return self.labels.get(LABEL_CONTAINER_NAME, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStatus:
+    """The parts of ContainerStatus that ListContainers does not carry."""
+
+    id: str
+    state: str
+    started_at_ns: int
+    finished_at_ns: int
+    exit_code: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStats:
+    id: str
+    cpu_usage_ns: int | None = None
+    memory_working_set_bytes: int | None = None
+    memory_usage_bytes: int | None = None
+    memory_rss_bytes: int | None = None
+    memory_page_faults: int | None = None
+    memory_major_page_faults: int | None = None
+    writable_layer_bytes: int | None = None
+    writable_layer_inodes: int | None = None
+    swap_usage_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InterfaceStats:
+    name: str
+    rx_bytes: int | None
+    rx_errors: int | None
+    tx_bytes: int | None
+    tx_errors: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class PodStats:
+    id: str
+    cpu_usage_ns: int | None = None
+    memory_working_set_bytes: int | None = None
+    memory_usage_bytes: int | None = None
+    memory_rss_bytes: int | None = None
+    process_count: int | None = None
+    interfaces: tuple[InterfaceStats, ...] = ()
+    containers: tuple[ContainerStats, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FilesystemUsage:
+    kind: str  # "image" | "container"
+    mountpoint: str
+    used_bytes: int | None
+    inodes_used: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    id: str
+    tags: tuple[str, ...]
+    size_bytes: int
+    pinned: bool

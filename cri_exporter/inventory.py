@@ -1,0 +1,79 @@
+"""The runtime's pods and containers, with the identity every series carries.
+
+Every value series is keyed by Kubernetes identity (namespace, pod, container),
+but a runtime holds several instances of one identity: the exited attempt the
+kubelet keeps beside the running restart, an old NOTREADY sandbox beside its
+replacement. Exporting each would make duplicate series, so exactly one
+instance, the *current* one, speaks for each identity; the others are only
+counted (`cri_containers`, `cri_pods`) and described by their last
+termination.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cri_exporter.cri import model
+
+_LIVE_CONTAINER_STATES = ("running", "created")
+
+
+@dataclass(frozen=True, slots=True)
+class PodIdentity:
+    namespace: str
+    pod: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerIdentity:
+    namespace: str
+    pod: str
+    container: str
+
+
+@dataclass(slots=True)
+class Inventory:
+    pods: list[model.PodSandbox]
+    containers: list[model.Container]
+    pods_by_id: dict[str, model.PodSandbox] = field(init=False)
+    # identity -> the instance that speaks for it
+    current_pods: dict[PodIdentity, model.PodSandbox] = field(init=False)
+    current_containers: dict[ContainerIdentity, model.Container] = field(init=False)
+    # identity -> every instance, newest first (for last-termination facts)
+    container_instances: dict[ContainerIdentity, list[model.Container]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pods_by_id = {p.id: p for p in self.pods}
+        self.current_pods = {}
+        for p in sorted(self.pods, key=lambda p: (p.state == "ready", p.created_at_ns)):
+            self.current_pods[pod_identity(p)] = p  # the best-ranked comes last and wins
+        self.container_instances = {}
+        for c in sorted(self.containers, key=_container_rank, reverse=True):
+            self.container_instances.setdefault(self.container_identity(c), []).append(c)
+        self.current_containers = {ident: insts[0] for ident, insts in self.container_instances.items()}
+
+    def container_identity(self, c: model.Container) -> ContainerIdentity:
+        """Kubernetes identity from the kubelet's labels, else CRI metadata."""
+        labels = c.labels
+        pod = self.pods_by_id.get(c.pod_sandbox_id)
+        namespace = labels.get(model.LABEL_POD_NAMESPACE) or (pod.k8s_namespace if pod else "")
+        pod_name = labels.get(model.LABEL_POD_NAME) or (pod.k8s_name if pod else "")
+        return ContainerIdentity(namespace, pod_name, c.k8s_name)
+
+    def pod_uid(self, c: model.Container) -> str:
+        pod = self.pods_by_id.get(c.pod_sandbox_id)
+        return c.labels.get(model.LABEL_POD_UID) or (pod.k8s_uid if pod else "")
+
+    def current_pod_ids(self) -> dict[str, PodIdentity]:
+        return {p.id: ident for ident, p in self.current_pods.items()}
+
+    def current_container_ids(self) -> dict[str, ContainerIdentity]:
+        return {c.id: ident for ident, c in self.current_containers.items()}
+
+
+def pod_identity(p: model.PodSandbox) -> PodIdentity:
+    return PodIdentity(p.k8s_namespace, p.k8s_name)
+
+
+def _container_rank(c: model.Container) -> tuple[bool, int, int]:
+    """A live instance beats an exited one; then the newest attempt wins."""
+    return (c.state in _LIVE_CONTAINER_STATES, c.attempt, c.created_at_ns)

@@ -1,0 +1,156 @@
+"""One scrape: every collector side by side, under one deadline, in flight once.
+
+A scrape never waits past its deadline: collectors still running then are
+reported as failed (`cri_scrape_collector_success 0`) and what is ready is
+served, so a hung runtime cannot make Prometheus time out the whole target.
+Scrapes that arrive while one is in flight share its result instead of
+multiplying the load on the runtime.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import structlog
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from cri_exporter.collectors.base import Collector
+from cri_exporter.cri import CriClient, CriError
+from cri_exporter.hostfs import HostFS
+from cri_exporter.inventory import Inventory
+
+log = structlog.get_logger(__name__)
+
+
+class PartialCollection(Exception):
+    """A collector failed but has metrics worth serving (e.g. why it failed)."""
+
+    def __init__(self, reason: str, metrics: Iterable[Metric]):
+        super().__init__(reason)
+        self.metrics = list(metrics)
+
+
+class ScrapeContext:
+    """What collectors of one scrape share: the deadline and the inventory.
+
+    The inventory (ListPodSandbox + ListContainers) is fetched once per scrape
+    by whichever collector asks first; the others wait for that answer.
+    """
+
+    def __init__(self, client: CriClient, hostfs: HostFS, deadline: float):
+        self.client = client
+        self.hostfs = hostfs
+        self.deadline = deadline
+        self.runtime_up = False
+        self._inventory_lock = threading.Lock()
+        self._inventory: Inventory | None = None
+        self._inventory_error: CriError | None = None
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def rpc_timeout(self) -> float:
+        """A CRI call's deadline: its own limit, cut to what the scrape has left."""
+        return max(0.001, min(self.client.timeout, self.remaining()))
+
+    def inventory(self) -> Inventory:
+        with self._inventory_lock:
+            if self._inventory is None and self._inventory_error is None:
+                try:
+                    pods = self.client.list_pod_sandboxes(timeout=self.rpc_timeout())
+                    containers = self.client.list_containers(timeout=self.rpc_timeout())
+                    self._inventory = Inventory(pods, containers)
+                except CriError as err:
+                    self._inventory_error = err
+            if self._inventory_error is not None:
+                raise self._inventory_error
+            assert self._inventory is not None
+            return self._inventory
+
+
+@dataclass
+class ScrapeResult:
+    metrics: list[Metric]
+    finished_at: float = field(default_factory=time.monotonic)
+
+
+class Scraper:
+    def __init__(
+        self,
+        collectors: list[Collector],
+        make_context: Callable[[float], ScrapeContext],
+        timeout: float,
+        runtime_collector: str | None = "runtime",
+    ):
+        self.collectors = collectors
+        self.make_context = make_context
+        self.timeout = timeout
+        self.runtime_collector = runtime_collector if any(c.name == runtime_collector for c in collectors) else None
+        # One worker per collector; a collector still stuck from an earlier
+        # scrape makes later ones queue and time out rather than add threads.
+        self._pool = cf.ThreadPoolExecutor(max_workers=max(1, len(collectors)), thread_name_prefix="collector")
+        self._lock = threading.Lock()
+        self._inflight: cf.Future | None = None
+        self._leader = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrape")
+
+    def scrape(self, timeout: float | None = None) -> ScrapeResult:
+        """The metrics of a collection; joins the one in flight if there is one."""
+        with self._lock:
+            if self._inflight is None or self._inflight.done():
+                self._inflight = self._leader.submit(self._collect, min(timeout or self.timeout, self.timeout))
+            inflight = self._inflight
+        return inflight.result()
+
+    def _collect(self, timeout: float) -> ScrapeResult:
+        started = time.monotonic()
+        ctx = self.make_context(started + timeout)
+        futures = {c.name: (self._pool.submit(_run, c, ctx)) for c in self.collectors}
+        cf.wait([f for f in futures.values()], timeout=timeout)
+
+        metrics: list[Metric] = []
+        success = GaugeMetricFamily(
+            "cri_scrape_collector_success", "1 if the collector's source answered in this scrape, else 0.",
+            labels=["collector"],
+        )
+        duration = GaugeMetricFamily(
+            "cri_scrape_collector_duration_seconds", "Time the collector took in this scrape.", labels=["collector"]
+        )
+        for name, fut in futures.items():
+            if not fut.done():
+                ok, elapsed = False, time.monotonic() - started
+                log.warning("collector timed out", collector=name, timeout_seconds=round(timeout, 3))
+            else:
+                out, elapsed, error = fut.result()
+                metrics.extend(out)
+                ok = error is None
+                if error is not None:
+                    log.warning("collector failed", collector=name, error=error)
+            success.add_metric([name], 1.0 if ok else 0.0)
+            duration.add_metric([name], elapsed)
+        if self.runtime_collector is not None:
+            up = GaugeMetricFamily("cri_up", "1 if the container runtime answered CRI Version in this scrape, else 0.")
+            up.add_metric([], 1.0 if ctx.runtime_up else 0.0)
+            metrics.append(up)
+        metrics.extend([success, duration])
+        return ScrapeResult(metrics)
+
+    def close(self) -> None:
+        self._leader.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run(collector: Collector, ctx: ScrapeContext) -> tuple[list[Metric], float, str | None]:
+    """Run one collector; never raises, so a bug in one cannot break a scrape."""
+    start = time.monotonic()
+    try:
+        return list(collector.collect(ctx)), time.monotonic() - start, None
+    except PartialCollection as err:
+        return err.metrics, time.monotonic() - start, str(err)
+    except CriError as err:
+        return [], time.monotonic() - start, str(err)
+    except Exception as err:  # a collector bug: report it, keep serving the rest
+        log.exception("collector crashed", collector=collector.name)
+        return [], time.monotonic() - start, f"{type(err).__name__}: {err}"

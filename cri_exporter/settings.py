@@ -1,0 +1,63 @@
+"""Every setting in one place: its default, its flag, its environment variable.
+
+Flags win over `CRI_EXPORTER_<NAME>` environment variables (click's
+auto_envvar_prefix), which win over these defaults. The runtime endpoint also
+honours CONTAINER_RUNTIME_ENDPOINT, as crictl does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ALL_COLLECTORS = ("runtime", "containers", "stats", "imagefs", "cgroups")
+DEFAULT_LISTEN_ADDRESS = ":9920"
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+    runtime_endpoint: str | None = None
+    host_root: str = "/"
+    collectors: tuple[str, ...] = ALL_COLLECTORS
+    # A scrape answers within this, whatever the runtime does; Prometheus's
+    # default scrape_timeout is 10 s.
+    scrape_timeout: float = 8.0
+    # Deadline of one cheap CRI call (Version, Status, the lists).
+    runtime_timeout: float = 5.0
+    # The expensive stats calls run in the background this often...
+    stats_interval: float = 15.0
+    # ...each with this deadline.
+    stats_timeout: float = 30.0
+    max_recv_bytes: int = 16 * 1024 * 1024
+    log_format: str = "auto"
+    log_level: str = "info"
+
+
+def parse_collectors(spec: str) -> tuple[str, ...]:
+    """`a,b` enables exactly a and b; `-a,-b` disables those from the default set.
+
+    Raises ValueError naming an unknown collector, so a typo is a usage error
+    rather than a silently missing source.
+    """
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [s.lstrip("-") for s in items if s.lstrip("-") not in ALL_COLLECTORS]
+    if unknown:
+        raise ValueError(f"unknown collector(s) {', '.join(unknown)}; known: {', '.join(ALL_COLLECTORS)}")
+    enabled = [s for s in items if not s.startswith("-")]
+    disabled = {s[1:] for s in items if s.startswith("-")}
+    if enabled and disabled:
+        raise ValueError("either list the collectors to enable or the ones to disable (-name), not both")
+    if enabled:
+        return tuple(c for c in ALL_COLLECTORS if c in enabled)
+    return tuple(c for c in ALL_COLLECTORS if c not in disabled)
+
+
+def parse_listen_address(addr: str) -> tuple[str, int]:
+    """`:9920`, `0.0.0.0:9920`, `127.0.0.1:9920` or `[::1]:9920`."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address {addr!r} is not host:port")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+DEFAULTS = Settings()

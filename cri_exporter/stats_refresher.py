@@ -1,0 +1,139 @@
+"""The CRI stats calls, run in the background so no scrape waits on them.
+
+Measured on containerd 1.6.20 with 25 pods and 50 containers (development
+machine): ListContainers + ListPodSandbox answer in about 1 ms together, but
+ListContainerStats takes about 100 ms (14 ms of containerd's CPU) and
+ListPodSandboxStats about 570 ms (86 ms of containerd's CPU), growing with
+every pod. Reading the same containers' cgroup files takes about 7 ms. So the
+stats calls run here on an interval (--stats-interval), scrapes read the last
+snapshot, and `cri_stats_snapshot_age_seconds` says how old it is.
+
+One broken sandbox (e.g. one without a cgroup parent) makes containerd 1.6's
+ListPodSandboxStats fail for every pod ("cgroupPath is empty"); then each
+ready sandbox is asked alone with PodSandboxStats, and the ones that still fail
+are counted and named in the log, so the rest are served.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import structlog
+
+from cri_exporter.cri import CriClient, CriError, model
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    taken_at: float  # wall clock, seconds
+    containers: dict[str, model.ContainerStats]
+    pods: dict[str, model.PodStats]
+    container_error: str | None = None
+    pod_list_error: str | None = None
+    failed_pod_ids: tuple[str, ...] = ()
+    durations: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.container_error is None and not self.failed_pod_ids and (
+            self.pod_list_error is None or bool(self.pods)
+        )
+
+
+class StatsRefresher:
+    def __init__(self, client: CriClient, interval: float, timeout: float):
+        self.client = client
+        self.interval = interval
+        self.timeout = timeout
+        self.refreshes = 0
+        self.failures: dict[str, int] = {"ListContainerStats": 0, "ListPodSandboxStats": 0, "PodSandboxStats": 0}
+        self._snapshot: StatsSnapshot | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def snapshot(self) -> StatsSnapshot | None:
+        """The latest refresh, failed or not."""
+        return self._snapshot
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="stats-refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the loop to end; a call in flight is cut when the client closes."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.refresh()
+            except Exception:  # never let the thread die: the next round may work
+                log.exception("stats refresh crashed")
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def refresh(self) -> StatsSnapshot:
+        durations: dict[str, float] = {}
+        containers: dict[str, model.ContainerStats] = {}
+        container_error = pod_list_error = None
+        t = time.monotonic()
+        try:
+            containers = {s.id: s for s in self.client.list_container_stats(timeout=self.timeout)}
+        except CriError as err:
+            container_error = str(err)
+            self.failures["ListContainerStats"] += 1
+            log.warning("ListContainerStats failed", error=container_error)
+        durations["ListContainerStats"] = time.monotonic() - t
+
+        t = time.monotonic()
+        failed: list[str] = []
+        try:
+            pods = {s.id: s for s in self.client.list_pod_sandbox_stats(timeout=self.timeout)}
+        except CriError as err:
+            pod_list_error = str(err)
+            self.failures["ListPodSandboxStats"] += 1
+            log.warning("ListPodSandboxStats failed; asking each sandbox alone", error=pod_list_error)
+            pods, failed = self._per_pod_stats()
+        durations["ListPodSandboxStats"] = time.monotonic() - t
+
+        # A container missing from ListContainerStats (or all of them, when it
+        # failed) may still be in its pod's answer.
+        for pod in pods.values():
+            for c in pod.containers:
+                containers.setdefault(c.id, c)
+
+        snap = StatsSnapshot(time.time(), containers, pods, container_error, pod_list_error, tuple(failed), durations)
+        self._snapshot = snap
+        self.refreshes += 1
+        return snap
+
+    def _per_pod_stats(self) -> tuple[dict[str, model.PodStats], list[str]]:
+        pods: dict[str, model.PodStats] = {}
+        failed: list[str] = []
+        try:
+            sandboxes = self.client.list_pod_sandboxes(timeout=self.timeout)
+        except CriError as err:
+            log.warning("ListPodSandbox failed; no pod stats this round", error=str(err))
+            return pods, failed
+        deadline = time.monotonic() + self.timeout
+        for sandbox in sandboxes:
+            if sandbox.state != "ready":
+                continue
+            try:
+                pods[sandbox.id] = self.client.pod_sandbox_stats(
+                    sandbox.id, timeout=max(0.001, min(self.client.timeout, deadline - time.monotonic()))
+                )
+            except CriError as err:
+                failed.append(sandbox.id)
+                self.failures["PodSandboxStats"] += 1
+                log.warning(
+                    "PodSandboxStats failed for one sandbox",
+                    pod_sandbox_id=sandbox.id, namespace=sandbox.k8s_namespace, pod=sandbox.k8s_name, error=str(err),
+                )
+        return pods, failed

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what cri-exporter and its tests need on a fresh Debian 12 machine:
+# the Debian packages (a real containerd for the tests and the demo, promtool)
+# and a virtualenv in .venv with the project installed in editable mode.
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 curl)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing Debian packages: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian's prometheus package starts a Prometheus (and node exporter) on
+# :9090/:9100; the tests start their own and need neither.
+if command -v systemctl >/dev/null && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus prometheus-node-exporter 2>/dev/null || true
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v -i "^warning" || true
+.venv/bin/python -c "import cri_exporter.cli" # fail here, not later, if the install did not take

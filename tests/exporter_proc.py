@@ -1,0 +1,130 @@
+"""Run `cri-exporter serve` as a subprocess and read its /metrics like Prometheus does."""
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Samples(dict):
+    """{(name, frozenset(labels.items())): value} of one scrape, plus lookups."""
+
+    def get1(self, name: str, **labels) -> float:
+        found = self.find(name, **labels)
+        assert len(found) == 1, f"{name}{labels}: expected one sample, found {found}"
+        return next(iter(found.values()))
+
+    def find(self, name: str, **labels) -> dict:
+        want = set(labels.items())
+        return {k: v for k, v in self.items() if k[0] == name and want <= k[1]}
+
+    def labelsets(self, name: str) -> list[dict]:
+        return [dict(k[1]) for k in self if k[0] == name]
+
+
+def parse(text: str) -> Samples:
+    """Parse exposition text; fail on any duplicate series."""
+    out, seen = Samples(), Counter()
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            seen[key] += 1
+            out[key] = s.value
+    dups = [k for k, n in seen.items() if n > 1]
+    assert not dups, f"duplicate series: {dups[:5]}"
+    return out
+
+
+class ExporterProcess:
+    def __init__(self, endpoint: str | None, *args: str, env: dict | None = None, wrap: list[str] | None = None,
+                 log_path: Path | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"cri-exporter-{self.port}.log"
+        cmd = [sys.executable, "-m", "cri_exporter", "serve", "--listen-address", f"127.0.0.1:{self.port}",
+               "--log-format", "json", *args]
+        if endpoint is not None:
+            cmd += ["--runtime-endpoint", endpoint]
+        cmd = [*(wrap or []), *cmd]
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd="/")
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exporter exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                self.get("/healthz", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"exporter did not come up:\n{self.log()}")
+
+    def get(self, path: str, headers: dict | None = None, timeout: float = 15) -> tuple[int, dict, bytes]:
+        req = urllib.request.Request(self.url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read()
+        except urllib.error.HTTPError as err:
+            return err.code, dict(err.headers), err.read()
+
+    def text(self, headers: dict | None = None) -> str:
+        status, hdrs, body = self.get("/metrics", headers)
+        assert status == 200, body[:500]
+        if hdrs.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        return body.decode()
+
+    def scrape(self) -> Samples:
+        return parse(self.text())
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.2, what: str = "condition"):
+    end = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < end:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")

@@ -1,0 +1,290 @@
+"""Each reader against the fixture trees (kernel-documented formats), plus
+garbage content and cgroups that vanish mid-read."""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cri_exporter.cgroups import (
+    CgroupPaths, CgroupResolver, DeviceIO, NodeCgroups, PsiTotals, Usage, read_all, read_cpu, read_io,
+    read_memory, read_pids, read_pressure, read_usage,
+)
+from cri_exporter.cgroups import files
+from cri_exporter.cgroups.blkio import parse_io_stat, parse_v1_blkio
+from cri_exporter.cgroups.devices import DeviceNames
+from cri_exporter.cgroups.pressure import parse_psi
+from cri_exporter.hostfs import HostFS
+
+FIXTURES = Path(__file__).parent / "fixtures" / "cgroup"
+G_UID, B_UID, E_UID = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222", "33333333-3333-4333-8333-333333333333"
+G_ID, B_ID, E_ID = "a" * 64, "b" * 64, "c" * 64
+TREES = ["v2-systemd", "v2-cgroupfs", "v1-cgroupfs", "v1-systemd"]
+V1_UNLIMITED = "9223372036854771712"
+
+
+def paths(tree: str, cid: str = B_ID, uid: str = B_UID, root: Path = FIXTURES) -> CgroupPaths:
+    p = CgroupResolver(HostFS(str(root / tree))).container(cid, uid)
+    assert p is not None
+    return p
+
+
+def is_v2(tree: str) -> bool:
+    return tree.startswith("v2")
+
+
+# ---- CPU -------------------------------------------------------------------
+
+@pytest.mark.parametrize("tree", TREES)
+def test_cpu_burstable_container(tree):
+    cpu = read_cpu(paths(tree))
+    assert cpu.usage_ns == 2_000_000_000  # v2 usage_usec 2000000, v1 cpuacct.usage
+    assert (cpu.periods, cpu.throttled_periods, cpu.throttled_ns) == (1000, 250, 12_500_000_000)
+    assert (cpu.quota_us, cpu.period_us) == (50000, 100000)
+    assert (cpu.shares, cpu.weight) == ((None, 20) if is_v2(tree) else (512, None))
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_cpu_without_quota(tree):
+    cpu = read_cpu(paths(tree, E_ID, E_UID))
+    assert cpu.quota_us is None  # v2 "max 100000", v1 -1
+    assert cpu.period_us == 100000
+    if is_v2(tree):
+        # v2 cpu.stat has no nr_* lines while the cpu controller is off: unknown, not 0
+        assert (cpu.periods, cpu.throttled_periods, cpu.throttled_ns) == (None, None, None)
+    else:
+        assert (cpu.periods, cpu.throttled_periods, cpu.throttled_ns) == (0, 0, 0)
+
+
+def test_cpu_usage_can_be_skipped_on_v1():
+    assert read_cpu(paths("v1-cgroupfs"), usage=False).usage_ns is None
+    assert read_cpu(paths("v1-cgroupfs"), usage=False).throttled_periods == 250
+
+
+# ---- memory ----------------------------------------------------------------
+
+@pytest.mark.parametrize("tree", TREES)
+def test_memory_burstable_container(tree):
+    m = read_memory(paths(tree))
+    assert m.usage_bytes == 104857600
+    assert m.limit_bytes == 268435456
+    assert m.working_set_bytes == 104857600 - 16777216  # usage - inactive_file
+    assert (m.rss_bytes, m.cache_bytes) == (52428800, 41943040)
+    assert (m.active_file_bytes, m.inactive_file_bytes, m.mapped_file_bytes) == (20971520, 16777216, 8388608)
+    assert m.swap_bytes == 1048576
+    assert (m.page_faults, m.major_page_faults) == (123456, 78)
+    assert m.oom_kills == 2
+    if is_v2(tree):
+        assert (m.oom_events, m.max_events, m.high_events, m.failcnt) == (3, 17, 5, None)
+    else:
+        assert (m.oom_events, m.max_events, m.high_events, m.failcnt) == (None, None, None, 17)
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_memory_unlimited_is_none(tree):
+    assert read_memory(paths(tree, E_ID, E_UID)).limit_bytes is None  # "max" / 9223372036854771712
+
+
+@pytest.mark.parametrize("tree", ["v1-cgroupfs", "v1-systemd"])
+def test_v1_pod_memory_uses_hierarchical_total_keys(tree):
+    """A v1 pod cgroup's local keys are 0 (no tasks of its own); total_* count its containers."""
+    pod = CgroupResolver(HostFS(str(FIXTURES / tree))).pod(B_UID)
+    m = read_memory(pod)
+    assert (m.rss_bytes, m.inactive_file_bytes, m.page_faults) == (52953088, 16777216, 123999)
+    assert m.working_set_bytes == 105906176 - 16777216
+    assert m.oom_kills == 0  # v1 oom_kill is not hierarchical
+
+
+def test_working_set_floors_at_zero(tmp_path):
+    d = tmp_path / "cg"
+    d.mkdir()
+    (d / "memory.current").write_text("1000\n")
+    (d / "memory.stat").write_text("anon 10\nfile 5000\ninactive_file 4096\n")
+    m = read_memory(CgroupPaths("v2", "cg", {}, str(d)))
+    assert m.working_set_bytes == 0
+    assert m.limit_bytes is None and m.swap_bytes is None  # files absent: unknown
+
+
+# ---- pressure, pids, io ----------------------------------------------------
+
+@pytest.mark.parametrize("tree", TREES)
+def test_pressure(tree):
+    p = read_pressure(paths(tree))
+    if tree == "v1-systemd":  # no unified tree at all
+        assert (p.cpu, p.memory, p.io) == (None, None, None)
+        return
+    assert p.cpu == PsiTotals(1500000, 900000)
+    assert p.memory == PsiTotals(250000, 200000)
+    assert p.io == PsiTotals(3000000, 2500000)
+
+
+def test_psi_without_full_line():
+    """cpu.pressure had only a `some` line for cgroups before 5.13."""
+    assert parse_psi("some avg10=0.00 avg60=0.00 avg300=0.00 total=42\n") == PsiTotals(42, None)
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_pids(tree):
+    assert read_pids(paths(tree)).current == 7
+    assert read_pids(paths(tree)).limit == 1024
+    assert read_pids(paths(tree, E_ID, E_UID)).limit is None  # "max"
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_io_per_device_with_names(tree):
+    fs = HostFS(str(FIXTURES / tree))
+    io = read_io(paths(tree), DeviceNames(fs))
+    assert io.devices == (
+        DeviceIO("253:0", "253:0", 4096, 0, 1, 0),  # no uevent for 253:0 in the tree: maj:min
+        DeviceIO("sda", "8:0", 1459200, 314773504, 192, 353),
+    )
+    assert read_io(paths(tree, E_ID, E_UID)).devices == ()
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_pod_io_counts_its_containers(tree):
+    """v1 pod cgroups read the _recursive files (the local ones are empty); v2 io.stat is hierarchical."""
+    pod = CgroupResolver(HostFS(str(FIXTURES / tree))).pod(B_UID)
+    assert {d.major_minor: d.read_bytes for d in read_io(pod).devices} == {"8:0": 1459200, "253:0": 4096}
+
+
+def test_v1_blkio_format():
+    text = "8:0 Read 10\n8:0 Write 20\n8:0 Sync 20\n8:0 Async 10\n8:0 Discard 0\n8:0 Total 30\nTotal 30\n"
+    assert parse_v1_blkio(text) == {"8:0": [10, 20]}
+
+
+# ---- usage (for the CRI collector) -----------------------------------------
+
+@pytest.mark.parametrize("tree", TREES)
+def test_read_usage(tree):
+    assert read_usage(paths(tree)) == Usage(
+        cpu_usage_ns=2_000_000_000, memory_usage_bytes=104857600, memory_working_set_bytes=88080384,
+        memory_rss_bytes=52428800, memory_swap_bytes=1048576, memory_page_faults=123456, memory_major_page_faults=78,
+    )
+    pod = NodeCgroups(HostFS(str(FIXTURES / tree))).pod_usage(G_UID)
+    assert (pod.cpu_usage_ns, pod.memory_usage_bytes, pod.memory_working_set_bytes) == (510_000_000, 21495808, 21495808 - 2097152)
+
+
+# ---- limits and single values ----------------------------------------------
+
+@pytest.mark.parametrize("text,expected", [
+    ("max\n", None), (V1_UNLIMITED + "\n", None), ("9223372036854710272\n", None),  # 64 KiB pages
+    ("-1\n", None), ("268435456\n", 268435456), ("0\n", 0), ("", None), ("12ab\n", None), (None, None),
+])
+def test_limit_values(text, expected):
+    assert files.limit(text) == expected
+
+
+# ---- garbage ---------------------------------------------------------------
+
+def test_garbage_skips_only_the_bad_values(tmp_path):
+    shutil.copytree(FIXTURES / "v2-cgroupfs", tmp_path / "v2-cgroupfs")
+    p = paths("v2-cgroupfs", root=tmp_path)
+    d = Path(p.unified)
+    (d / "cpu.stat").write_text("usage_usec 12\nnr_periods abc\nnr_throttled 5\nthrottled_usec")  # truncated
+    (d / "cpu.max").write_text("\x00\xff garbage")
+    (d / "memory.current").write_text("")
+    (d / "memory.max").write_bytes(b"\xff\xfe\x00\x01")
+    (d / "memory.stat").write_text("anon 1 2 3\nfile 77\ninactive_file -\n\n")
+    (d / "memory.events").write_text("oom=3\noom_kill 4\n")
+    (d / "io.stat").write_text("8:0 rbytes=xx wbytes=10 rios=1\ngarbage\n8:16\n")
+    (d / "cpu.pressure").write_text("some avg10=0.00 total=\nfull total=5 junk\n")
+    (d / "pids.current").write_text("seven\n")
+    stats = read_all(p)
+    assert stats is not None
+    assert (stats.cpu.usage_ns, stats.cpu.periods, stats.cpu.throttled_periods, stats.cpu.throttled_ns) == (12000, None, 5, None)
+    assert (stats.cpu.quota_us, stats.cpu.period_us) == (None, None)
+    assert (stats.memory.usage_bytes, stats.memory.limit_bytes, stats.memory.working_set_bytes) == (None, None, None)
+    assert (stats.memory.rss_bytes, stats.memory.cache_bytes) == (None, 77)
+    assert (stats.memory.oom_events, stats.memory.oom_kills) == (None, 4)
+    assert {(x.major_minor, x.read_bytes, x.write_bytes, x.read_ops, x.write_ops) for x in stats.io.devices} == {
+        ("8:0", None, 10, 1, None), ("8:16", None, None, None, None),
+    }
+    assert stats.pressure.cpu == PsiTotals(None, 5)
+    assert stats.pids.current is None and stats.pids.limit == 1024
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_parsers_never_raise(text):
+    files.flat_keyed(text)
+    files.nested_keyed(text)
+    files.to_int(text)
+    files.limit(text)
+    parse_psi(text)
+    parse_io_stat(text)
+    parse_v1_blkio(text)
+
+
+# ---- vanished cgroups ------------------------------------------------------
+
+@pytest.mark.parametrize("tree", TREES)
+def test_deleted_cgroup_is_gone_not_an_error(tmp_path, tree):
+    shutil.copytree(FIXTURES / tree, tmp_path / "t", symlinks=True)
+    node = NodeCgroups(HostFS(str(tmp_path / "t")))
+    p = node.resolver.container(B_ID, B_UID)
+    for d in {*p.dirs.values(), p.unified} - {None}:
+        shutil.rmtree(d, ignore_errors=True)  # cpu and cpuacct may be one directory
+    readers = [read_cpu, read_memory, read_pids, read_io, read_usage, read_all]
+    if p.unified is not None:  # without a v2 tree the PSI reader reads nothing, so cannot tell
+        readers.append(read_pressure)
+    for reader in readers:
+        assert reader(p) is None, reader
+    assert node.container_stats(B_ID, B_UID) is None
+    assert B_ID not in node.resolver._containers  # forgotten: re-resolved next time
+    assert node.container_usage(B_ID, B_UID) is None
+
+
+def test_enodev_on_read_means_gone_even_before_the_directory_disappears(monkeypatch, tmp_path):
+    """Reading a file of a cgroup whose rmdir is under way fails with ENODEV."""
+    shutil.copytree(FIXTURES / "v2-systemd", tmp_path / "t")
+    node = NodeCgroups(HostFS(str(tmp_path / "t")))
+    assert node.resolver.container(B_ID, B_UID) is not None
+
+    def enodev(fd, n):
+        raise OSError(errno.ENODEV, "No such device")
+    monkeypatch.setattr(os, "read", enodev)
+    assert node.container_stats(B_ID, B_UID) is None
+    assert B_ID not in node.resolver._containers
+
+
+def test_esrch_with_the_directory_gone_means_gone(monkeypatch, tmp_path):
+    shutil.copytree(FIXTURES / "v2-systemd", tmp_path / "t")
+    node = NodeCgroups(HostFS(str(tmp_path / "t")))
+    p = node.resolver.container(B_ID, B_UID)
+    shutil.rmtree(p.unified)
+
+    def esrch(*a, **k):
+        raise ProcessLookupError(errno.ESRCH, "No such process")
+    monkeypatch.setattr(os, "open", esrch)
+    assert node.container_usage(B_ID, B_UID) is None
+
+
+def test_file_missing_in_a_live_cgroup_is_unknown_value(tmp_path):
+    shutil.copytree(FIXTURES / "v1-cgroupfs", tmp_path / "v1-cgroupfs")
+    p = paths("v1-cgroupfs", root=tmp_path)
+    os.remove(Path(p.dir("memory")) / "memory.oom_control")  # kernels before 4.13 lack oom_kill anyway
+    os.remove(Path(p.unified) / "io.pressure")
+    stats = read_all(p)
+    assert stats.memory.oom_kills is None and stats.memory.usage_bytes == 104857600
+    assert stats.pressure.io is None and stats.pressure.cpu == PsiTotals(1500000, 900000)
+
+
+def test_unreadable_file_is_unknown_value(monkeypatch, tmp_path):
+    shutil.copytree(FIXTURES / "v2-cgroupfs", tmp_path / "v2-cgroupfs")
+    p = paths("v2-cgroupfs", root=tmp_path)
+    real_open = os.open
+
+    def deny_pressure(path, *a, **k):
+        if str(path).endswith(".pressure"):
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")  # psi=0 on the kernel command line
+        return real_open(path, *a, **k)
+    monkeypatch.setattr(os, "open", deny_pressure)
+    stats = read_all(p)
+    assert (stats.pressure.cpu, stats.pressure.memory, stats.pressure.io) == (None, None, None)
+    assert stats.pids.current == 7

@@ -1,0 +1,221 @@
+"""`cri-exporter serve` over the shared real containerd, compared with what CRI
+and the cgroup files say at the same moment."""
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import time
+
+import pytest
+
+from cri_exporter.cri import CriClient
+from tests import cgroup_truth
+from tests.exporter_proc import ExporterProcess, parse, wait_for
+
+pytestmark = pytest.mark.containerd
+
+
+@pytest.fixture(scope="module")
+def cri(containerd):
+    client = CriClient(containerd.endpoint)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def samples(exporter):
+    # Wait until the background stats snapshot covers the pods.
+    wait_for(lambda: exporter.scrape().find("cri_pod_cpu_usage_seconds_total", pod="burner"), what="pod stats")
+    return exporter.scrape()
+
+
+def ident(pod, name):
+    return {"namespace": pod.namespace, "pod": pod.name, "container": name}
+
+
+def test_runtime_identity_and_conditions(samples, cri):
+    v = cri.version()
+    assert samples.get1("cri_up") == 1
+    info = samples.labelsets("cri_runtime_info")
+    assert info == [{"runtime_name": v.runtime_name, "runtime_version": v.runtime_version,
+                     "runtime_api_version": v.runtime_api_version, "endpoint": cri.endpoint}]
+    conditions = cri.status().conditions
+    assert {c.type for c in conditions} == {"RuntimeReady", "NetworkReady"}
+    for c in conditions:
+        assert samples.get1("cri_runtime_condition", condition=c.type, reason=c.reason) == float(c.status)
+
+
+def test_every_current_container_is_described_exactly(samples, cri, pods):
+    listed = {c.id: c for c in cri.list_containers()}
+    sandboxes = {p.id: p for p in cri.list_pod_sandboxes()}
+    infos = samples.labelsets("cri_container_info")
+    # the flaky pod's exited attempt 0 is not exported beside its running attempt 1
+    assert len(infos) == len(listed) - 1
+    for info in infos:
+        c = listed[info["container_id"]]
+        pod = sandboxes[c.pod_sandbox_id]
+        assert info == {
+            "namespace": pod.namespace, "pod": pod.name, "container": c.name, "container_id": c.id,
+            "pod_id": pod.id, "pod_uid": pod.uid, "image": c.image, "image_id": c.image_id, "runtime_handler": "",
+        }
+        states = samples.find("cri_container_state", namespace=pod.namespace, pod=pod.name, container=c.name)
+        assert {dict(k[1])["state"]: v for k, v in states.items()} == {
+            s: float(s == c.state) for s in ("created", "running", "exited", "unknown")}
+
+
+def test_restarted_container_is_one_series_with_its_restarts(samples, pods, cri):
+    worker = ident(pods.flaky, "worker")
+    running_id = pods.flaky.containers["worker"][1]
+    assert samples.get1("cri_container_restarts", **worker) == 1
+    assert samples.get1("cri_container_info", **worker)  # exactly one
+    assert dict(next(iter(samples.find("cri_container_info", **worker)))[1])["container_id"] == running_id
+    assert samples.get1("cri_container_state", state="running", **worker) == 1
+    # the exited attempt 0 is described as the last termination
+    first = cri.container_status(pods.flaky.containers["worker"][0])
+    assert samples.get1("cri_container_last_terminated_exit_code", **worker) == first.exit_code == 1
+    assert samples.get1("cri_container_last_terminated_reason", reason=first.reason, **worker) == 1
+    assert samples.get1("cri_container_last_terminated_time_seconds", **worker) == pytest.approx(
+        first.finished_at_ns / 1e9)
+    # and the node counts both instances
+    assert samples.get1("cri_containers", state="exited") == 2
+
+
+def test_exited_container(samples, pods, cri):
+    job = ident(pods.batch, "job")
+    status = cri.container_status(pods.batch.containers["job"][0])
+    assert samples.get1("cri_container_state", state="exited", **job) == 1
+    assert samples.get1("cri_container_last_terminated_exit_code", **job) == 3
+    assert samples.get1("cri_container_start_time_seconds", **job) == pytest.approx(status.started_at_ns / 1e9)
+    # an exited container uses no CPU: nothing is exported rather than a fake value
+    assert not samples.find("cri_container_cpu_usage_seconds_total", **job)
+
+
+def test_start_time_matches_container_status(samples, pods, cri):
+    app = pods.web.containers["app"][0]
+    assert samples.get1("cri_container_start_time_seconds", **ident(pods.web, "app")) == pytest.approx(
+        cri.container_status(app).started_at_ns / 1e9)
+
+
+def test_cpu_counters_are_live_cgroup_readings(exporter, pods):
+    """On the scrape path CPU comes from the cgroup files, so each value lies
+    between the file read just before the scrape and just after it."""
+    burn = pods.burner.containers["burn"][0]
+    before = cgroup_truth.cpu_usage_seconds(pods.burner.uid, burn)
+    pod_before = cgroup_truth.cpu_usage_seconds(pods.burner.uid)
+    s = exporter.scrape()
+    after = cgroup_truth.cpu_usage_seconds(pods.burner.uid, burn)
+    pod_after = cgroup_truth.cpu_usage_seconds(pods.burner.uid)
+    value = s.get1("cri_container_cpu_usage_seconds_total", **ident(pods.burner, "burn"))
+    assert before - 1e-6 <= value <= after + 1e-6
+    pod_value = s.get1("cri_pod_cpu_usage_seconds_total", namespace=pods.burner.namespace, pod="burner")
+    assert pod_before - 1e-6 <= pod_value <= pod_after + 1e-6
+
+
+def test_cpu_from_the_cri_snapshot_without_the_cgroup_collector(containerd, pods, lab_dir):
+    """With cgroups disabled the same series come from the background CRI
+    snapshot: never ahead of the cgroup file, and behind it by at most what the
+    burner (10% quota) can use in the snapshot's age."""
+    burn = pods.burner.containers["burn"][0]
+    with ExporterProcess(containerd.endpoint, "--collectors", "-cgroups", "--stats-interval", "1") as exp:
+        s = wait_for(lambda: (x := exp.scrape()).find("cri_container_cpu_usage_seconds_total", pod="burner") and x,
+                     what="snapshot")
+        truth = cgroup_truth.cpu_usage_seconds(pods.burner.uid, burn)
+        value = s.get1("cri_container_cpu_usage_seconds_total", **ident(pods.burner, "burn"))
+        age = s.get1("cri_stats_snapshot_age_seconds")
+        assert 0 < value <= truth + 1e-6
+        assert truth - value <= (age + 1.0) * 0.1 + 0.02
+        assert not s.find("cri_container_cpu_cfs_throttled_periods_total")
+        assert s.get1("cri_container_writable_layer_bytes", **ident(pods.burner, "burn")) >= 0
+
+
+def test_memory_matches_cgroup(samples, pods):
+    app = pods.web.containers["app"][0]
+    labels = ident(pods.web, "app")
+    ws = samples.get1("cri_container_memory_working_set_bytes", **labels)
+    assert ws == pytest.approx(cgroup_truth.working_set_bytes(pods.web.uid, app), abs=64 * 1024)
+    stat = cgroup_truth.memory_stat(pods.web.uid, app)
+    assert samples.get1("cri_container_memory_rss_bytes", **labels) == pytest.approx(
+        stat["total_rss"], abs=64 * 1024)
+    assert samples.get1("cri_container_memory_page_faults_total", **labels) == pytest.approx(
+        stat["total_pgfault"], rel=0.2)
+    assert samples.get1("cri_container_memory_major_page_faults_total", **labels) == stat["total_pgmajfault"]
+
+
+def test_writable_layer_and_pod_network_match_cri(exporter, cri, pods):
+    s = exporter.scrape()
+    snap_time = s.get1("cri_stats_snapshot_timestamp_seconds")
+    stats = {x.id: x for x in cri.list_container_stats()}
+    app = pods.web.containers["app"][0]
+    labels = ident(pods.web, "app")
+    assert s.get1("cri_container_writable_layer_bytes", **labels) == stats[app].writable_layer_bytes
+    assert s.get1("cri_container_writable_layer_inodes", **labels) == stats[app].writable_layer_inodes
+    pod = next(p for p in cri.list_pod_sandbox_stats() if p.id == pods.web.id)
+    eth0 = next(i for i in pod.interfaces if i.name == "eth0")
+    exported = s.get1("cri_pod_network_receive_bytes_total", namespace="shop", pod="web", interface="eth0")
+    assert 0 < exported <= eth0.rx_bytes
+    assert time.time() - snap_time < 10
+    assert s.get1("cri_pod_processes", namespace="shop", pod="web") == pod.process_count == 2
+
+
+def test_pod_network_counters_move_with_real_traffic(exporter, containerd, pods):
+    """Ping the bridge gateway from inside the web pod; the pod's tx bytes grow by at least that."""
+    before = exporter.scrape().get1("cri_pod_network_transmit_bytes_total", namespace="shop", pod="web",
+                                    interface="eth0")
+    app = pods.web.containers["app"][0]
+    pid = _container_pid(containerd, app)
+    # The pod's own busybox ping (-m), in the pod's network namespace (-n).
+    subprocess.run(["nsenter", "-t", str(pid), "-m", "-n", "ping", "-c", "5", "-i", "0.2", "-s", "1000",
+                    containerd.gateway], check=True, capture_output=True, timeout=20)
+    wait_for(lambda: exporter.scrape().get1("cri_pod_network_transmit_bytes_total", namespace="shop", pod="web",
+                                            interface="eth0") >= before + 5 * 1000, what="tx bytes to grow")
+
+
+def _container_pid(containerd, container_id: str) -> int:
+    uid_dir = next(p for p in cgroup_truth.cgroup_dir("pids", "").parent.iterdir() if (p / container_id).exists())
+    return int((uid_dir / container_id / "cgroup.procs").read_text().split()[0])
+
+
+def test_imagefs_matches_cri_and_statvfs(samples, cri):
+    fs = cri.image_fs_info()
+    assert [f.kind for f in fs] == ["image"]  # containerd 1.6 reports no container filesystem
+    labels = {"fs": "image", "mountpoint": fs[0].mountpoint}
+    assert samples.get1("cri_imagefs_used_bytes", **labels) == fs[0].used_bytes
+    assert samples.get1("cri_imagefs_inodes_used", **labels) == fs[0].inodes_used
+    st = os.statvfs(fs[0].mountpoint)
+    assert samples.get1("cri_imagefs_capacity_bytes", **labels) == st.f_blocks * st.f_frsize
+    assert samples.get1("cri_imagefs_inodes", **labels) == st.f_files
+    images = cri.list_images()
+    assert samples.get1("cri_images") == len(images) == 2
+    assert samples.get1("cri_images_size_bytes") == sum(i.size_bytes for i in images)
+
+
+def test_self_metrics(exporter):
+    s = exporter.scrape()
+    for name in ("runtime", "containers", "stats", "imagefs"):
+        assert s.get1("cri_scrape_collector_success", collector=name) == 1
+        assert 0 <= s.get1("cri_scrape_collector_duration_seconds", collector=name) < 5
+    assert s.get1("cri_exporter_build_info")
+    assert s.find("cri_request_duration_seconds_count", method="ListContainers")
+    assert s.find("process_resident_memory_bytes")
+
+
+def test_promtool_check_metrics_is_clean(exporter):
+    text = exporter.text()
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r.stdout + r.stderr
+
+
+def test_gzip_when_asked(exporter):
+    status, headers, body = exporter.get("/metrics", {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert parse(gzip.decompress(body).decode()).get1("cri_up") == 1
+    status, headers, body = exporter.get("/metrics")
+    assert "Content-Encoding" not in headers and body.startswith(b"#")
+
+
+def test_landing_page_and_health(exporter):
+    status, headers, body = exporter.get("/")
+    assert status == 200 and b'href="/metrics"' in body
+    assert exporter.get("/healthz")[0] == 200
+    assert exporter.get("/nope")[0] == 404

@@ -1,0 +1,114 @@
+"""Unit tests of the pieces that need no runtime: settings, identity, the proto."""
+from __future__ import annotations
+
+import filecmp
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cri_exporter.cli import main
+from cri_exporter.cri import model
+from cri_exporter.inventory import ContainerIdentity, Inventory
+from cri_exporter.settings import ALL_COLLECTORS, parse_collectors, parse_listen_address
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_parse_collectors():
+    assert parse_collectors(",".join(ALL_COLLECTORS)) == ALL_COLLECTORS
+    assert parse_collectors("imagefs,runtime") == ("runtime", "imagefs")
+    assert parse_collectors("-cgroups,-imagefs") == ("runtime", "containers", "stats")
+    with pytest.raises(ValueError, match="unknown collector.*nope"):
+        parse_collectors("runtime,nope")
+    with pytest.raises(ValueError, match="not both"):
+        parse_collectors("runtime,-imagefs")
+
+
+@pytest.mark.parametrize("addr,expected", [
+    (":9920", ("0.0.0.0", 9920)), ("127.0.0.1:1", ("127.0.0.1", 1)), ("[::1]:9920", ("::1", 9920)),
+])
+def test_parse_listen_address(addr, expected):
+    assert parse_listen_address(addr) == expected
+
+
+def test_bad_flag_is_a_usage_error_not_a_traceback():
+    r = CliRunner().invoke(main, ["serve", "--collectors", "nope"])
+    assert r.exit_code == 2 and "unknown collector(s) nope" in r.output
+    r = CliRunner().invoke(main, ["serve", "--listen-address", "nowhere"])
+    assert r.exit_code == 2 and "not host:port" in r.output
+
+
+def test_environment_variables_set_options():
+    r = CliRunner().invoke(main, ["serve"], env={"CRI_EXPORTER_COLLECTORS": "bogus"})
+    assert r.exit_code == 2 and "bogus" in r.output
+
+
+def _pod(id, name, ns, state="ready", created=0, attempt=0, labels=None):
+    return model.PodSandbox(id, name, ns, f"uid-{id}", attempt, state, created, labels or {}, {}, "")
+
+
+def _ctr(id, pod_id, name, state, attempt=0, created=0, labels=None):
+    return model.Container(id, pod_id, name, attempt, "img", "sha256:x", state, created, labels or {}, {})
+
+
+def test_current_instance_wins_and_identity_falls_back_to_metadata():
+    pods = [_pod("old", "web", "shop", "notready", created=1), _pod("new", "web", "shop", created=2),
+            _pod("raw", "plain", "")]
+    containers = [
+        _ctr("a0", "old", "app", "exited", attempt=0, created=1),
+        _ctr("a1", "new", "app", "exited", attempt=1, created=2),
+        _ctr("a2", "new", "app", "running", attempt=2, created=3),
+        _ctr("x", "raw", "solo", "running", labels={}),  # not a Kubernetes container
+        _ctr("k", "raw", "ignored", "running", labels={"io.kubernetes.container.name": "named",
+                                                        "io.kubernetes.pod.name": "kpod",
+                                                        "io.kubernetes.pod.namespace": "kns"}),
+    ]
+    inv = Inventory(pods, containers)
+    assert {i: p.id for i, p in inv.current_pods.items()}.get(next(iter(inv.current_pods))) in ("new", "raw")
+    assert inv.current_pods[next(i for i in inv.current_pods if i.pod == "web")].id == "new"
+    current = {i: c.id for i, c in inv.current_containers.items()}
+    assert current == {
+        ContainerIdentity("shop", "web", "app"): "a2",
+        ContainerIdentity("", "plain", "solo"): "x",
+        ContainerIdentity("kns", "kpod", "named"): "k",
+    }
+    assert [c.id for c in inv.container_instances[ContainerIdentity("shop", "web", "app")]] == ["a2", "a1", "a0"]
+
+
+def test_a_live_instance_beats_a_newer_exited_one():
+    inv = Inventory([_pod("p", "web", "shop")], [
+        _ctr("run", "p", "app", "running", attempt=1, created=1),
+        _ctr("gone", "p", "app", "exited", attempt=2, created=2),
+    ])
+    assert inv.current_containers[ContainerIdentity("shop", "web", "app")].id == "run"
+
+
+def test_generated_proto_code_is_current(tmp_path):
+    subprocess.run([sys.executable, str(REPO / "scripts/gen_proto.py"), str(tmp_path)], check=True)
+    for name in ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py"):
+        assert filecmp.cmp(tmp_path / "cri_exporter/cri" / name, REPO / "cri_exporter/cri" / name, shallow=False), (
+            f"{name} is stale: run python scripts/gen_proto.py")
+
+
+MUTATING_RPCS = ("RunPodSandbox", "StopPodSandbox", "RemovePodSandbox", "CreateContainer", "StartContainer",
+                 "StopContainer", "RemoveContainer", "UpdateContainerResources", "ExecSync", "Exec", "Attach",
+                 "PortForward", "PullImage", "RemoveImage", "UpdateRuntimeConfig", "CheckpointContainer",
+                 "ReopenContainerLog")
+
+
+def test_the_agent_calls_no_mutating_rpc():
+    """Outside the generated code, no module of the agent names a mutating CRI call."""
+    # A call (stub.RemoveContainer(...)) or a request message; prose may name them.
+    pattern = re.compile(r"\.(" + "|".join(MUTATING_RPCS) + r")\(|\b(" + "|".join(MUTATING_RPCS) + r")Request\b")
+    offenders = []
+    for path in (REPO / "cri_exporter").rglob("*.py"):
+        if path.name.startswith("api_pb2"):
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line):
+                offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not offenders, offenders
