@@ -10,6 +10,7 @@ import grpc
 import structlog
 
 from cri_exporter import __version__
+from cri_exporter.doctor.cli import doctor
 from cri_exporter.settings import ALL_COLLECTORS, DEFAULTS, Settings, parse_collectors, parse_listen_address
 
 ENV_PREFIX = "CRI_EXPORTER"
@@ -59,12 +60,15 @@ def main() -> None:
               help="Seconds between background refreshes of the CRI stats snapshot.")
 @click.option("--stats-timeout", envvar=env("stats-timeout"), show_envvar=True, type=float, default=DEFAULTS.stats_timeout, show_default=True,
               help="Deadline in seconds of one background CRI stats call.")
+@click.option("--doctor-interval", envvar=env("doctor-interval"), show_envvar=True, type=float,
+              default=DEFAULTS.doctor_interval, show_default=True,
+              help="Seconds between doctor runs exported as cri_doctor_* metrics and served on /doctor.")
 @click.option("--log-format", envvar=env("log-format"), show_envvar=True, type=click.Choice(["auto", "json", "console"]), default=DEFAULTS.log_format,
               show_default=True, help="auto: console on a terminal, JSON lines otherwise.")
 @click.option("--log-level", envvar=env("log-level"), show_envvar=True, type=click.Choice(["debug", "info", "warning", "error"]), default=DEFAULTS.log_level,
               show_default=True)
 def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeout, runtime_timeout,
-          stats_interval, stats_timeout, log_format, log_level) -> None:
+          stats_interval, stats_timeout, doctor_interval, log_format, log_level) -> None:
     """Serve Prometheus metrics on /metrics."""
     from cri_exporter.exporter import Exporter
     from cri_exporter.logsetup import configure
@@ -75,7 +79,8 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
     settings = Settings(
         listen_address=f"{listen_address[0]}:{listen_address[1]}", runtime_endpoint=runtime_endpoint,
         host_root=host_root, collectors=collectors, scrape_timeout=scrape_timeout, runtime_timeout=runtime_timeout,
-        stats_interval=stats_interval, stats_timeout=stats_timeout, log_format=log_format, log_level=log_level,
+        stats_interval=stats_interval, stats_timeout=stats_timeout, doctor_interval=doctor_interval,
+        log_format=log_format, log_level=log_level,
     )
     exporter = Exporter(settings)
     try:
@@ -116,12 +121,4 @@ def version() -> None:
     click.echo(f"python {platform.python_version()}, grpcio {grpc.__version__}")
 
 
-def _register_optional_commands() -> None:
-    try:
-        from cri_exporter.doctor.cli import doctor
-    except ImportError:
-        return
-    main.add_command(doctor)
-
-
-_register_optional_commands()
+main.add_command(doctor)

@@ -6,7 +6,7 @@ import platform
 
 import grpc
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -18,7 +18,10 @@ from cri_exporter.collectors.containers import ContainersCollector, StatsCollect
 from cri_exporter.collectors.imagefs import ImageFsCollector
 from cri_exporter.collectors.runtime import RuntimeCollector
 from cri_exporter.cri import CriClient, resolve_endpoint
+from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
+from cri_exporter.doctor.runner import run_doctor
 from cri_exporter.hostfs import HostFS
+from cri_exporter.podnet import PodNetwork
 from cri_exporter.scrape import Scraper, ScrapeContext
 from cri_exporter.settings import Settings
 from cri_exporter.stats_refresher import StatsRefresher
@@ -37,6 +40,11 @@ class _Families:
 
     def collect(self):
         return self._metrics
+
+
+# `_created` series double the self-metrics' series for a timestamp Prometheus
+# does not use in the text format.
+disable_created_metrics()
 
 
 class Exporter:
@@ -75,13 +83,23 @@ class Exporter:
         if "runtime" in enabled:
             collectors.append(RuntimeCollector())
         if "containers" in enabled:
-            collectors.append(ContainersCollector(self.refresher, cgroups))
+            podnet = PodNetwork(self.hostfs, cgroups) if cgroups is not None else None
+            collectors.append(ContainersCollector(self.refresher, cgroups, podnet))
         if self.refresher is not None:
             collectors.append(StatsCollector(self.refresher))
         if "imagefs" in enabled:
             collectors.append(ImageFsCollector())
         if cgroups is not None:
             collectors.append(CgroupCollector(self.hostfs, cgroups=cgroups))
+        self.doctor: DoctorCollector | None = None
+        self._doctor_thread: PeriodicDoctor | None = None
+        if "doctor" in enabled:
+            self.doctor = DoctorCollector()
+            self._doctor_thread = PeriodicDoctor(
+                lambda: run_doctor(self.hostfs, endpoint), self.doctor, settings.doctor_interval,
+                on_error=lambda err: log.warning("doctor run failed", error=str(err)),
+            )
+            collectors.append(_DoctorScrape(self.doctor))
         self.scraper = Scraper(collectors, self._context, settings.scrape_timeout)
 
     def _context(self, deadline: float) -> ScrapeContext:
@@ -95,11 +113,15 @@ class Exporter:
     def start(self) -> None:
         if self.refresher is not None:
             self.refresher.start()
+        if self._doctor_thread is not None:
+            self._doctor_thread.start()
 
     def stop(self) -> None:
         self.client.close()  # cancels calls in flight, so nothing below waits on a hung runtime
         if self.refresher is not None:
             self.refresher.stop()
+        if self._doctor_thread is not None:
+            self._doctor_thread.stop()
         self.scraper.close()
 
     def render(self, timeout: float | None = None, gzip_ok: bool = False) -> tuple[bytes, dict[str, str]]:
@@ -110,6 +132,18 @@ class Exporter:
             body = gzip.compress(body, compresslevel=GZIP_LEVEL)
             headers["Content-Encoding"] = "gzip"
         return body, headers
+
+
+class _DoctorScrape:
+    """Serves the latest periodic doctor report; the checks never run on a scrape."""
+
+    name = "doctor"
+
+    def __init__(self, doctor: DoctorCollector):
+        self.doctor = doctor
+
+    def collect(self, ctx):
+        return list(self.doctor.collect())
 
 
 class _BuildInfo:

@@ -24,8 +24,8 @@ TIMEOUT_MARGIN = 0.5
 MAX_REQUEST_LINE = 8192
 
 
-def landing_page(extra_links: dict[str, str]) -> bytes:
-    links = {"/metrics": "Metrics", "/healthz": "Health", **extra_links}
+def landing_page() -> bytes:
+    links = {"/metrics": "Metrics", "/doctor": "Doctor report (JSON)", "/healthz": "Health"}
     items = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(text)}</a></li>' for href, text in links.items())
     return (
         "<!doctype html><html><head><title>cri-exporter</title></head><body>"
@@ -68,13 +68,20 @@ class Handler(BaseHTTPRequestHandler):
         body, headers = self.exporter.render(timeout=timeout, gzip_ok=gzip_ok)
         self._send(200, body, headers)
 
+    def doctor(self) -> None:
+        """The latest periodic doctor report, as `cri-exporter doctor --output json` prints it."""
+        report = self.exporter.doctor.latest_json() if self.exporter.doctor else None
+        if report is None:
+            why = b"doctor disabled (--collectors)\n" if self.exporter.doctor is None else b"no doctor run yet\n"
+            self._send(503, why, {"Content-Type": "text/plain; charset=utf-8"})
+            return
+        self._send(200, report.encode(), {"Content-Type": "application/json"})
+
     def healthz(self) -> None:
         self._send(200, b"ok\n", {"Content-Type": "text/plain; charset=utf-8"})
 
     def index(self) -> None:
-        self._send(200, landing_page(self.extra_links), {"Content-Type": "text/html; charset=utf-8"})
-
-    extra_links: dict[str, str] = {}
+        self._send(200, landing_page(), {"Content-Type": "text/html; charset=utf-8"})
 
     def _send(self, code: int, body: bytes, headers: dict[str, str], head: bool = False) -> None:
         self.send_response(code)
@@ -89,7 +96,7 @@ class Handler(BaseHTTPRequestHandler):
         log.debug("http", client=self.client_address[0], request=format % args)
 
 
-Handler.routes = {"/metrics": Handler.metrics, "/healthz": Handler.healthz, "/": Handler.index}
+Handler.routes = {"/metrics": Handler.metrics, "/healthz": Handler.healthz, "/doctor": Handler.doctor, "/": Handler.index}
 
 
 class Server(ThreadingHTTPServer):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALL_COLLECTORS = ("runtime", "containers", "stats", "imagefs", "cgroups")
+ALL_COLLECTORS = ("runtime", "containers", "stats", "imagefs", "cgroups", "doctor")
 DEFAULT_LISTEN_ADDRESS = ":9920"
 
 
@@ -28,6 +28,9 @@ class Settings:
     # ...each with this deadline.
     stats_timeout: float = 30.0
     max_recv_bytes: int = 16 * 1024 * 1024
+    # The doctor's checks read configs and ask the runtime: minutes apart is
+    # enough for a misconfiguration alert, and keeps them off the scrape path.
+    doctor_interval: float = 300.0
     log_format: str = "auto"
     log_level: str = "info"
 

@@ -1,59 +1,57 @@
-"""ContainerStatus answers, fetched once per container and state.
+"""Per-object CRI answers fetched once, not on every scrape.
 
-ListContainers does not carry a container's start time, exit code or
-termination reason (OOMKilled); ContainerStatus does, one container per call.
-Those facts never change while the container stays in one state, so each is
-fetched once when a container is first seen in a state and kept until the
-container goes away: the scrape path pays for new containers only.
+ListContainers carries no start time, exit code or termination reason
+(OOMKilled), and ListPodSandbox does not say whether a pod uses the host's
+network; ContainerStatus and PodSandboxStatus do, one object per call. Those
+facts never change while a container stays in one state (or for a sandbox's
+whole life), so each is fetched once, when first seen, and kept until the
+object goes away: the scrape path pays for new objects only.
 """
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterable
+from typing import Callable, Generic, Hashable, Iterable, TypeVar
 
 import structlog
 
-from cri_exporter.cri import CriClient, CriError, model
+from cri_exporter.cri import CriError
 
 log = structlog.get_logger(__name__)
 
+V = TypeVar("V")
 
-class ContainerStatusCache:
-    def __init__(self) -> None:
+
+class FetchOnce(Generic[V]):
+    """`fetch(object_id, timeout)` answers, kept per key (e.g. id + state)."""
+
+    def __init__(self, fetch: Callable[[str, float], V]):
+        self._fetch = fetch
         self._lock = threading.Lock()
-        self._entries: dict[str, tuple[str, model.ContainerStatus]] = {}
+        self._entries: dict[Hashable, V] = {}
 
-    def get(self, container: model.Container) -> model.ContainerStatus | None:
-        entry = self._entries.get(container.id)
-        if entry is not None and entry[0] == container.state:
-            return entry[1]
-        return None
+    def get(self, key: Hashable) -> V | None:
+        return self._entries.get(key)
 
-    def refresh(
-        self,
-        client: CriClient,
-        wanted: Iterable[model.Container],
-        live_ids: set[str],
-        timeout: Callable[[], float],
-    ) -> None:
-        """Fetch what is missing for `wanted`, drop containers no longer listed.
+    def refresh(self, wanted: Iterable[tuple[Hashable, str]], keep: Callable[[Hashable], bool],
+                timeout: Callable[[], float]) -> None:
+        """Fetch what `wanted` (key, object id) lacks; drop keys `keep` rejects.
 
         Stops at the scrape's deadline; what was not fetched comes next time.
         """
         with self._lock:
-            for gone in self._entries.keys() - live_ids:
-                del self._entries[gone]
-        for c in wanted:
-            if self.get(c) is not None:
+            for key in [k for k in self._entries if not keep(k)]:
+                del self._entries[key]
+        for key, object_id in wanted:
+            if key in self._entries:
                 continue
             t = timeout()
             if t <= 0.01:
                 return
             try:
-                status = client.container_status(c.id, timeout=t)
+                value = self._fetch(object_id, t)
             except CriError as err:
                 # Removed between the list and this call, most likely.
-                log.debug("ContainerStatus failed", container_id=c.id, error=str(err))
+                log.debug("status call failed", id=object_id, error=str(err))
                 continue
             with self._lock:
-                self._entries[c.id] = (c.state, status)
+                self._entries[key] = value

@@ -20,7 +20,8 @@ def states(cd):
 
 def test_standard_pods_states_and_labels(lab):
     cd, pods = lab
-    assert states(cd) == {
+    standard = {"web", "burner", "batch", "flaky"}  # other tests add pods to the shared lab
+    assert {k: v for k, v in states(cd).items() if k[0] in standard} == {
         ("web", "app", 0): "CONTAINER_RUNNING",
         ("web", "sidecar", 0): "CONTAINER_RUNNING",
         ("burner", "burn", 0): "CONTAINER_RUNNING",

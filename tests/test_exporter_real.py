@@ -77,8 +77,10 @@ def test_restarted_container_is_one_series_with_its_restarts(samples, pods, cri)
     assert samples.get1("cri_container_last_terminated_reason", reason=first.reason, **worker) == 1
     assert samples.get1("cri_container_last_terminated_time_seconds", **worker) == pytest.approx(
         first.finished_at_ns / 1e9)
-    # and the node counts both instances
-    assert samples.get1("cri_containers", state="exited") == 2
+    # and the node counts every instance, the old attempt included
+    listed = cri.list_containers()
+    assert samples.get1("cri_containers", state="exited") == sum(c.state == "exited" for c in listed)
+    assert sum(c.id in pods.flaky.containers["worker"] for c in listed) == 2
 
 
 def test_exited_container(samples, pods, cri):
@@ -219,3 +221,53 @@ def test_landing_page_and_health(exporter):
     assert status == 200 and b'href="/metrics"' in body
     assert exporter.get("/healthz")[0] == 200
     assert exporter.get("/nope")[0] == 404
+
+
+def _net_dev(pid: int) -> dict[str, list[int]]:
+    lines = open(f"/proc/{pid}/net/dev").read().splitlines()[2:]
+    return {name.strip(): [int(x) for x in rest.split()] for name, rest in (line.split(":", 1) for line in lines)}
+
+
+def test_pod_network_is_live_and_covers_every_interface(exporter, containerd):
+    """CRI reports only eth0; the exporter reads the pod's netns, so a second
+    interface shows up, and eth0's counters lie between /proc/<pid>/net/dev
+    read just before and just after the scrape."""
+    from crilab import run_pod
+
+    pod = run_pod(containerd, "twonics", "net")
+    cid = pod.add_container("c", ["sleep", "2147483647"])
+    pid = _container_pid(containerd, cid)
+    # a veth pair with both ends in the pod (this kernel has no dummy module)
+    subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "link", "add", "extra0", "type", "veth", "peer", "name",
+                    "extra1"], check=True)
+    wait_for(lambda: exporter.scrape().find("cri_pod_network_receive_bytes_total", pod="twonics"), what="pod")
+    before = _net_dev(pid)
+    s = exporter.scrape()
+    after = _net_dev(pid)
+    ifaces = {d["interface"] for d in s.labelsets("cri_pod_network_receive_bytes_total") if d["pod"] == "twonics"}
+    assert ifaces == {"eth0", "extra0", "extra1"}  # lo is left out, as the kubelet does
+    for iface, rx_col, tx_col in (("eth0", 0, 8), ("extra0", 0, 8)):
+        rx = s.get1("cri_pod_network_receive_bytes_total", namespace="net", pod="twonics", interface=iface)
+        tx = s.get1("cri_pod_network_transmit_bytes_total", namespace="net", pod="twonics", interface=iface)
+        assert before[iface][rx_col] <= rx <= after[iface][rx_col]
+        assert before[iface][tx_col] <= tx <= after[iface][tx_col]
+
+
+def test_doctor_runs_in_serve_mode(exporter):
+    """serve runs the doctor off the scrape path; /doctor and the metrics agree."""
+    import json
+
+    status, headers, body = wait_for(lambda: (r := exporter.get("/doctor"))[0] == 200 and r, what="a doctor run")
+    assert headers["Content-Type"] == "application/json"
+    report = json.loads(body)
+    by_id = {c["id"]: c for c in report["checks"]}
+    assert by_id["cri.runtime_ready"]["status"] == "pass"
+    s = exporter.scrape()
+    assert s.get1("cri_scrape_collector_success", collector="doctor") == 1
+    for check in report["checks"]:
+        ok = s.find("cri_doctor_check_ok", check=check["id"])
+        if check["status"] == "skip":
+            assert not ok
+        else:
+            assert list(ok.values()) == [1.0 if check["status"] == "pass" else 0.0], check["id"]
+        assert s.get1("cri_doctor_check_status", check=check["id"], status=check["status"]) == 1

@@ -1,12 +1,13 @@
 """Containers and pods: what the runtime holds (ListPodSandbox, ListContainers,
 ContainerStatus) with their CPU, memory, disk and network use.
 
-Usage values come live from the cgroup files at scrape time where the
-container runs under a runc-like handler (milliseconds, always fresh), and
-from the latest background CRI stats snapshot otherwise: for handlers whose
-host cgroup describes a VM rather than the container (kata, gVisor), where
-the cgroup tree is not readable, and for what cgroups cannot tell (the
-writable layer, pod network, process count). Same names and labels either way.
+Usage values come live at scrape time where the pod runs under a runc-like
+handler: CPU and memory from the cgroup files, network (every interface) from
+the pod's network namespace; milliseconds, always fresh. They come from the
+latest background CRI stats snapshot for handlers whose host cgroup describes
+a VM rather than the container (kata, gVisor), where the host's files are not
+readable, and for what only the runtime knows (the writable layer, process
+count). Same names and labels either way.
 
 Every series describes the *current* instance of a container or pod (see
 inventory.py), so a restarted container's exited attempt never collides with
@@ -22,9 +23,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from cri_exporter.cgroups import NodeCgroups, Usage
 from cri_exporter.cri import model
 from cri_exporter.inventory import ContainerIdentity, Inventory
+from cri_exporter.podnet import PodNetwork
 from cri_exporter.scrape import PartialCollection, ScrapeContext
 from cri_exporter.stats_refresher import StatsRefresher
-from cri_exporter.status_cache import ContainerStatusCache
+from cri_exporter.status_cache import FetchOnce
 
 CONTAINER_STATES = ("created", "running", "exited", "unknown")
 POD_STATES = ("ready", "notready")
@@ -87,12 +89,18 @@ def _family(name: str, doc: str, counter: bool, labels: list[str]):
 class ContainersCollector:
     name = "containers"
 
-    def __init__(self, refresher: StatsRefresher | None, cgroups: NodeCgroups | None = None):
+    def __init__(self, refresher: StatsRefresher | None, cgroups: NodeCgroups | None = None,
+                 podnet: PodNetwork | None = None):
         self.refresher = refresher
         self.cgroups = cgroups
-        self.statuses = ContainerStatusCache()
+        self.podnet = podnet
+        self.statuses: FetchOnce[model.ContainerStatus] | None = None  # keyed by (container id, state)
+        self.host_network: FetchOnce[bool] | None = None  # keyed by sandbox id
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+        if self.statuses is None:
+            self.statuses = FetchOnce(lambda cid, t: ctx.client.container_status(cid, timeout=t))
+            self.host_network = FetchOnce(lambda pid, t: ctx.client.pod_sandbox_uses_host_network(pid, timeout=t))
         inv = ctx.inventory()
         snapshot = self.refresher.snapshot if self.refresher else None
         self._refresh_statuses(ctx, inv)
@@ -103,7 +111,11 @@ class ContainersCollector:
     def _refresh_statuses(self, ctx: ScrapeContext, inv: Inventory) -> None:
         wanted = [c for c in inv.current_containers.values() if c.state in ("running", "exited")]
         wanted += [c for c in _last_exited(inv).values() if c.state == "exited"]
-        self.statuses.refresh(ctx.client, wanted, {c.id for c in inv.containers}, ctx.rpc_timeout)
+        listed = {(c.id, c.state) for c in inv.containers}
+        self.statuses.refresh([((c.id, c.state), c.id) for c in wanted], listed.__contains__, ctx.rpc_timeout)
+        if self.podnet:
+            ready = [p.id for p in inv.current_pods.values() if p.state == "ready"]
+            self.host_network.refresh([(i, i) for i in ready], inv.pods_by_id.__contains__, ctx.rpc_timeout)
 
     def _node_counts(self, inv: Inventory) -> Iterable[Metric]:
         containers = GaugeMetricFamily(
@@ -145,7 +157,7 @@ class ContainersCollector:
             for s in CONTAINER_STATES:
                 state.add_metric(labels + [s], 1.0 if c.state == s else 0.0)
             restarts.add_metric(labels, float(c.attempt))
-            status = self.statuses.get(c)
+            status = self.statuses.get((c.id, c.state))
             if status is not None and status.started_at_ns > 0:
                 started.add_metric(labels, status.started_at_ns / 1e9)
             live = None
@@ -154,7 +166,7 @@ class ContainersCollector:
             _add_values(values, labels, live, stats.get(c.id))
 
         for ident, c in _last_exited(inv).items():
-            status = self.statuses.get(c)
+            status = self.statuses.get((c.id, c.state))
             if status is None:
                 continue
             labels = [ident.namespace, ident.pod, ident.container]
@@ -176,6 +188,8 @@ class ContainersCollector:
         values = [(_family(n, d, counter, P_LABELS), attr, scale) for n, d, attr, scale, counter in _POD_STATS]
         net = [(CounterMetricFamily(n, d, labels=P_LABELS + ["interface"]), attr) for n, d, attr in _POD_NET]
 
+        if self.podnet:
+            self.podnet.retain({p.id for p in inv.current_pods.values()})
         for ident, p in inv.current_pods.items():
             labels = [ident.namespace, ident.pod]
             info.add_metric(labels + [p.k8s_uid, p.id, p.runtime_handler, str(p.attempt)], 1.0)
@@ -187,9 +201,13 @@ class ContainersCollector:
                 live = self.cgroups.pod_usage(p.k8s_uid)
             s = stats.get(p.id)
             _add_values(values, labels, live, s)
-            if s is None:
-                continue
-            for iface in s.interfaces:
+            interfaces = None
+            # hostNetwork pods' namespace holds the node's interfaces: CRI's word only.
+            if p.state == "ready" and _cgroup_backed(p) and self.podnet and self.host_network.get(p.id) is False:
+                interfaces = self.podnet.interfaces(p.id, p.k8s_uid)
+            if interfaces is None:
+                interfaces = s.interfaces if s is not None else ()
+            for iface in interfaces:
                 for family, attr in net:
                     v = getattr(iface, attr)
                     if v is not None:

@@ -173,6 +173,13 @@ class CriClient:
             for p in r.items
         ]
 
+    def pod_sandbox_uses_host_network(self, pod_sandbox_id: str, timeout: float | None = None) -> bool:
+        """True for a hostNetwork pod: its network namespace is the node's."""
+        r = self._call(
+            self._runtime, "PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=pod_sandbox_id), timeout
+        )
+        return r.status.linux.namespaces.options.network == pb.NODE
+
     def list_containers(self, timeout: float | None = None) -> list[model.Container]:
         r = self._call(self._runtime, "ListContainers", pb.ListContainersRequest(), timeout)
         return [

@@ -1,0 +1,16 @@
+"""Doctor checks by area; importing this package registers them all.
+
+The order here is the order of the report: from the kernel up to the CRI.
+"""
+from cri_exporter.doctor.checks import (  # noqa: F401
+    kernel,
+    containerd,
+    crio,
+    drift,
+    kubelet,
+    crictl,
+    cni,
+    network,
+    disk,
+    cri,
+)

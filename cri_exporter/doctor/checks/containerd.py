@@ -1,0 +1,508 @@
+"""containerd's configuration, read as containerd reads it (facts/containerd.py)."""
+from __future__ import annotations
+
+import os
+import re
+
+from cri_exporter.cri.client import CriError
+from cri_exporter.doctor.checks._common import not_this_runtime, runtime_version, toml_snippet
+from cri_exporter.doctor.facts import containerd as cfacts
+from cri_exporter.doctor.facts import procfs
+from cri_exporter.doctor.facts.files import FileTooLarge, list_dir, read_config
+from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
+from cri_exporter.doctor.registry import check
+
+REF_CONFIG = "https://github.com/containerd/containerd/blob/main/docs/cri/config.md"
+REF_CGROUP_DRIVER = "https://kubernetes.io/docs/setup/production-environment/container-runtimes/#containerd-systemd"
+REF_HOSTS = "https://github.com/containerd/containerd/blob/main/docs/hosts.md"
+REF_RELEASES = "https://github.com/containerd/containerd/blob/main/RELEASES.md#deprecated-config-properties"
+REF_TROUBLESHOOT = "https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/"
+
+
+def _config_or_skip(ctx):
+    """None when the config can be checked, else the skip saying why."""
+    skip = not_this_runtime(ctx, "containerd")
+    if skip:
+        return skip
+    cfg = ctx.containerd
+    if not cfg.exists:
+        return skipped(f"no {cfg.path}: containerd runs on its built-in defaults")
+    if cfg.errors:
+        return skipped(f"{cfg.path} does not parse (see containerd.config.parse)")
+    return None
+
+
+@check("containerd.config.parse", Severity.CRITICAL)
+def config_parse(ctx):
+    """containerd refuses to start on a config (or import) that is not valid TOML."""
+    skip = not_this_runtime(ctx, "containerd")
+    if skip:
+        return skip
+    cfg = ctx.containerd
+    if not cfg.exists:
+        return passed(f"no {cfg.path}: containerd uses its built-in defaults")
+    if not cfg.errors:
+        return passed(f"{', '.join(cfg.files)} parse{'s' if len(cfg.files) == 1 else ''}")
+    return failed(
+        f"{cfg.errors[0].path} is not valid TOML" if cfg.errors[0].line else f"{cfg.errors[0].path} cannot be read",
+        "\n".join(str(e) for e in cfg.errors),
+        "containerd exits at start with \"failed to load TOML\"; with it down the kubelet "
+        "reports the node NotReady and no pod starts.",
+        "Fix the line shown, or start from a fresh default and re-apply your changes:\n"
+        "containerd config default > /etc/containerd/config.toml\n"
+        "containerd config dump   # prints what containerd would load, or the error",
+        [REF_CONFIG],
+    )
+
+
+_V2_ONLY_KEYS = ("containerd", "cni", "sandbox_image", "registry", "restrict_oom_score_adj",
+                 "enable_selinux", "image_pull_progress_timeout", "max_container_log_line_size")
+
+
+@check("containerd.config.version", Severity.WARNING)
+def config_version(ctx):
+    """Section names depend on the config's `version`; tables under the other
+    version's names are silently ignored, the classic "my setting does nothing"."""
+    skip = _config_or_skip(ctx)
+    if skip:
+        return skip
+    cfg = ctx.containerd
+    plugins = cfg.plugins
+    rv = runtime_version(ctx)
+    seen = f"{cfg.path}: version = {cfg.declared_version if cfg.declared_version is not None else '(absent: 1)'}"
+    if rv:
+        seen += f"; containerd {rv[0]}.{rv[1]} answers CRI"
+    if cfg.version == 3 and rv and rv[0] < 2:
+        return failed(
+            f"version 3 config on containerd {rv[0]}.{rv[1]}", seen,
+            "containerd 1.x only reads versions 1 and 2; it refuses to start on version 3.",
+            "Use `version = 2` with plugins.\"io.containerd.grpc.v1.cri\" tables on containerd 1.x, "
+            "or upgrade containerd to 2.x.", [REF_CONFIG])
+    if cfg.version == 3:
+        stale = [k for k in _V2_ONLY_KEYS if k in (plugins.get(cfacts.CRI_V2) or {})]
+        if stale:
+            return failed(
+                f"version 3 config with version 2 CRI settings that containerd 2.x ignores: {', '.join(stale)}",
+                seen + f"; [plugins.\"{cfacts.CRI_V2}\"] holds {', '.join(stale)}",
+                "In version 3 runtimes, cni and oom settings live in io.containerd.cri.v1.runtime and "
+                "registry/sandbox image in io.containerd.cri.v1.images; the old table's keys are ignored "
+                "without a word, so the node runs on defaults (e.g. SystemdCgroup=false).",
+                "Move them:\n"
+                + toml_snippet(f'plugins."{cfacts.CRI_RUNTIME_V3}".containerd.runtimes.runc.options',
+                               "SystemdCgroup = true")
+                + "\n" + toml_snippet(f'plugins."{cfacts.CRI_IMAGES_V3}".pinned_images',
+                                      'sandbox = "registry.k8s.io/pause:3.10"')
+                + "\n# or let containerd convert it: containerd config migrate > config.toml.new",
+                [REF_CONFIG])
+        return passed("version 3 with version 3 section names", seen)
+    if cfg.version == 2:
+        v3 = [n for n in (cfacts.CRI_RUNTIME_V3, cfacts.CRI_IMAGES_V3) if n in plugins]
+        if v3:
+            make = warned if not rv or rv[0] < 2 else passed
+            if make is warned:
+                return warned(
+                    f"version 2 config holding version 3 tables: {', '.join(v3)}", seen,
+                    "containerd 1.x ignores these tables; containerd 2.x migrates a version 2 file and "
+                    "may override them with the converted v2 values.",
+                    "Pick one version: put the settings under plugins.\"io.containerd.grpc.v1.cri\" "
+                    "(version 2) or set `version = 3` and drop the v2 CRI table.", [REF_CONFIG])
+        return passed("version 2", seen)
+    long_names = [n for n in plugins if n.startswith("io.containerd.")]
+    why = ("Without a `version` line containerd reads version 1, where plugins are keyed by short "
+           "names ([plugins.cri]); version 1 is deprecated and tables under long names are ignored.")
+    fix = ("Add `version = 2` as the first line (containerd 1.x) or `version = 3` (containerd 2.x), "
+           "then check the section names; `containerd config migrate` converts a file on 2.x.")
+    if long_names:
+        return failed("no `version` line, so these tables are ignored: " + ", ".join(long_names),
+                      seen, why, fix, [REF_CONFIG])
+    return warned("no `version` line: version 1 semantics (deprecated)", seen, why, fix, [REF_CONFIG])
+
+
+_CRI_NAMES = ("cri", cfacts.CRI_V2, cfacts.CRI_RUNTIME_V3, cfacts.CRI_IMAGES_V3)
+
+
+@check("containerd.cri.disabled", Severity.CRITICAL)
+def cri_disabled(ctx):
+    """Docker's containerd.io package ships `disabled_plugins = ["cri"]`: the
+    kubelet then finds no CRI service at all."""
+    skip = _config_or_skip(ctx)
+    if skip:
+        return skip
+    cfg = ctx.containerd
+    hit = [p for p in cfg.disabled_plugins if p in _CRI_NAMES]
+    seen = f"disabled_plugins = {cfg.disabled_plugins!r} ({', '.join(cfg.files)})"
+    short = [p for p in cfg.disabled_plugins if "." not in p]
+    if cfg.version >= 2 and short:
+        # Seen on containerd 1.6.20: a version 2 file with a short plugin name
+        # exits at start: 'invalid disabled plugin URI "cri" expect io.containerd.x.vx'.
+        return failed(
+            f"containerd refuses to start: short plugin name(s) {', '.join(short)} in a version {cfg.version} config",
+            seen,
+            "Only version 1 configs take short plugin names; containerd exits with \"invalid disabled "
+            "plugin URI\" and the node has no runtime at all.",
+            f"Remove {', '.join(repr(x) for x in short)} from disabled_plugins in {cfg.path} (to keep CRI "
+            "enabled, which Kubernetes needs), then: systemctl restart containerd",
+            [REF_CONFIG])
+    if not hit:
+        return passed("the CRI plugin is enabled", seen)
+    return failed(
+        f"containerd's CRI plugin is disabled ({', '.join(hit)})",
+        seen,
+        "The kubelet fails with \"unknown service runtime.v1.RuntimeService\" and the node never "
+        "becomes Ready. The containerd.io package (Docker's) ships this line.",
+        f"Remove {', '.join(repr(h) for h in hit)} from disabled_plugins in {cfg.path}, then:\n"
+        "systemctl restart containerd",
+        [REF_TROUBLESHOOT, REF_CONFIG],
+    )
+
+
+@check("containerd.cgroup_driver", Severity.CRITICAL)
+def cgroup_driver(ctx):
+    """runc's SystemdCgroup must agree with the kubelet's cgroupDriver."""
+    skip = _config_or_skip(ctx)
+    if skip:
+        return skip
+    cfg = ctx.containerd
+    opts = cfg.runtime_options()
+    systemd = opts.get("SystemdCgroup", False) is True
+    runtime_driver = "systemd" if systemd else "cgroupfs"
+    where = f"SystemdCgroup = {str(systemd).lower()} in [{cfg.runtime_options_table()}]" + (
+        "" if "SystemdCgroup" in opts else " (unset: false)")
+    snippet = toml_snippet(cfg.runtime_options_table(), "SystemdCgroup = true")
+    kubelet = ctx.kubelet
+    if kubelet.present:
+        kdriver, kwhere = kubelet.cgroup_driver()
+        seen = f"containerd: {where}; kubelet: cgroupDriver={kdriver} ({kwhere})"
+        if kdriver != runtime_driver:
+            return failed(
+                f"containerd uses {runtime_driver}, the kubelet {kdriver}",
+                seen,
+                "Two cgroup managers fight over the same cgroups: pods fail with \"expected cgroupsPath "
+                "to be of format slice:prefix:name\" or \"misconfiguration: kubelet cgroup driver\", "
+                "and under memory pressure the node becomes unstable.",
+                (f"{snippet}\nsystemctl restart containerd   # and keep the kubelet on cgroupDriver: systemd"
+                 if kdriver == "systemd" else
+                 "Set the kubelet to systemd (cgroupDriver: systemd in /var/lib/kubelet/config.yaml) "
+                 f"and containerd to match:\n{snippet}\nsystemctl restart containerd kubelet"),
+                [REF_CGROUP_DRIVER],
+            )
+    else:
+        seen = f"containerd: {where}; no kubelet configuration found"
+    if runtime_driver == "cgroupfs" and ctx.cgroups.version == 2:
+        return warned(
+            "cgroupfs driver on a cgroup v2 host",
+            seen,
+            "On cgroup v2 hosts booted by systemd, systemd is the recommended driver: with cgroupfs "
+            "two managers own the hierarchy and resource pressure handling is less stable.",
+            f"{snippet}\nand cgroupDriver: systemd in the kubelet's config.yaml; restart both",
+            [REF_CGROUP_DRIVER],
+        )
+    return passed(f"cgroup driver {runtime_driver}" + (" matches the kubelet" if kubelet.present else ""), seen)
+
+
+def _removed_keys(cfg: cfacts.ContainerdConfig) -> list[str]:
+    """Keys containerd 2.0 removed (RELEASES.md, "Deprecated config properties")."""
+    found = []
+    rt = cfg.runtime_section
+    name = cfg.runtime_section_name
+    if "systemd_cgroup" in rt:
+        found.append(f'plugins."{name}".systemd_cgroup')
+    ctrd = rt.get("containerd") if isinstance(rt.get("containerd"), dict) else {}
+    for key in ("default_runtime", "untrusted_workload_runtime"):
+        if key in ctrd:
+            found.append(f'plugins."{name}".containerd.{key}')
+    for rname, runtime in (ctrd.get("runtimes") or {}).items():
+        if not isinstance(runtime, dict):
+            continue
+        for key in ("runtime_engine", "runtime_root"):
+            if key in runtime:
+                found.append(f'plugins."{name}".containerd.runtimes.{rname}.{key}')
+        if runtime.get("runtime_type") in ("io.containerd.runtime.v1.linux", "io.containerd.runc.v1"):
+            found.append(f'plugins."{name}".containerd.runtimes.{rname}.runtime_type = "{runtime["runtime_type"]}"')
+    if "auths" in cfg.registry():
+        found.append(f"{cfg.registry_table()}.auths")
+    if "io.containerd.snapshotter.v1.aufs" in cfg.plugins or (ctrd.get("snapshotter") == "aufs"):
+        found.append("aufs snapshotter")
+    return found
+
+
+def _get_runtime_type(cfg: cfacts.ContainerdConfig) -> str:
+    """The default runtime's runtime_type (containerd's default: runc.v2)."""
+    runtime = cfacts._get(cfg.runtime_section, "containerd", "runtimes", cfg.default_runtime_name)
+    value = runtime.get("runtime_type") if isinstance(runtime, dict) else None
+    return str(value or "io.containerd.runc.v2")
+
+
+@check("containerd.config.removed_keys", Severity.WARNING)
+def removed_keys(ctx):
+    """Settings containerd 2.0 removed: ignored or fatal after an upgrade."""
+    skip = _config_or_skip(ctx)
+    if skip:
+        return skip
+    cfg = ctx.containerd
+    found = _removed_keys(cfg)
+    if not found:
+        return passed("no settings that containerd 2.0 removed")
+    rv = runtime_version(ctx)
+    on_2x = (rv and rv[0] >= 2) or cfg.version >= 3
+    runtime_type = _get_runtime_type(cfg)
+    # containerd 1.5-1.7 reject systemd_cgroup unless the default runtime is the
+    # old io.containerd.runtime.v1.linux: "`systemd_cgroup` only works for
+    # runtime io.containerd.runtime.v1.linux", and the CRI plugin does not load.
+    fatal_now = any(f.endswith(".systemd_cgroup") for f in found) and runtime_type != "io.containerd.runtime.v1.linux"
+    make = failed if on_2x or fatal_now else warned
+    return make(
+        f"{len(found)} setting(s) removed in containerd 2.0" + (" (this is 2.x)" if on_2x else "")
+        + ("; systemd_cgroup with runc.v2 stops the CRI plugin" if fatal_now and not on_2x else ""),
+        "\n".join(found),
+        "containerd 2.0 no longer reads them: the behaviour they set silently changes (or containerd "
+        "refuses to start), typically right after a package upgrade.",
+        "systemd_cgroup -> SystemdCgroup = true in the runc runtime's options\n"
+        "default_runtime/untrusted_workload_runtime -> default_runtime_name and runtimes.<name>\n"
+        "runtime_engine/runtime_root/io.containerd.runtime.v1.linux -> runtime_type = \"io.containerd.runc.v2\"\n"
+        "registry.auths -> credentials in registry.configs.\"<host>\".auth or a credential helper\n"
+        "On 2.x, `containerd config migrate` prints the converted file.",
+        [REF_RELEASES],
+    )
+
+
+@check("containerd.sandbox_image", Severity.WARNING)
+def sandbox_image(ctx):
+    """The pause image: the same one the kubelet expects, and already in the
+    image store (an unpullable pause image blocks every pod on air-gapped nodes)."""
+    skip = not_this_runtime(ctx, "containerd")
+    if skip:
+        return skip
+    cfg = ctx.containerd
+    if cfg.errors:
+        return skipped(f"{cfg.path} does not parse (see containerd.config.parse)")
+    image, explicit = cfg.sandbox_image()
+    seen = [f"containerd: {image} ({cfg.sandbox_image_key() if explicit else 'built-in default'})"]
+    kubelet_image = ctx.kubelet.flags.get("pod-infra-container-image")
+    problems = []
+    if kubelet_image:
+        seen.append(f"kubelet: --pod-infra-container-image={kubelet_image} ({ctx.kubelet.flag_sources['pod-infra-container-image']})")
+        if kubelet_image != image:
+            problems.append("the kubelet names a different pause image than containerd uses")
+    images = ctx.cri("list_images")
+    if isinstance(images, CriError):
+        seen.append(f"image store: not checked ({images})")
+    else:
+        match = next((i for i in images if image in i.tags or _same_image(image, i.tags)), None)
+        if match is None:
+            problems.append(f"{image} is not in the image store")
+            seen.append("image store: absent")
+        else:
+            seen.append(f"image store: present, pinned={'yes' if match.pinned else 'no'}")
+    if not problems:
+        return passed(f"sandbox image {image}", "\n".join(seen))
+    return warned(
+        "; ".join(problems),
+        "\n".join(seen),
+        "containerd, not the kubelet, pulls the pause image for every new pod; if it is missing and "
+        "the registry is unreachable (air-gapped, proxy) every pod stays in ContainerCreating, and "
+        "the kubelet's image GC may delete an image it does not know is the sandbox image.",
+        toml_snippet(f'plugins."{cfg.images_section_name}"' + (".pinned_images" if cfg.version >= 3 else ""),
+                     ("sandbox" if cfg.version >= 3 else "sandbox_image") + f' = "{kubelet_image or image}"')
+        + f"\nctr -n k8s.io images pull {kubelet_image or image}   # or import it on air-gapped nodes\n"
+        "and drop --pod-infra-container-image from the kubelet flags (deprecated since 1.27)",
+        [REF_CONFIG, REF_TROUBLESHOOT],
+    )
+
+
+def _same_image(image: str, tags) -> bool:
+    """registry.k8s.io/pause:3.9 == docker.io/... forms aside, match on the
+    normalized name (containerd stores fully qualified names)."""
+    norm = image if "/" in image.split(":")[0] else f"docker.io/library/{image}"
+    return norm in tags
+
+
+@check("containerd.registry.mirrors", Severity.WARNING)
+def registry_mirrors(ctx):
+    """`registry.mirrors`/`configs`/`auths` are deprecated, and containerd's
+    CRI plugin refuses `mirrors` together with `config_path`."""
+    skip = _config_or_skip(ctx)
+    if skip:
+        return skip
+    cfg = ctx.containerd
+    reg = cfg.registry()
+    old = [k for k in ("mirrors", "configs", "auths") if reg.get(k)]
+    table = cfg.registry_table()
+    if not old:
+        return passed("no deprecated registry settings" + (f"; config_path = {reg['config_path']}" if reg.get("config_path") else ""))
+    seen = f"[{table}] sets {', '.join(old)}" + (f" and config_path = {reg['config_path']!r}" if reg.get("config_path") else "")
+    fix = (f"Move each mirror to {reg.get('config_path') or '/etc/containerd/certs.d'}/<registry>/hosts.toml:\n"
+           'server = "https://registry-1.docker.io"\n[host."https://mirror.example.com"]\n'
+           '  capabilities = ["pull", "resolve"]\n'
+           f'and set config_path = "/etc/containerd/certs.d" in [{table}]; then systemctl restart containerd')
+    if reg.get("config_path") and reg.get("mirrors"):
+        return failed(
+            "registry.mirrors together with registry.config_path",
+            seen,
+            "containerd refuses the combination (\"`mirrors` cannot be set when `config_path` is "
+            "provided\"): the CRI plugin does not load and the kubelet sees no runtime.",
+            fix, [REF_HOSTS])
+    return warned(
+        f"deprecated registry settings: {', '.join(old)}",
+        seen,
+        "registry.mirrors and configs are deprecated since containerd 1.5 (auths removed in 2.0) in "
+        "favour of hosts.toml files under config_path; they go away on a later upgrade.",
+        fix, [REF_HOSTS])
+
+
+_HOST_DIR_RE = re.compile(r"^(_default|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?|\[[0-9a-fA-F:]+\](:\d{1,5})?)$")
+_URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+
+
+def _hosts_problems(ctx, config_path: str) -> tuple[list[str], list[str]]:
+    problems, seen = [], []
+    for name in list_dir(ctx.hostfs, config_path):
+        d = os.path.join(config_path, name)
+        if not os.path.isdir(ctx.hostfs.path(d)):
+            continue
+        if not _HOST_DIR_RE.match(name):
+            problems.append(f"{d}: directory name {name!r} is not a registry host[:port] (containerd never looks it up)")
+        f = os.path.join(d, "hosts.toml")
+        if not ctx.hostfs.exists(f):
+            continue
+        data, err = cfacts.parse_toml(ctx.hostfs, f)
+        if err:
+            problems.append(str(err))
+            continue
+        server = data.get("server")
+        hosts = data.get("host") if isinstance(data.get("host"), dict) else {}
+        seen.append(f"{f}: server={server!r}, {len(hosts)} host(s)")
+        if server is not None and not (isinstance(server, str) and _URL_RE.match(server)):
+            problems.append(f"{f}: server = {server!r} is not an http(s) URL")
+        if server is None and not hosts:
+            problems.append(f"{f}: neither `server` nor any [host.\"...\"] entry")
+        for h in hosts:
+            if not _URL_RE.match(h):
+                problems.append(f"{f}: [host.{h!r}] is not an http(s) URL")
+    return problems, seen
+
+
+@check("containerd.registry.hosts", Severity.WARNING)
+def registry_hosts(ctx):
+    """Every hosts.toml under config_path must parse and name valid URLs, in a
+    directory named like the registry host; a wrong one is silently unused."""
+    skip = _config_or_skip(ctx)
+    if skip:
+        return skip
+    config_path = ctx.containerd.registry().get("config_path")
+    if not config_path:
+        return skipped("registry.config_path is not set (no hosts.toml directory)")
+    if not os.path.isdir(ctx.hostfs.path(config_path)):
+        return warned(f"config_path {config_path} does not exist", f"config_path = {config_path!r}",
+                      "Every pull goes straight to the upstream registry, ignoring the mirrors you meant.",
+                      f"mkdir -p {config_path}/docker.io   # and write hosts.toml files there", [REF_HOSTS])
+    problems, seen = _hosts_problems(ctx, config_path)
+    if not problems:
+        return passed(f"hosts.toml files under {config_path} are valid", "\n".join(seen))
+    return warned(
+        f"{len(problems)} problem(s) in {config_path}",
+        "\n".join(problems + seen),
+        "containerd skips a registry directory it cannot parse or does not look up, so pulls bypass "
+        "the mirror or fail on air-gapped nodes.",
+        f"{config_path}/docker.io/hosts.toml:\n"
+        'server = "https://registry-1.docker.io"\n[host."https://mirror.example.com"]\n'
+        '  capabilities = ["pull", "resolve"]',
+        [REF_HOSTS])
+
+
+@check("containerd.oom_score_adj", Severity.CRITICAL)
+def oom_score_adj(ctx):
+    """Without CAP_SYS_RESOURCE (user namespaces, some sandboxes) runc cannot
+    lower a sandbox's oom_score_adj, and every RunPodSandbox fails."""
+    skip = _config_or_skip(ctx)
+    if skip:
+        return skip
+    proc = ctx.process("containerd")
+    if proc is None:
+        return skipped("no containerd process found under /proc")
+    restricted = ctx.containerd.runtime_section.get("restrict_oom_score_adj") is True
+    userns = not procfs.in_initial_user_ns(proc.uid_map)
+    no_cap = proc.cap_eff is not None and not (proc.cap_eff >> procfs.CAP_SYS_RESOURCE) & 1
+    seen = (f"containerd pid {proc.pid}: user namespace={'yes' if userns else 'initial'}, "
+            f"CAP_SYS_RESOURCE={'no' if no_cap else 'yes'}; restrict_oom_score_adj={str(restricted).lower()}")
+    if not (userns or no_cap):
+        return passed("containerd may set oom_score_adj", seen)
+    if restricted:
+        return passed("restricted environment and restrict_oom_score_adj = true", seen)
+    return failed(
+        "containerd cannot lower oom_score_adj and restrict_oom_score_adj is not set",
+        seen,
+        # Seen with containerd 1.6.20/runc 1.1.5 without CAP_SYS_RESOURCE:
+        "RunPodSandbox fails with \"can't get final child's PID from pipe: EOF\" (runc: "
+        "\"failed to update /proc/self/oom_score_adj: Permission denied\"): no pod can start.",
+        toml_snippet(f'plugins."{ctx.containerd.runtime_section_name}"', "restrict_oom_score_adj = true")
+        + "\nsystemctl restart containerd",
+        [REF_CONFIG],
+    )
+
+
+UNIT_PATHS = ("/etc/systemd/system/containerd.service", "/usr/lib/systemd/system/containerd.service",
+              "/lib/systemd/system/containerd.service", "/usr/local/lib/systemd/system/containerd.service")
+
+
+def _unit_settings(ctx) -> tuple[dict[str, str], list[str]]:
+    """[Service] settings of containerd.service with its drop-ins applied."""
+    unit = next((p for p in UNIT_PATHS if ctx.hostfs.exists(p)), None)
+    if unit is None:
+        return {}, []
+    files = [unit]
+    for d in ("/usr/lib/systemd/system/containerd.service.d", "/etc/systemd/system/containerd.service.d",
+              "/run/systemd/system/containerd.service.d"):
+        files += [f"{d}/{n}" for n in list_dir(ctx.hostfs, d) if n.endswith(".conf")]
+    settings: dict[str, str] = {}
+    for f in files:
+        try:
+            text = read_config(ctx.hostfs, f)
+        except (OSError, FileTooLarge):
+            continue
+        section = ""
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("["):
+                section = line
+            elif section == "[Service]" and "=" in line and not line.startswith(("#", ";")):
+                k, _, v = line.partition("=")
+                settings[k.strip()] = v.strip()
+    return settings, files
+
+
+@check("containerd.service", Severity.CRITICAL)
+def service(ctx):
+    """containerd.service must keep containers alive across a containerd
+    restart (KillMode=process) and not cap their tasks or files."""
+    skip = not_this_runtime(ctx, "containerd")
+    if skip:
+        return skip
+    s, files = _unit_settings(ctx)
+    if not files:
+        return skipped("no containerd.service unit (not managed by systemd)")
+    seen = f"{', '.join(files)}: " + " ".join(f"{k}={s.get(k, '(unset)')}" for k in ("KillMode", "Delegate", "TasksMax", "LimitNOFILE"))
+    fails, warns = [], []
+    if s.get("KillMode", "control-group") != "process":
+        fails.append("KillMode is not process: restarting containerd kills every container's shim")
+    if s.get("Delegate", "no").lower() not in ("yes", "true", "1"):
+        warns.append("Delegate is not yes: systemd may reclaim the cgroups containerd creates")
+    if s.get("TasksMax", "") != "infinity":
+        warns.append("TasksMax is not infinity: systemd's default (15% of pid_max) caps all containers' threads")
+    nofile = s.get("LimitNOFILE", "")
+    if nofile.isdigit() and int(nofile) < 65536:
+        warns.append(f"LimitNOFILE={nofile} is low: containerd runs out of file descriptors on busy nodes")
+    if not fails and not warns:
+        return passed("KillMode=process, Delegate=yes, TasksMax=infinity", seen)
+    make = failed if fails else warned
+    return make(
+        "; ".join(fails + warns).split(":")[0] if len(fails + warns) == 1 else f"{len(fails + warns)} unit settings are wrong",
+        seen + "\n" + "\n".join(fails + warns),
+        "These are the settings containerd's own unit file ships; without them a containerd restart "
+        "or upgrade takes every pod down, or pods fail under load.",
+        "mkdir -p /etc/systemd/system/containerd.service.d\n"
+        "cat > /etc/systemd/system/containerd.service.d/10-k8s.conf <<'EOF'\n"
+        "[Service]\nKillMode=process\nDelegate=yes\nTasksMax=infinity\nLimitNOFILE=1048576\nEOF\n"
+        "systemctl daemon-reload && systemctl restart containerd",
+        ["https://github.com/containerd/containerd/blob/main/containerd.service"],
+    )

@@ -1,0 +1,208 @@
+"""The runtime as the kubelet sees it, over the CRI socket (read-only calls)."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+from cri_exporter.cri.client import DEFAULT_ENDPOINTS, CriError, socket_path
+from cri_exporter.doctor.facts.files import resolve
+from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
+from cri_exporter.doctor.registry import check
+
+REF_CRI = "https://kubernetes.io/docs/concepts/architecture/cri/"
+REF_DEBUG = "https://kubernetes.io/docs/tasks/debug/debug-cluster/crictl/"
+REF_TROUBLESHOOT = "https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/"
+EXTRA_SOCKETS = ("unix:///var/run/dockershim.sock",)
+
+
+def _unreachable(ctx):
+    v = ctx.cri("version")
+    if isinstance(v, CriError):
+        return skipped(f"the runtime does not answer (see cri.socket): {v}")
+    return None
+
+
+@check("cri.socket", Severity.CRITICAL)
+def socket(ctx):
+    """The runtime's socket exists, may be opened, and answers Version."""
+    endpoint = ctx.endpoint
+    path = socket_path(endpoint)
+    v = ctx.cri("version")
+    if path is not None:
+        try:
+            st = os.stat(path)
+        except PermissionError:
+            return failed(f"no permission to reach {path}", f"endpoint {endpoint}; running as uid {os.geteuid()}",
+                          "A directory on the way to the socket may not be searched by this user, so nothing "
+                          "can be asked of the runtime.",
+                          "Run the doctor as root (sudo), or as a member of the socket's group.", [REF_DEBUG])
+        except OSError:
+            return failed(f"runtime socket {path} does not exist", f"endpoint {endpoint}",
+                          "Nothing listens where the kubelet and crictl look: the runtime is not running, "
+                          "or the endpoint is wrong.",
+                          "systemctl status containerd   # or crio; journalctl -u containerd -e\n"
+                          "or pass --runtime-endpoint / CONTAINER_RUNTIME_ENDPOINT", [REF_DEBUG])
+        if not stat.S_ISSOCK(st.st_mode):
+            return failed(f"{path} is not a socket", f"mode {stat.filemode(st.st_mode)}",
+                          "A file or directory sits where the runtime should listen (a bad bind mount or a "
+                          "leftover), so the runtime cannot create its socket.",
+                          f"rm -rf {path} && systemctl restart containerd", [REF_DEBUG])
+        if not os.access(path, os.R_OK | os.W_OK, effective_ids=os.access in os.supports_effective_ids):
+            return failed(f"no permission to open {path}",
+                          f"mode {stat.filemode(st.st_mode)} uid {st.st_uid} gid {st.st_gid}; running as uid {os.geteuid()}",
+                          "Without read/write on the socket nothing can be asked of the runtime.",
+                          "Run the doctor as root (sudo), or as a member of the socket's group.", [REF_DEBUG])
+    if isinstance(v, CriError):
+        if v.code == "UNIMPLEMENTED":
+            return passed(f"{endpoint} answers gRPC (CRI API: see cri.api_version)")
+        return failed(f"the runtime at {endpoint} does not answer", str(v),
+                      "The kubelet cannot create, stop or inspect pods.",
+                      "systemctl restart containerd   # or crio; then journalctl -u containerd -e", [REF_DEBUG])
+    return passed(f"{endpoint} answers: {v.runtime_name} {v.runtime_version}")
+
+
+@check("cri.multiple_sockets", Severity.WARNING)
+def multiple_sockets(ctx):
+    """Several runtime sockets confuse kubeadm, crictl and the kubelet's default."""
+    found = []
+    seen_inodes = set()
+    for ep in DEFAULT_ENDPOINTS + EXTRA_SOCKETS:
+        p = socket_path(ep)
+        try:
+            st = os.stat(resolve(ctx.hostfs, p))
+        except OSError:
+            continue
+        # /var/run is usually a symlink to /run: one socket, two names.
+        if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) not in seen_inodes:
+            seen_inodes.add((st.st_dev, st.st_ino))
+            found.append(p)
+    if len(found) <= 1:
+        return passed(f"{found[0] if found else 'no well-known runtime socket'}" + (" is the only runtime socket" if found else ""))
+    return warned(
+        f"{len(found)} runtime sockets: {', '.join(found)}", "\n".join(found),
+        "kubeadm stops with \"Found multiple CRI endpoints on the host\", crictl picks the first it "
+        "finds, and a kubelet without containerRuntimeEndpoint may talk to the wrong runtime.",
+        "Stop and disable the runtime you do not use (e.g. systemctl disable --now docker), or set "
+        "containerRuntimeEndpoint in the kubelet config and criSocket in kubeadm's config.",
+        [REF_TROUBLESHOOT])
+
+
+@check("cri.api_version", Severity.CRITICAL)
+def api_version(ctx):
+    """The runtime must serve CRI runtime.v1 (the kubelet dropped v1alpha2 in 1.26)."""
+    v = ctx.cri("version")
+    if isinstance(v, CriError):
+        if v.code == "UNIMPLEMENTED":
+            return failed("the runtime does not serve CRI runtime.v1", str(v),
+                          "The kubelet (1.26+) only speaks runtime.v1: the node cannot run pods.",
+                          "containerd: remove \"cri\" from disabled_plugins and restart; upgrade containerd "
+                          "to 1.6+ or CRI-O to 1.24+.", [REF_CRI])
+        return skipped(f"the runtime does not answer (see cri.socket): {v}")
+    seen = f"{v.runtime_name} {v.runtime_version}, runtime_api_version={v.runtime_api_version}"
+    if v.runtime_api_version != "v1":
+        return failed(f"runtime API {v.runtime_api_version}, not v1", seen,
+                      "The kubelet 1.26+ needs runtime.v1.", "Upgrade the runtime.", [REF_CRI])
+    return passed(f"runtime.v1 ({v.runtime_name} {v.runtime_version})", seen)
+
+
+def _condition(ctx, name: str):
+    s = ctx.cri("status")
+    if isinstance(s, CriError):
+        return None, skipped(f"Status failed: {s}")
+    return next((c for c in s.conditions if c.type == name), None), None
+
+
+@check("cri.runtime_ready", Severity.CRITICAL)
+def runtime_ready(ctx):
+    """Status must report RuntimeReady=true."""
+    skip = _unreachable(ctx)
+    if skip:
+        return skip
+    cond, skip = _condition(ctx, "RuntimeReady")
+    if skip:
+        return skip
+    if cond and cond.status:
+        return passed("RuntimeReady=true")
+    seen = f"RuntimeReady={'absent' if cond is None else 'false'}" + (f" reason={cond.reason} message={cond.message}" if cond else "")
+    return failed("the runtime reports it is not ready", seen,
+                  "The kubelet marks the node NotReady (\"container runtime is down\").",
+                  "journalctl -u containerd -e   # or crio: the reason above names the failing part", [REF_DEBUG])
+
+
+@check("cri.network_ready", Severity.CRITICAL)
+def network_ready(ctx):
+    """Status must report NetworkReady=true: the CNI config loaded."""
+    skip = _unreachable(ctx)
+    if skip:
+        return skip
+    cond, skip = _condition(ctx, "NetworkReady")
+    if skip:
+        return skip
+    if cond and cond.status:
+        return passed("NetworkReady=true")
+    seen = f"NetworkReady={'absent' if cond is None else 'false'}" + (f" reason={cond.reason} message={cond.message}" if cond else "")
+    return failed("the runtime reports the pod network is not ready", seen,
+                  "The kubelet keeps the node NotReady (\"network plugin is not ready: cni config "
+                  "uninitialized\") and no pod outside the host network starts.",
+                  "Install or fix the CNI config (see cni.config and cni.plugins), e.g. apply your network "
+                  "add-on's manifest; containerd picks up a new config without a restart.", [REF_DEBUG])
+
+
+DEPRECATION_CONDITION = "ContainerdHasNoDeprecationWarnings"
+
+
+@check("cri.deprecations", Severity.WARNING)
+def deprecations(ctx):
+    """containerd 1.7+/2.x report deprecated features in use as a Status
+    condition whose message is JSON (id -> text); decoded here."""
+    skip = _unreachable(ctx)
+    if skip:
+        return skip
+    cond, skip = _condition(ctx, DEPRECATION_CONDITION)
+    if skip:
+        return skip
+    if cond is None:
+        return skipped(f"the runtime reports no {DEPRECATION_CONDITION} condition (containerd < 1.7 or CRI-O)")
+    if cond.status:
+        return passed("no deprecated features in use")
+    try:
+        decoded = json.loads(cond.message)
+        items = [f"{k}: {v}" for k, v in decoded.items()] if isinstance(decoded, dict) else [str(decoded)]
+    except (ValueError, TypeError):
+        items = [cond.message]
+    return warned(f"{len(items)} deprecated feature(s) in use", "\n".join(items),
+                  "Deprecated features are removed in a later containerd release; the node breaks at that upgrade.",
+                  "Follow each message; `ctr deprecations list` shows them too.",
+                  ["https://github.com/containerd/containerd/blob/main/RELEASES.md#deprecated-features"])
+
+
+@check("cri.pod_stats", Severity.WARNING)
+def pod_stats(ctx):
+    """ListPodSandboxStats fails whole when one sandbox is broken (containerd
+    1.6: "cgroupPath is empty"); the kubelet's stats and metrics then go blank."""
+    skip = _unreachable(ctx)
+    if skip:
+        return skip
+    stats = ctx.cri("list_pod_sandbox_stats")
+    if not isinstance(stats, CriError):
+        return passed(f"ListPodSandboxStats answers ({len(stats)} pods)")
+    if stats.code == "UNIMPLEMENTED":
+        return skipped(f"the runtime does not implement ListPodSandboxStats: {stats}")
+    pods = ctx.cri("list_pod_sandboxes")
+    broken = []
+    if not isinstance(pods, CriError):
+        for p in pods:
+            one = ctx.cri("pod_sandbox_stats", p.id)
+            if isinstance(one, CriError):
+                broken.append(f"{p.id[:13]} {p.k8s_namespace}/{p.k8s_name} ({p.state}): {one}")
+    seen = f"ListPodSandboxStats: {stats}" + ("\nbroken sandboxes:\n" + "\n".join(broken) if broken else "")
+    return failed(
+        "ListPodSandboxStats fails" + (f"; {len(broken)} sandbox(es) break it" if broken else ""),
+        seen,
+        "The kubelet's /stats/summary and metrics-server lose every pod's usage: HPA stops scaling "
+        "and evictions use stale data.",
+        ("Remove the broken sandbox(es): crictl stopp <id> && crictl rmp <id>\n" if broken else "")
+        + "journalctl -u containerd -e | grep -i stats",
+        [REF_DEBUG],
+    )

@@ -1,0 +1,87 @@
+"""Free space and inodes on the kubelet's filesystems against its hard
+eviction thresholds: below them the kubelet evicts pods and GCs images."""
+from __future__ import annotations
+
+import os
+
+from cri_exporter.doctor.checks.kubelet import parse_quantity
+from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
+from cri_exporter.doctor.registry import check
+
+REF = "https://kubernetes.io/docs/concepts/scheduling-eviction/node-pressure-eviction/"
+# Warn this many percentage points before a percentage threshold is crossed.
+MARGIN_POINTS = 5.0
+
+statvfs = os.statvfs  # tests replace it to simulate a full filesystem
+
+
+def _imagefs_path(ctx) -> str:
+    if ctx.runtime_kind == "crio":
+        return "/var/lib/containers/storage"
+    root = ctx.containerd.data.get("root") if not ctx.containerd.errors else None
+    return str(root or "/var/lib/containerd")
+
+
+def _nodefs_path(ctx) -> str:
+    return ctx.kubelet.flags.get("root-dir", "/var/lib/kubelet")
+
+
+def _check(ctx, kind: str, path: str):
+    thresholds, where = ctx.kubelet.eviction_hard()
+    local = ctx.hostfs.path(path)
+    if not os.path.isdir(local):
+        return skipped(f"{path} does not exist on this host")
+    try:
+        st = statvfs(local)
+    except OSError as e:
+        return skipped(f"statvfs({path}) failed: {e}")
+    total = st.f_blocks * st.f_frsize
+    free = st.f_bavail * st.f_frsize
+    seen = [f"{path}: {free / 2**30:.1f}Gi of {total / 2**30:.1f}Gi free"
+            + (f" ({100 * free / total:.1f}%)" if total else "")]
+    fails, warns = [], []
+    for signal, avail, capacity, unit in (
+        (f"{kind}.available", free, total, "space"),
+        (f"{kind}.inodesFree", st.f_favail, st.f_files, "inodes"),
+    ):
+        limit = thresholds.get(signal)
+        if unit == "inodes":
+            seen.append(f"inodes: {st.f_favail} of {st.f_files} free")
+        if not limit or not capacity:
+            continue
+        seen.append(f"{signal}<{limit} ({where})")
+        if limit.endswith("%"):
+            pct = 100 * avail / capacity
+            need = float(limit[:-1])
+            if pct < need:
+                fails.append(f"{unit}: {pct:.1f}% free, below {signal}<{limit}")
+            elif pct < need + MARGIN_POINTS:
+                warns.append(f"{unit}: {pct:.1f}% free, within {MARGIN_POINTS:g} points of {signal}<{limit}")
+        else:
+            need_q = parse_quantity(limit)
+            if need_q is not None and avail < need_q:
+                fails.append(f"{unit}: {avail} free, below {signal}<{limit}")
+    if not fails and not warns:
+        return passed(f"{kind} {path} has room above the eviction thresholds", "\n".join(seen))
+    make = failed if fails else warned
+    return make(
+        (fails or warns)[0], "\n".join(fails + warns + seen),
+        f"Below the threshold the kubelet sets DiskPressure, evicts pods and refuses new ones; "
+        f"{'image GC deletes unused images' if kind == 'imagefs' else 'pod logs and emptyDirs are evicted'}.",
+        ("crictl rmi --prune   # unused images\n" if kind == "imagefs" else
+         "du -xsh /var/lib/kubelet/pods/* /var/log/pods/* | sort -h | tail   # find the biggest\n")
+        + "journalctl --vacuum-size=500M   # if the journal shares the filesystem\n"
+        "or grow the filesystem",
+        [REF])
+
+
+@check("disk.imagefs", Severity.CRITICAL)
+def imagefs(ctx):
+    """The runtime's image filesystem (containerd root or CRI-O storage)."""
+    return _check(ctx, "imagefs", _imagefs_path(ctx))
+
+
+@check("disk.nodefs", Severity.CRITICAL)
+def nodefs(ctx):
+    """The kubelet's root directory filesystem (pods' volumes, logs)."""
+    return _check(ctx, "nodefs", _nodefs_path(ctx))

@@ -1,0 +1,228 @@
+"""Kernel prerequisites of a Kubernetes node (what kubeadm preflight and the
+"Container Runtimes" page ask for), read from /proc and /sys."""
+from __future__ import annotations
+
+from cri_exporter.doctor.facts import procfs
+from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
+from cri_exporter.doctor.registry import check
+
+REF_PREREQ = "https://kubernetes.io/docs/setup/production-environment/container-runtimes/#install-and-configure-prerequisites"
+REF_CGROUPS = "https://kubernetes.io/docs/concepts/architecture/cgroups/"
+REF_SWAP = "https://kubernetes.io/docs/concepts/cluster-administration/swap-memory-management/"
+
+MODULES_LOAD_FIX = (
+    "modprobe {m}\n"
+    "echo {m} > /etc/modules-load.d/k8s-{m}.conf   # load it at every boot"
+)
+
+
+def _module(ctx, name: str, why: str):
+    state = procfs.module_state(ctx.hostfs, name)
+    if state:
+        return passed(f"{name} is {state}", f"{name}: {state}")
+    return failed(
+        f"kernel module {name} is not loaded",
+        f"{name} is in neither /proc/modules, /sys/module nor modules.builtin",
+        why,
+        MODULES_LOAD_FIX.format(m=name),
+        [REF_PREREQ],
+    )
+
+
+@check("kernel.module.br_netfilter", Severity.CRITICAL)
+def br_netfilter(ctx):
+    """br_netfilter makes bridged pod traffic visible to iptables."""
+    return _module(
+        ctx, "br_netfilter",
+        "Without it, traffic between pods on the same bridge bypasses iptables: Service "
+        "ClusterIPs answered by a pod on the same node break, and the "
+        "net.bridge.bridge-nf-call-* sysctls do not even exist.",
+    )
+
+
+@check("kernel.module.overlay", Severity.CRITICAL)
+def overlay(ctx):
+    """overlay backs the runtime's default snapshotter (overlayfs)."""
+    return _module(
+        ctx, "overlay",
+        "containerd's overlayfs snapshotter and CRI-O's overlay storage driver need it; "
+        "without it every image unpack or container start fails.",
+    )
+
+
+IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack")
+
+
+@check("kernel.module.ipvs", Severity.CRITICAL)
+def ipvs(ctx):
+    """kube-proxy in IPVS mode needs the ip_vs modules; only checked when the
+    node shows IPVS mode (the kube-ipvs0 dummy interface kube-proxy creates)."""
+    if not ctx.hostfs.exists("/sys/class/net/kube-ipvs0"):
+        return skipped("kube-proxy does not run in IPVS mode here (no kube-ipvs0 interface)")
+    missing = [m for m in IPVS_MODULES if not procfs.module_state(ctx.hostfs, m)]
+    if not missing:
+        return passed("IPVS modules are loaded", ", ".join(IPVS_MODULES))
+    return failed(
+        f"kube-proxy runs in IPVS mode but {', '.join(missing)} not loaded",
+        f"kube-ipvs0 exists; missing modules: {', '.join(missing)}",
+        "kube-proxy falls back or fails to program Services when a scheduler module is absent.",
+        "\n".join(f"modprobe {m}" for m in missing)
+        + f"\nprintf '%s\\n' {' '.join(missing)} > /etc/modules-load.d/ipvs.conf",
+        ["https://kubernetes.io/docs/reference/networking/virtual-ips/#proxy-mode-ipvs"],
+    )
+
+
+def _sysctl(ctx, name: str, severity_fail: bool, why: str, absent_hint: str = ""):
+    value = procfs.sysctl(ctx.hostfs, name)
+    conf = f"/etc/sysctl.d/k8s.conf"
+    fix = f"sysctl -w {name}=1\necho '{name} = 1' >> {conf}   # keep it across reboots"
+    if value is None:
+        make = failed if severity_fail else warned
+        return make(f"{name} does not exist", f"/proc/sys/{name.replace('.', '/')} is absent{absent_hint}",
+                    why, ("modprobe br_netfilter\n" if absent_hint else "") + fix, [REF_PREREQ])
+    if value == "1":
+        return passed(f"{name} = 1")
+    make = failed if severity_fail else warned
+    return make(f"{name} = {value}, expected 1", f"/proc/sys/{name.replace('.', '/')} = {value}", why, fix, [REF_PREREQ])
+
+
+@check("kernel.sysctl.ip_forward", Severity.CRITICAL)
+def ip_forward(ctx):
+    """Pods' traffic is routed through the node; forwarding must be on."""
+    return _sysctl(ctx, "net.ipv4.ip_forward", True,
+                   "With forwarding off, pod traffic leaving the node and Service traffic are dropped; "
+                   "kubeadm preflight refuses to run.")
+
+
+@check("kernel.sysctl.bridge_nf_call_iptables", Severity.CRITICAL)
+def bridge_nf_call_iptables(ctx):
+    """Bridged IPv4 traffic must pass iptables for kube-proxy's rules to apply."""
+    return _sysctl(ctx, "net.bridge.bridge-nf-call-iptables", True,
+                   "kube-proxy's iptables rules never see pod-to-pod traffic on the bridge, so "
+                   "Services reached from a pod on the same node fail intermittently.",
+                   " (br_netfilter is not loaded)")
+
+
+@check("kernel.sysctl.bridge_nf_call_ip6tables", Severity.WARNING)
+def bridge_nf_call_ip6tables(ctx):
+    """The IPv6 twin of bridge-nf-call-iptables; matters on dual-stack clusters."""
+    return _sysctl(ctx, "net.bridge.bridge-nf-call-ip6tables", False,
+                   "IPv6 Services reached over the bridge skip ip6tables (dual-stack clusters).",
+                   " (br_netfilter is not loaded)")
+
+
+@check("kernel.swap", Severity.CRITICAL)
+def swap(ctx):
+    """The kubelet refuses to start with swap on unless failSwapOn is false."""
+    devices = procfs.swaps(ctx.hostfs)
+    fail_swap_on, where = ctx.kubelet.fail_swap_on()
+    if not devices:
+        return passed("swap is off")
+    seen = f"swap on {', '.join(devices)} (/proc/swaps); failSwapOn={str(fail_swap_on).lower()} ({where})"
+    if not fail_swap_on:
+        return passed("swap is on and the kubelet allows it (failSwapOn: false)", seen)
+    return failed(
+        "swap is on and the kubelet's failSwapOn is true",
+        seen,
+        "The kubelet exits at start with \"running with swap on is not supported\": the node goes NotReady.",
+        "swapoff -a   # and comment out the swap line in /etc/fstab\n"
+        "# or, to run with swap (1.28+), in /var/lib/kubelet/config.yaml:\n"
+        "failSwapOn: false\nmemorySwap:\n  swapBehavior: LimitedSwap",
+        [REF_SWAP],
+    )
+
+
+@check("kernel.cgroup.version", Severity.WARNING)
+def cgroup_version(ctx):
+    """cgroup v1 is deprecated (kubelet 1.31) and refused by default from 1.35."""
+    info = ctx.cgroups
+    if info.version is None:
+        return skipped("no cgroup filesystem under /sys/fs/cgroup")
+    if info.version == 2:
+        return passed("cgroup v2 (unified)")
+    fail_v1, where = ctx.kubelet.value("failCgroupV1", None)
+    mode = "v1 (hybrid, v2 mounted at /sys/fs/cgroup/unified with v1 controllers)" if info.hybrid else "v1 (legacy)"
+    seen = f"cgroup {mode}; failCgroupV1={'unset' if fail_v1 is None else fail_v1} ({where})"
+    fix = ("Boot with cgroup v2: add systemd.unified_cgroup_hierarchy=1 to the kernel command line "
+           "(GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and reboot).\n"
+           "To keep v1 for now on kubelet 1.35+, set in /var/lib/kubelet/config.yaml:\nfailCgroupV1: false")
+    why = ("cgroup v1 is in maintenance mode; kubelet 1.35+ refuses to start on it unless "
+           "failCgroupV1 is false, so the next kubelet upgrade takes the node down.")
+    if fail_v1 is not None and str(fail_v1).lower() == "true":
+        return failed("cgroup v1 and the kubelet's failCgroupV1 is true", seen, why, fix, [REF_CGROUPS])
+    return warned(f"cgroup {mode}: deprecated", seen, why, fix, [REF_CGROUPS])
+
+
+REQUIRED_CONTROLLERS = ("cpu", "cpuset", "memory", "pids")
+
+
+@check("kernel.cgroup.controllers", Severity.CRITICAL)
+def cgroup_controllers(ctx):
+    """The kubelet needs the cpu, cpuset, memory and pids controllers."""
+    info = ctx.cgroups
+    if info.version is None:
+        return skipped("no cgroup filesystem under /sys/fs/cgroup")
+    missing = [c for c in REQUIRED_CONTROLLERS if c not in info.controllers]
+    source = "/sys/fs/cgroup/cgroup.controllers" if info.version == 2 else "/proc/cgroups"
+    seen = f"{source}: {' '.join(sorted(info.controllers)) or '(none)'}"
+    if not missing:
+        return passed("cpu, cpuset, memory and pids controllers are enabled", seen)
+    return failed(
+        f"cgroup controllers missing: {', '.join(missing)}",
+        seen,
+        "The kubelet fails its start-up checks (\"missing cgroups: ...\") or cannot enforce pod limits.",
+        "Enable them on the kernel command line, e.g. cgroup_enable=memory cgroup_memory=1 "
+        "(Raspberry Pi and some cloud kernels), then reboot.",
+        [REF_CGROUPS],
+    )
+
+
+@check("kernel.conntrack", Severity.WARNING)
+def conntrack(ctx):
+    """A full conntrack table drops new connections silently."""
+    count = procfs.sysctl(ctx.hostfs, "net.netfilter.nf_conntrack_count")
+    limit = procfs.sysctl(ctx.hostfs, "net.netfilter.nf_conntrack_max")
+    if count is None or limit is None or not count.isdigit() or not limit.isdigit() or int(limit) == 0:
+        return skipped("nf_conntrack is not loaded (no net.netfilter.nf_conntrack_count)")
+    used = int(count) / int(limit)
+    seen = f"nf_conntrack_count={count} nf_conntrack_max={limit} ({used:.0%})"
+    if used < 0.75:
+        return passed(f"conntrack table {used:.0%} full", seen)
+    make = failed if used >= 0.9 else warned
+    return make(
+        f"conntrack table {used:.0%} full",
+        seen,
+        "When the table is full the kernel drops new connections (\"nf_conntrack: table full, "
+        "dropping packet\" in dmesg): pods see random timeouts.",
+        f"sysctl -w net.netfilter.nf_conntrack_max={int(limit) * 2}\n"
+        "# kube-proxy sets this from conntrack.maxPerCore; raise that in its config to keep it",
+        ["https://www.kernel.org/doc/html/latest/networking/nf_conntrack-sysctl.html"],
+    )
+
+
+# Recommended by containerd/kind/k3s for many containers watching files.
+INOTIFY_MIN = {"fs.inotify.max_user_instances": 8192, "fs.inotify.max_user_watches": 524288}
+
+
+@check("kernel.inotify", Severity.WARNING)
+def inotify(ctx):
+    """Low inotify limits break log tailing and config reloads on busy nodes."""
+    low, seen = [], []
+    for name, minimum in INOTIFY_MIN.items():
+        v = procfs.sysctl(ctx.hostfs, name)
+        seen.append(f"{name}={v}")
+        if v is not None and v.isdigit() and int(v) < minimum:
+            low.append((name, minimum))
+    if not any(s.split("=")[1] != "None" for s in seen):
+        return skipped("no /proc/sys/fs/inotify")
+    if not low:
+        return passed("inotify limits are high enough", " ".join(seen))
+    return warned(
+        "inotify limits are low: " + ", ".join(n for n, _ in low),
+        " ".join(seen),
+        "`kubectl logs -f`, the kubelet's config watches and many pods fail with \"too many open "
+        "files\" or \"no space left on device\" once the per-user inotify limits are used up.",
+        "\n".join(f"sysctl -w {n}={m}" for n, m in low)
+        + "\n# and the same lines (name = value) in /etc/sysctl.d/99-inotify.conf",
+        ["https://man7.org/linux/man-pages/man7/inotify.7.html"],
+    )

@@ -1,0 +1,72 @@
+"""The `doctor` click command; it only wires options to the runner.
+
+Exit status (the contract scripts rely on): 0 nothing failed, 1 a check
+failed (or warned, with --strict), 2 a usage error (click's own code).
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cri_exporter.doctor import report as render
+from cri_exporter.doctor.context import Context
+from cri_exporter.doctor.registry import all_checks
+from cri_exporter.doctor.runner import UnknownCheck, run
+from cri_exporter.hostfs import HostFS
+
+
+def _list_checks(ctx: click.Context, _param, value) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    for c in all_checks().values():
+        text = " ".join(c.doc.split())
+        first = text.split(". ")[0].rstrip(".") if text else ""
+        click.echo(f"{c.id:<40} {c.severity.value:<8} {first}")
+    ctx.exit(0)
+
+
+@click.command("doctor")
+@click.option("--host-root", default="/", show_default=True, envvar="CRI_EXPORTER_HOST_ROOT",
+              type=click.Path(file_okay=False), help="Where the node's filesystem is mounted (/host in a DaemonSet).")
+@click.option("--runtime-endpoint", default=None, envvar="CONTAINER_RUNTIME_ENDPOINT",
+              help="CRI endpoint (unix:///run/containerd/containerd.sock); probed like crictl when unset.")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--check", "checks", multiple=True, metavar="ID", help="Run only this check id or area (repeatable).")
+@click.option("--skip", "skips", multiple=True, metavar="ID", help="Do not run this check id or area (repeatable).")
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings too.")
+@click.option("--bundle", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE.tar.gz",
+              help="Also write a support bundle (findings, runtime facts, redacted configs).")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+              help="Deadline of each CRI call, in seconds.")
+@click.option("--list", "list_checks", is_flag=True, expose_value=False, is_eager=True, callback=_list_checks,
+              help="List the check ids and exit.")
+def doctor(host_root, runtime_endpoint, output, checks, skips, strict, bundle, timeout):
+    """Diagnose this node's container runtime, kubelet, kernel and CNI setup.
+
+    Read-only: it never changes the node. Every warning and failure says what
+    was seen, why it matters, the fix and a reference.
+    """
+    ctx = Context(HostFS(host_root), runtime_endpoint, cri_timeout=timeout)
+    try:
+        try:
+            report = run(ctx, checks, skips)
+        except UnknownCheck as e:
+            raise click.UsageError(str(e)) from None
+        if output == "json":
+            click.echo(render.render_json(report), nl=False)
+        else:
+            colour = sys.stdout.isatty() and "NO_COLOR" not in __import__("os").environ
+            click.echo(render.render_text(report, colour=colour), nl=False)
+        if bundle:
+            from cri_exporter.doctor.bundle import write_bundle
+
+            try:
+                write_bundle(bundle, report, ctx)
+                click.echo(f"support bundle written to {bundle}", err=True)
+            except OSError as e:
+                click.echo(f"could not write the support bundle {bundle}: {e}", err=True)
+                sys.exit(1)
+    finally:
+        ctx.close()
+    sys.exit(1 if report.failed or (strict and report.warned) else 0)

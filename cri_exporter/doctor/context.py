@@ -1,0 +1,109 @@
+"""What one doctor run knows, read lazily and once.
+
+Several checks look at the same file or the same CRI answer; the context
+reads each once per run and remembers failures too, so a dead runtime costs
+one timeout, not one per check.
+"""
+from __future__ import annotations
+
+import functools
+
+from cri_exporter.cri.client import CriClient, CriError, resolve_endpoint
+from cri_exporter.doctor.facts import containerd, crio, kubelet, procfs
+from cri_exporter.hostfs import HostFS
+
+
+class Context:
+    def __init__(self, hostfs: HostFS, endpoint: str | None = None, cri_timeout: float = 3.0,
+                 netns: str | None = None):
+        self.hostfs = hostfs
+        self.netns = netns
+        self.explicit_endpoint = endpoint
+        self.cri_timeout = cri_timeout
+        self._cri_calls: dict[str, object] = {}
+        self._client: CriClient | None = None
+
+    # ---- files ----
+
+    @functools.cached_property
+    def containerd(self) -> containerd.ContainerdConfig:
+        return containerd.load(self.hostfs)
+
+    @functools.cached_property
+    def crio(self) -> crio.CrioConfig:
+        return crio.load(self.hostfs)
+
+    @functools.cached_property
+    def kubelet(self) -> kubelet.KubeletSettings:
+        return kubelet.load(self.hostfs)
+
+    @functools.cached_property
+    def cgroups(self) -> procfs.CgroupInfo:
+        return procfs.cgroups(self.hostfs)
+
+    @functools.cached_property
+    def runtime_processes(self) -> list[procfs.Process]:
+        return procfs.find_processes(self.hostfs, ("containerd", "crio"))
+
+    def process(self, comm: str) -> procfs.Process | None:
+        return next((p for p in self.runtime_processes if p.comm == comm), None)
+
+    @functools.cached_property
+    def runtime_kind(self) -> str | None:
+        """"containerd", "crio" or None: what this node runs, from its config
+        files, its processes, or the CRI Version answer."""
+        v = self.cri("version")
+        if not isinstance(v, CriError):
+            name = v.runtime_name.lower()
+            if "containerd" in name:
+                return "containerd"
+            if "cri-o" in name or "crio" in name:
+                return "crio"
+        if self.containerd.exists or self.process("containerd"):
+            return "containerd"
+        if self.crio.exists or self.process("crio"):
+            return "crio"
+        return None
+
+    @functools.cached_property
+    def network(self):
+        """NetFacts, or the exception that stopped reading netlink."""
+        from cri_exporter.doctor.facts import netlink
+
+        try:
+            return netlink.read(self.netns)
+        except Exception as e:  # noqa: BLE001 -- pyroute2 raises its own NetlinkError too
+            return e
+
+    # ---- CRI ----
+
+    @functools.cached_property
+    def endpoint(self) -> str:
+        """The flag or CONTAINER_RUNTIME_ENDPOINT as given; else crictl's probe
+        order under the host root."""
+        endpoint, _ = resolve_endpoint(self.explicit_endpoint, self.hostfs.root, probe_timeout=self.cri_timeout)
+        return endpoint
+
+    @property
+    def client(self) -> CriClient:
+        if self._client is None:
+            self._client = CriClient(self.endpoint, timeout=self.cri_timeout)
+        return self._client
+
+    def cri(self, call: str, *args):
+        """The memoized answer of a read-only CRI call, or the CriError it raised."""
+        key = call + repr(args)
+        if key not in self._cri_calls:
+            try:
+                if call == "status":
+                    self._cri_calls[key] = self.client.status(verbose=True)
+                else:
+                    self._cri_calls[key] = getattr(self.client, call)(*args)
+            except CriError as e:
+                self._cri_calls[key] = e
+        return self._cri_calls[key]
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,76 @@
+"""CNI configuration as the runtime's CNI library loads it.
+
+libcni's ConfFiles takes *.conf, *.conflist and *.json in lexical order;
+containerd (go-cni, max_conf_num = 1) uses the first one that loads and
+fails on an invalid file it meets before that; CRI-O (ocicni) logs and skips
+invalid files. A .conf holds one plugin, a .conflist a `plugins` list.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from cri_exporter.doctor.facts.files import FileTooLarge, list_dir, read_config
+from cri_exporter.hostfs import HostFS
+
+EXTENSIONS = (".conf", ".conflist", ".json")
+
+
+@dataclass
+class CniFile:
+    path: str
+    name: str = ""
+    plugins: list[dict] = field(default_factory=list)
+    error: str = ""
+
+
+@dataclass
+class CniConfig:
+    conf_dir: str
+    bin_dirs: list[str]
+    files: list[CniFile] = field(default_factory=list)
+
+    @property
+    def chosen(self) -> CniFile | None:
+        return next((f for f in self.files if not f.error), None)
+
+
+def _parse(hostfs: HostFS, path: str) -> CniFile:
+    f = CniFile(path)
+    try:
+        data = json.loads(read_config(hostfs, path))
+    except (OSError, FileTooLarge) as e:
+        f.error = str(e)
+        return f
+    except json.JSONDecodeError as e:
+        f.error = f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}"
+        return f
+    if not isinstance(data, dict):
+        f.error = "not a JSON object"
+        return f
+    f.name = str(data.get("name", ""))
+    if path.endswith(".conflist"):
+        plugins = data.get("plugins")
+        if not isinstance(plugins, list) or not plugins:
+            f.error = "a .conflist needs a non-empty `plugins` list"
+            return f
+        f.plugins = [p for p in plugins if isinstance(p, dict)]
+    else:
+        f.plugins = [data]
+    if not f.name:
+        f.error = "no `name`"
+    elif any(not p.get("type") for p in f.plugins):
+        f.error = "a plugin has no `type`"
+    elif not data.get("cniVersion"):
+        f.error = "no `cniVersion`"
+    return f
+
+
+def load(hostfs: HostFS, conf_dir: str, bin_dirs: list[str]) -> CniConfig:
+    cfg = CniConfig(conf_dir, bin_dirs)
+    for name in list_dir(hostfs, conf_dir):
+        path = os.path.join(conf_dir, name)
+        if name.endswith(EXTENSIONS) and os.path.isfile(hostfs.path(path)):
+            cfg.files.append(_parse(hostfs, path))
+    return cfg

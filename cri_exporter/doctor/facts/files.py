@@ -1,0 +1,77 @@
+"""Bounded reads of host files through HostFS."""
+from __future__ import annotations
+
+import os
+
+from cri_exporter.hostfs import HostFS
+
+# No config file a runtime reads is anywhere near this; a larger one is a
+# mistake (or hostile) and is reported, not parsed.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class FileTooLarge(Exception):
+    pass
+
+
+def read_config(hostfs: HostFS, host_path: str, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The text of a config file; OSError when unreadable, FileTooLarge past `max_bytes`."""
+    local = hostfs.path(host_path)
+    size = os.path.getsize(local)
+    if size > max_bytes:
+        raise FileTooLarge(f"{host_path} is {size} bytes, more than the {max_bytes} a config file may be")
+    return hostfs.read_text(host_path, limit=max_bytes)
+
+
+def read_small(hostfs: HostFS, host_path: str) -> str | None:
+    """A /proc or /sys value, stripped; None when absent or unreadable."""
+    try:
+        return hostfs.read_text(host_path, limit=64 * 1024).strip()
+    except OSError:
+        return None
+
+
+def list_dir(hostfs: HostFS, host_dir: str) -> list[str]:
+    """Sorted names in a host directory ([] when absent), the order Go's
+    os.ReadDir and filepath.Glob give, which runtimes use for drop-ins."""
+    try:
+        return sorted(os.listdir(hostfs.path(host_dir)))
+    except OSError:
+        return []
+
+
+def join(*parts: str) -> str:
+    return os.path.join(*parts)
+
+
+def resolve(hostfs: HostFS, host_path: str, max_links: int = 40) -> str:
+    """The local path of `host_path` with symlinks resolved INSIDE the host root.
+
+    HostFS.path only prefixes the root; under --host-root /host, an absolute
+    symlink such as /var/run -> /run would otherwise resolve in the doctor's
+    own container, and /host/var/run/containerd/containerd.sock would point
+    at the container's /run. Sockets and /var/run paths go through here.
+    """
+    if hostfs.root == "/":
+        return host_path
+    parts = [p for p in host_path.split("/") if p]
+    done: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        if part == ".":
+            continue
+        local = os.path.join(hostfs.root, *done, part)
+        if os.path.islink(local) and links < max_links:
+            links += 1
+            target = os.readlink(local)
+            if target.startswith("/"):
+                done = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        done.append(part)
+    return os.path.join(hostfs.root, *done)

@@ -1,0 +1,57 @@
+"""Rendering a Report: text for a terminal or a pasted ticket, JSON for tools.
+
+Text is plain ASCII and wraps nothing, so it survives being pasted into an
+issue; colour is added only when writing to a TTY (and NO_COLOR is unset).
+"""
+from __future__ import annotations
+
+import json
+
+from cri_exporter.doctor.model import Report, Status
+
+_COLOURS = {Status.PASS: "32", Status.WARN: "33", Status.FAIL: "31;1", Status.SKIP: "2"}
+SCHEMA_VERSION = 1
+
+
+def _indent(label: str, text: str, pad: str) -> list[str]:
+    lines = text.splitlines() or [""]
+    first = f"{pad}{label:<5} {lines[0]}"
+    return [first] + [f"{pad}      {line}" for line in lines[1:]]
+
+
+def render_text(report: Report, colour: bool = False) -> str:
+    out = [f"cri-exporter doctor  host-root={report.host_root}  runtime-endpoint={report.endpoint or '-'}"]
+    width = max((len(r.id) for r in report.results), default=10)
+    area = None
+    order: dict[str, int] = {}
+    for r in report.results:
+        order.setdefault(r.area, len(order))
+    for r in sorted(report.results, key=lambda r: order[r.area]):
+        if r.area != area:
+            area = r.area
+            out += ["", area]
+        f = r.finding
+        tag = f.status.value.upper().ljust(4)
+        if colour:
+            tag = f"\x1b[{_COLOURS[f.status]}m{tag}\x1b[0m"
+        out.append(f"  {tag}  {r.id:<{width}}  {f.summary}")
+        if f.status in (Status.WARN, Status.FAIL):
+            pad = " " * 8
+            if f.seen:
+                out += _indent("seen:", f.seen, pad)
+            if f.why:
+                out += _indent("why:", f.why, pad)
+            if f.fix:
+                out += _indent("fix:", f.fix, pad)
+            for ref in f.refs:
+                out += _indent("ref:", ref, pad)
+    c = report.counts()
+    out += ["", f"summary: {c['pass']} pass, {c['warn']} warn, {c['fail']} fail, {c['skip']} skip"
+                f" ({len(report.results)} checks in {report.duration_seconds:.2f}s)"]
+    return "\n".join(out) + "\n"
+
+
+def render_json(report: Report) -> str:
+    data = report.to_dict()
+    data["schema_version"] = SCHEMA_VERSION
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"

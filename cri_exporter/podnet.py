@@ -1,0 +1,96 @@
+"""Live pod network counters, every interface, from the pod's network namespace.
+
+CRI stats carry only the default interface (eth0) and only as fresh as the
+background snapshot. Every process of a pod shares the sandbox's network
+namespace, so `/proc/<pid>/net/dev` of any of them lists all of the pod's
+interfaces: one small read per pod at scrape time. The pid is the sandbox
+(pause) container's, found through its cgroup (its container id is the
+sandbox id in containerd and CRI-O) and cached while it stays in that cgroup.
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import structlog
+
+from cri_exporter.cgroups import NodeCgroups
+from cri_exporter.cri import model
+from cri_exporter.hostfs import HostFS
+
+log = structlog.get_logger(__name__)
+
+# Loopback traffic never leaves the pod; the kubelet's stats leave it out too.
+IGNORED_INTERFACES = frozenset({"lo"})
+
+
+def parse_net_dev(text: str) -> tuple[model.InterfaceStats, ...]:
+    """/proc/net/dev: two header lines, then `name: rx_bytes packets errs ... tx_bytes packets errs ...`."""
+    out = []
+    for line in text.splitlines()[2:]:
+        name, sep, rest = line.partition(":")
+        fields = rest.split()
+        name = name.strip()
+        if not sep or len(fields) < 16 or name in IGNORED_INTERFACES:
+            continue
+        try:
+            rx_bytes, rx_errs, tx_bytes, tx_errs = int(fields[0]), int(fields[2]), int(fields[8]), int(fields[10])
+        except ValueError:
+            continue
+        out.append(model.InterfaceStats(name, rx_bytes, rx_errs, tx_bytes, tx_errs))
+    return tuple(out)
+
+
+class PodNetwork:
+    def __init__(self, hostfs: HostFS, cgroups: NodeCgroups):
+        self.hostfs = hostfs
+        self.cgroups = cgroups
+        self._pids: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def interfaces(self, sandbox_id: str, pod_uid: str) -> tuple[model.InterfaceStats, ...] | None:
+        """The pod's interfaces, or None when they cannot be read live (the
+        caller then keeps the CRI snapshot's). Never call it for a hostNetwork
+        pod: its namespace holds the node's interfaces, not the pod's."""
+        pid = self._pid(sandbox_id, pod_uid)
+        if pid is None:
+            return None
+        try:
+            return parse_net_dev(self.hostfs.read_text(f"/proc/{pid}/net/dev"))
+        except OSError:
+            with self._lock:
+                self._pids.pop(sandbox_id, None)
+            return None
+
+    def retain(self, sandbox_ids: set[str]) -> None:
+        with self._lock:
+            for gone in self._pids.keys() - sandbox_ids:
+                del self._pids[gone]
+
+    def _pid(self, sandbox_id: str, pod_uid: str) -> int | None:
+        pid = self._pids.get(sandbox_id)
+        if pid is not None and self._still_in_sandbox(pid, sandbox_id):
+            return pid
+        paths = self.cgroups.resolver.container(sandbox_id, pod_uid)
+        if paths is None:
+            return None
+        directory = paths.unified if paths.version == "v2" else (paths.dir("pids") or paths.dir("memory"))
+        if directory is None:
+            return None
+        try:
+            with open(os.path.join(directory, "cgroup.procs")) as f:
+                first = f.readline().strip()
+        except OSError:
+            return None
+        if not first.isdigit():
+            return None
+        with self._lock:
+            self._pids[sandbox_id] = int(first)
+        return int(first)
+
+    def _still_in_sandbox(self, pid: int, sandbox_id: str) -> bool:
+        """Guards against pid reuse: the cached pid must still be in the sandbox's cgroup."""
+        try:
+            return sandbox_id in self.hostfs.read_text(f"/proc/{pid}/cgroup", limit=16384)
+        except OSError:
+            return False

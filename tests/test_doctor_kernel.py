@@ -1,0 +1,95 @@
+"""kernel.* checks over fixture host trees: each passes on a healthy node
+and fails the way the kubeadm/container-runtime docs describe."""
+import pytest
+
+try:
+    from tests.test_doctor_support import copy_fixture, fixture, results, status, write
+except ImportError:  # rootdir-less import mode
+    from test_doctor_support import copy_fixture, fixture, results, status, write
+
+HEALTHY = fixture("kubeadm-containerd-v2")
+BROKEN = fixture("kubeadm-containerd-broken")
+
+
+@pytest.mark.parametrize("check_id,healthy,broken", [
+    ("kernel.module.br_netfilter", "pass", "fail"),
+    ("kernel.module.overlay", "pass", "fail"),
+    ("kernel.sysctl.ip_forward", "pass", "fail"),
+    ("kernel.sysctl.bridge_nf_call_iptables", "pass", "fail"),
+    ("kernel.sysctl.bridge_nf_call_ip6tables", "pass", "warn"),
+    ("kernel.swap", "pass", "fail"),
+    ("kernel.cgroup.version", "pass", "warn"),
+    ("kernel.cgroup.controllers", "pass", "fail"),
+    ("kernel.conntrack", "pass", "fail"),
+    ("kernel.inotify", "pass", "warn"),
+])
+def test_kernel_check_passes_on_healthy_and_fails_on_broken_node(check_id, healthy, broken):
+    assert status(HEALTHY, check_id) == healthy
+    assert status(BROKEN, check_id) == broken
+
+
+def test_findings_on_broken_node_say_what_was_seen_and_how_to_fix():
+    r = results(BROKEN, checks=["kernel"])
+    swap = r["kernel.swap"].finding
+    assert "/swap.img" in swap.seen and "failSwapOn" in swap.seen
+    assert "swapoff -a" in swap.fix and swap.refs
+    assert "memory" in r["kernel.cgroup.controllers"].finding.summary
+    assert "net.ipv4.ip_forward = 0" in r["kernel.sysctl.ip_forward"].finding.summary
+    for res in r.values():
+        if res.status.value in ("warn", "fail"):
+            assert res.finding.seen and res.finding.why and res.finding.fix and res.finding.refs, res.id
+
+
+def test_swap_is_fine_when_the_kubelet_allows_it(tmp_path):
+    root = copy_fixture("kubeadm-containerd-broken", tmp_path)
+    cfg = root / "var/lib/kubelet/config.yaml"
+    cfg.write_text(cfg.read_text() + "failSwapOn: false\n")
+    assert status(root, "kernel.swap") == "pass"
+
+
+def test_swap_flag_wins_over_config_file(tmp_path):
+    root = copy_fixture("kubeadm-containerd-broken", tmp_path)
+    write(root, "/etc/default/kubelet", "KUBELET_EXTRA_ARGS=--fail-swap-on=false\n")
+    assert status(root, "kernel.swap") == "pass"
+
+
+def test_cgroup_v1_with_fail_cgroup_v1_true_fails(tmp_path):
+    root = copy_fixture("kubeadm-containerd-broken", tmp_path)
+    cfg = root / "var/lib/kubelet/config.yaml"
+    cfg.write_text(cfg.read_text() + "failCgroupV1: true\n")
+    assert status(root, "kernel.cgroup.version") == "fail"
+
+
+def test_modules_seen_through_sys_module_and_modules_builtin(tmp_path):
+    root = copy_fixture("kubeadm-containerd-broken", tmp_path)
+    write(root, "/sys/module/br_netfilter/refcnt", "0\n")
+    write(root, "/lib/modules/5.10.0-raspi/modules.builtin", "kernel/fs/overlayfs/overlay.ko\n")
+    r = results(root, checks=["kernel.module"])
+    assert r["kernel.module.br_netfilter"].status.value == "pass"
+    assert r["kernel.module.overlay"].finding.summary == "overlay is builtin"
+
+
+def test_ipvs_only_checked_in_ipvs_mode(tmp_path):
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    assert status(root, "kernel.module.ipvs") == "skip"
+    write(root, "/sys/class/net/kube-ipvs0/mtu", "1500\n")
+    r = results(root, checks=["kernel.module.ipvs"])["kernel.module.ipvs"]
+    assert r.status.value == "fail" and "ip_vs" in r.finding.summary
+    mods = (root / "proc/modules").read_text()
+    (root / "proc/modules").write_text(mods + "".join(f"{m} 1 0 - Live 0x0\n" for m in ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")))
+    assert status(root, "kernel.module.ipvs") == "pass"
+
+
+def test_conntrack_near_full_warns_and_missing_module_skips(tmp_path):
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    write(root, "/proc/sys/net/netfilter/nf_conntrack_count", "210000\n")
+    assert status(root, "kernel.conntrack") == "warn"
+    (root / "proc/sys/net/netfilter/nf_conntrack_count").unlink()
+    assert status(root, "kernel.conntrack") == "skip"
+
+
+def test_cgroup_v1_controllers_from_proc_cgroups_when_enabled(tmp_path):
+    root = copy_fixture("kubeadm-containerd-broken", tmp_path)
+    text = (root / "proc/cgroups").read_text().replace("memory\t0\t70\t0", "memory\t4\t70\t1")
+    (root / "proc/cgroups").write_text(text)
+    assert status(root, "kernel.cgroup.controllers") == "pass"

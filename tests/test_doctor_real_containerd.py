@@ -1,0 +1,73 @@
+"""CRI checks against a real containerd (crilab: containerd 1.6.20 on Debian 12).
+
+Each case must produce its failing check and nothing else failing among the
+CRI checks.
+"""
+import shutil
+
+import pytest
+
+import crilab
+from tests.test_doctor_support import copy_fixture, results
+
+pytestmark = pytest.mark.containerd
+
+CRI = ["cri.socket", "cri.api_version", "cri.runtime_ready", "cri.network_ready", "cri.deprecations", "cri.pod_stats"]
+
+
+def cri_statuses(root, endpoint):
+    r = results(root, endpoint, checks=CRI + ["containerd.sandbox_image", "containerd.config.drift"])
+    return {k: v.status.value for k, v in r.items()}, r
+
+
+def host_for(cd, tmp_path):
+    """A fixture host whose config.toml is the one the lab containerd runs."""
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    shutil.copy(cd.base / "config.toml", root / "etc/containerd/config.toml")
+    (root / "proc/812").rename(root / "proc/gone-812")  # compare against CRI Status only
+    return root
+
+
+def test_healthy_containerd_then_a_broken_sandbox(tmp_path):
+    with crilab.Containerd(tmp_path / "cd") as cd:
+        root = host_for(cd, tmp_path)
+        st, r = cri_statuses(root, cd.endpoint)
+        assert st == {"cri.socket": "pass", "cri.api_version": "pass", "cri.runtime_ready": "pass",
+                      "cri.network_ready": "pass",
+                      "cri.deprecations": "skip",  # 1.6 has no ContainerdHasNoDeprecationWarnings
+                      "cri.pod_stats": "pass", "containerd.sandbox_image": "pass",
+                      "containerd.config.drift": "pass"}, r
+        assert "the running config from CRI Status" in r["containerd.config.drift"].finding.seen
+
+        # Edited on disk, never restarted: drift against Status verbose config.
+        cfg = root / "etc/containerd/config.toml"
+        cfg.write_text(cfg.read_text().replace("  restrict_oom_score_adj = true", "  restrict_oom_score_adj = false"))
+        drift = results(root, cd.endpoint, checks=["containerd.config.drift"])["containerd.config.drift"].finding
+        assert drift.status.value == "warn" and "restrict_oom_score_adj" in drift.seen
+
+        # 1.6.20: a sandbox without cgroup_parent breaks ListPodSandboxStats for all pods.
+        good = crilab.run_pod(cd, "good")
+        bad = crilab.run_pod(cd, "bad", cgroup_parent="")
+        st, r = cri_statuses(root, cd.endpoint)
+        failing = {k for k, v in st.items() if v == "fail"}
+        assert failing == {"cri.pod_stats"}, r
+        seen = r["cri.pod_stats"].finding.seen
+        assert bad.id[:13] in seen and "default/bad" in seen and good.id[:13] not in seen.split("broken")[-1]
+
+
+def test_cri_plugin_disabled(tmp_path):
+    # 1.6.20 with version = 2 exits on the short name "cri" ("invalid disabled
+    # plugin URI"); Docker's containerd.io config uses it in a version 1 file.
+    with crilab.Containerd(tmp_path / "cd", disabled_plugins=["io.containerd.grpc.v1.cri"]) as cd:
+        st, r = cri_statuses(host_for(cd, tmp_path), cd.endpoint)
+    assert st["cri.socket"] == "pass"
+    assert st["cri.api_version"] == "fail"
+    assert "unknown service runtime.v1" in r["cri.api_version"].finding.seen
+    assert {k for k, v in st.items() if v == "fail"} == {"cri.api_version"}, r
+
+
+def test_no_cni_config_means_network_not_ready(tmp_path):
+    with crilab.Containerd(tmp_path / "cd", cni=False) as cd:
+        st, r = cri_statuses(host_for(cd, tmp_path), cd.endpoint)
+    assert {k for k, v in st.items() if v == "fail"} == {"cri.network_ready"}, r
+    assert "NetworkPluginNotReady" in r["cri.network_ready"].finding.seen
