@@ -27,7 +27,12 @@ def _answers(endpoint: str) -> bool:
         client.close()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up on `kill` and timeouts, as on Ctrl-C
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen-address", default="127.0.0.1:9920")
     parser.add_argument("--private", action="store_true", help="always start a private containerd")

@@ -27,6 +27,9 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v -i "^warning" || true
+log=$(mktemp)
+if ! .venv/bin/python -m pip install -q -e ".[test]" >"$log" 2>&1; then
+  cat "$log" >&2; echo "setup: pip install failed" >&2; exit 1
+fi
+rm -f "$log"
 .venv/bin/python -c "import cri_exporter.cli" # fail here, not later, if the install did not take
