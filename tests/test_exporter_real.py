@@ -178,12 +178,19 @@ def _container_pid(containerd, container_id: str) -> int:
     return int((uid_dir / container_id / "cgroup.procs").read_text().split()[0])
 
 
-def test_imagefs_matches_cri_and_statvfs(samples, cri):
-    fs = cri.image_fs_info()
+def test_imagefs_matches_cri_and_statvfs(exporter, cri):
+    # containerd 1.6.20 computes snapshot usage in the background: right after
+    # start ImageFsInfo says 0, later the real figure. Compare the same moment.
+    def same_moment():
+        s = exporter.scrape()
+        fs = cri.image_fs_info()
+        labels = {"fs": "image", "mountpoint": fs[0].mountpoint}
+        used = s.get1("cri_imagefs_used_bytes", **labels), s.get1("cri_imagefs_inodes_used", **labels)
+        return used == (fs[0].used_bytes, fs[0].inodes_used) and (s, fs)
+
+    samples, fs = wait_for(same_moment, what="exporter and ImageFsInfo to agree")
     assert [f.kind for f in fs] == ["image"]  # containerd 1.6 reports no container filesystem
     labels = {"fs": "image", "mountpoint": fs[0].mountpoint}
-    assert samples.get1("cri_imagefs_used_bytes", **labels) == fs[0].used_bytes
-    assert samples.get1("cri_imagefs_inodes_used", **labels) == fs[0].inodes_used
     st = os.statvfs(fs[0].mountpoint)
     assert samples.get1("cri_imagefs_capacity_bytes", **labels) == st.f_blocks * st.f_frsize
     assert samples.get1("cri_imagefs_inodes", **labels) == st.f_files
@@ -292,3 +299,42 @@ def test_every_exported_metric_is_documented(exporter):
     # the cgroup section documents each cri_pod_* twin through its cri_container_* row
     twin = {n for n in served if n.startswith("cri_pod_") and n.replace("cri_pod_", "cri_container_", 1) in documented}
     assert served - documented - twin == set()
+
+
+def test_hostile_names_are_escaped_not_mangled(exporter, containerd):
+    """containerd 1.6.20 accepts quotes, backslashes and newlines in pod and
+    container names and returns them verbatim; exposition must escape them
+    so the text still parses to exactly the original values."""
+    from crilab import run_pod
+
+    pod_name, container_name = 'we"ird\\pod\nname', 'c\\"x\ny'
+    pod = run_pod(containerd, pod_name, "hostile")
+    pod.add_container(container_name, ["sleep", "2147483647"])
+    s = wait_for(lambda: (x := exporter.scrape()).find("cri_container_info", namespace="hostile") and x,
+                 what="the hostile pod")
+    assert s.get1("cri_container_state", namespace="hostile", pod=pod_name, container=container_name,
+                  state="running") == 1
+    r = subprocess.run(["promtool", "check", "metrics"], input=exporter.text(), capture_output=True, text=True)
+    assert r.returncode == 0 and not r.stdout.strip(), r.stdout + r.stderr
+
+
+def test_endpoint_found_by_probing_under_the_host_root(containerd, tmp_path):
+    """Without --runtime-endpoint the first of crictl's sockets that answers
+    wins, looked up under the host root: a dead containerd socket is passed
+    over for a live CRI-O path."""
+    import socket as sk
+
+    from cri_exporter.cri import resolve_endpoint
+
+    (tmp_path / "run/containerd").mkdir(parents=True)
+    (tmp_path / "run/crio").mkdir(parents=True)
+    dead = sk.socket(sk.AF_UNIX)
+    dead.bind(str(tmp_path / "run/containerd/containerd.sock"))  # exists, nobody listens
+    try:
+        os.symlink(containerd.socket_path, tmp_path / "run/crio/crio.sock")
+        endpoint, probed = resolve_endpoint(None, str(tmp_path))
+        assert probed and endpoint == f"unix://{tmp_path}/run/crio/crio.sock"
+        # an explicit endpoint is taken as is, a bare path gets its scheme
+        assert resolve_endpoint("/x.sock", str(tmp_path)) == ("unix:///x.sock", False)
+    finally:
+        dead.close()
