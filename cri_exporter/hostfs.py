@@ -18,6 +18,39 @@ class HostFS:
             return host_path
         return os.path.join(self.root, host_path.lstrip("/"))
 
+    def resolve(self, host_path: str, max_links: int = 40) -> str:
+        """The local path of `host_path` with symlinks resolved INSIDE the root.
+
+        path() only prefixes the root; under /host an absolute symlink such as
+        /var/run -> /run would resolve in the agent's own container, and
+        /host/var/run/containerd/containerd.sock would point at the agent's
+        /run. Sockets and /var/run paths go through here; hot paths (cgroup
+        files) use path(), which costs no syscalls.
+        """
+        if self.root == "/":
+            return host_path
+        parts = [p for p in host_path.split("/") if p]
+        done: list[str] = []
+        links = 0
+        while parts:
+            part = parts.pop(0)
+            if part == "..":
+                if done:
+                    done.pop()
+                continue
+            if part == ".":
+                continue
+            local = os.path.join(self.root, *done, part)
+            if os.path.islink(local) and links < max_links:
+                links += 1
+                target = os.readlink(local)
+                if target.startswith("/"):
+                    done = []
+                parts = [p for p in target.split("/") if p] + parts
+                continue
+            done.append(part)
+        return os.path.join(self.root, *done)
+
     def read_text(self, host_path: str, limit: int = 4 * 1024 * 1024) -> str:
         """Read a small text file; `limit` bounds what a hostile file costs."""
         with open(self.path(host_path), "rb") as f:

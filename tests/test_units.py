@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import filecmp
+import os
 import re
 import subprocess
 import sys
@@ -112,3 +113,17 @@ def test_the_agent_calls_no_mutating_rpc():
             if pattern.search(line):
                 offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_hostfs_resolves_absolute_symlinks_inside_the_root(tmp_path):
+    from cri_exporter.hostfs import HostFS
+
+    (tmp_path / "run/containerd").mkdir(parents=True)
+    (tmp_path / "var").mkdir()
+    os.symlink("/run", tmp_path / "var/run")  # as on every systemd host
+    hostfs = HostFS(str(tmp_path))
+    assert hostfs.resolve("/var/run/containerd/containerd.sock") == f"{tmp_path}/run/containerd/containerd.sock"
+    assert hostfs.path("/var/run/x") == f"{tmp_path}/var/run/x"  # path() only prefixes
+    assert HostFS("/").resolve("/var/run/x") == "/var/run/x"
+    os.symlink("loop", tmp_path / "loop")
+    assert hostfs.resolve("/loop/x").startswith(str(tmp_path))  # a link loop ends, inside the root

@@ -14,6 +14,7 @@ import grpc
 from cri_exporter.cri import api_pb2 as pb
 from cri_exporter.cri import api_pb2_grpc as pb_grpc
 from cri_exporter.cri import model
+from cri_exporter.hostfs import HostFS
 
 # crictl's order: the first of these that answers is the runtime.
 DEFAULT_ENDPOINTS = (
@@ -322,4 +323,5 @@ def _under_root(endpoint: str, host_root: str) -> str:
     path = socket_path(endpoint)
     if not path or host_root in ("", "/"):
         return endpoint
-    return "unix://" + os.path.join(host_root, path.lstrip("/"))
+    # /var/run is usually an absolute symlink to /run: follow it inside the host root.
+    return "unix://" + HostFS(host_root).resolve(path)

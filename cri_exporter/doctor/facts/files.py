@@ -44,34 +44,6 @@ def join(*parts: str) -> str:
     return os.path.join(*parts)
 
 
-def resolve(hostfs: HostFS, host_path: str, max_links: int = 40) -> str:
-    """The local path of `host_path` with symlinks resolved INSIDE the host root.
-
-    HostFS.path only prefixes the root; under --host-root /host, an absolute
-    symlink such as /var/run -> /run would otherwise resolve in the doctor's
-    own container, and /host/var/run/containerd/containerd.sock would point
-    at the container's /run. Sockets and /var/run paths go through here.
-    """
-    if hostfs.root == "/":
-        return host_path
-    parts = [p for p in host_path.split("/") if p]
-    done: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        if part == ".":
-            continue
-        local = os.path.join(hostfs.root, *done, part)
-        if os.path.islink(local) and links < max_links:
-            links += 1
-            target = os.readlink(local)
-            if target.startswith("/"):
-                done = []
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        done.append(part)
-    return os.path.join(hostfs.root, *done)
+def resolve(hostfs: HostFS, host_path: str) -> str:
+    """Symlinks resolved inside the host root (see HostFS.resolve)."""
+    return hostfs.resolve(host_path)
