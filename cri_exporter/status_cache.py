@@ -14,7 +14,7 @@ from typing import Callable, Generic, Hashable, Iterable, TypeVar
 
 import structlog
 
-from cri_exporter.cri import CriError
+from cri_exporter.cri import CriClient, CriError
 
 log = structlog.get_logger(__name__)
 
@@ -22,9 +22,9 @@ V = TypeVar("V")
 
 
 class FetchOnce(Generic[V]):
-    """`fetch(object_id, timeout)` answers, kept per key (e.g. id + state)."""
+    """`fetch(client, object_id, timeout)` answers, kept per key (e.g. id + state)."""
 
-    def __init__(self, fetch: Callable[[str, float], V]):
+    def __init__(self, fetch: Callable[[CriClient, str, float], V]):
         self._fetch = fetch
         self._lock = threading.Lock()
         self._entries: dict[Hashable, V] = {}
@@ -32,7 +32,7 @@ class FetchOnce(Generic[V]):
     def get(self, key: Hashable) -> V | None:
         return self._entries.get(key)
 
-    def refresh(self, wanted: Iterable[tuple[Hashable, str]], keep: Callable[[Hashable], bool],
+    def refresh(self, client: CriClient, wanted: Iterable[tuple[Hashable, str]], keep: Callable[[Hashable], bool],
                 timeout: Callable[[], float]) -> None:
         """Fetch what `wanted` (key, object id) lacks; drop keys `keep` rejects.
 
@@ -48,7 +48,7 @@ class FetchOnce(Generic[V]):
             if t <= 0.01:
                 return
             try:
-                value = self._fetch(object_id, t)
+                value = self._fetch(client, object_id, t)
             except CriError as err:
                 # Removed between the list and this call, most likely.
                 log.debug("status call failed", id=object_id, error=str(err))

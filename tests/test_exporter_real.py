@@ -331,7 +331,9 @@ def test_endpoint_found_by_probing_under_the_host_root(containerd, tmp_path):
     dead = sk.socket(sk.AF_UNIX)
     dead.bind(str(tmp_path / "run/containerd/containerd.sock"))  # exists, nobody listens
     try:
-        os.symlink(containerd.socket_path, tmp_path / "run/crio/crio.sock")
+        # a hard link is the same socket inode, as a hostPath mount would show it
+        # (a symlink would be resolved inside the host root, where its target is not)
+        os.link(containerd.socket_path, tmp_path / "run/crio/crio.sock")
         endpoint, probed = resolve_endpoint(None, str(tmp_path))
         assert probed and endpoint == f"unix://{tmp_path}/run/crio/crio.sock"
         # an explicit endpoint is taken as is, a bare path gets its scheme

@@ -94,13 +94,12 @@ class ContainersCollector:
         self.refresher = refresher
         self.cgroups = cgroups
         self.podnet = podnet
-        self.statuses: FetchOnce[model.ContainerStatus] | None = None  # keyed by (container id, state)
-        self.host_network: FetchOnce[bool] | None = None  # keyed by sandbox id
+        # keyed by (container id, state)
+        self.statuses = FetchOnce(lambda client, cid, t: client.container_status(cid, timeout=t))
+        # keyed by sandbox id
+        self.host_network = FetchOnce(lambda client, sid, t: client.pod_sandbox_uses_host_network(sid, timeout=t))
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
-        if self.statuses is None:
-            self.statuses = FetchOnce(lambda cid, t: ctx.client.container_status(cid, timeout=t))
-            self.host_network = FetchOnce(lambda pid, t: ctx.client.pod_sandbox_uses_host_network(pid, timeout=t))
         inv = ctx.inventory()
         snapshot = self.refresher.snapshot if self.refresher else None
         self._refresh_statuses(ctx, inv)
@@ -112,10 +111,12 @@ class ContainersCollector:
         wanted = [c for c in inv.current_containers.values() if c.state in ("running", "exited")]
         wanted += [c for c in _last_exited(inv).values() if c.state == "exited"]
         listed = {(c.id, c.state) for c in inv.containers}
-        self.statuses.refresh([((c.id, c.state), c.id) for c in wanted], listed.__contains__, ctx.rpc_timeout)
+        self.statuses.refresh(ctx.client, [((c.id, c.state), c.id) for c in wanted], listed.__contains__,
+                              ctx.rpc_timeout)
         if self.podnet:
             ready = [p.id for p in inv.current_pods.values() if p.state == "ready"]
-            self.host_network.refresh([(i, i) for i in ready], inv.pods_by_id.__contains__, ctx.rpc_timeout)
+            self.host_network.refresh(ctx.client, [(i, i) for i in ready], inv.pods_by_id.__contains__,
+                                      ctx.rpc_timeout)
 
     def _node_counts(self, inv: Inventory) -> Iterable[Metric]:
         containers = GaugeMetricFamily(
