@@ -57,9 +57,17 @@ def main() -> None:
 @click.option("--runtime-timeout", envvar=env("runtime-timeout"), show_envvar=True, type=float, default=DEFAULTS.runtime_timeout, show_default=True,
               help="Deadline in seconds of one CRI call on the scrape path.")
 @click.option("--stats-interval", envvar=env("stats-interval"), show_envvar=True, type=float, default=DEFAULTS.stats_interval, show_default=True,
-              help="Seconds between background refreshes of the CRI stats snapshot.")
+              help="Seconds between background CRI stats refreshes while they are the source of some "
+                   "CPU/memory values (VM-based handlers, cgroups unreadable or disabled).")
+@click.option("--stats-idle-interval", envvar=env("stats-idle-interval"), show_envvar=True, type=float,
+              default=DEFAULTS.stats_idle_interval, show_default=True,
+              help="Seconds between them while cgroups give every usage value live (the snapshot then "
+                   "only carries writable-layer sizes).")
 @click.option("--stats-timeout", envvar=env("stats-timeout"), show_envvar=True, type=float, default=DEFAULTS.stats_timeout, show_default=True,
               help="Deadline in seconds of one background CRI stats call.")
+@click.option("--grpc-max-recv-bytes", envvar=env("grpc-max-recv-bytes"), show_envvar=True, type=click.IntRange(min=4096),
+              default=DEFAULTS.max_recv_bytes, show_default=True,
+              help="Largest CRI answer accepted (ListContainers grows ~1 KiB a container; 16 MiB, the kubelet's limit, holds ~16,000).")
 @click.option("--doctor-interval", envvar=env("doctor-interval"), show_envvar=True, type=float,
               default=DEFAULTS.doctor_interval, show_default=True,
               help="Seconds between doctor runs exported as cri_doctor_* metrics and served on /doctor.")
@@ -68,7 +76,7 @@ def main() -> None:
 @click.option("--log-level", envvar=env("log-level"), show_envvar=True, type=click.Choice(["debug", "info", "warning", "error"]), default=DEFAULTS.log_level,
               show_default=True)
 def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeout, runtime_timeout,
-          stats_interval, stats_timeout, doctor_interval, log_format, log_level) -> None:
+          stats_interval, stats_idle_interval, stats_timeout, grpc_max_recv_bytes, doctor_interval, log_format, log_level) -> None:
     """Serve Prometheus metrics on /metrics."""
     from cri_exporter.exporter import Exporter
     from cri_exporter.logsetup import configure
@@ -79,7 +87,8 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
     settings = Settings(
         listen_address=f"{listen_address[0]}:{listen_address[1]}", runtime_endpoint=runtime_endpoint,
         host_root=host_root, collectors=collectors, scrape_timeout=scrape_timeout, runtime_timeout=runtime_timeout,
-        stats_interval=stats_interval, stats_timeout=stats_timeout, doctor_interval=doctor_interval,
+        stats_interval=stats_interval, stats_idle_interval=stats_idle_interval, stats_timeout=stats_timeout, max_recv_bytes=grpc_max_recv_bytes,
+        doctor_interval=doctor_interval,
         log_format=log_format, log_level=log_level,
     )
     exporter = Exporter(settings)

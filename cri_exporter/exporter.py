@@ -9,7 +9,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from cri_exporter import __version__
 from cri_exporter.cgroups import NodeCgroups
@@ -28,19 +28,9 @@ from cri_exporter.stats_refresher import StatsRefresher
 
 log = structlog.get_logger(__name__)
 
-# Level 1 compresses exposition text about 8x at a fraction of level 6's CPU.
+# Measured on the 1,000-container text (7.4 MB): level 1 takes 29 ms for
+# 0.84 MB, level 6 53 ms for 0.69 MB, level 9 100 ms for 0.68 MB.
 GZIP_LEVEL = 1
-
-
-class _Families:
-    """Adapts a list of families to what generate_latest expects of a registry."""
-
-    def __init__(self, metrics):
-        self._metrics = metrics
-
-    def collect(self):
-        return self._metrics
-
 
 # `_created` series double the self-metrics' series for a timestamp Prometheus
 # does not use in the text format.
@@ -75,7 +65,9 @@ class Exporter:
         enabled = set(settings.collectors)
         self.refresher = None
         if "stats" in enabled:
-            self.refresher = StatsRefresher(self.client, settings.stats_interval, settings.stats_timeout)
+            self.refresher = StatsRefresher(
+                self.client, settings.stats_interval, settings.stats_timeout, settings.stats_idle_interval
+            )
         # One cgroup path cache shared by the live usage values and the
         # cgroup collector, so each container's cgroup is resolved once.
         cgroups = NodeCgroups(self.hostfs) if "cgroups" in enabled else None
@@ -125,13 +117,21 @@ class Exporter:
         self.scraper.close()
 
     def render(self, timeout: float | None = None, gzip_ok: bool = False) -> tuple[bytes, dict[str, str]]:
+        """The /metrics answer: the collection's text (rendered once per collection,
+        series prefixes cached across scrapes, see exposition.py) then the
+        exporter's own metrics. With gzip, each part is one gzip member: a
+        concatenation of members is one valid gzip stream (RFC 1952), so the
+        shared collection's member is compressed once for all its scrapers."""
         result = self.scraper.scrape(timeout)
-        body = generate_latest(_Families(result.metrics)) + generate_latest(self.registry)
+        level = GZIP_LEVEL if gzip_ok else None
+        body = result.encoded(self.scraper.exposition.write, level)
+        own = self.scraper.own_exposition.write(self.registry.collect())
+        if level is not None:
+            own = gzip.compress(own, compresslevel=level, mtime=0)
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if gzip_ok:
-            body = gzip.compress(body, compresslevel=GZIP_LEVEL)
             headers["Content-Encoding"] = "gzip"
-        return body, headers
+        return body + own, headers
 
 
 class _DoctorScrape:

@@ -9,6 +9,7 @@ multiplying the load on the runtime.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gzip
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from cri_exporter.collectors.base import Collector
 from cri_exporter.cri import CriClient, CriError
+from cri_exporter.exposition import ExpositionWriter
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import Inventory
 
@@ -73,8 +75,29 @@ class ScrapeContext:
 
 @dataclass
 class ScrapeResult:
+    """One collection's families, and their exposition once someone asked for it.
+
+    Scrapes that share a collection share its rendered text (and its gzip
+    member, per level) too: the second of 50 concurrent scrapers pays nothing.
+    """
+
     metrics: list[Metric]
     finished_at: float = field(default_factory=time.monotonic)
+    _encoded: dict = field(default_factory=dict, repr=False, compare=False)
+    _encode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def encoded(self, write: Callable[[list[Metric]], bytes], gzip_level: int | None = None) -> bytes:
+        """The text `write` makes of the metrics, gzip-compressed at `gzip_level` if given; made once."""
+        with self._encode_lock:
+            text = self._encoded.get(None)
+            if text is None:
+                text = self._encoded[None] = write(self.metrics)
+            if gzip_level is None:
+                return text
+            packed = self._encoded.get(gzip_level)
+            if packed is None:
+                packed = self._encoded[gzip_level] = gzip.compress(text, compresslevel=gzip_level, mtime=0)
+            return packed
 
 
 class Scraper:
@@ -92,17 +115,32 @@ class Scraper:
         # One worker per collector; a collector still stuck from an earlier
         # scrape makes later ones queue and time out rather than add threads.
         self._pool = cf.ThreadPoolExecutor(max_workers=max(1, len(collectors)), thread_name_prefix="collector")
-        self._lock = threading.Lock()
+        # Reentrant: a collection that finishes before add_done_callback runs
+        # calls _forget at once, in the thread that holds this lock.
+        self._lock = threading.RLock()
         self._inflight: cf.Future | None = None
         self._leader = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrape")
+        # Text writers that keep each series' rendered labels across scrapes:
+        # one for the collections, one for whatever else the caller serves.
+        self.exposition = ExpositionWriter()
+        self.own_exposition = ExpositionWriter()
 
     def scrape(self, timeout: float | None = None) -> ScrapeResult:
         """The metrics of a collection; joins the one in flight if there is one."""
         with self._lock:
             if self._inflight is None or self._inflight.done():
                 self._inflight = self._leader.submit(self._collect, min(timeout or self.timeout, self.timeout))
+                self._inflight.add_done_callback(self._forget)
             inflight = self._inflight
         return inflight.result()
+
+    def _forget(self, done: cf.Future) -> None:
+        """A finished collection is joined by nobody new (a done future starts a
+        new one), so holding it would only keep its families (tens of MB at
+        thousands of containers) alive between scrapes."""
+        with self._lock:
+            if self._inflight is done:
+                self._inflight = None
 
     def _collect(self, timeout: float) -> ScrapeResult:
         started = time.monotonic()

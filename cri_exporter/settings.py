@@ -23,8 +23,12 @@ class Settings:
     scrape_timeout: float = 8.0
     # Deadline of one cheap CRI call (Version, Status, the lists).
     runtime_timeout: float = 5.0
-    # The expensive stats calls run in the background this often...
+    # The expensive stats calls run in the background this often while they
+    # are the source of some CPU/memory values (VM handlers, no cgroups)...
     stats_interval: float = 15.0
+    # ...and this often while cgroups give every usage value live and the
+    # snapshot carries only writable layers (stats_refresher.py says why).
+    stats_idle_interval: float = 180.0
     # ...each with this deadline.
     stats_timeout: float = 30.0
     max_recv_bytes: int = 16 * 1024 * 1024

@@ -5,8 +5,16 @@ machine): ListContainers + ListPodSandbox answer in about 1 ms together, but
 ListContainerStats takes about 100 ms (14 ms of containerd's CPU) and
 ListPodSandboxStats about 570 ms (86 ms of containerd's CPU), growing with
 every pod. Reading the same containers' cgroup files takes about 7 ms. So the
-stats calls run here on an interval (--stats-interval), scrapes read the last
-snapshot, and `cri_stats_snapshot_age_seconds` says how old it is.
+stats calls run here on an interval, scrapes read the last snapshot, and
+`cri_stats_snapshot_age_seconds` says how old it is.
+
+Two intervals. Where the cgroup files give every running container's CPU and
+memory live, the snapshot only carries writable-layer sizes, which move
+slowly: it is refreshed every --stats-idle-interval (180 s), so the runtime
+spends on this agent under a tenth of what stats calls on every 15 s scrape
+would cost it (benchmarks/bench.py measures it). As soon as a scrape has to
+take usage from the snapshot (a VM-based handler, an unreadable cgroup tree,
+the cgroup collector off), it is refreshed every --stats-interval (15 s).
 
 One broken sandbox (e.g. one without a cgroup parent) makes containerd 1.6's
 ListPodSandboxStats fail for every pod ("cgroupPath is empty"); then each
@@ -44,15 +52,29 @@ class StatsSnapshot:
 
 
 class StatsRefresher:
-    def __init__(self, client: CriClient, interval: float, timeout: float):
+    def __init__(self, client: CriClient, interval: float, timeout: float, idle_interval: float | None = None):
         self.client = client
         self.interval = interval
+        self.idle_interval = interval if idle_interval is None else max(interval, idle_interval)
         self.timeout = timeout
+        # Until a scrape says otherwise, assume the snapshot feeds usage values.
+        self._feeds_usage = True
+        self._wake = threading.Event()
         self.refreshes = 0
         self.failures: dict[str, int] = {"ListContainerStats": 0, "ListPodSandboxStats": 0, "PodSandboxStats": 0}
         self._snapshot: StatsSnapshot | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def snapshot_feeds_usage(self, feeds: bool) -> None:
+        """Called by each scrape: does any usage value come from the snapshot?"""
+        if feeds and not self._feeds_usage:
+            self._wake.set()  # refresh now, not at the end of a long idle wait
+        self._feeds_usage = feeds
+
+    @property
+    def current_interval(self) -> float:
+        return self.interval if self._feeds_usage else self.idle_interval
 
     @property
     def snapshot(self) -> StatsSnapshot | None:
@@ -66,6 +88,7 @@ class StatsRefresher:
     def stop(self) -> None:
         """Ask the loop to end; a call in flight is cut when the client closes."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=1)
 
@@ -76,9 +99,15 @@ class StatsRefresher:
                 self.refresh()
             except Exception:  # never let the thread die: the next round may work
                 log.exception("stats refresh crashed")
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            while not self._stop.is_set():
+                left = self.current_interval - (time.monotonic() - started)
+                if left <= 0 or self._wake.wait(min(left, 5.0)):
+                    break
+            self._wake.clear()
 
     def refresh(self) -> StatsSnapshot:
+        # Stamped with the start: the values are at least this old, never younger.
+        started = time.time()
         durations: dict[str, float] = {}
         containers: dict[str, model.ContainerStats] = {}
         container_error = pod_list_error = None
@@ -108,7 +137,7 @@ class StatsRefresher:
             for c in pod.containers:
                 containers.setdefault(c.id, c)
 
-        snap = StatsSnapshot(time.time(), containers, pods, container_error, pod_list_error, tuple(failed), durations)
+        snap = StatsSnapshot(started, containers, pods, container_error, pod_list_error, tuple(failed), durations)
         self._snapshot = snap
         self.refreshes += 1
         return snap

@@ -64,7 +64,7 @@ def lab(containerd, pods):
 @pytest.fixture(scope="session")
 def exporter(containerd, pods, lab_dir) -> ExporterProcess:
     """The exporter over the shared containerd, refreshing CRI stats every second."""
-    proc = ExporterProcess(containerd.endpoint, "--stats-interval", "1", "--host-root", "/",
+    proc = ExporterProcess(containerd.endpoint, "--stats-interval", "1", "--stats-idle-interval", "1", "--host-root", "/",
                            log_path=Path(lab_dir) / "exporter.log")
     try:
         yield proc

@@ -340,3 +340,24 @@ def test_endpoint_found_by_probing_under_the_host_root(containerd, tmp_path):
         assert resolve_endpoint("/x.sock", str(tmp_path)) == ("unix:///x.sock", False)
     finally:
         dead.close()
+
+
+def test_stats_refresh_slows_down_while_cgroups_give_usage_live(containerd, pods):
+    """With every running container read live from cgroups the snapshot only
+    carries writable layers: it is refreshed at the idle interval. With the
+    cgroup collector off it feeds CPU and memory, and refreshes every interval."""
+    def refreshes_over(exp, seconds):
+        before = exp.scrape().get1("cri_stats_refreshes_total")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            exp.scrape()
+            time.sleep(0.25)
+        return exp.scrape().get1("cri_stats_refreshes_total") - before
+
+    with ExporterProcess(containerd.endpoint, "--stats-interval", "0.5", "--stats-idle-interval", "600") as exp:
+        wait_for(lambda: exp.scrape().find("cri_stats_snapshot_age_seconds"), what="the first refresh")
+        assert refreshes_over(exp, 3) <= 1  # at most the one already under way when the first scrape came
+    with ExporterProcess(containerd.endpoint, "--collectors", "-cgroups", "--stats-interval", "0.5",
+                         "--stats-idle-interval", "600") as exp:
+        wait_for(lambda: exp.scrape().find("cri_stats_snapshot_age_seconds"), what="the first refresh")
+        assert refreshes_over(exp, 3) >= 3

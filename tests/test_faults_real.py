@@ -37,7 +37,7 @@ def timed_scrape(exp):
 def test_runtime_stopped_killed_and_restarted(victim):
     run_pod(victim, "p", "ns").add_container("c", SLEEP)
     with ExporterProcess(victim.endpoint, "--scrape-timeout", "3", "--runtime-timeout", "1",
-                         "--stats-interval", "1") as exp:
+                         "--stats-interval", "1", "--stats-idle-interval", "1") as exp:
         s = wait_for(lambda: (x := exp.scrape()).find("cri_container_info", pod="p") and x, what="first scrape")
         assert s.get1("cri_up") == 1
 
@@ -135,7 +135,7 @@ def test_broken_sandbox_does_not_hide_the_other_pods(victim):
     good.add_container("c", SLEEP)
     broken = run_pod(victim, "broken", "ns", cgroup_parent="")
     broken.add_container("c", SLEEP)
-    with ExporterProcess(victim.endpoint, "--stats-interval", "1") as exp:
+    with ExporterProcess(victim.endpoint, "--stats-interval", "1", "--stats-idle-interval", "1") as exp:
         s = wait_for(lambda: (x := exp.scrape()).find("cri_stats_snapshot_age_seconds") and x, what="a snapshot")
         assert s.get1("cri_stats_pod_sandbox_failures") == 1
         assert s.get1("cri_scrape_collector_success", collector="stats") == 0

@@ -103,9 +103,12 @@ class ContainersCollector:
         inv = ctx.inventory()
         snapshot = self.refresher.snapshot if self.refresher else None
         self._refresh_statuses(ctx, inv)
+        self._snapshot_used = False
         yield from self._node_counts(inv)
         yield from self._containers(inv, snapshot.containers if snapshot else {})
         yield from self._pods(inv, snapshot.pods if snapshot else {})
+        if self.refresher:
+            self.refresher.snapshot_feeds_usage(self._snapshot_used)
 
     def _refresh_statuses(self, ctx: ScrapeContext, inv: Inventory) -> None:
         wanted = [c for c in inv.current_containers.values() if c.state in ("running", "exited")]
@@ -164,6 +167,8 @@ class ContainersCollector:
             live = None
             if c.state == "running" and _cgroup_backed(pod):
                 live = self.cgroups.container_usage(c.id, inv.pod_uid(c)) if self.cgroups else None
+            if c.state == "running" and live is None:
+                self._snapshot_used = True
             _add_values(values, labels, live, stats.get(c.id))
 
         for ident, c in _last_exited(inv).items():

@@ -86,6 +86,11 @@ def explain_rpc_error(method: str, endpoint: str, err: grpc.RpcError, timeout: f
         msg = f"{method} on {endpoint} did not answer within {timeout:g}s (runtime hung or overloaded)"
     elif code == grpc.StatusCode.UNAVAILABLE:
         msg = f"runtime at {endpoint} is unavailable: {details}"
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        msg = (
+            f"{method} answer from {endpoint} is larger than the gRPC receive limit ({details}): "
+            "raise --grpc-max-recv-bytes (CRI_EXPORTER_GRPC_MAX_RECV_BYTES; default 16 MiB, the kubelet's)"
+        )
     else:
         msg = f"{method} on {endpoint} failed: {code.name}: {details}"
     return CriError(method, endpoint, code.name, msg)

@@ -29,7 +29,7 @@ def _list_checks(ctx: click.Context, _param, value) -> None:
 @click.command("doctor")
 @click.option("--host-root", default="/", show_default=True, envvar="CRI_EXPORTER_HOST_ROOT",
               type=click.Path(file_okay=False), help="Where the node's filesystem is mounted (/host in a DaemonSet).")
-@click.option("--runtime-endpoint", default=None, envvar="CONTAINER_RUNTIME_ENDPOINT",
+@click.option("--runtime-endpoint", default=None, envvar=["CRI_EXPORTER_RUNTIME_ENDPOINT", "CONTAINER_RUNTIME_ENDPOINT"],
               help="CRI endpoint (unix:///run/containerd/containerd.sock); probed like crictl when unset.")
 @click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--check", "checks", multiple=True, metavar="ID", help="Run only this check id or area (repeatable).")

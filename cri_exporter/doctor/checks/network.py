@@ -114,15 +114,26 @@ def bridge(ctx):
     return passed(f"CNI bridge {name} is up", f"{name}: mtu {link.mtu}")
 
 
-def _process_netns_inodes(ctx) -> set[int]:
-    inodes = set()
+def _process_netns_inodes(ctx) -> tuple[set[int], int]:
+    """Network namespace inodes of every process, and how many pod processes
+    would not tell. Reading ns/net of a process with capabilities the agent
+    lacks needs CAP_SYS_PTRACE, which the DaemonSet drops: then every pause
+    process is unreadable. A denied process outside the kubepods cgroups
+    (an init in another user namespace, say) cannot be a sandbox and is
+    ignored; /proc/<pid>/cgroup stays readable without ptrace rights."""
+    inodes, denied = set(), 0
     for entry in list_dir(ctx.hostfs, "/proc"):
         if entry.isdigit():
             try:
                 inodes.add(os.stat(ctx.hostfs.path(f"/proc/{entry}/ns/net")).st_ino)
+            except PermissionError:
+                try:
+                    denied += "kubepods" in ctx.hostfs.read_text(f"/proc/{entry}/cgroup", limit=16384)
+                except OSError:
+                    continue
             except OSError:
-                continue
-    return inodes
+                continue  # the process exited meanwhile
+    return inodes, denied
 
 
 @check("network.leaked_netns", Severity.WARNING)
@@ -140,7 +151,12 @@ def leaked_netns(ctx):
         names = []
     if not names:
         return passed(f"no cni-* namespaces in {NETNS_DIR}")
-    used = _process_netns_inodes(ctx)
+    used, denied = _process_netns_inodes(ctx)
+    if denied:
+        # Without the other processes' namespaces every cni-* one would look
+        # leaked: the DaemonSet and the systemd unit drop CAP_SYS_PTRACE.
+        return skipped(f"cannot see the network namespace of {denied} pod process(es) (permission denied; "
+                       "needs CAP_SYS_PTRACE): run `cri-exporter doctor --check network.leaked_netns` as root on the node")
     leaked = []
     for n in names:
         try:

@@ -1,0 +1,201 @@
+"""The alert rules, built from alerts/settings.py.
+
+Severity: critical pages a person now (the node cannot run pods, or we are
+blind), warning is work for the day, info helps troubleshooting.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alerts.settings import PRODUCTION, Settings
+
+CONTAINER = "{{ $labels.namespace }}/{{ $labels.pod }}/{{ $labels.container }}"
+POD = "{{ $labels.namespace }}/{{ $labels.pod }}"
+ON = "{{ $labels.instance }}"
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    severity: str
+    summary: str
+    description: str
+
+    def rule(self, s: Settings) -> dict:
+        return {
+            "alert": self.name,
+            "expr": self.expr,
+            "for": s.for_[self.name],
+            "labels": {"severity": self.severity},
+            "annotations": {
+                "summary": self.summary,
+                "description": self.description,
+                "runbook_url": f"{s.runbook_base}{self.name}.md",
+            },
+        }
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:g}%"
+
+
+def runtime_alerts(s: Settings) -> list[Alert]:
+    return [
+        Alert("CriExporterDown", f"up{s.sel()} == 0", "warning",
+              "cri-exporter cannot be scraped.",
+              f"Prometheus has not scraped cri-exporter at {ON} for {s.for_['CriExporterDown']}: this node's "
+              "runtime, container and doctor metrics are missing, and the alerts based on them cannot fire."),
+        Alert("CriRuntimeDown", f"cri_up{s.sel()} == 0", "critical",
+              "The container runtime does not answer CRI.",
+              f"The container runtime on {ON} has not answered CRI Version for {s.for_['CriRuntimeDown']}: "
+              "the kubelet cannot start, stop or inspect containers on this node."),
+        Alert("CriRuntimeNotReady", "cri_runtime_condition" + s.sel('condition="RuntimeReady"') + " == 0",
+              "critical",
+              "The container runtime reports RuntimeReady=false.",
+              f"The container runtime on {ON} has reported RuntimeReady=false (reason: "
+              "\"{{ $labels.reason }}\") for " + s.for_["CriRuntimeNotReady"] +
+              ": the kubelet marks the node NotReady and starts no pods on it."),
+        Alert("CriNetworkNotReady", "cri_runtime_condition" + s.sel('condition="NetworkReady"') + " == 0",
+              "critical",
+              "The container runtime reports NetworkReady=false (CNI).",
+              f"The container runtime on {ON} has reported NetworkReady=false (reason: "
+              "\"{{ $labels.reason }}\") for " + s.for_["CriNetworkNotReady"] +
+              ": the CNI plugin is not ready, so no new pod gets a network on this node."),
+    ]
+
+
+def container_alerts(s: Settings) -> list[Alert]:
+    w = s.rate_window
+    key = s.by("namespace", "pod", "container")
+    oom_killed = s.sel('reason="OOMKilled"')
+    return [
+        Alert("CriContainerCPUThrottlingHigh",
+              f"sum by ({key}) (increase(cri_container_cpu_cfs_throttled_periods_total{s.sel()}[{w}]))\n"
+              f"  /\nsum by ({key}) (increase(cri_container_cpu_cfs_periods_total{s.sel()}[{w}]))\n"
+              f"  > {s.cpu_throttling_ratio:g}",
+              "info",
+              "A container is CPU-throttled by its limit.",
+              f"Container {CONTAINER} on {ON} was throttled in {{{{ $value | humanizePercentage }}}} of its CFS "
+              f"periods over the last {w} (threshold {_pct(s.cpu_throttling_ratio)}): it waits for CPU its limit "
+              "does not allow, which shows as latency."),
+        Alert("CriContainerOOMKilled",
+              # Two ways an OOM kill shows: a process killed inside a container
+              # that lives on (cgroup oom_kill counter), or the container's
+              # main process killed (CRI reports the exited instance as
+              # OOMKilled). A counter whose series appears already at 1 (the
+              # kill happened before the first scrape) is only seen the second way.
+              f"max by ({key}) (increase(cri_container_memory_oom_kills_total{s.sel()}[{s.oom_recent_window}]) > 0)\n"
+              f"or on ({key})\n"
+              f"max by ({key}) (\n"
+              f"  cri_container_last_terminated_reason{oom_killed}\n"
+              f"  and on ({key})\n"
+              f"  (time() - cri_container_last_terminated_time_seconds{s.sel()} < {s.oom_recent_seconds})\n"
+              f")",
+              "warning",
+              "A container was OOM-killed.",
+              f"The OOM killer killed a process of container {CONTAINER} on {ON} in the last "
+              f"{s.oom_recent_window}: it used more memory than its limit. Its work was lost or restarted."),
+        Alert("CriContainerMemoryNearLimit",
+              f"max by ({key}) (cri_container_memory_working_set_bytes{s.sel()})\n"
+              f"  /\nmax by ({key}) (cri_container_spec_memory_limit_bytes{s.sel()} > 0)\n"
+              f"  > {s.memory_limit_ratio:g}",
+              "warning",
+              "A container's memory working set is near its limit.",
+              f"Container {CONTAINER} on {ON} has a working set of {{{{ $value | humanizePercentage }}}} of its "
+              f"memory limit (threshold {_pct(s.memory_limit_ratio)}): the next allocation spike gets it OOM-killed."),
+    ]
+
+
+def filesystem_alerts(s: Settings) -> list[Alert]:
+    fs = "{{ $labels.fs }} filesystem ({{ $labels.mountpoint }})"
+    return [
+        Alert("CriImageFsAlmostFull",
+              f"cri_imagefs_available_bytes{s.sel()} / cri_imagefs_capacity_bytes{s.sel()} < {s.imagefs_available_ratio:g}",
+              "warning",
+              "The runtime's image filesystem is almost full.",
+              f"The runtime's {fs} on {ON} has only {{{{ $value | humanizePercentage }}}} space available "
+              f"(threshold {_pct(s.imagefs_available_ratio)}): the kubelet garbage-collects images and then "
+              "evicts pods, and image pulls fail once it is full."),
+        Alert("CriImageFsPredictedFull",
+              f"(\n  cri_imagefs_available_bytes{s.sel()} / cri_imagefs_capacity_bytes{s.sel()} "
+              f"< {s.imagefs_predict_available_ratio:g}\nand\n"
+              f"  predict_linear(cri_imagefs_available_bytes{s.sel()}[{s.imagefs_predict_window}], "
+              f"{s.imagefs_predict_horizon_seconds}) < 0\n)",
+              "warning",
+              "The runtime's image filesystem is predicted to fill up.",
+              f"At the rate of the last {s.imagefs_predict_window}, the runtime's {fs} on {ON} "
+              f"(now {{{{ $value | humanizePercentage }}}} available) will be full within "
+              f"{s.imagefs_predict_horizon_seconds // 3600}h."),
+        Alert("CriImageFsInodesLow",
+              f"cri_imagefs_inodes_free{s.sel()} / (cri_imagefs_inodes{s.sel()} > 0) < {s.imagefs_inodes_free_ratio:g}",
+              "warning",
+              "The runtime's image filesystem is running out of inodes.",
+              f"The runtime's {fs} on {ON} has only {{{{ $value | humanizePercentage }}}} of its inodes free "
+              f"(threshold {_pct(s.imagefs_inodes_free_ratio)}): once none are left no file can be created, "
+              "whatever the free space."),
+    ]
+
+
+def pod_alerts(s: Settings) -> list[Alert]:
+    w = s.rate_window
+    key = s.by("namespace", "pod", "interface")
+    return [
+        Alert("CriPodNetworkErrors",
+              f"sum by ({key}) (\n  rate(cri_pod_network_receive_errors_total{s.sel()}[{w}])\n"
+              f"  + rate(cri_pod_network_transmit_errors_total{s.sel()}[{w}])\n) > {s.network_errors_per_second:g}",
+              "warning",
+              "A pod's network interface reports errors.",
+              f"Pod {POD} on {ON} has {{{{ $value | humanize }}}} receive and transmit errors per second on "
+              f"{{{{ $labels.interface }}}} over the last {w} (threshold {s.network_errors_per_second:g}/s)."),
+    ]
+
+
+def exporter_alerts(s: Settings) -> list[Alert]:
+    w = s.rate_window
+    failed = s.sel('status="fail"')
+    return [
+        Alert("CriDoctorCheckFailing",
+              f"max by ({s.by('check', 'area', 'severity')}) (cri_doctor_check_ok{s.sel()} == 0)\n"
+              f"and on ({s.by('check')})\n"
+              f"(cri_doctor_check_status{failed} == 1)",
+              # The alert takes the check's own severity (the doctor uses the
+              # same critical/warning/info scale), set by the series' label.
+              "{{ $labels.severity }}",
+              "A cri-exporter doctor check fails.",
+              "Doctor check {{ $labels.check }} (area {{ $labels.area }}, severity {{ $labels.severity }}) has "
+              f"failed on {ON} for {s.for_['CriDoctorCheckFailing']}. Run `cri-exporter doctor` on the node "
+              "for what was seen and the fix."),
+        Alert("CriCollectorFailing",
+              f"1 - avg by ({s.by('collector')}) (avg_over_time(cri_scrape_collector_success{s.sel()}[{w}])) "
+              f"> {s.collector_failure_ratio:g}",
+              "warning",
+              "A cri-exporter collector fails.",
+              f"The {{{{ $labels.collector }}}} collector of cri-exporter on {ON} failed in "
+              f"{{{{ $value | humanizePercentage }}}} of the scrapes over the last {w}: its series are missing "
+              "from those scrapes."),
+        Alert("CriExporterScrapeSlow",
+              f"avg_over_time(scrape_duration_seconds{s.sel()}[{w}]) > {s.scrape_duration_seconds:g}",
+              "warning",
+              "Scraping cri-exporter is slow.",
+              f"Scrapes of cri-exporter on {ON} took {{{{ $value | humanizeDuration }}}} on average over the "
+              f"last {w} (threshold {s.scrape_duration_seconds:g}s): near the scrape timeout, series go missing."),
+    ]
+
+
+def groups(s: Settings = PRODUCTION) -> list[dict]:
+    """The rule groups, as in a Prometheus rule file."""
+    return [
+        {"name": name, "rules": [a.rule(s) for a in build(s)]}
+        for name, build in (
+            ("cri-exporter.runtime", runtime_alerts),
+            ("cri-exporter.containers", container_alerts),
+            ("cri-exporter.filesystems", filesystem_alerts),
+            ("cri-exporter.pods", pod_alerts),
+            ("cri-exporter.exporter", exporter_alerts),
+        )
+    ]
+
+
+def alert_names(s: Settings = PRODUCTION) -> list[str]:
+    return [r["alert"] for g in groups(s) for r in g["rules"]]

@@ -1,0 +1,91 @@
+"""Every threshold, selector and window of the alerts, in one place.
+
+As in the monitoring mixins: change a value here, run `python -m alerts`,
+and the rule file, the PrometheusRule manifest and (through the same
+settings, shortened) the end-to-end test's rules all follow. The promtool
+unit tests in alerts/tests/ pin the production values on purpose: changing
+a threshold should make you look at them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Selects the exporter's series (and its `up`); every alert starts from it.
+    selector: str = 'job="cri-exporter"'
+    #: Labels that name one exporter, i.e. one node. Aggregations keep them.
+    node_labels: tuple[str, ...] = ("job", "instance")
+    #: Runbooks live in the repo; an alert's runbook_url is this + "<AlertName>.md".
+    runbook_base: str = "https://github.com/cri-exporter/cri-exporter/blob/main/alerts/runbooks/"
+
+    #: Window of rate()/increase() in the alerts.
+    rate_window: str = "5m"
+
+    # --- thresholds --------------------------------------------------------
+    #: Share of CFS periods throttled above which a container is "throttled"
+    #: (kubernetes-mixin's CPUThrottlingHigh uses 25%).
+    cpu_throttling_ratio: float = 0.25
+    #: An OOM kill stays "recent" (the alert stays active) this long.
+    oom_recent_window: str = "10m"
+    oom_recent_seconds: int = 600
+    #: Working set / memory limit above which a container is near its limit.
+    memory_limit_ratio: float = 0.90
+    #: Image filesystem: available / capacity below which it is almost full.
+    #: The kubelet's default imagefs.available eviction threshold is 15%.
+    imagefs_available_ratio: float = 0.15
+    #: Predicted full: linear fit over this window, this far ahead...
+    imagefs_predict_window: str = "6h"
+    imagefs_predict_horizon_seconds: int = 24 * 3600
+    #: ...and only when less than this share is available already (no pages
+    #: for a nearly empty disk that happened to grow).
+    imagefs_predict_available_ratio: float = 0.40
+    #: Free inodes / inodes below which the filesystem runs out of inodes.
+    imagefs_inodes_free_ratio: float = 0.10
+    #: Receive + transmit errors per second on one pod interface.
+    network_errors_per_second: float = 0.1
+    #: Share of scrapes in which a collector failed, over rate_window.
+    collector_failure_ratio: float = 0.10
+    #: Seconds a scrape may take on average before it counts as slow
+    #: (the exporter's --scrape-timeout default is 8 s).
+    scrape_duration_seconds: float = 5.0
+
+    #: `for` window of each alert.
+    for_: dict[str, str] = field(default_factory=lambda: {
+        "CriExporterDown": "5m",
+        "CriRuntimeDown": "2m",
+        "CriRuntimeNotReady": "5m",
+        "CriNetworkNotReady": "5m",
+        "CriContainerCPUThrottlingHigh": "15m",
+        "CriContainerOOMKilled": "1m",
+        "CriContainerMemoryNearLimit": "15m",
+        "CriImageFsAlmostFull": "15m",
+        "CriImageFsPredictedFull": "1h",
+        "CriImageFsInodesLow": "15m",
+        "CriPodNetworkErrors": "15m",
+        "CriDoctorCheckFailing": "15m",
+        "CriCollectorFailing": "15m",
+        "CriExporterScrapeSlow": "15m",
+    })
+
+    def by(self, *labels: str) -> str:
+        """`job, instance, <labels>`: the grouping every per-node aggregation keeps."""
+        return ", ".join((*self.node_labels, *labels))
+
+    def sel(self, *matchers: str) -> str:
+        """`{<selector>, <matchers>}`."""
+        return "{" + ", ".join((self.selector, *matchers)) + "}"
+
+
+PRODUCTION = Settings()
+
+
+def fast(scrape_interval_seconds: float = 1.0, for_window: str = "3s") -> Settings:
+    """The production rules with short windows, for a Prometheus scraping every
+    second in a test: same expressions, thresholds and labels."""
+    return replace(
+        PRODUCTION,
+        rate_window=f"{max(5, int(scrape_interval_seconds * 10))}s",
+        for_={name: for_window for name in PRODUCTION.for_},
+    )

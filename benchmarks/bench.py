@@ -1,0 +1,383 @@
+"""What the exporter costs, measured in one run on one machine, with ratios and targets.
+
+    .venv/bin/python benchmarks/bench.py            # real containerd (10, 50) + fake CRI (100..5000)
+    .venv/bin/python benchmarks/bench.py --quick    # smaller: fewer scrapes, fake up to 1000
+
+Real containerd (crilab, needs root): pods of 2 busybox containers, the
+exporter as a subprocess with every collector, containerd's own metrics
+endpoint (`[metrics] address`) as the peer, containerd's CPU (+ its shims',
+which do the cgroup reading for stats) from /proc/<pid>/stat.
+Beyond what this machine holds: tests/fakecri.py (recorded-shape answers) and
+a generated cgroup v1 tree passed as --host-root.
+
+The floor: the same CRI list calls and the same cgroup files (recorded from
+one in-process scrape) read bare, no parsing, no metrics, no exposition.
+Scrapes ask for gzip, as Prometheus does.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import structlog  # noqa: E402
+import logging  # noqa: E402
+
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+from prometheus_client.exposition import generate_latest  # noqa: E402
+
+from cri_exporter.cgroups import files as cgfiles  # noqa: E402
+from cri_exporter.cri import CriClient  # noqa: E402
+from cri_exporter.exposition import ExpositionWriter  # noqa: E402
+from cri_exporter.exporter import Exporter  # noqa: E402
+from cri_exporter.settings import Settings  # noqa: E402
+from tests.exporter_proc import ExporterProcess, free_port, parse  # noqa: E402
+from tests.fakecri import FakeCRI, fleet, make_cgroup_tree  # noqa: E402
+
+CLK = os.sysconf("SC_CLK_TCK")
+SLEEP = ["sleep", "2147483647"]
+FAKE_COLLECTORS = "runtime,containers,stats,imagefs,cgroups"
+
+
+# ---------- measuring helpers ----------
+
+def cpu_seconds(pids) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError):
+            pass
+    return total / CLK
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+
+
+def pct(values, q) -> float:
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, round(q * (len(v) - 1))))]
+
+
+def fetch(url: str, gz: bool = True) -> tuple[float, bytes, bytes]:
+    req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gz else {})
+    t = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=60) as r:
+        raw = r.read()
+        enc = r.headers.get("Content-Encoding")
+    took = time.perf_counter() - t
+    return took, raw, gzip.decompress(raw) if enc == "gzip" else raw
+
+
+def scrape_series(url: str, n: int, pids: list[int]) -> dict:
+    fetch(url)  # warm: first scrape resolves cgroup paths, fetches statuses
+    fetch(url)
+    times, cpu0 = [], cpu_seconds(pids)
+    raw = text = b""
+    for _ in range(n):
+        took, raw, text = fetch(url)
+        times.append(took)
+    cpu = (cpu_seconds(pids) - cpu0) / n
+    return {"p50": statistics.median(times), "p95": pct(times, 0.95), "cpu": cpu, "gz_bytes": len(raw),
+            "bytes": len(text), "text": text}
+
+
+def recorded_files(endpoint: str, host_root: str) -> list[tuple[str, str]]:
+    """(directory, name) of every cgroup file one scrape reads, by running one in-process."""
+    seen: list[tuple[str, str]] = []
+    real = cgfiles.read
+
+    def spy(directory, name):
+        seen.append((directory, name))
+        return real(directory, name)
+
+    cgfiles.read = spy
+    try:
+        exp = Exporter(Settings(runtime_endpoint=endpoint, host_root=host_root,
+                                collectors=tuple(FAKE_COLLECTORS.split(",")), stats_interval=3600))
+        exp.render()
+        seen.clear()
+        exp.render()
+        families = exp.scraper.scrape().metrics
+        exp.stop()
+    finally:
+        cgfiles.read = real
+    return seen, families
+
+
+def floor(endpoint: str, paths: list[tuple[str, str]], n: int) -> float:
+    """p50 seconds of the bare work: ListPodSandbox + ListContainers, and every cgroup file read once."""
+    client = CriClient(endpoint, timeout=30)
+    full = [f"{d}/{name}" for d, name in paths]
+    times = []
+    for _ in range(n + 1):
+        t = time.perf_counter()
+        client.list_pod_sandboxes()
+        client.list_containers()
+        for p in full:
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except OSError:
+                continue
+            os.read(fd, 65536)
+            os.close(fd)
+        times.append(time.perf_counter() - t)
+    client.close()
+    return statistics.median(times[1:])
+
+
+def exposition_costs(families) -> dict:
+    """generate_latest against the caching writer on the same families."""
+    class _Reg:
+        def collect(self):
+            return families
+
+    t = time.perf_counter(); ref = generate_latest(_Reg()); gl = time.perf_counter() - t
+    w = ExpositionWriter()
+    t = time.perf_counter(); cold = w.write(families); cold_t = time.perf_counter() - t
+    t = time.perf_counter(); w.write(families); warm_same = time.perf_counter() - t
+    # every value changed since the last scrape: the worst case for the line cache
+    changed = []
+    for f in families:
+        g = f.__class__.__new__(f.__class__)
+        g.__dict__.update(f.__dict__)
+        g.samples = [s._replace(value=float(s.value) + 1.5) for s in f.samples]
+        changed.append(g)
+    t = time.perf_counter(); w.write(changed); warm_changed = time.perf_counter() - t
+    assert cold == ref, "exposition differs from generate_latest"
+    return {"generate_latest": gl, "cold": cold_t, "warm_same": warm_same, "warm_changed": warm_changed,
+            "samples": sum(len(f.samples) for f in families)}
+
+
+# ---------- real containerd ----------
+
+def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: list) -> None:
+    from crilab import Containerd, run_pod
+    from cri_exporter.cri import api_pb2 as api
+
+    base = tempfile.mkdtemp(prefix="crib-", dir="/tmp")
+    mport = free_port()
+    cd = Containerd(os.path.join(base, "cd"), metrics_address=f"127.0.0.1:{mport}")
+    t = time.monotonic()
+    cd.start()
+    notes.append(f"real containerd started in {time.monotonic() - t:.1f} s (metrics on :{mport})")
+    made, pods, created_s = 0, 0, 0.0
+    try:
+        for target in counts:
+            t = time.monotonic()
+            while made < target and created_s + (time.monotonic() - t) < budget:
+                pod = run_pod(cd, f"bench-{pods}", "bench")
+                pod.add_container("app", SLEEP)
+                pod.add_container("sidecar", SLEEP)
+                pods += 1
+                made += 2
+            created_s += time.monotonic() - t
+            notes.append(f"real: {made} containers in {pods} pods, created in {created_s:.1f} s total "
+                         f"({created_s / max(1, pods):.2f} s a pod of 2)")
+            exp = ExporterProcess(cd.endpoint, "--host-root", "/", "--stats-interval", "3600",
+                                  log_path=Path(base) / f"exporter-{made}.log")
+            try:
+                time.sleep(1.5)  # first background stats refresh done
+                rt_pids = lambda: [cd.pid, *cd.shim_pids()]  # noqa: E731
+                rt0 = cpu_seconds(rt_pids())
+                r = scrape_series(exp.url + "/metrics", scrapes, [exp.proc.pid])
+                rt_scrape = (cpu_seconds(rt_pids()) - rt0) / (scrapes + 2)
+                r["rss"], r["hwm"] = rss_mb(exp.proc.pid)
+                series = len(parse(r.pop("text").decode()))
+                fl = floor(cd.endpoint, recorded_files(cd.endpoint, "/")[0], scrapes)
+                # peer: containerd's own endpoint over the same containers
+                peer_t, peer_bytes = [], 0
+                for _ in range(max(5, scrapes // 2)):
+                    took, _, body = fetch(f"http://127.0.0.1:{mport}/v1/metrics", gz=False)
+                    peer_t.append(took)
+                    peer_bytes = len(body)
+                # the bare stats calls, as an agent calling them per scrape would
+                client = CriClient(cd.endpoint, timeout=60)
+                stats_t, k = [], 5
+                rt0 = cpu_seconds(rt_pids())
+                for _ in range(k):
+                    t = time.perf_counter()
+                    client.list_container_stats()
+                    client.list_pod_sandbox_stats()
+                    stats_t.append(time.perf_counter() - t)
+                rt_stats = (cpu_seconds(rt_pids()) - rt0) / k
+                client.close()
+                rows.append({"where": "real", "n": made, **r, "series": series, "floor": fl,
+                             "peer_p50": statistics.median(peer_t), "peer_bytes": peer_bytes,
+                             "stats_p50": statistics.median(stats_t), "rt_scrape": rt_scrape, "rt_stats": rt_stats})
+            finally:
+                exp.stop()
+    finally:
+        t = time.monotonic()
+        cd.cleanup()
+        notes.append(f"real containerd cleaned up in {time.monotonic() - t:.1f} s")
+        del api
+
+
+# ---------- fake CRI at scale ----------
+
+def run_fake(counts: list[int], scrapes: int, rows: list, notes: list, expo: list) -> None:
+    base = Path(tempfile.mkdtemp(prefix="fakeb-", dir="/tmp"))
+    for n in counts:
+        root = base / f"root{n}"
+        pods = fleet(n)
+        t = time.monotonic()
+        make_cgroup_tree(root, pods)
+        notes.append(f"fake {n}: cgroup tree of {len(pods)} pods made in {time.monotonic() - t:.1f} s")
+        with FakeCRI(base / f"cri{n}.sock", pods) as fake:
+            k = scrapes if n <= 1000 else max(5, scrapes // 3)
+            exp = ExporterProcess(fake.endpoint, "--host-root", str(root), "--collectors", FAKE_COLLECTORS,
+                                  "--stats-interval", "3600", "--scrape-timeout", "30", "--runtime-timeout", "20",
+                                  log_path=base / f"exporter-{n}.log")
+            try:
+                time.sleep(1.0)
+                r = scrape_series(exp.url + "/metrics", k, [exp.proc.pid])
+                r["rss"], r["hwm"] = rss_mb(exp.proc.pid)
+                text = r.pop("text")
+                series = len(parse(text.decode()))
+            finally:
+                exp.stop()
+            exp = ExporterProcess(fake.endpoint, "--host-root", str(root), "--collectors", FAKE_COLLECTORS,
+                                  "--stats-interval", "1", log_path=base / f"exporter-{n}-idle.log")
+            try:
+                time.sleep(2.5)
+                cpu0 = cpu_seconds([exp.proc.pid])
+                time.sleep(4)
+                refresh_cpu = (cpu_seconds([exp.proc.pid]) - cpu0) / 4  # per refresh (+ idle), upper bound
+            finally:
+                exp.stop()
+            paths, families = recorded_files(fake.endpoint, str(root))
+            fl = floor(fake.endpoint, paths, k)
+            expo.append({"n": n, **exposition_costs(families), "text": text if n == 1000 else None})
+            rows.append({"where": "fake", "n": n, **r, "series": series, "floor": fl, "refresh_cpu": refresh_cpu})
+
+
+# ---------- report ----------
+
+def ms(s: float) -> str:
+    return f"{s * 1000:.1f} ms" if s < 10 else f"{s:.1f} s"
+
+
+def mark(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def report(rows, expo, gz, notes, args) -> str:
+    out = []
+    cpu = platform.processor() or ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except StopIteration:
+        pass
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    out.append(f"Machine: {cpu}, {os.cpu_count()} cores, {mem} GiB, Linux {platform.release()}, "
+               f"Python {platform.python_version()}; cgroup v1 hybrid (real); tmpfs-less /tmp fixture tree (fake)")
+    out.append("")
+    out.append("| source | containers | scrape p50 | p95 | floor p50 | scrape/floor | agent CPU/scrape | RSS (peak) | series | series/container | bytes (gzip) |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        out.append(f"| {r['where']} | {r['n']} | {ms(r['p50'])} | {ms(r['p95'])} | {ms(r['floor'])} | "
+                   f"{r['p50'] / r['floor']:.1f}x | {ms(r['cpu'])} | {r['rss']:.0f} MB ({r['hwm']:.0f}) | "
+                   f"{r['series']} | {r['series'] / r['n']:.1f} | {r['bytes'] / 1e6:.2f} MB ({r['gz_bytes'] / 1e6:.2f} MB) |")
+    real = [r for r in rows if r["where"] == "real"]
+    if real:
+        out.append("")
+        out.append("| real containers | ours p50 | containerd /v1/metrics p50 | ours/peer | peer bytes | bare ListContainerStats+ListPodSandboxStats | containerd CPU per our scrape | containerd CPU per stats pair | ratio |")
+        out.append("|---|---|---|---|---|---|---|---|---|")
+        for r in real:
+            ratio = r["rt_scrape"] / r["rt_stats"] if r["rt_stats"] else float("nan")
+            out.append(f"| {r['n']} | {ms(r['p50'])} | {ms(r['peer_p50'])} | {r['p50'] / r['peer_p50']:.2f} | "
+                       f"{r['peer_bytes'] / 1e6:.2f} MB | {ms(r['stats_p50'])} | {ms(r['rt_scrape'])} | {ms(r['rt_stats'])} | {ratio:.3f} |")
+    if expo:
+        out.append("")
+        out.append("| containers | samples | generate_latest | writer, first scrape | writer, same values | writer, every value changed | speed-up (changed) |")
+        out.append("|---|---|---|---|---|---|---|")
+        for e in expo:
+            out.append(f"| {e['n']} | {e['samples']} | {ms(e['generate_latest'])} | {ms(e['cold'])} | {ms(e['warm_same'])} | "
+                       f"{ms(e['warm_changed'])} | {e['generate_latest'] / e['warm_changed']:.1f}x |")
+    if gz:
+        out.append("")
+        out.append("| gzip level (1,000 containers' text) | time | size | ratio |")
+        out.append("|---|---|---|---|")
+        for level, t, size, plain in gz:
+            out.append(f"| {level} | {ms(t)} | {size / 1e6:.2f} MB | {plain / size:.1f}x |")
+
+    # targets
+    out.append("")
+    out.append("Targets (issue 7):")
+    by = {(r["where"], r["n"]): r for r in rows}
+    r50 = by.get(("real", 50)) or (real[-1] if real else None)
+    if r50:
+        out.append(f"- scrape p50 at {r50['n']} real containers < 25 ms: {ms(r50['p50'])} [{mark(r50['p50'] < 0.025)}]")
+        ratio = r50["rt_scrape"] / r50["rt_stats"] if r50["rt_stats"] else float("nan")
+        out.append(f"- runtime CPU per scrape < 1/10 of per-scrape stats calls: {ratio:.3f} on the scrape path [{mark(ratio < 0.1)}]; "
+                   f"the background refresh (one stats pair per --stats-interval, default 15 s) adds "
+                   f"{ms(r50['rt_stats'])} per interval: at a 15 s scrape interval that equals per-scrape stats calls "
+                   f"unless --stats-interval >= 150 s")
+    r1k = by.get(("fake", 1000))
+    if r1k:
+        ok = r1k["p50"] < 3 * r1k["floor"] and r1k["p50"] < 0.25
+        out.append(f"- 1,000 containers: p50 {ms(r1k['p50'])} < 250 ms and < 3x floor ({r1k['p50'] / r1k['floor']:.1f}x) [{mark(ok)}]")
+    worst = max(rows, key=lambda r: r["hwm"]) if rows else None
+    if worst:
+        out.append("- resident memory < 80 MB: " + ", ".join(f"{r['n']}: {r['rss']:.0f} MB" for r in rows)
+                   + f" [{mark(all(r['rss'] < 80 for r in rows if r['n'] <= 1000))} up to 1,000]")
+    r250 = by.get(("fake", 250))
+    if r250:
+        per15 = r250["cpu"] + r250["refresh_cpu"]
+        out.append(f"- 250 containers at a 15 s interval < 1% of a core: ({ms(r250['cpu'])} a scrape + "
+                   f"{ms(r250['refresh_cpu'])} a stats refresh) / 15 s = {per15 / 15 * 100:.2f}% [{mark(per15 / 15 < 0.01)}]")
+    out.append("")
+    out.extend(f"- {n}" for n in notes)
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--real", default="10,50", help="real containerd container counts ('' to skip)")
+    ap.add_argument("--fake", default="100,250,1000,5000", help="fake CRI container counts")
+    ap.add_argument("--scrapes", type=int, default=30)
+    ap.add_argument("--create-budget", type=float, default=90, help="seconds allowed for creating real pods")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.fake, args.scrapes = "100,250,1000", 10
+    rows, notes, expo = [], [], []
+    started = time.monotonic()
+    real = [int(x) for x in args.real.split(",") if x]
+    if real:
+        if os.geteuid() != 0:
+            notes.append("real containerd skipped: needs root")
+        else:
+            run_real(real, args.scrapes, args.create_budget, rows, notes)
+    run_fake([int(x) for x in args.fake.split(",") if x], args.scrapes, rows, notes, expo)
+    gz = []
+    text = next((e["text"] for e in expo if e.get("text")), None)
+    if text:
+        for level in (1, 3, 6, 9):
+            t = time.perf_counter()
+            for _ in range(3):
+                size = len(gzip.compress(text, compresslevel=level))
+            gz.append((level, (time.perf_counter() - t) / 3, size, len(text)))
+    notes.append(f"benchmark ran in {time.monotonic() - started:.0f} s")
+    print(report(rows, expo, gz, notes, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The conventions Grafana's dashboard linter enforces, as plain functions the
+tests call on the generated JSON (and, for the PromQL ones, on alert rules).
+
+The PromQL checks use a small tokenizer rather than a full parser: enough to
+tell metric selectors from functions, keywords, label lists and matchers.
+Whether a query *parses* is left to the real parser (promtool, Prometheus).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
+RATE_FUNCTIONS = {"rate", "irate", "increase"}
+KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+            "offset", "atan2"}
+LABEL_LIST_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+AGGREGATIONS = {"sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk",
+                "quantile"}
+
+_TOKEN = re.compile(r"""
+    (?P<string>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`)
+  | (?P<var>\$\{?[A-Za-z_][A-Za-z0-9_]*\}?)
+  | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
+  | (?P<number>[0-9][0-9.eE+-]*[a-z]*)
+  | (?P<punct>[(){}\[\],])
+  | (?P<op>=~|!~|!=|==|>=|<=|[-+*/%^<>=:@])
+  | (?P<space>\s+)
+""", re.VERBOSE)
+
+
+@dataclass(frozen=True)
+class Selector:
+    metric: str
+    matchers: str  # the text between the braces, "" if none
+    functions: tuple[str, ...]  # enclosing function calls, outermost first
+
+
+def tokens(expr: str) -> list[tuple[str, str]]:
+    out, pos = [], 0
+    while pos < len(expr):
+        m = _TOKEN.match(expr, pos)
+        if not m:
+            raise ValueError(f"cannot tokenize {expr[pos:pos + 20]!r} in {expr!r}")
+        pos = m.end()
+        if m.lastgroup != "space":
+            out.append((m.lastgroup, m.group()))
+    return out
+
+
+def selectors(expr: str) -> list[Selector]:
+    """Every vector selector of `expr` with the functions it sits in."""
+    toks = tokens(expr)
+    found: list[Selector] = []
+    stack: list[str] = []  # one entry per open paren: function name, "(labels)" or "(group)"
+    pending = ""  # `sum by (...) (`: the aggregation whose parenthesis comes after its label list
+    i = 0
+    while i < len(toks):
+        kind, text = toks[i]
+        nxt = toks[i + 1][1] if i + 1 < len(toks) else ""
+        if text == "(":
+            stack.append(pending or "(group)")
+            pending = ""
+        elif text == ")":
+            stack.pop()
+        elif text == "[":  # range or subquery: skip to the matching ]
+            while toks[i][1] != "]":
+                i += 1
+        elif kind == "ident" and text in LABEL_LIST_KEYWORDS and nxt == "(":
+            stack.append("(labels)")
+            i += 1
+        elif kind == "ident" and text == "offset":
+            i += 1  # its duration
+        elif kind == "ident" and text in AGGREGATIONS and nxt in ("by", "without"):
+            pending = text
+        elif kind == "ident" and nxt == "(":
+            stack.append(text)
+            i += 1
+        elif kind == "ident" and text not in KEYWORDS and "(labels)" not in stack[-1:]:
+            matchers = ""
+            if nxt == "{":
+                j = i + 2
+                while toks[j][1] != "}":
+                    j += 1
+                matchers = " ".join(t for _, t in toks[i + 2:j])
+                i = j
+            found.append(Selector(text, matchers, tuple(s for s in stack if not s.startswith("("))))
+        elif text == "{":  # a selector without a metric name: {__name__=...}
+            j = i
+            while toks[j][1] != "}":
+                j += 1
+            found.append(Selector("", " ".join(t for _, t in toks[i + 1:j]),
+                                  tuple(s for s in stack if not s.startswith("("))))
+            i = j
+        i += 1
+    return found
+
+
+def is_counter(metric: str) -> bool:
+    return metric.endswith(COUNTER_SUFFIXES)
+
+
+def counter_problems(expr: str) -> list[str]:
+    """Counters outside rate/irate/increase, and those functions applied to non-counters."""
+    problems = []
+    for s in selectors(expr):
+        wrapped = bool(RATE_FUNCTIONS & set(s.functions))
+        if is_counter(s.metric) and not wrapped:
+            problems.append(f"counter {s.metric} is not wrapped in rate/irate/increase")
+        direct = s.functions[-1] if s.functions else ""
+        if direct in RATE_FUNCTIONS and not is_counter(s.metric):
+            problems.append(f"{direct}() of {s.metric}, which is not a counter")
+    return problems
+
+
+def _calls(expr: str, names: set[str]) -> list[str]:
+    """The argument text of each call to one of `names`."""
+    out = []
+    for m in re.finditer(r"\b(" + "|".join(sorted(names)) + r")\s*\(", expr):
+        depth, j = 1, m.end()
+        while depth:
+            depth += {"(": 1, ")": -1}.get(expr[j], 0)
+            j += 1
+        out.append(expr[m.end():j - 1])
+    return out
+
+
+def rate_interval_problems(expr: str) -> list[str]:
+    """Every rate/irate/increase must use [$__rate_interval] as its range."""
+    problems = []
+    for args in _calls(expr, RATE_FUNCTIONS):
+        ranges = re.findall(r"\[([^\]]*)\]", args)
+        if ranges != ["$__rate_interval"]:
+            problems.append(f"rate/irate/increase over {ranges or 'no range'} instead of [$__rate_interval]: {args}")
+    return problems
+
+
+def panels(board: dict) -> list[dict]:
+    """Every panel that is not a row (rows' nested panels included)."""
+    out = []
+    for p in board.get("panels", []):
+        if p.get("type") == "row":
+            out.extend(p.get("panels", []))
+        else:
+            out.append(p)
+    return out
+
+
+def board_problems(board: dict) -> list[str]:
+    """Everything wrong with one dashboard by the conventions; [] when clean."""
+    problems: list[str] = []
+    variables = board.get("templating", {}).get("list", [])
+    names = [v.get("name") for v in variables]
+    ds_vars = [v for v in variables if v.get("type") == "datasource"]
+    if len(ds_vars) != 1 or ds_vars[0].get("name") != "datasource" or ds_vars[0].get("query") != "prometheus":
+        problems.append(f"want exactly one Prometheus datasource variable named 'datasource', got {ds_vars}")
+    for name in ("job", "instance"):
+        if not any(v.get("name") == name and v.get("type") == "query" for v in variables):
+            problems.append(f"no query variable {name!r}")
+    for v in variables:
+        if v.get("type") == "query" and v.get("datasource", {}).get("uid") != "${datasource}":
+            problems.append(f"variable {v.get('name')} does not use ${{datasource}}")
+    ids = [p.get("id") for p in board.get("panels", [])]
+    if len(ids) != len(set(ids)) or None in ids:
+        problems.append(f"panel ids missing or repeated: {ids}")
+    defined = set(names) | {"__rate_interval", "__interval", "__range"}
+    for p in panels(board):
+        where = f"panel {p.get('title')!r}"
+        if not (p.get("title") or "").strip():
+            problems.append(f"{where}: no title")
+        if not (p.get("description") or "").strip():
+            problems.append(f"{where}: no description")
+        if not p.get("fieldConfig", {}).get("defaults", {}).get("unit"):
+            problems.append(f"{where}: no unit")
+        if p.get("datasource", {}).get("uid") != "${datasource}":
+            problems.append(f"{where}: datasource is not ${{datasource}}")
+        targets = p.get("targets") or []
+        if not targets:
+            problems.append(f"{where}: no queries")
+        refs = [t.get("refId") for t in targets]
+        if len(refs) != len(set(refs)) or not all(refs):
+            problems.append(f"{where}: refIds missing or repeated: {refs}")
+        for t in targets:
+            expr = t.get("expr", "")
+            here = f"{where} {t.get('refId')}"
+            if t.get("datasource", {}).get("uid") != "${datasource}":
+                problems.append(f"{here}: query datasource is not ${{datasource}}")
+            for var in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expr):
+                if var not in defined:
+                    problems.append(f"{here}: undefined variable ${var}")
+            problems += [f"{here}: {x}" for x in counter_problems(expr) + rate_interval_problems(expr)]
+            for s in selectors(expr):
+                if 'job = "$job"' not in s.matchers or 'instance = "$instance"' not in s.matchers:
+                    problems.append(f"{here}: selector {s.metric}{{{s.matchers}}} is not scoped to $job and $instance")
+    return problems
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    """Grafana's variable interpolation, for evaluating a query outside Grafana."""
+    def one(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        return values[name] if name in values else m.group(0)
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", one, expr)

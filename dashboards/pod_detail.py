@@ -1,0 +1,120 @@
+"""Pod / container detail: one pod's containers against their limits, from
+the CRI stats and the cgroup files."""
+from __future__ import annotations
+
+from dashboards.common import NODE, Board, graph, query, single
+
+UID = "cri-pod-detail"
+
+POD = NODE + ', namespace="$namespace", pod="$pod"'
+CONTAINER = POD + ', container=~"$container"'
+BY = "sum by (container)"
+
+
+def rate(metric: str, sel: str = CONTAINER) -> str:
+    return f"rate({metric}{{{sel}}}[$__rate_interval])"
+
+
+def build() -> dict:
+    b = Board(UID, "CRI / Pod and container detail",
+              "One pod's containers: CPU against the quota and throttling, memory against the limit, "
+              "OOM kills, pressure stalls, network, block I/O, writable layer and restarts. Data: cri-exporter.",
+              extra_variables=[
+                  ("namespace", "Namespace", f'label_values(cri_pod_info{{{NODE}}}, namespace)'),
+                  ("pod", "Pod", f'label_values(cri_pod_info{{{NODE}, namespace="$namespace"}}, pod)'),
+                  ("container", "Container", f'label_values(cri_container_info{{{POD}}}, container)', True),
+              ])
+    b.row(
+        "State",
+        single("Container state", "The current state of each container.", "none",
+               query(f"cri_container_state{{{CONTAINER}}} == 1", "{{container}}: {{state}}", instant=True),
+               w=8, text_mode="name"),
+        single("Restarts", "Restarts of each container: the attempt number of its current instance.", "short",
+               query(f"cri_container_restarts{{{CONTAINER}}}", "{{container}}", instant=True), w=8,
+               text_mode="value_and_name", thresholds=[(None, "green"), (1, "orange"), (5, "red")]),
+        single("Last termination", "Why each container's latest exited instance ended (OOMKilled, Error, Completed), "
+               "with its exit code.", "none",
+               query(f"cri_container_last_terminated_exit_code{{{CONTAINER}}} * on (namespace, pod, container) "
+                     f"group_left (reason) cri_container_last_terminated_reason{{{CONTAINER}}}",
+                     "{{container}}: {{reason}}", instant=True), w=8, text_mode="value_and_name"),
+    )
+    b.row(
+        "CPU",
+        graph("CPU usage and limit", "CPU cores each container uses, and its limit (CFS quota / period) where set.",
+              "short",
+              query(f"{BY} ({rate('cri_container_cpu_usage_seconds_total')})", "{{container}} usage"),
+              query(f"{BY} (cri_container_spec_cpu_quota_seconds{{{CONTAINER}}} / "
+                    f"cri_container_spec_cpu_period_seconds{{{CONTAINER}}})", "{{container}} limit"), w=8, min_=0),
+        graph("CPU throttling ratio", "Share of CFS periods in which the container was throttled by its quota. "
+              "Above 25% the workload waits for CPU it is not allowed to use.", "percentunit",
+              query(f"{BY} ({rate('cri_container_cpu_cfs_throttled_periods_total')}) / "
+                    f"{BY} ({rate('cri_container_cpu_cfs_periods_total')})", "{{container}}"), w=8, min_=0, max_=1),
+        graph("Throttled time", "Seconds per second the container's tasks spent throttled.", "percentunit",
+              query(f"{BY} ({rate('cri_container_cpu_cfs_throttled_seconds_total')})", "{{container}}"), w=8, min_=0),
+    )
+    b.row(
+        "Memory",
+        graph("Working set and limit", "Memory working set (usage minus inactive file cache: what the OOM killer and "
+              "the kubelet weigh), total usage and the memory limit where set.", "bytes",
+              query(f"{BY} (cri_container_memory_working_set_bytes{{{CONTAINER}}})", "{{container}} working set"),
+              query(f"{BY} (cri_container_memory_usage_bytes{{{CONTAINER}}})", "{{container}} usage"),
+              query(f"{BY} (cri_container_spec_memory_limit_bytes{{{CONTAINER}}})", "{{container}} limit"), w=8, min_=0),
+        graph("RSS, cache and swap", "Anonymous memory (RSS), page cache, mapped files and swap of each container.",
+              "bytes",
+              query(f"{BY} (cri_container_memory_rss_bytes{{{CONTAINER}}})", "{{container}} rss"),
+              query(f"{BY} (cri_container_memory_cache_bytes{{{CONTAINER}}})", "{{container}} cache"),
+              query(f"{BY} (cri_container_memory_mapped_file_bytes{{{CONTAINER}}})", "{{container}} mapped file"),
+              query(f"{BY} (cri_container_memory_swap_bytes{{{CONTAINER}}})", "{{container}} swap"), w=8, min_=0),
+        graph("Page faults", "Page faults per second; major faults went to disk.", "ops",
+              query(f"{BY} ({rate('cri_container_memory_page_faults_total')})", "{{container}} faults"),
+              query(f"{BY} ({rate('cri_container_memory_major_page_faults_total')})", "{{container}} major"),
+              w=8, min_=0),
+        graph("OOM kills", "Processes the OOM killer killed in the container's cgroup, per interval (the container may "
+              "live on when a child is killed), and cgroup v1 limit hits (failcnt).", "short",
+              query(f"{BY} (increase(cri_container_memory_oom_kills_total{{{CONTAINER}}}[$__rate_interval]))",
+                    "{{container}} OOM kills"),
+              query(f"{BY} (increase(cri_container_memory_failcnt_total{{{CONTAINER}}}[$__rate_interval]))",
+                    "{{container}} limit hits"), w=12, min_=0, bars=True),
+        graph("Processes", "Tasks (processes and threads) in each container's cgroup.", "short",
+              query(f"{BY} (cri_container_pids{{{CONTAINER}}})", "{{container}}"), w=12, min_=0),
+    )
+    b.row(
+        "Pressure stall (PSI)",
+        graph("Pressure: some", "Share of time at least one task of the container was stalled waiting for CPU, memory "
+              "or I/O (PSI 'some'; cgroup v2, or the unified tree of a hybrid v1 node).", "percentunit",
+              query(f"{BY} ({rate('cri_container_pressure_cpu_some_seconds_total')})", "{{container}} cpu"),
+              query(f"{BY} ({rate('cri_container_pressure_memory_some_seconds_total')})", "{{container}} memory"),
+              query(f"{BY} ({rate('cri_container_pressure_io_some_seconds_total')})", "{{container}} io"),
+              w=12, min_=0),
+        graph("Pressure: full", "Share of time all non-idle tasks of the container were stalled (PSI 'full'): "
+              "lost wall-clock time.", "percentunit",
+              query(f"{BY} ({rate('cri_container_pressure_cpu_full_seconds_total')})", "{{container}} cpu"),
+              query(f"{BY} ({rate('cri_container_pressure_memory_full_seconds_total')})", "{{container}} memory"),
+              query(f"{BY} ({rate('cri_container_pressure_io_full_seconds_total')})", "{{container}} io"),
+              w=12, min_=0),
+    )
+    b.row(
+        "Network (pod)",
+        graph("Network traffic", "Bytes per second the pod received and transmitted, per interface.", "Bps",
+              query(f"sum by (interface) ({rate('cri_pod_network_receive_bytes_total', POD)})", "{{interface}} receive"),
+              query(f"sum by (interface) ({rate('cri_pod_network_transmit_bytes_total', POD)})",
+                    "{{interface}} transmit"), w=12),
+        graph("Network errors", "Receive and transmit errors per second on the pod's interfaces.", "short",
+              query(f"sum by (interface) ({rate('cri_pod_network_receive_errors_total', POD)})", "{{interface}} receive"),
+              query(f"sum by (interface) ({rate('cri_pod_network_transmit_errors_total', POD)})",
+                    "{{interface}} transmit"), w=12, min_=0),
+    )
+    b.row(
+        "Block I/O and writable layer",
+        graph("Block I/O throughput", "Bytes per second each container read from and wrote to block devices "
+              "(page-cache hits and writes not yet flushed do not count).", "Bps",
+              query(f"{BY} ({rate('cri_container_blkio_read_bytes_total')})", "{{container}} read"),
+              query(f"{BY} ({rate('cri_container_blkio_write_bytes_total')})", "{{container}} write"), w=8, min_=0),
+        graph("Block I/O operations", "Read and write operations per second issued to block devices.", "iops",
+              query(f"{BY} ({rate('cri_container_blkio_read_operations_total')})", "{{container}} read"),
+              query(f"{BY} ({rate('cri_container_blkio_write_operations_total')})", "{{container}} write"),
+              w=8, min_=0),
+        graph("Writable layer", "Bytes in each container's writable layer (files it wrote outside volumes).", "bytes",
+              query(f"{BY} (cri_container_writable_layer_bytes{{{CONTAINER}}})", "{{container}}"), w=8, min_=0),
+    )
+    return b.build()

@@ -1,0 +1,72 @@
+"""Runtime health: how the CRI runtime answers the exporter, which collectors
+fail, and the doctor's checks over time."""
+from __future__ import annotations
+
+from dashboards.common import NODE, PASS_FAIL, Board, graph, query, states
+
+UID = "cri-runtime-health"
+
+
+def build() -> dict:
+    b = Board(UID, "CRI / Runtime health",
+              "How the container runtime answers: CRI request latency, rate and errors, the background stats "
+              "refresh, collector failures, and the doctor's checks over time. Data: cri-exporter.")
+    b.row(
+        "CRI requests",
+        graph("CRI request latency p99", "99th percentile latency of the CRI calls the exporter made, by method. "
+              "Slow ListContainerStats or ImageFsInfo usually means a busy or stuck runtime or disk.", "s",
+              query("histogram_quantile(0.99, sum by (method, le) "
+                    f"(rate(cri_request_duration_seconds_bucket{{{NODE}}}[$__rate_interval])))", "{{method}}"),
+              w=8, min_=0),
+        graph("CRI request latency p50", "Median latency of the CRI calls the exporter made, by method.", "s",
+              query("histogram_quantile(0.5, sum by (method, le) "
+                    f"(rate(cri_request_duration_seconds_bucket{{{NODE}}}[$__rate_interval])))", "{{method}}"),
+              w=8, min_=0),
+        graph("CRI requests", "CRI calls per second the exporter made, by method.", "reqps",
+              query(f"sum by (method) (rate(cri_request_duration_seconds_count{{{NODE}}}[$__rate_interval]))",
+                    "{{method}}"), w=8, min_=0),
+        graph("CRI request errors", "Failed CRI calls per second, by method and gRPC code "
+              "(DeadlineExceeded: the runtime is slow; Unavailable: it is down).", "reqps",
+              query(f"sum by (method, code) (rate(cri_request_errors_total{{{NODE}}}[$__rate_interval]))",
+                    "{{method}} {{code}}"), w=12, min_=0),
+        graph("Runtime up", "cri_up: whether the runtime answered CRI Version in each scrape.", "none",
+              query(f"cri_up{{{NODE}}}", "runtime up"), w=12, min_=0, max_=1),
+    )
+    b.row(
+        "Collectors and stats refresh",
+        states("Collector success", "Each collector's success per scrape: red stretches are scrapes where that source "
+               "failed and its series were missing.", "none",
+               query(f"cri_scrape_collector_success{{{NODE}}}", "{{collector}}"), w=12,
+               mapping={"1": ("ok", "green"), "0": ("failed", "red")}),
+        graph("Collector failure ratio", "Share of the scrapes in each interval in which the collector failed "
+              "(what the CriCollectorFailing alert watches).", "percentunit",
+              query(f"1 - avg_over_time(cri_scrape_collector_success{{{NODE}}}[$__rate_interval])", "{{collector}}"),
+              w=12, min_=0, max_=1),
+        graph("Stats refresh failures", "Failed CRI stats calls per second in the background refresh, by method. "
+              "ListPodSandboxStats failing falls back to one PodSandboxStats call per pod.", "reqps",
+              query(f"sum by (method) (rate(cri_stats_refresh_failures_total{{{NODE}}}[$__rate_interval]))",
+                    "{{method}}"), w=8, min_=0),
+        graph("Stats refresh duration", "Time each stats call took in the latest background refresh.", "s",
+              query(f"cri_stats_refresh_duration_seconds{{{NODE}}}", "{{method}}"), w=8, min_=0),
+        graph("Stats snapshot age", "Age of the CRI stats snapshot container and pod stats come from; it should stay "
+              "near --stats-interval.", "s",
+              query(f"cri_stats_snapshot_age_seconds{{{NODE}}}", "age"), w=8, min_=0),
+    )
+    b.row(
+        "Doctor",
+        states("Doctor checks", "Each doctor check over time: green passes, red warns or fails (skipped checks are not "
+               "shown). `cri-exporter doctor` on the node explains each finding.", "none",
+               query(f"cri_doctor_check_ok{{{NODE}}}", "{{check}}"), w=24, h=10, mapping=PASS_FAIL),
+        graph("Doctor checks by status", "How many checks are in each status.", "short",
+              query(f"sum by (status) (cri_doctor_check_status{{{NODE}}})", "{{status}}"), w=12, stack=True, min_=0),
+        graph("Doctor run duration", "How long the serve-mode doctor's last run took.", "s",
+              query(f"cri_doctor_last_run_duration_seconds{{{NODE}}}", "duration"), w=12, min_=0),
+    )
+    b.row(
+        "Exporter process",
+        graph("Exporter CPU", "CPU cores the exporter process uses.", "short",
+              query(f"rate(process_cpu_seconds_total{{{NODE}}}[$__rate_interval])", "cpu"), w=12, min_=0),
+        graph("Exporter memory", "Resident memory of the exporter process.", "bytes",
+              query(f"process_resident_memory_bytes{{{NODE}}}", "rss"), w=12, min_=0),
+    )
+    return b.build()
