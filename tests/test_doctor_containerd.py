@@ -188,3 +188,14 @@ def test_removed_keys_only_warn_when_still_accepted(tmp_path):
                                            'default_runtime_name = "runc"\n    untrusted_workload_runtime = {}'))
     f = results(root, checks=["containerd.config.removed_keys"])["containerd.config.removed_keys"].finding
     assert f.status.value == "warn" and "untrusted_workload_runtime" in f.seen
+
+
+def test_sandbox_image_must_be_pinned_to_a_version(tmp_path):
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    cfg = root / "etc/containerd/config.toml"
+    text = cfg.read_text()
+    assert 'sandbox_image = "' in text
+    import re
+    cfg.write_text(re.sub(r'sandbox_image = "[^"]*"', 'sandbox_image = "registry.k8s.io/pause:latest"', text))
+    f = results(root, checks=["containerd.sandbox_image"])["containerd.sandbox_image"].finding
+    assert f.status.value == "warn" and "not pinned to a version" in f.summary

@@ -280,6 +280,8 @@ def sandbox_image(ctx):
     seen = [f"containerd: {image} ({cfg.sandbox_image_key() if explicit else 'built-in default'})"]
     kubelet_image = ctx.kubelet.flags.get("pod-infra-container-image")
     problems = []
+    if not _pinned_version(image):
+        problems.append(f"{image} is not pinned to a version (no tag, or :latest)")
     if kubelet_image:
         seen.append(f"kubelet: --pod-infra-container-image={kubelet_image} ({ctx.kubelet.flag_sources['pod-infra-container-image']})")
         if kubelet_image != image:
@@ -308,6 +310,14 @@ def sandbox_image(ctx):
         "and drop --pod-infra-container-image from the kubelet flags (deprecated since 1.27)",
         [REF_CONFIG, REF_TROUBLESHOOT],
     )
+
+
+def _pinned_version(image: str) -> bool:
+    """A digest, or a tag other than latest: the pause image must not change under a running node."""
+    if "@sha256:" in image:
+        return True
+    name = image.rsplit("/", 1)[-1]
+    return ":" in name and not name.endswith(":latest")
 
 
 def _same_image(image: str, tags) -> bool:
