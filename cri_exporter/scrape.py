@@ -48,6 +48,8 @@ class ScrapeContext:
         self.deadline = deadline
         self.runtime_up = False
         self._inventory_lock = threading.Lock()
+        self._shared_lock = threading.Lock()
+        self._shared: dict = {}
         self._inventory: Inventory | None = None
         self._inventory_error: CriError | None = None
 
@@ -57,6 +59,27 @@ class ScrapeContext:
     def rpc_timeout(self) -> float:
         """A CRI call's deadline: its own limit, cut to what the scrape has left."""
         return max(0.001, min(self.client.timeout, self.remaining()))
+
+    def shared(self, key, compute: Callable[[], object]):
+        """`compute()` once per scrape for `key`, whichever collector asks first.
+
+        Collectors that read the same source (both the containers and the
+        cgroup collector need each container's cgroup files) share one read.
+        A caller that arrives while another computes waits for its answer.
+        """
+        with self._shared_lock:
+            slot = self._shared.get(key)
+            owner = slot is None
+            if owner:
+                slot = self._shared[key] = [threading.Event(), None]
+        if owner:
+            try:
+                slot[1] = compute()
+            finally:
+                slot[0].set()
+        else:
+            slot[0].wait(self.remaining())
+        return slot[1]
 
     def inventory(self) -> Inventory:
         with self._inventory_lock:

@@ -16,20 +16,16 @@ from cri_exporter.cgroups.paths import CgroupPaths, CgroupResolver
 from cri_exporter.cgroups.pids import _read_pids
 from cri_exporter.cgroups.pressure import _read_pressure
 from cri_exporter.cgroups.stats import CgroupStats, Usage
-from cri_exporter.cgroups.usage import _read_usage
+from cri_exporter.cgroups.usage import usage_from
 from cri_exporter.hostfs import HostFS
 
 
-def read_all(paths: CgroupPaths, names: DeviceNames | None = None, cpu_usage: bool = True) -> CgroupStats | None:
-    """Every reader over one cgroup, each file read once; None if the cgroup is gone.
-
-    `cpu_usage=False` skips v1 cpuacct.usage for callers that get CPU usage
-    elsewhere (the cgroup collector does not export it).
-    """
+def read_all(paths: CgroupPaths, names: DeviceNames | None = None) -> CgroupStats | None:
+    """Every reader over one cgroup, each file read once; None if the cgroup is gone."""
     try:
         return CgroupStats(
             version=paths.version,
-            cpu=_read_cpu(paths, cpu_usage),
+            cpu=_read_cpu(paths, True),
             memory=_read_memory(paths),
             pressure=_read_pressure(paths),
             pids=_read_pids(paths),
@@ -55,35 +51,27 @@ class NodeCgroups:
 
     def container_usage(self, container_id: str, pod_uid: str) -> Usage | None:
         """Live usage of a container's cgroup; None if it has none (not running, VM runtime)."""
-        paths = self.resolver.container(container_id, pod_uid)
-        return self._usage(paths, container_id=container_id)
+        stats = self.container_stats(container_id, pod_uid)
+        return None if stats is None else usage_from(stats)
 
     def pod_usage(self, pod_uid: str) -> Usage | None:
-        return self._usage(self.resolver.pod(pod_uid), pod_uid=pod_uid)
+        stats = self.pod_stats(pod_uid)
+        return None if stats is None else usage_from(stats)
 
-    def container_stats(self, container_id: str, pod_uid: str, cpu_usage: bool = True) -> CgroupStats | None:
+    def container_stats(self, container_id: str, pod_uid: str) -> CgroupStats | None:
         paths = self.resolver.container(container_id, pod_uid)
         if paths is None:
             return None
-        stats = read_all(paths, self.devices, cpu_usage)
+        stats = read_all(paths, self.devices)
         if stats is None:
             self.resolver.forget(container_id=container_id)
         return stats
 
-    def pod_stats(self, pod_uid: str, cpu_usage: bool = True) -> CgroupStats | None:
+    def pod_stats(self, pod_uid: str) -> CgroupStats | None:
         paths = self.resolver.pod(pod_uid)
         if paths is None:
             return None
-        stats = read_all(paths, self.devices, cpu_usage)
+        stats = read_all(paths, self.devices)
         if stats is None:
             self.resolver.forget(pod_uid=pod_uid)
         return stats
-
-    def _usage(self, paths: CgroupPaths | None, container_id: str | None = None, pod_uid: str | None = None) -> Usage | None:
-        if paths is None:
-            return None
-        try:
-            return _read_usage(paths)
-        except CgroupGone:
-            self.resolver.forget(container_id=container_id, pod_uid=pod_uid)
-            return None

@@ -5,7 +5,8 @@ Series carry the same identity labels as the CRI collector's (namespace, pod,
 container) and describe the same *current* instance (inventory.py), so the
 two join in PromQL. CPU usage and the memory usage / working set / rss /
 swap / fault series are the CRI collector's names; it takes their live values
-from `NodeCgroups.container_usage()`, and this collector never emits them.
+from the same reading (`container_cgroup()`, once per scrape), and this
+collector never emits them.
 
 Only running containers and ready pods have a cgroup worth reading; a cgroup
 deleted during the scrape just drops out. Per scrape the cost is the files
@@ -140,7 +141,7 @@ class CgroupCollector:
             if ctx.remaining() <= 0:
                 raise PartialCollection("scrape deadline passed while reading container cgroups", [])
             containers.append(c.id)
-            stats = self.cgroups.container_stats(c.id, inv.pod_uid(c), cpu_usage=False)
+            stats = container_cgroup(ctx, self.cgroups, c.id, inv.pod_uid(c))
             if stats is not None:
                 _add(families, "cri_container_", C_LABELS, [ident.namespace, ident.pod, ident.container], stats, pod=False)
         pods: list[str] = []
@@ -150,13 +151,22 @@ class CgroupCollector:
             if ctx.remaining() <= 0:
                 raise PartialCollection("scrape deadline passed while reading pod cgroups", [])
             pods.append(p.k8s_uid)
-            stats = self.cgroups.pod_stats(p.k8s_uid, cpu_usage=False)
+            stats = pod_cgroup(ctx, self.cgroups, p.k8s_uid)
             if stats is not None:
                 _add(families, "cri_pod_", P_LABELS, [pident.namespace, pident.pod], stats, pod=True)
         self.cgroups.resolver.retain(containers, pods)
         # after resolving: a driver still unknown at the start is known once pods exist
         yield _node_info(self.cgroups.layout())
         yield from families
+
+
+def container_cgroup(ctx: ScrapeContext, cgroups: NodeCgroups, container_id: str, pod_uid: str) -> CgroupStats | None:
+    """A container's cgroup, read once per scrape for every collector that needs it."""
+    return ctx.shared(("cgroup", container_id), lambda: cgroups.container_stats(container_id, pod_uid))
+
+
+def pod_cgroup(ctx: ScrapeContext, cgroups: NodeCgroups, pod_uid: str) -> CgroupStats | None:
+    return ctx.shared(("pod-cgroup", pod_uid), lambda: cgroups.pod_stats(pod_uid))
 
 
 def _node_info(layout: Layout) -> Metric:

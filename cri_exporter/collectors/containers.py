@@ -21,6 +21,8 @@ from typing import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from cri_exporter.cgroups import NodeCgroups, Usage
+from cri_exporter.cgroups.usage import usage_from
+from cri_exporter.collectors.cgroups import container_cgroup, pod_cgroup
 from cri_exporter.cri import model
 from cri_exporter.inventory import ContainerIdentity, Inventory
 from cri_exporter.podnet import PodNetwork
@@ -105,8 +107,8 @@ class ContainersCollector:
         self._refresh_statuses(ctx, inv)
         self._snapshot_used = False
         yield from self._node_counts(inv)
-        yield from self._containers(inv, snapshot.containers if snapshot else {})
-        yield from self._pods(inv, snapshot.pods if snapshot else {})
+        yield from self._containers(ctx, inv, snapshot.containers if snapshot else {})
+        yield from self._pods(ctx, inv, snapshot.pods if snapshot else {})
         if self.refresher:
             self.refresher.snapshot_feeds_usage(self._snapshot_used)
 
@@ -133,7 +135,7 @@ class ContainersCollector:
         yield containers
         yield pods
 
-    def _containers(self, inv: Inventory, stats: dict[str, model.ContainerStats]) -> Iterable[Metric]:
+    def _containers(self, ctx: ScrapeContext, inv: Inventory, stats: dict[str, model.ContainerStats]) -> Iterable[Metric]:
         info = GaugeMetricFamily(
             "cri_container_info",
             "The current instance of each container: ids, image and pod; always 1.",
@@ -166,7 +168,8 @@ class ContainersCollector:
                 started.add_metric(labels, status.started_at_ns / 1e9)
             live = None
             if c.state == "running" and _cgroup_backed(pod):
-                live = self.cgroups.container_usage(c.id, inv.pod_uid(c)) if self.cgroups else None
+                cg = container_cgroup(ctx, self.cgroups, c.id, inv.pod_uid(c)) if self.cgroups else None
+                live = usage_from(cg) if cg is not None else None
             if c.state == "running" and live is None:
                 self._snapshot_used = True
             _add_values(values, labels, live, stats.get(c.id))
@@ -184,7 +187,7 @@ class ContainersCollector:
         yield from (info, state, restarts, started, reason, exit_code, finished)
         yield from (f for f, _, _ in values)
 
-    def _pods(self, inv: Inventory, stats: dict[str, model.PodStats]) -> Iterable[Metric]:
+    def _pods(self, ctx: ScrapeContext, inv: Inventory, stats: dict[str, model.PodStats]) -> Iterable[Metric]:
         info = GaugeMetricFamily(
             "cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.",
             labels=P_LABELS + ["pod_uid", "pod_id", "runtime_handler", "attempt"],
@@ -204,7 +207,8 @@ class ContainersCollector:
             created.add_metric(labels, p.created_at_ns / 1e9)
             live = None
             if p.state == "ready" and _cgroup_backed(p) and self.cgroups:
-                live = self.cgroups.pod_usage(p.k8s_uid)
+                cg = pod_cgroup(ctx, self.cgroups, p.k8s_uid)
+                live = usage_from(cg) if cg is not None else None
             s = stats.get(p.id)
             _add_values(values, labels, live, s)
             interfaces = None
