@@ -23,7 +23,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path

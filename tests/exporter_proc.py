@@ -51,7 +51,40 @@ def parse(text: str) -> Samples:
     return out
 
 
-class ExporterProcess:
+class ManagedProcess:
+    """A server the tests start: its log file, stop (TERM, then KILL) and `with`."""
+
+    proc: subprocess.Popen
+    log_path: Path
+    _log: object
+
+    def _start(self, cmd: list[str], **popen) -> None:
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, **popen)
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class ExporterProcess(ManagedProcess):
     def __init__(self, endpoint: str | None, *args: str, env: dict | None = None, wrap: list[str] | None = None,
                  log_path: Path | None = None):
         self.port = free_port()
@@ -63,8 +96,7 @@ class ExporterProcess:
             cmd += ["--runtime-endpoint", endpoint]
         cmd = [*(wrap or []), *cmd]
         full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, cwd="/")
+        self._start(cmd, env=full_env, cwd="/")
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
@@ -96,27 +128,6 @@ class ExporterProcess:
 
     def scrape(self) -> Samples:
         return parse(self.text())
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.2, what: str = "condition"):

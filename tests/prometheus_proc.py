@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import tempfile
 import time
 import urllib.error
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.exporter_proc import free_port
+from tests.exporter_proc import ManagedProcess, free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -32,7 +31,7 @@ class PromQLError(Exception):
         self.error_type, self.error = error_type, error
 
 
-class PrometheusProcess:
+class PrometheusProcess(ManagedProcess):
     """`prometheus` scraping `targets` (host:port) as `job`, every `scrape_interval`.
 
     `rule_groups` (a list of rule-group dicts, as in a rule file) is written
@@ -56,12 +55,11 @@ class PrometheusProcess:
             config["rule_files"] = [str(rules)]
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = self.dir / "prometheus.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
+        self._start(
             [binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
              f"--storage.tsdb.retention.time={retention}", f"--web.listen-address=127.0.0.1:{self.port}",
              "--web.enable-lifecycle", "--log.level=warn"],
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir,
+            cwd=self.dir,
         )
         self._wait_ready()
 
@@ -117,24 +115,6 @@ class PrometheusProcess:
         return bool(active) and all(t["health"] == "up" for t in active)
 
     # --- lifecycle ------------------------------------------------------
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()

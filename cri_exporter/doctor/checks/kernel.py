@@ -74,7 +74,7 @@ def ipvs(ctx):
 
 def _sysctl(ctx, name: str, severity_fail: bool, why: str, absent_hint: str = ""):
     value = procfs.sysctl(ctx.hostfs, name)
-    conf = f"/etc/sysctl.d/k8s.conf"
+    conf = "/etc/sysctl.d/k8s.conf"
     fix = f"sysctl -w {name}=1\necho '{name} = 1' >> {conf}   # keep it across reboots"
     if value is None:
         make = failed if severity_fail else warned
