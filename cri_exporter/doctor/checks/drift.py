@@ -2,9 +2,16 @@
 
 The most common reason a fix "did not work": the file was edited but the
 runtime never restarted. Two signals: a config file newer than the
-runtime's process, and (containerd) the running config that CRI Status
-verbose returns in info["config"] (JSON, checked on containerd 1.6.20)
-disagreeing with the file.
+runtime's process, and the running config the runtime reports disagreeing
+with the file:
+- containerd: CRI Status verbose info["config"], the JSON of the CRI
+  plugin's config. 1.6/1.7 marshal PluginConfig (sandboxImage, registry,
+  containerd.runtimes, cni; checked on a real 1.6.20). 2.x marshal only the
+  runtime half (criconfig.Config: containerd, cni, restrictOOMScoreAdj,
+  containerdRootDir...), with no sandbox image and no registry, so those two
+  cannot be compared there.
+- CRI-O: GET /config on its own socket (what `crio status config` prints),
+  the running config as TOML.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import time
 
 from cri_exporter.cri.client import CriError
 from cri_exporter.doctor.checks._common import not_this_runtime
+from cri_exporter.doctor.facts import crio as crio_facts
 from cri_exporter.doctor.model import Severity, passed, skipped, warned
 from cri_exporter.doctor.registry import check
 
@@ -56,17 +64,41 @@ def _dig(d, *keys):
     return d
 
 
+def _is_containerd_1x_shape(running: dict) -> bool:
+    """1.x's PluginConfig carries sandboxImage at the top; 2.x's
+    criconfig.Config has no image settings at all (they moved to the
+    images plugin, which Status does not report)."""
+    return "sandboxImage" in running
+
+
+def _running_cni_bin_dirs(running: dict) -> list[str] | None:
+    dirs = _dig(running, "cni", "binDirs")  # 2.1+; binDir is migrated into it
+    if isinstance(dirs, list) and dirs:
+        return [str(d) for d in dirs]
+    one = _dig(running, "cni", "binDir")  # 1.x, 2.0
+    return [str(one)] if isinstance(one, str) and one else None
+
+
+def _norm_dirs(dirs):
+    return None if dirs is None else [d.rstrip("/") or "/" for d in dirs]
+
+
 def _config_differences(ctx, running: dict) -> list[str]:
     cfg = ctx.containerd
     diffs = []
-    image, explicit = cfg.sandbox_image()
     pairs = [
-        ("sandbox image", image if explicit else None, running.get("sandboxImage")),
-        ("cni conf_dir", cfg.cni_conf_dir(), _dig(running, "cni", "confDir")),
+        ("cni conf_dir", cfg.cni_conf_dir().rstrip("/"), (_dig(running, "cni", "confDir") or "").rstrip("/") or None),
+        ("cni bin dirs", _norm_dirs(cfg.cni_bin_dirs()), _norm_dirs(_running_cni_bin_dirs(running))),
         ("restrict_oom_score_adj", bool(cfg.runtime_section.get("restrict_oom_score_adj", False)),
          running.get("restrictOOMScoreAdj")),
-        ("registry config_path", cfg.registry().get("config_path", ""), _dig(running, "registry", "configPath")),
+        ("default_runtime_name", cfg.default_runtime_name, _dig(running, "containerd", "defaultRuntimeName") or None),
     ]
+    if _is_containerd_1x_shape(running):
+        image, explicit = cfg.sandbox_image()
+        pairs += [
+            ("sandbox image", image if explicit else None, running.get("sandboxImage")),
+            ("registry config_path", cfg.registry().get("config_path", ""), _dig(running, "registry", "configPath")),
+        ]
     rt = cfg.default_runtime_name
     opts = _dig(running, "containerd", "runtimes", rt, "options")
     if _dig(running, "containerd", "runtimes", rt) is not None:
@@ -101,7 +133,11 @@ def containerd_drift(ctx):
     if not newer and not diffs:
         basis = [b for b, ok in (("file times against the process start", proc is not None),
                                  ("the running config from CRI Status", running is not None)) if ok]
-        return passed("containerd runs the config on disk", "compared " + " and ".join(basis))
+        seen = "compared " + " and ".join(basis)
+        if running is not None and not _is_containerd_1x_shape(running):
+            seen += ("\n(containerd 2.x leaves the image settings out of Status: the sandbox image and "
+                     "registry config_path were not compared)")
+        return passed("containerd runs the config on disk", seen)
     return warned(
         "containerd runs a different config than the one on disk",
         "\n".join(newer + diffs),
@@ -110,22 +146,83 @@ def containerd_drift(ctx):
         RESTART_FIX.format(unit="containerd"), [REF])
 
 
+# (table in crio.conf, key): where the same setting sits in GET /config's TOML.
+CRIO_COMPARED_KEYS = [
+    ("crio", "root"), ("crio", "runroot"), ("crio", "storage_driver"),
+    ("crio.runtime", "cgroup_manager"), ("crio.runtime", "conmon_cgroup"),
+    ("crio.runtime", "default_runtime"), ("crio.image", "pause_image"),
+]
+# Handlers CRI-O adds by itself (crun since 1.31, runc before): present in
+# the running config without any file naming them.
+CRIO_BUILTIN_RUNTIMES = {"crun", "runc"}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return a.rstrip("/") == b.rstrip("/")
+    return a == b
+
+
+def _crio_differences(cfg, running: dict) -> list[str]:
+    """Only what the files set explicitly (or cgroup_manager, whose default
+    is fixed): root, runroot and storage_driver otherwise come from
+    storage.conf, and empty values are filled in by CRI-O at start."""
+    diffs = []
+    for table, key in CRIO_COMPARED_KEYS:
+        if (table, key) in cfg.values:
+            on_disk, where = cfg.values[(table, key)]
+        elif key == "cgroup_manager":
+            on_disk, where = cfg.get(table, key)
+        else:
+            continue
+        if on_disk in ("", None):
+            continue
+        live = _dig(running, *table.split("."), key)
+        if live is not None and not _same(on_disk, live):
+            diffs.append(f"{key}: file says {on_disk!r} ({where}), running CRI-O uses {live!r}")
+    file_rts, where = cfg.values.get(("crio.runtime", "runtimes"), ({}, ""))
+    live_rts = _dig(running, "crio", "runtime", "runtimes")
+    if isinstance(file_rts, dict) and isinstance(live_rts, dict):
+        for name in sorted(set(file_rts) - set(live_rts)):
+            diffs.append(f"runtimes: [crio.runtime.runtimes.{name}] is in the files, not in running CRI-O")
+        for name in sorted(set(live_rts) - set(file_rts) - CRIO_BUILTIN_RUNTIMES):
+            diffs.append(f"runtimes: running CRI-O has [crio.runtime.runtimes.{name}], no file defines it")
+        for name in sorted(set(file_rts) & set(live_rts)):
+            path = (file_rts[name] or {}).get("runtime_path") if isinstance(file_rts[name], dict) else None
+            live = (live_rts[name] or {}).get("runtime_path") if isinstance(live_rts[name], dict) else None
+            if path and live is not None and not _same(path, live):
+                diffs.append(f"runtimes.{name}.runtime_path: file says {path!r}, running CRI-O uses {live!r}")
+    return diffs
+
+
 @check("crio.config.drift", Severity.WARNING)
 def crio_drift(ctx):
-    """CRI-O's config files changed after CRI-O started."""
+    """CRI-O runs with a config other than the one on disk."""
     skip = not_this_runtime(ctx, "crio")
     if skip:
         return skip
-    proc = ctx.process("crio")
-    if proc is None:
-        return skipped("no crio process visible under /proc")
-    if not ctx.crio.exists:
+    cfg = ctx.crio
+    if not cfg.exists:
         return skipped("no CRI-O config files")
-    newer = _newer_files(ctx, ctx.crio.files, proc)
-    if not newer:
-        return passed("no CRI-O config file changed since CRI-O started")
+    proc = ctx.process("crio")
+    sock = crio_facts.api_socket(cfg)
+    running, why_not = crio_facts.running_config(ctx.hostfs, sock, timeout=min(ctx.cri_timeout, 2.0))
+    if proc is None and running is None:
+        return skipped(f"no crio process visible under /proc, and {why_not}")
+    newer = _newer_files(ctx, cfg.files, proc)
+    diffs = _crio_differences(cfg, running) if running is not None and not cfg.errors else []
+    basis = [b for b, ok in (("file times against the process start", proc is not None),
+                             (f"the running config from GET /config on {sock}", running is not None)) if ok]
+    notes = [] if running is not None else [f"{why_not}: compared file times only"]
+    if running is not None and cfg.errors:
+        notes.append("a config file does not parse (see crio.config.parse): settings not compared")
+    if not newer and not diffs:
+        return passed("CRI-O runs the config on disk", "\n".join(["compared " + " and ".join(basis)] + notes))
     return warned(
-        "CRI-O config changed after CRI-O started", "\n".join(newer),
-        "Most crio.conf settings take effect only at a restart (a few reload on SIGHUP): the change "
-        "is not active yet.",
-        RESTART_FIX.format(unit="crio"), ["https://github.com/cri-o/cri-o/blob/main/docs/crio.conf.5.md"])
+        "CRI-O runs a different config than the one on disk", "\n".join(diffs + newer + notes),
+        "Most crio.conf settings take effect only when CRI-O restarts (a few reload on SIGHUP): the "
+        "change is not active yet, the most common reason a fix \"did not work\", and it will become "
+        "active, maybe unexpectedly, at the next restart or reboot.",
+        "crio config | less   # the config CRI-O would load now: check it before restarting\n"
+        + RESTART_FIX.format(unit="crio"),
+        ["https://github.com/cri-o/cri-o/blob/main/docs/crio.conf.5.md"])

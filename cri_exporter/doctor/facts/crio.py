@@ -4,7 +4,10 @@ lexical order; each file overrides only the keys it sets, so the last file
 setting a key wins (man crio.conf.d(5))."""
 from __future__ import annotations
 
+import http.client
 import os
+import socket
+import tomllib
 from dataclasses import dataclass, field
 
 from cri_exporter.doctor.facts.containerd import ConfigError, parse_toml
@@ -13,6 +16,10 @@ from cri_exporter.hostfs import HostFS
 
 CONFIG_PATH = "/etc/crio/crio.conf"
 DROPIN_DIR = "/etc/crio/crio.conf.d"
+# CRI-O serves CRI (gRPC) and its own HTTP API on this one socket (cmux
+# splits them by protocol); `crio status config` is GET /config on it.
+DEFAULT_SOCKET = "/var/run/crio/crio.sock"
+RUNNING_CONFIG_LIMIT = 4 * 1024 * 1024
 
 # CRI-O defaults for keys the doctor looks at (crio 1.31).
 DEFAULTS = {
@@ -44,13 +51,18 @@ class CrioConfig:
 
 def _flatten(data: dict, out: dict, origin: str) -> None:
     """Record every key of [crio] and [crio.<table>] with the file that set
-    it; deeper tables ([crio.runtime.runtimes.runc]) stay whole values."""
+    it; deeper tables stay whole values, except the runtimes table: CRI-O
+    decodes each drop-in onto the config so far, so a drop-in adds runtime
+    handlers by name (replacing only a handler it names again)."""
     crio = data.get("crio")
     if not isinstance(crio, dict):
         return
     for key, value in crio.items():
         if isinstance(value, dict):
             for sub_key, sub_value in value.items():
+                if (key, sub_key) == ("runtime", "runtimes") and isinstance(sub_value, dict):
+                    before, _ = out.get(("crio.runtime", "runtimes"), ({}, origin))
+                    sub_value = {**(before if isinstance(before, dict) else {}), **sub_value}
                 out[(f"crio.{key}", sub_key)] = (sub_value, origin)
         else:
             out[("crio", key)] = (value, origin)
@@ -72,3 +84,52 @@ def load(hostfs: HostFS) -> CrioConfig:
             continue
         _flatten(data, cfg.values, p)
     return cfg
+
+
+def api_socket(cfg: CrioConfig) -> str:
+    """The host path of CRI-O's socket: [crio.api] listen, or the default."""
+    listen, _ = cfg.get("crio.api", "listen")
+    return listen if isinstance(listen, str) and listen.startswith("/") else DEFAULT_SOCKET
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._unix_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def running_config(hostfs: HostFS, socket_path: str, timeout: float = 2.0) -> tuple[dict | None, str]:
+    """(the config the running CRI-O uses, "") from GET /config on its
+    socket (TOML, the same text `crio status config` prints), or (None, why
+    not). The socket is resolved inside the host root (/var/run -> /run)."""
+    local = hostfs.resolve(socket_path)
+    conn = _UnixHTTPConnection(local, timeout)
+    try:
+        conn.request("GET", "/config", headers={"Host": "crio"})
+        resp = conn.getresponse()
+        body = resp.read(RUNNING_CONFIG_LIMIT + 1)
+        if resp.status != 200:
+            return None, f"GET /config on {socket_path} answered HTTP {resp.status}"
+    except (OSError, http.client.HTTPException) as e:
+        return None, f"CRI-O API at {socket_path} unreachable ({e.__class__.__name__}: {e})"
+    finally:
+        conn.close()
+    if len(body) > RUNNING_CONFIG_LIMIT:
+        return None, f"GET /config on {socket_path} answered more than {RUNNING_CONFIG_LIMIT} bytes"
+    try:
+        data = tomllib.loads(body.decode("utf-8", errors="replace"))
+    except tomllib.TOMLDecodeError as e:
+        return None, f"GET /config on {socket_path} answered TOML that does not parse ({e})"
+    if not isinstance(data.get("crio"), dict):
+        return None, f"GET /config on {socket_path} answered no [crio] table"
+    return data, ""
