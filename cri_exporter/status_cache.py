@@ -22,10 +22,15 @@ V = TypeVar("V")
 
 
 class FetchOnce(Generic[V]):
-    """`fetch(client, object_id, timeout)` answers, kept per key (e.g. id + state)."""
+    """`fetch(client, object_id, timeout)` answers, kept per key (e.g. id + state).
 
-    def __init__(self, fetch: Callable[[CriClient, str, float], V]):
+    An answer that `settled` rejects is asked again on the next refresh.
+    """
+
+    def __init__(self, fetch: Callable[[CriClient, str, float], V],
+                 settled: Callable[[V], bool] = lambda value: True):
         self._fetch = fetch
+        self._settled = settled
         self._lock = threading.Lock()
         self._entries: dict[Hashable, V] = {}
 
@@ -42,7 +47,8 @@ class FetchOnce(Generic[V]):
             for key in [k for k in self._entries if not keep(k)]:
                 del self._entries[key]
         for key, object_id in wanted:
-            if key in self._entries:
+            known = self._entries.get(key)
+            if known is not None and self._settled(known):
                 continue
             t = timeout()
             if t <= 0.01:

@@ -1,6 +1,7 @@
 """The standard pod set that tests and the demo observe: one of each container
 state and of each resource signal an exporter must report."""
 
+import time
 from dataclasses import dataclass
 
 from crilab.containerd import Containerd
@@ -42,6 +43,12 @@ def start_oom_pod(cd: Containerd, namespace: str = "default") -> Pod:
     cid = pod.add_container("hog", ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
                             memory_limit=OOM_LIMIT)
     status = pod.wait_exited(cid)
+    # containerd 1.6.20 may process the exit before the OOM event: the reason
+    # reads "Error" first and "OOMKilled" a moment later (seen under load).
+    end = time.monotonic() + 5
+    while status.reason != "OOMKilled" and time.monotonic() < end:
+        time.sleep(0.05)
+        status = pod.container_status(cid)
     if (status.reason, status.exit_code) != ("OOMKilled", 137):
         raise RuntimeError(f"expected OOMKilled/137, got {status.reason}/{status.exit_code}")
     return pod

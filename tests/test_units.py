@@ -127,3 +127,32 @@ def test_hostfs_resolves_absolute_symlinks_inside_the_root(tmp_path):
     assert HostFS("/").resolve("/var/run/x") == "/var/run/x"
     os.symlink("loop", tmp_path / "loop")
     assert hostfs.resolve("/loop/x").startswith(str(tmp_path))  # a link loop ends, inside the root
+
+
+def test_a_fresh_exit_is_asked_again_until_it_settles():
+    """containerd may say Error (137) before OOMKilled: a recent exit is re-fetched, an old one is not."""
+    import time as _time
+
+    from cri_exporter.collectors.containers import _status_settled
+    from cri_exporter.status_cache import FetchOnce
+
+    now_ns = int(_time.time() * 1e9)
+    answers = [model.ContainerStatus("c", "exited", 1, now_ns, 137, "Error", ""),
+               model.ContainerStatus("c", "exited", 1, now_ns, 137, "OOMKilled", "")]
+    calls = []
+
+    def fetch(client, cid, timeout):
+        calls.append(cid)
+        return answers[min(len(calls), len(answers)) - 1]
+
+    cache = FetchOnce(fetch, _status_settled)
+    for _ in range(3):
+        cache.refresh(None, [(("c", "exited"), "c")], lambda key: True, lambda: 1.0)
+    assert cache.get(("c", "exited")).reason == "OOMKilled" and len(calls) == 3
+
+    old_calls = []
+    old = FetchOnce(lambda client, cid, t: old_calls.append(cid) or model.ContainerStatus(
+        "c", "exited", 1, 1, 1, "Error", ""), _status_settled)
+    for _ in range(3):
+        old.refresh(None, [(("c", "exited"), "c")], lambda key: True, lambda: 1.0)
+    assert old.get(("c", "exited")).reason == "Error" and len(old_calls) == 1  # finished long ago

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from cri_exporter.cgroups import CgroupStats, CgroupUnavailable, Layout, NodeCgroups
 from cri_exporter.cri import CriError
+from cri_exporter.exposition import Family
 from cri_exporter.hostfs import HostFS
 from cri_exporter.scrape import PartialCollection, ScrapeContext
 
@@ -108,7 +109,7 @@ class _Families:
     def add(self, name: str, doc: str, counter: bool, labels: list[str], values: list[str], value: float) -> None:
         fam = self._by_name.get(name)
         if fam is None:
-            fam = (CounterMetricFamily if counter else GaugeMetricFamily)(name, doc, labels=labels)
+            fam = Family(name, doc, labels, counter)
             self._by_name[name] = fam
         fam.add_metric(values, value)
 

@@ -18,12 +18,13 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 
 from cri_exporter.cgroups import NodeCgroups, Usage
 from cri_exporter.cgroups.usage import usage_from
 from cri_exporter.collectors.cgroups import container_cgroup, pod_cgroup
 from cri_exporter.cri import model
+from cri_exporter.exposition import Family
 from cri_exporter.inventory import ContainerIdentity, Inventory
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.scrape import PartialCollection, ScrapeContext
@@ -84,8 +85,8 @@ _POD_NET = (
 )
 
 
-def _family(name: str, doc: str, counter: bool, labels: list[str]):
-    return (CounterMetricFamily if counter else GaugeMetricFamily)(name, doc, labels=labels)
+def _family(name: str, doc: str, counter: bool, labels: list[str]) -> Family:
+    return Family(name, doc, labels, counter)
 
 
 class ContainersCollector:
@@ -97,7 +98,7 @@ class ContainersCollector:
         self.cgroups = cgroups
         self.podnet = podnet
         # keyed by (container id, state)
-        self.statuses = FetchOnce(lambda client, cid, t: client.container_status(cid, timeout=t))
+        self.statuses = FetchOnce(lambda client, cid, t: client.container_status(cid, timeout=t), _status_settled)
         # keyed by sandbox id
         self.host_network = FetchOnce(lambda client, sid, t: client.pod_sandbox_uses_host_network(sid, timeout=t))
 
@@ -124,33 +125,33 @@ class ContainersCollector:
                                       ctx.rpc_timeout)
 
     def _node_counts(self, inv: Inventory) -> Iterable[Metric]:
-        containers = GaugeMetricFamily(
+        containers = Family(
             "cri_containers", "Container instances the runtime holds by state, old attempts included.", labels=["state"]
         )
         for state in CONTAINER_STATES:
             containers.add_metric([state], float(sum(1 for c in inv.containers if c.state == state)))
-        pods = GaugeMetricFamily("cri_pods", "Pod sandboxes the runtime holds by state, old ones included.", labels=["state"])
+        pods = Family("cri_pods", "Pod sandboxes the runtime holds by state, old ones included.", labels=["state"])
         for state in POD_STATES:
             pods.add_metric([state], float(sum(1 for p in inv.pods if p.state == state)))
         yield containers
         yield pods
 
     def _containers(self, ctx: ScrapeContext, inv: Inventory, stats: dict[str, model.ContainerStats]) -> Iterable[Metric]:
-        info = GaugeMetricFamily(
+        info = Family(
             "cri_container_info",
             "The current instance of each container: ids, image and pod; always 1.",
             labels=C_LABELS + ["container_id", "pod_id", "pod_uid", "image", "image_id", "runtime_handler"],
         )
-        state = GaugeMetricFamily("cri_container_state", "1 for the container's current state, 0 for the others.", labels=C_LABELS + ["state"])
-        restarts = GaugeMetricFamily("cri_container_restarts", "Restarts of the container: the attempt number of its current instance.", labels=C_LABELS)
-        started = GaugeMetricFamily("cri_container_start_time_seconds", "Unix time the current instance started.", labels=C_LABELS)
-        reason = GaugeMetricFamily(
+        state = Family("cri_container_state", "1 for the container's current state, 0 for the others.", labels=C_LABELS + ["state"])
+        restarts = Family("cri_container_restarts", "Restarts of the container: the attempt number of its current instance.", labels=C_LABELS)
+        started = Family("cri_container_start_time_seconds", "Unix time the current instance started.", labels=C_LABELS)
+        reason = Family(
             "cri_container_last_terminated_reason",
             "Why the container's latest exited instance ended (OOMKilled, Error, Completed...); always 1.",
             labels=C_LABELS + ["reason"],
         )
-        exit_code = GaugeMetricFamily("cri_container_last_terminated_exit_code", "Exit code of the container's latest exited instance.", labels=C_LABELS)
-        finished = GaugeMetricFamily("cri_container_last_terminated_time_seconds", "Unix time the container's latest exited instance ended.", labels=C_LABELS)
+        exit_code = Family("cri_container_last_terminated_exit_code", "Exit code of the container's latest exited instance.", labels=C_LABELS)
+        finished = Family("cri_container_last_terminated_time_seconds", "Unix time the container's latest exited instance ended.", labels=C_LABELS)
         values = [(_family(n, d, counter, C_LABELS), attr, scale) for n, d, attr, scale, counter in _CONTAINER_STATS]
 
         for ident, c in inv.current_containers.items():
@@ -188,14 +189,14 @@ class ContainersCollector:
         yield from (f for f, _, _ in values)
 
     def _pods(self, ctx: ScrapeContext, inv: Inventory, stats: dict[str, model.PodStats]) -> Iterable[Metric]:
-        info = GaugeMetricFamily(
+        info = Family(
             "cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.",
             labels=P_LABELS + ["pod_uid", "pod_id", "runtime_handler", "attempt"],
         )
-        state = GaugeMetricFamily("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.", labels=P_LABELS + ["state"])
-        created = GaugeMetricFamily("cri_pod_created_time_seconds", "Unix time the pod's current sandbox was created.", labels=P_LABELS)
+        state = Family("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.", labels=P_LABELS + ["state"])
+        created = Family("cri_pod_created_time_seconds", "Unix time the pod's current sandbox was created.", labels=P_LABELS)
         values = [(_family(n, d, counter, P_LABELS), attr, scale) for n, d, attr, scale, counter in _POD_STATS]
-        net = [(CounterMetricFamily(n, d, labels=P_LABELS + ["interface"]), attr) for n, d, attr in _POD_NET]
+        net = [(Family(n, d, P_LABELS + ["interface"], counter=True), attr) for n, d, attr in _POD_NET]
 
         if self.podnet:
             self.podnet.retain({p.id for p in inv.current_pods.values()})
@@ -225,6 +226,16 @@ class ContainersCollector:
         yield from (info, state, created)
         yield from (f for f, _, _ in values)
         yield from (f for f, _ in net)
+
+
+# containerd 1.6.20 handles a container's exit and the kernel's OOM event
+# separately: under load ContainerStatus says "Error" (137) first and
+# "OOMKilled" a moment later. An exit is asked about again for this long.
+_EXIT_SETTLE_SECONDS = 10.0
+
+
+def _status_settled(status: model.ContainerStatus) -> bool:
+    return status.state != "exited" or time.time() - status.finished_at_ns / 1e9 > _EXIT_SETTLE_SECONDS
 
 
 def _cgroup_backed(pod: model.PodSandbox | None) -> bool:
@@ -265,22 +276,22 @@ class StatsCollector:
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
         snap = self.refresher.snapshot
         out: list[Metric] = []
-        refreshes = CounterMetricFamily("cri_stats_refreshes", "Background refreshes of the CRI stats snapshot.")
+        refreshes = Family("cri_stats_refreshes", "Background refreshes of the CRI stats snapshot.", counter=True)
         refreshes.add_metric([], float(self.refresher.refreshes))
-        failures = CounterMetricFamily("cri_stats_refresh_failures", "Failed CRI stats calls in background refreshes.", labels=["method"])
+        failures = Family("cri_stats_refresh_failures", "Failed CRI stats calls in background refreshes.", ["method"], counter=True)
         for method, n in sorted(self.refresher.failures.items()):
             failures.add_metric([method], float(n))
         out += [refreshes, failures]
         if snap is None:
             raise PartialCollection("no stats snapshot yet", out)
-        age = GaugeMetricFamily("cri_stats_snapshot_age_seconds", "Age of the CRI stats snapshot the container and pod stats come from.")
+        age = Family("cri_stats_snapshot_age_seconds", "Age of the CRI stats snapshot the container and pod stats come from.")
         age.add_metric([], max(0.0, time.time() - snap.taken_at))
-        ts = GaugeMetricFamily("cri_stats_snapshot_timestamp_seconds", "Unix time the CRI stats snapshot was taken.")
+        ts = Family("cri_stats_snapshot_timestamp_seconds", "Unix time the CRI stats snapshot was taken.")
         ts.add_metric([], snap.taken_at)
-        dur = GaugeMetricFamily("cri_stats_refresh_duration_seconds", "Time each stats call took in the latest refresh.", labels=["method"])
+        dur = Family("cri_stats_refresh_duration_seconds", "Time each stats call took in the latest refresh.", labels=["method"])
         for method, seconds in sorted(snap.durations.items()):
             dur.add_metric([method], seconds)
-        failed = GaugeMetricFamily(
+        failed = Family(
             "cri_stats_pod_sandbox_failures",
             "Pod sandboxes whose stats could not be read in the latest refresh (after ListPodSandboxStats failed).",
         )
