@@ -39,7 +39,7 @@ from prometheus_client.exposition import generate_latest  # noqa: E402
 
 from cri_exporter.cgroups import files as cgfiles  # noqa: E402
 from cri_exporter.cri import CriClient  # noqa: E402
-from cri_exporter.exposition import ExpositionWriter  # noqa: E402
+from cri_exporter.exposition import ExpositionWriter, Family  # noqa: E402
 from cri_exporter.exporter import Exporter  # noqa: E402
 from cri_exporter.settings import DEFAULTS, Settings  # noqa: E402
 from tests.exporter_proc import ExporterProcess, free_port, parse  # noqa: E402
@@ -153,9 +153,13 @@ def exposition_costs(families) -> dict:
     # every value changed since the last scrape: the worst case for the line cache
     changed = []
     for f in families:
-        g = f.__class__.__new__(f.__class__)
-        g.__dict__.update(f.__dict__)
-        g.samples = [s._replace(value=float(s.value) + 1.5) for s in f.samples]
+        if isinstance(f, Family):
+            g = Family(f.name, f.documentation, f.labelnames, f.type == "counter")
+            g.rows = [(values, float(v) + 1.5) for values, v in f.rows]
+        else:
+            g = f.__class__.__new__(f.__class__)
+            g.__dict__.update(f.__dict__)
+            g.samples = [s._replace(value=float(s.value) + 1.5) for s in f.samples]
         changed.append(g)
     t = time.perf_counter(); w.write(changed); warm_changed = time.perf_counter() - t
     assert cold == ref, "exposition differs from generate_latest"
