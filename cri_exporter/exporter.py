@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import platform
+import time
 
 import grpc
 import structlog
@@ -17,7 +18,7 @@ from cri_exporter.collectors.cgroups import CgroupCollector
 from cri_exporter.collectors.containers import ContainersCollector, StatsCollector
 from cri_exporter.collectors.imagefs import ImageFsCollector
 from cri_exporter.collectors.runtime import RuntimeCollector
-from cri_exporter.cri import CriClient, resolve_endpoint
+from cri_exporter.cri.client import CriClient, probe_endpoints, resolve_endpoint
 from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
 from cri_exporter.doctor.runner import run_doctor
 from cri_exporter.hostfs import HostFS
@@ -31,6 +32,10 @@ log = structlog.get_logger(__name__)
 # Measured on the 1,000-container text (7.4 MB): level 1 takes 29 ms for
 # 0.84 MB, level 6 53 ms for 0.69 MB, level 9 100 ms for 0.68 MB.
 GZIP_LEVEL = 1
+
+# Without an explicit endpoint and with no runtime answering, the sockets are
+# probed again this often (a stat each; Version only where a socket exists).
+REPROBE_SECONDS = 5.0
 
 # `_created` series double the self-metrics' series for a timestamp Prometheus
 # does not use in the text format.
@@ -58,6 +63,7 @@ class Exporter:
             registry=self.registry,
         )
         endpoint, probed = resolve_endpoint(settings.runtime_endpoint, settings.host_root)
+        self._last_probe = time.monotonic()
         log.info("runtime endpoint", endpoint=endpoint, found_by_probing=probed)
         self.client = CriClient(
             endpoint, timeout=settings.runtime_timeout, max_recv_bytes=settings.max_recv_bytes, observer=self._observe
@@ -73,7 +79,7 @@ class Exporter:
         cgroups = NodeCgroups(self.hostfs) if "cgroups" in enabled else None
         collectors = []
         if "runtime" in enabled:
-            collectors.append(RuntimeCollector())
+            collectors.append(RuntimeCollector(self._reprobe if probed else None))
         if "containers" in enabled:
             podnet = PodNetwork(self.hostfs, cgroups) if cgroups is not None else None
             collectors.append(ContainersCollector(self.refresher, cgroups, podnet))
@@ -88,11 +94,25 @@ class Exporter:
         if "doctor" in enabled:
             self.doctor = DoctorCollector()
             self._doctor_thread = PeriodicDoctor(
-                lambda: run_doctor(self.hostfs, endpoint), self.doctor, settings.doctor_interval,
+                lambda: run_doctor(self.hostfs, self.client.endpoint), self.doctor, settings.doctor_interval,
                 on_error=lambda err: log.warning("doctor run failed", error=str(err)),
             )
             collectors.append(_DoctorScrape(self.doctor))
         self.scraper = Scraper(collectors, self._context, settings.scrape_timeout)
+
+    def _reprobe(self) -> bool:
+        """Probe crictl's sockets again (at most every REPROBE_SECONDS); switch
+        the client when another one answers. True when it switched."""
+        now = time.monotonic()
+        if now - self._last_probe < REPROBE_SECONDS:
+            return False
+        self._last_probe = now
+        answering, _ = probe_endpoints(self.settings.host_root, probe_timeout=0.5)
+        if answering is None or answering == self.client.endpoint:
+            return False
+        log.info("runtime found at another endpoint", old=self.client.endpoint, new=answering)
+        self.client.retarget(answering)
+        return True
 
     def _context(self, deadline: float) -> ScrapeContext:
         return ScrapeContext(self.client, self.hostfs, deadline)

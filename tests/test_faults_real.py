@@ -178,3 +178,18 @@ def test_cri_plugin_disabled(lab_dir):
             s = exp.scrape()
             assert s.get1("cri_up") == 0
             assert "CRI plugin is disabled" in exp.log()
+
+
+def test_a_runtime_that_appears_later_is_found_without_a_restart(containerd, pods, tmp_path):
+    """No --runtime-endpoint and nothing answering at start (an agent up before
+    its runtime): the sockets are probed again, and a runtime that appears at
+    another of crictl's paths is found without a restart."""
+    (tmp_path / "run/crio").mkdir(parents=True)
+    with ExporterProcess(None, "--host-root", str(tmp_path), "--scrape-timeout", "2",
+                         "--collectors", "runtime,containers") as exp:
+        assert exp.scrape().get1("cri_up") == 0
+        # the same socket inode, as a hostPath mount would show it once the runtime starts
+        os.link(containerd.socket_path, tmp_path / "run/crio/crio.sock")
+        wait_for(lambda: exp.scrape().find("cri_container_info", pod="web"), timeout=20, what="the runtime")
+        assert exp.scrape().get1("cri_up") == 1
+        assert f"unix://{tmp_path}/run/crio/crio.sock" in exp.log()  # "runtime found at another endpoint"

@@ -1,18 +1,32 @@
 """Runtime identity and conditions, from CRI Version and Status."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from cri_exporter.cri import CriError
 from cri_exporter.scrape import ScrapeContext
 
 
 class RuntimeCollector:
+    """`reprobe`, when the endpoint was found by probing, looks for a runtime
+    again and says whether the client now talks to another endpoint: an agent
+    started before the runtime (or on a node whose runtime changed) finds it
+    without a restart."""
+
     name = "runtime"
 
+    def __init__(self, reprobe: Callable[[], bool] | None = None):
+        self.reprobe = reprobe
+
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
-        version = ctx.client.version(timeout=ctx.rpc_timeout())
+        try:
+            version = ctx.client.version(timeout=ctx.rpc_timeout())
+        except CriError:
+            if self.reprobe is None or not self.reprobe():
+                raise
+            version = ctx.client.version(timeout=ctx.rpc_timeout())
         ctx.runtime_up = True
         info = GaugeMetricFamily(
             "cri_runtime_info",

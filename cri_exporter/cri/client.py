@@ -111,13 +111,19 @@ class CriClient:
         max_recv_bytes: int = DEFAULT_MAX_RECV_BYTES,
         observer: Observer | None = None,
     ):
-        self.endpoint = normalize_endpoint(endpoint)
         self.timeout = timeout
         self._observer = observer
+        self._max_recv_bytes = max_recv_bytes
+        self.retarget(endpoint)
+
+    def retarget(self, endpoint: str) -> None:
+        """Talk to another endpoint from now on; calls in flight on the old one are cancelled."""
+        old = getattr(self, "_channel", None)
+        self.endpoint = normalize_endpoint(endpoint)
         self._channel = grpc.insecure_channel(
             self.endpoint,
             options=[
-                ("grpc.max_receive_message_length", max_recv_bytes),
+                ("grpc.max_receive_message_length", self._max_recv_bytes),
                 # No retry storms against a runtime that is struggling.
                 ("grpc.enable_retries", 0),
                 # Reconnect quickly once a restarted runtime is back.
@@ -127,6 +133,8 @@ class CriClient:
         )
         self._runtime = pb_grpc.RuntimeServiceStub(self._channel)
         self._images = pb_grpc.ImageServiceStub(self._channel)
+        if old is not None:
+            old.close()
 
     def close(self) -> None:
         self._channel.close()
@@ -300,6 +308,23 @@ def _pod_stats(s) -> model.PodStats:
     )
 
 
+def probe_endpoints(host_root: str = "/", probe_timeout: float = 1.0) -> tuple[str | None, list[str]]:
+    """The first of crictl's candidate sockets (under the host root) that answers
+    Version, or None; and the candidates whose socket file exists."""
+    candidates = [_under_root(e, host_root) for e in DEFAULT_ENDPOINTS]
+    existing = [e for e in candidates if os.path.exists(socket_path(e) or "")]
+    for endpoint in existing:
+        client = CriClient(endpoint, timeout=probe_timeout)
+        try:
+            client.version()
+            return endpoint, existing
+        except CriError:
+            continue
+        finally:
+            client.close()
+    return None, existing
+
+
 def resolve_endpoint(explicit: str | None, host_root: str = "/", probe_timeout: float = 1.0) -> tuple[str, bool]:
     """The endpoint to use and whether it was found by probing.
 
@@ -310,18 +335,8 @@ def resolve_endpoint(explicit: str | None, host_root: str = "/", probe_timeout: 
     """
     if explicit:
         return normalize_endpoint(explicit), False
-    candidates = [_under_root(e, host_root) for e in DEFAULT_ENDPOINTS]
-    existing = [e for e in candidates if os.path.exists(socket_path(e) or "")]
-    for endpoint in existing:
-        client = CriClient(endpoint, timeout=probe_timeout)
-        try:
-            client.version()
-            return endpoint, True
-        except CriError:
-            continue
-        finally:
-            client.close()
-    return (existing or candidates)[0], True
+    answering, existing = probe_endpoints(host_root, probe_timeout)
+    return answering or (existing or [_under_root(DEFAULT_ENDPOINTS[0], host_root)])[0], True
 
 
 def _under_root(endpoint: str, host_root: str) -> str:
