@@ -114,15 +114,24 @@ class ContainersCollector:
             self.refresher.snapshot_feeds_usage(self._snapshot_used)
 
     def _refresh_statuses(self, ctx: ScrapeContext, inv: Inventory) -> None:
+        """Per-object status calls for what is new since the last scrape.
+
+        They get half of what the scrape has left: on a first scrape of
+        thousands of containers the rest is asked next time, and the series
+        that need no status call are still served in this one.
+        """
+        stop_at = time.monotonic() + ctx.remaining() / 2
+
+        def timeout() -> float:
+            return min(ctx.rpc_timeout(), stop_at - time.monotonic())
+
         wanted = [c for c in inv.current_containers.values() if c.state in ("running", "exited")]
         wanted += [c for c in _last_exited(inv).values() if c.state == "exited"]
         listed = {(c.id, c.state) for c in inv.containers}
-        self.statuses.refresh(ctx.client, [((c.id, c.state), c.id) for c in wanted], listed.__contains__,
-                              ctx.rpc_timeout)
+        self.statuses.refresh(ctx.client, [((c.id, c.state), c.id) for c in wanted], listed.__contains__, timeout)
         if self.podnet:
             ready = [p.id for p in inv.current_pods.values() if p.state == "ready"]
-            self.host_network.refresh(ctx.client, [(i, i) for i in ready], inv.pods_by_id.__contains__,
-                                      ctx.rpc_timeout)
+            self.host_network.refresh(ctx.client, [(i, i) for i in ready], inv.pods_by_id.__contains__, timeout)
 
     def _node_counts(self, inv: Inventory) -> Iterable[Metric]:
         containers = Family(
