@@ -20,6 +20,7 @@ import argparse
 import gzip
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -228,6 +229,7 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
     finally:
         t = time.monotonic()
         cd.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
         notes.append(f"real containerd cleaned up in {time.monotonic() - t:.1f} s")
         del api
 
@@ -236,6 +238,13 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
 
 def run_fake(counts: list[int], scrapes: int, rows: list, notes: list, expo: list) -> None:
     base = Path(tempfile.mkdtemp(prefix="fakeb-", dir="/tmp"))
+    try:
+        _run_fake(base, counts, scrapes, rows, notes, expo)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)  # the 5,000-container tree alone is over 1 GB
+
+
+def _run_fake(base: Path, counts: list[int], scrapes: int, rows: list, notes: list, expo: list) -> None:
     for n in counts:
         root = base / f"root{n}"
         pods = fleet(n)

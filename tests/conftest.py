@@ -7,6 +7,7 @@ containerd instead, so they never disturb the shared one.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -40,6 +41,8 @@ def lab_dir():
     # Short: AF_UNIX socket paths are limited to 107 bytes.
     d = tempfile.mkdtemp(prefix="crilab-", dir="/tmp")
     yield d
+    # containerd roots hold images and snapshots: hundreds of MB a session
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
