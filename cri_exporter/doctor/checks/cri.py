@@ -113,40 +113,38 @@ def _condition(ctx, name: str):
     return next((c for c in s.conditions if c.type == name), None), None
 
 
-@check("cri.runtime_ready", Severity.CRITICAL)
-def runtime_ready(ctx):
-    """Status must report RuntimeReady=true."""
+def _condition_true(ctx, name: str, summary: str, why: str, fix: str):
+    """A Status condition that must be true: pass, fail with its reason, or skip when Status fails."""
     skip = _unreachable(ctx)
     if skip:
         return skip
-    cond, skip = _condition(ctx, "RuntimeReady")
+    cond, skip = _condition(ctx, name)
     if skip:
         return skip
     if cond and cond.status:
-        return passed("RuntimeReady=true")
-    seen = f"RuntimeReady={'absent' if cond is None else 'false'}" + (f" reason={cond.reason} message={cond.message}" if cond else "")
-    return failed("the runtime reports it is not ready", seen,
-                  "The kubelet marks the node NotReady (\"container runtime is down\").",
-                  "journalctl -u containerd -e   # or crio: the reason above names the failing part", [REF_DEBUG])
+        return passed(f"{name}=true")
+    seen = f"{name}={'absent' if cond is None else 'false'}" + (f" reason={cond.reason} message={cond.message}" if cond else "")
+    return failed(summary, seen, why, fix, [REF_DEBUG])
+
+
+@check("cri.runtime_ready", Severity.CRITICAL)
+def runtime_ready(ctx):
+    """Status must report RuntimeReady=true."""
+    return _condition_true(
+        ctx, "RuntimeReady", "the runtime reports it is not ready",
+        "The kubelet marks the node NotReady (\"container runtime is down\").",
+        "journalctl -u containerd -e   # or crio: the reason above names the failing part")
 
 
 @check("cri.network_ready", Severity.CRITICAL)
 def network_ready(ctx):
     """Status must report NetworkReady=true: the CNI config loaded."""
-    skip = _unreachable(ctx)
-    if skip:
-        return skip
-    cond, skip = _condition(ctx, "NetworkReady")
-    if skip:
-        return skip
-    if cond and cond.status:
-        return passed("NetworkReady=true")
-    seen = f"NetworkReady={'absent' if cond is None else 'false'}" + (f" reason={cond.reason} message={cond.message}" if cond else "")
-    return failed("the runtime reports the pod network is not ready", seen,
-                  "The kubelet keeps the node NotReady (\"network plugin is not ready: cni config "
-                  "uninitialized\") and no pod outside the host network starts.",
-                  "Install or fix the CNI config (see cni.config and cni.plugins), e.g. apply your network "
-                  "add-on's manifest; containerd picks up a new config without a restart.", [REF_DEBUG])
+    return _condition_true(
+        ctx, "NetworkReady", "the runtime reports the pod network is not ready",
+        "The kubelet keeps the node NotReady (\"network plugin is not ready: cni config "
+        "uninitialized\") and no pod outside the host network starts.",
+        "Install or fix the CNI config (see cni.config and cni.plugins), e.g. apply your network "
+        "add-on's manifest; containerd picks up a new config without a restart.")
 
 
 DEPRECATION_CONDITION = "ContainerdHasNoDeprecationWarnings"
