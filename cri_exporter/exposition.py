@@ -196,7 +196,3 @@ class ExpositionWriter:
                 entry[1] = value
                 append(line)
 
-
-def generate(families: Iterable[Metric]) -> bytes:
-    """One-off write without a cache (tests, tools)."""
-    return ExpositionWriter().write(families)

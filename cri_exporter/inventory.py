@@ -63,12 +63,6 @@ class Inventory:
         pod = self.pods_by_id.get(c.pod_sandbox_id)
         return c.labels.get(model.LABEL_POD_UID) or (pod.k8s_uid if pod else "")
 
-    def current_pod_ids(self) -> dict[str, PodIdentity]:
-        return {p.id: ident for ident, p in self.current_pods.items()}
-
-    def current_container_ids(self) -> dict[str, ContainerIdentity]:
-        return {c.id: ident for ident, c in self.current_containers.items()}
-
 
 def pod_identity(p: model.PodSandbox) -> PodIdentity:
     return PodIdentity(p.k8s_namespace, p.k8s_name)

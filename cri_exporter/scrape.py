@@ -105,7 +105,6 @@ class ScrapeResult:
     """
 
     metrics: list[Metric]
-    finished_at: float = field(default_factory=time.monotonic)
     _encoded: dict = field(default_factory=dict, repr=False, compare=False)
     _encode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cri_exporter.cgroups import (
     CgroupPaths, CgroupResolver, DeviceIO, NodeCgroups, PsiTotals, Usage, read_all, read_cpu, read_io,
-    read_memory, read_pids, read_pressure, read_usage,
+    read_memory, read_pids, read_pressure, usage_from,
 )
 from cri_exporter.cgroups import files
 from cri_exporter.cgroups.blkio import parse_io_stat, parse_v1_blkio
@@ -161,12 +161,12 @@ def test_v1_blkio_format():
 # ---- usage (for the CRI collector) -----------------------------------------
 
 @pytest.mark.parametrize("tree", TREES)
-def test_read_usage(tree):
-    assert read_usage(paths(tree)) == Usage(
+def test_usage_from_a_reading(tree):
+    assert usage_from(read_all(paths(tree))) == Usage(
         cpu_usage_ns=2_000_000_000, memory_usage_bytes=104857600, memory_working_set_bytes=88080384,
         memory_rss_bytes=52428800, memory_swap_bytes=1048576, memory_page_faults=123456, memory_major_page_faults=78,
     )
-    pod = NodeCgroups(HostFS(str(FIXTURES / tree))).pod_usage(G_UID)
+    pod = usage_from(NodeCgroups(HostFS(str(FIXTURES / tree))).pod_stats(G_UID))
     assert (pod.cpu_usage_ns, pod.memory_usage_bytes, pod.memory_working_set_bytes) == (510_000_000, 21495808, 21495808 - 2097152)
 
 
@@ -230,14 +230,13 @@ def test_deleted_cgroup_is_gone_not_an_error(tmp_path, tree):
     p = node.resolver.container(B_ID, B_UID)
     for d in {*p.dirs.values(), p.unified} - {None}:
         shutil.rmtree(d, ignore_errors=True)  # cpu and cpuacct may be one directory
-    readers = [read_cpu, read_memory, read_pids, read_io, read_usage, read_all]
+    readers = [read_cpu, read_memory, read_pids, read_io, read_all]
     if p.unified is not None:  # without a v2 tree the PSI reader reads nothing, so cannot tell
         readers.append(read_pressure)
     for reader in readers:
         assert reader(p) is None, reader
     assert node.container_stats(B_ID, B_UID) is None
     assert B_ID not in node.resolver._containers  # forgotten: re-resolved next time
-    assert node.container_usage(B_ID, B_UID) is None
 
 
 def test_enodev_on_read_means_gone_even_before_the_directory_disappears(monkeypatch, tmp_path):
@@ -262,7 +261,7 @@ def test_esrch_with_the_directory_gone_means_gone(monkeypatch, tmp_path):
     def esrch(*a, **k):
         raise ProcessLookupError(errno.ESRCH, "No such process")
     monkeypatch.setattr(os, "open", esrch)
-    assert node.container_usage(B_ID, B_UID) is None
+    assert node.container_stats(B_ID, B_UID) is None
 
 
 def test_file_missing_in_a_live_cgroup_is_unknown_value(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cri_exporter.cgroups import CgroupUnavailable, NodeCgroups, detect
+from cri_exporter.cgroups import CgroupUnavailable, NodeCgroups, detect, usage_from
 from cri_exporter.collectors.cgroups import CgroupCollector
 from cri_exporter.hostfs import HostFS
 from tests.test_cgroups_collector import FakeCri, container, ctx_for, exposition, pod, samples
@@ -114,9 +114,9 @@ def test_real_v1_cgroup_matches_the_files(throttled_container):
     assert (stats.pids.current, stats.pids.limit) == (1, 64)
     if node.layout().hybrid:  # PSI through the unified tree
         assert stats.pressure.cpu is not None and stats.pressure.cpu.some_us is not None
-    usage_now = node.container_usage(cid, uid)
+    usage_now = usage_from(node.container_stats(cid, uid))
     assert usage_now.cpu_usage_ns == stats.cpu.usage_ns
-    pod_usage = node.pod_usage(uid)
+    pod_usage = usage_from(node.pod_stats(uid))
     assert pod_usage.cpu_usage_ns >= stats.cpu.usage_ns  # the pod cgroup counts its container
 
 

@@ -15,8 +15,7 @@ from cri_exporter.cgroups.memory import _read_memory
 from cri_exporter.cgroups.paths import CgroupPaths, CgroupResolver
 from cri_exporter.cgroups.pids import _read_pids
 from cri_exporter.cgroups.pressure import _read_pressure
-from cri_exporter.cgroups.stats import CgroupStats, Usage
-from cri_exporter.cgroups.usage import usage_from
+from cri_exporter.cgroups.stats import CgroupStats
 from cri_exporter.hostfs import HostFS
 
 
@@ -48,15 +47,6 @@ class NodeCgroups:
     def check(self) -> Layout:
         """Like layout(), and re-checks the root is still readable (one syscall)."""
         return self.resolver.check()
-
-    def container_usage(self, container_id: str, pod_uid: str) -> Usage | None:
-        """Live usage of a container's cgroup; None if it has none (not running, VM runtime)."""
-        stats = self.container_stats(container_id, pod_uid)
-        return None if stats is None else usage_from(stats)
-
-    def pod_usage(self, pod_uid: str) -> Usage | None:
-        stats = self.pod_stats(pod_uid)
-        return None if stats is None else usage_from(stats)
 
     def container_stats(self, container_id: str, pod_uid: str) -> CgroupStats | None:
         paths = self.resolver.container(container_id, pod_uid)

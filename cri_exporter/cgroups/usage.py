@@ -8,7 +8,6 @@ for both collectors (ScrapeContext.shared).
 """
 from __future__ import annotations
 
-from cri_exporter.cgroups.paths import CgroupPaths
 from cri_exporter.cgroups.stats import CgroupStats, Usage
 
 
@@ -24,10 +23,3 @@ def usage_from(stats: CgroupStats) -> Usage:
         memory_major_page_faults=m.major_page_faults,
     )
 
-
-def read_usage(paths: CgroupPaths) -> Usage | None:
-    """CPU ns and memory usage / working set / rss / swap / faults; None if gone."""
-    from cri_exporter.cgroups.node import read_all
-
-    stats = read_all(paths)
-    return None if stats is None else usage_from(stats)

@@ -3,7 +3,8 @@
 The scraper (scrape.py) runs collectors side by side under one deadline and
 reports `cri_scrape_collector_success` / `..._duration_seconds` for each, so a
 failing source never blanks the others. A collector signals failure by
-raising; what it yielded before raising is dropped, never half-served.
+raising; what it yielded before raising is dropped, never half-served, unless
+it raises scrape.PartialCollection carrying the metrics worth serving anyway.
 """
 from __future__ import annotations
 

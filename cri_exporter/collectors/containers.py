@@ -105,15 +105,17 @@ class ContainersCollector:
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
         inv = ctx.inventory()
         snapshot = self.refresher.snapshot if self.refresher else None
-        self._refresh_statuses(ctx, inv)
-        self._snapshot_used = False
-        yield from self._node_counts(inv)
-        yield from self._containers(ctx, inv, snapshot.containers if snapshot else {})
-        yield from self._pods(ctx, inv, snapshot.pods if snapshot else {})
+        last_exited = _last_exited(inv)
+        self._refresh_statuses(ctx, inv, last_exited)
+        containers, snapshot_used = self._containers(ctx, inv, last_exited, snapshot.containers if snapshot else {})
         if self.refresher:
-            self.refresher.snapshot_feeds_usage(self._snapshot_used)
+            self.refresher.snapshot_feeds_usage(snapshot_used)
+        yield from self._node_counts(inv)
+        yield from containers
+        yield from self._pods(ctx, inv, snapshot.pods if snapshot else {})
 
-    def _refresh_statuses(self, ctx: ScrapeContext, inv: Inventory) -> None:
+    def _refresh_statuses(self, ctx: ScrapeContext, inv: Inventory,
+                          last_exited: dict[ContainerIdentity, model.Container]) -> None:
         """Per-object status calls for what is new since the last scrape.
 
         They get half of what the scrape has left: on a first scrape of
@@ -126,7 +128,7 @@ class ContainersCollector:
             return min(ctx.rpc_timeout(), stop_at - time.monotonic())
 
         wanted = [c for c in inv.current_containers.values() if c.state in ("running", "exited")]
-        wanted += [c for c in _last_exited(inv).values() if c.state == "exited"]
+        wanted += list(last_exited.values())
         listed = {(c.id, c.state) for c in inv.containers}
         self.statuses.refresh(ctx.client, [((c.id, c.state), c.id) for c in wanted], listed.__contains__, timeout)
         if self.podnet:
@@ -145,7 +147,10 @@ class ContainersCollector:
         yield containers
         yield pods
 
-    def _containers(self, ctx: ScrapeContext, inv: Inventory, stats: dict[str, model.ContainerStats]) -> Iterable[Metric]:
+    def _containers(self, ctx: ScrapeContext, inv: Inventory, last_exited: dict[ContainerIdentity, model.Container],
+                    stats: dict[str, model.ContainerStats]) -> tuple[list[Metric], bool]:
+        """The container families, and whether any running container's usage came from the snapshot."""
+        snapshot_used = False
         info = Family(
             "cri_container_info",
             "The current instance of each container: ids, image and pod; always 1.",
@@ -181,10 +186,10 @@ class ContainersCollector:
                 cg = container_cgroup(ctx, self.cgroups, c.id, inv.pod_uid(c)) if self.cgroups else None
                 live = usage_from(cg) if cg is not None else None
             if c.state == "running" and live is None:
-                self._snapshot_used = True
+                snapshot_used = True
             _add_values(values, labels, live, stats.get(c.id))
 
-        for ident, c in _last_exited(inv).items():
+        for ident, c in last_exited.items():
             status = self.statuses.get((c.id, c.state))
             if status is None:
                 continue
@@ -194,8 +199,8 @@ class ContainersCollector:
             if status.finished_at_ns > 0:
                 finished.add_metric(labels, status.finished_at_ns / 1e9)
 
-        yield from (info, state, restarts, started, reason, exit_code, finished)
-        yield from (f for f, _, _ in values)
+        families = [info, state, restarts, started, reason, exit_code, finished] + [f for f, _, _ in values]
+        return families, snapshot_used
 
     def _pods(self, ctx: ScrapeContext, inv: Inventory, stats: dict[str, model.PodStats]) -> Iterable[Metric]:
         info = Family(

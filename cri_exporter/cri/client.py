@@ -166,7 +166,6 @@ class CriClient:
                 model.RuntimeCondition(c.type, c.status, c.reason, c.message) for c in r.status.conditions
             ),
             info=dict(r.info),
-            handlers=tuple(h.name for h in r.runtime_handlers),
         )
 
     def list_pod_sandboxes(self, timeout: float | None = None) -> list[model.PodSandbox]:

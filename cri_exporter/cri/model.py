@@ -36,7 +36,6 @@ class RuntimeCondition:
 class RuntimeStatus:
     conditions: tuple[RuntimeCondition, ...]
     info: dict[str, str] = field(default_factory=dict)
-    handlers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
