@@ -156,7 +156,8 @@ def exposition_costs(families) -> dict:
     for f in families:
         if isinstance(f, Family):
             g = Family(f.name, f.documentation, f.labelnames, f.type == "counter")
-            g.rows = [(values, float(v) + 1.5) for values, v in f.rows]
+            g.labelsets = f.labelsets
+            g.values = [float(v) + 1.5 for v in f.values]
         else:
             g = f.__class__.__new__(f.__class__)
             g.__dict__.update(f.__dict__)

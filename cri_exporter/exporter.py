@@ -1,7 +1,6 @@
 """Wires the readers, collectors and scraper of `serve` from Settings."""
 from __future__ import annotations
 
-import gzip
 import platform
 import time
 
@@ -144,10 +143,12 @@ class Exporter:
         shared collection's member is compressed once for all its scrapers."""
         result = self.scraper.scrape(timeout)
         level = GZIP_LEVEL if gzip_ok else None
-        body = result.encoded(self.scraper.exposition.write, level)
-        own = self.scraper.own_exposition.write(self.registry.collect())
-        if level is not None:
-            own = gzip.compress(own, compresslevel=level, mtime=0)
+        body = result.encoded(self.scraper.exposition, level)
+        own_metrics = self.registry.collect()
+        if level is None:
+            own = self.scraper.own_exposition.write(own_metrics)
+        else:
+            own = self.scraper.own_exposition.write_gzip(own_metrics, level)
         headers = {"Content-Type": CONTENT_TYPE_LATEST}
         if gzip_ok:
             headers["Content-Encoding"] = "gzip"

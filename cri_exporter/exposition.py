@@ -1,12 +1,13 @@
-"""The Prometheus text format, written from label strings rendered once per series.
+"""The Prometheus text format, written from label sets rendered once.
 
 prometheus_client's `generate_latest` formats every label set of every sample
-on every scrape: about 11 µs a sample, 0.5 s for 1,000 containers' 40 series
+on every scrape: about 11 µs a sample, 0.5 s for 1,000 containers' 60 series
 each. Between two scrapes almost every series is the same series with a new
-value, so, like kube-state-metrics, this keeps each series' rendered
-`name{label="value",...} ` prefix across scrapes and only formats the value.
-Series not seen in a scrape are dropped from the cache after it, so memory
-follows the node's current series.
+value, so, like kube-state-metrics, the hot collectors keep each container's
+and pod's rendered `{label="value",...}` across scrapes (LabelCache, one
+object shared by the container's every series) and a write only joins the
+name, that text and the formatted value. Label sets not asked for in a scrape
+are dropped after the next one, so memory follows the node's containers.
 
 The output is byte-for-byte what `generate_latest` (prometheus_client 0.26,
 default underscore escaping) writes for the same families: same HELP / TYPE
@@ -20,7 +21,8 @@ on generated ones.
 from __future__ import annotations
 
 import threading
-from typing import Iterable
+import zlib
+from typing import Iterable, Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as _om
@@ -32,10 +34,12 @@ _OM_SUFFIXES = ("_created", "_gsum", "_gcount")
 
 
 def go_float(d) -> str:
-    """prometheus_client.utils.floatToGoString, with the common cases first."""
-    d = float(d)
+    """prometheus_client.utils.floatToGoString, with the common cases first:
+    below a million Python's repr is already Go's."""
+    if d.__class__ is not float:
+        d = float(d)
     s = repr(d)
-    if d > 0:
+    if d >= 1e6:
         dot = s.find(".")
         if dot > 6:  # Go switches to exponents sooner than Python
             mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
@@ -43,11 +47,12 @@ def go_float(d) -> str:
         if s == "inf":
             return "+Inf"
         return s
-    if s == "-inf":
-        return "-Inf"
-    if s == "nan":
-        return "NaN"
-    return s
+    if d == d and d != _MINUS_INF:
+        return s
+    return "NaN" if d != d else "-Inf"
+
+
+_MINUS_INF = float("-inf")
 
 
 def escape_label_value(v: str) -> str:
@@ -72,19 +77,74 @@ def _render_prefix(name: str, labels: dict) -> str:
     return f"{_metric_name(name)}{{{inner}}} "
 
 
+class Labels:
+    """One label set, rendered once: its values and its `{a="x",b="y"}` text.
+
+    The hot collectors keep these across scrapes (LabelCache), one per
+    container or pod identity and label names, and use the same object in
+    every family with those names: a container's 40 series cost one
+    rendering, not 40, and no lookup at all when written.
+    """
+
+    __slots__ = ("values", "text")
+
+    def __init__(self, names: tuple[str, ...], values: tuple[str, ...]):
+        self.values = values
+        self.text = render_labels(names, values)
+
+
+def render_labels(names: Iterable[str], values: Iterable[str]) -> str:
+    """The `{...}` of a sample line as generate_latest writes it: sorted by name, escaped."""
+    pairs = sorted(zip(names, values))
+    if not pairs:
+        return ""
+    inner = ",".join(f'{_om.escape_label_name(k, _om.UNDERSCORES)}="{escape_label_value(v)}"' for k, v in pairs)
+    return f"{{{inner}}}"
+
+
+class LabelCache:
+    """Labels kept from one scrape to the next: what a scrape did not ask for is
+    dropped after the following one, so memory follows the node's current
+    containers. Call `next_scrape()` once per scrape. Tolerates concurrent use
+    (a miss only renders again)."""
+
+    def __init__(self) -> None:
+        self._old: dict[tuple, Labels] = {}
+        self._new: dict[tuple, Labels] = {}
+
+    def next_scrape(self) -> None:
+        self._old, self._new = self._new, {}
+
+    def get(self, names: tuple[str, ...], values: tuple[str, ...]) -> Labels:
+        key = (names, values)
+        labels = self._new.get(key)
+        if labels is None:
+            labels = self._old.get(key)
+            if labels is None:
+                labels = Labels(names, values)
+            self._new[key] = labels
+        return labels
+
+    def __len__(self) -> int:
+        return len(self._new)
+
+
 class Family:
-    """A gauge or counter family for the hot collectors: rows of (label values, value).
+    """A gauge or counter family for the hot collectors: label sets and values.
 
     prometheus_client's families build a labels dict and a Sample on every
     add_metric (about 2 µs); at some 60 series a container that was the largest
     cost of a scrape at 1,000 containers, ahead of reading the cgroup files.
-    Rows keep the label values as a tuple, which the writer uses as its cache
-    key directly. `samples` still gives prometheus_client Samples for anything
-    else (generate_latest, the parser-based tests), so a Family is a Metric
-    wherever one is read.
+    A series here is an already rendered label set and a value, kept in two
+    parallel lists: no tuple per series, so tens of thousands of series add
+    nothing for the garbage collector to trace.
+    `samples` still gives prometheus_client Samples for anything else
+    (generate_latest, the parser-based tests), so a Family is a Metric
+    wherever one is read. Label sets must be made with this family's label
+    names (the writer-vs-generate_latest tests would see any mismatch).
     """
 
-    __slots__ = ("name", "documentation", "type", "unit", "labelnames", "sample_name", "rows")
+    __slots__ = ("name", "documentation", "type", "unit", "labelnames", "sample_name", "labelsets", "values")
 
     def __init__(self, name: str, documentation: str, labels: Iterable[str] = (), counter: bool = False):
         self.name = name
@@ -93,27 +153,36 @@ class Family:
         self.unit = ""
         self.labelnames = tuple(labels)
         self.sample_name = name + "_total" if counter else name
-        self.rows: list[tuple[tuple[str, ...], float]] = []
+        self.labelsets: list[Labels] = []
+        self.values: list[float] = []
+
+    def add(self, labels: Labels, value: float) -> None:
+        self.labelsets.append(labels)
+        self.values.append(value)
 
     def add_metric(self, values: Iterable[str], value: float) -> None:
-        self.rows.append((tuple(values), value))
+        """For the few-series families: renders the label set every time."""
+        self.add(Labels(self.labelnames, tuple(values)), value)
 
     @property
     def samples(self) -> list[Sample]:
         names = self.labelnames
-        return [Sample(self.sample_name, dict(zip(names, v)), x, None, None) for v, x in self.rows]
+        return [Sample(self.sample_name, dict(zip(names, labels.values)), x, None, None)
+                for labels, x in zip(self.labelsets, self.values)]
 
 
 class ExpositionWriter:
-    """Writes families as text; keeps rendered series prefixes from one write to the next.
+    """Writes families as text, plain or gzip-compressed.
 
-    One writer per stream of scrapes (its cache holds the series of the last
-    write). Thread-safe: concurrent writes are serialized.
+    Family rows carry their rendered label sets (see Labels). For other
+    metrics (prometheus_client's own, the few small families) the rendered
+    `name{...} ` prefix of each series is kept from one write to the next.
+    Thread-safe: concurrent writes are serialized.
     """
 
     def __init__(self) -> None:
         self._prefixes: dict[tuple, list] = {}
-        self._headers: dict[tuple, str] = {}
+        self._headers: dict[tuple, tuple[str, str]] = {}
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -121,78 +190,86 @@ class ExpositionWriter:
 
     def write(self, families: Iterable[Metric]) -> bytes:
         with self._lock:
-            return self._write(families)
+            return "".join(self._chunks(families)).encode("utf-8")
 
-    def _write(self, families: Iterable[Metric]) -> bytes:
-        # Cache entry per series: [prefix, last value, last line]. A series whose
-        # value did not change since the last write (limits, info, states: about
-        # half of them) reuses its whole line; the others format only the value.
+    def write_gzip(self, families: Iterable[Metric], level: int) -> bytes:
+        """One gzip member of the text, compressed family by family: the whole
+        text (megabytes at thousands of containers) is never held at once."""
+        packer = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: gzip header and trailer
+        out = []
+        with self._lock:
+            for chunk in self._chunks(families):
+                out.append(packer.compress(chunk.encode("utf-8")))
+        out.append(packer.flush())
+        return b"".join(out)
+
+    def _header(self, metric: Metric) -> tuple[str, str]:
+        """(HELP and TYPE lines, escaped sample name for Family rows), made once per family."""
+        hkey = (metric.name, metric.type, metric.documentation)
+        header = self._headers.get(hkey)
+        if header is None:
+            suffix, mtype = _TYPE_MUNGE.get(metric.type, ("", metric.type))
+            mname = _metric_name(metric.name + suffix)
+            header = (f"# HELP {mname} {_escape_doc(metric.documentation)}\n# TYPE {mname} {mtype}\n", mname)
+            if len(self._headers) > 10000:  # families are few; bound a pathological caller
+                self._headers.clear()
+            self._headers[hkey] = header
+        return header
+
+    def _chunks(self, families: Iterable[Metric]) -> Iterator[str]:
+        """The text, a family (or a few small ones) at a time."""
         old = self._prefixes
         new: dict[tuple, list] = {}
-        headers = self._headers
-        out: list[str] = []
-        append = out.append
+        small: list[str] = []
         for metric in families:
-            hkey = (metric.name, metric.type, metric.documentation)
-            header = headers.get(hkey)
-            if header is None:
-                suffix, mtype = _TYPE_MUNGE.get(metric.type, ("", metric.type))
-                mname = _metric_name(metric.name + suffix)
-                header = f"# HELP {mname} {_escape_doc(metric.documentation)}\n# TYPE {mname} {mtype}\n"
-                if len(headers) > 10000:  # families are few; bound a pathological caller
-                    headers.clear()
-                headers[hkey] = header
-            append(header)
+            header, mname = self._header(metric)
             if type(metric) is Family:
-                self._write_rows(metric, old, new, append)
+                # Family.sample_name is name (+ _total): the same escaped name as the header's.
+                lines = [f"{mname}{labels.text} {go_float(value)}\n" for labels, value in zip(metric.labelsets, metric.values)]
+                if len(lines) > 64:
+                    if small:
+                        yield "".join(small)
+                        small = []
+                    yield header + "".join(lines)
+                else:
+                    small.append(header)
+                    small.extend(lines)
                 continue
-            om_names = {metric.name + sfx: sfx for sfx in _OM_SUFFIXES}
-            om_lines: dict[str, list[str]] = {}
-            for name, labels, value, timestamp, *_ in metric.samples:
-                # label names and values flattened: unambiguous, as the count of names fixes the split
-                key = (name, *labels, *labels.values())
-                entry = old.get(key)
-                if entry is None:
-                    entry = new.get(key)
-                    if entry is None:
-                        entry = [_render_prefix(name, labels), None, ""]
-                new[key] = entry
-                if timestamp is not None:
-                    line = f"{entry[0]}{go_float(value)} {int(float(timestamp) * 1000):d}\n"
-                # 0 == -0.0 but they print differently: zeros are always formatted (cheaply)
-                elif value == entry[1] and value:
-                    line = entry[2]
-                else:
-                    line = entry[2] = f"{entry[0]}{go_float(value)}\n"
-                    entry[1] = value
-                sfx = om_names.get(name)
-                if sfx is None:
-                    append(line)
-                else:
-                    om_lines.setdefault(sfx, []).append(line)
-            for sfx, lines in sorted(om_lines.items()):
-                mname = _metric_name(metric.name + sfx)
-                append(f"# HELP {mname} {_escape_doc(metric.documentation)}\n# TYPE {mname} gauge\n")
-                out.extend(lines)
+            small.append(header)
+            self._write_samples(metric, old, new, small.append)
+        if small:
+            yield "".join(small)
         self._prefixes = new
-        return "".join(out).encode("utf-8")
 
     @staticmethod
-    def _write_rows(family: Family, old: dict, new: dict, append) -> None:
-        """The Family fast path: the same lines as the general one, keyed by (name, values)."""
-        name, labelnames = family.sample_name, family.labelnames
-        for values, value in family.rows:
-            key = (name, values)
+    def _write_samples(metric: Metric, old: dict, new: dict, append) -> None:
+        """Any prometheus_client Metric; cache entry per series: [prefix, last value, last line]."""
+        om_names = {metric.name + sfx: sfx for sfx in _OM_SUFFIXES}
+        om_lines: dict[str, list[str]] = {}
+        for name, labels, value, timestamp, *_ in metric.samples:
+            # label names and values flattened: unambiguous, as the count of names fixes the split
+            key = (name, *labels, *labels.values())
             entry = old.get(key)
             if entry is None:
                 entry = new.get(key)
                 if entry is None:
-                    entry = [_render_prefix(name, dict(zip(labelnames, values))), None, ""]
+                    entry = [_render_prefix(name, labels), None, ""]
             new[key] = entry
-            if value == entry[1] and value:
-                append(entry[2])
+            if timestamp is not None:
+                line = f"{entry[0]}{go_float(value)} {int(float(timestamp) * 1000):d}\n"
+            # 0 == -0.0 but they print differently: zeros are always formatted (cheaply)
+            elif value == entry[1] and value:
+                line = entry[2]
             else:
                 line = entry[2] = f"{entry[0]}{go_float(value)}\n"
                 entry[1] = value
+            sfx = om_names.get(name)
+            if sfx is None:
                 append(line)
-
+            else:
+                om_lines.setdefault(sfx, []).append(line)
+        for sfx, lines in sorted(om_lines.items()):
+            mname = _metric_name(metric.name + sfx)
+            append(f"# HELP {mname} {_escape_doc(metric.documentation)}\n# TYPE {mname} gauge\n")
+            for line in lines:
+                append(line)

@@ -6,11 +6,15 @@ namespace, so `/proc/<pid>/net/dev` of any of them lists all of the pod's
 interfaces: one small read per pod at scrape time. The pid is the sandbox
 (pause) container's, found through its cgroup (its container id is the
 sandbox id in containerd and CRI-O) and cached while it stays in that cgroup.
+A pod whose counters cannot be read live (no pid found, /proc unreadable) is
+tried again only after RETRY_SECONDS, keeping CRI's numbers meanwhile, so
+that a node where this never works pays for finding out once, not per scrape.
 """
 from __future__ import annotations
 
 import os
 import threading
+import time
 
 import structlog
 
@@ -22,6 +26,8 @@ log = structlog.get_logger(__name__)
 
 # Loopback traffic never leaves the pod; the kubelet's stats leave it out too.
 IGNORED_INTERFACES = frozenset({"lo"})
+
+RETRY_SECONDS = 60.0
 
 
 def parse_net_dev(text: str) -> tuple[model.InterfaceStats, ...]:
@@ -46,26 +52,33 @@ class PodNetwork:
         self.hostfs = hostfs
         self.cgroups = cgroups
         self._pids: dict[str, int] = {}
+        self._failed: dict[str, float] = {}  # sandbox id -> when reading it live last failed
         self._lock = threading.Lock()
 
     def interfaces(self, sandbox_id: str, pod_uid: str) -> tuple[model.InterfaceStats, ...] | None:
         """The pod's interfaces, or None when they cannot be read live (the
         caller then keeps the CRI snapshot's). Never call it for a hostNetwork
         pod: its namespace holds the node's interfaces, not the pod's."""
+        failed = self._failed.get(sandbox_id)
+        if failed is not None and time.monotonic() - failed < RETRY_SECONDS:
+            return None
         pid = self._pid(sandbox_id, pod_uid)
-        if pid is None:
-            return None
         try:
-            return parse_net_dev(self.hostfs.read_text(f"/proc/{pid}/net/dev"))
+            if pid is not None:
+                return parse_net_dev(self.hostfs.read_text(f"/proc/{pid}/net/dev"))
         except OSError:
-            with self._lock:
-                self._pids.pop(sandbox_id, None)
-            return None
+            pass
+        with self._lock:
+            self._pids.pop(sandbox_id, None)
+            self._failed[sandbox_id] = time.monotonic()
+        return None
 
     def retain(self, sandbox_ids: set[str]) -> None:
         with self._lock:
             for gone in self._pids.keys() - sandbox_ids:
                 del self._pids[gone]
+            for gone in self._failed.keys() - sandbox_ids:
+                del self._failed[gone]
 
     def _pid(self, sandbox_id: str, pod_uid: str) -> int | None:
         pid = self._pids.get(sandbox_id)

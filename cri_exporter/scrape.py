@@ -9,7 +9,6 @@ multiplying the load on the runtime.
 from __future__ import annotations
 
 import concurrent.futures as cf
-import gzip
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from cri_exporter.collectors.base import Collector
 from cri_exporter.cri import CriClient, CriError
-from cri_exporter.exposition import ExpositionWriter
+from cri_exporter.exposition import ExpositionWriter, LabelCache
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import Inventory
 
@@ -36,16 +35,20 @@ class PartialCollection(Exception):
 
 
 class ScrapeContext:
-    """What collectors of one scrape share: the deadline and the inventory.
+    """What collectors of one scrape share: the deadline, the inventory and the
+    rendered label sets.
 
     The inventory (ListPodSandbox + ListContainers) is fetched once per scrape
     by whichever collector asks first; the others wait for that answer.
+    `labels` is the Scraper's, kept across scrapes: a container's label set
+    is rendered once for every collector and every scrape it lives through.
     """
 
-    def __init__(self, client: CriClient, hostfs: HostFS, deadline: float):
+    def __init__(self, client: CriClient, hostfs: HostFS, deadline: float, labels: LabelCache | None = None):
         self.client = client
         self.hostfs = hostfs
         self.deadline = deadline
+        self.labels = labels if labels is not None else LabelCache()
         self.runtime_up = False
         self._inventory_lock = threading.Lock()
         self._shared_lock = threading.Lock()
@@ -108,18 +111,19 @@ class ScrapeResult:
     _encoded: dict = field(default_factory=dict, repr=False, compare=False)
     _encode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def encoded(self, write: Callable[[list[Metric]], bytes], gzip_level: int | None = None) -> bytes:
-        """The text `write` makes of the metrics, gzip-compressed at `gzip_level` if given; made once."""
+    def encoded(self, writer: ExpositionWriter, gzip_level: int | None = None) -> bytes:
+        """The text `writer` makes of the metrics, gzip-compressed at `gzip_level` if
+        given; each made once. Prometheus asks for gzip: the plain text is then
+        never made at all."""
         with self._encode_lock:
-            text = self._encoded.get(None)
-            if text is None:
-                text = self._encoded[None] = write(self.metrics)
-            if gzip_level is None:
-                return text
-            packed = self._encoded.get(gzip_level)
-            if packed is None:
-                packed = self._encoded[gzip_level] = gzip.compress(text, compresslevel=gzip_level, mtime=0)
-            return packed
+            body = self._encoded.get(gzip_level)
+            if body is None:
+                if gzip_level is None:
+                    body = writer.write(self.metrics)
+                else:
+                    body = writer.write_gzip(self.metrics, gzip_level)
+                self._encoded[gzip_level] = body
+            return body
 
 
 class Scraper:
@@ -146,6 +150,7 @@ class Scraper:
         # one for the collections, one for whatever else the caller serves.
         self.exposition = ExpositionWriter()
         self.own_exposition = ExpositionWriter()
+        self.labels = LabelCache()
 
     def scrape(self, timeout: float | None = None) -> ScrapeResult:
         """The metrics of a collection; joins the one in flight if there is one."""
@@ -167,6 +172,8 @@ class Scraper:
     def _collect(self, timeout: float) -> ScrapeResult:
         started = time.monotonic()
         ctx = self.make_context(started + timeout)
+        self.labels.next_scrape()
+        ctx.labels = self.labels
         futures = {c.name: (self._pool.submit(_run, c, ctx)) for c in self.collectors}
         cf.wait([f for f in futures.values()], timeout=timeout)
 

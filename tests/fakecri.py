@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import threading
 import time
@@ -327,21 +328,62 @@ def make_cgroup_tree(host_root: str | os.PathLike, pods: list[FakePod]) -> Path:
             shutil.copyfile(path, dest)
     pod_files = _template_files(TEMPLATE_POD)
     container_files = _template_files(f"{TEMPLATE_POD}/{TEMPLATE_CONTAINER}")
-    for p in pods:
+    for n, p in enumerate(pods):
         pod_rel = f"kubepods/burstable/pod{p.sandbox.metadata.uid}"
+        sandbox_rel = f"{pod_rel}/{p.sandbox.id}"
+        # The sandbox's pause process, as the agent finds it for live pod
+        # network counters: its pid in the sandbox cgroup, and under <root>/proc
+        # a cgroup file naming the sandbox and a net/dev with lo and eth0.
+        pid = 100_000 + n
+        sandbox_files = {h: {**files, "cgroup.procs": f"{pid}\n".encode()} for h, files in container_files.items()}
         dirs = [(pod_rel, pod_files)] + [(f"{pod_rel}/{c.id}", container_files) for c in p.containers] + \
-               [(f"{pod_rel}/{p.sandbox.id}", container_files)]
-        for rel, files in dirs:
+               [(sandbox_rel, sandbox_files)]
+        for k, (rel, files) in enumerate(dirs):
+            seed = n * 8 + k
             for hierarchy, contents in files.items():
                 d = cg / hierarchy / rel
                 d.mkdir(parents=True, exist_ok=True)
                 for name, data in contents.items():
-                    fd = os.open(d / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-                    try:
-                        os.write(fd, data)
-                    finally:
-                        os.close(fd)
+                    _write(d / name, data if name in _SAME_FOR_ALL else _vary(data, seed))
+        proc = host_root / "proc" / str(pid)
+        (proc / "net").mkdir(parents=True, exist_ok=True)
+        _write(proc / "cgroup", "".join(f"{k}:{h}:/{sandbox_rel}\n" for k, h in enumerate(sorted(container_files), 1)).encode())
+        _write(proc / "net" / "dev", _net_dev(n))
     return host_root
+
+
+# Limits are often the same for many containers; usage never is.
+_SAME_FOR_ALL = frozenset({
+    "cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares", "cpu.max", "cpu.weight", "memory.limit_in_bytes",
+    "memory.max", "pids.max", "cgroup.procs",
+})
+_NUMBER = re.compile(rb"(?<![0-9:.])([0-9]{2,})(?![0-9:.])")
+
+
+def _vary(data: bytes, seed: int) -> bytes:
+    """The template's counters, different for every cgroup (as on a node: the
+    writer and gzip see distinct values); zeros and device numbers kept."""
+    return _NUMBER.sub(lambda m: str(int(m.group(1)) + seed * 7919).encode(), data)
+
+
+_NET_DEV_HEADER = (
+    "Inter-|   Receive                                                |  Transmit\n"
+    " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n"
+)
+
+
+def _net_dev(n: int) -> bytes:
+    lo = f"    lo: {1000 + n} 10 0 0 0 0 0 0 {1000 + n} 10 0 0 0 0 0 0\n"
+    eth0 = f"  eth0: {5_000_000 + n} 4000 {n % 3} 0 0 0 0 0 {3_000_000 + n} 3000 0 0 0 0 0 0\n"
+    return (_NET_DEV_HEADER + lo + eth0).encode()
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 def main() -> None:  # pragma: no cover - manual use: python -m tests.fakecri SOCKET N [HOST_ROOT]

@@ -13,12 +13,15 @@ v2 (Documentation/admin-guide/cgroup-v2.rst, io.stat):
 """
 from __future__ import annotations
 
+import re
+
 from cri_exporter.cgroups import files
 from cri_exporter.cgroups.devices import DeviceNames
 from cri_exporter.cgroups.files import CgroupGone
 from cri_exporter.cgroups.paths import CgroupPaths
 from cri_exporter.cgroups.stats import DeviceIO, IoStats
 
+_V1_LINE = re.compile(r"^[ \t]*(\d+:\d+)[ \t]+(Read|Write)[ \t]+(\d+)[ \t]*$", re.MULTILINE)
 _V1_OPS = {"Read": 0, "Write": 1}
 
 
@@ -51,20 +54,16 @@ def _read_v1_file(d: str, name: str) -> dict[str, list[int | None]]:
 
 
 def parse_v1_blkio(text: str | None, path: str = "") -> dict[str, list[int | None]]:
-    """maj:min -> [read, write] from a v1 blkio throttle file."""
+    """maj:min -> [read, write] from a v1 blkio throttle file.
+
+    Only `maj:min Read|Write N` lines count; Sync/Async/Discard/Total lines,
+    the summary line and garbage are skipped (one regex pass: these files
+    have a dozen lines per device and are read for every cgroup)."""
     out: dict[str, list[int | None]] = {}
     if not text:
         return out
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 3 or parts[1] not in _V1_OPS or ":" not in parts[0]:
-            continue  # Sync/Async/Discard/Total lines, the summary line, garbage
-        try:
-            value = int(parts[2])
-        except ValueError:
-            files.log.debug("cgroup line skipped", path=path, line=line[:80])
-            continue
-        out.setdefault(parts[0], [None, None])[_V1_OPS[parts[1]]] = value
+    for device, op, value in _V1_LINE.findall(text):
+        out.setdefault(device, [None, None])[_V1_OPS[op]] = int(value)
     return out
 
 

@@ -28,13 +28,13 @@ def read_cpu(paths: CgroupPaths, usage: bool = True) -> CpuStats | None:
         return None
 
 
-def _read_cpu(paths: CgroupPaths, usage: bool = True) -> CpuStats:
+def _read_cpu(paths: CgroupPaths, usage: bool = True, limits=files.UNKEPT) -> CpuStats:
     if paths.version == "v2":
-        return _read_v2(paths.unified)  # type: ignore[arg-type]
-    return _read_v1(paths.dir("cpu"), paths.dir("cpuacct") if usage else None)
+        return _read_v2(paths.unified, limits)  # type: ignore[arg-type]
+    return _read_v1(paths.dir("cpu"), paths.dir("cpuacct") if usage else None, limits)
 
 
-def _read_v1(cpu: str | None, cpuacct: str | None) -> CpuStats:
+def _read_v1(cpu: str | None, cpuacct: str | None, limits=files.UNKEPT) -> CpuStats:
     usage_ns = files.to_int(files.read(cpuacct, "cpuacct.usage"), "cpuacct.usage") if cpuacct else None
     if cpu is None:
         return CpuStats(usage_ns=usage_ns)
@@ -44,15 +44,15 @@ def _read_v1(cpu: str | None, cpuacct: str | None) -> CpuStats:
         periods=stat.get("nr_periods"),
         throttled_periods=stat.get("nr_throttled"),
         throttled_ns=stat.get("throttled_time"),
-        quota_us=files.limit(files.read(cpu, "cpu.cfs_quota_us"), "cpu.cfs_quota_us"),
-        period_us=files.to_int(files.read(cpu, "cpu.cfs_period_us"), "cpu.cfs_period_us"),
-        shares=files.to_int(files.read(cpu, "cpu.shares"), "cpu.shares"),
+        quota_us=files.limit(limits.read(cpu, "cpu.cfs_quota_us"), "cpu.cfs_quota_us"),
+        period_us=files.to_int(limits.read(cpu, "cpu.cfs_period_us"), "cpu.cfs_period_us"),
+        shares=files.to_int(limits.read(cpu, "cpu.shares"), "cpu.shares"),
     )
 
 
-def _read_v2(directory: str) -> CpuStats:
+def _read_v2(directory: str, limits=files.UNKEPT) -> CpuStats:
     stat = files.flat_keyed(files.read(directory, "cpu.stat"), "cpu.stat")
-    quota, period = _cpu_max(files.read(directory, "cpu.max"))
+    quota, period = _cpu_max(limits.read(directory, "cpu.max"))
     return CpuStats(
         usage_ns=_us_to_ns(stat.get("usage_usec")),
         periods=stat.get("nr_periods"),
@@ -60,7 +60,7 @@ def _read_v2(directory: str) -> CpuStats:
         throttled_ns=_us_to_ns(stat.get("throttled_usec")),
         quota_us=quota,
         period_us=period,
-        weight=files.to_int(files.read(directory, "cpu.weight"), "cpu.weight"),
+        weight=files.to_int(limits.read(directory, "cpu.weight"), "cpu.weight"),
     )
 
 

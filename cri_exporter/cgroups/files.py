@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import errno
 import os
+import random
+import re
 
 import structlog
 
@@ -23,6 +25,8 @@ log = structlog.get_logger(__name__)
 # Every cgroup file we read is a few KiB at most (memory.stat is ~3 KiB on
 # 6.x); the bound only limits what a hostile or broken file can cost.
 _READ_LIMIT = 256 * 1024
+_CHUNK = 65536
+_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 _GONE_ERRNOS = (errno.ENOENT, errno.ENODEV, errno.ESRCH)
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX pages in bytes: LONG_MAX rounded
@@ -30,10 +34,53 @@ _GONE_ERRNOS = (errno.ENOENT, errno.ENODEV, errno.ESRCH)
 # 9223372036854710272 with 64 KiB pages. Anything this close to 2**63 is
 # "unlimited" whatever the page size.
 _V1_UNLIMITED_FLOOR = 2**63 - 2**20
+_NUMERIC_KEY = re.compile(r" [-+0-9]")
 
 
 class CgroupGone(Exception):
     """The cgroup directory disappeared (container deleted) while we read it."""
+
+
+class LimitFiles:
+    """One cgroup's limit files (CFS quota, period, shares / weight, memory and
+    pids limits), read again only once `due()` says so.
+
+    A limit is written when the container is created and again only by an
+    in-place resize, yet it is about a third of the files a scrape reads.
+    Keeping the text for about a minute (`refresh_seconds`, spread so that
+    containers started together are not all re-read in one scrape) makes
+    a resize show up within that time instead of at the next scrape.
+    """
+
+    __slots__ = ("_texts", "_expires")
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str | None] = {}
+        self._expires = 0.0
+
+    def due(self, now: float, refresh_seconds: float) -> None:
+        """Forget the kept texts if they are older than about `refresh_seconds`."""
+        if now >= self._expires:
+            self._texts.clear()
+            self._expires = now + refresh_seconds * random.uniform(0.75, 1.25)
+
+    def read(self, directory: str, name: str) -> str | None:
+        try:
+            return self._texts[name]
+        except KeyError:
+            text = self._texts[name] = read(directory, name)
+            return text
+
+
+class _Unkept:
+    """LimitFiles' interface for a one-off read: every file read now."""
+
+    @staticmethod
+    def read(directory: str, name: str) -> str | None:
+        return read(directory, name)
+
+
+UNKEPT = _Unkept()
 
 
 def read(directory: str, name: str) -> str | None:
@@ -43,25 +90,28 @@ def read(directory: str, name: str) -> str | None:
     """
     path = f"{directory}/{name}"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, _FLAGS)
     except OSError as err:
         return _missing(directory, path, err)
     try:
-        chunks = []
-        size = 0
-        while size < _READ_LIMIT:
-            chunk = os.read(fd, 65536)
-            chunks.append(chunk)
-            size += len(chunk)
-            # seq_file (every cgroup file) and regular files fill the buffer
-            # up to EOF, so a short read is the end: saves a syscall per file.
-            if len(chunk) < 65536:
-                break
+        data = os.read(fd, _CHUNK)
+        # seq_file (every cgroup file) and regular files fill the buffer up
+        # to EOF, so a short read is the end: saves a syscall per file.
+        if len(data) == _CHUNK:
+            chunks = [data]
+            size = _CHUNK
+            while size < _READ_LIMIT:
+                chunk = os.read(fd, _CHUNK)
+                chunks.append(chunk)
+                size += len(chunk)
+                if len(chunk) < _CHUNK:
+                    break
+            data = b"".join(chunks)
     except OSError as err:
         return _missing(directory, path, err)
     finally:
         os.close(fd)
-    return b"".join(chunks).decode("ascii", errors="replace")
+    return data.decode("ascii", errors="replace")
 
 
 def _missing(directory: str, path: str, err: OSError) -> None:
@@ -108,6 +158,18 @@ def flat_keyed(text: str | None, path: str = "") -> dict[str, int]:
     out: dict[str, int] = {}
     if not text:
         return out
+    # Fast path for a well-formed file: every line one key and one integer.
+    # A value token in a key's place (keys never start with a digit or "-")
+    # or a key in a value's place (int() fails) means a malformed line: then
+    # line by line.
+    tokens = text.split()
+    if len(tokens) == 2 * (text.count("\n") + (not text.endswith("\n"))):
+        keys = tokens[::2]
+        if _NUMERIC_KEY.search(" " + " ".join(keys)) is None:
+            try:
+                return dict(zip(keys, map(int, tokens[1::2])))
+            except ValueError:
+                pass
     for line in text.splitlines():
         parts = line.split()
         if len(parts) != 2:

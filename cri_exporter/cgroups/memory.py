@@ -69,20 +69,20 @@ def working_set(usage: int | None, inactive_file: int | None) -> int | None:
     return usage - inactive_file if inactive_file < usage else 0
 
 
-def _read_memory(paths: CgroupPaths) -> MemoryStats:
+def _read_memory(paths: CgroupPaths, limits=files.UNKEPT) -> MemoryStats:
     if paths.version == "v2":
-        return _read_v2(paths.unified)  # type: ignore[arg-type]
+        return _read_v2(paths.unified, limits)  # type: ignore[arg-type]
     directory = paths.dir("memory")
-    return _read_v1(directory) if directory else MemoryStats()
+    return _read_v1(directory, limits) if directory else MemoryStats()
 
 
-def _read_v1(d: str) -> MemoryStats:
+def _read_v1(d: str, limits=files.UNKEPT) -> MemoryStats:
     usage = files.to_int(files.read(d, "memory.usage_in_bytes"), "memory.usage_in_bytes")
     stat = normalized_stat("v1", files.read(d, "memory.stat"))
     oom = files.flat_keyed(files.read(d, "memory.oom_control"), "memory.oom_control")
     return MemoryStats(
         usage_bytes=usage,
-        limit_bytes=files.limit(files.read(d, "memory.limit_in_bytes"), "memory.limit_in_bytes"),
+        limit_bytes=files.limit(limits.read(d, "memory.limit_in_bytes"), "memory.limit_in_bytes"),
         working_set_bytes=working_set(usage, stat.get("inactive_file")),
         rss_bytes=stat.get("rss"),
         cache_bytes=stat.get("cache"),
@@ -97,13 +97,13 @@ def _read_v1(d: str) -> MemoryStats:
     )
 
 
-def _read_v2(d: str) -> MemoryStats:
+def _read_v2(d: str, limits=files.UNKEPT) -> MemoryStats:
     usage = files.to_int(files.read(d, "memory.current"), "memory.current")
     stat = normalized_stat("v2", files.read(d, "memory.stat"))
     events = files.flat_keyed(files.read(d, "memory.events"), "memory.events")
     return MemoryStats(
         usage_bytes=usage,
-        limit_bytes=files.limit(files.read(d, "memory.max"), "memory.max"),
+        limit_bytes=files.limit(limits.read(d, "memory.max"), "memory.max"),
         working_set_bytes=working_set(usage, stat.get("inactive_file")),
         rss_bytes=stat.get("rss"),
         cache_bytes=stat.get("cache"),

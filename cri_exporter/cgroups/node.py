@@ -6,6 +6,9 @@ safe to call from both collector threads at once.
 """
 from __future__ import annotations
 
+import time
+
+from cri_exporter.cgroups import files
 from cri_exporter.cgroups.blkio import _read_io
 from cri_exporter.cgroups.cpu import _read_cpu
 from cri_exporter.cgroups.devices import DeviceNames
@@ -19,15 +22,25 @@ from cri_exporter.cgroups.stats import CgroupStats
 from cri_exporter.hostfs import HostFS
 
 
-def read_all(paths: CgroupPaths, names: DeviceNames | None = None) -> CgroupStats | None:
-    """Every reader over one cgroup, each file read once; None if the cgroup is gone."""
+# How long a cgroup's limit files are trusted without reading them (files.LimitFiles).
+LIMITS_REFRESH_SECONDS = 60.0
+
+
+def read_all(paths: CgroupPaths, names: DeviceNames | None = None, keep_limits: bool = False) -> CgroupStats | None:
+    """Every reader over one cgroup, each file read once; None if the cgroup is gone.
+
+    `keep_limits`: the limit files' text may be up to about
+    LIMITS_REFRESH_SECONDS old (paths kept across scrapes, see NodeCgroups)."""
+    limits = paths.limits if keep_limits else files.UNKEPT
+    if keep_limits:
+        paths.limits.due(time.monotonic(), LIMITS_REFRESH_SECONDS)
     try:
         return CgroupStats(
             version=paths.version,
-            cpu=_read_cpu(paths, True),
-            memory=_read_memory(paths),
+            cpu=_read_cpu(paths, True, limits),
+            memory=_read_memory(paths, limits),
             pressure=_read_pressure(paths),
-            pids=_read_pids(paths),
+            pids=_read_pids(paths, limits),
             io=_read_io(paths, names),
         )
     except CgroupGone:
@@ -52,7 +65,7 @@ class NodeCgroups:
         paths = self.resolver.container(container_id, pod_uid)
         if paths is None:
             return None
-        stats = read_all(paths, self.devices)
+        stats = read_all(paths, self.devices, keep_limits=True)
         if stats is None:
             self.resolver.forget(container_id=container_id)
         return stats
@@ -61,7 +74,7 @@ class NodeCgroups:
         paths = self.resolver.pod(pod_uid)
         if paths is None:
             return None
-        stats = read_all(paths, self.devices)
+        stats = read_all(paths, self.devices, keep_limits=True)
         if stats is None:
             self.resolver.forget(pod_uid=pod_uid)
         return stats

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from cri_exporter.cgroups import layout as layout_mod
+from cri_exporter.cgroups.files import LimitFiles
 from cri_exporter.cgroups.layout import CGROUPFS, DEFAULT_ROOT, SYSTEMD, CgroupUnavailable, Layout
 from cri_exporter.hostfs import HostFS
 
@@ -44,6 +45,8 @@ class CgroupPaths:
     relative: str  # e.g. "kubepods/burstable/pod<uid>/<id>"
     dirs: dict[str, str] = field(default_factory=dict)
     unified: str | None = None
+    # what is known of this cgroup's limit files (see files.LimitFiles)
+    limits: LimitFiles = field(default_factory=LimitFiles, compare=False, repr=False)
 
     def dir(self, controller: str) -> str | None:
         if self.version == "v2":

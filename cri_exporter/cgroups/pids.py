@@ -16,11 +16,11 @@ def read_pids(paths: CgroupPaths) -> PidsStats | None:
         return None
 
 
-def _read_pids(paths: CgroupPaths) -> PidsStats:
+def _read_pids(paths: CgroupPaths, limits=files.UNKEPT) -> PidsStats:
     d = paths.dir("pids")
     if d is None:
         return PidsStats()
     return PidsStats(
         current=files.to_int(files.read(d, "pids.current"), "pids.current"),
-        limit=files.limit(files.read(d, "pids.max"), "pids.max"),
+        limit=files.limit(limits.read(d, "pids.max"), "pids.max"),
     )

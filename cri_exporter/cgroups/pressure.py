@@ -12,6 +12,8 @@ PSI lives in the v2 tree, so on a v1 node it is read from the hybrid
 """
 from __future__ import annotations
 
+import re
+
 from cri_exporter.cgroups import files
 from cri_exporter.cgroups.files import CgroupGone
 from cri_exporter.cgroups.paths import CgroupPaths
@@ -27,14 +29,16 @@ def read_pressure(paths: CgroupPaths) -> PressureStats | None:
 
 
 def parse_psi(text: str | None, path: str = "") -> PsiTotals | None:
+    """`some avg10=.. avg60=.. avg300=.. total=N` (and `full ...`): the totals.
+    A line without a readable total leaves that total unknown."""
     if text is None:
         return None
-    lines = files.nested_keyed(text, path)
-    some, full = lines.get("some"), lines.get("full")
-    return PsiTotals(
-        some_us=files.field_int(some, "total", path) if some is not None else None,
-        full_us=files.field_int(full, "total", path) if full is not None else None,
-    )
+    totals = dict(_TOTAL.findall(text))
+    some, full = totals.get("some"), totals.get("full")
+    return PsiTotals(some_us=int(some) if some else None, full_us=int(full) if full else None)
+
+
+_TOTAL = re.compile(r"^(some|full)[ \t](?:[^\n]*[ \t])?total=([0-9]+)(?=[ \t]|$)", re.MULTILINE)
 
 
 def _read_pressure(paths: CgroupPaths) -> PressureStats:

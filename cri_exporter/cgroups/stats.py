@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Read-only by convention, not frozen: a frozen dataclass costs five times as
+# much to build, and a scrape of a busy node builds tens of thousands.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class CpuStats:
     usage_ns: int | None = None
     periods: int | None = None  # CFS enforcement periods that elapsed with runnable tasks
@@ -21,7 +24,7 @@ class CpuStats:
     weight: int | None = None  # v2 cpu.weight
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MemoryStats:
     usage_bytes: int | None = None
     limit_bytes: int | None = None  # None: unlimited
@@ -41,7 +44,7 @@ class MemoryStats:
     high_events: int | None = None  # v2 memory.events high: times usage went over memory.high
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PsiTotals:
     """Cumulative stall time in µs (the `total=` field)."""
 
@@ -49,20 +52,20 @@ class PsiTotals:
     full_us: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PressureStats:
     cpu: PsiTotals | None = None
     memory: PsiTotals | None = None
     io: PsiTotals | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PidsStats:
     current: int | None = None  # tasks (threads included) in the cgroup
     limit: int | None = None  # None: "max"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeviceIO:
     device: str  # DEVNAME from /sys/dev/block/<maj:min>/uevent, else "maj:min"
     major_minor: str
@@ -72,12 +75,12 @@ class DeviceIO:
     write_ops: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IoStats:
     devices: tuple[DeviceIO, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     """What the CRI collector serves live: the same values the kubelet computes."""
 
@@ -90,7 +93,7 @@ class Usage:
     memory_major_page_faults: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CgroupStats:
     version: str
     cpu: CpuStats

@@ -22,9 +22,9 @@ from prometheus_client.core import Metric
 
 from cri_exporter.cgroups import NodeCgroups, Usage
 from cri_exporter.cgroups.usage import usage_from
-from cri_exporter.collectors.cgroups import container_cgroup, pod_cgroup
+from cri_exporter.collectors.cgroups import Readings, node_readings
 from cri_exporter.cri import model
-from cri_exporter.exposition import Family
+from cri_exporter.exposition import Family, LabelCache, Labels
 from cri_exporter.inventory import ContainerIdentity, Inventory
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.scrape import PartialCollection, ScrapeContext
@@ -33,8 +33,14 @@ from cri_exporter.status_cache import FetchOnce
 
 CONTAINER_STATES = ("created", "running", "exited", "unknown")
 POD_STATES = ("ready", "notready")
-C_LABELS = ["namespace", "pod", "container"]
-P_LABELS = ["namespace", "pod"]
+C_LABELS = ("namespace", "pod", "container")
+P_LABELS = ("namespace", "pod")
+_C_INFO = C_LABELS + ("container_id", "pod_id", "pod_uid", "image", "image_id", "runtime_handler")
+_C_STATE = C_LABELS + ("state",)
+_C_REASON = C_LABELS + ("reason",)
+_P_INFO = P_LABELS + ("pod_uid", "pod_id", "runtime_handler", "attempt")
+_P_STATE = P_LABELS + ("state",)
+_P_NET = P_LABELS + ("interface",)
 
 # Handlers whose host-side cgroup holds a VM or a user-space kernel, not the
 # container's processes: their cgroup readings would describe the sandbox.
@@ -51,14 +57,14 @@ _LIVE = {
     "swap_usage_bytes": "memory_swap_bytes",
 }
 
-# (metric name, help, ContainerStats attribute, scale, is counter)
+# (metric name, help, ContainerStats attribute, units per base unit, is counter)
 # Not exported: usage_nano_cores and available_bytes. containerd 1.6.20 sends
 # both as a zero-valued wrapper (usage_nano_cores is computed only for the
 # kubelet's summary API, available_bytes is 0 without a limit), so a zero
 # cannot be told from "not measured"; rate(cpu_usage_seconds_total) and the
 # cgroup collector's limit give the same answers honestly.
 _CONTAINER_STATS = (
-    ("cri_container_cpu_usage_seconds", "Cumulative CPU time the container used.", "cpu_usage_ns", 1e-9, True),
+    ("cri_container_cpu_usage_seconds", "Cumulative CPU time the container used.", "cpu_usage_ns", 1e9, True),
     ("cri_container_memory_working_set_bytes", "Memory working set (usage minus inactive file cache): what the kubelet evicts and the OOM killer weighs.", "memory_working_set_bytes", 1, False),
     ("cri_container_memory_usage_bytes", "Memory usage including all caches.", "memory_usage_bytes", 1, False),
     ("cri_container_memory_rss_bytes", "Anonymous and swap cache memory (RSS).", "memory_rss_bytes", 1, False),
@@ -70,7 +76,7 @@ _CONTAINER_STATS = (
 )
 
 _POD_STATS = (
-    ("cri_pod_cpu_usage_seconds", "Cumulative CPU time of every process in the pod.", "cpu_usage_ns", 1e-9, True),
+    ("cri_pod_cpu_usage_seconds", "Cumulative CPU time of every process in the pod.", "cpu_usage_ns", 1e9, True),
     ("cri_pod_memory_working_set_bytes", "Memory working set of the pod.", "memory_working_set_bytes", 1, False),
     ("cri_pod_memory_usage_bytes", "Memory usage of the pod including caches.", "memory_usage_bytes", 1, False),
     ("cri_pod_memory_rss_bytes", "RSS of the pod.", "memory_rss_bytes", 1, False),
@@ -83,10 +89,6 @@ _POD_NET = (
     ("cri_pod_network_receive_errors", "Receive errors on the pod's interface.", "rx_errors"),
     ("cri_pod_network_transmit_errors", "Transmit errors on the pod's interface.", "tx_errors"),
 )
-
-
-def _family(name: str, doc: str, counter: bool, labels: list[str]) -> Family:
-    return Family(name, doc, labels, counter)
 
 
 class ContainersCollector:
@@ -107,12 +109,15 @@ class ContainersCollector:
         snapshot = self.refresher.snapshot if self.refresher else None
         last_exited = _last_exited(inv)
         self._refresh_statuses(ctx, inv, last_exited)
-        containers, snapshot_used = self._containers(ctx, inv, last_exited, snapshot.containers if snapshot else {})
+        readings = node_readings(ctx, self.cgroups, inv) if self.cgroups else Readings({}, {})
+        containers, containers_used = self._containers(ctx.labels, inv, readings, last_exited,
+                                                       snapshot.containers if snapshot else {})
+        pods, pods_used = self._pods(ctx.labels, inv, readings, snapshot.pods if snapshot else {})
         if self.refresher:
-            self.refresher.snapshot_feeds_usage(snapshot_used)
+            self.refresher.snapshot_feeds_usage(containers_used or pods_used)
         yield from self._node_counts(inv)
         yield from containers
-        yield from self._pods(ctx, inv, snapshot.pods if snapshot else {})
+        yield from pods
 
     def _refresh_statuses(self, ctx: ScrapeContext, inv: Inventory,
                           last_exited: dict[ContainerIdentity, model.Container]) -> None:
@@ -147,43 +152,43 @@ class ContainersCollector:
         yield containers
         yield pods
 
-    def _containers(self, ctx: ScrapeContext, inv: Inventory, last_exited: dict[ContainerIdentity, model.Container],
+    def _containers(self, cache: LabelCache, inv: Inventory, readings: Readings, last_exited: dict[ContainerIdentity, model.Container],
                     stats: dict[str, model.ContainerStats]) -> tuple[list[Metric], bool]:
         """The container families, and whether any running container's usage came from the snapshot."""
         snapshot_used = False
         info = Family(
             "cri_container_info",
             "The current instance of each container: ids, image and pod; always 1.",
-            labels=C_LABELS + ["container_id", "pod_id", "pod_uid", "image", "image_id", "runtime_handler"],
+            labels=_C_INFO,
         )
-        state = Family("cri_container_state", "1 for the container's current state, 0 for the others.", labels=C_LABELS + ["state"])
+        state = Family("cri_container_state", "1 for the container's current state, 0 for the others.", labels=_C_STATE)
         restarts = Family("cri_container_restarts", "Restarts of the container: the attempt number of its current instance.", labels=C_LABELS)
         started = Family("cri_container_start_time_seconds", "Unix time the current instance started.", labels=C_LABELS)
         reason = Family(
             "cri_container_last_terminated_reason",
             "Why the container's latest exited instance ended (OOMKilled, Error, Completed...); always 1.",
-            labels=C_LABELS + ["reason"],
+            labels=_C_REASON,
         )
         exit_code = Family("cri_container_last_terminated_exit_code", "Exit code of the container's latest exited instance.", labels=C_LABELS)
         finished = Family("cri_container_last_terminated_time_seconds", "Unix time the container's latest exited instance ended.", labels=C_LABELS)
-        values = [(_family(n, d, counter, C_LABELS), attr, scale) for n, d, attr, scale, counter in _CONTAINER_STATS]
+        values = [(Family(n, d, C_LABELS, counter), attr, per) for n, d, attr, per, counter in _CONTAINER_STATS]
+        label = cache.get
 
         for ident, c in inv.current_containers.items():
-            labels = [ident.namespace, ident.pod, ident.container]
+            key = (ident.namespace, ident.pod, ident.container)
+            labels = label(C_LABELS, key)
             pod = inv.pods_by_id.get(c.pod_sandbox_id)
-            info.add_metric(
-                labels + [c.id, c.pod_sandbox_id, inv.pod_uid(c), c.image, c.image_id, pod.runtime_handler if pod else ""],
-                1.0,
-            )
+            handler = pod.runtime_handler if pod else ""
+            info.add(label(_C_INFO, key + (c.id, c.pod_sandbox_id, inv.pod_uid(c), c.image, c.image_id, handler)), 1.0)
             for s in CONTAINER_STATES:
-                state.add_metric(labels + [s], 1.0 if c.state == s else 0.0)
-            restarts.add_metric(labels, float(c.attempt))
+                state.add(label(_C_STATE, key + (s,)), 1.0 if c.state == s else 0.0)
+            restarts.add(labels, float(c.attempt))
             status = self.statuses.get((c.id, c.state))
             if status is not None and status.started_at_ns > 0:
-                started.add_metric(labels, status.started_at_ns / 1e9)
+                started.add(labels, status.started_at_ns / 1e9)
             live = None
             if c.state == "running" and _cgroup_backed(pod):
-                cg = container_cgroup(ctx, self.cgroups, c.id, inv.pod_uid(c)) if self.cgroups else None
+                cg = readings.containers.get(c.id)
                 live = usage_from(cg) if cg is not None else None
             if c.state == "running" and live is None:
                 snapshot_used = True
@@ -193,36 +198,38 @@ class ContainersCollector:
             status = self.statuses.get((c.id, c.state))
             if status is None:
                 continue
-            labels = [ident.namespace, ident.pod, ident.container]
-            reason.add_metric(labels + [status.reason or "Unknown"], 1.0)
-            exit_code.add_metric(labels, float(status.exit_code))
+            key = (ident.namespace, ident.pod, ident.container)
+            labels = label(C_LABELS, key)
+            reason.add(label(_C_REASON, key + (status.reason or "Unknown",)), 1.0)
+            exit_code.add(labels, float(status.exit_code))
             if status.finished_at_ns > 0:
-                finished.add_metric(labels, status.finished_at_ns / 1e9)
+                finished.add(labels, status.finished_at_ns / 1e9)
 
         families = [info, state, restarts, started, reason, exit_code, finished] + [f for f, _, _ in values]
         return families, snapshot_used
 
-    def _pods(self, ctx: ScrapeContext, inv: Inventory, stats: dict[str, model.PodStats]) -> Iterable[Metric]:
-        info = Family(
-            "cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.",
-            labels=P_LABELS + ["pod_uid", "pod_id", "runtime_handler", "attempt"],
-        )
-        state = Family("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.", labels=P_LABELS + ["state"])
+    def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: dict[str, model.PodStats]) -> tuple[list[Metric], bool]:
+        """The pod families, and whether any ready pod's usage or network came from the snapshot."""
+        snapshot_used = False
+        info = Family("cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.", labels=_P_INFO)
+        state = Family("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.", labels=_P_STATE)
         created = Family("cri_pod_created_time_seconds", "Unix time the pod's current sandbox was created.", labels=P_LABELS)
-        values = [(_family(n, d, counter, P_LABELS), attr, scale) for n, d, attr, scale, counter in _POD_STATS]
-        net = [(Family(n, d, P_LABELS + ["interface"], counter=True), attr) for n, d, attr in _POD_NET]
+        values = [(Family(n, d, P_LABELS, counter), attr, per) for n, d, attr, per, counter in _POD_STATS]
+        net = [(Family(n, d, _P_NET, counter=True), attr) for n, d, attr in _POD_NET]
+        label = cache.get
 
         if self.podnet:
             self.podnet.retain({p.id for p in inv.current_pods.values()})
         for ident, p in inv.current_pods.items():
-            labels = [ident.namespace, ident.pod]
-            info.add_metric(labels + [p.k8s_uid, p.id, p.runtime_handler, str(p.attempt)], 1.0)
+            key = (ident.namespace, ident.pod)
+            labels = label(P_LABELS, key)
+            info.add(label(_P_INFO, key + (p.k8s_uid, p.id, p.runtime_handler, str(p.attempt))), 1.0)
             for st in POD_STATES:
-                state.add_metric(labels + [st], 1.0 if p.state == st else 0.0)
-            created.add_metric(labels, p.created_at_ns / 1e9)
+                state.add(label(_P_STATE, key + (st,)), 1.0 if p.state == st else 0.0)
+            created.add(labels, p.created_at_ns / 1e9)
             live = None
-            if p.state == "ready" and _cgroup_backed(p) and self.cgroups:
-                cg = pod_cgroup(ctx, self.cgroups, p.k8s_uid)
+            if p.state == "ready" and _cgroup_backed(p):
+                cg = readings.pods.get(p.k8s_uid)
                 live = usage_from(cg) if cg is not None else None
             s = stats.get(p.id)
             _add_values(values, labels, live, s)
@@ -230,16 +237,18 @@ class ContainersCollector:
             # hostNetwork pods' namespace holds the node's interfaces: CRI's word only.
             if p.state == "ready" and _cgroup_backed(p) and self.podnet and self.host_network.get(p.id) is False:
                 interfaces = self.podnet.interfaces(p.id, p.k8s_uid)
+                snapshot_used = snapshot_used or interfaces is None
+            if p.state == "ready" and live is None:
+                snapshot_used = True
             if interfaces is None:
                 interfaces = s.interfaces if s is not None else ()
             for iface in interfaces:
+                iface_labels = label(_P_NET, key + (iface.name,))
                 for family, attr in net:
                     v = getattr(iface, attr)
                     if v is not None:
-                        family.add_metric(labels + [iface.name], float(v))
-        yield from (info, state, created)
-        yield from (f for f, _, _ in values)
-        yield from (f for f, _ in net)
+                        family.add(iface_labels, float(v))
+        return [info, state, created] + [f for f, _, _ in values] + [f for f, _ in net], snapshot_used
 
 
 # containerd 1.6.20 handles a container's exit and the kernel's OOM event
@@ -257,16 +266,16 @@ def _cgroup_backed(pod: model.PodSandbox | None) -> bool:
     return not any(hint in handler for hint in _VM_HANDLER_HINTS)
 
 
-def _add_values(values, labels: list[str], live: Usage | None, snap) -> None:
+def _add_values(values, labels: Labels, live: Usage | None, snap) -> None:
     """Each value from the live cgroup reading if it has it, else from the CRI snapshot."""
-    for family, attr, scale in values:
+    for family, attr, per in values:
         v = None
         if live is not None and attr in _LIVE:
             v = getattr(live, _LIVE[attr])
         if v is None and snap is not None:
             v = getattr(snap, attr)
         if v is not None:
-            family.add_metric(labels, v * scale)
+            family.add(labels, v / per)
 
 
 def _last_exited(inv: Inventory) -> dict[ContainerIdentity, model.Container]:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# Read-only by convention, not frozen: a frozen dataclass costs five times as
+# much to build, and a scrape of a busy node builds tens of thousands.
+
 # Labels the kubelet puts on every sandbox and container it creates.
 LABEL_POD_NAME = "io.kubernetes.pod.name"
 LABEL_POD_NAMESPACE = "io.kubernetes.pod.namespace"
@@ -16,7 +19,7 @@ LABEL_POD_UID = "io.kubernetes.pod.uid"
 LABEL_CONTAINER_NAME = "io.kubernetes.container.name"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RuntimeVersion:
     api_version: str
     runtime_name: str
@@ -24,7 +27,7 @@ class RuntimeVersion:
     runtime_api_version: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RuntimeCondition:
     type: str
     status: bool
@@ -32,13 +35,13 @@ class RuntimeCondition:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RuntimeStatus:
     conditions: tuple[RuntimeCondition, ...]
     info: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PodSandbox:
     id: str
     name: str
@@ -64,7 +67,7 @@ class PodSandbox:
         return self.labels.get(LABEL_POD_UID, self.uid)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Container:
     id: str
     pod_sandbox_id: str
@@ -82,7 +85,7 @@ class Container:
         return self.labels.get(LABEL_CONTAINER_NAME, self.name)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ContainerStatus:
     """The parts of ContainerStatus that ListContainers does not carry."""
 
@@ -95,7 +98,7 @@ class ContainerStatus:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ContainerStats:
     id: str
     cpu_usage_ns: int | None = None
@@ -109,7 +112,7 @@ class ContainerStats:
     swap_usage_bytes: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InterfaceStats:
     name: str
     rx_bytes: int | None
@@ -118,7 +121,7 @@ class InterfaceStats:
     tx_errors: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PodStats:
     id: str
     cpu_usage_ns: int | None = None
@@ -130,7 +133,7 @@ class PodStats:
     containers: tuple[ContainerStats, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FilesystemUsage:
     kind: str  # "image" | "container"
     mountpoint: str
@@ -138,7 +141,7 @@ class FilesystemUsage:
     inodes_used: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Image:
     id: str
     tags: tuple[str, ...]
