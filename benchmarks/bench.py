@@ -10,8 +10,9 @@ which do the cgroup reading for stats) from /proc/<pid>/stat.
 Beyond what this machine holds: tests/fakecri.py (recorded-shape answers) and
 a generated cgroup v1 tree passed as --host-root.
 
-The floor: the same CRI list calls and the same cgroup files (recorded from
-one in-process scrape) read bare, no parsing, no metrics, no exposition.
+The floor: the same CRI list calls and the same cgroup and /proc files
+(recorded from one in-process scrape) read bare, no parsing, no metrics, no
+exposition.
 Scrapes ask for gzip, as Prometheus does.
 """
 from __future__ import annotations
@@ -42,6 +43,7 @@ from cri_exporter.cgroups import files as cgfiles  # noqa: E402
 from cri_exporter.cri import CriClient  # noqa: E402
 from cri_exporter.exposition import ExpositionWriter, Family  # noqa: E402
 from cri_exporter.exporter import Exporter  # noqa: E402
+from cri_exporter.hostfs import HostFS  # noqa: E402
 from cri_exporter.settings import DEFAULTS, Settings  # noqa: E402
 from tests.exporter_proc import ExporterProcess, free_port, parse  # noqa: E402
 from tests.fakecri import FakeCRI, fleet, make_cgroup_tree  # noqa: E402
@@ -98,15 +100,20 @@ def scrape_series(url: str, n: int, pids: list[int]) -> dict:
 
 
 def recorded_files(endpoint: str, host_root: str) -> list[tuple[str, str]]:
-    """(directory, name) of every cgroup file one scrape reads, by running one in-process."""
+    """(directory, name) of every cgroup and /proc file one scrape reads, by running one in-process."""
     seen: list[tuple[str, str]] = []
-    real = cgfiles.read
+    real, real_text = cgfiles.read, HostFS.read_text
 
     def spy(directory, name):
         seen.append((directory, name))
         return real(directory, name)
 
+    def spy_text(self, host_path, *args, **kwargs):
+        seen.append(os.path.split(self.path(host_path)))
+        return real_text(self, host_path, *args, **kwargs)
+
     cgfiles.read = spy
+    HostFS.read_text = spy_text
     try:
         exp = Exporter(Settings(runtime_endpoint=endpoint, host_root=host_root,
                                 collectors=tuple(FAKE_COLLECTORS.split(",")), stats_interval=3600))
@@ -116,12 +123,12 @@ def recorded_files(endpoint: str, host_root: str) -> list[tuple[str, str]]:
         families = exp.scraper.scrape().metrics
         exp.stop()
     finally:
-        cgfiles.read = real
+        cgfiles.read, HostFS.read_text = real, real_text
     return seen, families
 
 
 def floor(endpoint: str, paths: list[tuple[str, str]], n: int) -> float:
-    """p50 seconds of the bare work: ListPodSandbox + ListContainers, and every cgroup file read once."""
+    """p50 seconds of the bare work: ListPodSandbox + ListContainers, and every recorded file read once."""
     client = CriClient(endpoint, timeout=30)
     full = [f"{d}/{name}" for d, name in paths]
     times = []
@@ -274,10 +281,33 @@ def _run_fake(base: Path, counts: list[int], scrapes: int, rows: list, notes: li
                 refresh_cpu = (cpu_seconds([exp.proc.pid]) - cpu0) / 4  # per refresh (+ idle), upper bound
             finally:
                 exp.stop()
+            if n == 1000:
+                r["rss_default"] = default_config_rss(fake.endpoint, root, base)
             paths, families = recorded_files(fake.endpoint, str(root))
             fl = floor(fake.endpoint, paths, k)
             expo.append({"n": n, **exposition_costs(families), "text": text if n == 1000 else None})
             rows.append({"where": "fake", "n": n, **r, "series": series, "floor": fl, "refresh_cpu": refresh_cpu})
+
+
+def default_config_rss(endpoint: str, root: Path, base: Path) -> tuple[float, float]:
+    """RSS (and peak) of the agent as shipped: every collector, the doctor
+    included (it runs at start, then every --doctor-interval; its modules stay
+    loaded), after the doctor's first run and 10 scrapes."""
+    exp = ExporterProcess(endpoint, "--host-root", str(root), "--scrape-timeout", "30", "--runtime-timeout", "20",
+                          log_path=base / "exporter-default.log")
+    try:
+        for _ in range(120):
+            _, _, text = fetch(exp.url + "/metrics")
+            if b"\ncri_doctor_last_run_timestamp_seconds " in text:
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("the doctor never ran")
+        for _ in range(10):
+            fetch(exp.url + "/metrics")
+        return rss_mb(exp.proc.pid)
+    finally:
+        exp.stop()
 
 
 # ---------- report ----------
@@ -353,6 +383,10 @@ def report(rows, expo, gz, notes, args) -> str:
     if worst:
         out.append("- resident memory < 80 MB: " + ", ".join(f"{r['n']}: {r['rss']:.0f} MB" for r in rows)
                    + f" [{mark(all(r['rss'] < 80 for r in rows if r['n'] <= 1000))} up to 1,000]")
+        if r1k and "rss_default" in r1k:
+            rss, hwm = r1k["rss_default"]
+            out.append(f"- as shipped (every collector; the doctor runs in a child process), 1,000 "
+                       f"containers: {rss:.0f} MB (peak {hwm:.0f}) [{mark(rss < 80)}]")
     r250 = by.get(("fake", 250))
     if r250:
         per15 = r250["cpu"] + r250["refresh_cpu"]

@@ -18,8 +18,8 @@ from cri_exporter.collectors.containers import ContainersCollector, StatsCollect
 from cri_exporter.collectors.imagefs import ImageFsCollector
 from cri_exporter.collectors.runtime import RuntimeCollector
 from cri_exporter.cri.client import CriClient, probe_endpoints, resolve_endpoint
+from cri_exporter.doctor.child import DoctorChild
 from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
-from cri_exporter.doctor.runner import run_doctor
 from cri_exporter.hostfs import HostFS
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.scrape import Scraper, ScrapeContext
@@ -90,10 +90,12 @@ class Exporter:
             collectors.append(CgroupCollector(self.hostfs, cgroups=cgroups))
         self.doctor: DoctorCollector | None = None
         self._doctor_thread: PeriodicDoctor | None = None
+        self._doctor_child: DoctorChild | None = None
         if "doctor" in enabled:
             self.doctor = DoctorCollector()
+            self._doctor_child = DoctorChild(self.hostfs.root, lambda: self.client.endpoint)
             self._doctor_thread = PeriodicDoctor(
-                lambda: run_doctor(self.hostfs, self.client.endpoint), self.doctor, settings.doctor_interval,
+                self._doctor_child.run, self.doctor, settings.doctor_interval,
                 on_error=lambda err: log.warning("doctor run failed", error=str(err)),
             )
             collectors.append(_DoctorScrape(self.doctor))
@@ -133,6 +135,8 @@ class Exporter:
             self.refresher.stop()
         if self._doctor_thread is not None:
             self._doctor_thread.stop()
+        if self._doctor_child is not None:
+            self._doctor_child.stop()
         self.scraper.close()
 
     def render(self, timeout: float | None = None, gzip_ok: bool = False) -> tuple[bytes, dict[str, str]]:

@@ -86,11 +86,15 @@ class Labels:
     rendering, not 40, and no lookup at all when written.
     """
 
-    __slots__ = ("values", "text")
+    __slots__ = ("key", "text")
 
     def __init__(self, names: tuple[str, ...], values: tuple[str, ...]):
-        self.values = values
+        self.key = (names, values)
         self.text = render_labels(names, values)
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return self.key[1]
 
 
 def render_labels(names: Iterable[str], values: Iterable[str]) -> str:
@@ -122,7 +126,9 @@ class LabelCache:
             labels = self._old.get(key)
             if labels is None:
                 labels = Labels(names, values)
-            self._new[key] = labels
+            # Stored under the label set's own key: the strings of this
+            # scrape's lookup key (equal, but new objects) are not kept too.
+            self._new[labels.key] = labels
         return labels
 
     def __len__(self) -> int:

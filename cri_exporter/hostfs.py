@@ -52,9 +52,23 @@ class HostFS:
         return os.path.join(self.root, *done)
 
     def read_text(self, host_path: str, limit: int = 4 * 1024 * 1024) -> str:
-        """Read a small text file; `limit` bounds what a hostile file costs."""
-        with open(self.path(host_path), "rb") as f:
-            return f.read(limit).decode("utf-8", errors="replace")
+        """Read a small text file; `limit` bounds what a hostile file costs.
+
+        Plain os.read in 64 KiB steps: a buffered f.read(limit) allocates the
+        whole limit first, and the scrape reads two /proc files per pod."""
+        fd = os.open(self.path(host_path), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            chunks = []
+            size = 0
+            while size < limit:
+                chunk = os.read(fd, min(65536, limit - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        finally:
+            os.close(fd)
+        return b"".join(chunks).decode("utf-8", errors="replace")
 
     def exists(self, host_path: str) -> bool:
         return os.path.exists(self.path(host_path))

@@ -27,13 +27,13 @@ TREES = ["v2-systemd", "v2-cgroupfs", "v1-cgroupfs", "v1-systemd"]
 
 def pod(sid, name, uid, state="ready", created=1):
     labels = {model.LABEL_POD_NAME: name, model.LABEL_POD_NAMESPACE: "shop", model.LABEL_POD_UID: uid}
-    return model.PodSandbox(sid, name, "shop", uid, 0, state, created, labels, {}, "")
+    return model.PodSandbox(sid, name, "shop", uid, 0, state, created, labels, "")
 
 
 def container(cid, sid, pod_name, uid, name, state="running", attempt=0, created=10):
     labels = {model.LABEL_POD_NAME: pod_name, model.LABEL_POD_NAMESPACE: "shop", model.LABEL_POD_UID: uid,
               model.LABEL_CONTAINER_NAME: name}
-    return model.Container(cid, sid, name, attempt, "img", "sha256:1", state, created, labels, {})
+    return model.Container(cid, sid, name, attempt, "img", "sha256:1", state, created, labels)
 
 
 PODS = [

@@ -1,6 +1,11 @@
-"""Serve mode's view of the doctor: metrics on a registry of our own."""
+"""Serve mode's view of the doctor: metrics on a registry of our own, and the
+child process each serve-mode run happens in."""
 import json
+import subprocess
+import sys
 import time
+
+import pytest
 
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -10,7 +15,9 @@ except ImportError:
     from test_doctor_support import fixture
 
 from cri_exporter.doctor import run_doctor
+from cri_exporter.doctor.child import DoctorChild, DoctorRunFailed
 from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
+from cri_exporter.doctor.report import parse_json, render_json
 from cri_exporter.hostfs import HostFS
 
 
@@ -21,7 +28,8 @@ def test_metrics_from_a_report():
     c = DoctorCollector()
     reg = CollectorRegistry()
     reg.register(c)
-    assert generate_latest(reg) == b""  # nothing before the first run
+    # before the first run: no findings, only the failure count
+    assert generate_latest(reg).decode().splitlines()[2:] == ["cri_doctor_run_failures_total 0.0"]
     c.update(report)
     text = generate_latest(reg).decode()
     assert 'cri_doctor_check_ok{area="kernel",check="kernel.swap",severity="critical"} 0.0' in text
@@ -52,3 +60,87 @@ def test_periodic_runs_off_the_scrape_path():
     t.stop()
     t.join(2)
     assert c.report is not None and errors and len(calls) >= 3
+    assert "cri_doctor_run_failures_total 1.0" in generate_latest(_registry(c)).decode()
+
+
+def _registry(collector) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    reg.register(collector)
+    return reg
+
+
+def test_a_report_survives_json():
+    report = run_doctor(HostFS(fixture("kubeadm-containerd-broken")), "unix:///nonexistent.sock")
+    back = parse_json(render_json(report))
+    assert back.to_dict() == report.to_dict()
+    assert render_json(back) == render_json(report)
+    for garbage in ("", "[]", "{}", '{"schema_version": 1}', '{"schema_version": 99, "checks": []}',
+                    '{"schema_version": 1, "summary": {}, "checks": [{"id": "x"}]}'):
+        with pytest.raises(ValueError):
+            parse_json(garbage)
+
+
+def test_the_child_reports_what_the_command_does():
+    """serve's run is `cri-exporter doctor --output json` in a child: the same
+    findings as the doctor run in-process over the same node."""
+    root = fixture("kubeadm-containerd-broken")
+    child = DoctorChild(root, lambda: "unix:///nonexistent.sock")
+    report = child.run()
+    direct = run_doctor(HostFS(root), "unix:///nonexistent.sock")
+    assert {r.id: r.status for r in report.results} == {r.id: r.status for r in direct.results}
+    assert report.failed and report.host_root == HostFS(root).root
+    assert {r.id: r.finding.fix for r in report.results} == {r.id: r.finding.fix for r in direct.results}
+
+
+class _Scripted(DoctorChild):
+    def __init__(self, script: str, timeout: float = 30.0):
+        super().__init__("/", lambda: None, timeout=timeout)
+        self.script = script
+
+    def command(self):
+        return [sys.executable, "-c", self.script]
+
+
+def test_a_child_that_hangs_is_killed_at_its_deadline():
+    child = _Scripted("import os, time; print(os.getpid(), flush=True); time.sleep(600)", timeout=1.0)
+    t = time.monotonic()
+    with pytest.raises(DoctorRunFailed, match="did not finish in 1 s and was killed"):
+        child.run()
+    assert time.monotonic() - t < 10
+    assert child._proc is None
+
+
+@pytest.mark.parametrize("script, message", [
+    ("print('not json')", "not a report"),
+    ("import sys; sys.stderr.write('Traceback...\\nBoom: the last line\\n'); sys.exit(3)", "status 3: Boom: the last line"),
+    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "status -9"),
+])
+def test_a_child_without_a_report_is_a_failed_run(script, message):
+    with pytest.raises(DoctorRunFailed, match=message):
+        _Scripted(script).run()
+
+
+def test_stopping_serve_kills_a_run_in_progress():
+    child = _Scripted("import time; time.sleep(600)", timeout=300)
+    errors = []
+    t = PeriodicDoctor(child.run, DoctorCollector(), interval=300, on_error=errors.append)
+    t.start()
+    deadline = time.monotonic() + 10
+    while child._proc is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc = child._proc
+    assert proc is not None
+    child.stop()
+    t.stop()
+    t.join(10)
+    assert not t.is_alive() and proc.poll() is not None
+    with pytest.raises(DoctorRunFailed, match="stopping"):
+        child.run()
+
+
+def test_serve_does_not_load_the_checks():
+    """The checks and their libraries live in the doctor's child process only."""
+    code = ("import sys; import cri_exporter.cli, cri_exporter.exporter, cri_exporter.server; "
+            "print(sorted(m for m in sys.modules if m.startswith(('pyroute2', 'yaml', 'cri_exporter.doctor.checks'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

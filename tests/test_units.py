@@ -49,11 +49,11 @@ def test_environment_variables_set_options():
 
 
 def _pod(id, name, ns, state="ready", created=0, attempt=0, labels=None):
-    return model.PodSandbox(id, name, ns, f"uid-{id}", attempt, state, created, labels or {}, {}, "")
+    return model.PodSandbox(id, name, ns, f"uid-{id}", attempt, state, created, labels or {}, "")
 
 
 def _ctr(id, pod_id, name, state, attempt=0, created=0, labels=None):
-    return model.Container(id, pod_id, name, attempt, "img", "sha256:x", state, created, labels or {}, {})
+    return model.Container(id, pod_id, name, attempt, "img", "sha256:x", state, created, labels or {})
 
 
 def test_current_instance_wins_and_identity_falls_back_to_metadata():

@@ -50,8 +50,7 @@ class PodSandbox:
     attempt: int
     state: str  # "ready" | "notready"
     created_at_ns: int
-    labels: dict[str, str]
-    annotations: dict[str, str]
+    labels: dict[str, str]  # the kubelet's io.kubernetes.* identity labels only (client.identity_labels)
     runtime_handler: str
 
     @property
@@ -77,8 +76,7 @@ class Container:
     image_id: str
     state: str  # "created" | "running" | "exited" | "unknown"
     created_at_ns: int
-    labels: dict[str, str]
-    annotations: dict[str, str]
+    labels: dict[str, str]  # the kubelet's io.kubernetes.* identity labels only (client.identity_labels)
 
     @property
     def k8s_name(self) -> str:

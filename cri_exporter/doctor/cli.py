@@ -9,16 +9,17 @@ import sys
 
 import click
 
-from cri_exporter.doctor import report as render
-from cri_exporter.doctor.context import Context
-from cri_exporter.doctor.registry import all_checks
-from cri_exporter.doctor.runner import UnknownCheck, run
 from cri_exporter.hostfs import HostFS
+
+# The checks and what they use are imported when the command runs, not when
+# the CLI is built: `serve` shares this CLI and never loads them.
 
 
 def _list_checks(ctx: click.Context, _param, value) -> None:
     if not value or ctx.resilient_parsing:
         return
+    from cri_exporter.doctor.registry import all_checks
+
     for c in all_checks().values():
         text = " ".join(c.doc.split())
         first = text.split(". ")[0].rstrip(".") if text else ""
@@ -47,6 +48,10 @@ def doctor(host_root, runtime_endpoint, output, checks, skips, strict, bundle, t
     Read-only: it never changes the node. Every warning and failure says what
     was seen, why it matters, the fix and a reference.
     """
+    from cri_exporter.doctor import report as render
+    from cri_exporter.doctor.context import Context
+    from cri_exporter.doctor.runner import UnknownCheck, run
+
     ctx = Context(HostFS(host_root), runtime_endpoint, cri_timeout=timeout)
     try:
         try:

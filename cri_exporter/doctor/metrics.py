@@ -7,6 +7,8 @@
 - cri_doctor_check_status{check,status}: one series per check and status,
   1 for the current one (skips visible here).
 - cri_doctor_last_run_timestamp_seconds, cri_doctor_last_run_duration_seconds.
+- cri_doctor_run_failures_total: runs that produced no report (the previous
+  report is kept; the log says why).
 
 Doctor runs are slow (CRI calls, file reads), so serve mode runs them on
 their own cadence (PeriodicDoctor) and a scrape only renders the last report.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import threading
 from typing import Callable, Iterable
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from cri_exporter.doctor.model import Report, Status
 from cri_exporter.doctor.report import render_json
@@ -46,10 +48,15 @@ class DoctorCollector:
     def __init__(self):
         self._lock = threading.Lock()
         self._report: Report | None = None
+        self._failures = 0
 
     def update(self, report: Report) -> None:
         with self._lock:
             self._report = report
+
+    def run_failed(self) -> None:
+        with self._lock:
+            self._failures += 1
 
     @property
     def report(self) -> Report | None:
@@ -65,6 +72,8 @@ class DoctorCollector:
         r = self.report
         if r is not None:
             yield from metric_families(r)
+        yield CounterMetricFamily("cri_doctor_run_failures", "Doctor runs that produced no report (the previous one is kept).",
+                                  value=self._failures)
 
     def describe(self):
         return []  # no registration-time collect: the first run may not have happened
@@ -87,6 +96,7 @@ class PeriodicDoctor(threading.Thread):
             try:
                 self.collector.update(self._run())
             except Exception as e:  # noqa: BLE001 -- a bad run must not kill serve mode
+                self.collector.run_failed()
                 if self._on_error:
                     self._on_error(e)
             self._stopping.wait(self.interval)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from cri_exporter.doctor.model import Report, Status
+from cri_exporter.doctor.model import CheckResult, Finding, Report, Severity, Status
 
 _COLOURS = {Status.PASS: "32", Status.WARN: "33", Status.FAIL: "31;1", Status.SKIP: "2"}
 SCHEMA_VERSION = 1
@@ -55,3 +55,22 @@ def render_json(report: Report) -> str:
     data = report.to_dict()
     data["schema_version"] = SCHEMA_VERSION
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def parse_json(text: str | bytes) -> Report:
+    """The Report that render_json wrote (serve mode reads its doctor child's
+    output this way). Raises ValueError on anything else."""
+    try:
+        data = json.loads(text)
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {data.get('schema_version')!r}, expected {SCHEMA_VERSION}")
+        summary = data["summary"]
+        results = [
+            CheckResult(c["id"], c["area"], Severity(c["severity"]),
+                        Finding(Status(c["status"]), c["summary"], c["detail"], c["why"], c["fix"], tuple(c["refs"])))
+            for c in data["checks"]
+        ]
+        return Report(results, summary["host_root"], summary["runtime_endpoint"], float(summary["started_at"]),
+                      float(summary["duration_seconds"]))
+    except (KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"not a doctor report: {type(err).__name__}: {err}") from err
