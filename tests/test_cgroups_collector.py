@@ -65,6 +65,10 @@ class FakeCri:
     def list_containers(self, timeout=None):
         return list(self.containers)
 
+    def container_status(self, cid, timeout=None):
+        c = next(c for c in self.containers if c.id == cid)
+        return model.ContainerStatus(cid, c.state, 5_000_000_000, 0, 0, "", "")
+
 
 def ctx_for(root: Path, client=None, deadline=10.0) -> ScrapeContext:
     return ScrapeContext(client or FakeCri(), HostFS(str(root)), time.monotonic() + deadline)
@@ -257,3 +261,44 @@ def test_resolution_cache_follows_the_inventory():
     list(collector.collect(ctx_for(root, client=only_db)))
     assert set(collector.cgroups.resolver._containers) == {G_ID}
     assert set(collector.cgroups.resolver._pods) == {G_UID}
+
+
+def test_both_collectors_share_one_read_of_each_file_in_one_thread(monkeypatch):
+    """One pass reads every cgroup once per scrape, whichever collector comes
+    first, in that one thread (the other waits without taking the GIL); the
+    second scrape leaves out the limit files it keeps."""
+    import threading
+
+    from cri_exporter.cgroups import NodeCgroups, files
+    from cri_exporter.collectors.containers import ContainersCollector
+
+    root = FIXTURES / "v1-cgroupfs"
+    cgroups = NodeCgroups(HostFS(str(root)))
+    reads: list[tuple[str, str, int]] = []
+    real = files.read
+
+    def spy(directory, name):
+        reads.append((directory, name, threading.get_ident()))
+        return real(directory, name)
+
+    monkeypatch.setattr(files, "read", spy)
+    scraper = Scraper([ContainersCollector(None, cgroups), CgroupCollector(HostFS(str(root)), cgroups=cgroups)],
+                      lambda d: ctx_for(root, deadline=d - time.monotonic()), 5.0, runtime_collector=None)
+    try:
+        first = samples(exposition(scraper.scrape().metrics))
+        first_reads, reads[:] = list(reads), []
+        second = samples(exposition(scraper.scrape().metrics))
+    finally:
+        scraper.close()
+    for done in (first_reads, reads):
+        paths = [(d, n) for d, n, _ in done]
+        assert len(paths) == len(set(paths)), "a file was read twice in one scrape"
+        assert len({t for _, _, t in done}) == 1
+    cgroups_read = {d.rsplit("/", 1)[-1] for d, _, _ in first_reads}
+    assert {G_ID, B_ID, E_ID, "f" * 64} & cgroups_read == {G_ID, B_ID, E_ID}  # the kata guest has no host cgroup
+    limits = {"cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares", "memory.limit_in_bytes", "pids.max"}
+    assert limits <= {n for _, n, _ in first_reads} and not limits & {n for _, n, _ in reads}
+    assert {n for _, n, _ in reads} == {n for _, n, _ in first_reads} - limits
+    for key in (C("cri_container_spec_memory_limit_bytes"), C("cri_container_cpu_usage_seconds_total"),
+                P("cri_pod_memory_working_set_bytes")):
+        assert first[key] == second[key] > 0

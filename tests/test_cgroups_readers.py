@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,101 @@ def test_usage_from_a_reading(tree):
     )
     pod = usage_from(NodeCgroups(HostFS(str(FIXTURES / tree))).pod_stats(G_UID))
     assert (pod.cpu_usage_ns, pod.memory_usage_bytes, pod.memory_working_set_bytes) == (510_000_000, 21495808, 21495808 - 2097152)
+
+
+# ---- limit files kept between scrapes ----------------------------------------
+
+@pytest.mark.parametrize("tree", TREES)
+def test_limit_files_are_kept_for_about_a_minute_and_usage_never(tree, tmp_path, monkeypatch):
+    """A resize (new limit files) shows after the refresh time; usage is read every time."""
+    shutil.copytree(FIXTURES / tree, tmp_path / tree)
+    p = paths(tree, root=tmp_path)
+    first = read_all(p, keep_limits=True)
+    assert first.memory.limit_bytes == 268435456 and first.pids.limit is not None
+    mem, pids = (p.unified, p.unified) if is_v2(tree) else (p.dir("memory"), p.dir("pids"))
+    usage_file = "memory.current" if is_v2(tree) else "memory.usage_in_bytes"
+    Path(mem, "memory.max" if is_v2(tree) else "memory.limit_in_bytes").write_text("536870912\n")
+    Path(pids, "pids.max").write_text("77\n")
+    Path(mem, usage_file).write_text("4096\n")
+
+    kept = read_all(p, keep_limits=True)
+    assert (kept.memory.limit_bytes, kept.pids.limit) == (first.memory.limit_bytes, first.pids.limit)
+    assert kept.memory.usage_bytes == 4096
+    once = read_all(p)  # a one-off read (the doctor) reads every file
+    assert (once.memory.limit_bytes, once.pids.limit) == (536870912, 77)
+
+    from cri_exporter.cgroups import node
+    later = time.monotonic() + node.LIMITS_REFRESH_SECONDS * 1.25 + 1
+    monkeypatch.setattr(node.time, "monotonic", lambda: later)
+    resized = read_all(p, keep_limits=True)
+    assert (resized.memory.limit_bytes, resized.pids.limit) == (536870912, 77)
+
+
+def test_limit_refreshes_are_spread():
+    """Containers started together are not all re-read in the same scrape."""
+    expiries = set()
+    for _ in range(50):
+        kept = files.LimitFiles()
+        kept.due(1000.0, 60.0)
+        assert 1045.0 <= kept._expires <= 1075.0
+        expiries.add(round(kept._expires, 3))
+    assert len(expiries) > 25
+
+
+# ---- the fast path of flat keyed files -------------------------------------
+
+def _flat_keyed_line_by_line(text):
+    out = {}
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                pass
+    return out
+
+
+flat_key = st.from_regex(r"[a-z_][a-z0-9_]{0,20}", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(flat_key, st.integers(-(2**63), 2**64)), max_size=40), st.booleans())
+def test_flat_keyed_well_formed_files_read_as_line_by_line(pairs, trailing_newline):
+    text = "\n".join(f"{k} {v}" for k, v in pairs) + ("\n" if trailing_newline and pairs else "")
+    assert files.flat_keyed(text) == _flat_keyed_line_by_line(text) == dict(pairs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(flat_key, st.integers(0, 10**12)).map(lambda kv: f"{kv[0]} {kv[1]}"),
+    st.sampled_from(["", "total_rss", "x 1 2", "12 34", "k v", "k -", "- 5", "k 12ab", "k  7", " k 8"]),
+), max_size=12))
+def test_flat_keyed_with_a_broken_line_keeps_every_good_line(lines):
+    """One broken line (truncated, garbage, empty) loses only itself: the
+    result is what reading line by line gives."""
+    text = "\n".join(lines)
+    if sum(1 for line in lines if len(line.split()) != 2) <= 1:
+        assert files.flat_keyed(text) == _flat_keyed_line_by_line(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**63), st.one_of(st.none(), st.integers(0, 2**63)), st.floats(0, 100, allow_nan=False))
+def test_psi_totals_from_any_well_formed_file(some, full, avg):
+    text = f"some avg10={avg:.2f} avg60={avg:.2f} avg300=0.00 total={some}\n"
+    if full is not None:
+        text += f"full avg10=0.00 avg60=0.00 avg300={avg:.2f} total={full}\n"
+    assert parse_psi(text) == PsiTotals(some, full)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.tuples(st.integers(0, 259), st.integers(0, 2**20)).map(lambda d: f"{d[0]}:{d[1]}"),
+                       st.tuples(*[st.integers(0, 2**63)] * 6), max_size=6))
+def test_v1_blkio_from_any_well_formed_file(devices):
+    ops = ("Read", "Write", "Sync", "Async", "Discard", "Total")
+    text = "".join(f"{mm} {op} {v}\n" for mm, values in devices.items() for op, v in zip(ops, values))
+    text += f"Total {sum(v[5] for v in devices.values())}\n"
+    assert parse_v1_blkio(text) == {mm: [v[0], v[1]] for mm, v in devices.items()}
 
 
 # ---- limits and single values ----------------------------------------------

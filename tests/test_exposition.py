@@ -13,7 +13,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 
-from cri_exporter.exposition import ExpositionWriter, go_float
+from cri_exporter.exposition import ExpositionWriter, Family, LabelCache, go_float
+from cri_exporter.scrape import ScrapeResult
 from cri_exporter.exporter import Exporter
 from cri_exporter.settings import Settings
 from tests.exporter_proc import parse
@@ -88,6 +89,49 @@ def test_library_metrics_identical_histograms_summaries_info():
         assert w.write(reg.collect()) == generate_latest(reg)
 
 
+def test_label_sets_live_as_long_as_a_scrape_asks_for_them():
+    cache = LabelCache()
+    names = ("namespace", "pod", "container")
+    cache.next_scrape()
+    web = cache.get(names, ("shop", "web", "app"))
+    db = cache.get(names, ("shop", "db", "pg"))
+    assert web.text == '{container="app",namespace="shop",pod="web"}'
+    cache.next_scrape()
+    # equal values in new string objects (a new inventory): the same rendered set
+    again = cache.get(names, tuple("".join(list(v)) for v in ("shop", "web", "app")))
+    assert again is web
+    assert all(key is labels.key for key, labels in cache._new.items())  # one copy of the strings
+    assert cache.get(("namespace", "pod"), ("shop", "web")) is not web  # other names, other set
+    cache.next_scrape()
+    assert cache.get(names, ("shop", "db", "pg")) is not db  # not asked for a scrape: rendered anew
+    assert len(cache) == 1
+
+
+def test_family_rows_match_generate_latest_and_hostile_values():
+    cache = LabelCache()
+    f = Family("cri_test_bytes", "Doc.", ("namespace", "pod", "container"))
+    c = Family("cri_test_seconds", "Doc.", ("namespace", "pod", "device"), counter=True)
+    for n, v in enumerate(HOSTILE):
+        f.add(cache.get(f.labelnames, ("ns", v, f"c{n}")), float(n) * 1e7)
+        c.add(cache.get(c.labelnames, (v, "p", "sda")), n / 1e9)
+    assert ExpositionWriter().write([f, c]) == reference([f, c])
+    assert len(f.samples) == len(HOSTILE) and f.samples[1].labels == {"namespace": "ns", "pod": HOSTILE[1], "container": "c1"}
+
+
+def test_gzip_is_the_same_text_and_plain_text_is_made_only_when_asked(monkeypatch):
+    fams = hostile_families()
+    w = ExpositionWriter()
+    plain = w.write(fams)
+    packed = w.write_gzip(fams, 1)
+    assert gzip.decompress(packed) == plain and packed[:2] == b"\x1f\x8b"
+    calls = []
+    monkeypatch.setattr(w, "write", lambda m: calls.append(m) or plain)
+    result = ScrapeResult(fams)
+    assert gzip.decompress(result.encoded(w, 1)) == plain and calls == []
+    assert result.encoded(w, 1) is result.encoded(w, 1)  # one compression for every scraper sharing it
+    assert result.encoded(w) == plain and len(calls) == 1
+
+
 def test_series_gone_from_a_scrape_leave_the_cache():
     w = ExpositionWriter()
     big = GaugeMetricFamily("x", "d", labels=["i"])
@@ -155,6 +199,7 @@ def test_any_exposition_is_identical_parses_and_has_no_duplicates(first, second)
     for fams in (first, second, first):
         text = w.write(fams)
         assert text == reference(fams)
+        assert gzip.decompress(w.write_gzip(fams, 1)) == text
         # parse() fails on duplicate series; names were drawn distinct and series distinct
         if any("\r" in str(f.documentation) for f in fams):
             continue

@@ -156,3 +156,28 @@ def test_a_fresh_exit_is_asked_again_until_it_settles():
     for _ in range(3):
         old.refresh(None, [(("c", "exited"), "c")], lambda key: True, lambda: 1.0)
     assert old.get(("c", "exited")).reason == "Error" and len(old_calls) == 1  # finished long ago
+
+
+def test_process_settings_for_a_long_running_agent(monkeypatch):
+    import gc
+
+    from cri_exporter import process
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert process.limit_malloc_arenas() is False  # the operator's setting wins
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert process.limit_malloc_arenas() is True  # glibc (Debian) here
+    try:
+        process.freeze_startup_objects()
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
+
+
+def test_only_the_identity_labels_are_kept():
+    from cri_exporter.cri.client import identity_labels
+
+    labels = {"io.kubernetes.pod.name": "web", "io.kubernetes.pod.namespace": "shop", "io.kubernetes.pod.uid": "u",
+              "io.kubernetes.container.name": "app", "app": "web", "pod-template-hash": "5d8f"}
+    assert identity_labels(labels) == {k: v for k, v in labels.items() if k.startswith("io.kubernetes.")}
+    assert identity_labels({"app": "x"}) == {}

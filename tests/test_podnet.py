@@ -1,0 +1,79 @@
+"""Live pod network counters from the sandbox process's /proc/<pid>/net/dev,
+over the fake node's tree (a cgroup v1 tree and <root>/proc)."""
+from __future__ import annotations
+
+import os
+
+from cri_exporter import podnet
+from cri_exporter.cgroups import NodeCgroups
+from cri_exporter.hostfs import HostFS
+from cri_exporter.podnet import PodNetwork
+from tests.fakecri import fleet, make_cgroup_tree
+
+
+def node(tmp_path, pods=2):
+    pods = fleet(pods * 2)
+    make_cgroup_tree(tmp_path, pods)
+    hostfs = HostFS(str(tmp_path))
+    return PodNetwork(hostfs, NodeCgroups(hostfs)), pods
+
+
+def net_dev(root, n: int) -> str:
+    return os.path.join(root, "proc", str(100_000 + n), "net", "dev")
+
+
+def test_every_interface_but_lo_from_the_sandbox_process(tmp_path):
+    net, pods = node(tmp_path)
+    for n, p in enumerate(pods):
+        got = net.interfaces(p.sandbox.id, p.sandbox.metadata.uid)
+        fields = open(net_dev(tmp_path, n)).read().splitlines()[3].split()
+        assert [(i.name, i.rx_bytes, i.rx_errors, i.tx_bytes, i.tx_errors) for i in got] == [
+            ("eth0", int(fields[1]), int(fields[3]), int(fields[9]), int(fields[11]))]
+
+
+def test_a_pod_that_cannot_be_read_is_tried_again_only_after_a_while(tmp_path, monkeypatch):
+    net, pods = node(tmp_path)
+    p = pods[0].sandbox
+    assert net.interfaces(p.id, p.metadata.uid)
+    saved = net_dev(tmp_path, 0) + ".saved"
+    os.rename(net_dev(tmp_path, 0), saved)
+    assert net.interfaces(p.id, p.metadata.uid) is None  # the process went away
+    os.rename(saved, net_dev(tmp_path, 0))
+
+    lookups = []
+    real = net.cgroups.resolver.container
+    monkeypatch.setattr(net.cgroups.resolver, "container", lambda *a: lookups.append(a) or real(*a))
+    assert net.interfaces(p.id, p.metadata.uid) is None and lookups == []  # within RETRY_SECONDS: not tried
+    assert net.interfaces(pods[1].sandbox.id, pods[1].sandbox.metadata.uid)  # other pods unaffected
+
+    monkeypatch.setattr(podnet, "RETRY_SECONDS", 0.0)
+    assert net.interfaces(p.id, p.metadata.uid) and [a[0] for a in lookups].count(p.id) == 1  # tried, found
+    net.retain({pods[1].sandbox.id})
+    assert p.id not in net._failed and p.id not in net._pids
+
+
+def test_pods_read_from_the_snapshot_keep_the_stats_refresh_at_its_interval(tmp_path):
+    """Where every usage and network value is read live the stats snapshot is
+    refreshed at the idle interval; a pod whose network falls back to the
+    snapshot brings the normal interval back, so its numbers stay fresh."""
+    import shutil
+
+    from cri_exporter.exporter import Exporter
+    from cri_exporter.settings import Settings
+    from tests.fakecri import FakeCRI
+
+    pods = fleet(4)
+    make_cgroup_tree(tmp_path, pods)
+    with FakeCRI(tmp_path / "cri.sock", pods) as fake:
+        exp = Exporter(Settings(runtime_endpoint=fake.endpoint, host_root=str(tmp_path), stats_interval=15,
+                                stats_idle_interval=180, collectors=("containers", "stats", "cgroups")))
+        try:
+            exp.scraper.scrape()
+            exp.scraper.scrape()  # the first one fetched which pods use the host network
+            assert exp.refresher.current_interval == 180
+            shutil.rmtree(tmp_path / "proc" / "100001")
+            text = exp.render()[0].decode()
+            assert exp.refresher.current_interval == 15
+            assert 'cri_pod_network_receive_bytes_total{interface="eth0",namespace="team-00"' in text
+        finally:
+            exp.stop()
