@@ -22,7 +22,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from cri_exporter.cgroups import CgroupStats, CgroupUnavailable, Layout, NodeCgroups
 from cri_exporter.cri import CriError
-from cri_exporter.exposition import Family, LabelCache, Labels
+from cri_exporter.exposition import Family, LabelCache
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import Inventory
 from cri_exporter.scrape import PartialCollection, ScrapeContext
