@@ -1,10 +1,11 @@
 """What the exporter costs, measured in one run on one machine, with ratios and targets.
 
-    .venv/bin/python benchmarks/bench.py            # real containerd (10, 50) + fake CRI (100..5000)
-    .venv/bin/python benchmarks/bench.py --quick    # smaller: fewer scrapes, fake up to 1000
+    .venv/bin/python benchmarks/bench.py            # real containerd (10..1000) + fake CRI (100..5000)
+    .venv/bin/python benchmarks/bench.py --quick    # smaller: fewer scrapes, real 10 and 50, fake up to 1000
 
-Real containerd (crilab, needs root): pods of 2 busybox containers, the
-exporter as a subprocess with every collector, containerd's own metrics
+Real containerd (crilab, needs root): pods of 4 busybox containers (the lab's
+/24 holds 250 pods: 1,000 containers), the exporter as a subprocess with
+every collector but the doctor, containerd's own metrics
 endpoint (`[metrics] address`) as the peer, containerd's CPU (+ its shims',
 which do the cgroup reading for stats) from /proc/<pid>/stat.
 Beyond what this machine holds: tests/fakecri.py (recorded-shape answers) and
@@ -50,7 +51,8 @@ from tests.fakecri import FakeCRI, fleet, make_cgroup_tree  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 SLEEP = ["sleep", "2147483647"]
-FAKE_COLLECTORS = "runtime,containers,stats,imagefs,cgroups"
+REAL_PER_POD = 4
+BENCH_COLLECTORS = "runtime,containers,stats,imagefs,cgroups"  # all but the doctor, measured apart
 
 
 # ---------- measuring helpers ----------
@@ -116,7 +118,7 @@ def recorded_files(endpoint: str, host_root: str) -> list[tuple[str, str]]:
     HostFS.read_text = spy_text
     try:
         exp = Exporter(Settings(runtime_endpoint=endpoint, host_root=host_root,
-                                collectors=tuple(FAKE_COLLECTORS.split(",")), stats_interval=3600))
+                                collectors=tuple(BENCH_COLLECTORS.split(",")), stats_interval=3600))
         exp.render()
         seen.clear()
         exp.render()
@@ -193,22 +195,30 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
         for target in counts:
             t = time.monotonic()
             while made < target and created_s + (time.monotonic() - t) < budget:
-                pod = run_pod(cd, f"bench-{pods}", "bench")
-                pod.add_container("app", SLEEP)
-                pod.add_container("sidecar", SLEEP)
+                pod = run_pod(cd, f"bench-{pods}", f"team-{pods % 20:02d}")
+                for k in range(min(REAL_PER_POD, target - made)):
+                    pod.add_container(f"c{k}", SLEEP)
+                    made += 1
                 pods += 1
-                made += 2
             created_s += time.monotonic() - t
             notes.append(f"real: {made} containers in {pods} pods, created in {created_s:.1f} s total "
-                         f"({created_s / max(1, pods):.2f} s a pod of 2)")
-            exp = ExporterProcess(cd.endpoint, "--host-root", "/", "--stats-interval", "3600",
-                                  log_path=Path(base) / f"exporter-{made}.log")
+                         f"({created_s / max(1, made):.3f} s a container)")
+            exp = ExporterProcess(cd.endpoint, "--host-root", "/", "--collectors", BENCH_COLLECTORS,
+                                  "--stats-interval", "3600", log_path=Path(base) / f"exporter-{made}.log")
             try:
                 time.sleep(1.5)  # first background stats refresh done
                 rt_pids = lambda: [cd.pid, *cd.shim_pids()]  # noqa: E731
-                rt0 = cpu_seconds(rt_pids())
+                # What containerd and its shims burn with nobody asking (the shims'
+                # own timers: hundreds of processes at 1,000 containers) is not
+                # the agent's doing: measured over a quiet second and taken off.
+                rt0, t0 = cpu_seconds(rt_pids()), time.monotonic()
+                time.sleep(2.0)
+                rt_idle = (cpu_seconds(rt_pids()) - rt0) / (time.monotonic() - t0)
+                notes.append(f"real {made}: containerd and its {len(cd.shim_pids())} shims use {rt_idle * 1000:.0f} ms "
+                             f"of CPU a second with nobody asking (taken off the runtime CPU figures)")
+                rt0, t0 = cpu_seconds(rt_pids()), time.monotonic()
                 r = scrape_series(exp.url + "/metrics", scrapes, [exp.proc.pid])
-                rt_scrape = (cpu_seconds(rt_pids()) - rt0) / (scrapes + 2)
+                rt_scrape = max(0.0, cpu_seconds(rt_pids()) - rt0 - rt_idle * (time.monotonic() - t0)) / (scrapes + 2)
                 r["rss"], r["hwm"] = rss_mb(exp.proc.pid)
                 series = len(parse(r.pop("text").decode()))
                 fl = floor(cd.endpoint, recorded_files(cd.endpoint, "/")[0], scrapes)
@@ -221,19 +231,22 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
                 # the bare stats calls, as an agent calling them per scrape would
                 client = CriClient(cd.endpoint, timeout=60)
                 stats_t, k = [], 5
-                rt0 = cpu_seconds(rt_pids())
+                rt0, t0 = cpu_seconds(rt_pids()), time.monotonic()
                 for _ in range(k):
                     t = time.perf_counter()
                     client.list_container_stats()
                     client.list_pod_sandbox_stats()
                     stats_t.append(time.perf_counter() - t)
-                rt_stats = (cpu_seconds(rt_pids()) - rt0) / k
+                rt_stats = max(0.0, cpu_seconds(rt_pids()) - rt0 - rt_idle * (time.monotonic() - t0)) / k
                 client.close()
-                rows.append({"where": "real", "n": made, **r, "series": series, "floor": fl,
-                             "peer_p50": statistics.median(peer_t), "peer_bytes": peer_bytes,
-                             "stats_p50": statistics.median(stats_t), "rt_scrape": rt_scrape, "rt_stats": rt_stats})
             finally:
                 exp.stop()
+            r["refresh_cpu"] = refresh_cpu(cd.endpoint, "/", Path(base) / f"exporter-{made}-idle.log")
+            if made == 1000:
+                r["rss_default"] = default_config_rss(cd.endpoint, Path("/"), Path(base))
+            rows.append({"where": "real", "n": made, **r, "series": series, "floor": fl,
+                         "peer_p50": statistics.median(peer_t), "peer_bytes": peer_bytes,
+                         "stats_p50": statistics.median(stats_t), "rt_scrape": rt_scrape, "rt_stats": rt_stats})
     finally:
         t = time.monotonic()
         cd.cleanup()
@@ -261,7 +274,7 @@ def _run_fake(base: Path, counts: list[int], scrapes: int, rows: list, notes: li
         notes.append(f"fake {n}: cgroup tree of {len(pods)} pods made in {time.monotonic() - t:.1f} s")
         with FakeCRI(base / f"cri{n}.sock", pods) as fake:
             k = scrapes if n <= 1000 else max(5, scrapes // 3)
-            exp = ExporterProcess(fake.endpoint, "--host-root", str(root), "--collectors", FAKE_COLLECTORS,
+            exp = ExporterProcess(fake.endpoint, "--host-root", str(root), "--collectors", BENCH_COLLECTORS,
                                   "--stats-interval", "3600", "--scrape-timeout", "30", "--runtime-timeout", "20",
                                   log_path=base / f"exporter-{n}.log")
             try:
@@ -272,21 +285,27 @@ def _run_fake(base: Path, counts: list[int], scrapes: int, rows: list, notes: li
                 series = len(parse(text.decode()))
             finally:
                 exp.stop()
-            exp = ExporterProcess(fake.endpoint, "--host-root", str(root), "--collectors", FAKE_COLLECTORS,
-                                  "--stats-interval", "1", log_path=base / f"exporter-{n}-idle.log")
-            try:
-                time.sleep(2.5)
-                cpu0 = cpu_seconds([exp.proc.pid])
-                time.sleep(4)
-                refresh_cpu = (cpu_seconds([exp.proc.pid]) - cpu0) / 4  # per refresh (+ idle), upper bound
-            finally:
-                exp.stop()
+            r["refresh_cpu"] = refresh_cpu(fake.endpoint, str(root), base / f"exporter-{n}-idle.log")
             if n == 1000:
                 r["rss_default"] = default_config_rss(fake.endpoint, root, base)
             paths, families = recorded_files(fake.endpoint, str(root))
             fl = floor(fake.endpoint, paths, k)
             expo.append({"n": n, **exposition_costs(families), "text": text if n == 1000 else None})
-            rows.append({"where": "fake", "n": n, **r, "series": series, "floor": fl, "refresh_cpu": refresh_cpu})
+            rows.append({"where": "fake", "n": n, **r, "series": series, "floor": fl})
+
+
+def refresh_cpu(endpoint: str, host_root: str, log_path: Path) -> float:
+    """Agent CPU seconds per background stats refresh (plus idling): an upper
+    bound, measured with a refresh every second and no scrapes."""
+    exp = ExporterProcess(endpoint, "--host-root", host_root, "--collectors", BENCH_COLLECTORS,
+                          "--stats-interval", "1", log_path=log_path)
+    try:
+        time.sleep(2.5)
+        cpu0 = cpu_seconds([exp.proc.pid])
+        time.sleep(4)
+        return (cpu_seconds([exp.proc.pid]) - cpu0) / 4
+    finally:
+        exp.stop()
 
 
 def default_config_rss(endpoint: str, root: Path, base: Path) -> tuple[float, float]:
@@ -365,33 +384,40 @@ def report(rows, expo, gz, notes, args) -> str:
     out.append("")
     out.append("Targets (issue 7):")
     by = {(r["where"], r["n"]): r for r in rows}
-    r50 = by.get(("real", 50)) or (real[-1] if real else None)
+    r50 = by.get(("real", 50))
     if r50:
-        out.append(f"- scrape p50 at {r50['n']} real containers < 25 ms: {ms(r50['p50'])} [{mark(r50['p50'] < 0.025)}]")
-        ratio = r50["rt_scrape"] / r50["rt_stats"] if r50["rt_stats"] else float("nan")
-        # The background refresh: one stats pair per --stats-idle-interval (180 s) while
-        # cgroups give every usage value live, i.e. 15/180 of a pair per 15 s scrape.
-        total = ratio + 15 / DEFAULTS.stats_idle_interval
-        out.append(f"- runtime CPU per scrape < 1/10 of per-scrape stats calls: {ratio:.3f} on the scrape path "
-                   f"+ {15 / DEFAULTS.stats_idle_interval:.3f} for the background refresh every "
-                   f"{DEFAULTS.stats_idle_interval:g} s = {total:.3f} at a 15 s scrape interval [{mark(total < 0.1)}]")
-    r1k = by.get(("fake", 1000))
-    if r1k:
-        ok = r1k["p50"] < 3 * r1k["floor"] and r1k["p50"] < 0.25
-        out.append(f"- 1,000 containers: p50 {ms(r1k['p50'])} < 250 ms and < 3x floor ({r1k['p50'] / r1k['floor']:.1f}x) [{mark(ok)}]")
-    worst = max(rows, key=lambda r: r["hwm"]) if rows else None
-    if worst:
-        out.append("- resident memory < 80 MB: " + ", ".join(f"{r['n']}: {r['rss']:.0f} MB" for r in rows)
+        out.append(f"- scrape p50 at 50 real containers < 25 ms: {ms(r50['p50'])} [{mark(r50['p50'] < 0.025)}]")
+    # The background refresh: one stats pair per --stats-idle-interval while cgroups
+    # and pod namespaces give every usage value live: 15/300 of a pair per 15 s scrape.
+    refresh = 15 / DEFAULTS.stats_idle_interval
+    for r in real:
+        ratio = r["rt_scrape"] / r["rt_stats"] if r["rt_stats"] else float("nan")
+        total = ratio + refresh
+        out.append(f"- runtime CPU at {r['n']} real containers < 1/10 of per-scrape stats calls: {ratio:.3f} on the "
+                   f"scrape path + {refresh:.3f} for the background refresh every {DEFAULTS.stats_idle_interval:g} s "
+                   f"= {total:.3f} at a 15 s scrape interval [{mark(total < 0.1)}]")
+    for where in ("real", "fake"):
+        r1k = by.get((where, 1000))
+        if r1k:
+            ok = r1k["p50"] < 3 * r1k["floor"] and r1k["p50"] < 0.25
+            out.append(f"- 1,000 containers ({where}): p50 {ms(r1k['p50'])} < 250 ms and < 3x floor "
+                       f"({r1k['p50'] / r1k['floor']:.1f}x) [{mark(ok)}]")
+    if rows:
+        out.append("- resident memory < 80 MB: " + ", ".join(f"{r['where']} {r['n']}: {r['rss']:.0f} MB" for r in rows)
                    + f" [{mark(all(r['rss'] < 80 for r in rows if r['n'] <= 1000))} up to 1,000]")
+    for where in ("real", "fake"):
+        r1k = by.get((where, 1000))
         if r1k and "rss_default" in r1k:
             rss, hwm = r1k["rss_default"]
-            out.append(f"- as shipped (every collector; the doctor runs in a child process), 1,000 "
-                       f"containers: {rss:.0f} MB (peak {hwm:.0f}) [{mark(rss < 80)}]")
-    r250 = by.get(("fake", 250))
-    if r250:
-        per15 = r250["cpu"] + r250["refresh_cpu"]
-        out.append(f"- 250 containers at a 15 s interval < 1% of a core: ({ms(r250['cpu'])} a scrape + "
-                   f"{ms(r250['refresh_cpu'])} a stats refresh) / 15 s = {per15 / 15 * 100:.2f}% [{mark(per15 / 15 < 0.01)}]")
+            out.append(f"- as shipped (every collector; the doctor runs in a child process), 1,000 containers "
+                       f"({where}): {rss:.0f} MB (peak {hwm:.0f}) [{mark(rss < 80)}]")
+    for where in ("real", "fake"):
+        r250 = by.get((where, 250))
+        if r250:
+            per15 = r250["cpu"] + r250["refresh_cpu"]
+            out.append(f"- 250 containers ({where}) at a 15 s interval < 1% of a core: ({ms(r250['cpu'])} a scrape + "
+                       f"{ms(r250['refresh_cpu'])} a stats refresh) / 15 s = {per15 / 15 * 100:.2f}% "
+                       f"[{mark(per15 / 15 < 0.01)}]")
     out.append("")
     out.extend(f"- {n}" for n in notes)
     return "\n".join(out)
@@ -399,14 +425,14 @@ def report(rows, expo, gz, notes, args) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--real", default="10,50", help="real containerd container counts ('' to skip)")
+    ap.add_argument("--real", default="10,50,100,250,1000", help="real containerd container counts ('' to skip)")
     ap.add_argument("--fake", default="100,250,1000,5000", help="fake CRI container counts")
     ap.add_argument("--scrapes", type=int, default=30)
-    ap.add_argument("--create-budget", type=float, default=90, help="seconds allowed for creating real pods")
+    ap.add_argument("--create-budget", type=float, default=240, help="seconds allowed for creating real pods")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     if args.quick:
-        args.fake, args.scrapes = "100,250,1000", 10
+        args.real, args.fake, args.scrapes = "10,50", "100,250,1000", 10
     rows, notes, expo = [], [], []
     started = time.monotonic()
     real = [int(x) for x in args.real.split(",") if x]

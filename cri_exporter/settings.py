@@ -28,7 +28,7 @@ class Settings:
     stats_interval: float = 15.0
     # ...and this often while cgroups give every usage value live and the
     # snapshot carries only writable layers (stats_refresher.py says why).
-    stats_idle_interval: float = 180.0
+    stats_idle_interval: float = 300.0
     # ...each with this deadline.
     stats_timeout: float = 30.0
     max_recv_bytes: int = 16 * 1024 * 1024
