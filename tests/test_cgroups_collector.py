@@ -302,3 +302,43 @@ def test_both_collectors_share_one_read_of_each_file_in_one_thread(monkeypatch):
     for key in (C("cri_container_spec_memory_limit_bytes"), C("cri_container_cpu_usage_seconds_total"),
                 P("cri_pod_memory_working_set_bytes")):
         assert first[key] == second[key] > 0
+
+
+def test_a_slow_cgroup_tree_costs_the_cgroup_series_not_the_scrape(monkeypatch, tmp_path):
+    """Reading every cgroup takes longer than the scrape allows: the scrape
+    still answers in time, the cgroup collector fails saying how far it got,
+    and the CRI collector serves every container, live values where read."""
+    from cri_exporter.cgroups import files
+    from cri_exporter.exporter import Exporter
+    from cri_exporter.settings import Settings
+    from tests.fakecri import FakeCRI, fleet, make_cgroup_tree
+
+    pods = fleet(200)
+    make_cgroup_tree(tmp_path, pods)
+    with FakeCRI(tmp_path / "cri.sock", pods) as fake:
+        exp = Exporter(Settings(runtime_endpoint=fake.endpoint, host_root=str(tmp_path), scrape_timeout=1.0,
+                                collectors=("containers", "cgroups")))
+        try:
+            exp.scraper.scrape()  # statuses and paths fetched once, at full speed
+            real = files.read
+            monkeypatch.setattr(files, "read", lambda d, n: time.sleep(0.001) or real(d, n))  # ~15 ms a cgroup
+            t = time.monotonic()
+            got = samples(exposition(exp.scraper.scrape().metrics))
+            took = time.monotonic() - t
+        finally:
+            exp.stop()
+    assert took < 1.2
+    assert got[("cri_scrape_collector_success", (("collector", "cgroups"),))] == 0
+    assert got[("cri_scrape_collector_success", (("collector", "containers"),))] == 1
+    states = [k for k, v in got.items() if k[0] == "cri_container_state" and ("state", "running") in k[1] and v == 1]
+    assert len(states) == 200
+    live = [k for k in got if k[0] == "cri_container_cpu_usage_seconds_total"]
+    assert 10 <= len(live) < 200  # read before the cut; the others have no snapshot to fall back on here
+    assert not any(k[0].startswith("cri_container_cpu_cfs") for k in got)
+
+
+def test_the_reason_a_scrape_cut_the_reads_short():
+    from cri_exporter.collectors import cgroups as collector
+
+    assert collector._cut_short(2, 5, 0, 3) == (
+        "the scrape deadline came before every cgroup was read (2 of 5 containers, 0 of 3 pods)")

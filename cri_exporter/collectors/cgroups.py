@@ -15,6 +15,7 @@ read again about once a minute, see cgroups/files.LimitFiles).
 """
 from __future__ import annotations
 
+import time
 from operator import attrgetter
 from typing import Callable, Iterable
 
@@ -157,23 +158,33 @@ def node_readings(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> R
     return readings
 
 
+# Share of what is left of the scrape that reading may take: the rest is for
+# the collectors to build their families, so a slow cgroup tree costs the
+# cgroup series, not every collector that waited for them.
+READ_SHARE = 0.8
+
+
 def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Readings:
     containers: dict[str, CgroupStats | None] = {}
     pods: dict[str, CgroupStats | None] = {}
-    for c in inv.current_containers.values():
-        if c.state != "running":
-            continue  # created / exited containers have no cgroup to read
-        if ctx.remaining() <= 0:
-            return Readings(containers, pods, "scrape deadline passed while reading container cgroups")
+    stop_at = time.monotonic() + ctx.remaining() * READ_SHARE
+    running = [c for c in inv.current_containers.values() if c.state == "running"]
+    ready = [p for p in inv.current_pods.values() if p.state == "ready"]
+    for c in running:  # created / exited containers have no cgroup to read
+        if time.monotonic() >= stop_at:
+            return Readings(containers, pods, _cut_short(len(containers), len(running), 0, len(ready)))
         containers[c.id] = cgroups.container_stats(c.id, inv.pod_uid(c))
-    for p in inv.current_pods.values():
-        if p.state != "ready":
-            continue
-        if ctx.remaining() <= 0:
-            return Readings(containers, pods, "scrape deadline passed while reading pod cgroups")
+    for p in ready:
+        if time.monotonic() >= stop_at:
+            return Readings(containers, pods, _cut_short(len(containers), len(running), len(pods), len(ready)))
         pods[p.k8s_uid] = cgroups.pod_stats(p.k8s_uid)
     cgroups.resolver.retain(containers, pods)
     return Readings(containers, pods)
+
+
+def _cut_short(containers: int, of_containers: int, pods: int, of_pods: int) -> str:
+    return (f"the scrape deadline came before every cgroup was read ({containers} of {of_containers} containers, "
+            f"{pods} of {of_pods} pods)")
 
 
 class CgroupCollector:
