@@ -178,6 +178,52 @@ class Family:
                 for labels, x in zip(self.labelsets, self.values)]
 
 
+class ExtraLabelFamily(Family):
+    """A Family whose series are a cached label set plus one more label, named
+    after every other one, whose value is given per series: `state` beside a
+    container's namespace, pod and container. The extra label is written
+    into the line, not kept: four states for each of thousands of containers
+    were four in ten of all label sets kept between scrapes."""
+
+    __slots__ = ("extra_name", "extras")
+
+    def __init__(self, name: str, documentation: str, labels: Iterable[str], extra_name: str, counter: bool = False):
+        labels = tuple(labels)
+        if labels and max(labels) >= extra_name:
+            raise ValueError(f"{extra_name!r} must sort after {labels}: the text format sorts labels by name")
+        super().__init__(name, documentation, labels + (extra_name,), counter)
+        self.extra_name = extra_name
+        self.extras: list[str] = []
+
+    def add_extra(self, labels: Labels, extra: str, value: float) -> None:
+        """`labels`: a label set of this family's names without the extra one."""
+        self.labelsets.append(labels)
+        self.extras.append(extra)
+        self.values.append(value)
+
+    def add(self, labels: Labels, value: float) -> None:
+        raise TypeError("an ExtraLabelFamily series needs its extra label: use add_extra")
+
+    def add_metric(self, values: Iterable[str], value: float) -> None:
+        *base, extra = values
+        self.add_extra(Labels(self.labelnames[:-1], tuple(base)), extra, value)
+
+    def lines(self, mname: str) -> list[str]:
+        escaped: dict[str, str] = {}  # a few values (states, reasons) for many series
+        for extra in self.extras:
+            if extra not in escaped:
+                escaped[extra] = f'{self.extra_name}="{escape_label_value(extra)}"}}'
+        return [f"{mname}{text[:-1]},{escaped[extra]} {go_float(value)}\n" if text else
+                f"{mname}{{{escaped[extra]} {go_float(value)}\n"
+                for text, extra, value in zip((ls.text for ls in self.labelsets), self.extras, self.values)]
+
+    @property
+    def samples(self) -> list[Sample]:
+        names = self.labelnames
+        return [Sample(self.sample_name, dict(zip(names, labels.values + (extra,))), x, None, None)
+                for labels, extra, x in zip(self.labelsets, self.extras, self.values)]
+
+
 class ExpositionWriter:
     """Writes families as text, plain or gzip-compressed.
 
@@ -230,9 +276,14 @@ class ExpositionWriter:
         small: list[str] = []
         for metric in families:
             header, mname = self._header(metric)
-            if type(metric) is Family:
+            kind = type(metric)
+            if kind is Family or kind is ExtraLabelFamily:
                 # Family.sample_name is name (+ _total): the same escaped name as the header's.
-                lines = [f"{mname}{labels.text} {go_float(value)}\n" for labels, value in zip(metric.labelsets, metric.values)]
+                if kind is Family:
+                    lines = [f"{mname}{labels.text} {go_float(value)}\n"
+                             for labels, value in zip(metric.labelsets, metric.values)]
+                else:
+                    lines = metric.lines(mname)
                 if len(lines) > 64:
                     if small:
                         yield "".join(small)

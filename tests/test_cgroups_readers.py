@@ -106,7 +106,7 @@ def test_working_set_floors_at_zero(tmp_path):
     d.mkdir()
     (d / "memory.current").write_text("1000\n")
     (d / "memory.stat").write_text("anon 10\nfile 5000\ninactive_file 4096\n")
-    m = read_memory(CgroupPaths("v2", "cg", {}, str(d)))
+    m = read_memory(CgroupPaths("v2", "cg", {}, str(tmp_path)))
     assert m.working_set_bytes == 0
     assert m.limit_bytes is None and m.swap_bytes is None  # files absent: unknown
 

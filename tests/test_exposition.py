@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, Summary
@@ -13,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 
-from cri_exporter.exposition import ExpositionWriter, Family, LabelCache, go_float
+from cri_exporter.exposition import ExpositionWriter, ExtraLabelFamily, Family, LabelCache, go_float
 from cri_exporter.scrape import ScrapeResult
 from cri_exporter.exporter import Exporter
 from cri_exporter.settings import Settings
@@ -116,6 +117,27 @@ def test_family_rows_match_generate_latest_and_hostile_values():
         c.add(cache.get(c.labelnames, (v, "p", "sda")), n / 1e9)
     assert ExpositionWriter().write([f, c]) == reference([f, c])
     assert len(f.samples) == len(HOSTILE) and f.samples[1].labels == {"namespace": "ns", "pod": HOSTILE[1], "container": "c1"}
+
+
+def test_an_extra_label_written_into_the_line_matches_generate_latest():
+    cache = LabelCache()
+    names = ("namespace", "pod", "container")
+    state = ExtraLabelFamily("cri_test_state", "Doc.", names, "state")
+    reason = ExtraLabelFamily("cri_test_reason", "Doc.", ("namespace",), "reason", counter=True)
+    bare = ExtraLabelFamily("cri_test_bare", "Doc.", (), "state")
+    for n, v in enumerate(HOSTILE):
+        base = cache.get(names, ("ns", v, f"c{n}"))
+        for s in ("running", "exited"):
+            state.add_extra(base, s, 1.0 if s == "running" else 0.0)
+        reason.add_extra(cache.get(("namespace",), (v,)), HOSTILE[-1 - n], n)
+    bare.add_extra(cache.get((), ()), 'x"y', 1.0)
+    fams = [state, reason, bare]
+    assert ExpositionWriter().write(fams) == reference(fams)
+    assert state.samples[0].labels == {"namespace": "ns", "pod": HOSTILE[0], "container": "c0", "state": "running"}
+    with pytest.raises(ValueError, match="must sort after"):
+        ExtraLabelFamily("x", "d", ("namespace", "pod"), "interface")
+    with pytest.raises(TypeError):
+        state.add(cache.get(names, ("a", "b", "c")), 1.0)
 
 
 def test_gzip_is_the_same_text_and_plain_text_is_made_only_when_asked(monkeypatch):

@@ -24,7 +24,7 @@ from cri_exporter.cgroups import NodeCgroups, Usage
 from cri_exporter.cgroups.usage import usage_from
 from cri_exporter.collectors.cgroups import Readings, node_readings
 from cri_exporter.cri import model
-from cri_exporter.exposition import Family, LabelCache, Labels
+from cri_exporter.exposition import ExtraLabelFamily, Family, LabelCache, Labels
 from cri_exporter.inventory import ContainerIdentity, Inventory
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.scrape import PartialCollection, ScrapeContext
@@ -36,10 +36,7 @@ POD_STATES = ("ready", "notready")
 C_LABELS = ("namespace", "pod", "container")
 P_LABELS = ("namespace", "pod")
 _C_INFO = C_LABELS + ("container_id", "pod_id", "pod_uid", "image", "image_id", "runtime_handler")
-_C_STATE = C_LABELS + ("state",)
-_C_REASON = C_LABELS + ("reason",)
 _P_INFO = P_LABELS + ("pod_uid", "pod_id", "runtime_handler", "attempt")
-_P_STATE = P_LABELS + ("state",)
 _P_NET = P_LABELS + ("interface",)
 
 # Handlers whose host-side cgroup holds a VM or a user-space kernel, not the
@@ -161,13 +158,14 @@ class ContainersCollector:
             "The current instance of each container: ids, image and pod; always 1.",
             labels=_C_INFO,
         )
-        state = Family("cri_container_state", "1 for the container's current state, 0 for the others.", labels=_C_STATE)
+        state = ExtraLabelFamily("cri_container_state", "1 for the container's current state, 0 for the others.",
+                                 C_LABELS, "state")
         restarts = Family("cri_container_restarts", "Restarts of the container: the attempt number of its current instance.", labels=C_LABELS)
         started = Family("cri_container_start_time_seconds", "Unix time the current instance started.", labels=C_LABELS)
-        reason = Family(
+        reason = ExtraLabelFamily(
             "cri_container_last_terminated_reason",
             "Why the container's latest exited instance ended (OOMKilled, Error, Completed...); always 1.",
-            labels=_C_REASON,
+            C_LABELS, "reason",
         )
         exit_code = Family("cri_container_last_terminated_exit_code", "Exit code of the container's latest exited instance.", labels=C_LABELS)
         finished = Family("cri_container_last_terminated_time_seconds", "Unix time the container's latest exited instance ended.", labels=C_LABELS)
@@ -181,7 +179,7 @@ class ContainersCollector:
             handler = pod.runtime_handler if pod else ""
             info.add(label(_C_INFO, key + (c.id, c.pod_sandbox_id, inv.pod_uid(c), c.image, c.image_id, handler)), 1.0)
             for s in CONTAINER_STATES:
-                state.add(label(_C_STATE, key + (s,)), 1.0 if c.state == s else 0.0)
+                state.add_extra(labels, s, 1.0 if c.state == s else 0.0)
             restarts.add(labels, float(c.attempt))
             status = self.statuses.get((c.id, c.state))
             if status is not None and status.started_at_ns > 0:
@@ -200,7 +198,7 @@ class ContainersCollector:
                 continue
             key = (ident.namespace, ident.pod, ident.container)
             labels = label(C_LABELS, key)
-            reason.add(label(_C_REASON, key + (status.reason or "Unknown",)), 1.0)
+            reason.add_extra(labels, status.reason or "Unknown", 1.0)
             exit_code.add(labels, float(status.exit_code))
             if status.finished_at_ns > 0:
                 finished.add(labels, status.finished_at_ns / 1e9)
@@ -212,7 +210,8 @@ class ContainersCollector:
         """The pod families, and whether any ready pod's usage or network came from the snapshot."""
         snapshot_used = False
         info = Family("cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.", labels=_P_INFO)
-        state = Family("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.", labels=_P_STATE)
+        state = ExtraLabelFamily("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.",
+                                 P_LABELS, "state")
         created = Family("cri_pod_created_time_seconds", "Unix time the pod's current sandbox was created.", labels=P_LABELS)
         values = [(Family(n, d, P_LABELS, counter), attr, per) for n, d, attr, per, counter in _POD_STATS]
         net = [(Family(n, d, _P_NET, counter=True), attr) for n, d, attr in _POD_NET]
@@ -225,7 +224,7 @@ class ContainersCollector:
             labels = label(P_LABELS, key)
             info.add(label(_P_INFO, key + (p.k8s_uid, p.id, p.runtime_handler, str(p.attempt))), 1.0)
             for st in POD_STATES:
-                state.add(label(_P_STATE, key + (st,)), 1.0 if p.state == st else 0.0)
+                state.add_extra(labels, st, 1.0 if p.state == st else 0.0)
             created.add(labels, p.created_at_ns / 1e9)
             live = None
             if p.state == "ready" and _cgroup_backed(p):
