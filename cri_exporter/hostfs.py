@@ -55,8 +55,10 @@ class HostFS:
         """Read a small text file; `limit` bounds what a hostile file costs.
 
         Plain os.read in 64 KiB steps: a buffered f.read(limit) allocates the
-        whole limit first, and the scrape reads two /proc files per pod."""
-        fd = os.open(self.path(host_path), os.O_RDONLY | os.O_CLOEXEC)
+        whole limit first, and the scrape reads two /proc files per pod.
+        O_NONBLOCK: a FIFO planted where a file is expected reads as empty
+        instead of hanging the reader until someone writes to it."""
+        fd = os.open(self.path(host_path), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             chunks = []
             size = 0

@@ -151,6 +151,11 @@ def test_agent_reads_every_source_through_the_manifests_mounts(lab, host_copy):
         # statvfs of containerd's image filesystem under the host root.
         assert s.find("cri_imagefs_capacity_bytes") and s.find("cri_imagefs_available_bytes")
         assert s.find("cri_pod_network_receive_bytes_total", namespace="shop", pod="web")
+        # The doctor's serve-mode run: a child process with the same privileges and mounts.
+        s = wait_for(lambda: (lambda s: s if s.find("cri_doctor_last_run_timestamp_seconds") else None)(exp.scrape()),
+                     timeout=30, what="the doctor's first run in its child process")
+        assert s.get1("cri_doctor_run_failures_total") == 0, exp.log()[-3000:]
+        assert list(s.find("cri_doctor_check_ok", check="cri.runtime_ready").values()) == [1.0]
 
 
 def test_pod_network_is_read_from_the_hosts_proc(lab, host_copy):

@@ -181,3 +181,20 @@ def test_only_the_identity_labels_are_kept():
               "io.kubernetes.container.name": "app", "app": "web", "pod-template-hash": "5d8f"}
     assert identity_labels(labels) == {k: v for k, v in labels.items() if k.startswith("io.kubernetes.")}
     assert identity_labels({"app": "x"}) == {}
+
+
+def test_a_fifo_where_a_file_should_be_reads_empty_instead_of_hanging(tmp_path):
+    import threading
+
+    from cri_exporter.cgroups import files
+    from cri_exporter.hostfs import HostFS
+
+    os.mkfifo(tmp_path / "config.toml")
+    os.mkfifo(tmp_path / "memory.stat")
+    got = {}
+    t = threading.Thread(target=lambda: got.update(
+        text=HostFS(str(tmp_path)).read_text("/config.toml"), cgroup=files.read(str(tmp_path), "memory.stat")))
+    t.daemon = True
+    t.start()
+    t.join(5)
+    assert not t.is_alive() and got == {"text": "", "cgroup": ""}

@@ -26,7 +26,7 @@ log = structlog.get_logger(__name__)
 # 6.x); the bound only limits what a hostile or broken file can cost.
 _READ_LIMIT = 256 * 1024
 _CHUNK = 65536
-_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO in a fixture or hostile tree cannot hang a scrape
 _GONE_ERRNOS = (errno.ENOENT, errno.ENODEV, errno.ESRCH)
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX pages in bytes: LONG_MAX rounded
