@@ -13,9 +13,9 @@ usage value live, the snapshot only carries writable-layer sizes and pod
 process counts, which move slowly: it is refreshed every
 --stats-idle-interval (300 s). The runtime then spends on this agent a
 twentieth of what stats calls on every 15 s scrape would cost it for the
-refresh, plus 0.01-0.02 for the list calls of the scrapes (measured with
-benchmarks/bench.py up to 1,000 real containers: 0.06-0.07 in all; at 180 s
-it was 0.10). As soon as a scrape has to take a value from the snapshot (a
+refresh, plus 0.002-0.03 for the scrapes' list calls (benchmarks/bench.py,
+10 to 1,000 real containers: 0.052-0.079 in all; at 180 s the refresh alone
+was 0.083 and the total reached 0.10). As soon as a scrape has to take a value from the snapshot (a
 VM-based handler, an unreadable cgroup tree or /proc, the cgroup collector
 off), it is refreshed every --stats-interval (15 s).
 

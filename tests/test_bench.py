@@ -1,0 +1,22 @@
+"""benchmarks/bench.py still runs and prints what the README quotes (a smoke
+run: one small fake node, no timing asserted; speed is the benchmark's job)."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_benchmark_runs_and_prints_its_tables_and_targets():
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--real", "", "--fake", "100",
+                          "--scrapes", "3"], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    row = re.search(r"^\| fake \| 100 \| ([\d.]+) ms \| .* \| (\d+) MB \((\d+)\) \| (\d+) \| ([\d.]+) \|", text, re.M)
+    assert row, text
+    assert float(row.group(1)) > 0 and 30 < int(row.group(2)) < 500 and int(row.group(4)) > 100 * 40
+    assert "| 100 | " in text.split("| containers | samples |")[1]  # the exposition table, checked against generate_latest
+    assert re.search(r"^- resident memory < 80 MB: fake 100: \d+ MB", text, re.M)
