@@ -50,10 +50,10 @@ def _read_v1_file(d: str, name: str) -> dict[str, list[int | None]]:
     text = files.read(d, f"{name}_recursive")
     if text is None:
         text = files.read(d, name)
-    return parse_v1_blkio(text, name)
+    return parse_v1_blkio(text)
 
 
-def parse_v1_blkio(text: str | None, path: str = "") -> dict[str, list[int | None]]:
+def parse_v1_blkio(text: str | None) -> dict[str, list[int | None]]:
     """maj:min -> [read, write] from a v1 blkio throttle file.
 
     Only `maj:min Read|Write N` lines count; Sync/Async/Discard/Total lines,

@@ -28,7 +28,7 @@ def read_pressure(paths: CgroupPaths) -> PressureStats | None:
         return None
 
 
-def parse_psi(text: str | None, path: str = "") -> PsiTotals | None:
+def parse_psi(text: str | None) -> PsiTotals | None:
     """`some avg10=.. avg60=.. avg300=.. total=N` (and `full ...`): the totals.
     A line without a readable total leaves that total unknown."""
     if text is None:
@@ -46,7 +46,7 @@ def _read_pressure(paths: CgroupPaths) -> PressureStats:
     if d is None:
         return PressureStats()
     return PressureStats(
-        cpu=parse_psi(files.read(d, "cpu.pressure"), "cpu.pressure"),
-        memory=parse_psi(files.read(d, "memory.pressure"), "memory.pressure"),
-        io=parse_psi(files.read(d, "io.pressure"), "io.pressure"),
+        cpu=parse_psi(files.read(d, "cpu.pressure")),
+        memory=parse_psi(files.read(d, "memory.pressure")),
+        io=parse_psi(files.read(d, "io.pressure")),
     )

@@ -106,6 +106,21 @@ _IO_FIELDS = (
 )
 
 
+class _Kind:
+    """Container or pod: label names and, per row, the full metric name."""
+
+    def __init__(self, prefix: str, names: tuple[str, ...], rows: tuple[_Row, ...]):
+        self.names = names
+        self.device_names = names + ("device",)
+        self.rows = tuple((prefix + r.name, r.doc, r.counter, r.get, r.per) for r in rows)
+        self.io = tuple((prefix + name, doc, attr) for name, doc, attr in _IO_FIELDS)
+
+
+_C = _Kind("cri_container_", tuple(C_LABELS), _ALL_ROWS)
+_P = _Kind("cri_pod_", tuple(P_LABELS), _ALL_ROWS)
+_P_V1 = _Kind("cri_pod_", tuple(P_LABELS), tuple(r for r in _ALL_ROWS if r.pods_v1))
+
+
 class _Families:
     """This scrape's families of one kind (container or pod), one per row, in
     the rows' order; families no cgroup had a value for are left out."""
@@ -119,7 +134,7 @@ class _Families:
         labels = cache.get(self.kind.names, values)
         for (_, _, _, get, per), family in zip(self.kind.rows, self.by_row):
             value = get(stats)
-            if value is not None:
+            if value is not None:  # Family.add, inlined: this loop runs for every row of every cgroup
                 family.labelsets.append(labels)
                 family.values.append(value / per)
         for dev in stats.io.devices:
@@ -231,20 +246,3 @@ def _node_info(layout: Layout) -> Metric:
     )
     info.add_metric([layout.version, layout.driver], 1.0)
     return info
-
-
-class _Kind:
-    """Container or pod: label names and, per row, the full metric name."""
-
-    def __init__(self, prefix: str, names: tuple[str, ...], rows: tuple[_Row, ...]):
-        self.names = names
-        self.device_names = names + ("device",)
-        self.rows = tuple((prefix + r.name, r.doc, r.counter, r.get, r.per) for r in rows)
-        self.io = tuple((prefix + name, doc, attr) for name, doc, attr in _IO_FIELDS)
-
-
-_C = _Kind("cri_container_", tuple(C_LABELS), _ALL_ROWS)
-_P = _Kind("cri_pod_", tuple(P_LABELS), _ALL_ROWS)
-_P_V1 = _Kind("cri_pod_", tuple(P_LABELS), tuple(r for r in _ALL_ROWS if r.pods_v1))
-
-
