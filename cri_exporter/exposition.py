@@ -171,6 +171,10 @@ class Family:
         """For the few-series families: renders the label set every time."""
         self.add(Labels(self.labelnames, tuple(values)), value)
 
+    def lines(self, mname: str) -> list[str]:
+        """The sample lines; `mname` is the escaped sample name (the header's)."""
+        return [f"{mname}{labels.text} {go_float(value)}\n" for labels, value in zip(self.labelsets, self.values)]
+
     @property
     def samples(self) -> list[Sample]:
         names = self.labelnames
@@ -203,10 +207,6 @@ class ExtraLabelFamily(Family):
 
     def add(self, labels: Labels, value: float) -> None:
         raise TypeError("an ExtraLabelFamily series needs its extra label: use add_extra")
-
-    def add_metric(self, values: Iterable[str], value: float) -> None:
-        *base, extra = values
-        self.add_extra(Labels(self.labelnames[:-1], tuple(base)), extra, value)
 
     def lines(self, mname: str) -> list[str]:
         escaped: dict[str, str] = {}  # a few values (states, reasons) for many series
@@ -276,14 +276,9 @@ class ExpositionWriter:
         small: list[str] = []
         for metric in families:
             header, mname = self._header(metric)
-            kind = type(metric)
-            if kind is Family or kind is ExtraLabelFamily:
+            if isinstance(metric, Family):
                 # Family.sample_name is name (+ _total): the same escaped name as the header's.
-                if kind is Family:
-                    lines = [f"{mname}{labels.text} {go_float(value)}\n"
-                             for labels, value in zip(metric.labelsets, metric.values)]
-                else:
-                    lines = metric.lines(mname)
+                lines = metric.lines(mname)
                 if len(lines) > 64:
                     if small:
                         yield "".join(small)
