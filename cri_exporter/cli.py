@@ -83,7 +83,7 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
     from cri_exporter.logsetup import configure
     from cri_exporter.server import Server
 
-    process.limit_malloc_arenas()  # before any thread starts
+    process.tune_malloc()  # before any thread starts
     configure(log_format, log_level)
     log = structlog.get_logger("cri_exporter")
     settings = Settings(

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import platform
+import threading
 import time
 
 import grpc
@@ -11,7 +12,7 @@ from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from cri_exporter import __version__
+from cri_exporter import __version__, process
 from cri_exporter.cgroups import NodeCgroups
 from cri_exporter.collectors.cgroups import CgroupCollector
 from cri_exporter.collectors.containers import ContainersCollector, StatsCollector
@@ -35,6 +36,9 @@ GZIP_LEVEL = 1
 # Without an explicit endpoint and with no runtime answering, the sockets are
 # probed again this often (a stat each; Version only where a socket exists).
 REPROBE_SECONDS = 5.0
+
+# At most one malloc_trim this often (release_memory).
+RELEASE_SECONDS = 1.0
 
 # `_created` series double the self-metrics' series for a timestamp Prometheus
 # does not use in the text format.
@@ -100,6 +104,8 @@ class Exporter:
             )
             collectors.append(_DoctorScrape(self.doctor))
         self.scraper = Scraper(collectors, self._context, settings.scrape_timeout)
+        self._release_lock = threading.Lock()
+        self._released_at = 0.0
 
     def _reprobe(self) -> bool:
         """Probe crictl's sockets again (at most every REPROBE_SECONDS); switch
@@ -138,6 +144,20 @@ class Exporter:
         if self._doctor_child is not None:
             self._doctor_child.stop()
         self.scraper.close()
+
+    def release_memory(self) -> None:
+        """After a /metrics answer: hand the scrape's freed heap back to the
+        kernel (process.release_freed_memory), at most once a second however
+        many scrapers share a collection, and never two at once."""
+        if not self._release_lock.acquire(blocking=False):
+            return
+        try:
+            now = time.monotonic()
+            if now - self._released_at >= RELEASE_SECONDS:
+                self._released_at = now
+                process.release_freed_memory()
+        finally:
+            self._release_lock.release()
 
     def render(self, timeout: float | None = None, gzip_ok: bool = False) -> tuple[bytes, dict[str, str]]:
         """The /metrics answer: the collection's text (rendered once per collection,

@@ -67,6 +67,8 @@ class Handler(BaseHTTPRequestHandler):
         gzip_ok = "gzip" in (self.headers.get("Accept-Encoding") or "")
         body, headers = self.exporter.render(timeout=timeout, gzip_ok=gzip_ok)
         self._send(200, body, headers)
+        del body
+        self.exporter.release_memory()
 
     def doctor(self) -> None:
         """The latest periodic doctor report, as `cri-exporter doctor --output json` prints it."""

@@ -164,9 +164,14 @@ def test_process_settings_for_a_long_running_agent(monkeypatch):
     from cri_exporter import process
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
-    assert process.limit_malloc_arenas() is False  # the operator's setting wins
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    # the operator's setting wins; glibc (Debian) here takes the others
+    assert process.tune_malloc() == {"MALLOC_ARENA_MAX": False, "MALLOC_MMAP_THRESHOLD_": True,
+                                     "MALLOC_TRIM_THRESHOLD_": True}
     monkeypatch.delenv("MALLOC_ARENA_MAX")
-    assert process.limit_malloc_arenas() is True  # glibc (Debian) here
+    assert process.tune_malloc()["MALLOC_ARENA_MAX"] is True
+    process.release_freed_memory()
     try:
         process.freeze_startup_objects()
         assert gc.get_freeze_count() > 10_000
