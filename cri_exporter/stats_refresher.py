@@ -139,6 +139,7 @@ class StatsRefresher:
         for pod in pods.values():
             for c in pod.containers:
                 containers.setdefault(c.id, c)
+            pod.containers = ()  # merged: kept in both places, a snapshot held every container twice
 
         snap = StatsSnapshot(started, containers, pods, container_error, pod_list_error, tuple(failed), durations)
         self._snapshot = snap

@@ -17,6 +17,7 @@ import errno
 import os
 import random
 import re
+from sys import intern
 
 import structlog
 
@@ -68,7 +69,10 @@ class LimitFiles:
         try:
             return self._texts[name]
         except KeyError:
-            text = self._texts[name] = read(directory, name)
+            text = read(directory, name)
+            # Interned: most cgroups hold the same few texts ("max", "100000",
+            # "1024"); one copy each instead of 37,500 strings at 5,000 containers.
+            text = self._texts[name] = intern(text) if text is not None else None
             return text
 
 
