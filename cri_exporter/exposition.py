@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import zlib
+from array import array
 from typing import Iterable, Iterator
 
 from prometheus_client.core import Metric
@@ -143,8 +144,10 @@ class Family:
     add_metric (about 2 µs); at some 60 series a container that was the largest
     cost of a scrape at 1,000 containers, ahead of reading the cgroup files.
     A series here is an already rendered label set and a value, kept in two
-    parallel lists: no tuple per series, so tens of thousands of series add
-    nothing for the garbage collector to trace.
+    parallel sequences: no tuple per series, so tens of thousands of series
+    add nothing for the garbage collector to trace, and the values sit in a
+    C array of doubles (8 bytes each, not a 24-byte float object and its
+    8-byte slot: 7.6 MB less at the peak of a 5,000-container scrape).
     `samples` still gives prometheus_client Samples for anything else
     (generate_latest, the parser-based tests), so a Family is a Metric
     wherever one is read. Label sets must be made with this family's label
@@ -161,7 +164,7 @@ class Family:
         self.labelnames = tuple(labels)
         self.sample_name = name + "_total" if counter else name
         self.labelsets: list[Labels] = []
-        self.values: list[float] = []
+        self.values = array("d")
 
     def add(self, labels: Labels, value: float) -> None:
         self.labelsets.append(labels)
@@ -183,21 +186,26 @@ class Family:
 
 
 class ExtraLabelFamily(Family):
-    """A Family whose series are a cached label set plus one more label, named
-    after every other one, whose value is given per series: `state` beside a
-    container's namespace, pod and container. The extra label is written
-    into the line, not kept: four states for each of thousands of containers
-    were four in ten of all label sets kept between scrapes."""
+    """A Family whose series are a cached label set plus one more label whose
+    value is given per series: `state` beside a container's namespace, pod
+    and container, or the `device` of its block I/O. The extra label is
+    written into the line, not kept: four states for each of thousands of
+    containers were four in ten of all label sets kept between scrapes, and
+    a label set per container and device were 15,000 of 32,500 at 5,000
+    containers."""
 
-    __slots__ = ("extra_name", "extras")
+    __slots__ = ("extra_name", "extras", "_before")
 
     def __init__(self, name: str, documentation: str, labels: Iterable[str], extra_name: str, counter: bool = False):
         labels = tuple(labels)
-        if labels and max(labels) >= extra_name:
-            raise ValueError(f"{extra_name!r} must sort after {labels}: the text format sorts labels by name")
+        if extra_name in labels:
+            raise ValueError(f"{extra_name!r} is already one of {labels}")
         super().__init__(name, documentation, labels + (extra_name,), counter)
         self.extra_name = extra_name
         self.extras: list[str] = []
+        # The text format sorts labels by name: the extra one goes before the
+        # first name after it, or last (None).
+        self._before = min((n for n in labels if n > extra_name), default=None)
 
     def add_extra(self, labels: Labels, extra: str, value: float) -> None:
         """`labels`: a label set of this family's names without the extra one."""
@@ -209,13 +217,27 @@ class ExtraLabelFamily(Family):
         raise TypeError("an ExtraLabelFamily series needs its extra label: use add_extra")
 
     def lines(self, mname: str) -> list[str]:
-        escaped: dict[str, str] = {}  # a few values (states, reasons) for many series
+        pair: dict[str, str] = {}  # a few values (states, reasons, devices) for many series
         for extra in self.extras:
-            if extra not in escaped:
-                escaped[extra] = f'{self.extra_name}="{escape_label_value(extra)}"}}'
-        return [f"{mname}{text[:-1]},{escaped[extra]} {go_float(value)}\n" if text else
-                f"{mname}{{{escaped[extra]} {go_float(value)}\n"
-                for text, extra, value in zip((ls.text for ls in self.labelsets), self.extras, self.values)]
+            if extra not in pair:
+                pair[extra] = f'{self.extra_name}="{escape_label_value(extra)}"'
+        before = self._before
+        if before is None:
+            return [f"{mname}{text[:-1]},{pair[extra]}}} {go_float(value)}\n" if text else
+                    f"{mname}{{{pair[extra]}}} {go_float(value)}\n"
+                    for text, extra, value in zip((ls.text for ls in self.labelsets), self.extras, self.values)]
+        # Inside a rendered value every double quote is escaped, so the first
+        # `",name="` is where the pair of `name` starts; `{name=` when it is first.
+        marker = f'",{before}="'
+        out = []
+        for labels, extra, value in zip(self.labelsets, self.extras, self.values):
+            text = labels.text
+            if text.startswith(f"{{{before}="):
+                out.append(f"{mname}{{{pair[extra]},{text[1:]} {go_float(value)}\n")
+            else:
+                cut = text.index(marker) + 1
+                out.append(f"{mname}{text[:cut]},{pair[extra]}{text[cut:]} {go_float(value)}\n")
+        return out
 
     @property
     def samples(self) -> list[Sample]:

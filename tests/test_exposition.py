@@ -125,17 +125,24 @@ def test_an_extra_label_written_into_the_line_matches_generate_latest():
     state = ExtraLabelFamily("cri_test_state", "Doc.", names, "state")
     reason = ExtraLabelFamily("cri_test_reason", "Doc.", ("namespace",), "reason", counter=True)
     bare = ExtraLabelFamily("cri_test_bare", "Doc.", (), "state")
+    # an extra label that sorts first, or between two others (a hostile value
+    # full of quotes, commas and `name=` must not fool where it goes)
+    first = ExtraLabelFamily("cri_test_first", "Doc.", ("namespace", "pod"), "device", counter=True)
+    middle = ExtraLabelFamily("cri_test_middle", "Doc.", names, "device")
     for n, v in enumerate(HOSTILE):
         base = cache.get(names, ("ns", v, f"c{n}"))
         for s in ("running", "exited"):
             state.add_extra(base, s, 1.0 if s == "running" else 0.0)
         reason.add_extra(cache.get(("namespace",), (v,)), HOSTILE[-1 - n], n)
+        first.add_extra(cache.get(("namespace", "pod"), (v, v)), HOSTILE[-1 - n], n)
+        for dev in ("sda", HOSTILE[-1 - n], '",namespace="x'):
+            middle.add_extra(cache.get(names, (v, v, v + '",namespace="')), dev, n)
     bare.add_extra(cache.get((), ()), 'x"y', 1.0)
-    fams = [state, reason, bare]
+    fams = [state, reason, bare, first, middle]
     assert ExpositionWriter().write(fams) == reference(fams)
     assert state.samples[0].labels == {"namespace": "ns", "pod": HOSTILE[0], "container": "c0", "state": "running"}
-    with pytest.raises(ValueError, match="must sort after"):
-        ExtraLabelFamily("x", "d", ("namespace", "pod"), "interface")
+    with pytest.raises(ValueError, match="already one of"):
+        ExtraLabelFamily("x", "d", ("namespace", "pod"), "pod")
     with pytest.raises(TypeError):
         state.add(cache.get(names, ("a", "b", "c")), 1.0)
 

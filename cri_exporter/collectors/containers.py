@@ -21,7 +21,6 @@ from typing import Iterable
 from prometheus_client.core import Metric
 
 from cri_exporter.cgroups import NodeCgroups, Usage
-from cri_exporter.cgroups.usage import usage_from
 from cri_exporter.collectors.cgroups import Readings, node_readings
 from cri_exporter.cri import model
 from cri_exporter.exposition import ExtraLabelFamily, Family, LabelCache, Labels
@@ -186,8 +185,7 @@ class ContainersCollector:
                 started.add(labels, status.started_at_ns / 1e9)
             live = None
             if c.state == "running" and _cgroup_backed(pod):
-                cg = readings.containers.get(c.id)
-                live = usage_from(cg) if cg is not None else None
+                live = readings.containers.get(c.id)
             if c.state == "running" and live is None:
                 snapshot_used = True
             _add_values(values, labels, live, stats.get(c.id))
@@ -228,8 +226,7 @@ class ContainersCollector:
             created.add(labels, p.created_at_ns / 1e9)
             live = None
             if p.state == "ready" and _cgroup_backed(p):
-                cg = readings.pods.get(p.k8s_uid)
-                live = usage_from(cg) if cg is not None else None
+                live = readings.pods.get(p.k8s_uid)
             s = stats.get(p.id)
             _add_values(values, labels, live, s)
             interfaces = None
