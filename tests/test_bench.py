@@ -19,4 +19,4 @@ def test_the_benchmark_runs_and_prints_its_tables_and_targets():
     assert row, text
     assert float(row.group(1)) > 0 and 30 < int(row.group(2)) < 500 and int(row.group(4)) > 100 * 40
     assert "| 100 | " in text.split("| containers | samples |")[1]  # the exposition table, checked against generate_latest
-    assert re.search(r"^- resident memory < 80 MB: fake 100: \d+ MB", text, re.M)
+    assert re.search(r"^- resident memory < 80 MB \(between scrapes; peak in the table\): fake 100: \d+ MB \[ok\]", text, re.M)
