@@ -120,8 +120,10 @@ def test_cpu_from_the_cri_snapshot_without_the_cgroup_collector(containerd, pods
     burner (10% quota) can use in the snapshot's age."""
     burn = pods.burner.containers["burn"][0]
     with ExporterProcess(containerd.endpoint, "--collectors", "-cgroups", "--stats-interval", "1") as exp:
-        s = wait_for(lambda: (x := exp.scrape()).find("cri_container_cpu_usage_seconds_total", pod="burner") and x,
-                     what="snapshot")
+        # Both from one scrape: the stats collector can run just before the first
+        # refresh lands and the containers collector just after it.
+        s = wait_for(lambda: (x := exp.scrape()).find("cri_container_cpu_usage_seconds_total", pod="burner")
+                     and x.find("cri_stats_snapshot_age_seconds") and x, what="snapshot")
         truth = cgroup_truth.cpu_usage_seconds(pods.burner.uid, burn)
         value = s.get1("cri_container_cpu_usage_seconds_total", **ident(pods.burner, "burn"))
         age = s.get1("cri_stats_snapshot_age_seconds")
