@@ -71,12 +71,7 @@ def _metric_name(name: str) -> str:
 
 def _render_prefix(name: str, labels: dict) -> str:
     """`name{a="x",b="y"} `: the part of a sample line that does not change between scrapes."""
-    if not labels:
-        return f"{_metric_name(name)} "
-    inner = ",".join(
-        f'{_om.escape_label_name(k, _om.UNDERSCORES)}="{escape_label_value(v)}"' for k, v in sorted(labels.items())
-    )
-    return f"{_metric_name(name)}{{{inner}}} "
+    return f"{_metric_name(name)}{render_labels(labels, labels.values())} "
 
 
 class Labels:
