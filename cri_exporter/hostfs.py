@@ -1,39 +1,67 @@
-"""Every host path goes through here, so `--host-root /host` works everywhere.
+"""Every host path goes through here, so `--host-root /host` works everywhere
+and nothing outside the root is ever read.
 
 In a DaemonSet the node's filesystem is mounted at /host; tests point the root
 at a fixture tree. Nothing else in the package joins a root to a path.
+
+Confinement: under /host an absolute symlink such as /var/run -> /run, or a
+planted /etc/containerd/config.toml -> /etc/shadow, would otherwise resolve
+in the agent's own container (its service account token lives there), and a
+path with `..` components could climb out of the root. path() resolves every
+component inside the root, as chroot would: absolute link targets restart at
+the root, `..` stops at it, and a chain of more than 40 links is ELOOP, like
+the kernel's limit. Files are then opened with O_NOFOLLOW, so a link swapped
+in after resolution fails instead of being followed.
 """
 from __future__ import annotations
 
+import errno
 import os
+import threading
+
+MAX_LINKS = 40
+
+# Kernel filesystems hold no symlinks a user can plant; the few links the kernel
+# makes there are relative and stay inside (/sys/dev/block/8:0 -> ../../devices/...),
+# except procfs' magic links, which jump anywhere and are never walked through.
+_KERNEL_PREFIXES = ("/proc/", "/sys/")
+_MAGIC_LINKS = frozenset(("cwd", "root", "exe", "fd", "map_files"))
 
 
 class HostFS:
     def __init__(self, root: str = "/"):
         self.root = os.path.abspath(root or "/")
+        self._kernel_roots: dict[str, str] = {}
+        self._lock = threading.Lock()
+        # Host paths opened with record=True, in order (the doctor's config
+        # reads: its support bundle holds exactly the files its checks read).
+        self.recorded: dict[str, None] = {}
 
     def path(self, host_path: str) -> str:
-        """The local path of an absolute path on the host."""
+        """The local path of an absolute path on the host, confined to the root."""
         if self.root == "/":
             return host_path
-        return os.path.join(self.root, host_path.lstrip("/"))
+        if host_path.startswith(_KERNEL_PREFIXES):
+            fast = self._kernel_path(host_path)
+            if fast is not None:
+                return fast
+        return self.resolve(host_path)
 
-    def resolve(self, host_path: str, max_links: int = 40) -> str:
+    # Kept as the name callers use where following links is the point (sockets).
+    def resolve(self, host_path: str, max_links: int = MAX_LINKS) -> str:
         """The local path of `host_path` with symlinks resolved INSIDE the root.
 
-        path() only prefixes the root; under /host an absolute symlink such as
-        /var/run -> /run would resolve in the agent's own container, and
-        /host/var/run/containerd/containerd.sock would point at the agent's
-        /run. Sockets and /var/run paths go through here; hot paths (cgroup
-        files) use path(), which costs no syscalls.
+        Raises OSError(ELOOP) past `max_links` links, so a link loop or a long
+        chain can neither hang the resolver nor end in a link left unresolved.
         """
         if self.root == "/":
             return host_path
         parts = [p for p in host_path.split("/") if p]
+        parts.reverse()  # a stack: pop() takes the next component
         done: list[str] = []
         links = 0
         while parts:
-            part = parts.pop(0)
+            part = parts.pop()
             if part == "..":
                 if done:
                     done.pop()
@@ -41,15 +69,36 @@ class HostFS:
             if part == ".":
                 continue
             local = os.path.join(self.root, *done, part)
-            if os.path.islink(local) and links < max_links:
-                links += 1
+            try:
                 target = os.readlink(local)
-                if target.startswith("/"):
-                    done = []
-                parts = [p for p in target.split("/") if p] + parts
+            except OSError:  # not a link, or absent: either way a plain component
+                done.append(part)
                 continue
-            done.append(part)
+            links += 1
+            if links > max_links:
+                raise OSError(errno.ELOOP, f"more than {max_links} symbolic links", host_path)
+            if target.startswith("/"):
+                done = []
+            parts.extend(reversed([p for p in target.split("/") if p]))
         return os.path.join(self.root, *done)
+
+    def _kernel_path(self, host_path: str) -> str | None:
+        """/proc and /sys paths with only their mount point resolved (once): the
+        scrape reads two /proc files per pod, and resolving every component
+        would cost a readlink each. None where the fast way does not apply."""
+        top, _, rest = host_path[1:].partition("/")
+        names = rest.split("/")
+        if ".." in names or (top == "proc" and _MAGIC_LINKS.intersection(names)):
+            return None
+        base = self._kernel_roots.get(top)
+        if base is None:
+            try:
+                base = self.resolve("/" + top)
+            except OSError:
+                return None
+            with self._lock:
+                self._kernel_roots[top] = base
+        return f"{base}/{rest}"
 
     def read_text(self, host_path: str, limit: int = 4 * 1024 * 1024) -> str:
         """Read a small text file; `limit` bounds what a hostile file costs.
@@ -58,7 +107,10 @@ class HostFS:
         whole limit first, and the scrape reads two /proc files per pod.
         O_NONBLOCK: a FIFO planted where a file is expected reads as empty
         instead of hanging the reader until someone writes to it."""
-        fd = os.open(self.path(host_path), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        return self.read_bytes(host_path, limit).decode("utf-8", errors="replace")
+
+    def read_bytes(self, host_path: str, limit: int) -> bytes:
+        fd = self.open(host_path)
         try:
             chunks = []
             size = 0
@@ -70,10 +122,34 @@ class HostFS:
                 size += len(chunk)
         finally:
             os.close(fd)
-        return b"".join(chunks).decode("utf-8", errors="replace")
+        return b"".join(chunks)
+
+    def open(self, host_path: str, record: bool = False) -> int:
+        """A read-only fd of a host file; the caller closes it."""
+        if record:
+            self.recorded.setdefault(os.path.normpath(host_path), None)
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+        if self.root != "/":
+            flags |= os.O_NOFOLLOW
+        return os.open(self.path(host_path), flags)
 
     def exists(self, host_path: str) -> bool:
-        return os.path.exists(self.path(host_path))
+        return self._test(os.path.exists, host_path)
+
+    def is_file(self, host_path: str) -> bool:
+        return self._test(os.path.isfile, host_path)
+
+    def is_dir(self, host_path: str) -> bool:
+        return self._test(os.path.isdir, host_path)
+
+    def is_executable(self, host_path: str) -> bool:
+        return self._test(lambda local: os.access(local, os.X_OK), host_path)
+
+    def _test(self, test, host_path: str) -> bool:
+        try:
+            return test(self.path(host_path))
+        except OSError:  # ELOOP from path(): a link loop is no file
+            return False
 
     def __repr__(self) -> str:
         return f"HostFS({self.root!r})"

@@ -59,11 +59,10 @@ class Layout:
 
 def detect(hostfs: HostFS, root: str = DEFAULT_ROOT, cgroup_root: str = "/") -> Layout:
     """Look at the cgroup mount under the host root; raises CgroupUnavailable."""
-    local_root = hostfs.path(root)
     try:
-        entries = os.listdir(local_root)
+        entries = os.listdir(hostfs.path(root))
     except OSError as err:
-        raise CgroupUnavailable(f"cannot list {local_root}: {err}") from err
+        raise CgroupUnavailable(f"cannot list {root} under {hostfs.root}: {err}") from err
     if "cgroup.controllers" in entries:
         layout = Layout("v2", UNKNOWN, root, {}, unified=root)
     else:
@@ -75,7 +74,7 @@ def detect(hostfs: HostFS, root: str = DEFAULT_ROOT, cgroup_root: str = "/") -> 
                 if controller in members and (controller not in controllers or name == controller):
                     controllers[controller] = f"{root}/{name}"
         if not controllers:
-            raise CgroupUnavailable(f"{local_root} has neither cgroup.controllers nor v1 controller directories")
+            raise CgroupUnavailable(f"{root} under {hostfs.root} has neither cgroup.controllers nor v1 controller directories")
         unified = f"{root}/unified" if "unified" in entries else None
         layout = Layout("v1", UNKNOWN, root, controllers, unified=unified, hybrid=unified is not None)
     return with_driver(hostfs, layout, cgroup_root)
@@ -86,9 +85,9 @@ def with_driver(hostfs: HostFS, layout: Layout, cgroup_root: str = "/") -> Layou
     base = cgroup_root.strip("/")
     for hierarchy in layout.hierarchy_roots():
         parent = f"{hierarchy}/{base}" if base else hierarchy
-        if os.path.isdir(hostfs.path(f"{parent}/kubepods.slice")):
+        if hostfs.is_dir(f"{parent}/kubepods.slice"):
             return dataclasses.replace(layout, driver=SYSTEMD)
-        if os.path.isdir(hostfs.path(f"{parent}/kubepods")):
+        if hostfs.is_dir(f"{parent}/kubepods"):
             return dataclasses.replace(layout, driver=CGROUPFS)
     return layout
 

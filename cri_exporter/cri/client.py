@@ -359,4 +359,8 @@ def _under_root(endpoint: str, host_root: str) -> str:
     if not path or host_root in ("", "/"):
         return endpoint
     # /var/run is usually an absolute symlink to /run: follow it inside the host root.
-    return "unix://" + HostFS(host_root).resolve(path)
+    hostfs = HostFS(host_root)
+    try:
+        return "unix://" + hostfs.resolve(path)
+    except OSError:  # a link loop: no socket there, and never one outside the root
+        return "unix://" + os.path.join(hostfs.root, ".unresolvable-link-loop", path.lstrip("/"))

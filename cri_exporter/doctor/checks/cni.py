@@ -77,7 +77,7 @@ def plugins(ctx):
     missing, found = [], []
     for p in chosen.plugins:
         t = str(p.get("type"))
-        hits = [os.path.join(d, t) for d in cfg.bin_dirs if os.access(ctx.hostfs.path(os.path.join(d, t)), os.X_OK)]
+        hits = [os.path.join(d, t) for d in cfg.bin_dirs if ctx.hostfs.is_executable(os.path.join(d, t))]
         (found if hits else missing).append(t)
     seen = f"{chosen.path} needs {', '.join(str(p.get('type')) for p in chosen.plugins)}; bin dirs: {', '.join(cfg.bin_dirs)}"
     if not missing:

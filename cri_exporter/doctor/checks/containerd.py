@@ -368,7 +368,7 @@ def _hosts_problems(ctx, config_path: str) -> tuple[list[str], list[str]]:
     problems, seen = [], []
     for name in list_dir(ctx.hostfs, config_path):
         d = os.path.join(config_path, name)
-        if not os.path.isdir(ctx.hostfs.path(d)):
+        if not ctx.hostfs.is_dir(d):
             continue
         if not _HOST_DIR_RE.match(name):
             problems.append(f"{d}: directory name {name!r} is not a registry host[:port] (containerd never looks it up)")
@@ -402,7 +402,7 @@ def registry_hosts(ctx):
     config_path = ctx.containerd.registry().get("config_path")
     if not config_path:
         return skipped("registry.config_path is not set (no hosts.toml directory)")
-    if not os.path.isdir(ctx.hostfs.path(config_path)):
+    if not ctx.hostfs.is_dir(config_path):
         return warned(f"config_path {config_path} does not exist", f"config_path = {config_path!r}",
                       "Every pull goes straight to the upstream registry, ignoring the mirrors you meant.",
                       f"mkdir -p {config_path}/docker.io   # and write hosts.toml files there", [REF_HOSTS])

@@ -28,11 +28,10 @@ def _nodefs_path(ctx) -> str:
 
 def _check(ctx, kind: str, path: str):
     thresholds, where = ctx.kubelet.eviction_hard()
-    local = ctx.hostfs.path(path)
-    if not os.path.isdir(local):
+    if not ctx.hostfs.is_dir(path):
         return skipped(f"{path} does not exist on this host")
     try:
-        st = statvfs(local)
+        st = statvfs(ctx.hostfs.path(path))
     except OSError as e:
         return skipped(f"statvfs({path}) failed: {e}")
     total = st.f_blocks * st.f_frsize

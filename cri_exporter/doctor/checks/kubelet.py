@@ -65,8 +65,8 @@ def runtime_endpoint(ctx):
     if path is None:
         return warned(f"{endpoint} is not a unix socket endpoint", seen,
                       "Linux runtimes listen on unix sockets; other schemes are not checked.", fix, [REF_FLAGS])
-    local = resolve(ctx.hostfs, path)
     try:
+        local = resolve(ctx.hostfs, path)
         st = os.stat(local)
     except OSError:
         return failed(f"the kubelet's runtime socket {path} does not exist", seen,

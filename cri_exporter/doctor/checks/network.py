@@ -144,8 +144,8 @@ def leaked_netns(ctx):
     keep the sandbox's pause process in it; one without any process was left
     behind by a failed teardown and still holds its pod IP.
     """
-    netns_dir = resolve(ctx.hostfs, NETNS_DIR)
     try:
+        netns_dir = resolve(ctx.hostfs, NETNS_DIR)
         names = sorted(n for n in os.listdir(netns_dir) if n.startswith("cni-"))
     except OSError:
         names = []

@@ -71,6 +71,6 @@ def load(hostfs: HostFS, conf_dir: str, bin_dirs: list[str]) -> CniConfig:
     cfg = CniConfig(conf_dir, bin_dirs)
     for name in list_dir(hostfs, conf_dir):
         path = os.path.join(conf_dir, name)
-        if name.endswith(EXTENSIONS) and os.path.isfile(hostfs.path(path)):
+        if name.endswith(EXTENSIONS) and hostfs.is_file(path):
             cfg.files.append(_parse(hostfs, path))
     return cfg

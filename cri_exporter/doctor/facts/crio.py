@@ -74,7 +74,7 @@ def load(hostfs: HostFS) -> CrioConfig:
     paths += [
         os.path.join(DROPIN_DIR, n)
         for n in list_dir(hostfs, DROPIN_DIR)
-        if os.path.isfile(hostfs.path(os.path.join(DROPIN_DIR, n)))
+        if hostfs.is_file(os.path.join(DROPIN_DIR, n))
     ]
     for p in paths:
         cfg.files.append(p)
@@ -112,8 +112,10 @@ def running_config(hostfs: HostFS, socket_path: str, timeout: float = 2.0) -> tu
     """(the config the running CRI-O uses, "") from GET /config on its
     socket (TOML, the same text `crio status config` prints), or (None, why
     not). The socket is resolved inside the host root (/var/run -> /run)."""
-    local = hostfs.resolve(socket_path)
-    conn = _UnixHTTPConnection(local, timeout)
+    try:
+        conn = _UnixHTTPConnection(hostfs.resolve(socket_path), timeout)
+    except OSError as e:
+        return None, f"CRI-O API at {socket_path} unreachable ({e.__class__.__name__}: {e})"
     try:
         conn.request("GET", "/config", headers={"Host": "crio"})
         resp = conn.getresponse()

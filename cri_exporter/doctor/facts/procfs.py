@@ -25,10 +25,10 @@ def module_state(hostfs: HostFS, name: str) -> str | None:
     modules = read_small(hostfs, "/proc/modules") or ""
     if any(line.split(" ", 1)[0] == name for line in modules.splitlines()):
         return "loaded"
-    if os.path.isdir(hostfs.path(f"/sys/module/{name}")):
+    if hostfs.is_dir(f"/sys/module/{name}"):
         return "loaded" if hostfs.exists(f"/sys/module/{name}/refcnt") else "builtin"
     # A built-in br_netfilter shows only through the sysctls it registers.
-    if name == "br_netfilter" and os.path.isdir(hostfs.path("/proc/sys/net/bridge")):
+    if name == "br_netfilter" and hostfs.is_dir("/proc/sys/net/bridge"):
         return "builtin"
     release = read_small(hostfs, "/proc/sys/kernel/osrelease")
     if release:
