@@ -23,7 +23,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
-from cri_exporter.doctor.facts.files import FileTooLarge, list_dir, read_config
+from cri_exporter.doctor.facts.files import MAX_CONFIG_BYTES, FileTooLarge, list_dir, read_config
 from cri_exporter.hostfs import HostFS
 
 CONFIG_PATH = "/etc/containerd/config.toml"
@@ -51,10 +51,11 @@ class ConfigError:
         return f"{where}: {self.message}"
 
 
-def parse_toml(hostfs: HostFS, host_path: str) -> tuple[dict | None, ConfigError | None]:
+def parse_toml(hostfs: HostFS, host_path: str,
+               max_bytes: int = MAX_CONFIG_BYTES) -> tuple[dict | None, ConfigError | None]:
     """A TOML file's data, or the error with its line and column."""
     try:
-        text = read_config(hostfs, host_path)
+        text = read_config(hostfs, host_path, max_bytes)
     except (OSError, FileTooLarge) as e:
         return None, ConfigError(host_path, str(e) if isinstance(e, FileTooLarge) else e.strerror or str(e))
     try:
@@ -181,13 +182,23 @@ def _merge(into: dict, new: dict) -> None:
             into[key] = value
 
 
+# A node's imports are a handful of drop-ins; past these the rest is reported,
+# not read (a glob over a huge directory, or imports that fan out).
+MAX_IMPORTED_FILES = 64
+MAX_IMPORTED_BYTES = 8 * MAX_CONFIG_BYTES
+
+
 def _expand_import(hostfs: HostFS, pattern: str, base_dir: str) -> list[str]:
+    """containerd's resolveImports (1.6 through 2.1): filepath.Clean, joined to
+    the importing file's directory when relative (Join cleans too, so
+    `./config.toml` is the file itself), and globbed only when it holds a `*`."""
+    pattern = os.path.normpath(pattern)
     if not os.path.isabs(pattern):
-        pattern = os.path.join(base_dir, pattern)
-    if not any(ch in pattern for ch in "*?["):
+        pattern = os.path.normpath(os.path.join(base_dir, pattern))
+    if "*" not in pattern:
         return [pattern]
     directory, name_glob = os.path.split(pattern)
-    return [os.path.join(directory, n) for n in list_dir(hostfs, directory) if fnmatch.fnmatch(n, name_glob)]
+    return [os.path.join(directory, n) for n in list_dir(hostfs, directory) if fnmatch.fnmatchcase(n, name_glob)]
 
 
 def load(hostfs: HostFS, path: str = CONFIG_PATH) -> ContainerdConfig:
@@ -202,19 +213,38 @@ def load(hostfs: HostFS, path: str = CONFIG_PATH) -> ContainerdConfig:
     cfg.data = dict(data)
     v = data.get("version")
     cfg.declared_version = v if isinstance(v, int) else None
-    seen = {path}
-    queue = [(p, os.path.dirname(path)) for p in data.get("imports", []) if isinstance(p, str)]
+    seen = {os.path.normpath(path)}
+    queue = [(p, os.path.dirname(path)) for p in _imports(data)]
+    budget = MAX_IMPORTED_BYTES
     while queue:
         pattern, base = queue.pop(0)
         for imp in _expand_import(hostfs, pattern, base):
             if imp in seen:
                 continue
+            if len(seen) > MAX_IMPORTED_FILES or budget <= 0:
+                cfg.errors.append(ConfigError(imp, f"not read: more than {MAX_IMPORTED_FILES} imported files or "
+                                                   f"{MAX_IMPORTED_BYTES} bytes of them (an import loop or a glob "
+                                                   "over a large directory?)"))
+                return cfg
             seen.add(imp)
             cfg.files.append(imp)
-            sub, err = parse_toml(hostfs, imp)
+            sub, err = parse_toml(hostfs, imp, max_bytes=min(MAX_CONFIG_BYTES, budget))
+            budget -= _size(hostfs, imp)
             if err:
                 cfg.errors.append(err)
                 continue
             _merge(cfg.data, sub)
-            queue.extend((p, os.path.dirname(imp)) for p in sub.get("imports", []) if isinstance(p, str))
+            queue.extend((p, os.path.dirname(imp)) for p in _imports(sub))
     return cfg
+
+
+def _imports(data: dict) -> list[str]:
+    imports = data.get("imports", [])
+    return [p for p in imports if isinstance(p, str)] if isinstance(imports, list) else []
+
+
+def _size(hostfs: HostFS, host_path: str) -> int:
+    try:
+        return os.stat(hostfs.path(host_path)).st_size
+    except OSError:
+        return 0
