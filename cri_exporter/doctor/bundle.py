@@ -1,28 +1,35 @@
 """`doctor --bundle FILE.tar.gz`: everything a maintainer asks for first, in
 one file that is safe to attach to a ticket.
 
-Every text that enters the archive goes through redact.py, including the
-findings (they quote config values) and the runtime's Status verbose info
-(containerd puts its registry credentials there). Key and certificate files
-and kubeconfigs are never included at all.
+Every text that enters the archive goes through cri_exporter.redact, the
+findings and the runtime's Status verbose info (containerd puts its registry
+credentials there) included. The config files are exactly those the checks
+read (HostFS.recorded), read again through the same confined HostFS; key,
+certificate and kubeconfig files are never included. What cannot be taken
+(unreadable, too large, past the bundle's total cap) is listed with the
+reason in files.txt.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import io
 import json
 import os
+import posixpath
 import tarfile
 import time
 
 from cri_exporter.cri.client import CriError
 from cri_exporter.doctor.facts import procfs
-from cri_exporter.doctor.facts.files import MAX_CONFIG_BYTES, list_dir
-from cri_exporter.doctor.redact import redact_data, redact_text
-from cri_exporter.doctor.report import render_text
+from cri_exporter.doctor.facts.files import MAX_CONFIG_BYTES
+from cri_exporter.doctor.report import render_json, render_text
+from cri_exporter.redact import redact_data, redact_text
 
 NEVER = (".key", ".pem", ".crt", ".cert", ".p12", ".pfx", ".der", ".csr", "kubeconfig", ".conf.kubeconfig")
 NEVER_NAMES = ("kubelet.conf", "bootstrap-kubelet.conf", "admin.conf", "config.json", ".dockercfg")
+# All config files together; one of them may be MAX_CONFIG_BYTES (1 MiB).
+MAX_FILES_BYTES = 8 << 20
 SYSCTLS = ("net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables",
            "net.netfilter.nf_conntrack_count", "net.netfilter.nf_conntrack_max", "fs.inotify.max_user_instances",
            "fs.inotify.max_user_watches", "kernel.pid_max", "vm.overcommit_memory", "vm.panic_on_oom")
@@ -34,31 +41,13 @@ def _allowed(path: str) -> bool:
     return not name.endswith(NEVER) and name not in NEVER_NAMES and "kubeconfig" not in name
 
 
-def config_files(ctx) -> list[str]:
-    """Host paths of the config files worth reading, existing ones only."""
-    files: list[str] = []
-    if not ctx.containerd.errors or ctx.containerd.exists:
-        files += ctx.containerd.files
-    config_path = ctx.containerd.registry().get("config_path") if not ctx.containerd.errors else None
-    if config_path:
-        files += [f"{config_path}/{d}/hosts.toml" for d in list_dir(ctx.hostfs, config_path)]
-    files += ctx.crio.files + ctx.kubelet.files + ["/etc/crictl.yaml"]
-    from cri_exporter.doctor.checks.cni import cni_dirs
-    from cri_exporter.doctor.checks.containerd import UNIT_PATHS
-
-    dirs = cni_dirs(ctx)
-    conf_dir = dirs[0] if dirs else "/etc/cni/net.d"
-    files += [f"{conf_dir}/{n}" for n in list_dir(ctx.hostfs, conf_dir)]
-    files += list(UNIT_PATHS) + [f"/etc/systemd/system/containerd.service.d/{n}"
-                                 for n in list_dir(ctx.hostfs, "/etc/systemd/system/containerd.service.d")]
-    seen, out = set(), []
-    for f in files:
-        local = ctx.hostfs.path(f)
-        if f in seen or not _allowed(f) or not os.path.isfile(local):
-            continue
-        seen.add(f)
-        out.append(f)
-    return out
+def member_name(host_path: str) -> str:
+    """A tar member name for a host path that cannot leave the extraction
+    directory (no `..`, no absolute path) and is valid UTF-8 whatever bytes
+    the file's name had."""
+    clean = posixpath.normpath("/" + host_path).lstrip("/")
+    text = os.fsencode(clean).decode("utf-8", errors="backslashreplace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
 def _jsonable(value):
@@ -128,41 +117,65 @@ def _facts(ctx) -> dict[str, object]:
     }
 
 
+def _config_files(ctx) -> tuple[dict[str, bytes], list[str]]:
+    """The files the checks read, redacted, and one line per file for files.txt."""
+    members: dict[str, bytes] = {}
+    listing: list[str] = []
+    total = 0
+    for path in ctx.hostfs.recorded:
+        name = member_name(path)
+        if not _allowed(path):
+            listing.append(f"/{name}: not included (key, certificate or kubeconfig file)")
+            continue
+        try:
+            data = ctx.hostfs.read_bytes(path, MAX_CONFIG_BYTES + 1)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                listing.append(f"/{name}: not included ({e.strerror or e})")
+            continue
+        if len(data) > MAX_CONFIG_BYTES:
+            listing.append(f"/{name}: not included (larger than {MAX_CONFIG_BYTES} bytes)")
+            continue
+        if total + len(data) > MAX_FILES_BYTES:
+            listing.append(f"/{name}: not included (the bundle's {MAX_FILES_BYTES} bytes of files are used up)")
+            continue
+        total += len(data)
+        members[f"files/{name}"] = redact_text(data.decode("utf-8", errors="replace")).encode()
+        listing.append(f"/{name}: {len(data)} bytes")
+    return members, listing
+
+
 def build(report, ctx) -> dict[str, bytes]:
     """Archive member name -> content, all redacted."""
     def as_json(value) -> bytes:
-        return redact_text(json.dumps(redact_data(value), indent=2, default=str, sort_keys=True)).encode() + b"\n"
+        return json.dumps(redact_data(value), indent=2, default=str, sort_keys=True).encode() + b"\n"
 
-    members: dict[str, bytes] = {
+    files, listing = _config_files(ctx)
+    return {
         "README.txt": (b"cri-exporter doctor support bundle\n"
-                       b"Secrets (registry credentials, Authorization headers, tokens, private keys) are\n"
-                       b"replaced by REDACTED; key, certificate and kubeconfig files are never included.\n"),
-        "findings.json": as_json(report.to_dict()),
-        "findings.txt": redact_text(render_text(report)).encode(),
+                       b"Secrets (registry credentials, auth headers, tokens, keys, URL passwords) are replaced\n"
+                       b"by REDACTED; key, certificate and kubeconfig files are never included. files/ holds the\n"
+                       b"config files the checks read; files.txt lists them and any that could not be taken.\n"),
+        "findings.json": render_json(report).encode(),
+        "findings.txt": render_text(report).encode(),
         "runtime.json": as_json(_runtime(ctx)),
         "facts.json": as_json(_facts(ctx)),
+        "files.txt": ("\n".join(listing) + "\n").encode(),
+        **files,
     }
-    for f in config_files(ctx):
-        try:
-            with open(ctx.hostfs.path(f), "rb") as fh:
-                data = fh.read(MAX_CONFIG_BYTES + 1)
-        except OSError as e:
-            members[f"files{f}.error"] = str(e).encode()
-            continue
-        if len(data) > MAX_CONFIG_BYTES:
-            members[f"files{f}.error"] = b"larger than 1 MiB: not included\n"
-            continue
-        members[f"files{f}"] = redact_text(data.decode("utf-8", errors="replace")).encode()
-    return members
 
 
 def write_bundle(path: str, report, ctx) -> None:
     members = build(report, ctx)
     now = time.time()
     tmp = f"{path}.tmp-{os.getpid()}"
-    with tarfile.open(tmp, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(f"cri-doctor-bundle/{name}")
-            info.size, info.mtime, info.mode = len(data), now, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    os.replace(tmp, path)
+    try:
+        with tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+            for name, data in members.items():
+                info = tarfile.TarInfo(f"cri-doctor-bundle/{name}")
+                info.size, info.mtime, info.mode = len(data), now, 0o644
+                tar.addfile(info, io.BytesIO(data))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -2,12 +2,17 @@
 
 Text is plain ASCII and wraps nothing, so it survives being pasted into an
 issue; colour is added only when writing to a TTY (and NO_COLOR is unset).
+Both renderings redact every string of the report first (a finding may
+quote a config line with a password in it): whatever prints, serves or
+bundles a report goes through here.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from cri_exporter.doctor.model import CheckResult, Finding, Report, Severity, Status
+from cri_exporter.redact import redact_text
 
 _COLOURS = {Status.PASS: "32", Status.WARN: "33", Status.FAIL: "31;1", Status.SKIP: "2"}
 SCHEMA_VERSION = 1
@@ -19,7 +24,25 @@ def _indent(label: str, text: str, pad: str) -> list[str]:
     return [first] + [f"{pad}      {line}" for line in lines[1:]]
 
 
+def _text(s: str) -> str:
+    """Redacted, and printable as UTF-8: a file name that is not UTF-8 reaches
+    a finding as surrogate escapes, shown here as \\xNN."""
+    return redact_text(s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
+def redacted(report: Report) -> Report:
+    """The report with secrets redacted from every text a finding carries."""
+    def clean(f: Finding) -> Finding:
+        return Finding(f.status, _text(f.summary), _text(f.seen), _text(f.why), _text(f.fix),
+                       tuple(_text(r) for r in f.refs))
+
+    return dataclasses.replace(
+        report, results=[dataclasses.replace(r, finding=clean(r.finding)) for r in report.results],
+        host_root=_text(report.host_root), endpoint=_text(report.endpoint))
+
+
 def render_text(report: Report, colour: bool = False) -> str:
+    report = redacted(report)
     out = [f"cri-exporter doctor  host-root={report.host_root}  runtime-endpoint={report.endpoint or '-'}"]
     width = max((len(r.id) for r in report.results), default=10)
     area = None
@@ -52,7 +75,7 @@ def render_text(report: Report, colour: bool = False) -> str:
 
 
 def render_json(report: Report) -> str:
-    data = report.to_dict()
+    data = redacted(report).to_dict()
     data["schema_version"] = SCHEMA_VERSION
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
