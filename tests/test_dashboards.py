@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from dashboards import BOARDS, DIR, generate, lint
+from tests.prometheus_proc import RELEASES, release, release_id
 
 GENERATED = generate()
 
@@ -54,9 +55,10 @@ def test_lint_catches_what_it_should():
         assert expected in problems
 
 
-def test_every_query_parses(tmp_path):
-    """promtool parses each query (variables substituted) as a recording rule:
-    the same PromQL parser Prometheus uses, without a server."""
+@pytest.mark.parametrize("prometheus", RELEASES, ids=release_id)
+def test_every_query_parses(prometheus, tmp_path):
+    """Each release's promtool parses each query (variables substituted) as a
+    recording rule: the same PromQL parser Prometheus uses, without a server."""
     values = {"job": "cri-exporter", "instance": "node:9920", "namespace": "default", "pod": "p", "container": ".*",
               "__rate_interval": "1m", "__interval": "15s", "__range": "1h", "datasource": "prometheus"}
     groups = []
@@ -67,5 +69,5 @@ def test_every_query_parses(tmp_path):
                                "rules": [{"record": "dashboard:query", "expr": lint.substitute(t["expr"], values)}]})
     path = tmp_path / "queries.yml"
     path.write_text(yaml.safe_dump({"groups": groups}))
-    result = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True, text=True)
+    result = subprocess.run([release(prometheus).promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
