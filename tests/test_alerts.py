@@ -86,6 +86,7 @@ def test_each_alert_is_complete(rule):
     assert "{{" in ann["description"], "the description must say which node / container"
     assert ann["runbook_url"] == f"{settings.PRODUCTION.runbook_base}{name}.md"
     assert lint.counter_problems(rule["expr"]) == []
+    assert lint.prometheus3_problems(rule["expr"]) == []
     assert 'job="cri-exporter"' in rule["expr"]
 
 

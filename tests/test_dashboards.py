@@ -55,6 +55,21 @@ def test_lint_catches_what_it_should():
         assert expected in problems
 
 
+def test_lint_catches_what_breaks_on_prometheus3():
+    """All parse on 2.42; on 3.5.3 holt_winters is an unknown function (seen
+    with its promtool), le="1" matches nothing and a [1m:1m] subquery holds
+    one point, too few for rate()."""
+    sel = 'job="$job", instance="$instance"'
+    expr = (f"holt_winters(cri_up{{{sel}}}[5m], 0.5, 0.5)"
+            f' + sum(cri_request_duration_seconds_bucket{{{sel}, le="1"}})'
+            f" + max_over_time(rate(cri_request_errors_total{{{sel}}}[$__rate_interval])[1m:1m])")
+    problems = "\n".join(lint.prometheus3_problems(expr))
+    for expected in ("holt_winters() is gone", 'le="1": Prometheus 3 stores le as a float', "subquery [1m:1m]"):
+        assert expected in problems
+    fixed = f'sum(cri_request_duration_seconds_bucket{{{sel}, le="1.0"}}) + max_over_time(cri_up{{{sel}}}[2m:1m])'
+    assert lint.prometheus3_problems(fixed) == []
+
+
 @pytest.mark.parametrize("prometheus", RELEASES, ids=release_id)
 def test_every_query_parses(prometheus, tmp_path):
     """Each release's promtool parses each query (variables substituted) as a
