@@ -10,7 +10,6 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from cri_exporter import __version__, process
 from cri_exporter.cgroups import NodeCgroups
@@ -21,6 +20,7 @@ from cri_exporter.collectors.runtime import RuntimeCollector
 from cri_exporter.cri.client import CriClient, probe_endpoints, resolve_endpoint
 from cri_exporter.doctor.child import DoctorChild
 from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
+from cri_exporter.exposition import CONTENT_TYPE
 from cri_exporter.hostfs import HostFS
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.scrape import Scraper, ScrapeContext
@@ -175,7 +175,7 @@ class Exporter:
             own = self.scraper.own_exposition.write(own_metrics)
         else:
             own = self.scraper.own_exposition.write_gzip(own_metrics, level)
-        headers = {"Content-Type": CONTENT_TYPE_LATEST}
+        headers = {"Content-Type": CONTENT_TYPE}
         if gzip_ok:
             headers["Content-Encoding"] = "gzip"
         return body + own, headers

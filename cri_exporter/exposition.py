@@ -30,6 +30,16 @@ from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as _om
 from prometheus_client.samples import Sample
 
+# The Content-Type of what ExpositionWriter writes: the text format 0.0.4.
+# /metrics answers it to every Accept header, OpenMetrics asked first (as
+# Prometheus 2 and 3 ask) included: every Prometheus and compatible collector
+# reads it, and nothing exported needs what OpenMetrics adds (docs/install.md,
+# "Prometheus 2 and 3"). Spelled out, because prometheus_client's
+# CONTENT_TYPE_LATEST follows the library's version: 0.0.4 in 0.20, 1.0.0
+# (the UTF-8 text format) in 0.26. Prometheus 3 fails a scrape whose
+# Content-Type is missing or unknown.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
 _TYPE_MUNGE = {"counter": ("_total", "counter"), "info": ("_info", "gauge"), "stateset": ("", "gauge"),
                "gaugehistogram": ("", "histogram"), "unknown": ("", "untyped")}
 _OM_SUFFIXES = ("_created", "_gsum", "_gcount")

@@ -1,5 +1,6 @@
 """The conventions Grafana's dashboard linter enforces, as plain functions the
-tests call on the generated JSON (and, for the PromQL ones, on alert rules).
+tests call on the generated JSON (and, for the PromQL ones, on alert rules),
+plus the PromQL that Prometheus 3 no longer reads as Prometheus 2 did.
 
 The PromQL checks use a small tokenizer rather than a full parser: enough to
 tell metric selectors from functions, keywords, label lists and matchers.
@@ -135,6 +136,26 @@ def rate_interval_problems(expr: str) -> list[str]:
     return problems
 
 
+_INTEGER_BOUND = re.compile(r"""\b(le|quantile)\s*(=|!=)\s*["'][+-]?\d+["']""")
+_SUBQUERY = re.compile(r"\[\s*([0-9a-z]+)\s*:\s*([0-9a-z]+)\s*\]")
+
+
+def prometheus3_problems(expr: str) -> list[str]:
+    """What parses on Prometheus 2 but breaks or changes on 3 (its migration
+    guide): holt_winters is gone, le/quantile values are stored as floats,
+    and a subquery whose range equals its step holds one point, as ranges no
+    longer include their left boundary."""
+    problems = []
+    if re.search(r"\bholt_winters\s*\(", expr):
+        problems.append("holt_winters() is gone in Prometheus 3 (double_exponential_smoothing, behind a feature flag)")
+    for m in _INTEGER_BOUND.finditer(expr):
+        problems.append(f"{m.group()}: Prometheus 3 stores {m.group(1)} as a float (1 -> 1.0), so this matches nothing")
+    for m in _SUBQUERY.finditer(expr):
+        if m.group(1) == m.group(2):
+            problems.append(f"subquery {m.group()} holds one point in Prometheus 3 (ranges exclude their start)")
+    return problems
+
+
 def panels(board: dict) -> list[dict]:
     """Every panel that is not a row (rows' nested panels included)."""
     out = []
@@ -188,7 +209,8 @@ def board_problems(board: dict) -> list[str]:
             for var in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expr):
                 if var not in defined:
                     problems.append(f"{here}: undefined variable ${var}")
-            problems += [f"{here}: {x}" for x in counter_problems(expr) + rate_interval_problems(expr)]
+            problems += [f"{here}: {x}" for x in
+                         counter_problems(expr) + rate_interval_problems(expr) + prometheus3_problems(expr)]
             for s in selectors(expr):
                 if 'job = "$job"' not in s.matchers or 'instance = "$instance"' not in s.matchers:
                     problems.append(f"{here}: selector {s.metric}{{{s.matchers}}} is not scoped to $job and $instance")

@@ -1,26 +1,80 @@
-"""Run Debian's `prometheus` binary against the exporter, the way the
-dashboards and alerts will see it in production, and query its HTTP API.
+"""Run a real `prometheus` against the exporter, the way the dashboards and
+alerts will see it in production, and query its HTTP API.
 
-Used by tests/test_prometheus_e2e.py and scripts/render_overview.py.
-Everything (TSDB, config, rule copy) lives in one temp directory that
-`stop()` removes.
+The tests run every Prometheus release in RELEASES: Debian 12's own 2.42
+(scripts/setup.sh installs it) and Debian sid's 3.5, fetched with its
+promtool by crilab.debian into a cache outside the repository. Used by
+tests/test_prometheus_e2e.py, tests/test_alerts.py, tests/test_dashboards.py
+and scripts/render_overview.py. Everything a Prometheus writes (TSDB,
+config, rule copy) lives in one temp directory that `stop()` removes.
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from tests.exporter_proc import ManagedProcess, free_port
+from crilab.debian import Suite
+from tests.exporter_proc import ManagedProcess, free_port, wait_for
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
+
+# Release (major.minor: what test ids and the docs call it) -> the Debian suite
+# it comes from; None: the machine's own (Debian 12, installed by
+# scripts/setup.sh). The tests' facts were seen on 2.42.0 and 3.5.3; a suite
+# that moves to another minor (sid will) fails release() until this is updated.
+RELEASES = {"2.42": None, "3.5": "sid"}
+
+
+@dataclass(frozen=True)
+class Release:
+    """One Prometheus release: its server and promtool, and the version both report."""
+
+    name: str
+    prometheus: str
+    promtool: str
+    version: str  # as `--version` prints it, e.g. 3.5.3+ds1
+
+
+def release_id(name: str) -> str:
+    """The test id of a release: `prometheus2.42`, `prometheus3.5`."""
+    return f"prometheus{name}"
+
+
+@functools.cache
+def release(name: str) -> Release:
+    """The binaries of release `name`, fetched on first use. A release that
+    cannot be fetched, or whose binaries report another version, raises: a
+    test never passes on a Prometheus other than the one its id names."""
+    suite = RELEASES[name]
+    if suite is None:
+        prometheus, promtool = PROMETHEUS, shutil.which("promtool") or "/usr/bin/promtool"
+    else:
+        prometheus = str(Suite(suite).unpack("prometheus") / "usr/bin/prometheus")
+        promtool = str(Suite(suite).unpack("promtool") / "usr/bin/promtool")
+    versions = (_version(prometheus), _version(promtool))
+    version = versions[0]
+    if version != versions[1] or not (version or "").startswith(name + "."):
+        raise RuntimeError(f"Prometheus {name}: {prometheus} and {promtool} report versions {versions}; "
+                           "check the tests' version facts and update tests.prometheus_proc.RELEASES")
+    return Release(name, prometheus, promtool, version)
+
+
+def _version(binary: str) -> str | None:
+    """`prometheus, version 3.5.3+ds1 (branch: ...` -> 3.5.3+ds1."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    words = (out.stdout + out.stderr).split()
+    return words[2] if len(words) > 2 and words[1] == "version" else None
 
 
 class PromQLError(Exception):
@@ -36,10 +90,16 @@ class PrometheusProcess(ManagedProcess):
 
     `rule_groups` (a list of rule-group dicts, as in a rule file) is written
     to the temp dir and loaded. Evaluation runs at the scrape interval.
+    `release`: which Prometheus runs (default: the machine's own binary).
+    The scrape config leaves `scrape_protocols` at Prometheus's default and
+    sets no `fallback_scrape_protocol`, as an operator's would: Prometheus 3
+    then fails any scrape whose Content-Type it does not know.
     """
 
     def __init__(self, targets: list[str], job: str = "cri-exporter", scrape_interval: str = "1s",
-                 rule_groups: list[dict] | None = None, binary: str = PROMETHEUS, retention: str = "1d"):
+                 rule_groups: list[dict] | None = None, release: Release | None = None, retention: str = "1d"):
+        self.release = release
+        binary = release.prometheus if release else PROMETHEUS
         self.dir = Path(tempfile.mkdtemp(prefix="prom-", dir="/tmp"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -53,10 +113,11 @@ class PrometheusProcess(ManagedProcess):
             rules = self.dir / "rules.yml"
             rules.write_text(yaml.safe_dump({"groups": rule_groups}, sort_keys=False))
             config["rule_files"] = [str(rules)]
-        (self.dir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        self.config_path = self.dir / "prometheus.yml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = self.dir / "prometheus.log"
         self._start(
-            [binary, f"--config.file={self.dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.dir / 'data'}",
+            [binary, f"--config.file={self.config_path}", f"--storage.tsdb.path={self.dir / 'data'}",
              f"--storage.tsdb.retention.time={retention}", f"--web.listen-address=127.0.0.1:{self.port}",
              "--web.enable-lifecycle", "--log.level=warn"],
             cwd=self.dir,
@@ -113,6 +174,15 @@ class PrometheusProcess(ManagedProcess):
     def targets_up(self) -> bool:
         active = self.api("targets")["activeTargets"]
         return bool(active) and all(t["health"] == "up" for t in active)
+
+    def wait_targets_up(self, timeout: float = 10.0) -> None:
+        """Until every target's last scrape succeeded; else fail with the
+        scrape errors (Prometheus 3's for an unknown Content-Type, say)."""
+        try:
+            wait_for(self.targets_up, timeout=timeout, what="Prometheus to scrape every target")
+        except AssertionError as err:
+            errors = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in self.api("targets")["activeTargets"]]
+            raise AssertionError(f"{err}: {errors}") from None
 
     # --- lifecycle ------------------------------------------------------
     def stop(self) -> None:

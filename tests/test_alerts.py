@@ -1,5 +1,7 @@
 """The alert rules: generated from alerts/settings.py and alerts/rules.py,
-valid for promtool, unit-tested with `promtool test rules`, each with a runbook."""
+valid for promtool, unit-tested with `promtool test rules` of every
+Prometheus release the project supports (tests/prometheus_proc.RELEASES),
+each with a runbook."""
 from __future__ import annotations
 
 import re
@@ -11,6 +13,7 @@ import yaml
 from alerts import DIR, OPERATOR_FILE, RULES_FILE, generate, settings
 from alerts.rules import alert_names, groups
 from dashboards import lint
+from tests.prometheus_proc import RELEASES, release, release_id
 
 TESTS = sorted((DIR / "tests").glob("*.yml"))
 RULES = [r for g in groups() for r in g["rules"]]
@@ -28,8 +31,9 @@ REQUIRED = {
 }
 
 
-def promtool(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=DIR)
+def promtool(name: str, *args: str) -> subprocess.CompletedProcess:
+    """`promtool` of Prometheus release `name`, run in alerts/."""
+    return subprocess.run([release(name).promtool, *args], capture_output=True, text=True, cwd=DIR)
 
 
 def test_committed_files_are_what_the_code_generates():
@@ -44,19 +48,24 @@ def test_the_operator_manifest_holds_the_same_groups():
     assert manifest["spec"]["groups"] == yaml.safe_load((DIR / RULES_FILE).read_text())["groups"]
 
 
-def test_promtool_check_rules(tmp_path):
-    result = promtool("check", "rules", RULES_FILE)
+@pytest.mark.parametrize("prometheus", RELEASES, ids=release_id)
+def test_promtool_check_rules(prometheus, tmp_path):
+    result = promtool(prometheus, "check", "rules", RULES_FILE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(RULES)} rules found" in result.stdout
     # the short-window copy the end-to-end test loads must be valid too
     fast = tmp_path / "fast.yml"
     fast.write_text(yaml.safe_dump({"groups": groups(settings.fast())}))
-    result = subprocess.run(["promtool", "check", "rules", str(fast)], capture_output=True, text=True)
+    result = promtool(prometheus, "check", "rules", str(fast))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_promtool_unit_tests():
-    result = promtool("test", "rules", *[str(p.relative_to(DIR)) for p in TESTS])
+@pytest.mark.parametrize("prometheus", RELEASES, ids=release_id)
+def test_promtool_unit_tests(prometheus):
+    """Each release evaluates the same tests: Prometheus 3's left-open range
+    selectors (a sample exactly at the window's start no longer counts) must
+    not move any alert's firing time or value in them."""
+    result = promtool(prometheus, "test", "rules", *[str(p.relative_to(DIR)) for p in TESTS])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -77,6 +86,7 @@ def test_each_alert_is_complete(rule):
     assert "{{" in ann["description"], "the description must say which node / container"
     assert ann["runbook_url"] == f"{settings.PRODUCTION.runbook_base}{name}.md"
     assert lint.counter_problems(rule["expr"]) == []
+    assert lint.prometheus3_problems(rule["expr"]) == []
     assert 'job="cri-exporter"' in rule["expr"]
 
 

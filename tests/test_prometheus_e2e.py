@@ -1,16 +1,28 @@
-"""End to end: Debian's Prometheus scrapes `cri-exporter serve` over the real
-containerd with the standard pods, loads the alert rules (production
-expressions and thresholds, windows shortened through alerts.settings.fast),
-and serves every dashboard query.
+"""End to end: each Prometheus release the project supports (Debian 12's
+2.42 and sid's 3.5, tests/prometheus_proc.RELEASES) scrapes `cri-exporter
+serve` over the real containerd with the standard pods, loads the alert rules
+(production expressions and thresholds, windows shortened through
+alerts.settings.fast), and serves every dashboard query. For each release:
 
+- the scrape is healthy and whole: Prometheus stored exactly the series the
+  exporter served (Prometheus 3 fails a scrape whose Content-Type it does not
+  know, and normalizes histogram `le` values to floats);
+- every rule loads and evaluates without error;
 - every dashboard query parses and returns data, or is in NO_DATA_HERE with
   the reason it legitimately cannot on this machine;
 - the CPU-throttling alert fires for the burner, and the OOM-kill alert for
-  a container whose child was OOM-killed and for one that was itself.
+  a container whose child was OOM-killed and for one that was itself;
+- that release's promtool accepts the Prometheus config and the exporter's
+  text (`check config`, `check metrics`).
+
+One Prometheus per release per session, one release after the other, each
+with OOM pods of its own started after it scrapes. And, once: what the
+exporter answers to the Accept header each release sends.
 """
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 import pytest
@@ -20,8 +32,8 @@ from alerts.settings import fast
 from crilab import run_pod
 from crilab.scenario import OOM_LIMIT, start_oom_pod
 from dashboards import BOARDS, DIR as DASHBOARDS, lint
-from tests.exporter_proc import wait_for
-from tests.prometheus_proc import PrometheusProcess, PromQLError
+from tests.exporter_proc import parse, wait_for
+from tests.prometheus_proc import RELEASES, PrometheusProcess, PromQLError, release, release_id
 
 pytestmark = pytest.mark.containerd
 
@@ -29,12 +41,29 @@ SCRAPE_INTERVAL = "1s"
 RATE_INTERVAL = "5s"  # what Grafana's $__rate_interval would be here: >= 4 scrape intervals
 JOB = "cri-exporter"  # alerts.settings.PRODUCTION.selector selects it
 
-LIVE_OOM = ("e2e-oom-live", "hogger", "hog")  # a child is OOM-killed, the container lives on
-EXIT_OOM_NAMESPACE = "e2e-oom-exit"  # start_oom_pod: pod "oom", container "hog" exits OOMKilled
+FAST_RULES = groups(fast())
+# Each release's Prometheus sees OOM kills of its own, in namespaces named after it (_oom_namespaces):
+# pod "hogger", whose container "hog" lives on after a child of it is OOM-killed, and start_oom_pod's
+# pod "oom", whose container "hog" exits OOMKilled.
+LIVE_OOM = ("hogger", "hog")
 
-# Pods the pod-detail board is evaluated for ($container = All): a query
-# passes when it returns data for at least one of them.
-POD_VARIABLES = [("default", "burner"), ("default", "flaky"), ("shop", "web"), LIVE_OOM[:2]]
+# Pods the pod-detail board is evaluated for ($container = All), and the
+# release's live OOM pod: a query passes when it returns data for one of them.
+POD_VARIABLES = [("default", "burner"), ("default", "flaky"), ("shop", "web")]
+
+# Series Prometheus makes itself, for every target and from the alert rules; the rest came from the exporter.
+PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling",
+                     "scrape_series_added", "ALERTS", "ALERTS_FOR_STATE"}
+
+# The Accept header each release sends with the default scrape_protocols (seen with a server that
+# logged it): both ask for OpenMetrics first, and take the text format 0.0.4 and anything (*/*).
+ACCEPT = {
+    "2.42.0": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+              "text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "3.5.3": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+             "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+             "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+}
 
 # (alertname, labels it must have, why it may fire on this machine)
 ALSO_FIRING_HERE = [
@@ -64,25 +93,138 @@ NO_DATA_HERE = {
 }
 
 
-@pytest.fixture(scope="module")
-def prom(exporter, containerd, pods):
-    """Prometheus over the shared exporter, then the two OOM scenarios, so
-    the counters have samples from before the kill (increase() needs them)."""
+@pytest.fixture(scope="session", params=list(RELEASES), ids=release_id)
+def prom(request, exporter, containerd, pods):
+    """A Prometheus of one release over the shared exporter, then the two OOM
+    scenarios, so that its counters have samples from before the kill
+    (increase() needs them). The OOM pods go with it."""
     p = PrometheusProcess([f"127.0.0.1:{exporter.port}"], job=JOB, scrape_interval=SCRAPE_INTERVAL,
-                          rule_groups=groups(fast()))
+                          rule_groups=FAST_RULES, release=release(request.param))
+    live_namespace, exit_namespace = _oom_namespaces(p)
+    oom_pods = []
     try:
-        wait_for(p.targets_up, timeout=10, what="Prometheus to scrape the exporter")
-        namespace, pod_name, container = LIVE_OOM
-        pod = run_pod(containerd, pod_name, namespace)
+        p.wait_targets_up()
+        pod_name, container = LIVE_OOM
+        pod = run_pod(containerd, pod_name, live_namespace)
+        oom_pods.append(pod)
         pod.add_container(container, ["sh", "-c", "sleep 3; dd if=/dev/zero of=/dev/null bs=64M count=1; "
                                       "exec sleep 2147483647"], memory_limit=OOM_LIMIT)
-        start_oom_pod(containerd, namespace=EXIT_OOM_NAMESPACE)
+        oom_pods.append(start_oom_pod(containerd, namespace=exit_namespace))
         yield p
     except BaseException:
         print(p.log()[-3000:])
         raise
     finally:
         p.stop()
+        for pod in oom_pods:
+            pod.remove()
+
+
+def _oom_namespaces(prom: PrometheusProcess) -> tuple[str, str]:
+    """(live, exit): the namespaces of the OOM pods of this Prometheus."""
+    slug = prom.release.name.replace(".", "-")
+    return f"e2e-oom-live-{slug}", f"e2e-oom-exit-{slug}"
+
+
+def _exporter_series(text: str) -> set[tuple]:
+    """(name, frozenset of labels) of every sample of one /metrics answer, as
+    Prometheus stores it: a label with an empty value is no label."""
+    return {(name, frozenset((k, v) for k, v in labels if v)) for name, labels in parse(text)}
+
+
+def _stored_series(prom: PrometheusProcess, instance: str, at: float) -> set[tuple]:
+    """The series of `instance` Prometheus holds at `at`, as _exporter_series gives them: without the
+    labels Prometheus adds (job, instance) and the series it makes itself."""
+    out = set()
+    for r in prom.query(f'{{job="{JOB}", instance="{instance}"}}', time_=at):
+        labels = dict(r["metric"])
+        name = labels.pop("__name__")
+        if name not in PROMETHEUS_SERIES:
+            del labels["job"], labels["instance"]
+            out.add((name, frozenset(labels.items())))
+    return out
+
+
+def _last_scrape(prom: PrometheusProcess, instance: str) -> float:
+    """When Prometheus last scraped `instance`: the timestamp of its `up` sample."""
+    result = prom.query(f'timestamp(up{{job="{JOB}", instance="{instance}"}})')
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def test_scrape_is_healthy_and_stores_every_series_served(prom, exporter):
+    """`up` is 1 and Prometheus stored, from one scrape, exactly the series the
+    exporter served: nothing rejected or renamed on the way in. Under
+    Prometheus 3 an unknown or missing Content-Type fails the scrape (no
+    fallback_scrape_protocol is set), and a bucket bound written `le="1"`
+    would be stored as `le="1.0"` and differ here."""
+    instance = f"127.0.0.1:{exporter.port}"
+    sel = f'job="{JOB}", instance="{instance}"'
+    for _ in range(20):
+        served = _exporter_series(exporter.text())
+        start = time.time()
+        at = wait_for(lambda: (t := _last_scrape(prom, instance)) > start and t, timeout=10, what="a scrape after ours")
+        # Compare only a scrape between two equal answers (no pod came or went meanwhile) that Prometheus
+        # took whole: with its 1 s scrape timeout a collector may miss its 0.5 s deadline on a busy machine.
+        stable = _exporter_series(exporter.text()) == served
+        if stable and prom.query(f"up{{{sel}}} == 1 unless on () (cri_scrape_collector_success{{{sel}}} == 0)",
+                                 time_=at):
+            stored = _stored_series(prom, instance, at)
+            assert stored == served, (f"served, not stored: {sorted(served - stored)[:10]}; "
+                                      f"stored, not served: {sorted(stored - served)[:10]}")
+            (scraped,) = prom.query(f"scrape_samples_scraped{{{sel}}}", time_=at)
+            assert int(scraped["value"][1]) == len(served)
+            return
+    pytest.fail(f"no whole scrape between two equal answers; targets: {prom.api('targets')['activeTargets']}")
+
+
+def test_histogram_bounds_are_stored_as_served(prom, exporter):
+    """Prometheus 3 normalizes `le` to a float (`le="1"` is stored as `1.0`):
+    the exporter writes its bounds that way already, so 2.x and 3.x store the
+    same series and a query for `le="1.0"` works on both."""
+    served = {labels["le"] for labels in parse(exporter.text()).labelsets("cri_request_duration_seconds_bucket")}
+    assert {"1.0", "+Inf"} <= served
+    result = prom.query(f'group by (le) (cri_request_duration_seconds_bucket{{job="{JOB}"}})')
+    assert {r["metric"]["le"] for r in result} == served
+
+
+def test_rules_load_and_evaluate(prom):
+    """Every alert rule is loaded and evaluates without error: a PromQL
+    function this release lacks fails the load, a vector matching that
+    breaks on the real series shows as health "err"."""
+    want = sorted(r["alert"] for g in FAST_RULES for r in g["rules"])
+
+    def evaluated():
+        rules = [r for g in prom.rules() for r in g["rules"]]
+        # lastEvaluation is Go's zero time, 0001-01-01T00:00:00Z, until the first evaluation
+        done = sorted(r["name"] for r in rules) == want and not any(r["lastEvaluation"].startswith("0001-")
+                                                                    for r in rules)
+        return rules if done else None
+
+    rules = wait_for(evaluated, timeout=20, what="every rule to be evaluated")
+    assert [(r["name"], r["lastError"]) for r in rules if r["health"] != "ok"] == []
+
+
+def test_promtool_checks_config_and_metrics(prom, exporter):
+    """This release's promtool accepts the test's Prometheus config with the
+    rule file it loads, and lints the exporter's text clean (`check metrics`:
+    names, units, HELP)."""
+    result = subprocess.run([prom.release.promtool, "check", "config", str(prom.config_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {sum(len(g['rules']) for g in FAST_RULES)} rules found" in result.stdout
+    result = subprocess.run([prom.release.promtool, "check", "metrics"], input=exporter.text(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_exporter_answers_the_text_format_to_every_accept(exporter):
+    """The text format 0.0.4 with its Content-Type, whatever the Accept header,
+    OpenMetrics asked first included (why: docs/install.md, "Prometheus 2 and 3")."""
+    for accept in (*ACCEPT.values(), "application/openmetrics-text; version=1.0.0", "text/plain", None):
+        status, headers, body = exporter.get("/metrics", {"Accept": accept} if accept else {})
+        assert status == 200, (accept, status)
+        assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8", (accept, headers)
+        assert b"# EOF" not in body and b"\n# TYPE cri_up gauge\ncri_up " in body, (accept, body[-200:])
 
 
 def _firing(prom: PrometheusProcess, name: str, **labels) -> list[dict]:
@@ -91,10 +233,13 @@ def _firing(prom: PrometheusProcess, name: str, **labels) -> list[dict]:
 
 
 def test_throttling_and_oom_alerts_fire(prom):
+    live_namespace, exit_namespace = _oom_namespaces(prom)
     expected = {
         "throttled burner": ("CriContainerCPUThrottlingHigh", {"namespace": "default", "pod": "burner", "container": "burn"}),
-        "child OOM-killed": ("CriContainerOOMKilled", dict(zip(("namespace", "pod", "container"), LIVE_OOM))),
-        "container OOM-killed": ("CriContainerOOMKilled", {"namespace": EXIT_OOM_NAMESPACE, "pod": "oom", "container": "hog"}),
+        "child OOM-killed": ("CriContainerOOMKilled", {"namespace": live_namespace, "pod": LIVE_OOM[0],
+                                                       "container": LIVE_OOM[1]}),
+        "container OOM-killed": ("CriContainerOOMKilled",
+                                 {"namespace": exit_namespace, "pod": "oom", "container": "hog"}),
     }
     found = {}
     deadline = time.monotonic() + 40
@@ -110,7 +255,10 @@ def test_throttling_and_oom_alerts_fire(prom):
     assert throttled["labels"]["severity"] == "info" and throttled["labels"]["job"] == JOB
     assert "default/burner/burn" in throttled["annotations"]["description"]
     assert throttled["annotations"]["runbook_url"].endswith("/alerts/runbooks/CriContainerCPUThrottlingHigh.md")
-    assert float(throttled["value"]) > 0.5  # a busy loop under a 10% quota: nearly every period throttled
+    # The alert's value is the throttled share of CFS periods, above the 25% threshold. Not more is
+    # asserted: on a loaded machine (load 15 on 2 cores, seen) the loop gets less than its 10% quota
+    # in some periods and was throttled in 36% of them.
+    assert 0.25 < float(throttled["value"]) <= 1
     for what in ("child OOM-killed", "container OOM-killed"):
         assert found[what]["labels"]["severity"] == "warning"
         assert found[what]["annotations"]["runbook_url"].endswith("/alerts/runbooks/CriContainerOOMKilled.md")
@@ -139,8 +287,9 @@ def test_every_dashboard_query_returns_data(prom, exporter):
             "container": ".*"}
     with_data, without, parse_errors = [], [], []
     now = time.time()
+    pod_variables = [*POD_VARIABLES, (_oom_namespaces(prom)[0], LIVE_OOM[0])]
     for key, expr in _queries():
-        variants = [dict(node, namespace=ns, pod=pod) for ns, pod in POD_VARIABLES] if key[0] == "pod-detail.json" \
+        variants = [dict(node, namespace=ns, pod=pod) for ns, pod in pod_variables] if key[0] == "pod-detail.json" \
             else [node]
         got = False
         for values in variants:
