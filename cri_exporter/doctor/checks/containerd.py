@@ -19,7 +19,7 @@ REF_RELEASES = "https://github.com/containerd/containerd/blob/main/RELEASES.md#d
 REF_TROUBLESHOOT = "https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/"
 
 
-def _restart(ctx) -> str:
+def restart_command(ctx) -> str:
     """The command that restarts the containerd whose config was read."""
     loc = ctx.containerd_location
     if loc.layout.name not in ("default", "custom"):
@@ -37,7 +37,7 @@ def config_fix(ctx, snippet: str) -> str:
     microk8s rewrite it at every start), else the file containerd was
     started with; then the restart."""
     loc, hostfs = ctx.containerd_location, ctx.hostfs
-    restart = _restart(ctx)
+    restart = restart_command(ctx)
     template = loc.template(hostfs)
     if template:
         return (f"In {template} (the template {loc.path} is written from at every start: "
@@ -46,7 +46,8 @@ def config_fix(ctx, snippet: str) -> str:
         dropin = _dropin_dir(loc)
         if dropin and loc.config.version >= 3:  # 2.x merges an import into the tables, 1.x would replace them
             return (f"{loc.path} is rewritten at every start; put the change in a file it imports:\n"
-                    f"cat > {dropin}/90-cri-exporter-doctor.toml <<'EOF'\nversion = 3\n{snippet}\nEOF\n{restart}")
+                    f"mkdir -p {dropin} && cat > {dropin}/90-cri-exporter-doctor.toml <<'EOF'\n"
+                    f"version = 3\n{snippet}\nEOF\n{restart}")
         named = layouts.generated_header(loc.config.text)
         template = (os.path.join(os.path.dirname(loc.path), named[1]) if named else
                     loc.layout.templates[0 if loc.config.version >= 3 else -1])
@@ -99,7 +100,7 @@ def config_parse(ctx):
          f"Fix the line shown, or start from a fresh default and re-apply your changes:\n"
          f"containerd config default > {cfg.path}\n")
         + f"containerd -c {cfg.path} config dump   # prints what containerd would load, or the error\n"
-        + _restart(ctx),
+        + restart_command(ctx),
         [REF_CONFIG],
     )
 

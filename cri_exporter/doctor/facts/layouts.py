@@ -65,9 +65,10 @@ def k3s_like(name: str, data_dir: str) -> Layout:
                   (f"{etc}/containerd/config-v3.toml.tmpl", f"{etc}/containerd/config.toml.tmpl"), f"{etc}/crictl.yaml")
 
 
-def microk8s(snap_data: str = MICROK8S_SNAP_DATA) -> Layout:
-    return Layout("microk8s", MICROK8S_SOCKET, f"{snap_data}/args/containerd.toml",
-                  (f"{snap_data}/args/containerd-template.toml",))
+def microk8s(config: str = f"{MICROK8S_SNAP_DATA}/args/containerd.toml") -> Layout:
+    """The template is named through `current`, the path microk8s documents,
+    which survives snap refreshes (the config's own path names a revision)."""
+    return Layout("microk8s", MICROK8S_SOCKET, config, (f"{MICROK8S_SNAP_DATA}/args/containerd-template.toml",))
 
 
 DEFAULT = Layout("default", DEFAULT_SOCKET, DEFAULT_CONFIG)
@@ -94,7 +95,7 @@ def recognise(config_path: str, config_text: str = "") -> Layout:
         program = header[0] if header else ("rke2" if "/rke2" in data_dir else "k3s")
         return k3s_like(program if program in ("k3s", "rke2") else "k3s", data_dir)
     if _MICROK8S_CONFIG_RE.match(config_path):
-        return microk8s(os.path.dirname(os.path.dirname(config_path)))
+        return microk8s(config_path)
     if config_path == DEFAULT_CONFIG:
         return DEFAULT
     if header:  # another program generating containerd's config the k3s way
