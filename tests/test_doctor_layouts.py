@@ -135,15 +135,23 @@ def test_microk8s_with_containerd_down_reads_the_args_file(short_tmp):
 
 
 def test_the_containerd_behind_the_endpoint_is_chosen_among_several(short_tmp):
-    """A k3s node that also runs Docker's containerd on the default socket."""
+    """A k3s node that also runs Docker's containerd on the default socket, and
+    a user's process called containerd that names k3s's socket and a config of
+    its choosing: it does not own the socket, so it is not the runtime."""
     root = node("k3s", short_tmp)
     write(root, "/proc/900/comm", "containerd\n")
     (root / "proc/900/cmdline").write_bytes(b"/usr/bin/containerd\0")
+    write(root, "/proc/1100/comm", "containerd\n")
+    write(root, "/proc/1100/status", "Name:\tcontainerd\nUid:\t1000\t1000\t1000\t1000\n")
+    (root / "proc/1100/cmdline").write_bytes(b"containerd\0-c\0/etc/shadow\0-a\0/run/k3s/containerd/containerd.sock\0")
+    write(root, "/etc/shadow", "root:$6$secret:19000:0:99999:7:::\n")
     r = doctor(root, layouts.K3S_SOCKET, "v2.1.9-k3s1", ["containerd.config.parse"])
     seen = r["containerd.config.parse"].finding.seen
     assert "containerd pid 1204" in seen.splitlines()[0]
     assert "containerd pid 900 serves /run/containerd/containerd.sock, not this endpoint " \
            "(/etc/containerd/config.toml)" in seen
+    assert ("containerd pid 1100 (uid 1000) names /run/k3s/containerd/containerd.sock but does not own it: "
+            "not the runtime (/etc/shadow ignored)") in seen
 
 
 def test_relative_config_against_the_process_cwd(tmp_path):
@@ -154,7 +162,7 @@ def test_relative_config_against_the_process_cwd(tmp_path):
     os.symlink("/opt", root / "proc/812/cwd")
     loc = cfacts.locate(HostFS(str(root)), [_proc(root, 812)], f"{root}/run/containerd/containerd.sock")
     assert loc.path == "/opt/ctd.toml" and loc.config.exists
-    assert loc.notes == ["relative -c ctd.toml taken against containerd's working directory /opt"]
+    assert "relative -c ctd.toml taken against containerd's working directory /opt" in loc.notes
 
 
 def _proc(root, pid):
@@ -199,7 +207,7 @@ def test_crio_command_line_names_its_files_and_overrides_them(tmp_path):
         b"\0".join([b"/usr/bin/crio", b"--config", b"", b"-d", b"/etc/crio/k8s.d", b"--cgroup-manager=cgroupfs"]) + b"\0")
     from cri_exporter.doctor.facts import procfs
     procs = procfs.find_processes(HostFS(str(root)), ("crio",))
-    loc = crio_facts.locate(HostFS(str(root)), procs, None)
+    loc = crio_facts.locate(HostFS(str(root)), procs, f"{root}/var/run/crio/crio.sock")
     assert (loc.config_path, loc.dropin_dir) == ("", "/etc/crio/k8s.d")
     # filepath.Walk order: 10-base.conf, 20-nested/05-pause.conf, 30-last.conf; --config "" skips crio.conf
     assert loc.config.files == ["/etc/crio/k8s.d/10-base.conf", "/etc/crio/k8s.d/20-nested/05-pause.conf",
@@ -225,3 +233,13 @@ def test_crio_unit_with_environment_file(tmp_path):
     loc = crio_facts.locate(HostFS(str(root)), [], None)
     assert loc.how == "ExecStart of /usr/lib/systemd/system/crio.service"
     assert loc.config.get("crio.runtime", "conmon_cgroup") == ("pod", "/etc/crio/site.d/01.conf")
+
+
+def test_no_runtime_answering_the_only_containerd_process_is_read(short_tmp):
+    """Nothing answers on any socket (the probe falls back to containerd's
+    default path, which does not exist): the only containerd process is k3s's."""
+    root = node("k3s", short_tmp)
+    r = results(root, checks=["containerd.config.parse"])["containerd.config.parse"].finding
+    assert r.summary == f"{K3S_CONFIG} parses"
+    assert ("no socket at the endpoint: the only containerd process (it listens on "
+            "/run/k3s/containerd/containerd.sock)") in r.seen

@@ -19,25 +19,13 @@ REF_RELEASES = "https://github.com/containerd/containerd/blob/main/RELEASES.md#d
 REF_TROUBLESHOOT = "https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/"
 
 
-def restart_command(ctx) -> str:
-    """The command that restarts the containerd whose config was read."""
-    loc = ctx.containerd_location
-    if loc.layout.name not in ("default", "custom"):
-        return layouts.restart_command(ctx.hostfs, loc.layout)
-    unit = systemd.read_unit(ctx.hostfs, "containerd.service")
-    argv = systemd.exec_start(ctx.hostfs, unit) or []
-    if loc.process is None or (unit.exists and cfacts.parse_args(argv[1:]).get("config", cfacts.CONFIG_PATH) == loc.path):
-        return "systemctl restart containerd"
-    return f"# restart containerd the way this node started it (pid {loc.process.pid}: {' '.join(loc.process.args)})"
-
-
 def config_fix(ctx, snippet: str) -> str:
     """Where to make a config change so that the running containerd gets it
     and it survives: the template of a generated config.toml (k3s, RKE2,
     microk8s rewrite it at every start), else the file containerd was
     started with; then the restart."""
     loc, hostfs = ctx.containerd_location, ctx.hostfs
-    restart = restart_command(ctx)
+    restart = ctx.containerd_location.restart
     template = loc.template(hostfs)
     if template:
         return (f"In {template} (the template {loc.path} is written from at every start: "
@@ -100,7 +88,7 @@ def config_parse(ctx):
          f"Fix the line shown, or start from a fresh default and re-apply your changes:\n"
          f"containerd config default > {cfg.path}\n")
         + f"containerd -c {cfg.path} config dump   # prints what containerd would load, or the error\n"
-        + restart_command(ctx),
+        + ctx.containerd_location.restart,
         [REF_CONFIG],
     )
 

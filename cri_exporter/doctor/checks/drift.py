@@ -21,7 +21,6 @@ import time
 
 from cri_exporter.cri.client import CriError
 from cri_exporter.doctor.checks._common import not_this_runtime
-from cri_exporter.doctor.checks.containerd import restart_command
 from cri_exporter.doctor.facts import crio as crio_facts
 from cri_exporter.doctor.model import Severity, passed, skipped, warned
 from cri_exporter.doctor.registry import check
@@ -145,7 +144,7 @@ def containerd_drift(ctx):
         "\n".join(newer + diffs),
         "Edits to config.toml take effect only when containerd restarts: the fix you made is not "
         "active yet, and it will become active, maybe unexpectedly, at the next restart or reboot.",
-        RESTART_FIX.format(command=restart_command(ctx)), [REF])
+        RESTART_FIX.format(command=ctx.containerd_location.restart), [REF])
 
 
 # (table in crio.conf, key): where the same setting sits in GET /config's TOML.

@@ -39,7 +39,7 @@ from cri_exporter.doctor.facts import layouts, procfs, systemd
 from cri_exporter.doctor.facts.files import FileTooLarge, list_dir, read_config
 from cri_exporter.hostfs import HostFS
 
-CONFIG_PATH = "/etc/containerd/config.toml"
+CONFIG_PATH = layouts.DEFAULT_CONFIG
 CRI_V2 = "io.containerd.grpc.v1.cri"
 CRI_RUNTIME_V3 = "io.containerd.cri.v1.runtime"
 CRI_IMAGES_V3 = "io.containerd.cri.v1.images"
@@ -272,7 +272,7 @@ def load(hostfs: HostFS, path: str = CONFIG_PATH, version: str | None = None, cw
 
 # ---- which file, and which process ----
 
-DEFAULT_ADDRESS = "/run/containerd/containerd.sock"
+DEFAULT_ADDRESS = layouts.DEFAULT_SOCKET
 _FLAGS = {"config": "config", "c": "config", "address": "address", "a": "address",
           "root": "root", "state": "state", "log-level": "log-level", "l": "log-level"}
 
@@ -311,6 +311,7 @@ class Location:
     address: str = DEFAULT_ADDRESS
     notes: list[str] = field(default_factory=list)
     others: list[str] = field(default_factory=list)  # containerd processes that serve other sockets
+    restart: str = "systemctl restart containerd"  # what restarts this containerd (set by locate)
 
     @property
     def path(self) -> str:
@@ -361,11 +362,28 @@ def same_socket(hostfs: HostFS, host_path: str, endpoint_local: str | None) -> b
         pass
     root = hostfs.root.rstrip("/")
     local = endpoint_local[len(root):] if root and endpoint_local.startswith(root + "/") else endpoint_local
+    return _run_path(host_path) == _run_path(local)
 
-    def norm(p: str) -> str:
-        p = os.path.normpath(p)
-        return "/run" + p[len("/var/run"):] if p == "/var/run" or p.startswith("/var/run/") else p
-    return norm(host_path) == norm(local)
+
+def _run_path(path: str) -> str:
+    path = os.path.normpath(path)
+    return "/run" + path[len("/var/run"):] if path == "/var/run" or path.startswith("/var/run/") else path
+
+
+def owns_socket(hostfs: HostFS, proc: procfs.Process, address: str) -> bool:
+    """Anyone can start a process called containerd that names the real
+    socket and a config of its choosing (say /etc/shadow, which would then
+    go into the bundle): the runtime's uid owns its socket."""
+    try:
+        owner = os.stat(hostfs.resolve(address)).st_uid
+    except OSError:
+        owner = 0  # no socket to go by (the runtime is down): only root's process
+    return proc.uid is None or proc.uid == owner
+
+
+def serves(hostfs: HostFS, proc: procfs.Process, address: str, endpoint_local: str | None) -> bool:
+    """Whether `proc`, which says it listens on `address`, is the runtime behind the endpoint."""
+    return same_socket(hostfs, address, endpoint_local) and owns_socket(hostfs, proc, address)
 
 
 def locate(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str | None,
@@ -373,14 +391,39 @@ def locate(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str 
     """The containerd serving `endpoint_local` and the config it was started
     with: its command line first; with no such process, the layout the
     endpoint's socket belongs to, containerd.service's ExecStart, the default."""
+    loc = _find(hostfs, processes, endpoint_local, version)
+    loc.restart = _restart(hostfs, loc)
+    return loc
+
+
+def sole_runtime(processes: list[procfs.Process], comm: str, endpoint_local: str | None) -> procfs.Process | None:
+    """With nothing listening on the endpoint (no socket: the doctor probed
+    and found no runtime, or was pointed at a path that is gone), nothing
+    says which process is the runtime; the only root one of that name is."""
+    if endpoint_local and os.path.exists(endpoint_local):
+        return None
+    found = [p for p in processes if p.comm == comm and p.uid in (None, 0)]
+    return found[0] if len(found) == 1 else None
+
+
+def _find(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str | None,
+          version: str | None) -> Location:
     others = []
+    sole = sole_runtime(processes, "containerd", endpoint_local)
     for proc in (p for p in processes if p.comm == "containerd"):
         notes: list[str] = []
         flags = parse_args(proc.args[1:])
         path, cwd = _config_path(hostfs, proc, flags, notes)
         cfg = load(hostfs, path, version, cwd)
         address = _address(flags, cfg)
-        if same_socket(hostfs, address, endpoint_local):
+        if proc is sole:
+            notes.append(f"no socket at the endpoint: the only containerd process (it listens on {address})")
+        if proc is not sole and not same_socket(hostfs, address, endpoint_local):
+            others.append(f"containerd pid {proc.pid} serves {address}, not this endpoint ({path})")
+        elif proc is not sole and not owns_socket(hostfs, proc, address):
+            others.append(f"containerd pid {proc.pid} (uid {proc.uid}) names {address} but does not own it: "
+                          f"not the runtime ({path} ignored)")
+        else:
             if "config" in flags:
                 how = f"-c {flags['config']} on the command line of containerd pid {proc.pid}"
             elif proc.args:
@@ -388,16 +431,14 @@ def locate(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str 
             else:
                 how = f"containerd pid {proc.pid}'s command line is unreadable: the default path"
             return Location(cfg, layouts.recognise(path, cfg.text), how, proc, address, notes, others)
-        others.append(f"containerd pid {proc.pid} serves {address}, not this endpoint ({path})")
     for layout in _layouts_for(hostfs, endpoint_local):
         if layout is layouts.DEFAULT:
             break
-        args = layouts.microk8s_args(hostfs) if layout.name == "microk8s" else None
-        path = parse_args(args).get("config", layout.config) if args else layout.config
+        flags = parse_args(layouts.microk8s_args(hostfs) or []) if layout.name == "microk8s" else {}
+        path = flags.get("config", layout.config)
         cfg = load(hostfs, path, version)
         if cfg.exists:
-            how = (f"--config in {layouts.MICROK8S_ARGS}" if args and "config" in parse_args(args)
-                   else f"the {layout.name} layout's path")
+            how = f"--config in {layouts.MICROK8S_ARGS}" if "config" in flags else f"the {layout.name} layout's path"
             return Location(cfg, layouts.recognise(path, cfg.text), how + " (no containerd process serves the endpoint)",
                             None, layout.socket, [], others)
     unit = systemd.read_unit(hostfs, "containerd.service")
@@ -412,6 +453,16 @@ def locate(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str 
                             None, _address(flags, cfg), [], others)
     cfg = load(hostfs, CONFIG_PATH, version)
     return Location(cfg, layouts.DEFAULT, "containerd's default path", None, _address({}, cfg), [], others)
+
+
+def _restart(hostfs: HostFS, loc: Location) -> str:
+    if loc.layout.name not in ("default", "custom"):
+        return layouts.restart_command(hostfs, loc.layout)
+    unit = systemd.read_unit(hostfs, "containerd.service")
+    unit_config = parse_args((systemd.exec_start(hostfs, unit) or [""])[1:]).get("config", CONFIG_PATH)
+    if loc.process is None or (unit.exists and unit_config == loc.path):
+        return "systemctl restart containerd"
+    return f"# restart containerd the way this node started it (pid {loc.process.pid}: {' '.join(loc.process.args)})"
 
 
 def _layouts_for(hostfs: HostFS, endpoint_local: str | None) -> list[layouts.Layout]:

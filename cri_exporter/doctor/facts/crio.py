@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from cri_exporter.doctor.facts import procfs, systemd
-from cri_exporter.doctor.facts.containerd import ConfigError, parse_toml, same_socket
+from cri_exporter.doctor.facts.containerd import ConfigError, parse_toml, serves, sole_runtime
 from cri_exporter.doctor.facts.files import list_dir
 from cri_exporter.hostfs import HostFS
 
@@ -152,11 +152,11 @@ class Location:
 def locate(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str | None) -> Location:
     """The crio process serving the endpoint (its command line names its
     files), else crio.service's ExecStart, else the defaults."""
-    crios = [p for p in processes if p.comm == "crio"]
-    for proc in crios:
+    sole = sole_runtime(processes, "crio", endpoint_local)
+    for proc in (p for p in processes if p.comm == "crio"):
         flags = parse_args(proc.args[1:])
         cfg = _load_flags(hostfs, flags, f"on the command line of crio pid {proc.pid}")
-        if len(crios) == 1 or same_socket(hostfs, api_socket(cfg), endpoint_local):
+        if proc is sole or serves(hostfs, proc, api_socket(cfg), endpoint_local):
             how = (f"the command line of crio pid {proc.pid}" if {"config", "config-dir"} & flags.keys()
                    else f"crio pid {proc.pid} was started without --config/--config-dir: the defaults")
             return Location(cfg, _last(flags, "config", CONFIG_PATH), _last(flags, "config-dir", DROPIN_DIR), how, proc)

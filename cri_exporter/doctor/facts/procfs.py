@@ -87,6 +87,7 @@ class Process:
     start_time: float | None  # unix seconds
     cap_eff: int | None
     uid_map: str | None
+    uid: int | None = None  # real uid (/proc/<pid>/status Uid:)
     # The command line as the process was started: which config file a
     # runtime reads is often only written here (k3s: `containerd -c ...`).
     args: tuple[str, ...] = ()
@@ -124,15 +125,17 @@ def find_processes(hostfs: HostFS, names: tuple[str, ...]) -> list[Process]:
         if comm not in names:
             continue
         pid = int(entry)
-        cap = None
+        cap = uid = None
         for line in (read_small(hostfs, f"/proc/{pid}/status") or "").splitlines():
-            if line.startswith("CapEff:"):
-                try:
+            try:
+                if line.startswith("CapEff:"):
                     cap = int(line.split()[1], 16)
-                except (IndexError, ValueError):
-                    pass
+                elif line.startswith("Uid:"):
+                    uid = int(line.split()[1])
+            except (IndexError, ValueError):
+                pass
         found.append(Process(pid, comm, _start_time(hostfs, pid, btime), cap, read_small(hostfs, f"/proc/{pid}/uid_map"),
-                             cmdline(hostfs, pid)))
+                             uid, cmdline(hostfs, pid)))
     return sorted(found, key=lambda p: p.pid)
 
 
