@@ -19,22 +19,23 @@ REF_RELEASES = "https://github.com/containerd/containerd/blob/main/RELEASES.md#d
 REF_TROUBLESHOOT = "https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/"
 
 
-def config_fix(ctx, snippet: str) -> str:
+def config_fix(ctx, snippet: str, dropin: bool = True) -> str:
     """Where to make a config change so that the running containerd gets it
     and it survives: the template of a generated config.toml (k3s, RKE2,
     microk8s rewrite it at every start), else the file containerd was
-    started with; then the restart."""
+    started with; then the restart. `dropin=False` for a change an import
+    cannot make (removing from a top-level list, which imports append to)."""
     loc, hostfs = ctx.containerd_location, ctx.hostfs
-    restart = ctx.containerd_location.restart
+    restart = loc.restart
     template = loc.template(hostfs)
     if template:
         return (f"In {template} (the template {loc.path} is written from at every start: "
                 f"edit the template, not the generated file):\n{snippet}\n{restart}")
     if loc.layout.generated:
-        dropin = _dropin_dir(loc)
-        if dropin and loc.config.version >= 3:  # 2.x merges an import into the tables, 1.x would replace them
+        directory = _dropin_dir(loc) if dropin else None
+        if directory and loc.config.version >= 3:  # 2.x merges an import into the tables, 1.x would replace them
             return (f"{loc.path} is rewritten at every start; put the change in a file it imports:\n"
-                    f"mkdir -p {dropin} && cat > {dropin}/90-cri-exporter-doctor.toml <<'EOF'\n"
+                    f"mkdir -p {directory} && cat > {directory}/90-cri-exporter-doctor.toml <<'EOF'\n"
                     f"version = 3\n{snippet}\nEOF\n{restart}")
         named = layouts.generated_header(loc.config.text)
         template = (os.path.join(os.path.dirname(loc.path), named[1]) if named else
@@ -179,7 +180,8 @@ def cri_disabled(ctx):
             "Only version 1 configs take short plugin names; containerd exits with \"invalid disabled "
             "plugin URI\" and the node has no runtime at all.",
             f"Remove {', '.join(repr(x) for x in short)} from disabled_plugins (to keep CRI enabled, which "
-            "Kubernetes needs). " + config_fix(ctx, f"disabled_plugins = {[p for p in cfg.disabled_plugins if p not in short]!r}"),
+            "Kubernetes needs). " + config_fix(ctx, f"disabled_plugins = {[p for p in cfg.disabled_plugins if p not in short]!r}",
+                                               dropin=False),
             [REF_CONFIG])
     if not hit:
         return passed("the CRI plugin is enabled", seen)
@@ -189,7 +191,7 @@ def cri_disabled(ctx):
         "The kubelet fails with \"unknown service runtime.v1.RuntimeService\" and the node never "
         "becomes Ready. The containerd.io package (Docker's) ships this line.",
         f"Remove {', '.join(repr(h) for h in hit)} from disabled_plugins. "
-        + config_fix(ctx, f"disabled_plugins = {[p for p in cfg.disabled_plugins if p not in hit]!r}"),
+        + config_fix(ctx, f"disabled_plugins = {[p for p in cfg.disabled_plugins if p not in hit]!r}", dropin=False),
         [REF_TROUBLESHOOT, REF_CONFIG],
     )
 

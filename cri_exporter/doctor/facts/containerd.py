@@ -416,21 +416,22 @@ def _find(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str |
         path, cwd = _config_path(hostfs, proc, flags, notes)
         cfg = load(hostfs, path, version, cwd)
         address = _address(flags, cfg)
-        if proc is sole:
-            notes.append(f"no socket at the endpoint: the only containerd process (it listens on {address})")
         if proc is not sole and not same_socket(hostfs, address, endpoint_local):
             others.append(f"containerd pid {proc.pid} serves {address}, not this endpoint ({path})")
-        elif proc is not sole and not owns_socket(hostfs, proc, address):
+            continue
+        if proc is not sole and not owns_socket(hostfs, proc, address):
             others.append(f"containerd pid {proc.pid} (uid {proc.uid}) names {address} but does not own it: "
                           f"not the runtime ({path} ignored)")
+            continue
+        if proc is sole:
+            notes.append(f"no socket at the endpoint: the only containerd process (it listens on {address})")
+        if "config" in flags:
+            how = f"-c {flags['config']} on the command line of containerd pid {proc.pid}"
+        elif proc.args:
+            how = f"containerd pid {proc.pid} was started without -c: the default path"
         else:
-            if "config" in flags:
-                how = f"-c {flags['config']} on the command line of containerd pid {proc.pid}"
-            elif proc.args:
-                how = f"containerd pid {proc.pid} was started without -c: the default path"
-            else:
-                how = f"containerd pid {proc.pid}'s command line is unreadable: the default path"
-            return Location(cfg, layouts.recognise(path, cfg.text), how, proc, address, notes, others)
+            how = f"containerd pid {proc.pid}'s command line is unreadable: the default path"
+        return Location(cfg, layouts.recognise(path, cfg.text), how, proc, address, notes, others)
     for layout in _layouts_for(hostfs, endpoint_local):
         if layout is layouts.DEFAULT:
             break
