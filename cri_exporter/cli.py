@@ -46,8 +46,8 @@ def main() -> None:
 @click.option("--listen-address", envvar=env("listen-address"), show_envvar=True, default=DEFAULTS.listen_address, show_default=True, callback=_listen,
               help="host:port to serve /metrics on.")
 @click.option("--runtime-endpoint", envvar=[env("runtime-endpoint"), "CONTAINER_RUNTIME_ENDPOINT"], show_envvar=True,
-              help="CRI endpoint (unix:///path). Default: the first of containerd's, CRI-O's and "
-                   "cri-dockerd's sockets that answers, as crictl does.")
+              help="CRI endpoint (unix:///path). Default: the first socket that answers of k3s/RKE2's, "
+                   "microk8s's, containerd's, CRI-O's and cri-dockerd's, under --host-root.")
 @click.option("--host-root", envvar=env("host-root"), show_envvar=True, default=DEFAULTS.host_root, show_default=True, type=click.Path(file_okay=False),
               help="Where the host's filesystem is mounted (/host in the DaemonSet).")
 @click.option("--collectors", "collectors", envvar=env("collectors"), show_envvar=True, default=",".join(ALL_COLLECTORS), show_default=True, callback=_collectors,

@@ -82,6 +82,12 @@ class HostFS:
             parts.extend(reversed([p for p in target.split("/") if p]))
         return os.path.join(self.root, *done)
 
+    def readlink(self, host_path: str) -> str:
+        """The target of the link at `host_path` itself (its parent resolved
+        inside the root, the link not followed): /proc/<pid>/cwd and the like."""
+        parent, _, name = host_path.rstrip("/").rpartition("/")
+        return os.readlink(os.path.join(self.path(parent or "/"), name))
+
     def _kernel_path(self, host_path: str) -> str | None:
         """/proc and /sys paths with only their mount point resolved (once): the
         scrape reads two /proc files per pod, and resolving every component

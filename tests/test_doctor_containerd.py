@@ -76,12 +76,20 @@ def test_version_1_short_names_are_read(tmp_path):
     assert r["containerd.cgroup_driver"].status.value == "pass"
 
 
-def test_imports_replace_whole_plugin_tables(tmp_path):
+def test_imports_merge_plugin_tables_on_2x_and_replace_them_on_1x(tmp_path):
+    # Measured with `containerd config dump` (tests/test_doctor_layouts_real.py
+    # holds it): 2.1.9 merges an import into the plugin's tables, 1.6.20 and
+    # 1.7.24 replace the plugin's whole table with the import's.
     root = copy_fixture("containerd-v3", tmp_path)
-    # A drop-in without SystemdCgroup replaces the table holding it.
     write(root, "/etc/containerd/conf.d/20-cni.toml",
           'version = 3\n[plugins."io.containerd.cri.v1.runtime".cni]\n  conf_dir = "/etc/cni/net.d"\n')
-    assert status(root, "containerd.cgroup_driver") == "fail"
+    assert status(root, "containerd.cgroup_driver") == "pass"  # version 3: 2.x, SystemdCgroup kept
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path / "v2")
+    cfg = root / "etc/containerd/config.toml"
+    cfg.write_text('imports = ["/etc/containerd/conf.d/*.toml"]\n' + cfg.read_text())
+    write(root, "/etc/containerd/conf.d/20-cni.toml",
+          'version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\n  conf_dir = "/etc/cni/net.d"\n')
+    assert status(root, "containerd.cgroup_driver") == "fail"  # version 2, runtime unknown: 1.x, table replaced
 
 
 def test_relative_imports_and_import_parse_errors(tmp_path):

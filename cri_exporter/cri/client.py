@@ -17,12 +17,22 @@ from cri_exporter.cri import api_pb2_grpc as pb_grpc
 from cri_exporter.cri import model
 from cri_exporter.hostfs import HostFS
 
-# crictl's order: the first of these that answers is the runtime.
-DEFAULT_ENDPOINTS = (
-    "unix:///run/containerd/containerd.sock",
-    "unix:///run/crio/crio.sock",
-    "unix:///var/run/cri-dockerd.sock",
+# Where runtimes listen, in probe order, with the layout each socket means.
+# The distributions that run their own containerd come first: their socket
+# answers only where that distribution runs the node's kubelet, while
+# /run/containerd/containerd.sock may be a Docker install's containerd on
+# the same node. Then crictl's own order. RKE2 uses k3s's socket path
+# (k3s/RKE2 pkg/agent/config: state /run/k3s/containerd); microk8s passes
+# --address ${SNAP_COMMON}/run/containerd.sock (snap args/containerd).
+KNOWN_ENDPOINTS = (
+    ("unix:///run/k3s/containerd/containerd.sock", "k3s/RKE2"),
+    ("unix:///var/snap/microk8s/common/run/containerd.sock", "microk8s"),
+    ("unix:///run/containerd/containerd.sock", "containerd"),
+    ("unix:///run/crio/crio.sock", "CRI-O"),
+    ("unix:///var/run/cri-dockerd.sock", "cri-dockerd"),
 )
+DEFAULT_ENDPOINTS = tuple(endpoint for endpoint, _ in KNOWN_ENDPOINTS)
+CONTAINERD_DEFAULT_ENDPOINT = "unix:///run/containerd/containerd.sock"
 
 # The kubelet raised gRPC's 4 MiB default receive limit to 16 MiB for the
 # same list answers on dense nodes.
@@ -324,7 +334,7 @@ def _pod_stats(s) -> model.PodStats:
 
 
 def probe_endpoints(host_root: str = "/", probe_timeout: float = 1.0) -> tuple[str | None, list[str]]:
-    """The first of crictl's candidate sockets (under the host root) that answers
+    """The first of the known sockets (under the host root) that answers
     Version, or None; and the candidates whose socket file exists."""
     candidates = [_under_root(e, host_root) for e in DEFAULT_ENDPOINTS]
     existing = [e for e in candidates if os.path.exists(socket_path(e) or "")]
@@ -344,14 +354,14 @@ def resolve_endpoint(explicit: str | None, host_root: str = "/", probe_timeout: 
     """The endpoint to use and whether it was found by probing.
 
     An explicit endpoint (flag or CONTAINER_RUNTIME_ENDPOINT) is taken as is.
-    Otherwise crictl's candidates are tried in order, under the host root, and
+    Otherwise the known sockets are tried in order, under the host root, and
     the first that answers Version wins; when none answers, the first whose
-    socket exists (or containerd's) is returned so errors name a real path.
+    socket exists (or containerd's default) is returned so errors name a real path.
     """
     if explicit:
         return normalize_endpoint(explicit), False
     answering, existing = probe_endpoints(host_root, probe_timeout)
-    return answering or (existing or [_under_root(DEFAULT_ENDPOINTS[0], host_root)])[0], True
+    return answering or (existing or [_under_root(CONTAINERD_DEFAULT_ENDPOINT, host_root)])[0], True
 
 
 def _under_root(endpoint: str, host_root: str) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 
-from cri_exporter.cri.client import CriClient, CriError, resolve_endpoint
+from cri_exporter.cri.client import CriClient, CriError, resolve_endpoint, socket_path
 from cri_exporter.doctor.facts import containerd, crio, kubelet, procfs
 from cri_exporter.hostfs import HostFS
 
@@ -26,12 +26,23 @@ class Context:
     # ---- files ----
 
     @functools.cached_property
+    def containerd_location(self) -> containerd.Location:
+        """Which config the containerd behind the endpoint was started with."""
+        v = self.cri("version")
+        version = None if isinstance(v, CriError) or "containerd" not in v.runtime_name.lower() else v.runtime_version
+        return containerd.locate(self.hostfs, self.runtime_processes, socket_path(self.endpoint), version)
+
+    @functools.cached_property
     def containerd(self) -> containerd.ContainerdConfig:
-        return containerd.load(self.hostfs)
+        return self.containerd_location.config
+
+    @functools.cached_property
+    def crio_location(self) -> crio.Location:
+        return crio.locate(self.hostfs, self.runtime_processes, socket_path(self.endpoint))
 
     @functools.cached_property
     def crio(self) -> crio.CrioConfig:
-        return crio.load(self.hostfs)
+        return self.crio_location.config
 
     @functools.cached_property
     def kubelet(self) -> kubelet.KubeletSettings:
@@ -46,7 +57,8 @@ class Context:
         return procfs.find_processes(self.hostfs, ("containerd", "crio"))
 
     def process(self, comm: str) -> procfs.Process | None:
-        return next((p for p in self.runtime_processes if p.comm == comm), None)
+        """The runtime process behind the endpoint (not merely the first of that name)."""
+        return (self.containerd_location if comm == "containerd" else self.crio_location).process
 
     @functools.cached_property
     def runtime_kind(self) -> str | None:
@@ -59,9 +71,10 @@ class Context:
                 return "containerd"
             if "cri-o" in name or "crio" in name:
                 return "crio"
-        if self.containerd.exists or self.process("containerd"):
+        comms = {p.comm for p in self.runtime_processes}
+        if self.containerd.exists or "containerd" in comms:
             return "containerd"
-        if self.crio.exists or self.process("crio"):
+        if self.crio.exists or "crio" in comms:
             return "crio"
         return None
 

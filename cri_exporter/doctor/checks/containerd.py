@@ -7,8 +7,8 @@ import re
 from cri_exporter.cri.client import CriError
 from cri_exporter.doctor.checks._common import not_this_runtime, runtime_version, toml_snippet
 from cri_exporter.doctor.facts import containerd as cfacts
-from cri_exporter.doctor.facts import procfs
-from cri_exporter.doctor.facts.files import FileTooLarge, list_dir, read_config
+from cri_exporter.doctor.facts import layouts, procfs, systemd
+from cri_exporter.doctor.facts.files import list_dir
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
 
@@ -17,6 +17,41 @@ REF_CGROUP_DRIVER = "https://kubernetes.io/docs/setup/production-environment/con
 REF_HOSTS = "https://github.com/containerd/containerd/blob/main/docs/hosts.md"
 REF_RELEASES = "https://github.com/containerd/containerd/blob/main/RELEASES.md#deprecated-config-properties"
 REF_TROUBLESHOOT = "https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/"
+
+
+def config_fix(ctx, snippet: str, dropin: bool = True) -> str:
+    """Where to make a config change so that the running containerd gets it
+    and it survives: the template of a generated config.toml (k3s, RKE2,
+    microk8s rewrite it at every start), else the file containerd was
+    started with; then the restart. `dropin=False` for a change an import
+    cannot make (removing from a top-level list, which imports append to)."""
+    loc, hostfs = ctx.containerd_location, ctx.hostfs
+    restart = loc.restart
+    template = loc.template(hostfs)
+    if template:
+        return (f"In {template} (the template {loc.path} is written from at every start: "
+                f"edit the template, not the generated file):\n{snippet}\n{restart}")
+    if loc.layout.generated:
+        directory = _dropin_dir(loc) if dropin else None
+        if directory and loc.config.version >= 3:  # 2.x merges an import into the tables, 1.x would replace them
+            return (f"{loc.path} is rewritten at every start; put the change in a file it imports:\n"
+                    f"mkdir -p {directory} && cat > {directory}/90-cri-exporter-doctor.toml <<'EOF'\n"
+                    f"version = 3\n{snippet}\nEOF\n{restart}")
+        named = layouts.generated_header(loc.config.text)
+        template = (os.path.join(os.path.dirname(loc.path), named[1]) if named else
+                    loc.layout.templates[0 if loc.config.version >= 3 else -1])
+        return (f"{loc.path} is rewritten at every start; make the change in the template it is written from:\n"
+                f"cp {loc.path} {template}   # then edit {template}:\n{snippet}\n{restart}")
+    return f"In {loc.path}:\n{snippet}\n{restart}"
+
+
+def _dropin_dir(loc: cfacts.Location) -> str | None:
+    """A directory the config imports every *.toml of (k3s/RKE2's config-v3.toml.d)."""
+    for pattern in loc.config.data.get("imports") or []:
+        if isinstance(pattern, str) and os.path.basename(pattern) == "*.toml":
+            d = os.path.dirname(pattern)
+            return d if os.path.isabs(d) else os.path.join(os.path.dirname(loc.path), d)
+    return None
 
 
 def _config_or_skip(ctx):
@@ -39,18 +74,22 @@ def config_parse(ctx):
     if skip:
         return skip
     cfg = ctx.containerd
+    where = ctx.containerd_location.describe(ctx.hostfs)
     if not cfg.exists:
-        return passed(f"no {cfg.path}: containerd uses its built-in defaults")
+        return passed(f"no {cfg.path}: containerd uses its built-in defaults", where)
     if not cfg.errors:
-        return passed(f"{', '.join(cfg.files)} parse{'s' if len(cfg.files) == 1 else ''}")
+        return passed(f"{', '.join(cfg.files)} parse{'s' if len(cfg.files) == 1 else ''}", where)
+    template = ctx.containerd_location.template(ctx.hostfs)
     return failed(
         f"{cfg.errors[0].path} is not valid TOML" if cfg.errors[0].line else f"{cfg.errors[0].path} cannot be read",
-        "\n".join(str(e) for e in cfg.errors),
+        "\n".join(str(e) for e in cfg.errors) + "\n" + where,
         "containerd exits at start with \"failed to load TOML\"; with it down the kubelet "
         "reports the node NotReady and no pod starts.",
-        "Fix the line shown, or start from a fresh default and re-apply your changes:\n"
-        "containerd config default > /etc/containerd/config.toml\n"
-        "containerd config dump   # prints what containerd would load, or the error",
+        (f"Fix the template {template}: {cfg.path} is written from it at every start.\n" if template else
+         f"Fix the line shown, or start from a fresh default and re-apply your changes:\n"
+         f"containerd config default > {cfg.path}\n")
+        + f"containerd -c {cfg.path} config dump   # prints what containerd would load, or the error\n"
+        + ctx.containerd_location.restart,
         [REF_CONFIG],
     )
 
@@ -140,8 +179,9 @@ def cri_disabled(ctx):
             seen,
             "Only version 1 configs take short plugin names; containerd exits with \"invalid disabled "
             "plugin URI\" and the node has no runtime at all.",
-            f"Remove {', '.join(repr(x) for x in short)} from disabled_plugins in {cfg.path} (to keep CRI "
-            "enabled, which Kubernetes needs), then: systemctl restart containerd",
+            f"Remove {', '.join(repr(x) for x in short)} from disabled_plugins (to keep CRI enabled, which "
+            "Kubernetes needs). " + config_fix(ctx, f"disabled_plugins = {[p for p in cfg.disabled_plugins if p not in short]!r}",
+                                               dropin=False),
             [REF_CONFIG])
     if not hit:
         return passed("the CRI plugin is enabled", seen)
@@ -150,8 +190,8 @@ def cri_disabled(ctx):
         seen,
         "The kubelet fails with \"unknown service runtime.v1.RuntimeService\" and the node never "
         "becomes Ready. The containerd.io package (Docker's) ships this line.",
-        f"Remove {', '.join(repr(h) for h in hit)} from disabled_plugins in {cfg.path}, then:\n"
-        "systemctl restart containerd",
+        f"Remove {', '.join(repr(h) for h in hit)} from disabled_plugins. "
+        + config_fix(ctx, f"disabled_plugins = {[p for p in cfg.disabled_plugins if p not in hit]!r}", dropin=False),
         [REF_TROUBLESHOOT, REF_CONFIG],
     )
 
@@ -180,10 +220,10 @@ def cgroup_driver(ctx):
                 "Two cgroup managers fight over the same cgroups: pods fail with \"expected cgroupsPath "
                 "to be of format slice:prefix:name\" or \"misconfiguration: kubelet cgroup driver\", "
                 "and under memory pressure the node becomes unstable.",
-                (f"{snippet}\nsystemctl restart containerd   # and keep the kubelet on cgroupDriver: systemd"
+                (config_fix(ctx, snippet) + "   # and keep the kubelet on cgroupDriver: systemd"
                  if kdriver == "systemd" else
                  "Set the kubelet to systemd (cgroupDriver: systemd in /var/lib/kubelet/config.yaml) "
-                 f"and containerd to match:\n{snippet}\nsystemctl restart containerd kubelet"),
+                 f"and containerd to match. {config_fix(ctx, snippet)}; then restart the kubelet"),
                 [REF_CGROUP_DRIVER],
             )
     else:
@@ -194,7 +234,7 @@ def cgroup_driver(ctx):
             seen,
             "On cgroup v2 hosts booted by systemd, systemd is the recommended driver: with cgroupfs "
             "two managers own the hierarchy and resource pressure handling is less stable.",
-            f"{snippet}\nand cgroupDriver: systemd in the kubelet's config.yaml; restart both",
+            f"{config_fix(ctx, snippet)}\nand cgroupDriver: systemd in the kubelet's config.yaml; restart the kubelet",
             [REF_CGROUP_DRIVER],
         )
     return passed(f"cgroup driver {runtime_driver}" + (" matches the kubelet" if kubelet.present else ""), seen)
@@ -304,12 +344,17 @@ def sandbox_image(ctx):
         "containerd, not the kubelet, pulls the pause image for every new pod; if it is missing and "
         "the registry is unreachable (air-gapped, proxy) every pod stays in ContainerCreating, and "
         "the kubelet's image GC may delete an image it does not know is the sandbox image.",
-        toml_snippet(f'plugins."{cfg.images_section_name}"' + (".pinned_images" if cfg.version >= 3 else ""),
-                     ("sandbox" if cfg.version >= 3 else "sandbox_image") + f' = "{kubelet_image or image}"')
-        + f"\nctr -n k8s.io images pull {kubelet_image or image}   # or import it on air-gapped nodes\n"
+        config_fix(ctx, toml_snippet(f'plugins."{cfg.images_section_name}"' + (".pinned_images" if cfg.version >= 3 else ""),
+                                     ("sandbox" if cfg.version >= 3 else "sandbox_image") + f' = "{kubelet_image or image}"'))
+        + f"\nctr{_ctr_address(ctx)} -n k8s.io images pull {kubelet_image or image}   # or import it on air-gapped nodes\n"
         "and drop --pod-infra-container-image from the kubelet flags (deprecated since 1.27)",
         [REF_CONFIG, REF_TROUBLESHOOT],
     )
+
+
+def _ctr_address(ctx) -> str:
+    address = ctx.containerd_location.address
+    return "" if address == cfacts.DEFAULT_ADDRESS else f" -a {address}"
 
 
 def _pinned_version(image: str) -> bool:
@@ -344,7 +389,8 @@ def registry_mirrors(ctx):
     fix = (f"Move each mirror to {reg.get('config_path') or '/etc/containerd/certs.d'}/<registry>/hosts.toml:\n"
            'server = "https://registry-1.docker.io"\n[host."https://mirror.example.com"]\n'
            '  capabilities = ["pull", "resolve"]\n'
-           f'and set config_path = "/etc/containerd/certs.d" in [{table}]; then systemctl restart containerd')
+           f"and drop {', '.join(old)} from [{table}]. "
+           + config_fix(ctx, toml_snippet(table, f'config_path = "{reg.get("config_path") or "/etc/containerd/certs.d"}"')))
     if reg.get("config_path") and reg.get("mirrors"):
         return failed(
             "registry.mirrors together with registry.config_path",
@@ -445,40 +491,12 @@ def oom_score_adj(ctx):
         # Seen with containerd 1.6.20/runc 1.1.5 without CAP_SYS_RESOURCE:
         "RunPodSandbox fails with \"can't get final child's PID from pipe: EOF\" (runc: "
         "\"failed to update /proc/self/oom_score_adj: Permission denied\"): no pod can start.",
-        toml_snippet(f'plugins."{ctx.containerd.runtime_section_name}"', "restrict_oom_score_adj = true")
-        + "\nsystemctl restart containerd",
+        config_fix(ctx, toml_snippet(f'plugins."{ctx.containerd.runtime_section_name}"', "restrict_oom_score_adj = true")),
         [REF_CONFIG],
     )
 
 
-UNIT_PATHS = ("/etc/systemd/system/containerd.service", "/usr/lib/systemd/system/containerd.service",
-              "/lib/systemd/system/containerd.service", "/usr/local/lib/systemd/system/containerd.service")
-
-
-def _unit_settings(ctx) -> tuple[dict[str, str], list[str]]:
-    """[Service] settings of containerd.service with its drop-ins applied."""
-    unit = next((p for p in UNIT_PATHS if ctx.hostfs.exists(p)), None)
-    if unit is None:
-        return {}, []
-    files = [unit]
-    for d in ("/usr/lib/systemd/system/containerd.service.d", "/etc/systemd/system/containerd.service.d",
-              "/run/systemd/system/containerd.service.d"):
-        files += [f"{d}/{n}" for n in list_dir(ctx.hostfs, d) if n.endswith(".conf")]
-    settings: dict[str, str] = {}
-    for f in files:
-        try:
-            text = read_config(ctx.hostfs, f)
-        except (OSError, FileTooLarge):
-            continue
-        section = ""
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("["):
-                section = line
-            elif section == "[Service]" and "=" in line and not line.startswith(("#", ";")):
-                k, _, v = line.partition("=")
-                settings[k.strip()] = v.strip()
-    return settings, files
+UNIT_PATHS = tuple(systemd.unit_paths("containerd.service"))
 
 
 @check("containerd.service", Severity.CRITICAL)
@@ -488,8 +506,12 @@ def service(ctx):
     skip = not_this_runtime(ctx, "containerd")
     if skip:
         return skip
-    s, files = _unit_settings(ctx)
+    unit = systemd.read_unit(ctx.hostfs, "containerd.service")
+    s, files = unit.settings, unit.files
     if not files:
+        layout = ctx.containerd_location.layout.name
+        if layout in ("k3s", "rke2", "microk8s"):
+            return skipped(f"containerd is started by {layout}, not by a containerd.service unit")
         return skipped("no containerd.service unit (not managed by systemd)")
     seen = f"{', '.join(files)}: " + " ".join(f"{k}={s.get(k, '(unset)')}" for k in ("KillMode", "Delegate", "TasksMax", "LimitNOFILE"))
     fails, warns = [], []

@@ -8,42 +8,79 @@ import stat
 import yaml
 
 from cri_exporter.cri.client import socket_path
+from cri_exporter.doctor.facts import crio as crio_facts
+from cri_exporter.doctor.facts.containerd import same_socket
 from cri_exporter.doctor.facts.files import FileTooLarge, read_config, resolve
 from cri_exporter.doctor.model import Severity, failed, passed, warned
 from cri_exporter.doctor.registry import check
 
 REF = "https://github.com/kubernetes-sigs/cri-tools/blob/master/docs/crictl.md"
 FIX = ("cat > /etc/crictl.yaml <<'EOF'\nruntime-endpoint: {ep}\nimage-endpoint: {ep}\ntimeout: 10\nEOF")
+PATH = "/etc/crictl.yaml"
+
+
+def _runtime(ctx) -> tuple[str, str]:
+    """(the endpoint crictl should name, the layout line for `seen`)."""
+    if ctx.runtime_kind == "crio":
+        loc = ctx.crio_location
+        return f"unix://{crio_facts.api_socket(ctx.crio)}", f"runtime CRI-O, config from {loc.how}"
+    loc = ctx.containerd_location
+    return f"unix://{loc.address}", f"layout {loc.layout.name}: containerd on {loc.address}, config {loc.path} ({loc.how})"
+
+
+def _own_crictl(ctx, layout_line: str):
+    """k3s and RKE2 write a crictl.yaml of their own; their crictl reads it."""
+    layout = ctx.containerd_location.layout if ctx.runtime_kind == "containerd" else None
+    if layout is None or not layout.crictl_config or not ctx.hostfs.exists(layout.crictl_config):
+        return None
+    try:
+        data = yaml.safe_load(read_config(ctx.hostfs, layout.crictl_config)) or {}
+    except (yaml.YAMLError, OSError, FileTooLarge):
+        return None
+    use = ("k3s crictl" if layout.name == "k3s" else
+           f"CRI_CONFIG_FILE={layout.crictl_config} /var/lib/rancher/{layout.name}/bin/crictl")
+    configured = data.get("runtime-endpoint") if isinstance(data, dict) else None
+    return passed(f"no {PATH}; {layout.name}'s own crictl ({use}) reads {layout.crictl_config}",
+                  f"{layout.crictl_config}: runtime-endpoint {configured}\n{layout_line}")
 
 
 @check("crictl.endpoint", Severity.INFO)
 def endpoint(ctx):
     """/etc/crictl.yaml must name the runtime's socket."""
-    ep = {"crio": "unix:///var/run/crio/crio.sock"}.get(ctx.runtime_kind, "unix:///run/containerd/containerd.sock")
-    path = "/etc/crictl.yaml"
-    if not ctx.hostfs.exists(path):
-        return warned("no /etc/crictl.yaml", f"{path} is absent",
+    ep, layout_line = _runtime(ctx)
+    if not ctx.hostfs.exists(PATH):
+        own = _own_crictl(ctx, layout_line)
+        if own:
+            return own
+        return warned(f"no {PATH}", f"{PATH} is absent\n{layout_line}",
                       "crictl then tries each default socket in turn, prints a deprecation warning and "
                       "may talk to the wrong runtime (e.g. a dockershim leftover).",
                       FIX.format(ep=ep), [REF])
     try:
-        data = yaml.safe_load(read_config(ctx.hostfs, path)) or {}
+        data = yaml.safe_load(read_config(ctx.hostfs, PATH)) or {}
     except (yaml.YAMLError, OSError, FileTooLarge) as e:
-        return failed(f"{path} does not parse", str(e), "crictl refuses to run.", FIX.format(ep=ep), [REF])
+        return failed(f"{PATH} does not parse", f"{e}\n{layout_line}", "crictl refuses to run.", FIX.format(ep=ep), [REF])
     configured = data.get("runtime-endpoint") if isinstance(data, dict) else None
     if not configured:
-        return warned(f"{path} sets no runtime-endpoint", f"{path}: {data!r}",
+        return warned(f"{PATH} sets no runtime-endpoint", f"{PATH}: {data!r}\n{layout_line}",
                       "crictl falls back to probing default sockets.", FIX.format(ep=ep), [REF])
     sock = socket_path(str(configured))
     if sock is None:
-        return passed(f"runtime-endpoint {configured}")
+        return passed(f"runtime-endpoint {configured}", layout_line)
     try:
         st = os.stat(resolve(ctx.hostfs, sock))
     except OSError:
         st = None
     if st is None or not stat.S_ISSOCK(st.st_mode):
         return failed(f"crictl's runtime-endpoint {sock} is not a socket that exists",
-                      f"runtime-endpoint: {configured} ({path})",
+                      f"runtime-endpoint: {configured} ({PATH})\n{layout_line}",
                       "Every crictl command fails with \"connect: no such file or directory\".",
                       FIX.format(ep=ep), [REF])
-    return passed(f"runtime-endpoint {configured}", f"{path}")
+    expected = socket_path(ep)
+    if not same_socket(ctx.hostfs, sock, ctx.hostfs.resolve(expected)):
+        return warned(f"crictl's runtime-endpoint {sock} is not this node's runtime ({expected})",
+                      f"runtime-endpoint: {configured} ({PATH})\n{layout_line}",
+                      "crictl answers from another runtime (another containerd, a leftover Docker one) "
+                      "than the one running the kubelet's pods: what it shows is not this node's.",
+                      FIX.format(ep=ep), [REF])
+    return passed(f"runtime-endpoint {configured}", f"{PATH}\n{layout_line}")

@@ -112,7 +112,7 @@ def _config_differences(ctx, running: dict) -> list[str]:
     return diffs
 
 
-RESTART_FIX = "systemctl restart {unit}   # containers keep running (KillMode=process)\nthen run the doctor again"
+RESTART_FIX = "{command}   # containers keep running (KillMode=process)\nthen run the doctor again"
 
 
 @check("containerd.config.drift", Severity.WARNING)
@@ -125,7 +125,8 @@ def containerd_drift(ctx):
     if not cfg.exists or cfg.errors:
         return skipped("no parseable config file to compare")
     proc = ctx.process("containerd")
-    newer = _newer_files(ctx, cfg.files, proc)
+    template = ctx.containerd_location.template(ctx.hostfs)  # k3s/RKE2/microk8s write config.toml from it at start
+    newer = _newer_files(ctx, cfg.files + ([template] if template else []), proc)
     running = _running_containerd_config(ctx)
     diffs = _config_differences(ctx, running) if running else []
     if proc is None and running is None:
@@ -143,7 +144,7 @@ def containerd_drift(ctx):
         "\n".join(newer + diffs),
         "Edits to config.toml take effect only when containerd restarts: the fix you made is not "
         "active yet, and it will become active, maybe unexpectedly, at the next restart or reboot.",
-        RESTART_FIX.format(unit="containerd"), [REF])
+        RESTART_FIX.format(command=ctx.containerd_location.restart), [REF])
 
 
 # (table in crio.conf, key): where the same setting sits in GET /config's TOML.
@@ -224,5 +225,5 @@ def crio_drift(ctx):
         "change is not active yet, the most common reason a fix \"did not work\", and it will become "
         "active, maybe unexpectedly, at the next restart or reboot.",
         "crio config | less   # the config CRI-O would load now: check it before restarting\n"
-        + RESTART_FIX.format(unit="crio"),
+        + RESTART_FIX.format(command="systemctl restart crio"),
         ["https://github.com/cri-o/cri-o/blob/main/docs/crio.conf.5.md"])

@@ -13,7 +13,19 @@ Facts (containerd 1.6/1.7 and 2.0 sources, docs/cri/config.md):
   the main file; an imported file's `[plugins."x"]` table REPLACES the
   main file's whole table for that plugin (mergeConfig: "Replace entire
   sections instead of merging map's values", containerd issue 5837), while
-  top-level scalars and lists are overridden/appended.
+  top-level scalars and lists are overridden/appended. containerd 2.0+
+  merges plugin tables key by key instead (tables deep-merged, a list
+  inside a plugin replaced, top-level lists appended without duplicates);
+  both seen with `containerd config dump` on 1.6.20, 1.7.24 and 2.1.9.
+- A relative `imports` entry is taken against the importing file's
+  directory, except a glob (only `*` makes one) before 1.6.29 / 1.7.16:
+  filepath.Glob then matched it against containerd's working directory
+  (seen on 1.6.20, started from / it imported nothing).
+- Which file: `--config`/`-c` on containerd's command line, default
+  /etc/containerd/config.toml, a relative path taken against containerd's
+  working directory (cmd/containerd/command/main.go, 1.6 to 2.x: Go flag
+  parsing, `-c x`, `-c=x`, `--config x`; flags stop at the first non-flag).
+  `--address`/`-a` overrides [grpc] address.
 """
 from __future__ import annotations
 
@@ -23,10 +35,11 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
+from cri_exporter.doctor.facts import layouts, procfs, systemd
 from cri_exporter.doctor.facts.files import MAX_CONFIG_BYTES, FileTooLarge, list_dir, read_config
 from cri_exporter.hostfs import HostFS
 
-CONFIG_PATH = "/etc/containerd/config.toml"
+CONFIG_PATH = layouts.DEFAULT_CONFIG
 CRI_V2 = "io.containerd.grpc.v1.cri"
 CRI_RUNTIME_V3 = "io.containerd.cri.v1.runtime"
 CRI_IMAGES_V3 = "io.containerd.cri.v1.images"
@@ -58,6 +71,10 @@ def parse_toml(hostfs: HostFS, host_path: str,
         text = read_config(hostfs, host_path, max_bytes)
     except (OSError, FileTooLarge) as e:
         return None, ConfigError(host_path, str(e) if isinstance(e, FileTooLarge) else e.strerror or str(e))
+    return parse_toml_text(host_path, text)
+
+
+def parse_toml_text(host_path: str, text: str) -> tuple[dict | None, ConfigError | None]:
     try:
         return tomllib.loads(text), None
     except tomllib.TOMLDecodeError as e:
@@ -74,6 +91,7 @@ class ContainerdConfig:
     files: list[str] = field(default_factory=list)
     errors: list[ConfigError] = field(default_factory=list)
     declared_version: int | None = None
+    text: str = ""  # the main file's text (its header says whether it is generated)
 
     @property
     def version(self) -> int:
@@ -162,24 +180,31 @@ def _get(d, *keys):
     return d
 
 
-def _merge(into: dict, new: dict) -> None:
-    """containerd's mergeConfig: plugin tables are replaced whole, lists
-    appended, other values overridden."""
+def _merge(into: dict, new: dict, deep_plugins: bool) -> None:
+    """containerd's mergeConfig for one imported file (see the module doc)."""
     for key, value in new.items():
+        if key == "imports":
+            continue
         if key == "plugins" and isinstance(value, dict):
             plugins = into.setdefault("plugins", {})
             for name, section in value.items():
-                plugins[name] = section
-        elif key == "imports":
-            continue
+                if deep_plugins and isinstance(section, dict) and isinstance(plugins.get(name), dict):
+                    plugins[name] = _deep_merge(plugins[name], section)
+                else:
+                    plugins[name] = section
         elif isinstance(value, list) and isinstance(into.get(key), list):
-            into[key] = into[key] + value
+            into[key] = into[key] + ([v for v in value if v not in into[key]] if deep_plugins else value)
         elif isinstance(value, dict) and isinstance(into.get(key), dict):
-            merged = dict(into[key])
-            merged.update(value)
-            into[key] = merged
+            into[key] = {**into[key], **value}
         else:
             into[key] = value
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 # A node's imports are a handful of drop-ins; past these the rest is reported,
@@ -188,24 +213,42 @@ MAX_IMPORTED_FILES = 64
 MAX_IMPORTED_BYTES = 8 * MAX_CONFIG_BYTES
 
 
-def _expand_import(hostfs: HostFS, pattern: str, base_dir: str) -> list[str]:
-    """containerd's resolveImports (1.6 through 2.1): filepath.Clean, joined to
-    the importing file's directory when relative (Join cleans too, so
-    `./config.toml` is the file itself), and globbed only when it holds a `*`."""
-    pattern = os.path.normpath(pattern)
-    if not os.path.isabs(pattern):
-        pattern = os.path.normpath(os.path.join(base_dir, pattern))
+def _expand_import(hostfs: HostFS, pattern: str, base_dir: str, glob_dir: str) -> list[str]:
+    """containerd's resolveImports: a relative plain path is joined to the
+    importing file's directory, a relative glob to `glob_dir` (the same
+    directory, or the working directory on the releases that had it so)."""
     if "*" not in pattern:
-        return [pattern]
-    directory, name_glob = os.path.split(pattern)
+        return [os.path.normpath(pattern if os.path.isabs(pattern) else os.path.join(base_dir, pattern))]
+    if not os.path.isabs(pattern):
+        pattern = os.path.join(glob_dir, pattern)
+    directory, name_glob = os.path.split(os.path.normpath(pattern))
     return [os.path.join(directory, n) for n in list_dir(hostfs, directory) if fnmatch.fnmatchcase(n, name_glob)]
 
 
-def load(hostfs: HostFS, path: str = CONFIG_PATH) -> ContainerdConfig:
+def _version_tuple(version: str | None) -> tuple[int, int, int] | None:
+    m = re.match(r"v?(\d+)\.(\d+)\.(\d+)", version or "")
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def globs_from_cwd(version: str | None) -> bool:
+    """Releases that matched a relative import glob against the working directory."""
+    v = _version_tuple(version)
+    return v is not None and ((v[:2] == (1, 6) and v[2] < 29) or (v[:2] == (1, 7) and v[2] < 16) or v[:2] < (1, 6))
+
+
+def load(hostfs: HostFS, path: str = CONFIG_PATH, version: str | None = None, cwd: str = "/") -> ContainerdConfig:
+    """The config containerd `version` (its CRI Version answer, e.g. "v2.1.9";
+    None when unknown) builds from `path`; `cwd` is its working directory."""
     cfg = ContainerdConfig(path=path, exists=hostfs.exists(path))
     if not cfg.exists:
         return cfg
-    data, err = parse_toml(hostfs, path)
+    try:
+        cfg.text = read_config(hostfs, path)
+    except (OSError, FileTooLarge) as e:
+        cfg.files.append(path)
+        cfg.errors.append(ConfigError(path, str(e) if isinstance(e, FileTooLarge) else e.strerror or str(e)))
+        return cfg
+    data, err = parse_toml_text(path, cfg.text)
     cfg.files.append(path)
     if err:
         cfg.errors.append(err)
@@ -213,12 +256,16 @@ def load(hostfs: HostFS, path: str = CONFIG_PATH) -> ContainerdConfig:
     cfg.data = dict(data)
     v = data.get("version")
     cfg.declared_version = v if isinstance(v, int) else None
+    known = _version_tuple(version)
+    deep = known[0] >= 2 if known else cfg.version >= 3
+    glob_dir = cwd if globs_from_cwd(version) else None
+    # Paths cleaned as containerd's filepath.Join cleans them: `./config.toml` is the file itself.
     seen = {os.path.normpath(path)}
     queue = [(p, os.path.dirname(path)) for p in _imports(data)]
     budget = MAX_IMPORTED_BYTES
     while queue:
         pattern, base = queue.pop(0)
-        for imp in _expand_import(hostfs, pattern, base):
+        for imp in _expand_import(hostfs, pattern, base, glob_dir or base):
             if imp in seen:
                 continue
             if len(seen) > MAX_IMPORTED_FILES or budget <= 0:
@@ -233,7 +280,7 @@ def load(hostfs: HostFS, path: str = CONFIG_PATH) -> ContainerdConfig:
             if err:
                 cfg.errors.append(err)
                 continue
-            _merge(cfg.data, sub)
+            _merge(cfg.data, sub, deep)
             queue.extend((p, os.path.dirname(imp)) for p in _imports(sub))
     return cfg
 
@@ -248,3 +295,204 @@ def _size(hostfs: HostFS, host_path: str) -> int:
         return os.stat(hostfs.path(host_path)).st_size
     except OSError:
         return 0
+
+
+# ---- which file, and which process ----
+
+DEFAULT_ADDRESS = layouts.DEFAULT_SOCKET
+_FLAGS = {"config": "config", "c": "config", "address": "address", "a": "address",
+          "root": "root", "state": "state", "log-level": "log-level", "l": "log-level"}
+
+
+def parse_args(argv: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """containerd's global string flags from its argv (without argv[0]), as
+    Go's flag package reads them: one or two dashes, `-c x` or `-c=x`, the
+    value of `-c x` taken even when it starts with a dash, parsing stopping
+    at `--` or the first non-flag word (a subcommand); the last one wins."""
+    flags: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            break
+        name, eq, value = arg.lstrip("-").partition("=")
+        if name in _FLAGS:
+            if not eq:
+                if i + 1 >= len(argv):
+                    break
+                i += 1
+                value = argv[i]
+            flags[_FLAGS[name]] = value
+        i += 1
+    return flags
+
+
+@dataclass
+class Location:
+    """The config file the node's containerd reads, and how the doctor knows."""
+
+    config: ContainerdConfig
+    layout: layouts.Layout
+    how: str  # "-c on the command line of containerd pid 812", "ExecStart in ...", ...
+    process: procfs.Process | None = None
+    address: str = DEFAULT_ADDRESS
+    notes: list[str] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)  # containerd processes that serve other sockets
+    restart: str = "systemctl restart containerd"  # what restarts this containerd (set by locate)
+
+    @property
+    def path(self) -> str:
+        return self.config.path
+
+    def template(self, hostfs: HostFS) -> str | None:
+        """The existing file config.toml is regenerated from, if any."""
+        return next((t for t in self.layout.templates if hostfs.exists(t)), None)
+
+    def describe(self, hostfs: HostFS) -> str:
+        text = f"{self.path}: {self.how}; layout {self.layout.name}"
+        tmpl = self.template(hostfs)
+        if tmpl:
+            text += f", written from {tmpl} at every start"
+        elif self.layout.generated:
+            text += ", rewritten from the distribution's built-in template at every start"
+        return "\n".join([text] + self.notes + self.others)
+
+
+def _address(flags: dict[str, str], cfg: ContainerdConfig) -> str:
+    grpc = cfg.data.get("grpc")
+    configured = grpc.get("address") if isinstance(grpc, dict) else None
+    return flags.get("address") or (configured if isinstance(configured, str) and configured else DEFAULT_ADDRESS)
+
+
+def _config_path(hostfs: HostFS, proc: procfs.Process, flags: dict[str, str], notes: list[str]) -> tuple[str, str]:
+    """(host path of the config, the process's working directory, "/" when unreadable)."""
+    path = flags.get("config", CONFIG_PATH)
+    cwd, why = procfs.cwd(hostfs, proc.pid)
+    if not os.path.isabs(path):
+        notes.append(f"relative -c {path} taken against containerd's working directory {cwd}" if cwd else
+                     f"relative -c {path} taken against / (systemd's default working directory): {why}")
+    cwd = cwd or "/"
+    return os.path.normpath(os.path.join(cwd, path)), cwd
+
+
+def same_socket(hostfs: HostFS, host_path: str, endpoint_local: str | None) -> bool:
+    """Whether the socket a runtime listens on (a host path) is the one the
+    doctor talks to (a local path: under the host root after probing, or as
+    given by --runtime-endpoint). The same inode settles it (bind mounts,
+    /var/run -> /run); the names are compared when nothing can be stat'ed."""
+    if not endpoint_local:
+        return False
+    try:
+        a, b = os.stat(hostfs.resolve(host_path)), os.stat(endpoint_local)
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    except OSError:
+        pass
+    root = hostfs.root.rstrip("/")
+    local = endpoint_local[len(root):] if root and endpoint_local.startswith(root + "/") else endpoint_local
+    return _run_path(host_path) == _run_path(local)
+
+
+def _run_path(path: str) -> str:
+    path = os.path.normpath(path)
+    return "/run" + path[len("/var/run"):] if path == "/var/run" or path.startswith("/var/run/") else path
+
+
+def owns_socket(hostfs: HostFS, proc: procfs.Process, address: str) -> bool:
+    """Anyone can start a process called containerd that names the real
+    socket and a config of its choosing (say /etc/shadow, which would then
+    go into the bundle): the runtime's uid owns its socket."""
+    try:
+        owner = os.stat(hostfs.resolve(address)).st_uid
+    except OSError:
+        owner = 0  # no socket to go by (the runtime is down): only root's process
+    return proc.uid is None or proc.uid == owner
+
+
+def serves(hostfs: HostFS, proc: procfs.Process, address: str, endpoint_local: str | None) -> bool:
+    """Whether `proc`, which says it listens on `address`, is the runtime behind the endpoint."""
+    return same_socket(hostfs, address, endpoint_local) and owns_socket(hostfs, proc, address)
+
+
+def locate(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str | None,
+           version: str | None = None) -> Location:
+    """The containerd serving `endpoint_local` and the config it was started
+    with: its command line first; with no such process, the layout the
+    endpoint's socket belongs to, containerd.service's ExecStart, the default."""
+    loc = _find(hostfs, processes, endpoint_local, version)
+    loc.restart = _restart(hostfs, loc)
+    return loc
+
+
+def sole_runtime(processes: list[procfs.Process], comm: str, endpoint_local: str | None) -> procfs.Process | None:
+    """With nothing listening on the endpoint (no socket: the doctor probed
+    and found no runtime, or was pointed at a path that is gone), nothing
+    says which process is the runtime; the only root one of that name is."""
+    if endpoint_local and os.path.exists(endpoint_local):
+        return None
+    found = [p for p in processes if p.comm == comm and p.uid in (None, 0)]
+    return found[0] if len(found) == 1 else None
+
+
+def _find(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str | None,
+          version: str | None) -> Location:
+    others = []
+    sole = sole_runtime(processes, "containerd", endpoint_local)
+    for proc in (p for p in processes if p.comm == "containerd"):
+        notes: list[str] = []
+        flags = parse_args(proc.args[1:])
+        path, cwd = _config_path(hostfs, proc, flags, notes)
+        cfg = load(hostfs, path, version, cwd)
+        address = _address(flags, cfg)
+        if proc is not sole and not same_socket(hostfs, address, endpoint_local):
+            others.append(f"containerd pid {proc.pid} serves {address}, not this endpoint ({path})")
+            continue
+        if proc is not sole and not owns_socket(hostfs, proc, address):
+            others.append(f"containerd pid {proc.pid} (uid {proc.uid}) names {address} but does not own it: "
+                          f"not the runtime ({path} ignored)")
+            continue
+        if proc is sole:
+            notes.append(f"no socket at the endpoint: the only containerd process (it listens on {address})")
+        if "config" in flags:
+            how = f"-c {flags['config']} on the command line of containerd pid {proc.pid}"
+        elif proc.args:
+            how = f"containerd pid {proc.pid} was started without -c: the default path"
+        else:
+            how = f"containerd pid {proc.pid}'s command line is unreadable: the default path"
+        return Location(cfg, layouts.recognise(path, cfg.text), how, proc, address, notes, others)
+    for layout in _layouts_for(hostfs, endpoint_local):
+        if layout is layouts.DEFAULT:
+            break
+        flags = parse_args(layouts.microk8s_args(hostfs) or []) if layout.name == "microk8s" else {}
+        path = flags.get("config", layout.config)
+        cfg = load(hostfs, path, version)
+        if cfg.exists:
+            how = f"--config in {layouts.MICROK8S_ARGS}" if "config" in flags else f"the {layout.name} layout's path"
+            return Location(cfg, layouts.recognise(path, cfg.text), how + " (no containerd process serves the endpoint)",
+                            None, layout.socket, [], others)
+    unit = systemd.read_unit(hostfs, "containerd.service")
+    argv = systemd.exec_start(hostfs, unit)
+    if argv:
+        flags = parse_args(argv[1:])
+        if "config" in flags:
+            cwd = unit.settings.get("WorkingDirectory", "/").lstrip("-") or "/"
+            path = os.path.normpath(os.path.join(cwd, flags["config"]))
+            cfg = load(hostfs, path, version, cwd)
+            return Location(cfg, layouts.recognise(path, cfg.text), f"-c in ExecStart of {unit.where['ExecStart']}",
+                            None, _address(flags, cfg), [], others)
+    cfg = load(hostfs, CONFIG_PATH, version)
+    return Location(cfg, layouts.DEFAULT, "containerd's default path", None, _address({}, cfg), [], others)
+
+
+def _restart(hostfs: HostFS, loc: Location) -> str:
+    if loc.layout.name not in ("default", "custom"):
+        return layouts.restart_command(hostfs, loc.layout)
+    unit = systemd.read_unit(hostfs, "containerd.service")
+    unit_config = parse_args((systemd.exec_start(hostfs, unit) or [""])[1:]).get("config", CONFIG_PATH)
+    if loc.process is None or (unit.exists and unit_config == loc.path):
+        return "systemctl restart containerd"
+    return f"# restart containerd the way this node started it (pid {loc.process.pid}: {' '.join(loc.process.args)})"
+
+
+def _layouts_for(hostfs: HostFS, endpoint_local: str | None) -> list[layouts.Layout]:
+    return [layout for socket, found in layouts.BY_SOCKET.items() if same_socket(hostfs, socket, endpoint_local)
+            for layout in found]

@@ -87,6 +87,10 @@ class Process:
     start_time: float | None  # unix seconds
     cap_eff: int | None
     uid_map: str | None
+    uid: int | None = None  # real uid (/proc/<pid>/status Uid:)
+    # The command line as the process was started: which config file a
+    # runtime reads is often only written here (k3s: `containerd -c ...`).
+    args: tuple[str, ...] = ()
 
 
 def _boot_time(hostfs: HostFS) -> float | None:
@@ -121,15 +125,46 @@ def find_processes(hostfs: HostFS, names: tuple[str, ...]) -> list[Process]:
         if comm not in names:
             continue
         pid = int(entry)
-        cap = None
+        cap = uid = None
         for line in (read_small(hostfs, f"/proc/{pid}/status") or "").splitlines():
-            if line.startswith("CapEff:"):
-                try:
+            try:
+                if line.startswith("CapEff:"):
                     cap = int(line.split()[1], 16)
-                except (IndexError, ValueError):
-                    pass
-        found.append(Process(pid, comm, _start_time(hostfs, pid, btime), cap, read_small(hostfs, f"/proc/{pid}/uid_map")))
+                elif line.startswith("Uid:"):
+                    uid = int(line.split()[1])
+            except (IndexError, ValueError):
+                pass
+        found.append(Process(pid, comm, _start_time(hostfs, pid, btime), cap, read_small(hostfs, f"/proc/{pid}/uid_map"),
+                             uid, cmdline(hostfs, pid)))
     return sorted(found, key=lambda p: p.pid)
+
+
+CMDLINE_LIMIT = 256 * 1024
+
+
+def cmdline(hostfs: HostFS, pid: int) -> tuple[str, ...]:
+    """argv of a process (NUL-separated in /proc/<pid>/cmdline); () when
+    unreadable or a kernel thread. Readable without ptrace rights, unlike
+    /proc/<pid>/cwd and environ."""
+    try:
+        text = hostfs.read_text(f"/proc/{pid}/cmdline", limit=CMDLINE_LIMIT)
+    except OSError:
+        return ()
+    if text.endswith("\0"):
+        text = text[:-1]
+    return tuple(text.split("\0")) if text else ()
+
+
+def cwd(hostfs: HostFS, pid: int) -> tuple[str | None, str]:
+    """(the working directory of a process as a host path, "") or (None, why
+    not). The link is read, never followed: its target is a path in the
+    process's mount namespace, which for a runtime on the node is the host's.
+    Reading it needs ptrace rights over the process (CAP_SYS_PTRACE in a
+    container), so a DaemonSet without that capability gets EACCES here."""
+    try:
+        return hostfs.readlink(f"/proc/{pid}/cwd"), ""
+    except OSError as e:
+        return None, f"/proc/{pid}/cwd: {e.strerror or e}"
 
 
 def in_initial_user_ns(uid_map: str | None) -> bool:
