@@ -7,7 +7,7 @@ metrics. Start from `NodeCgroups(hostfs)`; the per-resource readers
 from cri_exporter.cgroups.blkio import read_io
 from cri_exporter.cgroups.cpu import read_cpu
 from cri_exporter.cgroups.devices import DeviceNames
-from cri_exporter.cgroups.files import CgroupGone
+from cri_exporter.cgroups.files import CgroupGone, CgroupUnreadable
 from cri_exporter.cgroups.layout import CGROUPFS, SYSTEMD, UNKNOWN, CgroupUnavailable, Layout, detect
 from cri_exporter.cgroups.memory import read_memory
 from cri_exporter.cgroups.node import NodeCgroups, read_all
@@ -29,7 +29,7 @@ from cri_exporter.cgroups.usage import usage_from
 
 __all__ = [
     "CGROUPFS", "SYSTEMD", "UNKNOWN", "CgroupGone", "CgroupPaths", "CgroupResolver", "CgroupStats",
-    "CgroupUnavailable", "CpuStats", "DeviceIO", "DeviceNames", "IoStats", "Layout", "MemoryStats",
+    "CgroupUnavailable", "CgroupUnreadable", "CpuStats", "DeviceIO", "DeviceNames", "IoStats", "Layout", "MemoryStats",
     "NodeCgroups", "PidsStats", "PressureStats", "PsiTotals", "Usage", "detect", "read_all", "read_cpu",
     "read_io", "read_memory", "read_pids", "read_pressure", "usage_from",
 ]

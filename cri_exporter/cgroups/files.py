@@ -8,6 +8,13 @@ A file that is simply absent while its directory exists means this kernel or
 configuration does not provide it (no swap accounting, PSI disabled, an
 older kernel without `oom_kill`): that value is unknown, never zero.
 
+Permission denied (EACCES, EPERM) is neither: the cgroup is there and busy,
+but a mode change, a remount, an LSM denial or a capability the agent lost
+keeps it from us. Taking that as "file absent" made a reading with every
+field empty count as live, and the container's CPU series vanished while it
+burned CPU. It raises `CgroupUnreadable`, and the reading of that cgroup
+stops there: its usage comes from CRI until it can be read again.
+
 Garbage or truncated content is skipped value by value and logged at debug;
 the parsers here never raise.
 """
@@ -29,6 +36,7 @@ _READ_LIMIT = 256 * 1024
 _CHUNK = 65536
 _FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO in a fixture or hostile tree cannot hang a scrape
 _GONE_ERRNOS = (errno.ENOENT, errno.ENODEV, errno.ESRCH)
+DENIED_ERRNOS = (errno.EACCES, errno.EPERM)
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX pages in bytes: LONG_MAX rounded
 # down to the page size, 9223372036854771712 with 4 KiB pages and
@@ -40,6 +48,19 @@ _NUMERIC_KEY = re.compile(r" [-+0-9]")
 
 class CgroupGone(Exception):
     """The cgroup directory disappeared (container deleted) while we read it."""
+
+
+class CgroupUnreadable(Exception):
+    """Permission denied on a cgroup's directory or on one of its files.
+
+    `read_at`: wall-clock time the cgroup was last read whole, 0.0 if never
+    (set by NodeCgroups): a CRI value older than that would take a counter
+    already served live backwards."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.read_at = 0.0
 
 
 class LimitFiles:
@@ -90,7 +111,8 @@ UNKEPT = _Unkept()
 def read(directory: str, name: str) -> str | None:
     """The text of `directory/name`, None if this cgroup does not have that file.
 
-    Raises CgroupGone when the directory itself is gone.
+    Raises CgroupGone when the directory itself is gone, CgroupUnreadable
+    when permission to read it is denied.
     """
     path = f"{directory}/{name}"
     try:
@@ -124,6 +146,8 @@ def _missing(directory: str, path: str, err: OSError) -> None:
     if err.errno == errno.ENODEV:
         # ENODEV while the directory is still listed: rmdir is in progress.
         raise CgroupGone(directory) from err
+    if err.errno in DENIED_ERRNOS:
+        raise CgroupUnreadable(path, err.strerror or "permission denied") from err
     if err.errno != errno.ENOENT:
         log.debug("cgroup file unreadable", path=path, error=str(err))
     return None

@@ -22,6 +22,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
+from cri_exporter.cgroups.files import DENIED_ERRNOS
 from cri_exporter.hostfs import HostFS
 
 DEFAULT_ROOT = "/sys/fs/cgroup"
@@ -36,7 +37,13 @@ UNKNOWN = "unknown"
 
 
 class CgroupUnavailable(Exception):
-    """The cgroup root is missing or unreadable: nothing can be read at all."""
+    """The cgroup root is missing or unreadable: nothing can be read at all.
+
+    `denied`: it is there but permission to read it is denied."""
+
+    def __init__(self, message: str, denied: bool = False):
+        super().__init__(message)
+        self.denied = denied
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ def detect(hostfs: HostFS, root: str = DEFAULT_ROOT, cgroup_root: str = "/") -> 
     try:
         entries = os.listdir(hostfs.path(root))
     except OSError as err:
-        raise CgroupUnavailable(f"cannot list {root} under {hostfs.root}: {err}") from err
+        raise CgroupUnavailable(f"cannot list {root} under {hostfs.root}: {err}", err.errno in DENIED_ERRNOS) from err
     if "cgroup.controllers" in entries:
         layout = Layout("v2", UNKNOWN, root, {}, unified=root)
     else:

@@ -12,8 +12,8 @@ from cri_exporter.cgroups import files
 from cri_exporter.cgroups.blkio import _read_io
 from cri_exporter.cgroups.cpu import _read_cpu
 from cri_exporter.cgroups.devices import DeviceNames
-from cri_exporter.cgroups.files import CgroupGone
-from cri_exporter.cgroups.layout import DEFAULT_ROOT, Layout
+from cri_exporter.cgroups.files import CgroupGone, CgroupUnreadable
+from cri_exporter.cgroups.layout import DEFAULT_ROOT, CgroupUnavailable, Layout
 from cri_exporter.cgroups.memory import _read_memory
 from cri_exporter.cgroups.paths import CgroupPaths, CgroupResolver
 from cri_exporter.cgroups.pids import _read_pids
@@ -28,6 +28,8 @@ LIMITS_REFRESH_SECONDS = 60.0
 
 def read_all(paths: CgroupPaths, names: DeviceNames | None = None, keep_limits: bool = False) -> CgroupStats | None:
     """Every reader over one cgroup, each file read once; None if the cgroup is gone.
+    Raises CgroupUnreadable at the first file it may not read: a reading with
+    some files refused would pass for a whole one.
 
     `keep_limits`: the limit files' text may be up to about
     LIMITS_REFRESH_SECONDS old (paths kept across scrapes, see NodeCgroups)."""
@@ -62,19 +64,46 @@ class NodeCgroups:
         return self.resolver.check()
 
     def container_stats(self, container_id: str, pod_uid: str) -> CgroupStats | None:
-        paths = self.resolver.container(container_id, pod_uid)
+        """The container's cgroup reading; None if no cgroup was found or it went
+        away. Raises CgroupUnreadable when permission to read it is denied."""
+        try:
+            paths = self.resolver.container(container_id, pod_uid, strict=True)
+        except CgroupUnavailable as err:
+            return _unavailable(err)
         if paths is None:
             return None
-        stats = read_all(paths, self.devices, keep_limits=True)
+        stats = _read(paths, self.devices)
         if stats is None:
             self.resolver.forget(container_id=container_id)
         return stats
 
     def pod_stats(self, pod_uid: str) -> CgroupStats | None:
-        paths = self.resolver.pod(pod_uid)
+        """As container_stats, for the pod's cgroup."""
+        try:
+            paths = self.resolver.pod(pod_uid, strict=True)
+        except CgroupUnavailable as err:
+            return _unavailable(err)
         if paths is None:
             return None
-        stats = read_all(paths, self.devices, keep_limits=True)
+        stats = _read(paths, self.devices)
         if stats is None:
             self.resolver.forget(pod_uid=pod_uid)
         return stats
+
+
+def _read(paths: CgroupPaths, devices: DeviceNames) -> CgroupStats | None:
+    try:
+        stats = read_all(paths, devices, keep_limits=True)
+    except CgroupUnreadable as err:
+        err.read_at = paths.read_at
+        raise
+    if stats is not None:
+        paths.read_at = time.time()  # after the reading: no value in it is younger
+    return stats
+
+
+def _unavailable(err: CgroupUnavailable) -> None:
+    """No layout to resolve with: a refused root makes every cgroup unreadable, a missing one absent."""
+    if err.denied:
+        raise CgroupUnreadable("the cgroup root", str(err)) from err
+    return None

@@ -7,7 +7,10 @@ kubelet and runtimes use (a handful of stat calls) the first time it meets a
 pod or container, and caches the answer. A cached answer stays right until
 the cgroup is deleted (QoS class and ids never change), so the only
 invalidation is `forget()` when a read finds the cgroup gone, and `retain()`
-dropping ids the runtime no longer lists. The tree is never walked.
+dropping ids the runtime no longer lists. The tree is never walked. A
+candidate whose lookup is refused (EACCES: a parent directory the agent may
+not search) is not a miss: when no candidate is found and one was refused,
+the cgroup is unreadable, not absent.
 
 cgroupfs driver (kubelet pkg/kubelet/cm/qos_container_manager, pod_container_manager):
     kubepods/pod<uid>                 guaranteed (directly under kubepods)
@@ -23,11 +26,12 @@ systemd driver (uid dashes become underscores, as systemd unit names need):
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from typing import Iterable
 
 from cri_exporter.cgroups import layout as layout_mod
-from cri_exporter.cgroups.files import LimitFiles
+from cri_exporter.cgroups.files import DENIED_ERRNOS, CgroupUnreadable, LimitFiles
 from cri_exporter.cgroups.layout import CGROUPFS, DEFAULT_ROOT, SYSTEMD, CgroupUnavailable, Layout
 from cri_exporter.hostfs import HostFS
 
@@ -43,7 +47,7 @@ class CgroupPaths:
     about 1.4 KB, 10 MB at 5,000 containers).
     """
 
-    __slots__ = ("version", "relative", "roots", "unified_root", "limits")
+    __slots__ = ("version", "relative", "roots", "unified_root", "limits", "read_at")
 
     def __init__(self, version: str, relative: str, roots: dict[str, str] | None = None,
                  unified_root: str | None = None):
@@ -52,6 +56,7 @@ class CgroupPaths:
         self.roots = roots or {}  # controller -> local hierarchy root holding this cgroup (v1)
         self.unified_root = unified_root  # the v2 tree's local root, if it holds this cgroup
         self.limits = LimitFiles()  # what is known of this cgroup's limit files
+        self.read_at = 0.0  # wall-clock time of the last whole reading (NodeCgroups), 0.0: never
 
     @property
     def unified(self) -> str | None:
@@ -128,38 +133,62 @@ class CgroupResolver:
         layout = self.layout()
         probe = self.hostfs.path(layout.hierarchy_roots()[0])
         if not os.access(probe, os.R_OK | os.X_OK):
-            raise CgroupUnavailable(f"{probe} is not readable")
+            raise CgroupUnavailable(f"{probe} is not readable", denied=os.path.lexists(probe))
         return layout
 
-    def pod(self, pod_uid: str) -> CgroupPaths | None:
+    def pod(self, pod_uid: str, strict: bool = False) -> CgroupPaths | None:
+        """The pod's cgroup, None if not found. `strict`: raise CgroupUnreadable
+        (or CgroupUnavailable) rather than answer None when access was refused."""
         if not pod_uid:
             return None
         cached = self._pods.get(pod_uid)
         if cached is not None:
             return cached
-        layout = self._refresh_driver()
-        for relative in pod_candidates(pod_uid, layout.driver, self.cgroup_root):
-            paths = self._paths_if_exists(layout, relative)
-            if paths is not None:
-                self._pods[pod_uid] = paths
-                return paths
-        return None
+        try:
+            layout = self._refresh_driver()
+            paths = self._first_existing(layout, pod_candidates(pod_uid, layout.driver, self.cgroup_root))
+        except (CgroupUnreadable, CgroupUnavailable):
+            if strict:
+                raise
+            return None
+        if paths is not None:
+            self._pods[pod_uid] = paths
+        return paths
 
-    def container(self, container_id: str, pod_uid: str) -> CgroupPaths | None:
+    def container(self, container_id: str, pod_uid: str, strict: bool = False) -> CgroupPaths | None:
+        """The container's cgroup, None if not found; `strict` as for pod()."""
         if not container_id:
             return None
         cached = self._containers.get(container_id)
         if cached is not None:
             return cached
-        pod = self.pod(pod_uid)
+        pod = self.pod(pod_uid, strict)
         if pod is None:
             return None
-        layout = self.layout()
-        for leaf in container_leaves(container_id, pod.relative):
-            paths = self._paths_if_exists(layout, f"{pod.relative}/{leaf}")
+        leaves = [f"{pod.relative}/{leaf}" for leaf in container_leaves(container_id, pod.relative)]
+        try:
+            paths = self._first_existing(self.layout(), leaves)
+        except CgroupUnreadable:
+            if strict:
+                raise
+            return None
+        if paths is not None:
+            self._containers[container_id] = paths
+        return paths
+
+    def _first_existing(self, layout: Layout, candidates: list[str]) -> CgroupPaths | None:
+        """The first candidate that exists; if none does and one was refused, CgroupUnreadable."""
+        refused: CgroupUnreadable | None = None
+        for relative in candidates:
+            try:
+                paths = self._paths_if_exists(layout, relative)
+            except CgroupUnreadable as err:
+                refused = refused or err
+                continue
             if paths is not None:
-                self._containers[container_id] = paths
                 return paths
+        if refused is not None:
+            raise refused
         return None
 
     def forget(self, container_id: str | None = None, pod_uid: str | None = None) -> None:
@@ -192,16 +221,16 @@ class CgroupResolver:
         """CgroupPaths for `relative` if it exists, with only the controllers that have it."""
         if layout.version == "v2":
             root = self._local_root(layout.root)
-            return CgroupPaths("v2", relative, None, root) if os.path.isdir(f"{root}/{relative}") else None
+            return CgroupPaths("v2", relative, None, root) if _is_dir(f"{root}/{relative}") else None
         # One stat in the probe hierarchy settles a miss; the others only on a hit.
-        if not os.path.isdir(f"{self._local_root(layout.hierarchy_roots()[0])}/{relative}"):
+        if not _is_dir(f"{self._local_root(layout.hierarchy_roots()[0])}/{relative}"):
             return None
         roots: dict[str, str] = {}
         present: dict[str, bool] = {}  # cpu and cpuacct may be one hierarchy
         for controller, hierarchy in layout.controllers.items():
             root = self._local_root(hierarchy)
             if hierarchy not in present:
-                present[hierarchy] = os.path.isdir(f"{root}/{relative}")
+                present[hierarchy] = _is_dir(f"{root}/{relative}")
             if present[hierarchy]:
                 roots[controller] = root
         if not roots:
@@ -209,7 +238,7 @@ class CgroupResolver:
         unified = None
         if layout.unified is not None:
             root = self._local_root(layout.unified)
-            unified = root if os.path.isdir(f"{root}/{relative}") else None
+            unified = root if _is_dir(f"{root}/{relative}") else None
         # Every cgroup of a node has the same controllers: one shared dict.
         roots = self._roots.setdefault(tuple(roots.items()), roots)
         return CgroupPaths("v1", relative, roots, unified)
@@ -220,3 +249,15 @@ class CgroupResolver:
         if local is None:
             local = self._hierarchy_roots[hierarchy] = self.hostfs.path(hierarchy).rstrip("/")
         return local
+
+
+def _is_dir(path: str) -> bool:
+    """os.path.isdir, except that a refused lookup raises CgroupUnreadable instead of saying no."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as err:
+        if err.errno in DENIED_ERRNOS:
+            raise CgroupUnreadable(path, err.strerror or "permission denied") from err
+        return False
+    except ValueError:  # a NUL in an id from the runtime
+        return False

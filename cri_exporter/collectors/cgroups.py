@@ -12,22 +12,33 @@ Only running containers and ready pods have a cgroup worth reading; a cgroup
 deleted during the scrape just drops out. Per scrape the cost is the files
 of each cgroup read once (paths are resolved once and cached; limit files are
 read again about once a minute, see cgroups/files.LimitFiles).
+
+A cgroup the agent may not read (permission denied: cgroups/files.py) is not
+a missing one, and never a row of zeros: its series here are absent, its usage
+comes from the CRI stats snapshot (collectors/containers.py), and
+`cri_cgroups_not_read{kind,reason}` counts it, beside the running containers
+and ready pods for which no cgroup was found at all. The log says when the set
+of unreadable cgroups changes, not at every scrape.
 """
 from __future__ import annotations
 
+import threading
 import time
 from operator import attrgetter
 from typing import Callable, Iterable
 
+import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from cri_exporter.cgroups import CgroupStats, CgroupUnavailable, Layout, NodeCgroups, Usage
+from cri_exporter.cgroups import CgroupStats, CgroupUnavailable, CgroupUnreadable, Layout, NodeCgroups, Usage
 from cri_exporter.cgroups.usage import usage_from
 from cri_exporter.cri import CriError
 from cri_exporter.exposition import ExtraLabelFamily, Family, LabelCache
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import Inventory
 from cri_exporter.scrape import PartialCollection, ScrapeContext
+
+log = structlog.get_logger(__name__)
 
 C_LABELS = ["namespace", "pod", "container"]
 P_LABELS = ["namespace", "pod"]
@@ -151,20 +162,26 @@ class Readings:
     """This scrape's pass over every running container's and ready pod's cgroup.
 
     `containers` / `pods`: the live usage values the CRI collector serves, by
-    container id and pod uid (None where the cgroup was not found or went
-    away). `families`: the cgroup collector's series, built as each cgroup is
+    container id and pod uid (None where the cgroup was not found, went away
+    or could not be read). `denied_containers` / `denied_pods`: those of them
+    whose cgroup could not be read, with why and when it was last read whole.
+    `families`: the cgroup collector's series, built as each cgroup is
     read, so a full reading (some 40 numbers and half a dozen objects) lives
     only until its values are in the families: held for every cgroup until
     both collectors were done, 7,500 readings were 13 MB at the peak of a
     5,000-container scrape. `cut_short` says why some were not read.
     """
 
-    __slots__ = ("containers", "pods", "families", "cut_short")
+    __slots__ = ("containers", "pods", "denied_containers", "denied_pods", "families", "cut_short")
 
     def __init__(self, containers: dict[str, Usage | None], pods: dict[str, Usage | None],
-                 families: list[Metric] | None = None, cut_short: str | None = None):
+                 families: list[Metric] | None = None, cut_short: str | None = None,
+                 denied_containers: dict[str, CgroupUnreadable] | None = None,
+                 denied_pods: dict[str, CgroupUnreadable] | None = None):
         self.containers, self.pods, self.cut_short = containers, pods, cut_short
         self.families = families or []
+        self.denied_containers = denied_containers if denied_containers is not None else {}
+        self.denied_pods = denied_pods if denied_pods is not None else {}
 
 
 def node_readings(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Readings:
@@ -189,6 +206,8 @@ READ_SHARE = 0.8
 def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Readings:
     containers: dict[str, Usage | None] = {}
     pods: dict[str, Usage | None] = {}
+    denied_c: dict[str, CgroupUnreadable] = {}
+    denied_p: dict[str, CgroupUnreadable] = {}
     labels = ctx.labels
     stop_at = time.monotonic() + ctx.remaining() * READ_SHARE
     running = [(ident, c) for ident, c in inv.current_containers.items() if c.state == "running"]
@@ -198,7 +217,11 @@ def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Read
     for ident, c in running:  # created / exited containers have no cgroup to read
         if time.monotonic() >= stop_at:
             return Readings(containers, pods, cut_short=_cut_short(len(containers), len(running), 0, len(ready)))
-        stats = cgroups.container_stats(c.id, inv.pod_uid(c))
+        try:
+            stats = cgroups.container_stats(c.id, inv.pod_uid(c))
+        except CgroupUnreadable as err:
+            denied_c[c.id] = err
+            stats = None
         if stats is None:
             containers[c.id] = None
             continue
@@ -208,7 +231,11 @@ def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Read
         if time.monotonic() >= stop_at:
             return Readings(containers, pods,
                             cut_short=_cut_short(len(containers), len(running), len(pods), len(ready)))
-        stats = cgroups.pod_stats(p.k8s_uid)
+        try:
+            stats = cgroups.pod_stats(p.k8s_uid)
+        except CgroupUnreadable as err:
+            denied_p[p.k8s_uid] = err
+            stats = None
         if stats is None:
             pods[p.k8s_uid] = None
             continue
@@ -217,7 +244,8 @@ def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Read
             p_families = _Families(_P_V1 if stats.version == "v1" else _P)
         p_families.add(labels, (ident.namespace, ident.pod), stats)
     cgroups.resolver.retain(containers, pods)
-    return Readings(containers, pods, [*c_families, *(p_families or ())])
+    return Readings(containers, pods, [*c_families, *(p_families or ())],
+                    denied_containers=denied_c, denied_pods=denied_p)
 
 
 def _cut_short(containers: int, of_containers: int, pods: int, of_pods: int) -> str:
@@ -231,22 +259,94 @@ class CgroupCollector:
     def __init__(self, hostfs: HostFS, cgroups: NodeCgroups | None = None):
         """`cgroups` may be shared with the CRI collector so paths are resolved once."""
         self.cgroups = cgroups or NodeCgroups(hostfs)
+        self.denied = _DeniedLog()
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
         try:
-            layout = self.cgroups.check()
+            layout: Layout | None = self.cgroups.check()
+            unavailable = None
         except CgroupUnavailable as err:
-            raise PartialCollection(f"cgroup root unreadable: {err}", []) from err
+            # Still read below: the containers are counted and logged as unreadable.
+            layout, unavailable = None, f"cgroup root unreadable: {err}"
         try:
             inv = ctx.inventory()
         except CriError as err:
-            raise PartialCollection(f"inventory: {err}", [_node_info(layout)]) from err
+            raise PartialCollection(unavailable or f"inventory: {err}",
+                                    [_node_info(layout)] if layout else []) from err
         readings = node_readings(ctx, self.cgroups, inv)
         if readings.cut_short:
             raise PartialCollection(readings.cut_short, [])
+        self.denied.update(inv, readings)
+        not_read = _not_read(readings)
+        if unavailable:
+            raise PartialCollection(unavailable, [not_read])
         # after resolving: a driver still unknown at the start is known once pods exist
         yield _node_info(self.cgroups.layout())
         yield from readings.families
+        yield not_read
+
+
+def _not_read(readings: Readings) -> Metric:
+    family = GaugeMetricFamily(
+        "cri_cgroups_not_read",
+        "Running containers and ready pods whose cgroup this scrape did not read, by reason: permission_denied "
+        "(their CPU and memory come from the CRI stats snapshot, their cgroup-only series are absent) or "
+        "not_found (no cgroup of theirs on the host: VM-based handlers, an unknown cgroup layout).",
+        labels=["kind", "reason"],
+    )
+    for kind, values, denied in (("container", readings.containers, readings.denied_containers),
+                                 ("pod", readings.pods, readings.denied_pods)):
+        unread = sum(1 for v in values.values() if v is None)
+        family.add_metric([kind, "permission_denied"], float(len(denied)))
+        family.add_metric([kind, "not_found"], float(unread - len(denied)))
+    return family
+
+
+# Cgroups named in one log line; the count says how many there are in all.
+_LOGGED_NAMES = 5
+
+
+class _DeniedLog:
+    """Logs when cgroups become unreadable and when they can be read again:
+    once per change, not at every scrape for every cgroup (a lost capability
+    makes every cgroup of the node unreadable at once)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # a timed-out scrape's collection may still be running
+        self._denied: set[tuple[str, str]] = set()
+
+    def update(self, inv: Inventory, readings: Readings) -> None:
+        by_kind = {"container": (readings.containers, readings.denied_containers),
+                   "pod": (readings.pods, readings.denied_pods)}
+        now = {(kind, key) for kind, (_, denied) in by_kind.items() for key in denied}
+        with self._lock:
+            before, self._denied = self._denied, now
+        if now == before:
+            return
+        names = _names(inv, now ^ before)
+        new = sorted(now - before)
+        if new:
+            log.warning("cgroups not readable: their CPU and memory come from the CRI stats snapshot and their "
+                        "cgroup series are absent until they can be read", count=len(new), unreadable=len(now),
+                        cgroups=[f"{kind} {names.get((kind, i), i)}: {by_kind[kind][1][i]}"
+                                 for kind, i in new[:_LOGGED_NAMES]])
+        # Dropped from the set: read again, or no longer running (not worth a line).
+        back = sorted(k for k in before - now if by_kind[k[0]][0].get(k[1]) is not None)
+        if back:
+            log.info("cgroups readable again: read live", count=len(back), unreadable=len(now),
+                     cgroups=[f"{kind} {names.get((kind, i), i)}" for kind, i in back[:_LOGGED_NAMES]])
+
+
+def _names(inv: Inventory, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """namespace/pod[/container] of the given (kind, id or uid) keys."""
+    out: dict[tuple[str, str], str] = {}
+    for ident, c in inv.current_containers.items():
+        if ("container", c.id) in keys:
+            out["container", c.id] = f"{ident.namespace}/{ident.pod}/{ident.container}"
+    for pident, p in inv.current_pods.items():
+        if ("pod", p.k8s_uid) in keys:
+            out["pod", p.k8s_uid] = f"{pident.namespace}/{pident.pod}"
+    return out
 
 
 def _node_info(layout: Layout) -> Metric:

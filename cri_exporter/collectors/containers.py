@@ -6,8 +6,16 @@ handler: CPU and memory from the cgroup files, network (every interface) from
 the pod's network namespace; milliseconds, always fresh. They come from the
 latest background CRI stats snapshot for handlers whose host cgroup describes
 a VM rather than the container (kata, gVisor), where the host's files are not
-readable, and for what only the runtime knows (the writable layer, process
-count). Same names and labels either way.
+readable (permission denied: a mode change, a remount, an LSM, a capability
+the agent lost), and for what only the runtime knows (the writable layer,
+process count). Same names and labels either way; the stats refresher is told
+so, and refreshes every --stats-interval while any value comes from it.
+
+A cgroup that turns unreadable after its usage was served live gets CRI's
+values only from a snapshot taken after that last live reading: an older one
+would take the CPU counter backwards, which Prometheus reads as a reset (the
+whole counter counted again as new CPU time). Until such a snapshot exists,
+one refresh at most, its usage series are absent.
 
 Every series describes the *current* instance of a container or pod (see
 inventory.py), so a restarted container's exited attempt never collides with
@@ -20,7 +28,7 @@ from typing import Iterable
 
 from prometheus_client.core import Metric
 
-from cri_exporter.cgroups import NodeCgroups, Usage
+from cri_exporter.cgroups import CgroupUnreadable, NodeCgroups, Usage
 from cri_exporter.collectors.cgroups import Readings, node_readings
 from cri_exporter.cri import model
 from cri_exporter.exposition import ExtraLabelFamily, Family, LabelCache, Labels
@@ -106,9 +114,10 @@ class ContainersCollector:
         last_exited = _last_exited(inv)
         self._refresh_statuses(ctx, inv, last_exited)
         readings = node_readings(ctx, self.cgroups, inv) if self.cgroups else Readings({}, {})
+        taken_at = snapshot.taken_at if snapshot else 0.0
         containers, containers_used = self._containers(ctx.labels, inv, readings, last_exited,
-                                                       snapshot.containers if snapshot else {})
-        pods, pods_used = self._pods(ctx.labels, inv, readings, snapshot.pods if snapshot else {})
+                                                       snapshot.containers if snapshot else {}, taken_at)
+        pods, pods_used = self._pods(ctx.labels, inv, readings, snapshot.pods if snapshot else {}, taken_at)
         if self.refresher:
             self.refresher.snapshot_feeds_usage(containers_used or pods_used)
         yield from self._node_counts(inv)
@@ -149,7 +158,7 @@ class ContainersCollector:
         yield pods
 
     def _containers(self, cache: LabelCache, inv: Inventory, readings: Readings, last_exited: dict[ContainerIdentity, model.Container],
-                    stats: dict[str, model.ContainerStats]) -> tuple[list[Metric], bool]:
+                    stats: dict[str, model.ContainerStats], taken_at: float) -> tuple[list[Metric], bool]:
         """The container families, and whether any running container's usage came from the snapshot."""
         snapshot_used = False
         info = Family(
@@ -184,11 +193,13 @@ class ContainersCollector:
             if status is not None and status.started_at_ns > 0:
                 started.add(labels, status.started_at_ns / 1e9)
             live = None
+            usage_from_snapshot = True
             if c.state == "running" and _cgroup_backed(pod):
                 live = readings.containers.get(c.id)
+                usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_containers, c.id, taken_at)
             if c.state == "running" and live is None:
                 snapshot_used = True
-            _add_values(values, labels, live, stats.get(c.id))
+            _add_values(values, labels, live, stats.get(c.id), usage_from_snapshot)
 
         for ident, c in last_exited.items():
             status = self.statuses.get((c.id, c.state))
@@ -204,7 +215,8 @@ class ContainersCollector:
         families = [info, state, restarts, started, reason, exit_code, finished] + [f for f, _, _ in values]
         return families, snapshot_used
 
-    def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: dict[str, model.PodStats]) -> tuple[list[Metric], bool]:
+    def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: dict[str, model.PodStats],
+              taken_at: float) -> tuple[list[Metric], bool]:
         """The pod families, and whether any ready pod's usage or network came from the snapshot."""
         snapshot_used = False
         info = Family("cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.", labels=_P_INFO)
@@ -225,10 +237,12 @@ class ContainersCollector:
                 state.add_extra(labels, st, 1.0 if p.state == st else 0.0)
             created.add(labels, p.created_at_ns / 1e9)
             live = None
+            usage_from_snapshot = True
             if p.state == "ready" and _cgroup_backed(p):
                 live = readings.pods.get(p.k8s_uid)
+                usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_pods, p.k8s_uid, taken_at)
             s = stats.get(p.id)
-            _add_values(values, labels, live, s)
+            _add_values(values, labels, live, s, usage_from_snapshot)
             interfaces = None
             # hostNetwork pods' namespace holds the node's interfaces: CRI's word only.
             if p.state == "ready" and _cgroup_backed(p) and self.podnet and self.host_network.get(p.id) is False:
@@ -262,13 +276,23 @@ def _cgroup_backed(pod: model.PodSandbox | None) -> bool:
     return not any(hint in handler for hint in _VM_HANDLER_HINTS)
 
 
-def _add_values(values, labels: Labels, live: Usage | None, snap) -> None:
-    """Each value from the live cgroup reading if it has it, else from the CRI snapshot."""
+def _snapshot_not_older(denied: dict[str, CgroupUnreadable], key: str, taken_at: float) -> bool:
+    """False while the snapshot predates the last live reading of a cgroup now unreadable."""
+    err = denied.get(key)
+    return err is None or taken_at >= err.read_at
+
+
+def _add_values(values, labels: Labels, live: Usage | None, snap, usage_from_snapshot: bool = True) -> None:
+    """Each value from the live cgroup reading if it has it, else from the CRI
+    snapshot; usage values (those a cgroup gives) only if `usage_from_snapshot`."""
     for family, attr, per in values:
         v = None
-        if live is not None and attr in _LIVE:
-            v = getattr(live, _LIVE[attr])
-        if v is None and snap is not None:
+        if attr in _LIVE:
+            if live is not None:
+                v = getattr(live, _LIVE[attr])
+            if v is None and snap is not None and usage_from_snapshot:
+                v = getattr(snap, attr)
+        elif snap is not None:
             v = getattr(snap, attr)
         if v is not None:
             family.add(labels, v / per)
