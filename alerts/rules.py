@@ -154,6 +154,7 @@ def pod_alerts(s: Settings) -> list[Alert]:
 def exporter_alerts(s: Settings) -> list[Alert]:
     w = s.rate_window
     failed = s.sel('status="fail"')
+    denied = s.sel('reason="permission_denied"')
     return [
         Alert("CriDoctorCheckFailing",
               f"max by ({s.by('check', 'area', 'severity')}) (cri_doctor_check_ok{s.sel()} == 0)\n"
@@ -174,6 +175,13 @@ def exporter_alerts(s: Settings) -> list[Alert]:
               f"The {{{{ $labels.collector }}}} collector of cri-exporter on {ON} failed in "
               f"{{{{ $value | humanizePercentage }}}} of the scrapes over the last {w}: its series are missing "
               "from those scrapes."),
+        Alert("CriCgroupsUnreadable",
+              f"max by ({s.by('kind')}) (cri_cgroups_not_read{denied}) > 0",
+              "warning",
+              "cri-exporter is denied reading some cgroups.",
+              f"cri-exporter on {ON} has been denied reading {{{{ $value }}}} {{{{ $labels.kind }}}} cgroup(s) for "
+              f"{s.for_['CriCgroupsUnreadable']}: their CPU and memory come from the runtime's slower stats "
+              "snapshot and their throttling, pressure, OOM and I/O series are missing."),
         Alert("CriExporterScrapeSlow",
               f"avg_over_time(scrape_duration_seconds{s.sel()}[{w}]) > {s.scrape_duration_seconds:g}",
               "warning",

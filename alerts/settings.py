@@ -67,6 +67,7 @@ class Settings:
         "CriDoctorCheckFailing": "15m",
         "CriCollectorFailing": "15m",
         "CriExporterScrapeSlow": "15m",
+        "CriCgroupsUnreadable": "15m",
     })
 
     def by(self, *labels: str) -> str:
