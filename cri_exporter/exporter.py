@@ -1,9 +1,11 @@
 """Wires the readers, collectors and scraper of `serve` from Settings."""
 from __future__ import annotations
 
+import math
 import platform
 import threading
 import time
+from typing import Mapping
 
 import grpc
 import structlog
@@ -22,8 +24,9 @@ from cri_exporter.doctor.child import DoctorChild
 from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
 from cri_exporter.exposition import CONTENT_TYPE
 from cri_exporter.hostfs import HostFS
+from cri_exporter.httprequest import Headers, accepts_encoding
 from cri_exporter.podnet import PodNetwork
-from cri_exporter.scrape import Scraper, ScrapeContext
+from cri_exporter.scrape import Collection, Scraper, ScrapeContext
 from cri_exporter.settings import Settings
 from cri_exporter.stats_refresher import StatsRefresher
 
@@ -32,6 +35,12 @@ log = structlog.get_logger(__name__)
 # Measured on the 1,000-container text (7.4 MB): level 1 takes 29 ms for
 # 0.84 MB, level 6 53 ms for 0.69 MB, level 9 100 ms for 0.68 MB.
 GZIP_LEVEL = 1
+
+# Prometheus sends its scrape timeout; answering a little before it lets the
+# partial result arrive instead of a timed-out scrape.
+SCRAPE_TIMEOUT_HEADER = "X-Prometheus-Scrape-Timeout-Seconds"
+TIMEOUT_MARGIN = 0.5
+MIN_SCRAPE_TIMEOUT = 0.5
 
 # Without an explicit endpoint and with no runtime answering, the sockets are
 # probed again this often (a stat each; Version only where a socket exists).
@@ -161,13 +170,45 @@ class Exporter:
         finally:
             self._release_lock.release()
 
-    def render(self, timeout: float | None = None, gzip_ok: bool = False) -> tuple[bytes, dict[str, str]]:
-        """The /metrics answer: the collection's text (rendered once per collection,
-        series prefixes cached across scrapes, see exposition.py) then the
-        exporter's own metrics. With gzip, each part is one gzip member: a
-        concatenation of members is one valid gzip stream (RFC 1952), so the
-        shared collection's member is compressed once for all its scrapers."""
-        result = self.scraper.scrape(timeout)
+    def scrape_timeout(self, request_headers: Mapping[str, str]) -> float:
+        """Seconds this scraper waits for the collection: --scrape-timeout, or
+        Prometheus's X-Prometheus-Scrape-Timeout-Seconds less TIMEOUT_MARGIN if
+        that is shorter (never under MIN_SCRAPE_TIMEOUT). It bounds this
+        scraper's wait only: the collection it shares runs to --scrape-timeout."""
+        timeout = self.settings.scrape_timeout
+        raw = Headers(request_headers).get(SCRAPE_TIMEOUT_HEADER)
+        if raw:
+            try:
+                theirs = float(raw)
+            except ValueError:
+                theirs = math.nan
+            if not math.isnan(theirs):
+                timeout = min(timeout, max(MIN_SCRAPE_TIMEOUT, theirs - TIMEOUT_MARGIN))
+        return timeout
+
+    def render(self, request_headers: Mapping[str, str] | None = None,
+               collection: Collection | None = None) -> tuple[list[bytes], dict[str, str]]:
+        """The /metrics answer to a request with `request_headers` (any mapping;
+        names are matched case-insensitively): its body as parts to write in
+        order, and its response headers. Content negotiation (Accept-Encoding,
+        and whatever else a request's headers choose) happens here.
+
+        The first part is the collection's text, rendered once per collection
+        and shared by all its scrapers (series prefixes cached across scrapes,
+        see exposition.py); the second the exporter's own metrics. With gzip,
+        each part is one gzip member: a concatenation of members is one valid
+        gzip stream (RFC 1952). Kept apart, a slow reader holds no copy of
+        the shared part.
+
+        `collection`: the one to answer from, already waited for up to this
+        scraper's deadline (the server waits without a thread); its full result
+        if done, else what is ready. None: join or start one now and wait here."""
+        headers = Headers(request_headers)
+        if collection is None:
+            collection = self.scraper.collection()
+            collection.wait(self.scrape_timeout(headers))
+        result = collection.result()
+        gzip_ok = accepts_encoding(headers.get("Accept-Encoding"), "gzip")
         level = GZIP_LEVEL if gzip_ok else None
         body = result.encoded(self.scraper.exposition, level)
         own_metrics = self.registry.collect()
@@ -175,10 +216,10 @@ class Exporter:
             own = self.scraper.own_exposition.write(own_metrics)
         else:
             own = self.scraper.own_exposition.write_gzip(own_metrics, level)
-        headers = {"Content-Type": CONTENT_TYPE}
+        response_headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
         if gzip_ok:
-            headers["Content-Encoding"] = "gzip"
-        return body + own, headers
+            response_headers["Content-Encoding"] = "gzip"
+        return [body, own], response_headers
 
 
 class _DoctorScrape:

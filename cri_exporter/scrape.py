@@ -4,7 +4,8 @@ A scrape never waits past its deadline: collectors still running then are
 reported as failed (`cri_scrape_collector_success 0`) and what is ready is
 served, so a hung runtime cannot make Prometheus time out the whole target.
 Scrapes that arrive while one is in flight share its result instead of
-multiplying the load on the runtime.
+multiplying the load on the runtime; each still answers by its own deadline
+(Collection).
 """
 from __future__ import annotations
 
@@ -126,6 +127,98 @@ class ScrapeResult:
             return body
 
 
+class Collection:
+    """One run of every collector, shared by the scrapes that arrive while it runs.
+
+    It runs to the exporter's own deadline (--scrape-timeout) whoever started
+    it, and each scraper waits for it only until its own deadline: one whose
+    deadline comes first is answered from what is ready then (`result()`
+    before `done`), the collectors still running reported failed, as a lone
+    scrape with that deadline would have been. So a short
+    X-Prometheus-Scrape-Timeout-Seconds (even 0) cuts only its sender's wait,
+    never the collection the others share; before issue 17 the first
+    scraper's header set everyone's deadline, and a scraper that joined a
+    collection already in flight waited for its end whatever its own
+    deadline (a 3 s scrape took 4.86 s).
+    """
+
+    def __init__(self, scraper: "Scraper", started: float, timeout: float):
+        self.started = started
+        self.timeout = timeout
+        self.ctx = scraper.make_context(started + timeout)
+        scraper.labels.next_scrape()
+        self.ctx.labels = scraper.labels
+        self._runtime_collector = scraper.runtime_collector
+        self._futures = {c.name: scraper._pool.submit(_run, c, self.ctx) for c in scraper.collectors}
+        self._partial: dict[frozenset, ScrapeResult] = {}
+        self._partial_lock = threading.Lock()
+        # Set (by the leader thread) to the full result once every collector
+        # is done or the deadline has passed.
+        self.done: cf.Future = scraper._leader.submit(self._finish)
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the full result; True if it is there."""
+        try:
+            self.done.result(max(0.0, timeout))
+            return True
+        except cf.TimeoutError:
+            return False
+
+    def result(self) -> ScrapeResult:
+        """The full result once done; before that, what is ready now (made once
+        per set of finished collectors, however many scrapers ask)."""
+        if self.done.done():
+            return self.done.result()
+        ready = frozenset(name for name, fut in self._futures.items() if fut.done())
+        with self._partial_lock:
+            result = self._partial.get(ready)
+            if result is None:
+                waiting = sorted(set(self._futures) - ready)
+                log.warning("scrape deadline came before the collection's; the collectors still running are served as failed",
+                            collectors=",".join(waiting), collection_age_seconds=round(time.monotonic() - self.started, 3))
+                result = self._partial[ready] = self._build(ready, final=False)
+            return result
+
+    def _finish(self) -> ScrapeResult:
+        cf.wait(list(self._futures.values()), timeout=max(0.0, self.started + self.timeout - time.monotonic()))
+        ready = frozenset(name for name, fut in self._futures.items() if fut.done())
+        result = self._build(ready, final=True)
+        with self._partial_lock:
+            self._partial.clear()
+        return result
+
+    def _build(self, ready: frozenset, final: bool) -> ScrapeResult:
+        """The collection's families with every collector not in `ready` counted
+        as failed. `final`: the collection's own end, which logs why each failed."""
+        metrics: list[Metric] = []
+        success = GaugeMetricFamily(
+            "cri_scrape_collector_success", "1 if the collector's source answered in this scrape, else 0.",
+            labels=["collector"],
+        )
+        duration = GaugeMetricFamily(
+            "cri_scrape_collector_duration_seconds", "Time the collector took in this scrape.", labels=["collector"]
+        )
+        for name, fut in self._futures.items():
+            if name not in ready:
+                ok, elapsed = False, time.monotonic() - self.started
+                if final:
+                    log.warning("collector timed out", collector=name, timeout_seconds=round(self.timeout, 3))
+            else:
+                out, elapsed, error = fut.result()
+                metrics.extend(out)
+                ok = error is None
+                if error is not None and final:
+                    log.warning("collector failed", collector=name, error=error)
+            success.add_metric([name], 1.0 if ok else 0.0)
+            duration.add_metric([name], elapsed)
+        if self._runtime_collector is not None:
+            up = GaugeMetricFamily("cri_up", "1 if the container runtime answered CRI Version in this scrape, else 0.")
+            up.add_metric([], 1.0 if self.ctx.runtime_up else 0.0)
+            metrics.append(up)
+        metrics.extend([success, duration])
+        return ScrapeResult(metrics)
+
+
 class Scraper:
     def __init__(
         self,
@@ -144,7 +237,7 @@ class Scraper:
         # Reentrant: a collection that finishes before add_done_callback runs
         # calls _forget at once, in the thread that holds this lock.
         self._lock = threading.RLock()
-        self._inflight: cf.Future | None = None
+        self._inflight: Collection | None = None
         self._leader = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="scrape")
         # Text writers that keep each series' rendered labels across scrapes:
         # one for the collections, one for whatever else the caller serves.
@@ -152,57 +245,32 @@ class Scraper:
         self.own_exposition = ExpositionWriter()
         self.labels = LabelCache()
 
-    def scrape(self, timeout: float | None = None) -> ScrapeResult:
-        """The metrics of a collection; joins the one in flight if there is one."""
+    def collection(self) -> Collection:
+        """The collection in flight, or a new one, which runs to `self.timeout`
+        (--scrape-timeout) whichever scraper's request started it."""
         with self._lock:
-            if self._inflight is None or self._inflight.done():
-                self._inflight = self._leader.submit(self._collect, min(timeout or self.timeout, self.timeout))
-                self._inflight.add_done_callback(self._forget)
-            inflight = self._inflight
-        return inflight.result()
+            if self._inflight is None or self._inflight.done.done():
+                collection = self._inflight = Collection(self, time.monotonic(), self.timeout)
+                collection.done.add_done_callback(self._forget)
+                return collection
+            return self._inflight
+
+    def scrape(self, timeout: float | None = None) -> ScrapeResult:
+        """The metrics of a collection (joining the one in flight if there is
+        one), or what is ready of it after `timeout` seconds."""
+        collection = self.collection()
+        collection.wait(self.timeout if timeout is None else min(timeout, self.timeout))
+        return collection.result()
 
     def _forget(self, done: cf.Future) -> None:
-        """A finished collection is joined by nobody new (a done future starts a
+        """A finished collection is joined by nobody new (a done one starts a
         new one), so holding it would only keep its families (tens of MB at
-        thousands of containers) alive between scrapes."""
+        thousands of containers) alive between scrapes. (Given the future, not
+        the collection: a callback holding the collection would make a cycle
+        that keeps those families until the garbage collector's next full pass.)"""
         with self._lock:
-            if self._inflight is done:
+            if self._inflight is not None and self._inflight.done is done:
                 self._inflight = None
-
-    def _collect(self, timeout: float) -> ScrapeResult:
-        started = time.monotonic()
-        ctx = self.make_context(started + timeout)
-        self.labels.next_scrape()
-        ctx.labels = self.labels
-        futures = {c.name: (self._pool.submit(_run, c, ctx)) for c in self.collectors}
-        cf.wait([f for f in futures.values()], timeout=timeout)
-
-        metrics: list[Metric] = []
-        success = GaugeMetricFamily(
-            "cri_scrape_collector_success", "1 if the collector's source answered in this scrape, else 0.",
-            labels=["collector"],
-        )
-        duration = GaugeMetricFamily(
-            "cri_scrape_collector_duration_seconds", "Time the collector took in this scrape.", labels=["collector"]
-        )
-        for name, fut in futures.items():
-            if not fut.done():
-                ok, elapsed = False, time.monotonic() - started
-                log.warning("collector timed out", collector=name, timeout_seconds=round(timeout, 3))
-            else:
-                out, elapsed, error = fut.result()
-                metrics.extend(out)
-                ok = error is None
-                if error is not None:
-                    log.warning("collector failed", collector=name, error=error)
-            success.add_metric([name], 1.0 if ok else 0.0)
-            duration.add_metric([name], elapsed)
-        if self.runtime_collector is not None:
-            up = GaugeMetricFamily("cri_up", "1 if the container runtime answered CRI Version in this scrape, else 0.")
-            up.add_metric([], 1.0 if ctx.runtime_up else 0.0)
-            metrics.append(up)
-        metrics.extend([success, duration])
-        return ScrapeResult(metrics)
 
     def close(self) -> None:
         self._leader.shutdown(wait=False, cancel_futures=True)

@@ -86,11 +86,13 @@ class ManagedProcess:
 
 class ExporterProcess(ManagedProcess):
     def __init__(self, endpoint: str | None, *args: str, env: dict | None = None, wrap: list[str] | None = None,
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, host: str = "127.0.0.1"):
+        self.host = host
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        self.url = f"http://{netloc}"
         self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"cri-exporter-{self.port}.log"
-        cmd = [sys.executable, "-m", "cri_exporter", "serve", "--listen-address", f"127.0.0.1:{self.port}",
+        cmd = [sys.executable, "-m", "cri_exporter", "serve", "--listen-address", netloc,
                "--log-format", "json", *args]
         if endpoint is not None:
             cmd += ["--runtime-endpoint", endpoint]

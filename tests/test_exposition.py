@@ -187,9 +187,9 @@ def test_exporter_families_identical(tmp_path):
                 assert exp.scraper.exposition.write(fams) == reference(fams)
                 own = list(exp.registry.collect())
                 assert exp.scraper.own_exposition.write(own) == reference(own)
-            body, headers = exp.render(gzip_ok=True)
+            parts, headers = exp.render({"Accept-Encoding": "gzip"})
             assert headers["Content-Encoding"] == "gzip"
-            s = parse(gzip.decompress(body).decode())  # two gzip members: one stream
+            s = parse(gzip.decompress(b"".join(parts)).decode())  # two gzip members: one stream
             assert s.get1("cri_container_info", namespace='ns"x', pod="pod\\with\nnewline", container='c"1') == 1
             assert len(s.labelsets("cri_container_info")) == 21
         finally:

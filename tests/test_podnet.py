@@ -72,7 +72,7 @@ def test_pods_read_from_the_snapshot_keep_the_stats_refresh_at_its_interval(tmp_
             exp.scraper.scrape()  # the first one fetched which pods use the host network
             assert exp.refresher.current_interval == 180
             shutil.rmtree(tmp_path / "proc" / "100001")
-            text = exp.render()[0].decode()
+            text = b"".join(exp.render()[0]).decode()
             assert exp.refresher.current_interval == 15
             assert 'cri_pod_network_receive_bytes_total{interface="eth0",namespace="team-00"' in text
         finally:

@@ -276,8 +276,8 @@ def test_any_runtime_answer_gives_an_exposition_that_parses_without_duplicates(i
     fake, exp, root = inproc
     make_cgroup_tree(root, pods)
     fake.set_pods(pods)
-    body, _ = exp.render()
-    s = parse(body.decode())  # raises on a duplicate series
+    parts, _ = exp.render()
+    s = parse(b"".join(parts).decode())  # raises on a duplicate series
     assert s.get1("cri_scrape_collector_success", collector="containers") == 1
     identities = {(p.sandbox.labels["io.kubernetes.pod.namespace"], p.sandbox.labels["io.kubernetes.pod.name"], c.metadata.name)
                   for p in pods for c in p.containers}
