@@ -119,3 +119,27 @@ def test_doctor_never_raises_on_an_empty_or_garbage_root(tmp_path):
     for root in (tmp_path, tmp_path / "missing"):
         r = run_doctor(HostFS(str(root)), None)
         assert not [x for x in r.results if "could not run" in x.finding.summary]
+
+
+def test_a_check_that_does_not_apply_is_never_called(monkeypatch):
+    """requires= is decided when the list is built: the CRI-O checks on a
+    containerd node are skips naming the requirement, their functions unrun."""
+    calls = []
+    crio_parse = registry.all_checks()["crio.config.parse"]
+    monkeypatch.setitem(registry.CHECKS, "crio.config.parse",
+                        Check(crio_parse.id, crio_parse.severity, lambda ctx: calls.append(1), requires=crio_parse.requires))
+    r = run_doctor(HostFS(fixture("kubeadm-containerd-v2")), "unix:///nonexistent.sock",
+                   checks=["crio.config.parse"]).by_id()["crio.config.parse"]
+    assert calls == [] and r.status is Status.SKIP
+    assert r.finding.summary == "crio is not this node's runtime (containerd is)"
+
+
+def test_finding_constructors_take_keywords_only():
+    from cri_exporter.doctor.model import failed, passed, warned
+
+    with pytest.raises(TypeError):
+        warned("summary", "seen", "why", "fix", ["ref"])
+    with pytest.raises(TypeError):
+        passed("summary", "seen")
+    f = failed("s", seen="seen", why="why", fix="fix", refs=["r"])
+    assert (f.seen, f.why, f.fix, f.refs) == ("seen", "why", "fix", ("r",))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 from cri_exporter.cri.client import CriClient, CriError, resolve_endpoint, socket_path
-from cri_exporter.doctor.facts import containerd, crio, kubelet, procfs
+from cri_exporter.doctor.facts import cni, containerd, crio, kubelet, procfs, systemd
 from cri_exporter.hostfs import HostFS
 
 
@@ -22,6 +22,7 @@ class Context:
         self.cri_timeout = cri_timeout
         self._cri_calls: dict[str, object] = {}
         self._client: CriClient | None = None
+        self._units: dict[str, systemd.Unit] = {}
 
     # ---- files ----
 
@@ -43,6 +44,30 @@ class Context:
     @functools.cached_property
     def crio(self) -> crio.CrioConfig:
         return self.crio_location.config
+
+    @functools.cached_property
+    def crio_running(self) -> tuple[dict | None, str]:
+        """(the config the running CRI-O reports on its socket, "") or (None, why not)."""
+        return crio.running_config(self.hostfs, crio.api_socket(self.crio), timeout=min(self.cri_timeout, 2.0))
+
+    @functools.cached_property
+    def cni(self) -> cni.CniConfig | None:
+        """The CNI directory this node's runtime loads, None without a runtime."""
+        if self.runtime_kind == "containerd":
+            cfg = self.containerd
+            return cni.load(self.hostfs, cfg.cni_conf_dir(), cfg.cni_bin_dirs(), "containerd config")
+        if self.runtime_kind == "crio":
+            conf, _ = self.crio.get("crio.network", "network_dir")
+            bins, _ = self.crio.get("crio.network", "plugin_dirs")
+            return cni.load(self.hostfs, str(conf).rstrip("/") or "/etc/cni/net.d",
+                            [str(b).rstrip("/") for b in (bins or [])], "CRI-O config")
+        return None
+
+    def unit(self, name: str) -> systemd.Unit:
+        """A systemd unit with its drop-ins, read once."""
+        if name not in self._units:
+            self._units[name] = systemd.read_unit(self.hostfs, name)
+        return self._units[name]
 
     @functools.cached_property
     def kubelet(self) -> kubelet.KubeletSettings:
@@ -79,6 +104,18 @@ class Context:
         return None
 
     @functools.cached_property
+    def runtime_version(self) -> tuple[int, int] | None:
+        """(major, minor) of the runtime answering CRI, None when unknown."""
+        v = self.cri("version")
+        if isinstance(v, CriError):
+            return None
+        digits = v.runtime_version.lstrip("v").split("-")[0].split(".")
+        try:
+            return int(digits[0]), int(digits[1])
+        except (IndexError, ValueError):
+            return None
+
+    @functools.cached_property
     def network(self):
         """NetFacts, or the exception that stopped reading netlink."""
         from cri_exporter.doctor.facts import netlink
@@ -96,6 +133,11 @@ class Context:
         order under the host root."""
         endpoint, _ = resolve_endpoint(self.explicit_endpoint, self.hostfs.root, probe_timeout=self.cri_timeout)
         return endpoint
+
+    @property
+    def endpoint_if_resolved(self) -> str:
+        """The endpoint if a check resolved it, else the one given (never probes)."""
+        return self.__dict__.get("endpoint") or self.explicit_endpoint or ""
 
     @property
     def client(self) -> CriClient:

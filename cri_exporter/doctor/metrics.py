@@ -80,7 +80,7 @@ class DoctorCollector:
 
 
 class PeriodicDoctor(threading.Thread):
-    """Runs `run()` (e.g. `lambda: run_doctor(hostfs, endpoint)`) every
+    """Runs `run()` (serve passes DoctorChild.run: the doctor in a child process) every
     `interval` seconds off the scrape path and feeds the collector; a run that
     raises keeps the previous report."""
 

@@ -40,31 +40,34 @@ class Finding:
     refs: tuple[str, ...] = ()
 
 
-def passed(summary: str, seen: str = "", refs: tuple[str, ...] = ()) -> Finding:
+def passed(summary: str, *, seen: str = "", refs=()) -> Finding:
     return Finding(Status.PASS, summary, seen, refs=tuple(refs))
 
 
-def skipped(summary: str, seen: str = "") -> Finding:
+def skipped(summary: str, *, seen: str = "") -> Finding:
     return Finding(Status.SKIP, summary, seen)
 
 
-def warned(summary: str, seen: str, why: str, fix: str, refs) -> Finding:
+# Keyword-only: five strings in a row are easy to swap unnoticed.
+def warned(summary: str, *, seen: str, why: str, fix: str, refs) -> Finding:
     return Finding(Status.WARN, summary, seen, why, fix, tuple(refs))
 
 
-def failed(summary: str, seen: str, why: str, fix: str, refs) -> Finding:
+def failed(summary: str, *, seen: str, why: str, fix: str, refs) -> Finding:
     return Finding(Status.FAIL, summary, seen, why, fix, tuple(refs))
 
 
 @dataclass(frozen=True)
 class Check:
-    """A registered check: a stable id (`area.name...`), a severity and a
-    function taking the run's Context and returning one Finding."""
+    """A registered check: a stable id (`area.name...`), a severity, a
+    function taking the run's Context and returning one Finding, and the
+    requirements that decide whether it applies to this node at all."""
 
     id: str
     severity: Severity
     func: Callable
     doc: str = ""
+    requires: tuple = ()  # of doctor.requirements.Requirement
 
     @property
     def area(self) -> str:

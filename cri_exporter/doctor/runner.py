@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 import traceback
 
+from cri_exporter.doctor import requirements
 from cri_exporter.doctor.context import Context
-from cri_exporter.doctor.model import Check, CheckResult, Finding, Report, Status
+from cri_exporter.doctor.model import Check, CheckResult, Finding, Report, Status, skipped
 from cri_exporter.doctor.registry import all_checks
 from cri_exporter.hostfs import HostFS
 
@@ -44,10 +45,20 @@ def select(checks: dict[str, Check], only=None, skip=None) -> list[Check]:
     return out
 
 
-def run_check(check: Check, ctx: Context) -> CheckResult:
+def applies(check: Check, ctx: Context) -> Finding | None:
+    """None when the check applies to this node, else the skip saying why."""
+    why = requirements.unmet(ctx, check.requires)
+    return skipped(why) if why else None
+
+
+def run_check(check: Check, ctx: Context, decided: Finding | Exception | None = None) -> CheckResult:
+    """One check's result: `decided` is the skip when the list said it does
+    not apply, or what deciding raised (reported like the check raising it)."""
     start = time.perf_counter()
     try:
-        finding = check.func(ctx)
+        if isinstance(decided, Exception):
+            raise decided
+        finding = decided or check.func(ctx)
         if not isinstance(finding, Finding):
             raise TypeError(f"check returned {type(finding).__name__}, not a Finding")
     except Exception as e:  # noqa: BLE001 -- the point: a broken check is a finding
@@ -67,14 +78,21 @@ def run(ctx: Context, only=None, skip=None) -> Report:
     selected = select(all_checks(), only, skip)
     started = time.time()
     t0 = time.perf_counter()
-    results = [run_check(c, ctx) for c in selected]
-    endpoint = ctx.endpoint if "endpoint" in ctx.__dict__ else (ctx.explicit_endpoint or "")
+    plan = []
+    for c in selected:  # the list is decided before any check runs
+        try:
+            plan.append((c, applies(c, ctx)))
+        except Exception as e:  # noqa: BLE001 -- run_check reports it as the check's own failure
+            plan.append((c, e))
+    results = [run_check(c, ctx, decided) for c, decided in plan]
+    endpoint = ctx.endpoint_if_resolved
     return Report(results, ctx.hostfs.root, endpoint, started, time.perf_counter() - t0)
 
 
 def run_doctor(hostfs: HostFS, endpoint: str | None, checks=None, skip=None, cri_timeout: float = 3.0,
                netns: str | None = None) -> Report:
-    """One full doctor run; serve mode calls this on its own cadence.
+    """One full doctor run in this process (tests; the CLI builds its own
+    Context to write the bundle from it, and serve runs the CLI as a child).
 
     Raises UnknownCheck for ids that do not exist; nothing else escapes.
     """

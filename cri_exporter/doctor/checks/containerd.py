@@ -5,12 +5,14 @@ import os
 import re
 
 from cri_exporter.cri.client import CriError
-from cri_exporter.doctor.checks._common import not_this_runtime, runtime_version, toml_snippet
+from cri_exporter.doctor.checks._common import toml_snippet
 from cri_exporter.doctor.facts import containerd as cfacts
-from cri_exporter.doctor.facts import layouts, procfs, systemd
+from cri_exporter.doctor.facts import layouts, procfs
 from cri_exporter.doctor.facts.files import list_dir
+from cri_exporter.doctor.facts.toml import parse_toml
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
+from cri_exporter.doctor.requirements import CONTAINERD_CONFIG, CONTAINERD_CONFIG_PARSES, RUNS_CONTAINERD
 
 REF_CONFIG = "https://github.com/containerd/containerd/blob/main/docs/cri/config.md"
 REF_CGROUP_DRIVER = "https://kubernetes.io/docs/setup/production-environment/container-runtimes/#containerd-systemd"
@@ -54,43 +56,27 @@ def _dropin_dir(loc: cfacts.Location) -> str | None:
     return None
 
 
-def _config_or_skip(ctx):
-    """None when the config can be checked, else the skip saying why."""
-    skip = not_this_runtime(ctx, "containerd")
-    if skip:
-        return skip
-    cfg = ctx.containerd
-    if not cfg.exists:
-        return skipped(f"no {cfg.path}: containerd runs on its built-in defaults")
-    if cfg.errors:
-        return skipped(f"{cfg.path} does not parse (see containerd.config.parse)")
-    return None
-
-
-@check("containerd.config.parse", Severity.CRITICAL)
+@check("containerd.config.parse", Severity.CRITICAL, requires=(RUNS_CONTAINERD,))
 def config_parse(ctx):
     """containerd refuses to start on a config (or import) that is not valid TOML."""
-    skip = not_this_runtime(ctx, "containerd")
-    if skip:
-        return skip
     cfg = ctx.containerd
     where = ctx.containerd_location.describe(ctx.hostfs)
     if not cfg.exists:
-        return passed(f"no {cfg.path}: containerd uses its built-in defaults", where)
+        return passed(f"no {cfg.path}: containerd uses its built-in defaults", seen=where)
     if not cfg.errors:
-        return passed(f"{', '.join(cfg.files)} parse{'s' if len(cfg.files) == 1 else ''}", where)
+        return passed(f"{', '.join(cfg.files)} parse{'s' if len(cfg.files) == 1 else ''}", seen=where)
     template = ctx.containerd_location.template(ctx.hostfs)
     return failed(
         f"{cfg.errors[0].path} is not valid TOML" if cfg.errors[0].line else f"{cfg.errors[0].path} cannot be read",
-        "\n".join(str(e) for e in cfg.errors) + "\n" + where,
-        "containerd exits at start with \"failed to load TOML\"; with it down the kubelet "
+        seen="\n".join(str(e) for e in cfg.errors) + "\n" + where,
+        why="containerd exits at start with \"failed to load TOML\"; with it down the kubelet "
         "reports the node NotReady and no pod starts.",
-        (f"Fix the template {template}: {cfg.path} is written from it at every start.\n" if template else
+        fix=(f"Fix the template {template}: {cfg.path} is written from it at every start.\n" if template else
          f"Fix the line shown, or start from a fresh default and re-apply your changes:\n"
          f"containerd config default > {cfg.path}\n")
         + f"containerd -c {cfg.path} config dump   # prints what containerd would load, or the error\n"
         + ctx.containerd_location.restart,
-        [REF_CONFIG],
+        refs=[REF_CONFIG],
     )
 
 
@@ -98,54 +84,51 @@ _V2_ONLY_KEYS = ("containerd", "cni", "sandbox_image", "registry", "restrict_oom
                  "enable_selinux", "image_pull_progress_timeout", "max_container_log_line_size")
 
 
-@check("containerd.config.version", Severity.WARNING)
+@check("containerd.config.version", Severity.WARNING, requires=CONTAINERD_CONFIG)
 def config_version(ctx):
     """Section names depend on the config's `version`; tables under the other
     version's names are silently ignored, the classic "my setting does nothing"."""
-    skip = _config_or_skip(ctx)
-    if skip:
-        return skip
     cfg = ctx.containerd
     plugins = cfg.plugins
-    rv = runtime_version(ctx)
+    rv = ctx.runtime_version
     seen = f"{cfg.path}: version = {cfg.declared_version if cfg.declared_version is not None else '(absent: 1)'}"
     if rv:
         seen += f"; containerd {rv[0]}.{rv[1]} answers CRI"
     if cfg.version == 3 and rv and rv[0] < 2:
         return failed(
-            f"version 3 config on containerd {rv[0]}.{rv[1]}", seen,
-            "containerd 1.x only reads versions 1 and 2; it refuses to start on version 3.",
-            "Use `version = 2` with plugins.\"io.containerd.grpc.v1.cri\" tables on containerd 1.x, "
-            "or upgrade containerd to 2.x.", [REF_CONFIG])
+            f"version 3 config on containerd {rv[0]}.{rv[1]}", seen=seen,
+            why="containerd 1.x only reads versions 1 and 2; it refuses to start on version 3.",
+            fix="Use `version = 2` with plugins.\"io.containerd.grpc.v1.cri\" tables on containerd 1.x, "
+            "or upgrade containerd to 2.x.", refs=[REF_CONFIG])
     if cfg.version == 3:
         stale = [k for k in _V2_ONLY_KEYS if k in (plugins.get(cfacts.CRI_V2) or {})]
         if stale:
             return failed(
                 f"version 3 config with version 2 CRI settings that containerd 2.x ignores: {', '.join(stale)}",
-                seen + f"; [plugins.\"{cfacts.CRI_V2}\"] holds {', '.join(stale)}",
-                "In version 3 runtimes, cni and oom settings live in io.containerd.cri.v1.runtime and "
+                seen=seen + f"; [plugins.\"{cfacts.CRI_V2}\"] holds {', '.join(stale)}",
+                why="In version 3 runtimes, cni and oom settings live in io.containerd.cri.v1.runtime and "
                 "registry/sandbox image in io.containerd.cri.v1.images; the old table's keys are ignored "
                 "without a word, so the node runs on defaults (e.g. SystemdCgroup=false).",
-                "Move them:\n"
+                fix="Move them:\n"
                 + toml_snippet(f'plugins."{cfacts.CRI_RUNTIME_V3}".containerd.runtimes.runc.options',
                                "SystemdCgroup = true")
                 + "\n" + toml_snippet(f'plugins."{cfacts.CRI_IMAGES_V3}".pinned_images',
                                       'sandbox = "registry.k8s.io/pause:3.10"')
                 + "\n# or let containerd convert it: containerd config migrate > config.toml.new",
-                [REF_CONFIG])
-        return passed("version 3 with version 3 section names", seen)
+                refs=[REF_CONFIG])
+        return passed("version 3 with version 3 section names", seen=seen)
     if cfg.version == 2:
         v3 = [n for n in (cfacts.CRI_RUNTIME_V3, cfacts.CRI_IMAGES_V3) if n in plugins]
         if v3:
             make = warned if not rv or rv[0] < 2 else passed
             if make is warned:
                 return warned(
-                    f"version 2 config holding version 3 tables: {', '.join(v3)}", seen,
-                    "containerd 1.x ignores these tables; containerd 2.x migrates a version 2 file and "
+                    f"version 2 config holding version 3 tables: {', '.join(v3)}", seen=seen,
+                    why="containerd 1.x ignores these tables; containerd 2.x migrates a version 2 file and "
                     "may override them with the converted v2 values.",
-                    "Pick one version: put the settings under plugins.\"io.containerd.grpc.v1.cri\" "
-                    "(version 2) or set `version = 3` and drop the v2 CRI table.", [REF_CONFIG])
-        return passed("version 2", seen)
+                    fix="Pick one version: put the settings under plugins.\"io.containerd.grpc.v1.cri\" "
+                    "(version 2) or set `version = 3` and drop the v2 CRI table.", refs=[REF_CONFIG])
+        return passed("version 2", seen=seen)
     long_names = [n for n in plugins if n.startswith("io.containerd.")]
     why = ("Without a `version` line containerd reads version 1, where plugins are keyed by short "
            "names ([plugins.cri]); version 1 is deprecated and tables under long names are ignored.")
@@ -153,20 +136,17 @@ def config_version(ctx):
            "then check the section names; `containerd config migrate` converts a file on 2.x.")
     if long_names:
         return failed("no `version` line, so these tables are ignored: " + ", ".join(long_names),
-                      seen, why, fix, [REF_CONFIG])
-    return warned("no `version` line: version 1 semantics (deprecated)", seen, why, fix, [REF_CONFIG])
+                      seen=seen, why=why, fix=fix, refs=[REF_CONFIG])
+    return warned("no `version` line: version 1 semantics (deprecated)", seen=seen, why=why, fix=fix, refs=[REF_CONFIG])
 
 
 _CRI_NAMES = ("cri", cfacts.CRI_V2, cfacts.CRI_RUNTIME_V3, cfacts.CRI_IMAGES_V3)
 
 
-@check("containerd.cri.disabled", Severity.CRITICAL)
+@check("containerd.cri.disabled", Severity.CRITICAL, requires=CONTAINERD_CONFIG)
 def cri_disabled(ctx):
     """Docker's containerd.io package ships `disabled_plugins = ["cri"]`: the
     kubelet then finds no CRI service at all."""
-    skip = _config_or_skip(ctx)
-    if skip:
-        return skip
     cfg = ctx.containerd
     hit = [p for p in cfg.disabled_plugins if p in _CRI_NAMES]
     seen = f"disabled_plugins = {cfg.disabled_plugins!r} ({', '.join(cfg.files)})"
@@ -176,32 +156,29 @@ def cri_disabled(ctx):
         # exits at start: 'invalid disabled plugin URI "cri" expect io.containerd.x.vx'.
         return failed(
             f"containerd refuses to start: short plugin name(s) {', '.join(short)} in a version {cfg.version} config",
-            seen,
-            "Only version 1 configs take short plugin names; containerd exits with \"invalid disabled "
+            seen=seen,
+            why="Only version 1 configs take short plugin names; containerd exits with \"invalid disabled "
             "plugin URI\" and the node has no runtime at all.",
-            f"Remove {', '.join(repr(x) for x in short)} from disabled_plugins (to keep CRI enabled, which "
+            fix=f"Remove {', '.join(repr(x) for x in short)} from disabled_plugins (to keep CRI enabled, which "
             "Kubernetes needs). " + config_fix(ctx, f"disabled_plugins = {[p for p in cfg.disabled_plugins if p not in short]!r}",
                                                dropin=False),
-            [REF_CONFIG])
+            refs=[REF_CONFIG])
     if not hit:
-        return passed("the CRI plugin is enabled", seen)
+        return passed("the CRI plugin is enabled", seen=seen)
     return failed(
         f"containerd's CRI plugin is disabled ({', '.join(hit)})",
-        seen,
-        "The kubelet fails with \"unknown service runtime.v1.RuntimeService\" and the node never "
+        seen=seen,
+        why="The kubelet fails with \"unknown service runtime.v1.RuntimeService\" and the node never "
         "becomes Ready. The containerd.io package (Docker's) ships this line.",
-        f"Remove {', '.join(repr(h) for h in hit)} from disabled_plugins. "
+        fix=f"Remove {', '.join(repr(h) for h in hit)} from disabled_plugins. "
         + config_fix(ctx, f"disabled_plugins = {[p for p in cfg.disabled_plugins if p not in hit]!r}", dropin=False),
-        [REF_TROUBLESHOOT, REF_CONFIG],
+        refs=[REF_TROUBLESHOOT, REF_CONFIG],
     )
 
 
-@check("containerd.cgroup_driver", Severity.CRITICAL)
+@check("containerd.cgroup_driver", Severity.CRITICAL, requires=CONTAINERD_CONFIG)
 def cgroup_driver(ctx):
     """runc's SystemdCgroup must agree with the kubelet's cgroupDriver."""
-    skip = _config_or_skip(ctx)
-    if skip:
-        return skip
     cfg = ctx.containerd
     opts = cfg.runtime_options()
     systemd = opts.get("SystemdCgroup", False) is True
@@ -216,28 +193,28 @@ def cgroup_driver(ctx):
         if kdriver != runtime_driver:
             return failed(
                 f"containerd uses {runtime_driver}, the kubelet {kdriver}",
-                seen,
-                "Two cgroup managers fight over the same cgroups: pods fail with \"expected cgroupsPath "
+                seen=seen,
+                why="Two cgroup managers fight over the same cgroups: pods fail with \"expected cgroupsPath "
                 "to be of format slice:prefix:name\" or \"misconfiguration: kubelet cgroup driver\", "
                 "and under memory pressure the node becomes unstable.",
-                (config_fix(ctx, snippet) + "   # and keep the kubelet on cgroupDriver: systemd"
+                fix=(config_fix(ctx, snippet) + "   # and keep the kubelet on cgroupDriver: systemd"
                  if kdriver == "systemd" else
                  "Set the kubelet to systemd (cgroupDriver: systemd in /var/lib/kubelet/config.yaml) "
                  f"and containerd to match. {config_fix(ctx, snippet)}; then restart the kubelet"),
-                [REF_CGROUP_DRIVER],
+                refs=[REF_CGROUP_DRIVER],
             )
     else:
         seen = f"containerd: {where}; no kubelet configuration found"
     if runtime_driver == "cgroupfs" and ctx.cgroups.version == 2:
         return warned(
             "cgroupfs driver on a cgroup v2 host",
-            seen,
-            "On cgroup v2 hosts booted by systemd, systemd is the recommended driver: with cgroupfs "
+            seen=seen,
+            why="On cgroup v2 hosts booted by systemd, systemd is the recommended driver: with cgroupfs "
             "two managers own the hierarchy and resource pressure handling is less stable.",
-            f"{config_fix(ctx, snippet)}\nand cgroupDriver: systemd in the kubelet's config.yaml; restart the kubelet",
-            [REF_CGROUP_DRIVER],
+            fix=f"{config_fix(ctx, snippet)}\nand cgroupDriver: systemd in the kubelet's config.yaml; restart the kubelet",
+            refs=[REF_CGROUP_DRIVER],
         )
-    return passed(f"cgroup driver {runtime_driver}" + (" matches the kubelet" if kubelet.present else ""), seen)
+    return passed(f"cgroup driver {runtime_driver}" + (" matches the kubelet" if kubelet.present else ""), seen=seen)
 
 
 def _removed_keys(cfg: cfacts.ContainerdConfig) -> list[str]:
@@ -268,22 +245,19 @@ def _removed_keys(cfg: cfacts.ContainerdConfig) -> list[str]:
 
 def _get_runtime_type(cfg: cfacts.ContainerdConfig) -> str:
     """The default runtime's runtime_type (containerd's default: runc.v2)."""
-    runtime = cfacts._get(cfg.runtime_section, "containerd", "runtimes", cfg.default_runtime_name)
+    runtime = cfacts.dig(cfg.runtime_section, "containerd", "runtimes", cfg.default_runtime_name)
     value = runtime.get("runtime_type") if isinstance(runtime, dict) else None
     return str(value or "io.containerd.runc.v2")
 
 
-@check("containerd.config.removed_keys", Severity.WARNING)
+@check("containerd.config.removed_keys", Severity.WARNING, requires=CONTAINERD_CONFIG)
 def removed_keys(ctx):
     """Settings containerd 2.0 removed: ignored or fatal after an upgrade."""
-    skip = _config_or_skip(ctx)
-    if skip:
-        return skip
     cfg = ctx.containerd
     found = _removed_keys(cfg)
     if not found:
         return passed("no settings that containerd 2.0 removed")
-    rv = runtime_version(ctx)
+    rv = ctx.runtime_version
     on_2x = (rv and rv[0] >= 2) or cfg.version >= 3
     runtime_type = _get_runtime_type(cfg)
     # containerd 1.5-1.7 reject systemd_cgroup unless the default runtime is the
@@ -294,28 +268,23 @@ def removed_keys(ctx):
     return make(
         f"{len(found)} setting(s) removed in containerd 2.0" + (" (this is 2.x)" if on_2x else "")
         + ("; systemd_cgroup with runc.v2 stops the CRI plugin" if fatal_now and not on_2x else ""),
-        "\n".join(found),
-        "containerd 2.0 no longer reads them: the behaviour they set silently changes (or containerd "
+        seen="\n".join(found),
+        why="containerd 2.0 no longer reads them: the behaviour they set silently changes (or containerd "
         "refuses to start), typically right after a package upgrade.",
-        "systemd_cgroup -> SystemdCgroup = true in the runc runtime's options\n"
+        fix="systemd_cgroup -> SystemdCgroup = true in the runc runtime's options\n"
         "default_runtime/untrusted_workload_runtime -> default_runtime_name and runtimes.<name>\n"
         "runtime_engine/runtime_root/io.containerd.runtime.v1.linux -> runtime_type = \"io.containerd.runc.v2\"\n"
         "registry.auths -> credentials in registry.configs.\"<host>\".auth or a credential helper\n"
         "On 2.x, `containerd config migrate` prints the converted file.",
-        [REF_RELEASES],
+        refs=[REF_RELEASES],
     )
 
 
-@check("containerd.sandbox_image", Severity.WARNING)
+@check("containerd.sandbox_image", Severity.WARNING, requires=(RUNS_CONTAINERD, CONTAINERD_CONFIG_PARSES))
 def sandbox_image(ctx):
     """The pause image: the same one the kubelet expects, and already in the
     image store (an unpullable pause image blocks every pod on air-gapped nodes)."""
-    skip = not_this_runtime(ctx, "containerd")
-    if skip:
-        return skip
     cfg = ctx.containerd
-    if cfg.errors:
-        return skipped(f"{cfg.path} does not parse (see containerd.config.parse)")
     image, explicit = cfg.sandbox_image()
     seen = [f"containerd: {image} ({cfg.sandbox_image_key() if explicit else 'built-in default'})"]
     kubelet_image = ctx.kubelet.flags.get("pod-infra-container-image")
@@ -337,18 +306,18 @@ def sandbox_image(ctx):
         else:
             seen.append(f"image store: present, pinned={'yes' if match.pinned else 'no'}")
     if not problems:
-        return passed(f"sandbox image {image}", "\n".join(seen))
+        return passed(f"sandbox image {image}", seen="\n".join(seen))
     return warned(
         "; ".join(problems),
-        "\n".join(seen),
-        "containerd, not the kubelet, pulls the pause image for every new pod; if it is missing and "
+        seen="\n".join(seen),
+        why="containerd, not the kubelet, pulls the pause image for every new pod; if it is missing and "
         "the registry is unreachable (air-gapped, proxy) every pod stays in ContainerCreating, and "
         "the kubelet's image GC may delete an image it does not know is the sandbox image.",
-        config_fix(ctx, toml_snippet(f'plugins."{cfg.images_section_name}"' + (".pinned_images" if cfg.version >= 3 else ""),
+        fix=config_fix(ctx, toml_snippet(f'plugins."{cfg.images_section_name}"' + (".pinned_images" if cfg.version >= 3 else ""),
                                      ("sandbox" if cfg.version >= 3 else "sandbox_image") + f' = "{kubelet_image or image}"'))
         + f"\nctr{_ctr_address(ctx)} -n k8s.io images pull {kubelet_image or image}   # or import it on air-gapped nodes\n"
         "and drop --pod-infra-container-image from the kubelet flags (deprecated since 1.27)",
-        [REF_CONFIG, REF_TROUBLESHOOT],
+        refs=[REF_CONFIG, REF_TROUBLESHOOT],
     )
 
 
@@ -372,13 +341,10 @@ def _same_image(image: str, tags) -> bool:
     return norm in tags
 
 
-@check("containerd.registry.mirrors", Severity.WARNING)
+@check("containerd.registry.mirrors", Severity.WARNING, requires=CONTAINERD_CONFIG)
 def registry_mirrors(ctx):
     """`registry.mirrors`/`configs`/`auths` are deprecated, and containerd's
     CRI plugin refuses `mirrors` together with `config_path`."""
-    skip = _config_or_skip(ctx)
-    if skip:
-        return skip
     cfg = ctx.containerd
     reg = cfg.registry()
     old = [k for k in ("mirrors", "configs", "auths") if reg.get(k)]
@@ -394,16 +360,16 @@ def registry_mirrors(ctx):
     if reg.get("config_path") and reg.get("mirrors"):
         return failed(
             "registry.mirrors together with registry.config_path",
-            seen,
-            "containerd refuses the combination (\"`mirrors` cannot be set when `config_path` is "
+            seen=seen,
+            why="containerd refuses the combination (\"`mirrors` cannot be set when `config_path` is "
             "provided\"): the CRI plugin does not load and the kubelet sees no runtime.",
-            fix, [REF_HOSTS])
+            fix=fix, refs=[REF_HOSTS])
     return warned(
         f"deprecated registry settings: {', '.join(old)}",
-        seen,
-        "registry.mirrors and configs are deprecated since containerd 1.5 (auths removed in 2.0) in "
+        seen=seen,
+        why="registry.mirrors and configs are deprecated since containerd 1.5 (auths removed in 2.0) in "
         "favour of hosts.toml files under config_path; they go away on a later upgrade.",
-        fix, [REF_HOSTS])
+        fix=fix, refs=[REF_HOSTS])
 
 
 _HOST_DIR_RE = re.compile(r"^(_default|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?|\[[0-9a-fA-F:]+\](:\d{1,5})?)$")
@@ -421,7 +387,7 @@ def _hosts_problems(ctx, config_path: str) -> tuple[list[str], list[str]]:
         f = os.path.join(d, "hosts.toml")
         if not ctx.hostfs.exists(f):
             continue
-        data, err = cfacts.parse_toml(ctx.hostfs, f)
+        data, err = parse_toml(ctx.hostfs, f)
         if err:
             problems.append(str(err))
             continue
@@ -438,41 +404,35 @@ def _hosts_problems(ctx, config_path: str) -> tuple[list[str], list[str]]:
     return problems, seen
 
 
-@check("containerd.registry.hosts", Severity.WARNING)
+@check("containerd.registry.hosts", Severity.WARNING, requires=CONTAINERD_CONFIG)
 def registry_hosts(ctx):
     """Every hosts.toml under config_path must parse and name valid URLs, in a
     directory named like the registry host; a wrong one is silently unused."""
-    skip = _config_or_skip(ctx)
-    if skip:
-        return skip
     config_path = ctx.containerd.registry().get("config_path")
     if not config_path:
         return skipped("registry.config_path is not set (no hosts.toml directory)")
     if not ctx.hostfs.is_dir(config_path):
-        return warned(f"config_path {config_path} does not exist", f"config_path = {config_path!r}",
-                      "Every pull goes straight to the upstream registry, ignoring the mirrors you meant.",
-                      f"mkdir -p {config_path}/docker.io   # and write hosts.toml files there", [REF_HOSTS])
+        return warned(f"config_path {config_path} does not exist", seen=f"config_path = {config_path!r}",
+                      why="Every pull goes straight to the upstream registry, ignoring the mirrors you meant.",
+                      fix=f"mkdir -p {config_path}/docker.io   # and write hosts.toml files there", refs=[REF_HOSTS])
     problems, seen = _hosts_problems(ctx, config_path)
     if not problems:
-        return passed(f"hosts.toml files under {config_path} are valid", "\n".join(seen))
+        return passed(f"hosts.toml files under {config_path} are valid", seen="\n".join(seen))
     return warned(
         f"{len(problems)} problem(s) in {config_path}",
-        "\n".join(problems + seen),
-        "containerd skips a registry directory it cannot parse or does not look up, so pulls bypass "
+        seen="\n".join(problems + seen),
+        why="containerd skips a registry directory it cannot parse or does not look up, so pulls bypass "
         "the mirror or fail on air-gapped nodes.",
-        f"{config_path}/docker.io/hosts.toml:\n"
+        fix=f"{config_path}/docker.io/hosts.toml:\n"
         'server = "https://registry-1.docker.io"\n[host."https://mirror.example.com"]\n'
         '  capabilities = ["pull", "resolve"]',
-        [REF_HOSTS])
+        refs=[REF_HOSTS])
 
 
-@check("containerd.oom_score_adj", Severity.CRITICAL)
+@check("containerd.oom_score_adj", Severity.CRITICAL, requires=CONTAINERD_CONFIG)
 def oom_score_adj(ctx):
     """Without CAP_SYS_RESOURCE (user namespaces, some sandboxes) runc cannot
     lower a sandbox's oom_score_adj, and every RunPodSandbox fails."""
-    skip = _config_or_skip(ctx)
-    if skip:
-        return skip
     proc = ctx.process("containerd")
     if proc is None:
         return skipped("no containerd process found under /proc")
@@ -482,31 +442,25 @@ def oom_score_adj(ctx):
     seen = (f"containerd pid {proc.pid}: user namespace={'yes' if userns else 'initial'}, "
             f"CAP_SYS_RESOURCE={'no' if no_cap else 'yes'}; restrict_oom_score_adj={str(restricted).lower()}")
     if not (userns or no_cap):
-        return passed("containerd may set oom_score_adj", seen)
+        return passed("containerd may set oom_score_adj", seen=seen)
     if restricted:
-        return passed("restricted environment and restrict_oom_score_adj = true", seen)
+        return passed("restricted environment and restrict_oom_score_adj = true", seen=seen)
     return failed(
         "containerd cannot lower oom_score_adj and restrict_oom_score_adj is not set",
-        seen,
+        seen=seen,
         # Seen with containerd 1.6.20/runc 1.1.5 without CAP_SYS_RESOURCE:
-        "RunPodSandbox fails with \"can't get final child's PID from pipe: EOF\" (runc: "
+        why="RunPodSandbox fails with \"can't get final child's PID from pipe: EOF\" (runc: "
         "\"failed to update /proc/self/oom_score_adj: Permission denied\"): no pod can start.",
-        config_fix(ctx, toml_snippet(f'plugins."{ctx.containerd.runtime_section_name}"', "restrict_oom_score_adj = true")),
-        [REF_CONFIG],
+        fix=config_fix(ctx, toml_snippet(f'plugins."{ctx.containerd.runtime_section_name}"', "restrict_oom_score_adj = true")),
+        refs=[REF_CONFIG],
     )
 
 
-UNIT_PATHS = tuple(systemd.unit_paths("containerd.service"))
-
-
-@check("containerd.service", Severity.CRITICAL)
+@check("containerd.service", Severity.CRITICAL, requires=(RUNS_CONTAINERD,))
 def service(ctx):
     """containerd.service must keep containers alive across a containerd
     restart (KillMode=process) and not cap their tasks or files."""
-    skip = not_this_runtime(ctx, "containerd")
-    if skip:
-        return skip
-    unit = systemd.read_unit(ctx.hostfs, "containerd.service")
+    unit = ctx.unit("containerd.service")
     s, files = unit.settings, unit.files
     if not files:
         layout = ctx.containerd_location.layout.name
@@ -525,16 +479,16 @@ def service(ctx):
     if nofile.isdigit() and int(nofile) < 65536:
         warns.append(f"LimitNOFILE={nofile} is low: containerd runs out of file descriptors on busy nodes")
     if not fails and not warns:
-        return passed("KillMode=process, Delegate=yes, TasksMax=infinity", seen)
+        return passed("KillMode=process, Delegate=yes, TasksMax=infinity", seen=seen)
     make = failed if fails else warned
     return make(
         "; ".join(fails + warns).split(":")[0] if len(fails + warns) == 1 else f"{len(fails + warns)} unit settings are wrong",
-        seen + "\n" + "\n".join(fails + warns),
-        "These are the settings containerd's own unit file ships; without them a containerd restart "
+        seen=seen + "\n" + "\n".join(fails + warns),
+        why="These are the settings containerd's own unit file ships; without them a containerd restart "
         "or upgrade takes every pod down, or pods fail under load.",
-        "mkdir -p /etc/systemd/system/containerd.service.d\n"
+        fix="mkdir -p /etc/systemd/system/containerd.service.d\n"
         "cat > /etc/systemd/system/containerd.service.d/10-k8s.conf <<'EOF'\n"
         "[Service]\nKillMode=process\nDelegate=yes\nTasksMax=infinity\nLimitNOFILE=1048576\nEOF\n"
         "systemctl daemon-reload && systemctl restart containerd",
-        ["https://github.com/containerd/containerd/blob/main/containerd.service"],
+        refs=["https://github.com/containerd/containerd/blob/main/containerd.service"],
     )

@@ -9,18 +9,12 @@ from cri_exporter.cri.client import DEFAULT_ENDPOINTS, CriError, socket_path
 from cri_exporter.doctor.facts.files import resolve
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
+from cri_exporter.doctor.requirements import CRI_ANSWERS, CRI_STATUS
 
 REF_CRI = "https://kubernetes.io/docs/concepts/architecture/cri/"
 REF_DEBUG = "https://kubernetes.io/docs/tasks/debug/debug-cluster/crictl/"
 REF_TROUBLESHOOT = "https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/"
 EXTRA_SOCKETS = ("unix:///var/run/dockershim.sock",)
-
-
-def _unreachable(ctx):
-    v = ctx.cri("version")
-    if isinstance(v, CriError):
-        return skipped(f"the runtime does not answer (see cri.socket): {v}")
-    return None
 
 
 @check("cri.socket", Severity.CRITICAL)
@@ -33,32 +27,32 @@ def socket(ctx):
         try:
             st = os.stat(path)
         except PermissionError:
-            return failed(f"no permission to reach {path}", f"endpoint {endpoint}; running as uid {os.geteuid()}",
-                          "A directory on the way to the socket may not be searched by this user, so nothing "
+            return failed(f"no permission to reach {path}", seen=f"endpoint {endpoint}; running as uid {os.geteuid()}",
+                          why="A directory on the way to the socket may not be searched by this user, so nothing "
                           "can be asked of the runtime.",
-                          "Run the doctor as root (sudo), or as a member of the socket's group.", [REF_DEBUG])
+                          fix="Run the doctor as root (sudo), or as a member of the socket's group.", refs=[REF_DEBUG])
         except OSError:
-            return failed(f"runtime socket {path} does not exist", f"endpoint {endpoint}",
-                          "Nothing listens where the kubelet and crictl look: the runtime is not running, "
+            return failed(f"runtime socket {path} does not exist", seen=f"endpoint {endpoint}",
+                          why="Nothing listens where the kubelet and crictl look: the runtime is not running, "
                           "or the endpoint is wrong.",
-                          "systemctl status containerd   # or crio; journalctl -u containerd -e\n"
-                          "or pass --runtime-endpoint / CONTAINER_RUNTIME_ENDPOINT", [REF_DEBUG])
+                          fix="systemctl status containerd   # or crio; journalctl -u containerd -e\n"
+                          "or pass --runtime-endpoint / CONTAINER_RUNTIME_ENDPOINT", refs=[REF_DEBUG])
         if not stat.S_ISSOCK(st.st_mode):
-            return failed(f"{path} is not a socket", f"mode {stat.filemode(st.st_mode)}",
-                          "A file or directory sits where the runtime should listen (a bad bind mount or a "
+            return failed(f"{path} is not a socket", seen=f"mode {stat.filemode(st.st_mode)}",
+                          why="A file or directory sits where the runtime should listen (a bad bind mount or a "
                           "leftover), so the runtime cannot create its socket.",
-                          f"rm -rf {path} && systemctl restart containerd", [REF_DEBUG])
+                          fix=f"rm -rf {path} && systemctl restart containerd", refs=[REF_DEBUG])
         if not os.access(path, os.R_OK | os.W_OK, effective_ids=os.access in os.supports_effective_ids):
             return failed(f"no permission to open {path}",
-                          f"mode {stat.filemode(st.st_mode)} uid {st.st_uid} gid {st.st_gid}; running as uid {os.geteuid()}",
-                          "Without read/write on the socket nothing can be asked of the runtime.",
-                          "Run the doctor as root (sudo), or as a member of the socket's group.", [REF_DEBUG])
+                          seen=f"mode {stat.filemode(st.st_mode)} uid {st.st_uid} gid {st.st_gid}; running as uid {os.geteuid()}",
+                          why="Without read/write on the socket nothing can be asked of the runtime.",
+                          fix="Run the doctor as root (sudo), or as a member of the socket's group.", refs=[REF_DEBUG])
     if isinstance(v, CriError):
         if v.code == "UNIMPLEMENTED":
             return passed(f"{endpoint} answers gRPC (CRI API: see cri.api_version)")
-        return failed(f"the runtime at {endpoint} does not answer", str(v),
-                      "The kubelet cannot create, stop or inspect pods.",
-                      "systemctl restart containerd   # or crio; then journalctl -u containerd -e", [REF_DEBUG])
+        return failed(f"the runtime at {endpoint} does not answer", seen=str(v),
+                      why="The kubelet cannot create, stop or inspect pods.",
+                      fix="systemctl restart containerd   # or crio; then journalctl -u containerd -e", refs=[REF_DEBUG])
     return passed(f"{endpoint} answers: {v.runtime_name} {v.runtime_version}")
 
 
@@ -80,12 +74,12 @@ def multiple_sockets(ctx):
     if len(found) <= 1:
         return passed(f"{found[0] if found else 'no well-known runtime socket'}" + (" is the only runtime socket" if found else ""))
     return warned(
-        f"{len(found)} runtime sockets: {', '.join(found)}", "\n".join(found),
-        "kubeadm stops with \"Found multiple CRI endpoints on the host\", crictl picks the first it "
+        f"{len(found)} runtime sockets: {', '.join(found)}", seen="\n".join(found),
+        why="kubeadm stops with \"Found multiple CRI endpoints on the host\", crictl picks the first it "
         "finds, and a kubelet without containerRuntimeEndpoint may talk to the wrong runtime.",
-        "Stop and disable the runtime you do not use (e.g. systemctl disable --now docker), or set "
+        fix="Stop and disable the runtime you do not use (e.g. systemctl disable --now docker), or set "
         "containerRuntimeEndpoint in the kubelet config and criSocket in kubeadm's config.",
-        [REF_TROUBLESHOOT])
+        refs=[REF_TROUBLESHOOT])
 
 
 @check("cri.api_version", Severity.CRITICAL)
@@ -94,40 +88,32 @@ def api_version(ctx):
     v = ctx.cri("version")
     if isinstance(v, CriError):
         if v.code == "UNIMPLEMENTED":
-            return failed("the runtime does not serve CRI runtime.v1", str(v),
-                          "The kubelet (1.26+) only speaks runtime.v1: the node cannot run pods.",
-                          "containerd: remove \"cri\" from disabled_plugins and restart; upgrade containerd "
-                          "to 1.6+ or CRI-O to 1.24+.", [REF_CRI])
+            return failed("the runtime does not serve CRI runtime.v1", seen=str(v),
+                          why="The kubelet (1.26+) only speaks runtime.v1: the node cannot run pods.",
+                          fix="containerd: remove \"cri\" from disabled_plugins and restart; upgrade containerd "
+                          "to 1.6+ or CRI-O to 1.24+.", refs=[REF_CRI])
         return skipped(f"the runtime does not answer (see cri.socket): {v}")
     seen = f"{v.runtime_name} {v.runtime_version}, runtime_api_version={v.runtime_api_version}"
     if v.runtime_api_version != "v1":
-        return failed(f"runtime API {v.runtime_api_version}, not v1", seen,
-                      "The kubelet 1.26+ needs runtime.v1.", "Upgrade the runtime.", [REF_CRI])
-    return passed(f"runtime.v1 ({v.runtime_name} {v.runtime_version})", seen)
+        return failed(f"runtime API {v.runtime_api_version}, not v1", seen=seen,
+                      why="The kubelet 1.26+ needs runtime.v1.", fix="Upgrade the runtime.", refs=[REF_CRI])
+    return passed(f"runtime.v1 ({v.runtime_name} {v.runtime_version})", seen=seen)
 
 
 def _condition(ctx, name: str):
-    s = ctx.cri("status")
-    if isinstance(s, CriError):
-        return None, skipped(f"Status failed: {s}")
-    return next((c for c in s.conditions if c.type == name), None), None
+    return next((c for c in ctx.cri("status").conditions if c.type == name), None)
 
 
 def _condition_true(ctx, name: str, summary: str, why: str, fix: str):
-    """A Status condition that must be true: pass, fail with its reason, or skip when Status fails."""
-    skip = _unreachable(ctx)
-    if skip:
-        return skip
-    cond, skip = _condition(ctx, name)
-    if skip:
-        return skip
+    """A Status condition that must be true: pass, or fail with its reason."""
+    cond = _condition(ctx, name)
     if cond and cond.status:
         return passed(f"{name}=true")
     seen = f"{name}={'absent' if cond is None else 'false'}" + (f" reason={cond.reason} message={cond.message}" if cond else "")
-    return failed(summary, seen, why, fix, [REF_DEBUG])
+    return failed(summary, seen=seen, why=why, fix=fix, refs=[REF_DEBUG])
 
 
-@check("cri.runtime_ready", Severity.CRITICAL)
+@check("cri.runtime_ready", Severity.CRITICAL, requires=(CRI_ANSWERS, CRI_STATUS))
 def runtime_ready(ctx):
     """Status must report RuntimeReady=true."""
     return _condition_true(
@@ -136,7 +122,7 @@ def runtime_ready(ctx):
         "journalctl -u containerd -e   # or crio: the reason above names the failing part")
 
 
-@check("cri.network_ready", Severity.CRITICAL)
+@check("cri.network_ready", Severity.CRITICAL, requires=(CRI_ANSWERS, CRI_STATUS))
 def network_ready(ctx):
     """Status must report NetworkReady=true: the CNI config loaded."""
     return _condition_true(
@@ -150,16 +136,11 @@ def network_ready(ctx):
 DEPRECATION_CONDITION = "ContainerdHasNoDeprecationWarnings"
 
 
-@check("cri.deprecations", Severity.WARNING)
+@check("cri.deprecations", Severity.WARNING, requires=(CRI_ANSWERS, CRI_STATUS))
 def deprecations(ctx):
     """containerd 1.7+/2.x report deprecated features in use as a Status
     condition whose message is JSON (id -> text); decoded here."""
-    skip = _unreachable(ctx)
-    if skip:
-        return skip
-    cond, skip = _condition(ctx, DEPRECATION_CONDITION)
-    if skip:
-        return skip
+    cond = _condition(ctx, DEPRECATION_CONDITION)
     if cond is None:
         return skipped(f"the runtime reports no {DEPRECATION_CONDITION} condition (containerd < 1.7 or CRI-O)")
     if cond.status:
@@ -169,19 +150,16 @@ def deprecations(ctx):
         items = [f"{k}: {v}" for k, v in decoded.items()] if isinstance(decoded, dict) else [str(decoded)]
     except (ValueError, TypeError):
         items = [cond.message]
-    return warned(f"{len(items)} deprecated feature(s) in use", "\n".join(items),
-                  "Deprecated features are removed in a later containerd release; the node breaks at that upgrade.",
-                  "Follow each message; `ctr deprecations list` shows them too.",
-                  ["https://github.com/containerd/containerd/blob/main/RELEASES.md#deprecated-features"])
+    return warned(f"{len(items)} deprecated feature(s) in use", seen="\n".join(items),
+                  why="Deprecated features are removed in a later containerd release; the node breaks at that upgrade.",
+                  fix="Follow each message; `ctr deprecations list` shows them too.",
+                  refs=["https://github.com/containerd/containerd/blob/main/RELEASES.md#deprecated-features"])
 
 
-@check("cri.pod_stats", Severity.WARNING)
+@check("cri.pod_stats", Severity.WARNING, requires=(CRI_ANSWERS,))
 def pod_stats(ctx):
     """ListPodSandboxStats fails whole when one sandbox is broken (containerd
     1.6: "cgroupPath is empty"); the kubelet's stats and metrics then go blank."""
-    skip = _unreachable(ctx)
-    if skip:
-        return skip
     stats = ctx.cri("list_pod_sandbox_stats")
     if not isinstance(stats, CriError):
         return passed(f"ListPodSandboxStats answers ({len(stats)} pods)")
@@ -197,10 +175,10 @@ def pod_stats(ctx):
     seen = f"ListPodSandboxStats: {stats}" + ("\nbroken sandboxes:\n" + "\n".join(broken) if broken else "")
     return failed(
         "ListPodSandboxStats fails" + (f"; {len(broken)} sandbox(es) break it" if broken else ""),
-        seen,
-        "The kubelet's /stats/summary and metrics-server lose every pod's usage: HPA stops scaling "
+        seen=seen,
+        why="The kubelet's /stats/summary and metrics-server lose every pod's usage: HPA stops scaling "
         "and evictions use stale data.",
-        ("Remove the broken sandbox(es): crictl stopp <id> && crictl rmp <id>\n" if broken else "")
+        fix=("Remove the broken sandbox(es): crictl stopp <id> && crictl rmp <id>\n" if broken else "")
         + "journalctl -u containerd -e | grep -i stats",
-        [REF_DEBUG],
+        refs=[REF_DEBUG],
     )

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import stat
 
-import yaml
-
 from cri_exporter.cri.client import socket_path
 from cri_exporter.doctor.facts import crio as crio_facts
 from cri_exporter.doctor.facts.containerd import same_socket
-from cri_exporter.doctor.facts.files import FileTooLarge, read_config, resolve
+from cri_exporter.doctor.facts import crictl as crictl_facts
+from cri_exporter.doctor.facts.files import resolve
 from cri_exporter.doctor.model import Severity, failed, passed, warned
 from cri_exporter.doctor.registry import check
 
@@ -33,15 +32,14 @@ def _own_crictl(ctx, layout_line: str):
     layout = ctx.containerd_location.layout if ctx.runtime_kind == "containerd" else None
     if layout is None or not layout.crictl_config or not ctx.hostfs.exists(layout.crictl_config):
         return None
-    try:
-        data = yaml.safe_load(read_config(ctx.hostfs, layout.crictl_config)) or {}
-    except (yaml.YAMLError, OSError, FileTooLarge):
+    data, error = crictl_facts.read(ctx.hostfs, layout.crictl_config)
+    if error:
         return None
     use = ("k3s crictl" if layout.name == "k3s" else
            f"CRI_CONFIG_FILE={layout.crictl_config} /var/lib/rancher/{layout.name}/bin/crictl")
     configured = data.get("runtime-endpoint") if isinstance(data, dict) else None
     return passed(f"no {PATH}; {layout.name}'s own crictl ({use}) reads {layout.crictl_config}",
-                  f"{layout.crictl_config}: runtime-endpoint {configured}\n{layout_line}")
+                  seen=f"{layout.crictl_config}: runtime-endpoint {configured}\n{layout_line}")
 
 
 @check("crictl.endpoint", Severity.INFO)
@@ -52,35 +50,34 @@ def endpoint(ctx):
         own = _own_crictl(ctx, layout_line)
         if own:
             return own
-        return warned(f"no {PATH}", f"{PATH} is absent\n{layout_line}",
-                      "crictl then tries each default socket in turn, prints a deprecation warning and "
+        return warned(f"no {PATH}", seen=f"{PATH} is absent\n{layout_line}",
+                      why="crictl then tries each default socket in turn, prints a deprecation warning and "
                       "may talk to the wrong runtime (e.g. a dockershim leftover).",
-                      FIX.format(ep=ep), [REF])
-    try:
-        data = yaml.safe_load(read_config(ctx.hostfs, PATH)) or {}
-    except (yaml.YAMLError, OSError, FileTooLarge) as e:
-        return failed(f"{PATH} does not parse", f"{e}\n{layout_line}", "crictl refuses to run.", FIX.format(ep=ep), [REF])
+                      fix=FIX.format(ep=ep), refs=[REF])
+    data, error = crictl_facts.read(ctx.hostfs, PATH)
+    if error:
+        return failed(f"{PATH} does not parse", seen=f"{error}\n{layout_line}", why="crictl refuses to run.", fix=FIX.format(ep=ep), refs=[REF])
     configured = data.get("runtime-endpoint") if isinstance(data, dict) else None
     if not configured:
-        return warned(f"{PATH} sets no runtime-endpoint", f"{PATH}: {data!r}\n{layout_line}",
-                      "crictl falls back to probing default sockets.", FIX.format(ep=ep), [REF])
+        return warned(f"{PATH} sets no runtime-endpoint", seen=f"{PATH}: {data!r}\n{layout_line}",
+                      why="crictl falls back to probing default sockets.", fix=FIX.format(ep=ep), refs=[REF])
     sock = socket_path(str(configured))
     if sock is None:
-        return passed(f"runtime-endpoint {configured}", layout_line)
+        return passed(f"runtime-endpoint {configured}", seen=layout_line)
     try:
         st = os.stat(resolve(ctx.hostfs, sock))
     except OSError:
         st = None
     if st is None or not stat.S_ISSOCK(st.st_mode):
         return failed(f"crictl's runtime-endpoint {sock} is not a socket that exists",
-                      f"runtime-endpoint: {configured} ({PATH})\n{layout_line}",
-                      "Every crictl command fails with \"connect: no such file or directory\".",
-                      FIX.format(ep=ep), [REF])
+                      seen=f"runtime-endpoint: {configured} ({PATH})\n{layout_line}",
+                      why="Every crictl command fails with \"connect: no such file or directory\".",
+                      fix=FIX.format(ep=ep), refs=[REF])
     expected = socket_path(ep)
     if not same_socket(ctx.hostfs, sock, ctx.hostfs.resolve(expected)):
         return warned(f"crictl's runtime-endpoint {sock} is not this node's runtime ({expected})",
-                      f"runtime-endpoint: {configured} ({PATH})\n{layout_line}",
-                      "crictl answers from another runtime (another containerd, a leftover Docker one) "
+                      seen=f"runtime-endpoint: {configured} ({PATH})\n{layout_line}",
+                      why="crictl answers from another runtime (another containerd, a leftover Docker one) "
                       "than the one running the kubelet's pods: what it shows is not this node's.",
-                      FIX.format(ep=ep), [REF])
-    return passed(f"runtime-endpoint {configured}", f"{PATH}\n{layout_line}")
+                      fix=FIX.format(ep=ep), refs=[REF])
+    return passed(f"runtime-endpoint {configured}", seen=f"{PATH}\n{layout_line}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from cri_exporter.doctor.checks.kubelet import parse_quantity
+from cri_exporter.doctor.facts.quantity import parse_quantity
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
 
@@ -61,17 +61,17 @@ def _check(ctx, kind: str, path: str):
             if need_q is not None and avail < need_q:
                 fails.append(f"{unit}: {avail} free, below {signal}<{limit}")
     if not fails and not warns:
-        return passed(f"{kind} {path} has room above the eviction thresholds", "\n".join(seen))
+        return passed(f"{kind} {path} has room above the eviction thresholds", seen="\n".join(seen))
     make = failed if fails else warned
     return make(
-        (fails or warns)[0], "\n".join(fails + warns + seen),
-        f"Below the threshold the kubelet sets DiskPressure, evicts pods and refuses new ones; "
+        (fails or warns)[0], seen="\n".join(fails + warns + seen),
+        why=f"Below the threshold the kubelet sets DiskPressure, evicts pods and refuses new ones; "
         f"{'image GC deletes unused images' if kind == 'imagefs' else 'pod logs and emptyDirs are evicted'}.",
-        ("crictl rmi --prune   # unused images\n" if kind == "imagefs" else
+        fix=("crictl rmi --prune   # unused images\n" if kind == "imagefs" else
          "du -xsh /var/lib/kubelet/pods/* /var/log/pods/* | sort -h | tail   # find the biggest\n")
         + "journalctl --vacuum-size=500M   # if the journal shares the filesystem\n"
         "or grow the filesystem",
-        [REF])
+        refs=[REF])
 
 
 @check("disk.imagefs", Severity.CRITICAL)

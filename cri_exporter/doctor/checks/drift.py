@@ -20,10 +20,11 @@ import os
 import time
 
 from cri_exporter.cri.client import CriError
-from cri_exporter.doctor.checks._common import not_this_runtime
-from cri_exporter.doctor.facts import crio as crio_facts
+from cri_exporter.doctor.facts.containerd import dig
+from cri_exporter.doctor.facts.crio import api_socket as crio_api_socket
 from cri_exporter.doctor.model import Severity, passed, skipped, warned
 from cri_exporter.doctor.registry import check
+from cri_exporter.doctor.requirements import RUNS_CONTAINERD, RUNS_CRIO
 
 REF = "https://github.com/containerd/containerd/blob/main/docs/cri/config.md"
 
@@ -56,14 +57,6 @@ def _running_containerd_config(ctx) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _dig(d, *keys):
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return None
-        d = d[k]
-    return d
-
-
 def _is_containerd_1x_shape(running: dict) -> bool:
     """1.x's PluginConfig carries sandboxImage at the top; 2.x's
     criconfig.Config has no image settings at all (they moved to the
@@ -72,10 +65,10 @@ def _is_containerd_1x_shape(running: dict) -> bool:
 
 
 def _running_cni_bin_dirs(running: dict) -> list[str] | None:
-    dirs = _dig(running, "cni", "binDirs")  # 2.1+; binDir is migrated into it
+    dirs = dig(running, "cni", "binDirs")  # 2.1+; binDir is migrated into it
     if isinstance(dirs, list) and dirs:
         return [str(d) for d in dirs]
-    one = _dig(running, "cni", "binDir")  # 1.x, 2.0
+    one = dig(running, "cni", "binDir")  # 1.x, 2.0
     return [str(one)] if isinstance(one, str) and one else None
 
 
@@ -87,21 +80,21 @@ def _config_differences(ctx, running: dict) -> list[str]:
     cfg = ctx.containerd
     diffs = []
     pairs = [
-        ("cni conf_dir", cfg.cni_conf_dir().rstrip("/"), (_dig(running, "cni", "confDir") or "").rstrip("/") or None),
+        ("cni conf_dir", cfg.cni_conf_dir().rstrip("/"), (dig(running, "cni", "confDir") or "").rstrip("/") or None),
         ("cni bin dirs", _norm_dirs(cfg.cni_bin_dirs()), _norm_dirs(_running_cni_bin_dirs(running))),
         ("restrict_oom_score_adj", bool(cfg.runtime_section.get("restrict_oom_score_adj", False)),
          running.get("restrictOOMScoreAdj")),
-        ("default_runtime_name", cfg.default_runtime_name, _dig(running, "containerd", "defaultRuntimeName") or None),
+        ("default_runtime_name", cfg.default_runtime_name, dig(running, "containerd", "defaultRuntimeName") or None),
     ]
     if _is_containerd_1x_shape(running):
         image, explicit = cfg.sandbox_image()
         pairs += [
             ("sandbox image", image if explicit else None, running.get("sandboxImage")),
-            ("registry config_path", cfg.registry().get("config_path", ""), _dig(running, "registry", "configPath")),
+            ("registry config_path", cfg.registry().get("config_path", ""), dig(running, "registry", "configPath")),
         ]
     rt = cfg.default_runtime_name
-    opts = _dig(running, "containerd", "runtimes", rt, "options")
-    if _dig(running, "containerd", "runtimes", rt) is not None:
+    opts = dig(running, "containerd", "runtimes", rt, "options")
+    if dig(running, "containerd", "runtimes", rt) is not None:
         pairs.append((f"runtimes.{rt}.options.SystemdCgroup", cfg.runtime_options().get("SystemdCgroup", False) is True,
                       (opts or {}).get("SystemdCgroup", False) is True))
     for name, on_disk, live in pairs:
@@ -115,12 +108,9 @@ def _config_differences(ctx, running: dict) -> list[str]:
 RESTART_FIX = "{command}   # containers keep running (KillMode=process)\nthen run the doctor again"
 
 
-@check("containerd.config.drift", Severity.WARNING)
+@check("containerd.config.drift", Severity.WARNING, requires=(RUNS_CONTAINERD,))
 def containerd_drift(ctx):
     """containerd runs with a config other than the one on disk."""
-    skip = not_this_runtime(ctx, "containerd")
-    if skip:
-        return skip
     cfg = ctx.containerd
     if not cfg.exists or cfg.errors:
         return skipped("no parseable config file to compare")
@@ -138,13 +128,13 @@ def containerd_drift(ctx):
         if running is not None and not _is_containerd_1x_shape(running):
             seen += ("\n(containerd 2.x leaves the image settings out of Status: the sandbox image and "
                      "registry config_path were not compared)")
-        return passed("containerd runs the config on disk", seen)
+        return passed("containerd runs the config on disk", seen=seen)
     return warned(
         "containerd runs a different config than the one on disk",
-        "\n".join(newer + diffs),
-        "Edits to config.toml take effect only when containerd restarts: the fix you made is not "
+        seen="\n".join(newer + diffs),
+        why="Edits to config.toml take effect only when containerd restarts: the fix you made is not "
         "active yet, and it will become active, maybe unexpectedly, at the next restart or reboot.",
-        RESTART_FIX.format(command=ctx.containerd_location.restart), [REF])
+        fix=RESTART_FIX.format(command=ctx.containerd_location.restart), refs=[REF])
 
 
 # (table in crio.conf, key): where the same setting sits in GET /config's TOML.
@@ -178,11 +168,11 @@ def _crio_differences(cfg, running: dict) -> list[str]:
             continue
         if on_disk in ("", None):
             continue
-        live = _dig(running, *table.split("."), key)
+        live = dig(running, *table.split("."), key)
         if live is not None and not _same(on_disk, live):
             diffs.append(f"{key}: file says {on_disk!r} ({where}), running CRI-O uses {live!r}")
     file_rts, where = cfg.values.get(("crio.runtime", "runtimes"), ({}, ""))
-    live_rts = _dig(running, "crio", "runtime", "runtimes")
+    live_rts = dig(running, "crio", "runtime", "runtimes")
     if isinstance(file_rts, dict) and isinstance(live_rts, dict):
         for name in sorted(set(file_rts) - set(live_rts)):
             diffs.append(f"runtimes: [crio.runtime.runtimes.{name}] is in the files, not in running CRI-O")
@@ -196,18 +186,15 @@ def _crio_differences(cfg, running: dict) -> list[str]:
     return diffs
 
 
-@check("crio.config.drift", Severity.WARNING)
+@check("crio.config.drift", Severity.WARNING, requires=(RUNS_CRIO,))
 def crio_drift(ctx):
     """CRI-O runs with a config other than the one on disk."""
-    skip = not_this_runtime(ctx, "crio")
-    if skip:
-        return skip
     cfg = ctx.crio
     if not cfg.exists:
         return skipped("no CRI-O config files")
     proc = ctx.process("crio")
-    sock = crio_facts.api_socket(cfg)
-    running, why_not = crio_facts.running_config(ctx.hostfs, sock, timeout=min(ctx.cri_timeout, 2.0))
+    sock = crio_api_socket(cfg)
+    running, why_not = ctx.crio_running
     if proc is None and running is None:
         return skipped(f"no crio process visible under /proc, and {why_not}")
     newer = _newer_files(ctx, cfg.files, proc)
@@ -218,12 +205,12 @@ def crio_drift(ctx):
     if running is not None and cfg.errors:
         notes.append("a config file does not parse (see crio.config.parse): settings not compared")
     if not newer and not diffs:
-        return passed("CRI-O runs the config on disk", "\n".join(["compared " + " and ".join(basis)] + notes))
+        return passed("CRI-O runs the config on disk", seen="\n".join(["compared " + " and ".join(basis)] + notes))
     return warned(
-        "CRI-O runs a different config than the one on disk", "\n".join(diffs + newer + notes),
-        "Most crio.conf settings take effect only when CRI-O restarts (a few reload on SIGHUP): the "
+        "CRI-O runs a different config than the one on disk", seen="\n".join(diffs + newer + notes),
+        why="Most crio.conf settings take effect only when CRI-O restarts (a few reload on SIGHUP): the "
         "change is not active yet, the most common reason a fix \"did not work\", and it will become "
         "active, maybe unexpectedly, at the next restart or reboot.",
-        "crio config | less   # the config CRI-O would load now: check it before restarting\n"
+        fix="crio config | less   # the config CRI-O would load now: check it before restarting\n"
         + RESTART_FIX.format(command="systemctl restart crio"),
-        ["https://github.com/cri-o/cri-o/blob/main/docs/crio.conf.5.md"])
+        refs=["https://github.com/cri-o/cri-o/blob/main/docs/crio.conf.5.md"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from cri_exporter.doctor.facts import procfs
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
+from cri_exporter.doctor.requirements import CGROUPFS
 
 REF_PREREQ = "https://kubernetes.io/docs/setup/production-environment/container-runtimes/#install-and-configure-prerequisites"
 REF_CGROUPS = "https://kubernetes.io/docs/concepts/architecture/cgroups/"
@@ -19,13 +20,13 @@ MODULES_LOAD_FIX = (
 def _module(ctx, name: str, why: str):
     state = procfs.module_state(ctx.hostfs, name)
     if state:
-        return passed(f"{name} is {state}", f"{name}: {state}")
+        return passed(f"{name} is {state}", seen=f"{name}: {state}")
     return failed(
         f"kernel module {name} is not loaded",
-        f"{name} is in neither /proc/modules, /sys/module nor modules.builtin",
-        why,
-        MODULES_LOAD_FIX.format(m=name),
-        [REF_PREREQ],
+        seen=f"{name} is in neither /proc/modules, /sys/module nor modules.builtin",
+        why=why,
+        fix=MODULES_LOAD_FIX.format(m=name),
+        refs=[REF_PREREQ],
     )
 
 
@@ -61,14 +62,14 @@ def ipvs(ctx):
         return skipped("kube-proxy does not run in IPVS mode here (no kube-ipvs0 interface)")
     missing = [m for m in IPVS_MODULES if not procfs.module_state(ctx.hostfs, m)]
     if not missing:
-        return passed("IPVS modules are loaded", ", ".join(IPVS_MODULES))
+        return passed("IPVS modules are loaded", seen=", ".join(IPVS_MODULES))
     return failed(
         f"kube-proxy runs in IPVS mode but {', '.join(missing)} not loaded",
-        f"kube-ipvs0 exists; missing modules: {', '.join(missing)}",
-        "kube-proxy falls back or fails to program Services when a scheduler module is absent.",
-        "\n".join(f"modprobe {m}" for m in missing)
+        seen=f"kube-ipvs0 exists; missing modules: {', '.join(missing)}",
+        why="kube-proxy falls back or fails to program Services when a scheduler module is absent.",
+        fix="\n".join(f"modprobe {m}" for m in missing)
         + f"\nprintf '%s\\n' {' '.join(missing)} > /etc/modules-load.d/ipvs.conf",
-        ["https://kubernetes.io/docs/reference/networking/virtual-ips/#proxy-mode-ipvs"],
+        refs=["https://kubernetes.io/docs/reference/networking/virtual-ips/#proxy-mode-ipvs"],
     )
 
 
@@ -78,12 +79,12 @@ def _sysctl(ctx, name: str, severity_fail: bool, why: str, absent_hint: str = ""
     fix = f"sysctl -w {name}=1\necho '{name} = 1' >> {conf}   # keep it across reboots"
     if value is None:
         make = failed if severity_fail else warned
-        return make(f"{name} does not exist", f"/proc/sys/{name.replace('.', '/')} is absent{absent_hint}",
-                    why, ("modprobe br_netfilter\n" if absent_hint else "") + fix, [REF_PREREQ])
+        return make(f"{name} does not exist", seen=f"/proc/sys/{name.replace('.', '/')} is absent{absent_hint}",
+                    why=why, fix=("modprobe br_netfilter\n" if absent_hint else "") + fix, refs=[REF_PREREQ])
     if value == "1":
         return passed(f"{name} = 1")
     make = failed if severity_fail else warned
-    return make(f"{name} = {value}, expected 1", f"/proc/sys/{name.replace('.', '/')} = {value}", why, fix, [REF_PREREQ])
+    return make(f"{name} = {value}, expected 1", seen=f"/proc/sys/{name.replace('.', '/')} = {value}", why=why, fix=fix, refs=[REF_PREREQ])
 
 
 @check("kernel.sysctl.ip_forward", Severity.CRITICAL)
@@ -120,24 +121,22 @@ def swap(ctx):
         return passed("swap is off")
     seen = f"swap on {', '.join(devices)} (/proc/swaps); failSwapOn={str(fail_swap_on).lower()} ({where})"
     if not fail_swap_on:
-        return passed("swap is on and the kubelet allows it (failSwapOn: false)", seen)
+        return passed("swap is on and the kubelet allows it (failSwapOn: false)", seen=seen)
     return failed(
         "swap is on and the kubelet's failSwapOn is true",
-        seen,
-        "The kubelet exits at start with \"running with swap on is not supported\": the node goes NotReady.",
-        "swapoff -a   # and comment out the swap line in /etc/fstab\n"
+        seen=seen,
+        why="The kubelet exits at start with \"running with swap on is not supported\": the node goes NotReady.",
+        fix="swapoff -a   # and comment out the swap line in /etc/fstab\n"
         "# or, to run with swap (1.28+), in /var/lib/kubelet/config.yaml:\n"
         "failSwapOn: false\nmemorySwap:\n  swapBehavior: LimitedSwap",
-        [REF_SWAP],
+        refs=[REF_SWAP],
     )
 
 
-@check("kernel.cgroup.version", Severity.WARNING)
+@check("kernel.cgroup.version", Severity.WARNING, requires=(CGROUPFS,))
 def cgroup_version(ctx):
     """cgroup v1 is deprecated (kubelet 1.31) and refused by default from 1.35."""
     info = ctx.cgroups
-    if info.version is None:
-        return skipped("no cgroup filesystem under /sys/fs/cgroup")
     if info.version == 2:
         return passed("cgroup v2 (unified)")
     fail_v1, where = ctx.kubelet.value("failCgroupV1", None)
@@ -149,31 +148,29 @@ def cgroup_version(ctx):
     why = ("cgroup v1 is in maintenance mode; kubelet 1.35+ refuses to start on it unless "
            "failCgroupV1 is false, so the next kubelet upgrade takes the node down.")
     if fail_v1 is not None and str(fail_v1).lower() == "true":
-        return failed("cgroup v1 and the kubelet's failCgroupV1 is true", seen, why, fix, [REF_CGROUPS])
-    return warned(f"cgroup {mode}: deprecated", seen, why, fix, [REF_CGROUPS])
+        return failed("cgroup v1 and the kubelet's failCgroupV1 is true", seen=seen, why=why, fix=fix, refs=[REF_CGROUPS])
+    return warned(f"cgroup {mode}: deprecated", seen=seen, why=why, fix=fix, refs=[REF_CGROUPS])
 
 
 REQUIRED_CONTROLLERS = ("cpu", "cpuset", "memory", "pids")
 
 
-@check("kernel.cgroup.controllers", Severity.CRITICAL)
+@check("kernel.cgroup.controllers", Severity.CRITICAL, requires=(CGROUPFS,))
 def cgroup_controllers(ctx):
     """The kubelet needs the cpu, cpuset, memory and pids controllers."""
     info = ctx.cgroups
-    if info.version is None:
-        return skipped("no cgroup filesystem under /sys/fs/cgroup")
     missing = [c for c in REQUIRED_CONTROLLERS if c not in info.controllers]
     source = "/sys/fs/cgroup/cgroup.controllers" if info.version == 2 else "/proc/cgroups"
     seen = f"{source}: {' '.join(sorted(info.controllers)) or '(none)'}"
     if not missing:
-        return passed("cpu, cpuset, memory and pids controllers are enabled", seen)
+        return passed("cpu, cpuset, memory and pids controllers are enabled", seen=seen)
     return failed(
         f"cgroup controllers missing: {', '.join(missing)}",
-        seen,
-        "The kubelet fails its start-up checks (\"missing cgroups: ...\") or cannot enforce pod limits.",
-        "Enable them on the kernel command line, e.g. cgroup_enable=memory cgroup_memory=1 "
+        seen=seen,
+        why="The kubelet fails its start-up checks (\"missing cgroups: ...\") or cannot enforce pod limits.",
+        fix="Enable them on the kernel command line, e.g. cgroup_enable=memory cgroup_memory=1 "
         "(Raspberry Pi and some cloud kernels), then reboot.",
-        [REF_CGROUPS],
+        refs=[REF_CGROUPS],
     )
 
 
@@ -187,16 +184,16 @@ def conntrack(ctx):
     used = int(count) / int(limit)
     seen = f"nf_conntrack_count={count} nf_conntrack_max={limit} ({used:.0%})"
     if used < 0.75:
-        return passed(f"conntrack table {used:.0%} full", seen)
+        return passed(f"conntrack table {used:.0%} full", seen=seen)
     make = failed if used >= 0.9 else warned
     return make(
         f"conntrack table {used:.0%} full",
-        seen,
-        "When the table is full the kernel drops new connections (\"nf_conntrack: table full, "
+        seen=seen,
+        why="When the table is full the kernel drops new connections (\"nf_conntrack: table full, "
         "dropping packet\" in dmesg): pods see random timeouts.",
-        f"sysctl -w net.netfilter.nf_conntrack_max={int(limit) * 2}\n"
+        fix=f"sysctl -w net.netfilter.nf_conntrack_max={int(limit) * 2}\n"
         "# kube-proxy sets this from conntrack.maxPerCore; raise that in its config to keep it",
-        ["https://www.kernel.org/doc/html/latest/networking/nf_conntrack-sysctl.html"],
+        refs=["https://www.kernel.org/doc/html/latest/networking/nf_conntrack-sysctl.html"],
     )
 
 
@@ -216,13 +213,13 @@ def inotify(ctx):
     if not any(s.split("=")[1] != "None" for s in seen):
         return skipped("no /proc/sys/fs/inotify")
     if not low:
-        return passed("inotify limits are high enough", " ".join(seen))
+        return passed("inotify limits are high enough", seen=" ".join(seen))
     return warned(
         "inotify limits are low: " + ", ".join(n for n, _ in low),
-        " ".join(seen),
-        "`kubectl logs -f`, the kubelet's config watches and many pods fail with \"too many open "
+        seen=" ".join(seen),
+        why="`kubectl logs -f`, the kubelet's config watches and many pods fail with \"too many open "
         "files\" or \"no space left on device\" once the per-user inotify limits are used up.",
-        "\n".join(f"sysctl -w {n}={m}" for n, m in low)
+        fix="\n".join(f"sysctl -w {n}={m}" for n, m in low)
         + "\n# and the same lines (name = value) in /etc/sysctl.d/99-inotify.conf",
-        ["https://man7.org/linux/man-pages/man7/inotify.7.html"],
+        refs=["https://man7.org/linux/man-pages/man7/inotify.7.html"],
     )

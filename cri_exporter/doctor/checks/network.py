@@ -1,139 +1,90 @@
 """The node's network as pods need it, read over netlink (read-only)."""
 from __future__ import annotations
 
-import os
-
 from cri_exporter.cri.client import CriError
-from cri_exporter.doctor.checks.cni import _load as load_cni
-from cri_exporter.doctor.facts.files import list_dir, resolve
+from cri_exporter.doctor.facts import procfs
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
+from cri_exporter.doctor.requirements import CNI_BRIDGE, NETLINK
 
 REF_NET = "https://kubernetes.io/docs/concepts/cluster-administration/networking/"
 REF_BRIDGE = "https://www.cni.dev/plugins/current/main/bridge/"
 NETNS_DIR = "/run/netns"
 
 
-def _net(ctx):
-    facts = ctx.network
-    if isinstance(facts, Exception):
-        return None, skipped(f"netlink could not be read: {facts}")
-    return facts, None
-
-
-@check("network.default_route", Severity.CRITICAL)
+@check("network.default_route", Severity.CRITICAL, requires=(NETLINK,))
 def default_route(ctx):
     """The kubelet and kube-proxy pick the node IP from the default route."""
-    facts, skip = _net(ctx)
-    if skip:
-        return skip
+    facts = ctx.network
     if facts.default_routes:
         gw, dev = facts.default_routes[0]
         return passed(f"default route via {gw or '(direct)'} dev {dev}",
-                      "\n".join(f"default via {g or '-'} dev {d}" for g, d in facts.default_routes))
+                      seen="\n".join(f"default via {g or '-'} dev {d}" for g, d in facts.default_routes))
     return failed(
-        "no IPv4 default route", "the main routing table has no 0.0.0.0/0 route",
-        "The kubelet cannot choose a node IP (\"unable to select an IP from default routes\"), kube-proxy "
+        "no IPv4 default route", seen="the main routing table has no 0.0.0.0/0 route",
+        why="The kubelet cannot choose a node IP (\"unable to select an IP from default routes\"), kube-proxy "
         "and many CNIs fail the same way, and pods cannot leave the node.",
-        "ip route add default via <gateway> dev <uplink>\n# or set the kubelet's --node-ip explicitly, "
+        fix="ip route add default via <gateway> dev <uplink>\n# or set the kubelet's --node-ip explicitly, "
         "and fix the network configuration (netplan, NetworkManager, systemd-networkd)",
-        [REF_NET])
+        refs=[REF_NET])
 
 
-def _cni_bridge_name(ctx) -> str | None:
-    loaded = load_cni(ctx)
-    if not loaded or loaded[0].chosen is None:
-        return None
-    for plugin in loaded[0].chosen.plugins:
-        if plugin.get("type") == "bridge":
-            return str(plugin.get("bridge") or "cni0")  # the bridge plugin's default name
-    return None
-
-
-@check("network.mtu", Severity.WARNING)
+@check("network.mtu", Severity.WARNING, requires=(NETLINK,))
 def mtu(ctx):
     """A pod bridge or veth with an MTU above the uplink's drops large packets."""
-    facts, skip = _net(ctx)
-    if skip:
-        return skip
+    facts = ctx.network
     if not facts.default_routes:
         return skipped("no default route, so no uplink to compare with (see network.default_route)")
     uplink = facts.link(facts.default_routes[0][1])
     if uplink is None:
         return skipped(f"uplink {facts.default_routes[0][1]} not found")
-    bridge = _cni_bridge_name(ctx)
+    bridge = ctx.cni.bridge_name if ctx.cni else None
     pod_side = [link for link in facts.links if link.index != uplink.index
                 and (link.kind == "veth" or (bridge and link.name == bridge))]
     too_big = [link for link in pod_side if link.mtu > uplink.mtu]
     seen = f"uplink {uplink.name} mtu {uplink.mtu}; " + (
         ", ".join(f"{link.name} ({link.kind or 'link'}) mtu {link.mtu}" for link in too_big or pod_side[:10]) or "no pod interfaces")
     if not too_big:
-        return passed(f"{len(pod_side)} pod interface(s) at or below the uplink MTU {uplink.mtu}", seen)
+        return passed(f"{len(pod_side)} pod interface(s) at or below the uplink MTU {uplink.mtu}", seen=seen)
     return warned(
-        f"{len(too_big)} pod interface(s) have an MTU above the uplink's {uplink.mtu}", seen,
-        "Packets larger than the uplink MTU are dropped or fragmented when they leave the node: TLS "
+        f"{len(too_big)} pod interface(s) have an MTU above the uplink's {uplink.mtu}", seen=seen,
+        why="Packets larger than the uplink MTU are dropped or fragmented when they leave the node: TLS "
         "handshakes and large responses hang while pings work (the classic MTU black hole).",
-        f"Set the CNI's MTU to {uplink.mtu} or less (minus the overlay's overhead: 50 for VXLAN), e.g. "
+        fix=f"Set the CNI's MTU to {uplink.mtu} or less (minus the overlay's overhead: 50 for VXLAN), e.g. "
         '"mtu": ' + str(uplink.mtu) + " in the bridge plugin's config; new pods get it, recreate old ones.",
-        [REF_BRIDGE])
+        refs=[REF_BRIDGE])
 
 
-@check("network.bridge", Severity.CRITICAL)
+@check("network.bridge", Severity.CRITICAL, requires=(CNI_BRIDGE, NETLINK))
 def bridge(ctx):
     """The bridge the CNI config names must exist and be up once pods run."""
-    name = _cni_bridge_name(ctx)
-    if name is None:
-        return skipped("the CNI config uses no bridge plugin")
-    facts, skip = _net(ctx)
-    if skip:
-        return skip
+    name = ctx.cni.bridge_name
+    facts = ctx.network
     link = facts.link(name)
     pods = ctx.cri("list_pod_sandboxes")
     running = None if isinstance(pods, CriError) else [p for p in pods if p.state == "ready"]
     if link is None:
         seen = f"no link {name}; ready sandboxes: {'unknown' if running is None else len(running)}"
         if running:
-            return failed(f"CNI bridge {name} is missing while pods run", seen,
-                          "Pods attached to the bridge have no connectivity; it was deleted by hand or by a "
+            return failed(f"CNI bridge {name} is missing while pods run", seen=seen,
+                          why="Pods attached to the bridge have no connectivity; it was deleted by hand or by a "
                           "network restart.",
-                          f"Recreate the pods on this node (kubectl delete pod ... / drain), the bridge plugin "
-                          f"creates {name} again.", [REF_BRIDGE])
-        return warned(f"CNI bridge {name} does not exist yet", seen,
-                      "The bridge plugin creates it with the first pod; if pods should be running here, "
+                          fix=f"Recreate the pods on this node (kubectl delete pod ... / drain), the bridge plugin "
+                          f"creates {name} again.", refs=[REF_BRIDGE])
+        return warned(f"CNI bridge {name} does not exist yet", seen=seen,
+                      why="The bridge plugin creates it with the first pod; if pods should be running here, "
                       "sandbox creation is failing before the network is set up.",
-                      "kubectl get pods -A -o wide --field-selector spec.nodeName=$(hostname)\n"
-                      "journalctl -u kubelet | grep -i cni", [REF_BRIDGE])
+                      fix="kubectl get pods -A -o wide --field-selector spec.nodeName=$(hostname)\n"
+                      "journalctl -u kubelet | grep -i cni", refs=[REF_BRIDGE])
     if link.kind and link.kind != "bridge":
-        return failed(f"{name} is a {link.kind}, not a bridge", f"{name}: kind {link.kind}",
-                      "The bridge plugin fails every pod (\"... already exists but is not a bridge\").",
-                      f"ip link delete {name}   # after checking nothing else uses it", [REF_BRIDGE])
+        return failed(f"{name} is a {link.kind}, not a bridge", seen=f"{name}: kind {link.kind}",
+                      why="The bridge plugin fails every pod (\"... already exists but is not a bridge\").",
+                      fix=f"ip link delete {name}   # after checking nothing else uses it", refs=[REF_BRIDGE])
     if not link.up:
-        return failed(f"CNI bridge {name} is down", f"{name}: mtu {link.mtu}, state DOWN",
-                      "Every pod on this bridge is cut off from the node and the network.",
-                      f"ip link set {name} up", [REF_BRIDGE])
-    return passed(f"CNI bridge {name} is up", f"{name}: mtu {link.mtu}")
-
-
-def _process_netns_inodes(ctx) -> tuple[set[int], int]:
-    """Network namespace inodes of every process, and how many pod processes
-    would not tell. Reading ns/net of a process with capabilities the agent
-    lacks needs CAP_SYS_PTRACE, which the DaemonSet drops: then every pause
-    process is unreadable. A denied process outside the kubepods cgroups
-    (an init in another user namespace, say) cannot be a sandbox and is
-    ignored; /proc/<pid>/cgroup stays readable without ptrace rights."""
-    inodes, denied = set(), 0
-    for entry in list_dir(ctx.hostfs, "/proc"):
-        if entry.isdigit():
-            try:
-                inodes.add(os.stat(ctx.hostfs.path(f"/proc/{entry}/ns/net")).st_ino)
-            except PermissionError:
-                try:
-                    denied += "kubepods" in ctx.hostfs.read_text(f"/proc/{entry}/cgroup", limit=16384)
-                except OSError:
-                    continue
-            except OSError:
-                continue  # the process exited meanwhile
-    return inodes, denied
+        return failed(f"CNI bridge {name} is down", seen=f"{name}: mtu {link.mtu}, state DOWN",
+                      why="Every pod on this bridge is cut off from the node and the network.",
+                      fix=f"ip link set {name} up", refs=[REF_BRIDGE])
+    return passed(f"CNI bridge {name} is up", seen=f"{name}: mtu {link.mtu}")
 
 
 @check("network.leaked_netns", Severity.WARNING)
@@ -144,35 +95,25 @@ def leaked_netns(ctx):
     keep the sandbox's pause process in it; one without any process was left
     behind by a failed teardown and still holds its pod IP.
     """
-    try:
-        netns_dir = resolve(ctx.hostfs, NETNS_DIR)
-        names = sorted(n for n in os.listdir(netns_dir) if n.startswith("cni-"))
-    except OSError:
-        names = []
-    if not names:
+    pod_netns = procfs.netns_files(ctx.hostfs, NETNS_DIR, "cni-")
+    if not pod_netns:
         return passed(f"no cni-* namespaces in {NETNS_DIR}")
-    used, denied = _process_netns_inodes(ctx)
+    names = sorted(pod_netns)
+    used, denied = procfs.netns_inodes(ctx.hostfs)
     if denied:
         # Without the other processes' namespaces every cni-* one would look
         # leaked: the DaemonSet and the systemd unit drop CAP_SYS_PTRACE.
         return skipped(f"cannot see the network namespace of {denied} pod process(es) (permission denied; "
                        "needs CAP_SYS_PTRACE): run `cri-exporter doctor --check network.leaked_netns` as root on the node")
-    leaked = []
-    for n in names:
-        try:
-            ino = os.stat(os.path.join(netns_dir, n)).st_ino
-        except OSError:
-            continue
-        if ino not in used:
-            leaked.append(n)
+    leaked = [n for n in names if pod_netns[n] not in used]
     seen = f"{len(names)} cni-* namespaces, {len(leaked)} with no process: " + ", ".join(leaked[:20])
     if not leaked:
         return passed(f"all {len(names)} cni-* namespaces belong to running sandboxes")
     return warned(
-        f"{len(leaked)} leaked pod network namespace(s)", seen,
-        "Each one keeps its veth and its IP reserved in the CNI IPAM store: the node runs out of pod IPs "
+        f"{len(leaked)} leaked pod network namespace(s)", seen=seen,
+        why="Each one keeps its veth and its IP reserved in the CNI IPAM store: the node runs out of pod IPs "
         "(\"no IP addresses available in range set\") long before it runs out of pods.",
-        "For each name, after checking no sandbox uses it (crictl pods; crictl inspectp <id> | grep netns):\n"
+        fix="For each name, after checking no sandbox uses it (crictl pods; crictl inspectp <id> | grep netns):\n"
         + "\n".join(f"ip netns delete {n}" for n in leaked[:5])
         + "\nand remove its IP files from /var/lib/cni/networks/<network>/ (host-local IPAM)",
-        ["https://www.cni.dev/plugins/current/ipam/host-local/"])
+        refs=["https://www.cni.dev/plugins/current/ipam/host-local/"])

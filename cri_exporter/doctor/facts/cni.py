@@ -30,10 +30,19 @@ class CniConfig:
     conf_dir: str
     bin_dirs: list[str]
     files: list[CniFile] = field(default_factory=list)
+    where: str = ""  # whose config named the directories ("containerd config", "CRI-O config")
 
     @property
     def chosen(self) -> CniFile | None:
         return next((f for f in self.files if not f.error), None)
+
+    @property
+    def bridge_name(self) -> str | None:
+        """The Linux bridge the chosen config attaches pods to, if it uses the bridge plugin."""
+        for plugin in self.chosen.plugins if self.chosen else ():
+            if plugin.get("type") == "bridge":
+                return str(plugin.get("bridge") or "cni0")  # the bridge plugin's default name
+        return None
 
 
 def _parse(hostfs: HostFS, path: str) -> CniFile:
@@ -67,8 +76,8 @@ def _parse(hostfs: HostFS, path: str) -> CniFile:
     return f
 
 
-def load(hostfs: HostFS, conf_dir: str, bin_dirs: list[str]) -> CniConfig:
-    cfg = CniConfig(conf_dir, bin_dirs)
+def load(hostfs: HostFS, conf_dir: str, bin_dirs: list[str], where: str = "") -> CniConfig:
+    cfg = CniConfig(conf_dir, bin_dirs, where=where)
     for name in list_dir(hostfs, conf_dir):
         path = os.path.join(conf_dir, name)
         if name.endswith(EXTENSIONS) and hostfs.is_file(path):

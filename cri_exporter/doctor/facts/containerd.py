@@ -32,11 +32,11 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 
 from cri_exporter.doctor.facts import layouts, procfs, systemd
 from cri_exporter.doctor.facts.files import MAX_CONFIG_BYTES, FileTooLarge, list_dir, read_config
+from cri_exporter.doctor.facts.toml import ConfigError, parse_toml, parse_toml_text
 from cri_exporter.hostfs import HostFS
 
 CONFIG_PATH = layouts.DEFAULT_CONFIG
@@ -48,40 +48,6 @@ DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CNI_BIN_DIR = "/opt/cni/bin"
 # The sandbox image each release uses when the config names none.
 DEFAULT_SANDBOX_IMAGE = {1: "registry.k8s.io/pause:3.8", 2: "registry.k8s.io/pause:3.8", 3: "registry.k8s.io/pause:3.10"}
-
-_LINE_RE = re.compile(r"at line (\d+), column (\d+)")
-
-
-@dataclass(frozen=True)
-class ConfigError:
-    path: str
-    message: str
-    line: int | None = None
-    column: int | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.path}:{self.line}:{self.column}" if self.line else self.path
-        return f"{where}: {self.message}"
-
-
-def parse_toml(hostfs: HostFS, host_path: str,
-               max_bytes: int = MAX_CONFIG_BYTES) -> tuple[dict | None, ConfigError | None]:
-    """A TOML file's data, or the error with its line and column."""
-    try:
-        text = read_config(hostfs, host_path, max_bytes)
-    except (OSError, FileTooLarge) as e:
-        return None, ConfigError(host_path, str(e) if isinstance(e, FileTooLarge) else e.strerror or str(e))
-    return parse_toml_text(host_path, text)
-
-
-def parse_toml_text(host_path: str, text: str) -> tuple[dict | None, ConfigError | None]:
-    try:
-        return tomllib.loads(text), None
-    except tomllib.TOMLDecodeError as e:
-        m = _LINE_RE.search(str(e))
-        line, col = (int(m.group(1)), int(m.group(2))) if m else (None, None)
-        return None, ConfigError(host_path, str(e), line, col)
-
 
 @dataclass
 class ContainerdConfig:
@@ -129,11 +95,11 @@ class ContainerdConfig:
 
     @property
     def default_runtime_name(self) -> str:
-        return str(_get(self.runtime_section, "containerd", "default_runtime_name") or "runc")
+        return str(dig(self.runtime_section, "containerd", "default_runtime_name") or "runc")
 
     def runtime_options(self) -> dict:
         """The default runtime's `options` table (runc's SystemdCgroup lives here)."""
-        opts = _get(self.runtime_section, "containerd", "runtimes", self.default_runtime_name, "options")
+        opts = dig(self.runtime_section, "containerd", "runtimes", self.default_runtime_name, "options")
         return opts if isinstance(opts, dict) else {}
 
     def runtime_options_table(self) -> str:
@@ -142,7 +108,7 @@ class ContainerdConfig:
     def sandbox_image(self) -> tuple[str, bool]:
         """(image, explicitly set)."""
         if self.version >= 3:
-            value = _get(self.images_section, "pinned_images", "sandbox")
+            value = dig(self.images_section, "pinned_images", "sandbox")
         else:
             value = self.runtime_section.get("sandbox_image")
         if isinstance(value, str) and value:
@@ -155,7 +121,7 @@ class ContainerdConfig:
         return f'[plugins."{self.runtime_section_name}"] sandbox_image'
 
     def cni_conf_dir(self) -> str:
-        return str(_get(self.runtime_section, "cni", "conf_dir") or DEFAULT_CNI_CONF_DIR)
+        return str(dig(self.runtime_section, "cni", "conf_dir") or DEFAULT_CNI_CONF_DIR)
 
     def cni_bin_dirs(self) -> list[str]:
         cni = self.runtime_section.get("cni") or {}
@@ -172,7 +138,8 @@ class ContainerdConfig:
         return f'plugins."{self.images_section_name}".registry'
 
 
-def _get(d, *keys):
+def dig(d, *keys):
+    """d[k1][k2]... or None where a level is missing or not a table."""
     for k in keys:
         if not isinstance(d, dict):
             return None

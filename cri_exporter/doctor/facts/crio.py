@@ -14,8 +14,9 @@ import tomllib
 from dataclasses import dataclass, field
 
 from cri_exporter.doctor.facts import procfs, systemd
-from cri_exporter.doctor.facts.containerd import ConfigError, parse_toml, serves, sole_runtime
+from cri_exporter.doctor.facts.containerd import serves, sole_runtime
 from cri_exporter.doctor.facts.files import list_dir
+from cri_exporter.doctor.facts.toml import ConfigError, parse_toml
 from cri_exporter.hostfs import HostFS
 
 CONFIG_PATH = "/etc/crio/crio.conf"

@@ -172,3 +172,38 @@ def in_initial_user_ns(uid_map: str | None) -> bool:
     if uid_map is None:
         return True
     return uid_map.split() == ["0", "0", "4294967295"]
+
+
+def netns_inodes(hostfs: HostFS) -> tuple[set[int], int]:
+    """Network namespace inodes of every process, and how many pod processes
+    would not tell. Reading ns/net of a process with capabilities the agent
+    lacks needs CAP_SYS_PTRACE, which the DaemonSet drops: then every pause
+    process is unreadable. A denied process outside the kubepods cgroups
+    (an init in another user namespace, say) cannot be a sandbox and is
+    ignored; /proc/<pid>/cgroup stays readable without ptrace rights."""
+    inodes, denied = set(), 0
+    for entry in list_dir(hostfs, "/proc"):
+        if entry.isdigit():
+            try:
+                inodes.add(os.stat(hostfs.path(f"/proc/{entry}/ns/net")).st_ino)
+            except PermissionError:
+                try:
+                    denied += "kubepods" in hostfs.read_text(f"/proc/{entry}/cgroup", limit=16384)
+                except OSError:
+                    continue
+            except OSError:
+                continue  # the process exited meanwhile
+    return inodes, denied
+
+
+def netns_files(hostfs: HostFS, directory: str, prefix: str) -> dict[str, int]:
+    """Name -> inode of the namespace files named `prefix`* in `directory`
+    (ip-netns bind mounts: the inode is the namespace's)."""
+    out = {}
+    for name in list_dir(hostfs, directory):
+        if name.startswith(prefix):
+            try:
+                out[name] = os.stat(hostfs.path(f"{directory}/{name}")).st_ino
+            except OSError:
+                continue  # deleted meanwhile
+    return out
