@@ -69,6 +69,9 @@ class FakeRuntime:
     sandboxes: list[str] = field(default_factory=lambda: ["aaaa1111"])
     broken_sandboxes: set[str] = field(default_factory=set)
     serve_runtime: bool = True  # False: like containerd with disabled_plugins = ["cri"]
+    # RuntimeConfig: None answers Unimplemented (containerd 1.6/1.7); "systemd"
+    # answers an empty `linux {}` as containerd 2.1.9 does (SYSTEMD is the zero value).
+    cgroup_driver: str | None = None
 
     def running_config(self, **cfg) -> None:
         self.info["config"] = json.dumps(cfg)
@@ -90,6 +93,12 @@ class _Runtime(pb_grpc.RuntimeServiceServicer):
         conds += [pb.RuntimeCondition(type=t, status=s, reason=r, message=m) for t, s, r, m in self.f.extra_conditions]
         return pb.StatusResponse(status=pb.RuntimeStatus(conditions=conds),
                                  info=self.f.info if request.verbose else {})
+
+    def RuntimeConfig(self, request, context):
+        if self.f.cgroup_driver is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "method RuntimeConfig not implemented")
+        driver = pb.CGROUPFS if self.f.cgroup_driver == "cgroupfs" else pb.SYSTEMD
+        return pb.RuntimeConfigResponse(linux=pb.LinuxRuntimeConfiguration(cgroup_driver=driver))
 
     def ListPodSandbox(self, request, context):
         return pb.ListPodSandboxResponse(items=[

@@ -84,6 +84,11 @@ class RuntimeServiceStub:
                 request_serializer=cri__exporter_dot_cri_dot_api__pb2.ListPodSandboxStatsRequest.SerializeToString,
                 response_deserializer=cri__exporter_dot_cri_dot_api__pb2.ListPodSandboxStatsResponse.FromString,
                 _registered_method=True)
+        self.RuntimeConfig = channel.unary_unary(
+                '/runtime.v1.RuntimeService/RuntimeConfig',
+                request_serializer=cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigRequest.SerializeToString,
+                response_deserializer=cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigResponse.FromString,
+                _registered_method=True)
         self.RunPodSandbox = channel.unary_unary(
                 '/runtime.v1.RuntimeService/RunPodSandbox',
                 request_serializer=cri__exporter_dot_cri_dot_api__pb2.RunPodSandboxRequest.SerializeToString,
@@ -184,6 +189,14 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RuntimeConfig(self, request, context):
+        """The runtime's cgroup driver, which the kubelet (KubeletCgroupDriverFromCRI,
+        on by default from 1.31) takes over its own cgroupDriver.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RunPodSandbox(self, request, context):
         """Mutating calls: used only by the test suite to start real pods. The
         agent never calls them (tests/test_cri_readonly.py checks it).
@@ -280,6 +293,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ListPodSandboxStats,
                     request_deserializer=cri__exporter_dot_cri_dot_api__pb2.ListPodSandboxStatsRequest.FromString,
                     response_serializer=cri__exporter_dot_cri_dot_api__pb2.ListPodSandboxStatsResponse.SerializeToString,
+            ),
+            'RuntimeConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.RuntimeConfig,
+                    request_deserializer=cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigRequest.FromString,
+                    response_serializer=cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigResponse.SerializeToString,
             ),
             'RunPodSandbox': grpc.unary_unary_rpc_method_handler(
                     servicer.RunPodSandbox,
@@ -587,6 +605,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/ListPodSandboxStats',
             cri__exporter_dot_cri_dot_api__pb2.ListPodSandboxStatsRequest.SerializeToString,
             cri__exporter_dot_cri_dot_api__pb2.ListPodSandboxStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RuntimeConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/RuntimeConfig',
+            cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigRequest.SerializeToString,
+            cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -170,6 +170,14 @@ class CriClient:
         r = self._call(self._runtime, "Version", pb.VersionRequest(version=CRI_API_VERSION), timeout)
         return model.RuntimeVersion(r.version, r.runtime_name, r.runtime_version, r.runtime_api_version)
 
+    def runtime_config(self, timeout: float | None = None) -> model.RuntimeConfig:
+        """The cgroup driver the runtime tells the kubelet to use; Unimplemented
+        (a CriError) on containerd 1.6/1.7, answered by 2.x and CRI-O 1.28+."""
+        r = self._call(self._runtime, "RuntimeConfig", pb.RuntimeConfigRequest(), timeout)
+        if not r.HasField("linux"):
+            return model.RuntimeConfig(None)
+        return model.RuntimeConfig("cgroupfs" if r.linux.cgroup_driver == pb.CGROUPFS else "systemd")
+
     def status(self, verbose: bool = False, timeout: float | None = None) -> model.RuntimeStatus:
         r = self._call(self._runtime, "Status", pb.StatusRequest(verbose=verbose), timeout)
         return model.RuntimeStatus(

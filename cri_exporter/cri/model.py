@@ -28,6 +28,11 @@ class RuntimeVersion:
 
 
 @dataclass(slots=True)
+class RuntimeConfig:
+    cgroup_driver: str | None  # "systemd", "cgroupfs", or None when the answer has no linux part
+
+
+@dataclass(slots=True)
 class RuntimeCondition:
     type: str
     status: bool

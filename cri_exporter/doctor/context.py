@@ -9,8 +9,13 @@ from __future__ import annotations
 import functools
 
 from cri_exporter.cri.client import CriClient, CriError, resolve_endpoint, socket_path
-from cri_exporter.doctor.facts import cni, containerd, crio, kubelet, procfs, systemd
+from cri_exporter.doctor.facts import cni, containerd, crio, kubelet, packages, procfs, systemd
 from cri_exporter.hostfs import HostFS
+
+
+# Package names of the kubelet and the runtimes in Debian/Ubuntu (pkgs.k8s.io,
+# Docker's containerd.io, the distributions' containerd) and RPM distributions.
+PACKAGES = ("kubelet", "kubeadm", "containerd", "containerd.io", "cri-o")
 
 
 class Context:
@@ -71,7 +76,13 @@ class Context:
 
     @functools.cached_property
     def kubelet(self) -> kubelet.KubeletSettings:
-        return kubelet.load(self.hostfs)
+        return kubelet.load(self.hostfs, self.unit("kubelet.service"),
+                            procfs.find_processes(self.hostfs, ("kubelet",)), self.packages.get("kubelet"))
+
+    @functools.cached_property
+    def packages(self) -> dict[str, packages.Version]:
+        """Versions of the node's Kubernetes and runtime packages (dpkg or rpm)."""
+        return packages.installed(self.hostfs, PACKAGES)
 
     @functools.cached_property
     def cgroups(self) -> procfs.CgroupInfo:
@@ -157,6 +168,17 @@ class Context:
             except CriError as e:
                 self._cri_calls[key] = e
         return self._cri_calls[key]
+
+    @functools.cached_property
+    def runtime_cgroup_driver(self) -> str | None:
+        """The cgroup driver the runtime announces over RuntimeConfig, None when
+        it does not (Unimplemented on containerd 1.6.20/1.7.24) or cannot be asked."""
+        answer = self.cri("runtime_config")
+        return None if isinstance(answer, CriError) else answer.cgroup_driver
+
+    @functools.cached_property
+    def kubelet_cgroup_driver(self) -> kubelet.DriverInUse:
+        return kubelet.cgroup_driver_in_use(self.kubelet, self.runtime_cgroup_driver)
 
     def close(self) -> None:
         if self._client is not None:

@@ -16,6 +16,7 @@ from cri_exporter.doctor.requirements import CONTAINERD_CONFIG, CONTAINERD_CONFI
 
 REF_CONFIG = "https://github.com/containerd/containerd/blob/main/docs/cri/config.md"
 REF_CGROUP_DRIVER = "https://kubernetes.io/docs/setup/production-environment/container-runtimes/#containerd-systemd"
+REF_DRIVER_FROM_CRI = "https://kubernetes.io/docs/tasks/administer-cluster/kubeadm/configure-cgroup-driver/"
 REF_HOSTS = "https://github.com/containerd/containerd/blob/main/docs/hosts.md"
 REF_RELEASES = "https://github.com/containerd/containerd/blob/main/RELEASES.md#deprecated-config-properties"
 REF_TROUBLESHOOT = "https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/"
@@ -188,20 +189,22 @@ def cgroup_driver(ctx):
     snippet = toml_snippet(cfg.runtime_options_table(), "SystemdCgroup = true")
     kubelet = ctx.kubelet
     if kubelet.present:
-        kdriver, kwhere = kubelet.cgroup_driver()
-        seen = f"containerd: {where}; kubelet: cgroupDriver={kdriver} ({kwhere})"
-        if kdriver != runtime_driver:
-            return failed(
-                f"containerd uses {runtime_driver}, the kubelet {kdriver}",
+        use = ctx.kubelet_cgroup_driver
+        seen = f"containerd: {where}; kubelet: {use.driver} ({use.where})"
+        if use.driver != runtime_driver:
+            make = failed if use.certain else warned
+            return make(
+                f"containerd uses {runtime_driver}, the kubelet {use.driver}"
+                + ("" if use.certain else " (unless the kubelet takes the runtime's driver)"),
                 seen=seen,
                 why="Two cgroup managers fight over the same cgroups: pods fail with \"expected cgroupsPath "
                 "to be of format slice:prefix:name\" or \"misconfiguration: kubelet cgroup driver\", "
                 "and under memory pressure the node becomes unstable.",
                 fix=(config_fix(ctx, snippet) + "   # and keep the kubelet on cgroupDriver: systemd"
-                 if kdriver == "systemd" else
-                 "Set the kubelet to systemd (cgroupDriver: systemd in /var/lib/kubelet/config.yaml) "
-                 f"and containerd to match. {config_fix(ctx, snippet)}; then restart the kubelet"),
-                refs=[REF_CGROUP_DRIVER],
+                     if use.driver == "systemd" else
+                     "Set the kubelet to systemd (cgroupDriver: systemd in /var/lib/kubelet/config.yaml) "
+                     f"and containerd to match. {config_fix(ctx, snippet)}; then restart the kubelet"),
+                refs=[REF_CGROUP_DRIVER, REF_DRIVER_FROM_CRI],
             )
     else:
         seen = f"containerd: {where}; no kubelet configuration found"

@@ -34,11 +34,14 @@ def cgroup_manager(ctx):
     manager, where = ctx.crio.get("crio.runtime", "cgroup_manager")
     seen = f"cgroup_manager = {manager!r} ({where})"
     if ctx.kubelet.present:
-        kdriver, kwhere = ctx.kubelet.cgroup_driver()
-        seen += f"; kubelet cgroupDriver={kdriver} ({kwhere})"
+        use = ctx.kubelet_cgroup_driver
+        kdriver = use.driver
+        seen += f"; kubelet: {kdriver} ({use.where})"
         if kdriver != manager:
-            return failed(
-                f"CRI-O uses {manager}, the kubelet {kdriver}", seen=seen,
+            make = failed if use.certain else warned
+            return make(
+                f"CRI-O uses {manager}, the kubelet {kdriver}"
+                + ("" if use.certain else " (unless the kubelet takes the runtime's driver)"), seen=seen,
                 why="Pod creation fails (\"cgroup driver mismatch\"/invalid cgroup parent) or both fight over cgroups.",
                 fix=DROPIN_FIX.format(body=f'[crio.runtime]\ncgroup_manager = "{kdriver}"'
                                   + ('\nconmon_cgroup = "pod"' if kdriver == "cgroupfs" else '\nconmon_cgroup = "system.slice"')),

@@ -9,6 +9,7 @@ from cri_exporter.doctor.requirements import CGROUPFS
 
 REF_PREREQ = "https://kubernetes.io/docs/setup/production-environment/container-runtimes/#install-and-configure-prerequisites"
 REF_CGROUPS = "https://kubernetes.io/docs/concepts/architecture/cgroups/"
+REF_CGROUP_V1 = "https://kubernetes.io/docs/reference/config-api/kubelet-config.v1beta1/"  # failCgroupV1
 REF_SWAP = "https://kubernetes.io/docs/concepts/cluster-administration/swap-memory-management/"
 
 MODULES_LOAD_FIX = (
@@ -135,21 +136,29 @@ def swap(ctx):
 
 @check("kernel.cgroup.version", Severity.WARNING, requires=(CGROUPFS,))
 def cgroup_version(ctx):
-    """cgroup v1 is deprecated (kubelet 1.31) and refused by default from 1.35."""
+    """cgroup v1 is deprecated (kubelet 1.31) and refused by default from 1.35
+    (failCgroupV1 defaults to true there)."""
     info = ctx.cgroups
     if info.version == 2:
         return passed("cgroup v2 (unified)")
     fail_v1, where = ctx.kubelet.value("failCgroupV1", None)
+    version = ctx.kubelet.version
     mode = "v1 (hybrid, v2 mounted at /sys/fs/cgroup/unified with v1 controllers)" if info.hybrid else "v1 (legacy)"
-    seen = f"cgroup {mode}; failCgroupV1={'unset' if fail_v1 is None else fail_v1} ({where})"
+    seen = (f"cgroup {mode}; failCgroupV1={'unset' if fail_v1 is None else fail_v1} ({where}); "
+            + (f"kubelet {version}" if version else "kubelet version unknown"))
     fix = ("Boot with cgroup v2: add systemd.unified_cgroup_hierarchy=1 to the kernel command line "
            "(GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and reboot).\n"
-           "To keep v1 for now on kubelet 1.35+, set in /var/lib/kubelet/config.yaml:\nfailCgroupV1: false")
+           "To keep v1 for now on kubelet 1.35+, set in the kubelet's config file:\nfailCgroupV1: false")
     why = ("cgroup v1 is in maintenance mode; kubelet 1.35+ refuses to start on it unless "
            "failCgroupV1 is false, so the next kubelet upgrade takes the node down.")
-    if fail_v1 is not None and str(fail_v1).lower() == "true":
-        return failed("cgroup v1 and the kubelet's failCgroupV1 is true", seen=seen, why=why, fix=fix, refs=[REF_CGROUPS])
-    return warned(f"cgroup {mode}: deprecated", seen=seen, why=why, fix=fix, refs=[REF_CGROUPS])
+    explicit = None if fail_v1 is None else str(fail_v1).lower() == "true"
+    refused = explicit if explicit is not None else (version is not None and version.at_least(1, 35))
+    if refused:
+        return failed("cgroup v1 and the kubelet refuses it" + ("" if explicit else " (failCgroupV1 defaults to true from 1.35)"),
+                      seen=seen, why=why.replace("so the next kubelet upgrade takes the node down",
+                                                 "so this kubelet exits at start and the node stays NotReady"),
+                      fix=fix, refs=[REF_CGROUPS, REF_CGROUP_V1])
+    return warned(f"cgroup {mode}: deprecated", seen=seen, why=why, fix=fix, refs=[REF_CGROUPS, REF_CGROUP_V1])
 
 
 REQUIRED_CONTROLLERS = ("cpu", "cpuset", "memory", "pids")

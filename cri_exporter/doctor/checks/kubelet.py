@@ -9,7 +9,7 @@ from cri_exporter.cri.client import CriClient, CriError, socket_path
 from cri_exporter.doctor.facts import procfs
 from cri_exporter.doctor.facts.files import resolve
 from cri_exporter.doctor.model import Severity, failed, passed, warned
-from cri_exporter.doctor.facts.kubelet import DEFAULT_EVICTION_HARD
+from cri_exporter.doctor.facts.kubelet import DEFAULT_CONFIG, DEFAULT_EVICTION_HARD
 from cri_exporter.doctor.facts.quantity import parse_quantity
 from cri_exporter.doctor.registry import check
 from cri_exporter.doctor.requirements import KUBELET
@@ -17,6 +17,8 @@ from cri_exporter.doctor.requirements import KUBELET
 REF_CONFIG = "https://kubernetes.io/docs/reference/config-api/kubelet-config.v1beta1/"
 REF_EVICTION = "https://kubernetes.io/docs/concepts/scheduling-eviction/node-pressure-eviction/#hard-eviction-thresholds"
 REF_FLAGS = "https://kubernetes.io/docs/reference/command-line-tools-reference/kubelet/"
+REF_DROPIN = "https://kubernetes.io/docs/tasks/administer-cluster/kubelet-config-file/#kubelet-conf-d"
+REF_KLOG = "https://github.com/kubernetes/enhancements/tree/master/keps/sig-instrumentation/2845-deprecate-klog-specific-flags-in-k8s-components"
 
 
 @check("kubelet.config.parse", Severity.CRITICAL, requires=(KUBELET,))
@@ -36,12 +38,18 @@ def config_parse(ctx):
                       why="The kubelet exits at start with \"failed to load Kubelet config file\"; the node goes NotReady.",
                       fix=f"Fix the line shown in {k.config_path} (YAML: spaces, not tabs), then systemctl restart kubelet",
                       refs=[REF_CONFIG])
+    if k.dropin_errors:
+        return failed(f"a kubelet drop-in in {k.dropin_dir} does not parse", seen="\n".join(k.dropin_errors),
+                      why="The kubelet exits at start with \"failed to load kubelet dropin file\"; the node goes NotReady.",
+                      fix="Fix the file named above (YAML or JSON, a KubeletConfiguration), then systemctl restart kubelet",
+                      refs=[REF_CONFIG, REF_DROPIN])
     kind = k.config.get("kind")
     if kind != "KubeletConfiguration":
         return failed(f"{k.config_path} is not a KubeletConfiguration (kind: {kind!r})", seen=f"kind: {kind!r}",
                       why="The kubelet rejects a config file of another kind.",
                       fix="apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration", refs=[REF_CONFIG])
-    return passed(f"{k.config_path} parses", seen=f"files: {', '.join(k.files)}")
+    dropins = f" and {len(k.dropins)} drop-in(s) in {k.dropin_dir}" if k.dropins else ""
+    return passed(f"{k.config_path}{dropins} parse{'' if dropins else 's'}", seen=f"command line: {k.command_from}\nfiles: {', '.join(k.files)}")
 
 
 @check("kubelet.runtime_endpoint", Severity.CRITICAL, requires=(KUBELET,))
@@ -94,31 +102,52 @@ REMOVED_FLAGS = {
     "experimental-check-node-capabilities-before-mount": ("1.28", "drop it"),
     "azure-container-registry-config": ("1.30", "use an image credential provider"),
 }
-DEPRECATED_FLAGS = {
-    "pod-infra-container-image": "since 1.27 only protects the image from GC; set the runtime's sandbox image instead",
-}
+# klog's flags, removed from the kubelet in 1.26 (KEP-2845: deprecated in 1.23).
+for _flag in ("add-dir-header", "alsologtostderr", "log-backtrace-at", "log-dir", "log-file", "log-file-max-size",
+              "logtostderr", "one-output", "skip-headers", "skip-log-headers", "stderrthreshold"):
+    REMOVED_FLAGS[_flag] = ("1.26", "drop it: the kubelet logs to stderr; journald or the log agent keeps it (KEP-2845)")
+# Removed in 1.35 (it had only kept the image from GC since 1.27).
+REMOVED_FLAGS["pod-infra-container-image"] = ("1.35", "drop it: the runtime's sandbox image is the pause image "
+                                                       "(containerd pinned_images.sandbox / sandbox_image, CRI-O pause_image)")
+# Every kubelet still in support (1.31 and later, vendors' long-term ones
+# included) refuses flags removed this long ago, whatever this node's version.
+REMOVED_EVERYWHERE = (1, 30)
+
+
+def _removal(flag: str, version) -> str:
+    """"fail" when this kubelet refuses the flag, "warn" when it still takes it
+    (or its version is unknown and the removal is recent)."""
+    release = tuple(int(x) for x in REMOVED_FLAGS[flag][0].split("."))
+    if version is not None:
+        return "fail" if version.minor_tuple >= release else "warn"
+    return "fail" if release <= REMOVED_EVERYWHERE else "warn"
 
 
 @check("kubelet.removed_flags", Severity.CRITICAL, requires=(KUBELET,))
 def removed_flags(ctx):
     """A removed flag makes the kubelet exit with "unknown flag" after an upgrade
-    (kubeadm-flags.env from older releases still carries --container-runtime)."""
+    (kubeadm-flags.env from older releases still carries --container-runtime;
+    --pod-infra-container-image is gone in 1.35, klog's --logtostderr in 1.26)."""
     k = ctx.kubelet
+    version = k.version
+    known = f"kubelet {version}" if version else "kubelet version unknown (no dpkg/rpm record of a kubelet package)"
     removed = [f for f in k.flags if f in REMOVED_FLAGS]
-    deprecated = [f for f in k.flags if f in DEPRECATED_FLAGS]
-    if not removed and not deprecated:
-        return passed("no removed or deprecated kubelet flags", seen=f"{len(k.flags)} flags in {', '.join(k.files)}")
+    if not removed:
+        return passed("no removed kubelet flags", seen=f"{len(k.flags)} flags from {k.command_from or ', '.join(k.files)}; {known}")
+    verdicts = {f: _removal(f, version) for f in removed}
     seen = "\n".join(
-        [f"--{f}={k.flags[f]} in {k.flag_sources[f]} (removed in {REMOVED_FLAGS[f][0]})" for f in removed]
-        + [f"--{f}={k.flags[f]} in {k.flag_sources[f]} (deprecated)" for f in deprecated])
-    fix = "\n".join([f"--{f}: {REMOVED_FLAGS[f][1]}" for f in removed] + [f"--{f}: {DEPRECATED_FLAGS[f]}" for f in deprecated])
+        [f"--{f}={k.flags[f]} in {k.flag_sources[f]} (removed in {REMOVED_FLAGS[f][0]}"
+         + ("" if verdicts[f] == "fail" else ": this kubelet still takes it") + ")" for f in removed] + [known])
+    fix = "\n".join(f"--{f}: {REMOVED_FLAGS[f][1]}" for f in removed)
     fix += "\nEdit the file named above, then: systemctl daemon-reload && systemctl restart kubelet"
-    if removed:
-        return failed(f"kubelet flags removed upstream: {', '.join('--' + f for f in removed)}", seen=seen,
-                      why="A kubelet at or past the release shown exits at start with \"unknown flag\"; the "
-                      "node goes NotReady right after the upgrade.", fix=fix, refs=[REF_FLAGS])
-    return warned(f"deprecated kubelet flags: {', '.join('--' + f for f in deprecated)}", seen=seen,
-                  why="They will be removed in a later release and then stop the kubelet.", fix=fix, refs=[REF_FLAGS])
+    fatal = [f for f in removed if verdicts[f] == "fail"]
+    if fatal:
+        return failed(f"kubelet flags removed upstream: {', '.join('--' + f for f in fatal)}", seen=seen,
+                      why="The kubelet exits at start with \"unknown flag\"; the node goes NotReady (right "
+                      "after the upgrade that removed it).", fix=fix, refs=[REF_FLAGS, REF_KLOG])
+    return warned(f"kubelet flags removed in a later release: {', '.join('--' + f for f in removed)}", seen=seen,
+                  why="The kubelet release that removed them exits at start with \"unknown flag\": the upgrade "
+                  "takes the node down.", fix=fix, refs=[REF_FLAGS, REF_KLOG])
 
 
 @check("kubelet.eviction", Severity.WARNING, requires=(KUBELET,))
@@ -128,10 +157,12 @@ def eviction(ctx):
     thresholds, where = ctx.kubelet.eviction_hard()
     seen = [f"evictionHard ({where}): " + ", ".join(f"{k}<{v}" for k, v in thresholds.items())]
     problems = []
-    if where != "kubelet default":
-        unset = [s for s in DEFAULT_EVICTION_HARD if s not in thresholds]
-        if unset:
-            problems.append(f"evictionHard is set partially: {', '.join(unset)} are now 0 (never evict)")
+    version = ctx.kubelet.version
+    # imagefs.inodesFree is a default from 1.33 on: an older (or unknown) kubelet never had it.
+    signals = [x for x in DEFAULT_EVICTION_HARD if x != "imagefs.inodesFree" or (version and version.at_least(1, 33))]
+    unset = [x for x in signals if x not in thresholds]
+    if unset and where != "kubelet default":
+        problems.append(f"evictionHard is set partially: {', '.join(unset)} are now 0 (never evict)")
     avail = procfs.meminfo(ctx.hostfs).get("MemAvailable")
     limit = thresholds.get("memory.available")
     if avail is not None and limit:
@@ -145,10 +176,12 @@ def eviction(ctx):
     return warned(
         problems[0] if len(problems) == 1 else f"{len(problems)} eviction problems",
         seen="\n".join(problems + seen),
-        why="Setting one evictionHard signal drops the defaults of the others (kubelet docs), so the node "
-        "can fill its disk without evicting anything; under the memory threshold pods are evicted.",
-        fix="Give every signal in /var/lib/kubelet/config.yaml:\nevictionHard:\n  memory.available: \"100Mi\"\n"
+        why="Setting one evictionHard signal in the config file drops the defaults of the others (kubelet docs; "
+        "unless mergeDefaultEvictionSettings: true, 1.33+), so the node can fill its disk without evicting "
+        "anything; under the memory threshold pods are evicted.",
+        fix=f"Give every signal in {ctx.kubelet.config_path or DEFAULT_CONFIG}:\nevictionHard:\n  memory.available: \"100Mi\"\n"
         "  nodefs.available: \"10%\"\n  nodefs.inodesFree: \"5%\"\n  imagefs.available: \"15%\"\n"
-        "  imagefs.inodesFree: \"5%\"",
+        "  imagefs.inodesFree: \"5%\"\n# or, on kubelet 1.33+, keep the defaults of the signals you leave out:\n"
+        "mergeDefaultEvictionSettings: true",
         refs=[REF_EVICTION],
     )

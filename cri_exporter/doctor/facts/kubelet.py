@@ -1,33 +1,47 @@
-"""The kubelet's settings: its config file plus its command-line flags.
+"""The kubelet's effective settings, assembled the way the kubelet does
+(cmd/kubelet/app/server.go, kubelet 1.30-1.36):
 
-The kubelet reads flags from its systemd unit and drop-ins, which on kubeadm
-nodes expand KUBELET_KUBEADM_ARGS from /var/lib/kubelet/kubeadm-flags.env
-and KUBELET_EXTRA_ARGS from /etc/default/kubelet (Debian) or
-/etc/sysconfig/kubelet (RPM). A flag given on the command line wins over
-the same field in the config file (kubelet 1.2x+).
+1. Its command line: kubelet.service with its drop-ins (systemd's search
+   path, `ExecStart=` reset), variables expanded from the Environment= lines
+   and only the EnvironmentFile= files the unit names, word-split as systemd
+   does (facts/systemd.py). That is kubeadm's 10-kubeadm.conf with
+   kubeadm-flags.env and /etc/default/kubelet (Debian) or
+   /etc/sysconfig/kubelet (RPM), and kubespray's /etc/kubernetes/kubelet.env.
+   With no unit, a running kubelet's own argv (RKE2 starts it as a child).
+2. The `--config` file (none without the flag: then defaults and flags).
+   loadConfigFile fills evictionHard with the defaults when the file does
+   not set it, or merges the defaults in when mergeDefaultEvictionSettings
+   is true (1.33+, kubernetes PR 127577); a partial map otherwise leaves the
+   other signals at 0.
+3. The `--config-dir` drop-ins (KEP-3983; beta and on by default from
+   1.30): every `*.conf` under it, walked recursively in lexical order
+   (filepath.WalkDir), each applied to the config so far as a JSON merge
+   patch (RFC 7386: maps merge, lists and scalars replace).
+4. Flags given on the command line win over both.
+
+k3s runs the kubelet inside its own process and passes it arguments no file
+holds: there the settings are unknown, and the kubelet checks skip.
 """
 from __future__ import annotations
 
-import re
-import shlex
+import os
 from dataclasses import dataclass, field
 
 import yaml
 
+from cri_exporter.doctor.facts import procfs, systemd
 from cri_exporter.doctor.facts.files import FileTooLarge, list_dir, read_config
+from cri_exporter.doctor.facts.packages import Version
 from cri_exporter.hostfs import HostFS
 
-DEFAULT_CONFIG = "/var/lib/kubelet/config.yaml"
-ENV_FILES = ("/var/lib/kubelet/kubeadm-flags.env", "/etc/default/kubelet", "/etc/sysconfig/kubelet")
-UNIT_DIRS = ("/usr/lib/systemd/system", "/lib/systemd/system", "/etc/systemd/system")
+DEFAULT_CONFIG = "/var/lib/kubelet/config.yaml"  # where kubeadm writes it
 
 # KubeletConfiguration defaults (v1beta1) for fields the doctor reads.
 DEFAULT_CGROUP_DRIVER = "cgroupfs"
 # Since kubelet 1.27 an empty containerRuntimeEndpoint means containerd's socket.
 DEFAULT_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
-# Node-pressure eviction defaults (Linux). They apply only when evictionHard is
-# not set at all: setting any one signal zeroes the others (kubernetes.io docs,
-# "Hard eviction thresholds").
+# Node-pressure eviction defaults (Linux, pkg/kubelet/eviction/defaults_linux.go;
+# imagefs.inodesFree since 1.33, kubernetes PR 121834).
 DEFAULT_EVICTION_HARD = {
     "memory.available": "100Mi",
     "nodefs.available": "10%",
@@ -43,32 +57,52 @@ FLAG_FIELDS = {
     "fail-swap-on": "failSwapOn",
     "eviction-hard": "evictionHard",
     "fail-cgroupv1": "failCgroupV1",
+    "pod-max-pids": "podPidsLimit",
+    "healthz-port": "healthzPort",
+    "healthz-bind-address": "healthzBindAddress",
+    "tls-cert-file": "tlsCertFile",
+    "feature-gates": "featureGates",
+    "rotate-certificates": "rotateCertificates",
 }
-
-_ENV_RE = re.compile(r'^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$')
+# The kubelet's boolean flags take no separate value word (pflag NoOptDefVal).
+BOOL_FLAGS = frozenset(("fail-swap-on", "fail-cgroupv1", "rotate-certificates", "rotate-server-certificates",
+                        "register-node", "logtostderr", "alsologtostderr", "one-output", "skip-headers",
+                        "skip-log-headers", "add-dir-header", "v", "version", "help"))
+# Layouts whose kubelet runs inside another program: its flags are in no file.
+EMBEDDED = {"k3s": "/var/lib/rancher/k3s"}
+MAX_DROPINS = 64
 
 
 @dataclass
 class KubeletSettings:
     config_path: str = DEFAULT_CONFIG
-    config: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)  # config file merged with the drop-ins
     config_exists: bool = False
     config_error: str = ""
     flags: dict[str, str] = field(default_factory=dict)
     flag_sources: dict[str, str] = field(default_factory=dict)  # flag -> file it came from
     files: list[str] = field(default_factory=list)
+    config_sources: dict[str, str] = field(default_factory=dict)  # top-level field -> file that set it last
+    dropin_dir: str = ""
+    dropins: list[str] = field(default_factory=list)
+    dropin_errors: list[str] = field(default_factory=list)
+    eviction: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EVICTION_HARD))
+    eviction_where: str = "kubelet default"
+    command_from: str = ""  # where the command line was read
+    embedded_in: str = ""  # "k3s" when the kubelet runs inside it
+    version: Version | None = None
 
     @property
     def present(self) -> bool:
-        return self.config_exists or bool(self.flags)
+        return not self.embedded_in and (self.config_exists or bool(self.flags))
 
     def value(self, config_field: str, default=None):
-        """(value, where): the flag wins over the config file, then the default."""
+        """(value, where): the flag wins over the config file and its drop-ins, then the default."""
         for flag, f in FLAG_FIELDS.items():
             if f == config_field and flag in self.flags:
                 return self.flags[flag], f"--{flag} in {self.flag_sources[flag]}"
         if config_field in self.config:
-            return self.config[config_field], f"{config_field} in {self.config_path}"
+            return self.config[config_field], f"{config_field} in {self.config_sources.get(config_field, self.config_path)}"
         return default, "kubelet default"
 
     def cgroup_driver(self) -> tuple[str, str]:
@@ -83,116 +117,195 @@ class KubeletSettings:
         v, where = self.value("failSwapOn", True)
         return _truthy(v), where
 
+    def feature_gate(self, name: str) -> tuple[bool | None, str]:
+        """An explicitly set feature gate (flag `A=true,B=false` or the config map), None when unset."""
+        v, where = self.value("featureGates", None)
+        if isinstance(v, str):
+            gates = dict(part.split("=", 1) for part in v.split(",") if "=" in part)
+            v = {k.strip(): g.strip() for k, g in gates.items()}
+        if isinstance(v, dict) and name in v:
+            return _truthy(v[name]), where
+        return None, where
+
     def eviction_hard(self) -> tuple[dict[str, str], str]:
-        v, where = self.value("evictionHard", None)
-        if v is None:
-            return dict(DEFAULT_EVICTION_HARD), "kubelet default"
-        if isinstance(v, str):  # flag form: memory.available<100Mi,nodefs.available<10%
-            out = {}
-            for part in v.split(","):
-                if "<" in part:
-                    k, _, q = part.partition("<")
-                    out[k.strip()] = q.strip()
-            return out, where
-        return ({str(k): str(q) for k, q in v.items()} if isinstance(v, dict) else {}), where
+        """The hard eviction thresholds the kubelet runs with, and where they came from."""
+        if "eviction-hard" in self.flags:
+            return _parse_eviction_flag(self.flags["eviction-hard"]), f"--eviction-hard in {self.flag_sources['eviction-hard']}"
+        return dict(self.eviction), self.eviction_where
+
+
+def _parse_eviction_flag(v: str) -> dict[str, str]:
+    out = {}
+    for part in v.split(","):
+        if "<" in part:
+            k, _, q = part.partition("<")
+            out[k.strip()] = q.strip()
+    return out
 
 
 def _truthy(v) -> bool:
     return v if isinstance(v, bool) else str(v).strip().lower() not in ("false", "0", "no")
 
 
-def parse_flags(args: list[str]) -> dict[str, str]:
+def parse_flags(args: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """pflag's reading of (word, origin) pairs: `--name=value`, `--name value`
+    (not for boolean flags), a bare boolean flag meaning true; the last
+    occurrence wins. -> (flags, flag -> origin)."""
     flags: dict[str, str] = {}
+    sources: dict[str, str] = {}
     i = 0
     while i < len(args):
-        a = args[i]
-        if a.startswith("--"):
+        a, origin = args[i]
+        if a.startswith("--") and len(a) > 2:
             name, eq, value = a[2:].partition("=")
-            if not eq and i + 1 < len(args) and not args[i + 1].startswith("-"):
-                # Boolean flags never take a separate value in the kubelet, but
-                # the others may: `--config /var/lib/kubelet/config.yaml`.
-                value = args[i + 1]
+            if not eq and name not in BOOL_FLAGS and i + 1 < len(args) and not args[i + 1][0].startswith("-"):
+                value = args[i + 1][0]
                 i += 1
             elif not eq:
                 value = "true"
             flags[name] = value
+            sources[name] = origin
         i += 1
-    return flags
+    return flags, sources
 
 
-def _env_file_args(text: str) -> list[str]:
-    args: list[str] = []
-    for line in text.splitlines():
-        m = _ENV_RE.match(line)
-        if m:
-            try:
-                args += shlex.split(shlex.split(m.group(2))[0] if m.group(2).strip() else "")
-            except (ValueError, IndexError):
-                continue
-    return args
+def _merge_patch(target, patch):
+    """RFC 7386 JSON merge patch, as jsonpatch.MergePatch applies a drop-in."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge_patch(out.get(k), v)
+    return out
 
 
-def _unit_args(text: str) -> list[str]:
-    """Flags written literally in a unit's Environment= and ExecStart= lines."""
-    args: list[str] = []
-    for line in text.splitlines():
-        line = line.strip()
-        key, eq, value = line.partition("=")
-        if not eq or key not in ("Environment", "ExecStart"):
-            continue
-        try:
-            words = shlex.split(value)
-        except ValueError:
-            continue
-        for w in words:
-            if "=" in w and not w.startswith("-") and key == "Environment":
-                w = w.split("=", 1)[1]
-                try:
-                    args += shlex.split(w)
-                except ValueError:
-                    pass
-            else:
-                args.append(w)
-    return [a for a in args if a.startswith("--") or not a.startswith("$")]
+def _load_yaml(hostfs: HostFS, path: str) -> tuple[dict | None, str]:
+    try:
+        data = yaml.safe_load(read_config(hostfs, path))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return None, f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}"
+    except (OSError, FileTooLarge) as e:
+        return None, f"{path}: {e}"
+    if data is None:
+        return {}, ""
+    if not isinstance(data, dict):
+        return None, f"{path}: expected a KubeletConfiguration mapping, found {type(data).__name__}"
+    return data, ""
 
 
-def load(hostfs: HostFS) -> KubeletSettings:
-    s = KubeletSettings()
-    sources: list[tuple[str, list[str]]] = []
-    for d in UNIT_DIRS:
-        unit = f"{d}/kubelet.service"
-        drop = f"{d}/kubelet.service.d"
-        for p in ([unit] if hostfs.exists(unit) else []) + [f"{drop}/{n}" for n in list_dir(hostfs, drop) if n.endswith(".conf")]:
-            try:
-                sources.append((p, _unit_args(read_config(hostfs, p))))
-            except (OSError, FileTooLarge):
-                continue
-    for p in ENV_FILES:
-        if hostfs.exists(p):
-            try:
-                sources.append((p, _env_file_args(read_config(hostfs, p))))
-            except (OSError, FileTooLarge):
-                continue
-    for path, args in sources:
-        s.files.append(path)
-        for name, value in parse_flags(args).items():
-            s.flags[name] = value
-            s.flag_sources[name] = path
-    s.config_path = s.flags.get("config", DEFAULT_CONFIG)
-    s.config_exists = hostfs.exists(s.config_path)
+def _walk_conf(hostfs: HostFS, directory: str) -> list[str]:
+    """`*.conf` files under `directory` in filepath.WalkDir's order."""
+    out: list[str] = []
+    for name in list_dir(hostfs, directory):
+        path = f"{directory.rstrip('/')}/{name}"
+        if hostfs.is_dir(path) and not os.path.islink(hostfs.path(path)):
+            out += _walk_conf(hostfs, path)
+        elif os.path.splitext(name)[1] == ".conf" and hostfs.is_file(path):
+            out.append(path)
+    return out
+
+
+def _command_line(hostfs: HostFS, unit: systemd.Unit,
+                  processes: list[procfs.Process]) -> tuple[list[tuple[str, str]], str]:
+    words = systemd.exec_start_sources(hostfs, unit) if unit.exists else None
+    if words:
+        named = [v.lstrip("-").strip() for v in unit.lists.get("EnvironmentFile", [])]
+        return words[1:], f"ExecStart in {unit.where.get('ExecStart')}" + (
+            f" with EnvironmentFile {', '.join(named)}" if named else "")
+    proc = next((p for p in processes if p.comm == "kubelet" and p.args), None)
+    if proc is not None:
+        origin = f"the command line of kubelet pid {proc.pid}"
+        return [(a, origin) for a in proc.args[1:]], origin
+    return [], ""
+
+
+def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procfs.Process] | None = None,
+         version: Version | None = None) -> KubeletSettings:
+    unit = unit if unit is not None else systemd.read_unit(hostfs, "kubelet.service")
+    s = KubeletSettings(version=version)
+    args, s.command_from = _command_line(hostfs, unit, processes or [])
+    s.files = list(unit.files) + [v.lstrip("-").strip() for v in unit.lists.get("EnvironmentFile", [])
+                                  if hostfs.exists(v.lstrip("-").strip())]
+    s.flags, s.flag_sources = parse_flags(args)
+    if not s.command_from:
+        for name, data_dir in EMBEDDED.items():
+            if hostfs.is_dir(f"{data_dir}/agent"):
+                s.embedded_in = name
+                s.command_from = f"{name} runs the kubelet in its own process ({data_dir})"
+                return s
+    # Without any command line, kubeadm's path is the best guess; with one, --config decides.
+    s.config_path = s.flags.get("config", "" if s.command_from else DEFAULT_CONFIG)
+    if s.config_path and not os.path.isabs(s.config_path):
+        s.config_path = os.path.join("/", s.config_path)  # systemd starts services in /
+    s.config_exists = bool(s.config_path) and hostfs.exists(s.config_path)
+    config: dict = {}
     if s.config_exists:
         s.files.append(s.config_path)
-        try:
-            data = yaml.safe_load(read_config(hostfs, s.config_path))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            s.config_error = f"{s.config_path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}"
-        except (OSError, FileTooLarge) as e:
-            s.config_error = f"{s.config_path}: {e}"
+        data, s.config_error = _load_yaml(hostfs, s.config_path)
+        if data is not None:
+            config = data
+            s.config_sources = {k: s.config_path for k in data}
+    if not s.config_error:
+        eviction = config.get("evictionHard")
+        if not isinstance(eviction, dict):
+            s.eviction, s.eviction_where = dict(DEFAULT_EVICTION_HARD), "kubelet default"
+        elif config.get("mergeDefaultEvictionSettings") is True:
+            s.eviction = {**DEFAULT_EVICTION_HARD, **{str(k): str(v) for k, v in eviction.items()}}
+            s.eviction_where = f"evictionHard in {s.config_path}, merged with the defaults (mergeDefaultEvictionSettings)"
         else:
-            if isinstance(data, dict):
-                s.config = data
-            elif data is not None:
-                s.config_error = f"{s.config_path}: expected a KubeletConfiguration mapping, found {type(data).__name__}"
+            s.eviction = {str(k): str(v) for k, v in eviction.items()}
+            s.eviction_where = f"evictionHard in {s.config_path}"
+        s.dropin_dir = s.flags.get("config-dir", "")
+        for path in _walk_conf(hostfs, s.dropin_dir)[:MAX_DROPINS] if s.dropin_dir else []:
+            s.dropins.append(path)
+            s.files.append(path)
+            data, error = _load_yaml(hostfs, path)
+            if error:
+                s.dropin_errors.append(error)
+                continue
+            patch = {k: v for k, v in data.items() if k not in ("apiVersion", "kind")}
+            config = _merge_patch(config, patch)
+            s.config_sources.update({k: path for k in patch})
+            if isinstance(patch.get("evictionHard"), dict):
+                # Merged into the map so far, defaults included: a partial map
+                # in a drop-in leaves the other signals as they were.
+                s.eviction = {str(k): str(v) for k, v in _merge_patch(s.eviction, patch["evictionHard"]).items()}
+                s.eviction_where += f", then {path}"
+        s.config = config
     return s
+
+
+# KubeletCgroupDriverFromCRI: alpha 1.28, beta and on by default 1.31, GA 1.34
+# (KEP-4033). With it the kubelet asks the runtime's RuntimeConfig and uses
+# that driver over its own cgroupDriver; a runtime answering Unimplemented
+# (containerd 1.6/1.7) leaves it on its own setting.
+DRIVER_FROM_CRI_DEFAULT_ON = (1, 31)
+
+
+@dataclass(frozen=True)
+class DriverInUse:
+    driver: str
+    where: str
+    certain: bool  # False when the kubelet's version leaves it open which one it uses
+
+
+def cgroup_driver_in_use(s: KubeletSettings, runtime_answer: str | None) -> DriverInUse:
+    """The cgroup driver the kubelet runs with, given the runtime's RuntimeConfig
+    answer ("systemd"/"cgroupfs", None when the runtime does not implement it)."""
+    own, where = s.cgroup_driver()
+    if runtime_answer is None:
+        return DriverInUse(own, where + "; the runtime does not answer RuntimeConfig", True)
+    gate, gate_where = s.feature_gate("KubeletCgroupDriverFromCRI")
+    if gate is False and not (s.version and s.version.at_least(1, 34)):
+        return DriverInUse(own, f"{where}; KubeletCgroupDriverFromCRI=false ({gate_where})", True)
+    from_cri = f"the runtime's RuntimeConfig answer ({runtime_answer}), which the kubelet uses over its cgroupDriver"
+    if gate is True or (s.version and s.version.at_least(*DRIVER_FROM_CRI_DEFAULT_ON)):
+        return DriverInUse(runtime_answer, f"{from_cri} (KubeletCgroupDriverFromCRI, kubelet {s.version or 'gate set'})", True)
+    if s.version is not None:
+        return DriverInUse(own, f"{where}; kubelet {s.version} predates KubeletCgroupDriverFromCRI's default", True)
+    return DriverInUse(own, f"{where}, unless the kubelet is 1.31+ (version unknown): then {from_cri}", False)

@@ -90,24 +90,68 @@ def _apply(unit: Unit, path: str, text: str) -> None:
         unit.where[key] = path
 
 
-def environment(hostfs: HostFS, unit: Unit) -> dict[str, str]:
-    """Environment= and EnvironmentFile= variables, in the order systemd applies them."""
+def parse_env_file(text: str) -> dict[str, str]:
+    """An EnvironmentFile= as systemd reads it (systemd.exec(5), parse_env_file):
+    KEY=VALUE lines, `#`/`;` comments, a backslash at the end of a line
+    continuing it (kubespray's kubelet.env spreads KUBELET_ARGS over many
+    lines that way), values in double quotes (backslash escapes) or single
+    quotes taken literally, an unquoted value stripped of surrounding blanks."""
     env: dict[str, str] = {}
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        while line.rstrip().endswith("\\") and i < len(lines):
+            line = line.rstrip()[:-1] + lines[i]
+            i += 1
+        line = line.strip()
+        if not line or line.startswith(("#", ";")) or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            continue
+        env[key] = _unquote(value.strip())
+    return env
+
+
+def _unquote(value: str) -> str:
+    out, quote, i = [], "", 0
+    while i < len(value):
+        c = value[i]
+        if quote:
+            if c == quote:
+                quote = ""
+            elif c == "\\" and quote == '"' and i + 1 < len(value):
+                i += 1
+                out.append(value[i])
+            else:
+                out.append(c)
+        elif c in "\"'":
+            quote = c
+        elif c == "\\" and i + 1 < len(value):
+            i += 1
+            out.append(value[i])
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def environment_sources(hostfs: HostFS, unit: Unit) -> dict[str, tuple[str, str]]:
+    """Variable -> (value, the file that set it): every EnvironmentFile= the
+    unit names, in order (a `-` prefix makes a missing file no error), then
+    Environment= (which systemd applies after the files)."""
+    env: dict[str, tuple[str, str]] = {}
     for value in unit.lists.get("EnvironmentFile", []):
-        path = value.lstrip("-")
+        path = value.lstrip("-").strip()
         try:
             text = read_config(hostfs, path)
         except (OSError, FileTooLarge):
             continue
-        for line in text.splitlines():
-            line = line.strip()
-            if line and not line.startswith(("#", ";")) and "=" in line:
-                k, _, v = line.partition("=")
-                try:
-                    words = shlex.split(v)
-                except ValueError:
-                    words = [v]
-                env[k.strip().removeprefix("export ").strip()] = " ".join(words)
+        for k, v in parse_env_file(text).items():
+            env[k] = (v, path)
     for value in unit.lists.get("Environment", []):
         try:
             words = shlex.split(value)
@@ -116,29 +160,44 @@ def environment(hostfs: HostFS, unit: Unit) -> dict[str, str]:
         for w in words:
             k, eq, v = w.partition("=")
             if eq:
-                env[k] = v
+                env[k] = (v, unit.where.get("Environment", unit.files[0] if unit.files else ""))
     return env
+
+
+def environment(hostfs: HostFS, unit: Unit) -> dict[str, str]:
+    """Environment= and EnvironmentFile= variables, in the order systemd applies them."""
+    return {k: v for k, (v, _) in environment_sources(hostfs, unit).items()}
 
 
 def exec_start(hostfs: HostFS, unit: Unit) -> list[str] | None:
     """The service's command as argv, variables expanded as systemd does
     (`${VAR}` is one word, a bare `$VAR` splits on whitespace); None when
     the unit has no ExecStart."""
+    words = exec_start_sources(hostfs, unit)
+    return None if words is None else [w for w, _ in words]
+
+
+def exec_start_sources(hostfs: HostFS, unit: Unit) -> list[tuple[str, str]] | None:
+    """exec_start with, for each word, the file it came from (the env file
+    that defined a `$VAR`, else the unit file holding ExecStart=)."""
     commands = unit.lists.get("ExecStart") or []
     if not commands:
         return None
-    env = environment(hostfs, unit)
+    env = environment_sources(hostfs, unit)
+    here = unit.where.get("ExecStart", "")
     try:
         words = shlex.split(commands[-1])
     except ValueError:
         return None
-    argv: list[str] = []
+    argv: list[tuple[str, str]] = []
     for w in words:
         whole = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", w)
         if whole:
-            argv += env.get(whole.group(1), "").split()
+            value, origin = env.get(whole.group(1), ("", here))
+            argv += [(part, origin) for part in value.split()]
             continue
-        argv.append(_VAR_RE.sub(lambda m: env.get(m.group(1) or m.group(2), ""), w))
+        origins = [env[m.group(1) or m.group(2)][1] for m in _VAR_RE.finditer(w) if (m.group(1) or m.group(2)) in env]
+        argv.append((_VAR_RE.sub(lambda m: env.get(m.group(1) or m.group(2), ("", ""))[0], w), origins[-1] if origins else here))
     if argv:
-        argv[0] = argv[0].lstrip("-@+!:")  # ExecStart prefixes: ignore-failure, argv0, privileges
+        argv[0] = (argv[0][0].lstrip("-@+!:"), argv[0][1])  # ExecStart prefixes: ignore-failure, argv0, privileges
     return argv
