@@ -93,3 +93,33 @@ def test_cgroup_v1_controllers_from_proc_cgroups_when_enabled(tmp_path):
     text = (root / "proc/cgroups").read_text().replace("memory\t0\t70\t0", "memory\t4\t70\t1")
     (root / "proc/cgroups").write_text(text)
     assert status(root, "kernel.cgroup.controllers") == "pass"
+
+
+def _without_br_netfilter(tmp_path):
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    modules = root / "proc/modules"
+    modules.write_text("".join(line + "\n" for line in modules.read_text().splitlines() if not line.startswith("br_netfilter")))
+    for name in ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables"):
+        (root / "proc/sys/net/bridge" / name).unlink()
+    (root / "proc/sys/net/bridge").rmdir()  # br_netfilter registers the directory
+    return root
+
+
+BRIDGE_CHECKS = ["kernel.module.br_netfilter", "kernel.sysctl.bridge_nf_call_iptables",
+                 "kernel.sysctl.bridge_nf_call_ip6tables"]
+
+
+def test_bridge_netfilter_only_matters_with_a_linux_bridge_cni(tmp_path):
+    root = _without_br_netfilter(tmp_path)
+    r = results(root, checks=BRIDGE_CHECKS)  # 10-bridge.conflist: the bridge plugin
+    assert [r[c].status.value for c in BRIDGE_CHECKS] == ["fail", "fail", "warn"]
+    assert "puts pods on a Linux bridge (bridge)" in r["kernel.module.br_netfilter"].finding.seen
+    (root / "etc/cni/net.d/10-bridge.conflist").unlink()
+    write(root, "/etc/cni/net.d/05-cilium.conflist",
+          '{"cniVersion":"0.3.1","name":"cilium","plugins":[{"type":"cilium-cni","enable-debug":false}]}')
+    r = results(root, checks=BRIDGE_CHECKS)  # kubeadm dropped this preflight (kubernetes PR 123464)
+    assert {r[c].status.value for c in BRIDGE_CHECKS} == {"skip"}
+    assert "puts pods on no Linux bridge" in r["kernel.module.br_netfilter"].finding.summary
+    (root / "etc/cni/net.d/05-cilium.conflist").unlink()
+    r = results(root, checks=BRIDGE_CHECKS)  # no CNI config yet: cannot tell, so no failure
+    assert {r[c].status.value for c in BRIDGE_CHECKS} == {"warn"}

@@ -179,3 +179,40 @@ def test_resolve_handles_relative_links_and_loops(tmp_path):
     with pytest.raises(OSError) as err:
         resolve(h, "/loop/x")
     assert err.value.errno == errno.ELOOP
+
+
+def test_cni_binaries_include_ipam_and_links_resolve_inside_the_root(tmp_path):
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    # An absolute link, as packages install them: it must resolve under the root,
+    # never on the machine running the doctor (which has /usr/lib/cni/bridge here).
+    os.makedirs(root / "usr/lib/cni")
+    os.rename(root / "opt/cni/bin/bridge", root / "usr/lib/cni/bridge")
+    os.symlink("/usr/lib/cni/bridge", root / "opt/cni/bin/bridge")
+    f = results(root, checks=["cni.plugins"])["cni.plugins"].finding
+    assert f.status.value == "pass" and "host-local (ipam of bridge)" in f.seen
+    os.unlink(root / "usr/lib/cni/bridge")
+    os.unlink(root / "opt/cni/bin/host-local")
+    f = results(root, checks=["cni.plugins"])["cni.plugins"].finding
+    assert f.status.value == "fail" and f.summary == "CNI plugins missing: bridge, host-local"
+
+
+def test_flannel_needs_its_delegate_and_host_local(tmp_path):
+    root = copy_fixture("k3s", tmp_path)
+    os.unlink(root / "var/lib/rancher/k3s/data/cni/host-local")
+    f = results(root, checks=["cni.plugins"])["cni.plugins"].finding
+    assert f.status.value == "fail" and "host-local" in f.summary and "flannel's delegate" in f.seen
+
+
+def test_crictl_naming_a_docker_shim_on_a_containerd_node_warns_even_if_it_exists(tmp_path):
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    write(root, "/etc/crictl.yaml", "runtime-endpoint: unix:///var/run/cri-dockerd.sock\n")
+    import socket as s
+    leftover = s.socket(s.AF_UNIX)
+    os.makedirs(root / "var/run", exist_ok=True)
+    leftover.bind(str(root / "var/run/cri-dockerd.sock"))
+    try:
+        with FakeCriServer(root / "run/containerd/containerd.sock"):
+            f = results(root, checks=["crictl.endpoint"])["crictl.endpoint"].finding
+    finally:
+        leftover.close()
+    assert f.status.value == "warn" and "Docker shim" in f.summary

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 
+from cri_exporter.doctor.facts import cni as cni_facts
 from cri_exporter.doctor.model import Severity, failed, passed, warned
 from cri_exporter.doctor.registry import check
 from cri_exporter.doctor.requirements import CNI_CONFIG, CNI_DIRECTORY
 
 REF = "https://www.cni.dev/docs/spec/#network-configuration-lists"
+REF_CNI_EXEC = "https://www.cni.dev/docs/spec/#section-4-plugin-delegation"
 REF_K8S = "https://kubernetes.io/docs/concepts/extend-kubernetes/compute-storage-net/network-plugins/"
 
 
@@ -47,20 +49,21 @@ def config(ctx):
 
 @check("cni.plugins", Severity.CRITICAL, requires=(CNI_CONFIG,))
 def plugins(ctx):
-    """Every plugin `type` in the chosen config must be an executable in the bin dirs."""
+    """Every binary the chosen config executes (each plugin's `type`, its
+    `ipam.type`, flannel's delegate) must be an executable in the bin dirs;
+    links are followed inside the host root."""
     cfg = ctx.cni
     chosen = cfg.chosen
-    missing, found = [], []
-    for p in chosen.plugins:
-        t = str(p.get("type"))
-        hits = [os.path.join(d, t) for d in cfg.bin_dirs if ctx.hostfs.is_executable(os.path.join(d, t))]
-        (found if hits else missing).append(t)
-    seen = f"{chosen.path} needs {', '.join(str(p.get('type')) for p in chosen.plugins)}; bin dirs: {', '.join(cfg.bin_dirs)}"
+    needed = cni_facts.binaries(chosen)
+    missing = [(b, why) for b, why in needed
+               if not any(ctx.hostfs.is_executable(os.path.join(d, b)) for d in cfg.bin_dirs)]
+    seen = (f"{chosen.path} executes " + ", ".join(b if why == "plugin" else f"{b} ({why})" for b, why in needed)
+            + f"; bin dirs: {', '.join(cfg.bin_dirs)} ({cfg.where})")
     if not missing:
-        return passed(f"all {len(found)} plugins found", seen=seen)
+        return passed(f"all {len(needed)} CNI binaries found", seen=seen)
     return failed(
-        f"CNI plugins missing: {', '.join(missing)}", seen=seen,
+        f"CNI plugins missing: {', '.join(b for b, _ in missing)}", seen=seen,
         why="Pod sandbox creation fails with \"failed to find plugin ... in path\".",
         fix="Install the reference plugins (Debian: apt-get install containernetworking-plugins; or the "
         "cni-plugins release tarball into /opt/cni/bin), or point bin_dir at where they are.",
-        refs=["https://github.com/containernetworking/plugins", REF_K8S])
+        refs=["https://github.com/containernetworking/plugins", REF_K8S, REF_CNI_EXEC])

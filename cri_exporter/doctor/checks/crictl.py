@@ -16,6 +16,8 @@ from cri_exporter.doctor.registry import check
 REF = "https://github.com/kubernetes-sigs/cri-tools/blob/master/docs/crictl.md"
 FIX = ("cat > /etc/crictl.yaml <<'EOF'\nruntime-endpoint: {ep}\nimage-endpoint: {ep}\ntimeout: 10\nEOF")
 PATH = "/etc/crictl.yaml"
+# dockershim (removed from the kubelet in 1.24) and Mirantis cri-dockerd.
+DOCKER_SOCKETS = ("dockershim.sock", "cri-dockerd.sock")
 
 
 def _runtime(ctx) -> tuple[str, str]:
@@ -64,6 +66,13 @@ def endpoint(ctx):
     sock = socket_path(str(configured))
     if sock is None:
         return passed(f"runtime-endpoint {configured}", seen=layout_line)
+    leftover = next((name for name in DOCKER_SOCKETS if os.path.basename(sock) == name), None)
+    if leftover and ctx.runtime_kind in ("containerd", "crio"):
+        return warned(f"crictl's runtime-endpoint {sock} is a Docker shim's socket, not this node's {ctx.runtime_kind}",
+                      seen=f"runtime-endpoint: {configured} ({PATH})\n{layout_line}",
+                      why="A leftover from the node's Docker days: crictl lists the shim's containers (or fails) "
+                      "instead of the kubelet's pods, even while that socket still exists.",
+                      fix=FIX.format(ep=ep), refs=[REF])
     try:
         st = os.stat(resolve(ctx.hostfs, sock))
     except OSError:

@@ -2,8 +2,10 @@
 "Container Runtimes" page ask for), read from /proc and /sys."""
 from __future__ import annotations
 
+import dataclasses
+
 from cri_exporter.doctor.facts import procfs
-from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
+from cri_exporter.doctor.model import Severity, Status, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
 from cri_exporter.doctor.requirements import CGROUPFS
 
@@ -31,15 +33,53 @@ def _module(ctx, name: str, why: str):
     )
 
 
+# CNI plugins that put pods on a Linux bridge: the reference bridge plugin,
+# flannel (delegates to bridge by default) and weave-net (its "weave" bridge).
+# Calico, Cilium, Antrea (OVS), kindnet (ptp) and other routed or eBPF
+# datapaths do not, and need neither br_netfilter nor bridge-nf-call-*
+# (kubeadm removed those preflight checks for that reason: kubernetes PR 123464).
+LINUX_BRIDGE_PLUGINS = ("bridge", "flannel", "weave-net")
+REF_KUBEADM_BRIDGE = "https://github.com/kubernetes/kubernetes/pull/123464"
+
+
+def _bridge_need(ctx) -> tuple[bool | None, str]:
+    """(whether bridged pod traffic exists here, why we think so); None when unknown."""
+    cni = ctx.cni
+    if cni is None or cni.chosen is None:
+        return None, "no loadable CNI config tells whether pods sit on a Linux bridge"
+    types = [str(p.get("type")) for p in cni.chosen.plugins]
+    bridged = [t for t in types if t in LINUX_BRIDGE_PLUGINS]
+    proxy = procfs.kube_proxy_mode(ctx.hostfs)
+    proxy_text = f"; kube-proxy {proxy}" if proxy else ""
+    if bridged:
+        return True, f"{cni.chosen.path} puts pods on a Linux bridge ({bridged[0]}){proxy_text}"
+    return False, f"{cni.chosen.path} ({', '.join(types)}) puts pods on no Linux bridge{proxy_text}"
+
+
+def _for_bridged_pods(ctx, finding):
+    """Bridge netfilter matters only where pods share a Linux bridge: there a
+    finding stands; with a routed/eBPF CNI a bad value is a skip saying why;
+    with no CNI config to judge by, a failure is only a warning."""
+    needed, reason = _bridge_need(ctx)
+    seen = "\n".join(x for x in (finding.seen, reason) if x)
+    if finding.status is Status.PASS or needed:
+        return dataclasses.replace(finding, seen=seen)
+    if needed is False:
+        return skipped(f"not needed here: {reason} ({finding.summary})", seen=seen)
+    return warned(finding.summary, seen=seen, why=finding.why + " Whether this node needs it depends on the CNI, "
+                  "which could not be read.", fix=finding.fix, refs=list(finding.refs) + [REF_KUBEADM_BRIDGE])
+
+
 @check("kernel.module.br_netfilter", Severity.CRITICAL)
 def br_netfilter(ctx):
-    """br_netfilter makes bridged pod traffic visible to iptables."""
-    return _module(
+    """br_netfilter makes bridged pod traffic visible to iptables; needed where
+    the CNI puts pods on a Linux bridge (bridge, flannel, weave)."""
+    return _for_bridged_pods(ctx, _module(
         ctx, "br_netfilter",
         "Without it, traffic between pods on the same bridge bypasses iptables: Service "
         "ClusterIPs answered by a pod on the same node break, and the "
         "net.bridge.bridge-nf-call-* sysctls do not even exist.",
-    )
+    ))
 
 
 @check("kernel.module.overlay", Severity.CRITICAL)
@@ -98,19 +138,22 @@ def ip_forward(ctx):
 
 @check("kernel.sysctl.bridge_nf_call_iptables", Severity.CRITICAL)
 def bridge_nf_call_iptables(ctx):
-    """Bridged IPv4 traffic must pass iptables for kube-proxy's rules to apply."""
-    return _sysctl(ctx, "net.bridge.bridge-nf-call-iptables", True,
-                   "kube-proxy's iptables rules never see pod-to-pod traffic on the bridge, so "
-                   "Services reached from a pod on the same node fail intermittently.",
-                   " (br_netfilter is not loaded)")
+    """Bridged IPv4 traffic must pass iptables for kube-proxy's rules to apply
+    (where the CNI puts pods on a Linux bridge)."""
+    return _for_bridged_pods(ctx, _sysctl(
+        ctx, "net.bridge.bridge-nf-call-iptables", True,
+        "kube-proxy's iptables rules never see pod-to-pod traffic on the bridge, so "
+        "Services reached from a pod on the same node fail intermittently.",
+        " (br_netfilter is not loaded)"))
 
 
 @check("kernel.sysctl.bridge_nf_call_ip6tables", Severity.WARNING)
 def bridge_nf_call_ip6tables(ctx):
     """The IPv6 twin of bridge-nf-call-iptables; matters on dual-stack clusters."""
-    return _sysctl(ctx, "net.bridge.bridge-nf-call-ip6tables", False,
-                   "IPv6 Services reached over the bridge skip ip6tables (dual-stack clusters).",
-                   " (br_netfilter is not loaded)")
+    return _for_bridged_pods(ctx, _sysctl(
+        ctx, "net.bridge.bridge-nf-call-ip6tables", False,
+        "IPv6 Services reached over the bridge skip ip6tables (dual-stack clusters).",
+        " (br_netfilter is not loaded)"))
 
 
 @check("kernel.swap", Severity.CRITICAL)

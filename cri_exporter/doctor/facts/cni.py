@@ -25,6 +25,28 @@ class CniFile:
     error: str = ""
 
 
+def binaries(cni_file: CniFile) -> list[tuple[str, str]]:
+    """(binary, why) for every executable libcni runs for this config: each
+    plugin's `type` in chain order, its `ipam.type`, and flannel's delegate
+    (`delegate.type`, default bridge, whose IPAM is host-local: flannel
+    writes that into the delegated config)."""
+    out: list[tuple[str, str]] = []
+    for p in cni_file.plugins:
+        t = str(p.get("type"))
+        out.append((t, "plugin"))
+        ipam = p.get("ipam")
+        if isinstance(ipam, dict) and ipam.get("type"):
+            out.append((str(ipam["type"]), f"ipam of {t}"))
+        if t == "flannel":
+            delegate = p.get("delegate") if isinstance(p.get("delegate"), dict) else {}
+            d = str(delegate.get("type") or "bridge")
+            out.append((d, "flannel's delegate"))
+            dipam = delegate.get("ipam") if isinstance(delegate.get("ipam"), dict) else {}
+            out.append((str(dipam.get("type") or "host-local"), f"ipam of flannel's delegate {d}"))
+    seen: set[str] = set()
+    return [(b, why) for b, why in out if not (b in seen or seen.add(b))]
+
+
 @dataclass
 class CniConfig:
     conf_dir: str
