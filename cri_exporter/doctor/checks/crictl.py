@@ -66,13 +66,6 @@ def endpoint(ctx):
     sock = socket_path(str(configured))
     if sock is None:
         return passed(f"runtime-endpoint {configured}", seen=layout_line)
-    leftover = next((name for name in DOCKER_SOCKETS if os.path.basename(sock) == name), None)
-    if leftover and ctx.runtime_kind in ("containerd", "crio"):
-        return warned(f"crictl's runtime-endpoint {sock} is a Docker shim's socket, not this node's {ctx.runtime_kind}",
-                      seen=f"runtime-endpoint: {configured} ({PATH})\n{layout_line}",
-                      why="A leftover from the node's Docker days: crictl lists the shim's containers (or fails) "
-                      "instead of the kubelet's pods, even while that socket still exists.",
-                      fix=FIX.format(ep=ep), refs=[REF])
     try:
         st = os.stat(resolve(ctx.hostfs, sock))
     except OSError:
@@ -81,6 +74,13 @@ def endpoint(ctx):
         return failed(f"crictl's runtime-endpoint {sock} is not a socket that exists",
                       seen=f"runtime-endpoint: {configured} ({PATH})\n{layout_line}",
                       why="Every crictl command fails with \"connect: no such file or directory\".",
+                      fix=FIX.format(ep=ep), refs=[REF])
+    leftover = next((name for name in DOCKER_SOCKETS if os.path.basename(sock) == name), None)
+    if leftover and ctx.runtime_kind in ("containerd", "crio"):
+        return warned(f"crictl's runtime-endpoint {sock} is a Docker shim's socket, not this node's {ctx.runtime_kind}",
+                      seen=f"runtime-endpoint: {configured} ({PATH})\n{layout_line}",
+                      why="A leftover from the node's Docker days: crictl lists the shim's containers (or fails) "
+                      "instead of the kubelet's pods, even while that socket still exists.",
                       fix=FIX.format(ep=ep), refs=[REF])
     expected = socket_path(ep)
     if not same_socket(ctx.hostfs, sock, ctx.hostfs.resolve(expected)):
