@@ -207,3 +207,16 @@ def test_sandbox_image_must_be_pinned_to_a_version(tmp_path):
     cfg.write_text(re.sub(r'sandbox_image = "[^"]*"', 'sandbox_image = "registry.k8s.io/pause:latest"', text))
     f = results(root, checks=["containerd.sandbox_image"])["containerd.sandbox_image"].finding
     assert f.status.value == "warn" and "not pinned to a version" in f.summary
+
+
+def test_version_2_keys_left_in_version_3_tables_are_named(tmp_path):
+    root = copy_fixture("containerd-v3", tmp_path)
+    assert status(root, "containerd.config.ignored_keys") == "pass"
+    write(root, "/etc/containerd/conf.d/20-stale.toml", 'version = 3\n[plugins."io.containerd.cri.v1.images"]\n'
+          '  sandbox_image = "registry.internal/pause:3.10"\n[plugins."io.containerd.cri.v1.runtime"]\n'
+          '  max_concurrent_downloads = 3\n  enable_seliunx = true\n')
+    f = results(root, checks=["containerd.config.ignored_keys"])["containerd.config.ignored_keys"].finding
+    assert f.status.value == "warn"
+    assert '[plugins."io.containerd.cri.v1.images"] sandbox_image: belongs in [plugins."io.containerd.cri.v1.images".pinned_images] sandbox' in f.seen
+    assert '[plugins."io.containerd.cri.v1.runtime"] max_concurrent_downloads: belongs in [plugins."io.containerd.cri.v1.images"] max_concurrent_downloads' in f.seen
+    assert "enable_seliunx: belongs in nowhere" in f.seen

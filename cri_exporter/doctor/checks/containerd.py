@@ -17,6 +17,7 @@ from cri_exporter.doctor.requirements import CONTAINERD_CONFIG, CONTAINERD_CONFI
 REF_CONFIG = "https://github.com/containerd/containerd/blob/main/docs/cri/config.md"
 REF_CGROUP_DRIVER = "https://kubernetes.io/docs/setup/production-environment/container-runtimes/#containerd-systemd"
 REF_DRIVER_FROM_CRI = "https://kubernetes.io/docs/tasks/administer-cluster/kubeadm/configure-cgroup-driver/"
+REF_CONFIG_V3 = "https://github.com/containerd/containerd/blob/v2.1.0/cmd/containerd/server/config/config.go"  # "Ignoring unknown key"
 REF_HOSTS = "https://github.com/containerd/containerd/blob/main/docs/hosts.md"
 REF_RELEASES = "https://github.com/containerd/containerd/blob/main/RELEASES.md#deprecated-config-properties"
 REF_TROUBLESHOOT = "https://kubernetes.io/docs/setup/production-environment/tools/kubeadm/troubleshooting-kubeadm/"
@@ -139,6 +140,44 @@ def config_version(ctx):
         return failed("no `version` line, so these tables are ignored: " + ", ".join(long_names),
                       seen=seen, why=why, fix=fix, refs=[REF_CONFIG])
     return warned("no `version` line: version 1 semantics (deprecated)", seen=seen, why=why, fix=fix, refs=[REF_CONFIG])
+
+
+def _ignored_v3_keys(cfg: cfacts.ContainerdConfig) -> list[tuple[str, str]]:
+    """(key, where it belongs) for keys of the v3 CRI tables that 2.x drops."""
+    found = []
+    for table, known in cfacts.CRI_V3_KEYS.items():
+        section = cfg.plugins.get(table)
+        for key in section if isinstance(section, dict) else ():
+            if key in known:
+                continue
+            other = next((t for t, keys in cfacts.CRI_V3_KEYS.items() if key in keys), None)
+            home = (cfacts.V2_ONLY_KEYS.get(key) or (f'[plugins."{other}"] {key}' if other else
+                    "nowhere: no containerd 2.x release knows this key (a typo?)"))
+            found.append((f'[plugins."{table}"] {key}', home))
+    return found
+
+
+@check("containerd.config.ignored_keys", Severity.WARNING, requires=CONTAINERD_CONFIG)
+def ignored_keys(ctx):
+    """Keys in a version 3 config's CRI tables that containerd 2.x ignores with
+    only a log line ("Ignoring unknown key in TOML for plugin"): a version 2
+    key such as sandbox_image left under io.containerd.cri.v1.images, or a key
+    in the other v3 table."""
+    cfg = ctx.containerd
+    if cfg.version < 3:
+        return passed(f"version {cfg.version} config: its CRI table is checked by containerd.config.version")
+    found = _ignored_v3_keys(cfg)
+    seen = f"merged from {', '.join(cfg.files)}"
+    if not found:
+        return passed("every key in the version 3 CRI tables is one containerd 2.x reads", seen=seen)
+    return warned(
+        f"{len(found)} setting(s) containerd 2.x ignores: {', '.join(k for k, _ in found)}",
+        seen="\n".join(f"{k}: belongs in {home}" for k, home in found) + "\n" + seen,
+        why="containerd logs \"Ignoring unknown key in TOML for plugin\" once at start and runs on the "
+        "default instead (for sandbox_image: registry.k8s.io/pause:3.10, pulled on every air-gapped node).",
+        fix=config_fix(ctx, "\n".join(f"# {k} -> {home}" for k, home in found))
+        + "\ncontainerd config migrate   # prints a version 2 file converted to version 3",
+        refs=[REF_CONFIG, REF_CONFIG_V3])
 
 
 _CRI_NAMES = ("cri", cfacts.CRI_V2, cfacts.CRI_RUNTIME_V3, cfacts.CRI_IMAGES_V3)

@@ -44,6 +44,30 @@ CRI_V2 = "io.containerd.grpc.v1.cri"
 CRI_RUNTIME_V3 = "io.containerd.cri.v1.runtime"
 CRI_IMAGES_V3 = "io.containerd.cri.v1.images"
 
+# Top-level keys of the version 3 CRI tables: the union over containerd 2.0,
+# 2.1, 2.2 and 2.3 (internal/cri/config/config.go: RuntimeConfig, ImageConfig),
+# so a key one of them knows is never called unknown. Others are dropped with
+# "Ignoring unknown key in TOML for plugin" (cmd/containerd/server/config).
+CRI_V3_KEYS = {
+    CRI_RUNTIME_V3: frozenset((
+        "cdi_spec_dirs", "cni", "containerd", "device_ownership_from_security_context", "disable_apparmor",
+        "disable_hugetlb_controller", "disable_proc_mount", "drain_exec_sync_io_timeout", "enable_cdi",
+        "enable_selinux", "enable_unprivileged_icmp", "enable_unprivileged_ports", "ignore_deprecation_warnings",
+        "ignore_image_defined_volumes", "max_container_log_line_size", "netns_mounts_under_state_dir",
+        "restrict_oom_score_adj", "selinux_category_range", "stats_collect_period", "stats_retention_period",
+        "tolerate_missing_hugetlb_controller", "unset_seccomp_profile")),
+    CRI_IMAGES_V3: frozenset((
+        "concurrent_layer_fetch_buffer", "disable_snapshot_annotations", "discard_unpacked_layers", "image_decryption",
+        "image_pull_progress_timeout", "image_pull_with_sync_fs", "max_concurrent_downloads", "pinned_images",
+        "registry", "runtime_platforms", "snapshotter", "stats_collect_period", "use_local_image_pull")),
+}
+# Version 2 keys with no place of that name in version 3 (1.7 PluginConfig).
+V2_ONLY_KEYS = {
+    "sandbox_image": f'[plugins."{CRI_IMAGES_V3}".pinned_images] sandbox',
+    "systemd_cgroup": f'SystemdCgroup = true in [plugins."{CRI_RUNTIME_V3}".containerd.runtimes.runc.options]',
+    "disable_cgroup": "nothing: removed in containerd 2.0",
+}
+
 DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CNI_BIN_DIR = "/opt/cni/bin"
 # The sandbox image each release uses when the config names none.
