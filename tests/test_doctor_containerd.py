@@ -129,8 +129,26 @@ def test_mirrors_without_config_path_warn(tmp_path):
 def test_hosts_toml_problems_are_named():
     f = results(BROKEN, checks=["containerd.registry.hosts"])["containerd.registry.hosts"].finding
     assert "quay.io.bak~" in f.seen
-    assert "server = 'registry-1.docker.io' is not an http(s) URL" in f.seen
     assert "ghcr.io/hosts.toml:2:" in f.seen
+    # No scheme is fine: containerd prepends https:// (parseHostConfig).
+    assert ("docker.io/hosts.toml: tries https://mirror.internal.example:5000 then https://registry-1.docker.io"
+            in f.seen)
+
+
+def test_hosts_toml_resolved_as_containerd_resolves_it(tmp_path):
+    root = copy_fixture("containerd-v3", tmp_path)
+    certs = root / "etc/containerd/certs.d"
+    assert status(root, "containerd.registry.hosts") == "pass"  # its ca.crt exists
+    (certs / "registry.internal.example:5000/ca.crt").unlink()
+    f = results(root, checks=["containerd.registry.hosts"])["containerd.registry.hosts"].finding
+    assert f.status.value == "warn" and "ca file /etc/containerd/certs.d/registry.internal.example:5000/ca.crt" in f.seen
+    write(root, "/etc/containerd/certs.d/registry.internal.example:5000/ca.crt", "")
+    write(root, "/etc/containerd/certs.d/registry.internal.example_5000_/hosts.toml",
+          'server = "registry.internal.example:5000"\n[host."mirror.local"]\n  capabilities = ["pull", "fetch"]\n')
+    f = results(root, checks=["containerd.registry.hosts"])["containerd.registry.hosts"].finding
+    assert "registry.internal.example:5000: shadowed by registry.internal.example_5000_" in f.seen
+    assert "unknown capability 'fetch'" in f.seen
+    assert "registry.internal.example_5000_/hosts.toml: tries https://mirror.local then https://registry.internal.example:5000" in f.seen
 
 
 def test_oom_score_adj_passes_when_restricted(tmp_path):

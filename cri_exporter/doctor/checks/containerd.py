@@ -414,42 +414,92 @@ def registry_mirrors(ctx):
         fix=fix, refs=[REF_HOSTS])
 
 
-_HOST_DIR_RE = re.compile(r"^(_default|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?|\[[0-9a-fA-F:]+\](:\d{1,5})?)$")
-_URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+# containerd looks a registry "host[:port]" up as <config_path>/host_port_ (the
+# port form, tried first), then <config_path>/host:port, then _default
+# (core/remotes/docker/config: hostPaths, hostDirectory; 1.7 and 2.x alike).
+_HOST_DIR_RE = re.compile(r"^(_default|([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9a-fA-F:]+\])(:\d{1,5}|_\d{1,5}_)?)$")
+_CAPABILITIES = ("pull", "resolve", "push")
+
+
+def hosts_url(server: str) -> str | None:
+    """The URL containerd makes of a `server` or [host."..."] value
+    (parseHostConfig: "https://" unless it starts with "http"), None if unusable."""
+    from urllib.parse import urlsplit
+
+    url = server if server.startswith("http") else "https://" + server
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    return url if parts.scheme in ("http", "https") and parts.hostname else None
+
+
+def _host_entry_problems(f: str, label: str, entry: dict, base: str, hostfs) -> list[str]:
+    problems = []
+    caps = entry.get("capabilities")
+    for c in caps if isinstance(caps, list) else []:
+        if str(c).lower() not in _CAPABILITIES:
+            problems.append(f"{f}: {label}: unknown capability {c!r}: containerd rejects the whole file "
+                            "and falls back to plain certificate files")
+    for key in ("ca", "client"):
+        value = entry.get(key)
+        paths = [value] if isinstance(value, str) else [
+            p for item in (value if isinstance(value, list) else []) for p in (item if isinstance(item, list) else [item])]
+        for p in paths:
+            if isinstance(p, str) and p and not hostfs.is_file(p if os.path.isabs(p) else os.path.join(base, p)):
+                problems.append(f"{f}: {label}: {key} file {p} does not exist (pulls through it fail TLS setup)")
+    return problems
 
 
 def _hosts_problems(ctx, config_path: str) -> tuple[list[str], list[str]]:
     problems, seen = [], []
-    for name in list_dir(ctx.hostfs, config_path):
+    names = list_dir(ctx.hostfs, config_path)
+    for name in names:
         d = os.path.join(config_path, name)
         if not ctx.hostfs.is_dir(d):
             continue
         if not _HOST_DIR_RE.match(name):
             problems.append(f"{d}: directory name {name!r} is not a registry host[:port] (containerd never looks it up)")
+            continue
+        port_form = re.sub(r":(\d+)$", r"_\1_", name) if not name.startswith("[") or "]:" in name else name
+        if port_form != name and port_form in names:
+            problems.append(f"{d}: shadowed by {port_form}, which containerd looks up first")
         f = os.path.join(d, "hosts.toml")
         if not ctx.hostfs.exists(f):
             continue
         data, err = parse_toml(ctx.hostfs, f)
         if err:
-            problems.append(str(err))
+            problems.append(f"{err} (containerd falls back to plain certificate files: the mirrors are unused)")
             continue
         server = data.get("server")
         hosts = data.get("host") if isinstance(data.get("host"), dict) else {}
-        seen.append(f"{f}: server={server!r}, {len(hosts)} host(s)")
-        if server is not None and not (isinstance(server, str) and _URL_RE.match(server)):
-            problems.append(f"{f}: server = {server!r} is not an http(s) URL")
+        order = []
+        for h, entry in hosts.items():
+            url = hosts_url(h)
+            if url is None:
+                problems.append(f"{f}: [host.{h!r}] is not a usable registry URL")
+            else:
+                order.append(url)
+            problems += _host_entry_problems(f, f"[host.{h!r}]", entry if isinstance(entry, dict) else {}, d, ctx.hostfs)
+        if server is not None:
+            url = hosts_url(server) if isinstance(server, str) else None
+            if url is None:
+                problems.append(f"{f}: server = {server!r} is not a usable registry URL")
+            else:
+                order.append(url)
+        problems += _host_entry_problems(f, "top level", data, d, ctx.hostfs)
         if server is None and not hosts:
             problems.append(f"{f}: neither `server` nor any [host.\"...\"] entry")
-        for h in hosts:
-            if not _URL_RE.match(h):
-                problems.append(f"{f}: [host.{h!r}] is not an http(s) URL")
+        seen.append(f"{f}: tries {' then '.join(order) or 'nothing'}")
     return problems, seen
 
 
 @check("containerd.registry.hosts", Severity.WARNING, requires=CONTAINERD_CONFIG)
 def registry_hosts(ctx):
-    """Every hosts.toml under config_path must parse and name valid URLs, in a
-    directory named like the registry host; a wrong one is silently unused."""
+    """Every hosts.toml under config_path, read as containerd resolves it: a
+    directory named host:port or host_port_ (tried first) or _default, hosts
+    without a scheme taken as https://, capabilities and ca/client files
+    containerd accepts; a wrong one is silently unused."""
     config_path = ctx.containerd.registry().get("config_path")
     if not config_path:
         return skipped("registry.config_path is not set (no hosts.toml directory)")
