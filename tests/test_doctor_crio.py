@@ -13,7 +13,9 @@ from cri_exporter.hostfs import HostFS
 @pytest.mark.parametrize("check_id,healthy,broken", [
     ("crio.config.parse", "pass", "pass"),
     ("crio.cgroup_manager", "pass", "fail"),
-    ("crio.conmon_cgroup", "pass", "fail"),
+    # cgroupfs with conmon_cgroup = "system.slice": refused before 1.33, taken as empty from
+    # 1.33 on; with no runtime to tell the version, a warning (see the test below).
+    ("crio.conmon_cgroup", "pass", "warn"),
 ])
 def test_crio_checks_on_fixture_nodes(check_id, healthy, broken):
     assert status(fixture("crio"), check_id) == healthy
@@ -72,3 +74,24 @@ def test_crio_node_detected_from_cri_version(tmp_path):
         r = results(root, f"unix://{sock}", checks=["containerd.cri.disabled", "crio.config.parse"])
     assert r["containerd.cri.disabled"].status.value == "skip"
     assert r["crio.config.parse"].status.value == "pass"
+
+
+@pytest.mark.parametrize("version,conmon,monitor,expected", [
+    ("1.32.4", "system.slice", None, "fail"),   # before 1.33: cgroupfs wants "pod" or empty
+    ("1.33.0", "system.slice", None, "pass"),   # 1.33+: system.slice is taken as empty with cgroupfs
+    ("1.32.4", None, None, "fail"),             # before 1.33 empty means system.slice, refused with cgroupfs
+    ("1.36.2", None, None, "pass"),
+    ("1.36.2", None, "system.slice", "pass"),
+    ("1.36.2", None, "conmon.slice", "fail"),   # per-handler monitor_cgroup counts when conmon_cgroup is unset
+    ("1.36.2", "pod", "conmon.slice", "pass"),  # a set conmon_cgroup overrides the handler's
+])
+def test_monitor_cgroup_per_handler_and_version(version, conmon, monitor, expected, tmp_path):
+    root = copy_fixture("crio-broken", tmp_path)
+    (root / "etc/crio/crio.conf.d/99-conmon.conf").unlink()
+    body = f'[crio.runtime]\nconmon_cgroup = "{conmon or ""}"\n'  # crio.conf sets one: "" unsets it
+    body += "[crio.runtime.runtimes.crun]\n" + (f'monitor_cgroup = "{monitor}"\n' if monitor else "")
+    write(root, "/etc/crio/crio.conf.d/99-conmon.conf", body)
+    with FakeCriServer(root / "run/crio/crio.sock", FakeRuntime(name="cri-o", version=version)):
+        f = results(root, checks=["crio.conmon_cgroup"])["crio.conmon_cgroup"].finding
+    assert f.status.value == expected, f
+    assert f"CRI-O {version.rsplit('.', 1)[0]}" in f.seen

@@ -8,6 +8,7 @@ from cri_exporter.doctor.requirements import CRIO_CONFIG, CRIO_CONFIG_PARSES, RU
 
 REF_CONF = "https://github.com/cri-o/cri-o/blob/main/docs/crio.conf.5.md"
 REF_CGROUP = "https://kubernetes.io/docs/setup/production-environment/container-runtimes/#cri-o"
+REF_MONITOR = "https://github.com/cri-o/cri-o/blob/v1.36.3/pkg/config/config.go"  # TranslateMonitorFieldsForHandler
 DROPIN_FIX = "cat > /etc/crio/crio.conf.d/99-doctor.conf <<'EOF'\n{body}\nEOF\nsystemctl restart crio"
 
 
@@ -54,25 +55,66 @@ def cgroup_manager(ctx):
     return passed(f"cgroup manager {manager}", seen=seen)
 
 
+def _monitor_cgroup_ok(manager: str, conmon: str, monitor: str, new_rules: bool) -> tuple[bool, str]:
+    """CRI-O's TranslateMonitorFieldsForHandler (pkg/config/config.go): a set
+    conmon_cgroup overrides the handler's monitor_cgroup; then, before 1.33,
+    empty means system.slice whatever the manager (so cgroupfs needs "pod");
+    from 1.33 (commit a4c67cc6c2) empty means system.slice only with systemd,
+    and with cgroupfs system.slice is taken as empty. cgroupfs accepts "pod"
+    or empty, systemd "pod" or a slice. -> (valid, the effective value)."""
+    value = conmon or monitor or ""
+    systemd = manager != "cgroupfs"
+    if value == "" and (systemd or not new_rules):
+        value = "system.slice"
+    if not systemd:
+        if new_rules and value == "system.slice":
+            value = ""
+        return value in ("pod", ""), value
+    return value == "pod" or value.endswith(".slice"), value
+
+
+def _oci_handlers(cfg) -> dict[str, str]:
+    """Handler name -> its monitor_cgroup, for the handlers conmon monitors
+    (runtime_type oci or unset); the built-in default when the files define none."""
+    runtimes, _ = cfg.get("crio.runtime", "runtimes")
+    handlers = {name: str((h or {}).get("monitor_cgroup") or "") for name, h in (runtimes or {}).items()
+                if isinstance(h, dict) and str(h.get("runtime_type") or "oci") == "oci"}
+    return handlers or {"(built-in default)": ""}
+
+
 @check("crio.conmon_cgroup", Severity.CRITICAL, requires=CRIO_CONFIG)
 def conmon_cgroup(ctx):
-    """With cgroupfs, conmon must live in the pod's cgroup ("pod"); with systemd,
-    "pod" or a slice. CRI-O refuses other values at start."""
+    """Each OCI handler's monitor cgroup (its monitor_cgroup, overridden by the
+    deprecated conmon_cgroup when set) must suit the cgroup manager: "pod" or
+    empty with cgroupfs, "pod" or a slice with systemd. CRI-O refuses other
+    values at start; what empty means changed in 1.33."""
     manager, _ = ctx.crio.get("crio.runtime", "cgroup_manager")
-    value, where = ctx.crio.get("crio.runtime", "conmon_cgroup")
-    seen = f"cgroup_manager = {manager!r}; conmon_cgroup = {value!r} ({where})"
-    if manager == "cgroupfs":
-        ok = value in ("pod", "")
-        want = "pod"
-    else:
-        ok = value in ("pod", "") or str(value).endswith(".slice")
-        want = "system.slice"
-    if ok:
-        return passed(f"conmon_cgroup {value!r} fits {manager}", seen=seen)
-    return failed(
-        f"conmon_cgroup {value!r} is invalid with cgroup_manager {manager}", seen=seen,
-        why="CRI-O refuses to start (\"cgroupfs manager conmon cgroup should be 'pod' or empty\").",
-        fix=DROPIN_FIX.format(body=f'[crio.runtime]\nconmon_cgroup = "{want}"'), refs=[REF_CONF])
+    conmon, where = ctx.crio.get("crio.runtime", "conmon_cgroup")
+    version = ctx.runtime_version if ctx.runtime_kind == "crio" else None
+    pkg = ctx.packages.get("cri-o")
+    version = version or (pkg.minor_tuple if pkg else None)
+    rules = [True, False] if version is None else [version >= (1, 33)]
+    seen = [f"cgroup_manager = {manager!r}; conmon_cgroup = {conmon!r} ({where}); "
+            + (f"CRI-O {version[0]}.{version[1]}" if version else "CRI-O version unknown: judged by the rules before and from 1.33")]
+    bad, unsure = [], []
+    for name, monitor in _oci_handlers(ctx.crio).items():
+        verdicts = [_monitor_cgroup_ok(manager, str(conmon or ""), monitor, r) for r in rules]
+        seen.append(f"handler {name}: monitor_cgroup = {monitor!r} -> {verdicts[0][1]!r}")
+        if not any(ok for ok, _ in verdicts):
+            bad.append(name)
+        elif not all(ok for ok, _ in verdicts):
+            unsure.append(name)
+    want = "pod" if manager == "cgroupfs" else "system.slice"
+    fix = DROPIN_FIX.format(body=f'[crio.runtime]\nconmon_cgroup = "{want}"')
+    why = "CRI-O refuses to start (\"cgroupfs manager conmon cgroup should be 'pod' or empty\" / \"conmon cgroup should be 'pod' or a systemd slice\")."
+    if bad:
+        return failed(f"the monitor cgroup of {', '.join(bad)} is invalid with cgroup_manager {manager}",
+                      seen="\n".join(seen), why=why, fix=fix, refs=[REF_CONF, REF_MONITOR])
+    if unsure:
+        return warned(f"the monitor cgroup of {', '.join(unsure)} is refused by CRI-O before 1.33 (version unknown)",
+                      seen="\n".join(seen), why=why + " Before 1.33 an empty value means system.slice even with cgroupfs.",
+                      fix=fix, refs=[REF_CONF, REF_MONITOR])
+    return passed(f"monitor cgroups fit {manager}", seen="\n".join(seen))
 
 
 @check("crio.pause_image", Severity.WARNING, requires=(RUNS_CRIO, CRIO_CONFIG_PARSES))
