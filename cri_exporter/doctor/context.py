@@ -7,6 +7,7 @@ one timeout, not one per check.
 from __future__ import annotations
 
 import functools
+import os
 
 from cri_exporter.cri.client import CriClient, CriError, resolve_endpoint, socket_path
 from cri_exporter.doctor.facts import cni, containerd, crio, kubelet, packages, procfs, systemd
@@ -125,6 +126,19 @@ class Context:
             return int(digits[0]), int(digits[1])
         except (IndexError, ValueError):
             return None
+
+    @functools.cached_property
+    def on_node_network(self) -> bool:
+        """Whether the doctor's loopback is the node's (run on the node, or a
+        hostNetwork pod): its network namespace is that of the host's init."""
+        if self.netns is not None:
+            return False
+        if self.hostfs.root == "/":
+            return True
+        try:
+            return os.stat(self.hostfs.path("/proc/1/ns/net")).st_ino == os.stat("/proc/self/ns/net").st_ino
+        except OSError:
+            return False
 
     @functools.cached_property
     def network(self):

@@ -4,10 +4,12 @@ The order here is the order of the report: from the kernel up to the CRI.
 """
 from cri_exporter.doctor.checks import (  # noqa: F401
     kernel,
+    kernel_health,
     containerd,
     crio,
     drift,
     kubelet,
+    certs,
     crictl,
     cni,
     network,

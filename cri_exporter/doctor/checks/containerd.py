@@ -584,3 +584,19 @@ def service(ctx):
         "systemctl daemon-reload && systemctl restart containerd",
         refs=["https://github.com/containerd/containerd/blob/main/containerd.service"],
     )
+
+
+@check("containerd.metrics", Severity.INFO, requires=CONTAINERD_CONFIG)
+def metrics(ctx):
+    """Whether containerd serves its own Prometheus metrics ([metrics] address,
+    off by default): information for the dashboards, which can scrape it beside
+    this exporter."""
+    cfg = ctx.containerd
+    table = cfg.data.get("metrics") if isinstance(cfg.data.get("metrics"), dict) else {}
+    address = str(table.get("address") or "")
+    if address:
+        return passed(f"containerd serves metrics on http://{address}/v1/metrics",
+                      seen=f"[metrics] address = {address!r} ({', '.join(cfg.files)})")
+    return passed("containerd's own metrics endpoint is off (the default)",
+                  seen=f"no [metrics] address in {', '.join(cfg.files)}; to serve it:\n"
+                  + toml_snippet("metrics", 'address = "127.0.0.1:1338"'))

@@ -182,3 +182,4 @@ def pod_stats(ctx):
         + "journalctl -u containerd -e | grep -i stats",
         refs=[REF_DEBUG],
     )
+

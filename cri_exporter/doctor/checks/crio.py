@@ -139,3 +139,18 @@ def pause_image(ctx):
                   why="Every pod needs the pause image; missing on an air-gapped node, pods stay in ContainerCreating.",
                   fix=DROPIN_FIX.format(body=f'[crio.image]\npause_image = "{kimage or image}"')
                   + f"\ncrictl pull {kimage or image}", refs=[REF_CONF])
+
+
+@check("crio.metrics", Severity.INFO, requires=CRIO_CONFIG)
+def metrics(ctx):
+    """Whether CRI-O serves its own Prometheus metrics ([crio.metrics]
+    enable_metrics, off by default; metrics_host:metrics_port, 127.0.0.1:9090):
+    information for the dashboards."""
+    enabled, where = ctx.crio.get("crio.metrics", "enable_metrics")
+    if enabled is True:
+        host, _ = ctx.crio.get("crio.metrics", "metrics_host")
+        port, _ = ctx.crio.get("crio.metrics", "metrics_port")
+        return passed(f"CRI-O serves metrics on http://{host or '127.0.0.1'}:{port or 9090}/metrics",
+                      seen=f"enable_metrics = true ({where})")
+    return passed("CRI-O's own metrics endpoint is off (the default)",
+                  seen=f"enable_metrics = {enabled!r} ({where}); to serve it:\n[crio.metrics]\nenable_metrics = true")

@@ -2,13 +2,14 @@
 its flags, the endpoint it dials and its eviction thresholds."""
 from __future__ import annotations
 
+import http.client
 import os
 import stat
 
 from cri_exporter.cri.client import CriClient, CriError, socket_path
 from cri_exporter.doctor.facts import procfs
 from cri_exporter.doctor.facts.files import resolve
-from cri_exporter.doctor.model import Severity, failed, passed, warned
+from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.facts.kubelet import DEFAULT_CONFIG, DEFAULT_EVICTION_HARD
 from cri_exporter.doctor.facts.quantity import parse_quantity
 from cri_exporter.doctor.registry import check
@@ -185,3 +186,49 @@ def eviction(ctx):
         "mergeDefaultEvictionSettings: true",
         refs=[REF_EVICTION],
     )
+
+
+HEALTHZ_TIMEOUT = 2.0
+
+
+def _healthz(host: str, port: int) -> tuple[int | None, str]:
+    """(HTTP status, body or the error) of GET /healthz on the kubelet's healthz server."""
+    conn = http.client.HTTPConnection(host, port, timeout=HEALTHZ_TIMEOUT)
+    try:
+        conn.request("GET", "/healthz")
+        resp = conn.getresponse()
+        return resp.status, resp.read(512).decode("utf-8", "replace").strip()
+    except (OSError, http.client.HTTPException) as e:
+        return None, f"{type(e).__name__}: {e}"
+    finally:
+        conn.close()
+
+
+@check("kubelet.healthz", Severity.CRITICAL, requires=(KUBELET,))
+def healthz(ctx):
+    """The kubelet answers its healthz endpoint (healthzBindAddress:healthzPort,
+    default 127.0.0.1:10248) with "ok", asked with a 2 s timeout; only where
+    the doctor shares the node's network (on the node, or hostNetwork)."""
+    k = ctx.kubelet
+    port, pwhere = k.value("healthzPort", 10248)
+    address, awhere = k.value("healthzBindAddress", "127.0.0.1")
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        return skipped(f"healthzPort {port!r} ({pwhere}) is not a port")
+    if port == 0:
+        return skipped(f"the kubelet's healthz server is off (healthzPort: 0, {pwhere})")
+    if not ctx.on_node_network:
+        return skipped("the doctor does not share the node's network namespace: the kubelet's loopback is not reachable")
+    host = "127.0.0.1" if str(address) in ("", "0.0.0.0") else ("::1" if str(address) == "::" else str(address))
+    status, body = _healthz(host, port)
+    seen = f"GET http://{host}:{port}/healthz -> {status if status is not None else 'no answer'}: {body[:200]}"
+    if status == 200 and body == "ok":
+        return passed("the kubelet reports healthy", seen=seen)
+    return failed(
+        "the kubelet does not answer healthz" if status is None else f"the kubelet's healthz says {status}",
+        seen=f"{seen}\n(healthzPort {pwhere}; healthzBindAddress {awhere})",
+        why="The kubelet is down, restarting or unhealthy (its PLEG or runtime checks fail): the node goes "
+        "NotReady and its pods are not managed.",
+        fix="systemctl status kubelet\njournalctl -u kubelet -e --no-pager | tail -50",
+        refs=[REF_FLAGS])
