@@ -71,3 +71,46 @@ def test_no_cni_config_means_network_not_ready(tmp_path):
         st, r = cri_statuses(host_for(cd, tmp_path), cd.endpoint)
     assert {k for k, v in st.items() if v == "fail"} == {"cri.network_ready"}, r
     assert "NetworkPluginNotReady" in r["cri.network_ready"].finding.seen
+
+
+def lab_host(cd, tmp_path):
+    """A host tree holding what the lab containerd reads, at the same paths:
+    its config.toml as /etc/containerd/config.toml, its CNI config directory,
+    and the CNI binaries its config names (copied: a link to /usr would
+    resolve inside the root). The kubelet is set to cgroupfs, as the lab's
+    runc runs, and the tree has no cgroup mount (the lab's is the machine's)."""
+    import os
+    import re
+    root = host_for(cd, tmp_path)
+    shutil.rmtree(root / "sys/fs/cgroup")
+    config = (cd.base / "config.toml").read_text()
+    for conf_dir in re.findall(r'conf_dir = "([^"]+)"', config):
+        shutil.copytree(conf_dir, root / conf_dir.lstrip("/"), dirs_exist_ok=True)
+    bin_dirs = re.findall(r'bin_dir = "([^"]+)"', config) + [
+        d for group in re.findall(r"bin_dirs = \[([^\]]*)\]", config) for d in re.findall(r'"([^"]+)"', group)]
+    for bin_dir in bin_dirs:
+        os.makedirs(root / bin_dir.lstrip("/"), exist_ok=True)
+        for name in ("bridge", "host-local", "loopback", "portmap"):
+            if os.path.exists(os.path.join(bin_dir, name)):
+                shutil.copy2(os.path.join(bin_dir, name), root / bin_dir.lstrip("/") / name)
+    kubelet = root / "var/lib/kubelet/config.yaml"
+    kubelet.write_text(kubelet.read_text().replace("cgroupDriver: systemd", "cgroupDriver: cgroupfs"))
+    return root
+
+
+# The areas a host tree can mirror faithfully; kernel, kubelet and network
+# facts would be the fixture's or this machine's, not the lab node's.
+MIRRORED = ["containerd", "cri", "cni", "certs"]
+
+
+def test_every_applicable_check_passes_on_the_healthy_lab_containerd(lab, tmp_path):
+    cd, _ = lab
+    root = lab_host(cd, tmp_path)
+    r = results(root, cd.endpoint, checks=MIRRORED)
+    bad = {k: (v.status.value, v.finding.summary, v.finding.seen) for k, v in r.items() if v.status.value in ("warn", "fail")}
+    assert bad == {}
+    passed = {k for k, v in r.items() if v.status.value == "pass"}
+    assert {"containerd.config.parse", "containerd.config.version", "containerd.cgroup_driver",
+            "containerd.sandbox_image", "containerd.config.drift", "cni.config", "cni.plugins",
+            "cri.socket", "cri.runtime_ready", "cri.network_ready", "cri.pod_stats"} <= passed, r
+    assert "runtime.v1 (containerd " in r["cri.api_version"].finding.summary
