@@ -138,11 +138,12 @@ DEPRECATION_CONDITION = "ContainerdHasNoDeprecationWarnings"
 
 @check("cri.deprecations", Severity.WARNING, requires=(CRI_ANSWERS, CRI_STATUS))
 def deprecations(ctx):
-    """containerd 1.7+/2.x report deprecated features in use as a Status
-    condition whose message is JSON (id -> text); decoded here."""
+    """containerd 1.7.14+ and 2.x report deprecated features in use as a Status
+    condition (ContainerdHasNoDeprecationWarnings) whose message is JSON (id ->
+    text); decoded here."""
     cond = _condition(ctx, DEPRECATION_CONDITION)
     if cond is None:
-        return skipped(f"the runtime reports no {DEPRECATION_CONDITION} condition (containerd < 1.7 or CRI-O)")
+        return skipped(f"the runtime reports no {DEPRECATION_CONDITION} condition (containerd before 1.7.14, or CRI-O)")
     if cond.status:
         return passed("no deprecated features in use")
     try:
