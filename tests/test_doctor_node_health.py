@@ -3,7 +3,6 @@ the kernel log, PID/file headroom and the runtime's own metrics endpoint,
 each passing and failing on fixture trees."""
 import datetime as dt
 import http.server
-import json
 import tarfile
 import threading
 
@@ -11,7 +10,6 @@ import pytest
 
 from tests.test_doctor_support import FakeCriServer, FakeRuntime, copy_fixture, fixture, results, status, write
 
-from cri_exporter.doctor import run_doctor
 from cri_exporter.doctor.bundle import write_bundle
 from cri_exporter.doctor.checks import certs
 from cri_exporter.doctor.context import Context

@@ -51,10 +51,15 @@ CRIO_CONFIG_PARSES = Requirement(
     lambda ctx: "the CRI-O config does not parse (see crio.config.parse)" if ctx.crio.errors else None)
 CRIO_CONFIG = (RUNS_CRIO, CRIO_CONFIG_FILE, CRIO_CONFIG_PARSES)
 
-KUBELET = Requirement(
-    "a kubelet",
-    lambda ctx: None if ctx.kubelet.present else
-    "no kubelet configuration on this host (config.yaml, kubeadm-flags.env, unit)")
+def _kubelet_unmet(ctx):
+    if ctx.kubelet.present:
+        return None
+    if ctx.kubelet.embedded_in:
+        return f"{ctx.kubelet.command_from}: its kubelet settings are in no file to read"
+    return "no kubelet configuration on this host (config.yaml, kubeadm-flags.env, unit)"
+
+
+KUBELET = Requirement("a kubelet", _kubelet_unmet)
 
 
 def _cri_unmet(ctx):
