@@ -192,16 +192,16 @@ def cgroup_version(ctx):
     fix = ("Boot with cgroup v2: add systemd.unified_cgroup_hierarchy=1 to the kernel command line "
            "(GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and reboot).\n"
            "To keep v1 for now on kubelet 1.35+, set in the kubelet's config file:\nfailCgroupV1: false")
-    why = ("cgroup v1 is in maintenance mode; kubelet 1.35+ refuses to start on it unless "
-           "failCgroupV1 is false, so the next kubelet upgrade takes the node down.")
     explicit = None if fail_v1 is None else str(fail_v1).lower() == "true"
     refused = explicit if explicit is not None else (version is not None and version.at_least(1, 35))
     if refused:
         return failed("cgroup v1 and the kubelet refuses it" + ("" if explicit else " (failCgroupV1 defaults to true from 1.35)"),
-                      seen=seen, why=why.replace("so the next kubelet upgrade takes the node down",
-                                                 "so this kubelet exits at start and the node stays NotReady"),
-                      fix=fix, refs=[REF_CGROUPS, REF_CGROUP_V1])
-    return warned(f"cgroup {mode}: deprecated", seen=seen, why=why, fix=fix, refs=[REF_CGROUPS, REF_CGROUP_V1])
+                      seen=seen, why="The kubelet exits at start on cgroup v1 while failCgroupV1 is true: the node "
+                      "stays NotReady.", fix=fix, refs=[REF_CGROUPS, REF_CGROUP_V1])
+    return warned(f"cgroup {mode}: deprecated", seen=seen,
+                  why="cgroup v1 is in maintenance mode; kubelet 1.35+ refuses to start on it unless "
+                  "failCgroupV1 is false, so the next kubelet upgrade takes the node down.",
+                  fix=fix, refs=[REF_CGROUPS, REF_CGROUP_V1])
 
 
 REQUIRED_CONTROLLERS = ("cpu", "cpuset", "memory", "pids")
