@@ -112,6 +112,11 @@ def kmsg(*records):
     ([(95_000, "INFO: task jbd2/sda1-8:312 blocked for more than 122 seconds.")], "warn", "hung tasks: 1"),
     ([(95_000, "nf_conntrack: nf_conntrack: table full, dropping packet")], "warn", "conntrack table full: 1"),
     ([(95_000, "EXT4-fs (sda1): Remounting filesystem read-only")], "fail", "filesystem errors: 1"),
+    ([(95_000, "blk_update_request: I/O error, dev nvme0n1, sector 2048 op 0x1:(WRITE) flags 0x800")],
+     "fail", "filesystem errors: 1"),
+    ([(95_000, "I/O error, dev sr0, sector 0 op 0x0:(READ) flags 0x80700 phys_seg 1 prio class 2"),
+      (95_001, "Buffer I/O error on dev sr0, logical block 0, async page read")],
+     "pass", "no node-level faults"),  # an empty virtual CD-ROM on a healthy VM
     ([(1_000, "EXT4-fs error (device sda1): ext4_find_entry:1463: inode #2: comm ls: reading directory")],
      "pass", "1 kernel log records in the last 24 h (of 2"),  # 27 hours ago: outside the window
 ])

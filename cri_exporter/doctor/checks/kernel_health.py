@@ -21,7 +21,10 @@ _HUNG = re.compile(r"^INFO: task (.+?):(\d+) blocked for more than (\d+) seconds
 _CONNTRACK_FULL = re.compile(r"nf_conntrack: (?:nf_conntrack: )?table full, dropping packet")
 _FS_ERROR = re.compile(r"^(EXT4-fs error|EXT4-fs \(.+?\): Remounting filesystem read-only|XFS \(.+?\): "
                        r"(?:Corruption|.*I/O error|Filesystem has been shut down)|BTRFS (?:error|critical)|"
-                       r"Buffer I/O error on dev|I/O error, dev \S+, sector|.*: Remounting filesystem read-only)")
+                       r"Buffer I/O error on dev|.*I/O error, dev \S+, sector|.*: Remounting filesystem read-only)")
+# An empty virtual CD-ROM, a floppy or a detached loop device logs I/O errors
+# on healthy VMs all the time; they hold no filesystem the node runs on.
+_NOISE_DEVICE = re.compile(r"\bdev (?:sr|fd|loop)\d+\b")
 _POD_UID = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})")
 
 
@@ -60,7 +63,7 @@ def kernel_log(ctx):
             hung.append(f"[{r.seconds:.0f}s] {msg}")
         elif _CONNTRACK_FULL.search(msg):
             conntrack.append(f"[{r.seconds:.0f}s] {msg}")
-        elif _FS_ERROR.match(msg):
+        elif _FS_ERROR.match(msg) and not _NOISE_DEVICE.search(msg):
             fs.append(f"[{r.seconds:.0f}s] {msg}")
     seen = [f"{len(recent)} kernel log records in the last 24 h (of {len(records)} in the ring buffer)"]
     for title, items in (("filesystem errors", fs), ("node out of memory (OOM killer)", node_kills),
