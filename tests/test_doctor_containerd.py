@@ -238,3 +238,17 @@ def test_version_2_keys_left_in_version_3_tables_are_named(tmp_path):
     assert '[plugins."io.containerd.cri.v1.images"] sandbox_image: belongs in [plugins."io.containerd.cri.v1.images".pinned_images] sandbox' in f.seen
     assert '[plugins."io.containerd.cri.v1.runtime"] max_concurrent_downloads: belongs in [plugins."io.containerd.cri.v1.images"] max_concurrent_downloads' in f.seen
     assert "enable_seliunx: belongs in nowhere" in f.seen
+
+
+def test_config_path_is_a_list_of_directories(tmp_path):
+    # containerd splits registry.config_path with filepath.SplitList (":") and
+    # takes each registry's directory from the first root that has one.
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    cfg = root / "etc/containerd/config.toml"
+    cfg.write_text(cfg.read_text().replace('config_path = "/etc/containerd/certs.d"',
+                                           'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"'))
+    f = results(root, checks=["containerd.registry.hosts"])["containerd.registry.hosts"].finding
+    assert f.status.value == "pass" and "/etc/docker/certs.d (absent)" in f.seen
+    write(root, "/etc/docker/certs.d/ghcr.io/hosts.toml", 'server = "https://ghcr.io"\n[host."mirror.local"]\n  capabilities = ["pul"]\n')
+    f = results(root, checks=["containerd.registry.hosts"])["containerd.registry.hosts"].finding
+    assert f.status.value == "warn" and "/etc/docker/certs.d/ghcr.io/hosts.toml" in f.seen and "'pul'" in f.seen

@@ -8,6 +8,7 @@ import datetime as dt
 import os
 
 from cri_exporter.doctor.facts import certs as cert_facts
+from cri_exporter.doctor.facts.containerd import registry_roots
 from cri_exporter.doctor.facts.files import list_dir
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
@@ -96,8 +97,9 @@ def _registry_files(ctx) -> list[tuple[str, str]]:
     else:
         base = None
     out = []
-    for host in list_dir(ctx.hostfs, str(base)) if base else []:
-        d = os.path.join(str(base), host)
+    roots = registry_roots(str(base)) if base else []
+    for root, host in ((r, h) for r in roots for h in list_dir(ctx.hostfs, r)):
+        d = os.path.join(root, host)
         for name in list_dir(ctx.hostfs, d):
             # Docker's certs.d layout: *.crt are CAs, *.cert client certificates; *.key never read.
             if name.endswith((".crt", ".cert", ".pem")) and ctx.hostfs.is_file(os.path.join(d, name)):

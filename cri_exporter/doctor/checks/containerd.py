@@ -503,11 +503,20 @@ def registry_hosts(ctx):
     config_path = ctx.containerd.registry().get("config_path")
     if not config_path:
         return skipped("registry.config_path is not set (no hosts.toml directory)")
-    if not ctx.hostfs.is_dir(config_path):
+    roots = cfacts.registry_roots(str(config_path))
+    existing = [r for r in roots if ctx.hostfs.is_dir(r)]
+    if not existing:
         return warned(f"config_path {config_path} does not exist", seen=f"config_path = {config_path!r}",
                       why="Every pull goes straight to the upstream registry, ignoring the mirrors you meant.",
-                      fix=f"mkdir -p {config_path}/docker.io   # and write hosts.toml files there", refs=[REF_HOSTS])
-    problems, seen = _hosts_problems(ctx, config_path)
+                      fix=f"mkdir -p {roots[0]}/docker.io   # and write hosts.toml files there", refs=[REF_HOSTS])
+    problems, seen = [], []
+    for root in existing:
+        root_problems, root_seen = _hosts_problems(ctx, root)
+        problems += root_problems
+        seen += root_seen
+    if len(roots) > 1:
+        seen.append(f"config_path lists {len(roots)} directories; for each registry the first that has its "
+                    f"directory wins: {', '.join(r + ('' if r in existing else ' (absent)') for r in roots)}")
     if not problems:
         return passed(f"hosts.toml files under {config_path} are valid", seen="\n".join(seen))
     return warned(

@@ -162,6 +162,13 @@ class ContainerdConfig:
         return f'plugins."{self.images_section_name}".registry'
 
 
+def registry_roots(config_path: str) -> list[str]:
+    """registry.config_path is a list of directories (filepath.SplitList: ":"
+    on Linux), searched in order for each registry's directory (1.7, 2.x
+    image_pull.go registryHosts / hostDirFromRoots)."""
+    return [p for p in config_path.split(":") if p]
+
+
 def dig(d, *keys):
     """d[k1][k2]... or None where a level is missing or not a table."""
     for k in keys:
