@@ -68,16 +68,22 @@ def test_unit_files_parse_env_continuations_and_quotes():
     assert env == {"A": "--x=1 --y=2", "B": "$not expanded", "C": "plain"}
 
 
-@pytest.mark.parametrize("version,expected", [("1.35.0-1.1", "fail"), ("1.34.3-1.1", "warn"), (None, "warn")])
-def test_pod_infra_container_image_is_fatal_from_1_35(version, expected, tmp_path):
+@pytest.mark.parametrize("version,where,expected", [
+    ("1.35.0-1.1", "/var/lib/kubelet/kubeadm-flags.env", "fail"),
+    ("1.34.3-1.1", "/var/lib/kubelet/kubeadm-flags.env", "pass"),  # kubeadm writes it there itself
+    ("1.34.3-1.1", "/etc/default/kubelet", "warn"),                # the operator's own: breaks at 1.35
+    (None, "/var/lib/kubelet/kubeadm-flags.env", "warn"),
+])
+def test_pod_infra_container_image_is_fatal_from_1_35(version, where, expected, tmp_path):
     root = copy_fixture("kubeadm-containerd-v2", tmp_path)
-    write(root, "/var/lib/kubelet/kubeadm-flags.env",
-          'KUBELET_KUBEADM_ARGS="--pod-infra-container-image=registry.k8s.io/pause:3.10"\n')
+    var = "KUBELET_KUBEADM_ARGS" if where.endswith("kubeadm-flags.env") else "KUBELET_EXTRA_ARGS"
+    write(root, where, f'{var}="--pod-infra-container-image=registry.k8s.io/pause:3.10"\n')
     if version:
         write(root, "/var/lib/dpkg/status", f"Package: kubelet\nStatus: install ok installed\nVersion: {version}\n")
     f = results(root, checks=["kubelet.removed_flags"])["kubelet.removed_flags"].finding
     assert f.status.value == expected
     assert ("kubelet version unknown" in f.seen) == (version is None)
+    assert "--pod-infra-container-image" in f.seen
 
 
 @pytest.mark.parametrize("version,fail_v1,expected", [
