@@ -67,7 +67,7 @@ FLAG_FIELDS = {
 # The kubelet's boolean flags take no separate value word (pflag NoOptDefVal).
 BOOL_FLAGS = frozenset(("fail-swap-on", "fail-cgroupv1", "rotate-certificates", "rotate-server-certificates",
                         "register-node", "logtostderr", "alsologtostderr", "one-output", "skip-headers",
-                        "skip-log-headers", "add-dir-header", "v", "version", "help"))
+                        "skip-log-headers", "add-dir-header", "version", "help"))
 # Layouts whose kubelet runs inside another program: its flags are in no file.
 EMBEDDED = {"k3s": "/var/lib/rancher/k3s"}
 MAX_DROPINS = 64
