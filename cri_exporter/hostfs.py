@@ -115,8 +115,8 @@ class HostFS:
         instead of hanging the reader until someone writes to it."""
         return self.read_bytes(host_path, limit).decode("utf-8", errors="replace")
 
-    def read_bytes(self, host_path: str, limit: int) -> bytes:
-        fd = self.open(host_path)
+    def read_bytes(self, host_path: str, limit: int, record: bool = False) -> bytes:
+        fd = self.open(host_path, record)
         try:
             chunks = []
             size = 0

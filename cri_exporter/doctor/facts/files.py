@@ -7,7 +7,6 @@ hand out)."""
 from __future__ import annotations
 
 import os
-import stat
 
 from cri_exporter.hostfs import HostFS
 
@@ -23,27 +22,16 @@ class FileTooLarge(Exception):
 def read_config(hostfs: HostFS, host_path: str, max_bytes: int = MAX_CONFIG_BYTES) -> str:
     """The text of a config file; OSError when unreadable, FileTooLarge past `max_bytes`.
 
-    The size comes from the open file (fstat), not from a stat of the path
-    before opening it, so what is measured is what is read."""
-    fd = hostfs.open(host_path, record=True)
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(f"{host_path} is a directory")
-        if st.st_size > max_bytes:
-            raise FileTooLarge(f"{host_path} is {st.st_size} bytes, more than the {max_bytes} a config file may be")
-        chunks, size = [], 0
-        while size <= max_bytes:
-            chunk = os.read(fd, min(65536, max_bytes + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    if size > max_bytes:  # a FIFO or a file that grew while read
-        raise FileTooLarge(f"{host_path} is more than the {max_bytes} bytes a config file may be")
-    return b"".join(chunks).decode("utf-8", errors="replace")
+    At most one byte past the limit is read, whatever the file claims to be
+    (a FIFO, a sparse 10 GB file, one that grows while read)."""
+    data = hostfs.read_bytes(host_path, max_bytes + 1, record=True)
+    if len(data) > max_bytes:
+        try:
+            size = f"{os.stat(hostfs.path(host_path)).st_size} bytes"
+        except OSError:
+            size = "larger"
+        raise FileTooLarge(f"{host_path} is {size}, more than the {max_bytes} bytes a config file may be")
+    return data.decode("utf-8", errors="replace")
 
 
 def read_small(hostfs: HostFS, host_path: str) -> str | None:
