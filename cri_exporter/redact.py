@@ -35,7 +35,7 @@ REDACTED = "REDACTED"
 _SECRET_WORDS = ("password", "passwd", "passphrase", "secret", "token", "apikey", "accesskey", "privatekey",
                  "secretkey", "clientkey", "keydata", "credential", "cookie", "signature", "auth", "bearer",
                  "sessionkey", "encryptionkey", "signingkey", "masterkey", "license")
-_SECRET_NAMES = frozenset(("pass", "pw", "pwd", "key", "username", "user_pass", "salt", "otp", "pin"))
+_SECRET_NAMES = frozenset(("pass", "pw", "pwd", "key", "username", "salt", "otp", "pin"))
 _SECRET_ENDINGS = ("pass", "pw", "pwd", "key", "keys")
 _PATH_ENDINGS = ("file", "files", "path", "paths", "dir", "dirs")
 
@@ -100,8 +100,8 @@ def _redact_patterns(text: str) -> str:
 
 # ---- key = value pairs inside a line ----
 
-# A key: bare, or quoted, or a dotted path of those (TOML), then = or : (not ::,
-# not := ...). The look-behind makes a run of key characters start a match
+# A key: bare, or quoted, or a dotted path of those (TOML), or a flag's name,
+# then = or :. The look-behind makes a run of key characters start a match
 # only at its first character.
 _SEGMENT = r"""(?:"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+'|[A-Za-z_$@][\w$@-]*+)"""
 # ":" separates only where YAML or JSON would: before a space, a quote or a
@@ -274,10 +274,10 @@ def redact_text(text: str) -> str:
             continue
         m = _LINE_KEY.match(line)
         if m:
-            value = m.group(4)
+            segments = _segments(m.group(2))
             secret = secret_table or _key_is_secret(m.group(2))
-            header = is_header_key(_segments(m.group(2))[-1][0]) if _segments(m.group(2)) else False
-            v = value.strip()
+            header = bool(segments) and is_header_key(segments[-1][0])
+            v = m.group(4).strip()
             if secret or header:
                 if v in ("", "|", ">", "{", "[") or _BLOCK_SCALAR.match(v):
                     block_indent = _indent(line)
