@@ -79,11 +79,26 @@ class Suite:
             (target / ".done").write_text(deb.name + "\n")
             return target
 
-    def _download(self, package: str) -> Path:
+    def depends(self, package: str) -> list[str]:
+        """The packages `package` depends on in this suite, from a fresh package list
+        (e.g. the versioned kernel behind linux-image-amd64)."""
+        self.base.mkdir(parents=True, exist_ok=True)
+        with open(self.base / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._update()
+            out = subprocess.run(["apt-cache", *self._apt, "depends", f"{package}/{self.name}"],
+                                 check=True, capture_output=True, text=True).stdout
+        return [line.split(":", 1)[1].strip() for line in out.splitlines()
+                if line.strip().startswith("Depends:")]
+
+    def _update(self) -> None:
         for d in ("lists/partial", "cache/archives/partial", "debs"):
             (self.base / d).mkdir(parents=True, exist_ok=True)
         (self.base / "sources.list").write_text(f"deb [signed-by={KEYRING}] {mirror()} {self.name} main\n")
         _run(["apt-get", *self._apt, "update"], f"apt-get update for {self.name}")
+
+    def _download(self, package: str) -> Path:
+        self._update()
         debs = self.base / "debs"
         for old in debs.glob(f"{package}_*.deb"):
             old.unlink()

@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # systemd: only for `systemd-analyze verify` of deploy/systemd in the tests (nothing is enabled).
-APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 curl systemd)
+# qemu-system-x86, debootstrap, kmod, cpio: the cgroup v2 + systemd guest (crilab/vm), built and booted
+# under emulation by tests/test_cgroup_v2_node.py.
+APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 curl systemd
+              qemu-system-x86 debootstrap kmod cpio)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
