@@ -93,6 +93,9 @@ def test_crictl_missing_warns(tmp_path):
     root = copy_fixture("kubeadm-containerd-v2", tmp_path)
     (root / "etc/crictl.yaml").unlink()
     assert status(root, "crictl.endpoint") == "warn"
+    # Without crictl itself (Debian has no package of it) nothing reads the file: no alarm.
+    (root / "usr/bin/crictl").unlink()
+    assert status(root, "crictl.endpoint") == "skip"
 
 
 def test_cni_first_file_wins_and_competition_warns(tmp_path):

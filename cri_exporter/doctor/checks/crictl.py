@@ -10,7 +10,7 @@ from cri_exporter.doctor.facts import crio as crio_facts
 from cri_exporter.doctor.facts.containerd import same_socket
 from cri_exporter.doctor.facts import crictl as crictl_facts
 from cri_exporter.doctor.facts.files import resolve
-from cri_exporter.doctor.model import Severity, failed, passed, warned
+from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
 
 REF = "https://github.com/kubernetes-sigs/cri-tools/blob/master/docs/crictl.md"
@@ -52,6 +52,10 @@ def endpoint(ctx):
         own = _own_crictl(ctx, layout_line)
         if own:
             return own
+        if crictl_facts.binary(ctx.hostfs) is None:
+            # A node without crictl (Debian packages none) has nothing that reads the file.
+            return skipped(f"crictl is not installed ({', '.join(crictl_facts.BINARIES)}), so nothing reads {PATH}",
+                           seen=f"{PATH} is absent\n{layout_line}")
         return warned(f"no {PATH}", seen=f"{PATH} is absent\n{layout_line}",
                       why="crictl then tries each default socket in turn, prints a deprecation warning and "
                       "may talk to the wrong runtime (e.g. a dockershim leftover).",
