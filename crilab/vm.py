@@ -39,12 +39,16 @@ from crilab.vm_image import ENDPOINT, REPO, Image, build_image, run_checked
 __all__ = ["Boot", "Image", "boot", "build_image", "build_wheel", "make_payload", "qemu_command", "read_out"]
 
 CONSOLE = "console=ttyS0"
-# root=/dev/vda is what the image's initramfs mounts.
-KERNEL_ARGS = f"root=/dev/vda rw {CONSOLE} systemd.unified_cgroup_hierarchy=1 panic=-1"
-# -nodefaults: no VGA, floppy or CD-ROM for the kernel to probe under emulation; -nic none: no network
-# card at all. -no-reboot with panic=-1: a guest that panics ends qemu at once.
-QEMU = ["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "2048",
-        "-nodefaults", "-display", "none", "-nic", "none", "-no-reboot"]
+# root=/dev/vda is what the image's initramfs mounts. tsc=reliable: TCG's TSC follows the host's
+# clock, the same on every vCPU, but the kernel's sync check fails it under load ("TSCs
+# unsynchronized") and falls back to the HPET, after which one boot hung for good (qemu 7.2, 6.1.176).
+KERNEL_ARGS = f"root=/dev/vda rw {CONSOLE} systemd.unified_cgroup_hierarchy=1 panic=-1 tsc=reliable"
+# -nodefaults: no VGA, floppy or CD-ROM for the kernel to probe under emulation; no HPET (see above);
+# -nic none: no network card at all. -no-reboot with panic=-1: a guest that panics ends qemu at once.
+QEMU = ["qemu-system-x86_64", "-machine", "pc,hpet=off", "-accel", "tcg,thread=multi", "-cpu", "max",
+        "-smp", "2", "-m", "2048", "-nodefaults", "-display", "none", "-nic", "none", "-no-reboot"]
+# What the image's crilab-payload.service prints when the payload's script starts.
+PAYLOAD_STARTED = b"crilab-payload: running"
 
 
 def build_wheel(dest: Path) -> Path:
@@ -91,9 +95,11 @@ def read_out(payload: Path, dest: Path) -> Path:
 
 @dataclass
 class Boot:
-    returncode: int | None  # None: killed at the timeout
+    returncode: int | None  # None: killed
     seconds: float
     console: Path
+    attempts: int = 1
+    stuck: str = ""  # why it was killed, if it was
 
     @property
     def timed_out(self) -> bool:
@@ -117,26 +123,50 @@ def qemu_command(image: Image, payload: Path | None, serial: str) -> list[str]:
     return [*cmd, "-append", KERNEL_ARGS]
 
 
-def boot(image: Image, payload: Path, console: Path, timeout: float) -> Boot:
-    """Boot until the guest powers itself off, or kill it at `timeout` seconds.
+def boot(image: Image, payload: Path, console: Path, timeout: float, start_timeout: float = 600) -> Boot:
+    """Boot until the guest powers itself off, or kill it.
 
-    Emulation speed follows the host's load, so the timeout is generous; a guest
-    that never comes up costs the timeout, never a hang."""
+    Emulation speed follows the host's load, so the limits are generous: the
+    guest is killed at `timeout` seconds, or at `start_timeout` if its payload
+    has not started by then (it normally starts within a minute). A guest
+    stuck before its payload ran is booted once more, as nothing of the test
+    ran yet; its console is kept beside the new one. A guest that never comes
+    up costs the limits and returns the console, never a hang."""
+    first = _boot_once(image, payload, console, timeout, start_timeout)
+    if not first.stuck.startswith("payload"):
+        return first
+    console.rename(console.with_suffix(".attempt1.log"))
+    again = _boot_once(image, payload, console, timeout - first.seconds, start_timeout)
+    again.attempts, again.seconds = 2, first.seconds + again.seconds
+    return again
+
+
+def _boot_once(image: Image, payload: Path, console: Path, timeout: float, start_timeout: float) -> Boot:
     console.unlink(missing_ok=True)
     started = time.monotonic()
     proc = subprocess.Popen(qemu_command(image, payload, str(console)), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        rc: int | None = proc.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        rc = None
+    stuck, payload_started = "", False
+    while proc.poll() is None:
+        elapsed = time.monotonic() - started
+        if not payload_started:
+            try:
+                payload_started = PAYLOAD_STARTED in console.read_bytes()
+            except OSError:
+                pass
+        if elapsed > timeout:
+            stuck = f"still running after {timeout:.0f} s"
+        elif not payload_started and elapsed > start_timeout:
+            stuck = f"payload not started after {start_timeout:.0f} s"
+        if stuck:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(2)
+    out = proc.communicate()[0]
     if out:
         with open(console, "ab") as f:
             f.write(b"\n--- qemu's own output ---\n" + out)
-    return Boot(rc, time.monotonic() - started, console)
+    return Boot(None if stuck else proc.returncode, time.monotonic() - started, console, stuck=stuck)
 
 
 SHELL_RUN = f"""#!/bin/sh

@@ -326,6 +326,10 @@ def main(out: Path) -> int:
         doctor("healthy", results)
         KUBELET_CONFIG.write_text(kubelet_config("cgroupfs"))
         doctor("kubelet_cgroupfs", results)
+        # A kubelet that does not take the runtime's driver over its own (KubeletCgroupDriverFromCRI
+        # off; on by default from 1.31) runs with cgroupfs for certain.
+        KUBELET_CONFIG.write_text(kubelet_config("cgroupfs") + "featureGates:\n  KubeletCgroupDriverFromCRI: false\n")
+        doctor("kubelet_cgroupfs_own_driver", results)
         KUBELET_CONFIG.write_text(kubelet_config("systemd"))
         mark("doctor")
     except Exception:  # noqa: BLE001 - recorded for the test, which fails on it

@@ -67,7 +67,8 @@ def guest(request) -> Iterator[Guest]:
                               "exec python3 -m crilab.vm_guest /payload/out\n")
     boot = vm.boot(image, payload, tmp / "console.log", BOOT_TIMEOUT)
     if boot.timed_out:
-        pytest.fail(f"the guest did not power off within {BOOT_TIMEOUT:.0f} s; console ({boot.console}):\n{boot.tail()}")
+        pytest.fail(f"the guest was killed, {boot.stuck} (boot {boot.attempts} of 2); console ({boot.console}):\n"
+                    f"{boot.tail()}")
     out = vm.read_out(payload, tmp / "results")
     payload.unlink()
     if not (out / "results.json").exists():
@@ -325,6 +326,10 @@ NOT_PASS_ON_THE_HEALTHY_GUEST = {
     "containerd.registry.hosts": ("skip", "the config sets no registry config_path"),
     "crictl.endpoint": ("skip", "Debian packages no crictl, so the guest has none to configure"),
     "crio.": ("skip", "the node's runtime is containerd"),
+    "kubelet.healthz": ("fail", "no kubelet runs in the guest (Debian packages none): pods are made through CRI "
+                                "by the test"),
+    "certs.kubelet": ("skip", "no kubelet ever joined a cluster here, so it has no certificates"),
+    "certs.registry": ("skip", "no registry certificates under the runtime's certs.d"),
 }
 
 
@@ -333,7 +338,8 @@ def _justified(check_id: str) -> tuple[str, str] | None:
         (v for k, v in NOT_PASS_ON_THE_HEALTHY_GUEST.items() if k.endswith(".") and check_id.startswith(k)), None)
 
 
-def test_the_doctor_passes_the_healthy_node(guest):
+def test_the_doctor_finds_nothing_wrong_on_the_healthy_node_but_the_absent_kubelet(guest):
+    """No false alarm: every finding that is not a pass is listed above with why it is true here."""
     run = guest.results["doctor"]["healthy"]
     assert "report" in run, run
     findings = _findings(run["report"])
@@ -343,31 +349,59 @@ def test_the_doctor_passes_the_healthy_node(guest):
     stale = {i: status for i, (status, _) in NOT_PASS_ON_THE_HEALTHY_GUEST.items()
              if not i.endswith(".") and findings[i]["status"] != status}
     assert not stale, f"justified above, but now: {stale}"
-    assert run["rc"] == 0, run["stderr"]
+    # The exit status is 1 for kubelet.healthz alone (justified above): no other check fails.
+    assert run["rc"] == 1 and {i for i, f in findings.items() if f["status"] == "fail"} == {"kubelet.healthz"}
     assert findings["containerd.cgroup_driver"]["status"] == "pass"
     assert "SystemdCgroup = true" in findings["containerd.cgroup_driver"]["detail"]
-    assert "cgroupDriver=systemd" in findings["containerd.cgroup_driver"]["detail"]
+    assert "kubelet: systemd" in findings["containerd.cgroup_driver"]["detail"]
     assert findings["kernel.cgroup.version"]["status"] == "pass"
     assert findings["containerd.config.version"]["status"] == "pass"
     assert findings["network.default_route"]["summary"] == "default route via 192.0.2.1 dev eth0"
 
 
-def test_the_doctor_flags_a_kubelet_on_cgroupfs(guest):
-    run = guest.results["doctor"]["kubelet_cgroupfs"]
-    finding = _findings(run["report"])["containerd.cgroup_driver"]
-    assert finding["status"] == "fail", finding
-    assert "cgroupDriver=cgroupfs" in finding["detail"] and "SystemdCgroup = true" in finding["detail"]
-    assert run["rc"] == 1
-    # Nothing else moved: the same node, one line of the kubelet's config changed.
+def _changed(guest, run: str) -> dict[str, dict]:
+    """The findings whose status moved from the healthy node's."""
     healthy = _findings(guest.results["doctor"]["healthy"]["report"])
-    changed = {i for i, f in _findings(run["report"]).items() if f["status"] != healthy[i]["status"]}
-    assert changed == {"containerd.cgroup_driver"}
+    return {i: f for i, f in _findings(guest.results["doctor"][run]["report"]).items()
+            if f["status"] != healthy[i]["status"]}
 
 
-def test_a_guest_that_does_not_power_off_is_killed_at_the_timeout(tmp_path):
+def test_the_doctor_flags_a_kubelet_on_cgroupfs(guest):
+    """containerd 2.1.9 answers RuntimeConfig with systemd, and a 1.31+ kubelet takes that over
+    its own cgroupDriver: with no kubelet package to tell the version, a warning that says so."""
+    changed = _changed(guest, "kubelet_cgroupfs")
+    assert list(changed) == ["containerd.cgroup_driver"], changed  # nothing else moved
+    finding = changed["containerd.cgroup_driver"]
+    assert finding["status"] == "warn", finding
+    assert finding["summary"] == ("containerd uses systemd, the kubelet cgroupfs "
+                                  "(unless the kubelet takes the runtime's driver)")
+    assert "RuntimeConfig answer (systemd)" in finding["detail"]
+
+
+def test_the_doctor_fails_a_kubelet_that_keeps_its_own_cgroupfs_driver(guest):
+    changed = _changed(guest, "kubelet_cgroupfs_own_driver")
+    assert list(changed) == ["containerd.cgroup_driver"], changed
+    finding = changed["containerd.cgroup_driver"]
+    assert finding["status"] == "fail", finding
+    assert "KubeletCgroupDriverFromCRI=false" in finding["detail"] and "SystemdCgroup = true" in finding["detail"]
+
+
+@pytest.fixture(scope="module")
+def sleeping_payload(tmp_path_factory) -> Path:
+    return vm.make_payload(tmp_path_factory.mktemp("vm") / "payload.img", "#!/bin/sh\nexec sleep infinity\n")
+
+
+def test_a_guest_that_does_not_power_off_is_killed_at_the_timeout(sleeping_payload, tmp_path):
     """The other side of the fixture's guarantee: a guest that hangs costs the timeout and
     hands back its console, it never hangs the suite."""
-    payload = vm.make_payload(tmp_path / "payload.img", "#!/bin/sh\nexec sleep infinity\n")
-    boot = vm.boot(vm.build_image(), payload, tmp_path / "console.log", timeout=30)
-    assert boot.timed_out
+    boot = vm.boot(vm.build_image(), sleeping_payload, tmp_path / "console.log", timeout=30)
+    assert boot.timed_out and boot.stuck == "still running after 30 s" and boot.attempts == 1
     assert "Linux version" in boot.console.read_text()
+
+
+def test_a_guest_stuck_before_its_payload_is_booted_once_more(sleeping_payload, tmp_path):
+    """Under emulation a boot has hung for good in the kernel (see crilab/vm.py): one more
+    boot, since nothing of the test ran yet. Here both are cut at 5 s, before any payload."""
+    boot = vm.boot(vm.build_image(), sleeping_payload, tmp_path / "console.log", timeout=120, start_timeout=5)
+    assert boot.timed_out and boot.stuck == "payload not started after 5 s" and boot.attempts == 2
+    assert (tmp_path / "console.attempt1.log").exists() and boot.console.exists()
