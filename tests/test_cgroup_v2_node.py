@@ -326,8 +326,8 @@ NOT_PASS_ON_THE_HEALTHY_GUEST = {
     "containerd.registry.hosts": ("skip", "the config sets no registry config_path"),
     "crictl.endpoint": ("skip", "Debian packages no crictl, so the guest has none to configure"),
     "crio.": ("skip", "the node's runtime is containerd"),
-    "kubelet.healthz": ("fail", "no kubelet runs in the guest (Debian packages none): pods are made through CRI "
-                                "by the test"),
+    "kubelet.healthz": ("skip", "no kubelet is installed in the guest (Debian packages none; pods are made "
+                                "through CRI by the test), only its config file for the driver checks"),
     "certs.kubelet": ("skip", "no kubelet ever joined a cluster here, so it has no certificates"),
     "certs.registry": ("skip", "no registry certificates under the runtime's certs.d"),
 }
@@ -338,7 +338,7 @@ def _justified(check_id: str) -> tuple[str, str] | None:
         (v for k, v in NOT_PASS_ON_THE_HEALTHY_GUEST.items() if k.endswith(".") and check_id.startswith(k)), None)
 
 
-def test_the_doctor_finds_nothing_wrong_on_the_healthy_node_but_the_absent_kubelet(guest):
+def test_the_doctor_finds_nothing_wrong_on_the_healthy_node(guest):
     """No false alarm: every finding that is not a pass is listed above with why it is true here."""
     run = guest.results["doctor"]["healthy"]
     assert "report" in run, run
@@ -349,8 +349,8 @@ def test_the_doctor_finds_nothing_wrong_on_the_healthy_node_but_the_absent_kubel
     stale = {i: status for i, (status, _) in NOT_PASS_ON_THE_HEALTHY_GUEST.items()
              if not i.endswith(".") and findings[i]["status"] != status}
     assert not stale, f"justified above, but now: {stale}"
-    # The exit status is 1 for kubelet.healthz alone (justified above): no other check fails.
-    assert run["rc"] == 1 and {i for i, f in findings.items() if f["status"] == "fail"} == {"kubelet.healthz"}
+    # Nothing fails: the doctor exits 0.
+    assert run["rc"] == 0 and not [i for i, f in findings.items() if f["status"] == "fail"]
     assert findings["containerd.cgroup_driver"]["status"] == "pass"
     assert "SystemdCgroup = true" in findings["containerd.cgroup_driver"]["detail"]
     assert "kubelet: systemd" in findings["containerd.cgroup_driver"]["detail"]

@@ -91,6 +91,11 @@ def test_kubelet_healthz(healthz_server, tmp_path, monkeypatch):
     healthz_server.shutdown()
     healthz_server.server_close()
     assert status(root, "kubelet.healthz") == "fail"  # nothing listens: the kubelet is down
+    # A kubelet config but no kubelet unit, process, package or binary: nothing to ask, no alarm.
+    for unit in root.glob("**/kubelet.service"):
+        unit.unlink()
+    f = results(root, checks=["kubelet.healthz"])["kubelet.healthz"].finding
+    assert f.status.value == "skip" and "no kubelet unit, process, package or binary" in f.summary, f
 
 
 UID = "0f4c7ab2-1e8d-4c3a-9b7e-2a1d5e6f7a8b"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from cri_exporter.cri.client import CriError
+from cri_exporter.doctor.facts import kubelet
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,10 @@ def _kubelet_unmet(ctx):
 
 
 KUBELET = Requirement("a kubelet", _kubelet_unmet)
+KUBELET_INSTALLED = Requirement(
+    "a kubelet installed",
+    lambda ctx: None if ctx.kubelet.installed else
+    f"no kubelet unit, process, package or binary ({', '.join(kubelet.BINARIES)}) on this host: nothing to ask")
 
 
 def _cri_unmet(ctx):

@@ -13,7 +13,7 @@ from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.facts.kubelet import DEFAULT_CONFIG, DEFAULT_EVICTION_HARD
 from cri_exporter.doctor.facts.quantity import parse_quantity
 from cri_exporter.doctor.registry import check
-from cri_exporter.doctor.requirements import KUBELET
+from cri_exporter.doctor.requirements import KUBELET, KUBELET_INSTALLED
 
 REF_CONFIG = "https://kubernetes.io/docs/reference/config-api/kubelet-config.v1beta1/"
 REF_EVICTION = "https://kubernetes.io/docs/concepts/scheduling-eviction/node-pressure-eviction/#hard-eviction-thresholds"
@@ -213,7 +213,7 @@ def _healthz(host: str, port: int) -> tuple[int | None, str]:
         conn.close()
 
 
-@check("kubelet.healthz", Severity.CRITICAL, requires=(KUBELET,))
+@check("kubelet.healthz", Severity.CRITICAL, requires=(KUBELET, KUBELET_INSTALLED))
 def healthz(ctx):
     """The kubelet answers its healthz endpoint (healthzBindAddress:healthzPort,
     default 127.0.0.1:10248) with "ok", asked with a 2 s timeout; only where

@@ -89,6 +89,7 @@ class KubeletSettings:
     eviction: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EVICTION_HARD))
     eviction_where: str = "kubelet default"
     command_from: str = ""  # where the command line was read
+    installed: str = ""  # what says a kubelet is installed here (unit, process, package, binary), or ""
     embedded_in: str = ""  # "k3s" when the kubelet runs inside it
     version: Version | None = None
 
@@ -224,6 +225,21 @@ def _command_line(hostfs: HostFS, unit: systemd.Unit,
     return [], ""
 
 
+BINARIES = ("/usr/bin/kubelet", "/usr/local/bin/kubelet")
+
+
+def _installed(hostfs: HostFS, unit: systemd.Unit, processes: list[procfs.Process], version) -> str:
+    """Evidence that a kubelet is installed on this host: a config file alone
+    (a leftover, or a node being prepared) is none."""
+    if any(p.comm == "kubelet" for p in processes):
+        return "a kubelet process runs"
+    if unit.exists:
+        return f"{unit.where.get('ExecStart') or 'kubelet.service'}"
+    if version is not None:
+        return "the kubelet package"
+    return next((b for b in BINARIES if hostfs.is_file(b)), "")
+
+
 def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procfs.Process] | None = None,
          version: Version | None = None) -> KubeletSettings:
     unit = unit if unit is not None else systemd.read_unit(hostfs, "kubelet.service")
@@ -232,6 +248,7 @@ def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procf
     s.files = list(unit.files) + [v.lstrip("-").strip() for v in unit.lists.get("EnvironmentFile", [])
                                   if hostfs.exists(v.lstrip("-").strip())]
     s.flags, s.flag_sources = parse_flags(args)
+    s.installed = _installed(hostfs, unit, processes or [], version)
     if not s.command_from:
         for name, data_dir in EMBEDDED.items():
             if hostfs.is_dir(f"{data_dir}/agent"):
