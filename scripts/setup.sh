@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # systemd: only for `systemd-analyze verify` of deploy/systemd in the tests (nothing is enabled).
-APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 curl systemd)
+APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 curl systemd tmux)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
