@@ -12,6 +12,7 @@ import structlog
 from cri_exporter import __version__
 from cri_exporter.doctor.cli import doctor
 from cri_exporter.settings import ALL_COLLECTORS, DEFAULTS, Settings, parse_collectors, parse_listen_address
+from cri_exporter.top.command import top
 
 ENV_PREFIX = "CRI_EXPORTER"
 
@@ -134,3 +135,4 @@ def version() -> None:
 
 
 main.add_command(doctor)
+main.add_command(top)

@@ -16,6 +16,10 @@ from cri_exporter.cri import model
 
 _LIVE_CONTAINER_STATES = ("running", "created")
 
+# Handlers whose host-side cgroup holds a VM or a user-space kernel, not the
+# container's processes: their cgroup readings would describe the sandbox.
+VM_HANDLER_HINTS = ("kata", "gvisor", "runsc", "firecracker", "clh", "qemu", "vm")
+
 
 @dataclass(frozen=True, slots=True)
 class PodIdentity:
@@ -62,6 +66,21 @@ class Inventory:
     def pod_uid(self, c: model.Container) -> str:
         pod = self.pods_by_id.get(c.pod_sandbox_id)
         return c.labels.get(model.LABEL_POD_UID) or (pod.k8s_uid if pod else "")
+
+    def last_exited(self) -> dict[ContainerIdentity, model.Container]:
+        """The newest exited instance of each container, current or not."""
+        out = {}
+        for ident, instances in self.container_instances.items():
+            exited = [c for c in instances if c.state == "exited"]
+            if exited:
+                out[ident] = max(exited, key=lambda c: (c.attempt, c.created_at_ns))
+        return out
+
+
+def cgroup_backed(pod: model.PodSandbox | None) -> bool:
+    """False for a pod whose host cgroup holds a VM (VM_HANDLER_HINTS): only CRI knows its usage."""
+    handler = (pod.runtime_handler if pod else "").lower()
+    return not any(hint in handler for hint in VM_HANDLER_HINTS)
 
 
 def pod_identity(p: model.PodSandbox) -> PodIdentity:

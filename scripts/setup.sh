@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 
 # systemd: only for `systemd-analyze verify` of deploy/systemd in the tests (nothing is enabled).
 # qemu-system-x86, debootstrap, kmod, cpio: the cgroup v2 + systemd guest (crilab/vm), built and booted
-# under emulation by tests/test_cgroup_v2_node.py.
+# under emulation by tests/test_cgroup_v2_node.py. tmux: the terminal `cri-exporter top` is tested in.
 APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 curl systemd
-              qemu-system-x86 debootstrap kmod cpio)
+              qemu-system-x86 debootstrap kmod cpio tmux)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
