@@ -31,6 +31,18 @@ def _listen(ctx, param, value):
         raise click.BadParameter(str(err)) from None
 
 
+def _web_config(ctx, param, value):
+    """Read at start: a file that cannot be served is a usage error (exit 2), before anything starts."""
+    if value is None:
+        return None
+    from cri_exporter.webconfig import WebConfigError, WebConfigFile
+
+    try:
+        return WebConfigFile(value)
+    except WebConfigError as err:
+        raise click.BadParameter(str(err)) from None
+
+
 def env(option: str) -> str:
     """CRI_EXPORTER_<OPTION>: the same name for every subcommand (click's
     auto_envvar_prefix would put the subcommand's name in it)."""
@@ -72,12 +84,20 @@ def main() -> None:
 @click.option("--doctor-interval", envvar=env("doctor-interval"), show_envvar=True, type=float,
               default=DEFAULTS.doctor_interval, show_default=True,
               help="Seconds between doctor runs exported as cri_doctor_* metrics and served on /doctor.")
+@click.option("--web-config-file", "--web.config.file", "web_config", envvar=env("web-config-file"), show_envvar=True,
+              callback=_web_config, metavar="FILE",
+              help="TLS, basic auth and headers from the web config file every Prometheus exporter reads "
+                   "(node_exporter's --web.config.file); re-read when it or a file it names changes.")
+@click.option("--doctor-endpoint/--no-doctor-endpoint", envvar=env("doctor-endpoint"), show_envvar=True,
+              default=DEFAULTS.doctor_endpoint, show_default=True,
+              help="Serve the latest doctor report on /doctor (behind the web config's basic auth, if it has users).")
 @click.option("--log-format", envvar=env("log-format"), show_envvar=True, type=click.Choice(["auto", "json", "console"]), default=DEFAULTS.log_format,
               show_default=True, help="auto: console on a terminal, JSON lines otherwise.")
 @click.option("--log-level", envvar=env("log-level"), show_envvar=True, type=click.Choice(["debug", "info", "warning", "error"]), default=DEFAULTS.log_level,
               show_default=True)
 def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeout, runtime_timeout,
-          stats_interval, stats_idle_interval, stats_timeout, grpc_max_recv_bytes, doctor_interval, log_format, log_level) -> None:
+          stats_interval, stats_idle_interval, stats_timeout, grpc_max_recv_bytes, doctor_interval, web_config, doctor_endpoint,
+          log_format, log_level) -> None:
     """Serve Prometheus metrics on /metrics."""
     from cri_exporter import process
     from cri_exporter.exporter import Exporter
@@ -93,10 +113,11 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
         stats_interval=stats_interval, stats_idle_interval=stats_idle_interval, stats_timeout=stats_timeout, max_recv_bytes=grpc_max_recv_bytes,
         doctor_interval=doctor_interval,
         log_format=log_format, log_level=log_level,
+        web_config_file=web_config.path if web_config is not None else None, doctor_endpoint=doctor_endpoint,
     )
     exporter = Exporter(settings)
     try:
-        server = Server(listen_address, exporter)
+        server = Server(listen_address, exporter, web=web_config, doctor_endpoint=settings.doctor_endpoint)
     except OSError as err:
         log.error("cannot listen", address=settings.listen_address, error=str(err))
         exporter.stop()
@@ -105,7 +126,7 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
     process.freeze_startup_objects()
     host, port = server.server_address[:2]
     shown = "localhost" if host in ("0.0.0.0", "::") else host
-    log.info("serving", url=f"http://{shown}:{port}/metrics", endpoint=exporter.client.endpoint,
+    log.info("serving", url=f"{server.scheme}://{shown}:{port}/metrics", endpoint=exporter.client.endpoint,
              collectors=",".join(collectors), version=__version__)
 
     stopping = threading.Event()

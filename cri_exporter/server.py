@@ -29,8 +29,21 @@ and a GET's body was parsed as a second request (behind kube-rbac-proxy's
 - A scraper waits for the shared collection until its own deadline, on the
   loop, without a thread (Exporter.scrape_timeout, scrape.Collection).
 
-Counted in cri_exporter_http_* (docs/metrics.md). TLS (issue 18) can wrap
-the same protocol: loop.create_server(..., ssl=context) in `_serve`.
+With a web config file (issue 18, webconfig.py) the same protocol runs over
+TLS, behind basic auth and a rate limit:
+
+- TLS starts on the loop once a connection is admitted (loop.start_tls, not
+  create_server(ssl=...), which would handshake before the protocol exists):
+  the handshake counts against the connection bound and the request's
+  REQUEST_TIMEOUT, so a client that opens TLS and stalls is closed like one
+  that sends half a request. Each connection takes the TLS context in force
+  when it arrives; the file is checked for changes every RELOAD_INTERVAL.
+- Basic auth and the rate limit come before any route (a refused client
+  learns nothing of the paths), except /healthz, which says only "ok" and
+  which the kubelet's probe must reach without credentials and whatever a
+  flood did to the rate limit. bcrypt's cost is bounded in webauth.py.
+
+Counted in cri_exporter_http_* (docs/metrics.md).
 """
 from __future__ import annotations
 
@@ -41,6 +54,7 @@ import email.utils
 import html
 import resource
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -53,6 +67,8 @@ from cri_exporter import __version__
 from cri_exporter.exporter import Exporter
 from cri_exporter.exposition import CONTENT_TYPE
 from cri_exporter.httprequest import BadRequest, Request, head_end, parse_head
+from cri_exporter.webauth import BUSY, OK, BasicAuth, TokenBucket
+from cri_exporter.webconfig import WebConfig, WebConfigFile, sans_of
 
 log = structlog.get_logger(__name__)
 
@@ -72,12 +88,19 @@ WRITE_CHUNK = 16384
 LINGER_SECONDS = 1.0  # after an error answer: read and drop what the client still sends...
 LINGER_BYTES = 1 << 20  # ...so the close is a FIN after our answer, not a reset that may destroy it
 WORKERS = 2  # threads that render answers: CPU-bound under the GIL, gzip on a second core
+RELOAD_INTERVAL = 1.0  # seconds between looks at the web config file and the files it names
+# After our close_notify, how long a TLS client may take to send its own
+# (asyncio waits 30 s by default, holding the connection meanwhile).
+TLS_SHUTDOWN_TIMEOUT = 2.0
 
-DROP_REASONS = ("limit", "request_timeout", "write_timeout", "bad_request", "request_body")
+DROP_REASONS = ("limit", "request_timeout", "write_timeout", "bad_request", "request_body", "tls_handshake")
+REFUSE_REASONS = ("unauthorized", "auth_busy", "rate_limited")  # requests answered 401, 503, 429
 
 
-def landing_page() -> bytes:
+def landing_page(doctor: bool = True) -> bytes:
     links = {"/metrics": "Metrics", "/doctor": "Doctor report (JSON)", "/healthz": "Health"}
+    if not doctor:
+        del links["/doctor"]
     items = "\n".join(f'<li><a href="{html.escape(href)}">{html.escape(text)}</a></li>' for href, text in links.items())
     return (
         "<!doctype html><html><head><title>cri-exporter</title></head><body>"
@@ -117,10 +140,16 @@ class Answer:
 class Server:
     """Listens at `address` from construction (so an address in use fails
     early); `serve_forever` runs the loop in the calling thread until
-    `shutdown` (from any thread)."""
+    `shutdown` (from any thread). `web`: the web config file (TLS, basic
+    auth, headers, rate limit), already read once; `doctor_endpoint` False
+    answers /doctor 404."""
 
-    def __init__(self, address: tuple[str, int], exporter: Exporter, max_connections: int = MAX_CONNECTIONS):
+    def __init__(self, address: tuple[str, int], exporter: Exporter, max_connections: int = MAX_CONNECTIONS,
+                 web: WebConfigFile | None = None, doctor_endpoint: bool = True):
         self.exporter = exporter
+        self.web = web
+        self.auth = BasicAuth() if web is not None else None
+        self._bucket: TokenBucket | None = None
         fd_limit = raise_fd_limit()
         self.max_connections = max(1, min(max_connections, fd_limit - FD_RESERVE - 3 * ACCEPT_BURST))
         if self.max_connections < max_connections:
@@ -141,8 +170,12 @@ class Server:
         # closed when the bound is reached.
         self.idle: collections.OrderedDict[_Connection, None] = collections.OrderedDict()
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.refused = dict.fromkeys(REFUSE_REASONS, 0)
         self.pool = cf.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="http")
         self.routes = {"/metrics": self._metrics, "/doctor": self._doctor, "/healthz": self._healthz, "/": self._index}
+        if not doctor_endpoint:
+            del self.routes["/doctor"]
+        self._landing_page = landing_page(doctor_endpoint)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._stopping = threading.Event()
@@ -159,9 +192,15 @@ class Server:
         if loop is not None and stop is not None:
             loop.call_soon_threadsafe(stop.set)
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.web is not None and self.web.config.tls is not None else "http"
+
     def server_close(self) -> None:
         self.socket.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.auth is not None:
+            self.auth.close()
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -170,12 +209,26 @@ class Server:
             return
         listener = await self._loop.create_server(lambda: _Connection(self), sock=self.socket, backlog=ACCEPT_BURST)
         self.socket.listen(BACKLOG)  # asyncio set the kernel's queue to its burst: restore it
+        watcher = self._loop.create_task(self._watch_web_config()) if self.web is not None else None
         try:
             await self._stop.wait()
         finally:
+            if watcher is not None:
+                watcher.cancel()
             listener.close()
             for conn in list(self.connections):
                 conn.transport.abort()
+
+    async def _watch_web_config(self) -> None:
+        """A few stats a second, on the loop; a reload reads a few small files
+        and builds an SSLContext (about a millisecond)."""
+        assert self.web is not None
+        while True:
+            await asyncio.sleep(RELOAD_INTERVAL)
+            try:
+                self.web.refresh()
+            except Exception:  # a bug here must not stop the watching
+                log.exception("web config check failed")
 
     # ---- the connection bound
 
@@ -196,7 +249,42 @@ class Server:
 
     # ---- routes
 
-    async def respond(self, request: Request) -> Answer:
+    async def respond(self, request: Request, client: str = "?") -> Answer:
+        if self.web is None:
+            return await self._route(request)
+        config = self.web.config
+        answer = await self._guard(request, client, config)
+        if answer is None:
+            answer = await self._route(request)
+        if config.headers:
+            answer.headers = {**answer.headers, **config.headers}
+        return answer
+
+    async def _guard(self, request: Request, client: str, config: WebConfig) -> Answer | None:
+        """The web config's rate limit and basic auth, in the toolkit's order:
+        None lets the request through. Not for /healthz: a liveness probe
+        failing on a flood's rate limit would restart the agent."""
+        if request.path == "/healthz":
+            return None
+        if config.rate_limit is not None:
+            if self._bucket is None or self._bucket.limit != config.rate_limit:
+                self._bucket = TokenBucket(config.rate_limit)
+            if not self._bucket.allow():
+                self.refused["rate_limited"] += 1
+                return Answer(429, TEXT, [b"too many requests\n"])
+        if not config.users:
+            return None
+        assert self.auth is not None
+        verdict = await self.auth.check(config.users, request.headers.get("Authorization"), client)
+        if verdict == OK:
+            return None
+        if verdict == BUSY:
+            self.refused["auth_busy"] += 1
+            return Answer(503, {**TEXT, "Retry-After": "1"}, [b"too many credentials being checked; retry\n"])
+        self.refused["unauthorized"] += 1
+        return Answer(401, {**TEXT, "WWW-Authenticate": 'Basic realm="cri-exporter", charset="UTF-8"'}, [b"unauthorized\n"])
+
+    async def _route(self, request: Request) -> Answer:
         if request.method not in ("GET", "HEAD"):
             return Answer(405, {**TEXT, "Allow": "GET, HEAD"}, [b"only GET and HEAD\n"])
         route = self.routes.get(request.path)
@@ -232,7 +320,7 @@ class Server:
         return Answer(200, TEXT, [b"ok\n"])
 
     async def _index(self, request: Request) -> Answer:
-        return Answer(200, {"Content-Type": "text/html; charset=utf-8"}, [landing_page()])
+        return Answer(200, {"Content-Type": "text/html; charset=utf-8"}, [self._landing_page])
 
 
 def _head(status: int, headers: dict[str, str], length: int | None, keep_alive: bool) -> bytes:
@@ -254,7 +342,7 @@ class _Connection(asyncio.Protocol):
     it (routes may hand work to the server's pool), then wait for the next."""
 
     __slots__ = ("server", "loop", "transport", "peer", "buffer", "scanned", "timer", "task", "first_request",
-                 "head_started", "eof", "lost", "lingered", "drained")
+                 "head_started", "eof", "lost", "lingered", "drained", "handshake", "tls")
 
     def __init__(self, server: Server):
         self.server = server
@@ -271,6 +359,8 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self.lingered: int | None = None  # bytes dropped since an error answer
         self.drained: asyncio.Future | None = None  # pending while written bytes wait in our buffer
+        self.handshake: asyncio.Task | None = None  # TLS being set up: nothing is read meanwhile
+        self.tls = False
 
     # ---- asyncio.Protocol
 
@@ -280,11 +370,56 @@ class _Connection(asyncio.Protocol):
         self.peer = str(peer[0]) if peer else "?"
         # Paused as soon as a byte waits in our buffer; resumed once it is all
         # in the kernel: `drained` then says the answer so far is handed over.
+        # (With TLS: encrypted bytes wait no longer in the socket's buffer
+        # than they would in plain text.)
         self.transport.set_write_buffer_limits(high=0)
         if not self.server.admit(self):
             self.transport.abort()
             return
-        self._arm(REQUEST_TIMEOUT, self._request_timed_out)
+        self._arm(REQUEST_TIMEOUT, self._request_timed_out)  # with TLS, the handshake counts too
+        config = self.server.web.config if self.server.web is not None else None
+        if config is not None and config.tls is not None:
+            self.transport.pause_reading()  # the ClientHello is for the TLS layer, not for _parse
+            self.handshake = self.loop.create_task(self._start_tls(config, config.tls))
+
+    async def _start_tls(self, config: WebConfig, context: ssl.SSLContext) -> None:
+        """Handshake within the request's deadline (the timer above drops a
+        stalled one), then read requests through the TLS transport."""
+        raw = self.transport
+        try:
+            tls = await self.loop.start_tls(raw, self, context, server_side=True,
+                                            ssl_handshake_timeout=REQUEST_TIMEOUT + 1,  # our timer comes first
+                                            ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT)
+        except (OSError, EOFError) as err:  # SSLError, reset, asyncio's own timeout
+            self._handshake_failed(raw, err)
+            return
+        finally:
+            self.handshake = None
+        if tls is None or self.lost or tls.is_closing():  # dropped (timer, bound) while the handshake ran
+            self._handshake_failed(raw, None)
+            return
+        self.transport = tls  # type: ignore[assignment]
+        self.tls = True
+        # The same limit as the socket's above: asyncio's TLS layer pauses at
+        # size >= high where the socket pauses at size > high (Python 3.11), so
+        # high=0 here would pause with nothing buffered and never resume.
+        tls.set_write_buffer_limits(high=1, low=0)
+        allowed = config.client_allowed_sans
+        if allowed is not None and not sans_of(tls.get_extra_info("peercert")) & allowed:
+            log.debug("client certificate names none of client_allowed_sans", client=self.peer)
+            self.drop("tls_handshake")
+            return
+        if self.buffer:
+            self._parse()
+
+    def _handshake_failed(self, raw: asyncio.Transport, err: BaseException | None) -> None:
+        """asyncio tells this protocol nothing of a connection lost mid-handshake: do what connection_lost does."""
+        if err is not None and self in self.server.connections:  # else drop() counted it
+            self.server.dropped["tls_handshake"] += 1
+            log.debug("TLS handshake failed", client=self.peer, error=str(err))
+        raw.abort()
+        if not self.lost:
+            self.connection_lost(None)
 
     def data_received(self, data: bytes) -> None:
         if self.lingered is not None:
@@ -293,7 +428,7 @@ class _Connection(asyncio.Protocol):
                 self.transport.abort()
             return
         self.buffer += data
-        if self.task is None:
+        if self.task is None and self.handshake is None:
             self._parse()
         # else: reading is paused; what still came waits for the answer's end
 
@@ -301,7 +436,9 @@ class _Connection(asyncio.Protocol):
         self.eof = True
         if self.task is None:
             self.transport.close()  # what came of a request did not come whole: no answer
-        return True  # keep writing an answer in progress
+        # Keep writing an answer in progress. TLS has no half-close: asyncio
+        # shuts the connection after the client's close_notify whatever this says.
+        return not self.tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -364,7 +501,7 @@ class _Connection(asyncio.Protocol):
     async def _answer(self, request: Request) -> None:
         try:
             try:
-                answer = await self.server.respond(request)
+                answer = await self.server.respond(request, self.peer)
             except Exception:  # a route's bug: a 500, and the endpoint keeps serving
                 log.exception("answer failed", path=request.path)
                 answer = Answer(500, TEXT, [b"internal error\n"])
@@ -411,8 +548,11 @@ class _Connection(asyncio.Protocol):
             raise _Dropped
 
     async def _wait_drained(self, deadline: float) -> None:
+        drained = self.drained
+        if drained is None:
+            return
         try:
-            await asyncio.wait_for(asyncio.shield(self.drained), deadline - self.loop.time())
+            await asyncio.wait_for(asyncio.shield(drained), deadline - self.loop.time())
         except TimeoutError:
             self.drop("write_timeout")
             raise _Dropped from None
@@ -464,6 +604,24 @@ class _HttpMetrics:
         self.server = server
 
     def collect(self):
+        web, auth = self.server.web, self.server.auth
+        if web is not None and auth is not None:
+            yield GaugeMetricFamily("cri_exporter_web_config_last_reload_successful",
+                                    "Whether the last reading of the web config file was taken (0: serving with an older one).",
+                                    value=1 if web.last_reload_ok else 0)
+            yield GaugeMetricFamily("cri_exporter_web_config_last_reload_success_timestamp_seconds",
+                                    "When the web config in force was read, in seconds since the epoch.",
+                                    value=web.last_success)
+            refused = CounterMetricFamily(
+                "cri_exporter_http_requests_refused",
+                "Requests answered without running, by reason: 401 unauthorized, 503 auth_busy, 429 rate_limited.",
+                labels=["reason"])
+            for reason, count in list(self.server.refused.items()):
+                refused.add_metric([reason], count)
+            yield refused
+            yield CounterMetricFamily("cri_exporter_http_password_checks",
+                                      "bcrypt checks run for basic auth (credentials once checked are remembered).",
+                                      value=auth.hashed)
         yield GaugeMetricFamily("cri_exporter_http_open_connections", "Connections to the HTTP endpoint now open.",
                                 value=len(self.server.connections))
         yield GaugeMetricFamily("cri_exporter_http_max_connections",

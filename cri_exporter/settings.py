@@ -37,6 +37,9 @@ class Settings:
     doctor_interval: float = 300.0
     log_format: str = "auto"
     log_level: str = "info"
+    # The exporter toolkit's web config (TLS, basic auth): webconfig.py.
+    web_config_file: str | None = None
+    doctor_endpoint: bool = True  # serve /doctor (behind the web config's basic auth, if any)
 
 
 def parse_collectors(spec: str) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -86,11 +87,15 @@ class ManagedProcess:
 
 class ExporterProcess(ManagedProcess):
     def __init__(self, endpoint: str | None, *args: str, env: dict | None = None, wrap: list[str] | None = None,
-                 log_path: Path | None = None, host: str = "127.0.0.1"):
+                 log_path: Path | None = None, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None,
+                 auth: dict[str, str] | None = None):
+        """`tls`: the client context of an exporter serving HTTPS (a web config);
+        `auth`: headers every request sends (basic auth)."""
         self.host = host
         self.port = free_port()
+        self.tls, self.auth = tls, auth or {}
         netloc = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-        self.url = f"http://{netloc}"
+        self.url = f"{'https' if tls else 'http'}://{netloc}"
         self.log_path = log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"cri-exporter-{self.port}.log"
         cmd = [sys.executable, "-m", "cri_exporter", "serve", "--listen-address", netloc,
                "--log-format", "json", *args]
@@ -114,9 +119,9 @@ class ExporterProcess(ManagedProcess):
         raise RuntimeError(f"exporter did not come up:\n{self.log()}")
 
     def get(self, path: str, headers: dict | None = None, timeout: float = 15) -> tuple[int, dict, bytes]:
-        req = urllib.request.Request(self.url + path, headers=headers or {})
+        req = urllib.request.Request(self.url + path, headers={**self.auth, **(headers or {})})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.tls) as r:
                 return r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as err:
             return err.code, dict(err.headers), err.read()

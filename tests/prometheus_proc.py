@@ -93,11 +93,14 @@ class PrometheusProcess(ManagedProcess):
     `release`: which Prometheus runs (default: the machine's own binary).
     The scrape config leaves `scrape_protocols` at Prometheus's default and
     sets no `fallback_scrape_protocol`, as an operator's would: Prometheus 3
-    then fails any scrape whose Content-Type it does not know.
+    then fails any scrape whose Content-Type it does not know. `job_config`
+    is merged into the job's scrape config (scheme, tls_config, basic_auth);
+    `extra_jobs` are further scrape configs.
     """
 
     def __init__(self, targets: list[str], job: str = "cri-exporter", scrape_interval: str = "1s",
-                 rule_groups: list[dict] | None = None, release: Release | None = None, retention: str = "1d"):
+                 rule_groups: list[dict] | None = None, release: Release | None = None, retention: str = "1d",
+                 job_config: dict | None = None, extra_jobs: list[dict] | None = None):
         self.release = release
         binary = release.prometheus if release else PROMETHEUS
         self.dir = Path(tempfile.mkdtemp(prefix="prom-", dir="/tmp"))
@@ -107,7 +110,8 @@ class PrometheusProcess(ManagedProcess):
         config: dict = {
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval,
                        "scrape_timeout": scrape_interval},
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
+            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}], **(job_config or {})},
+                               *(extra_jobs or [])],
         }
         if rule_groups:
             rules = self.dir / "rules.yml"
