@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -81,6 +82,20 @@ def scrape(exp: ExporterProcess, **headers) -> Samples:
     return parse(body.decode())
 
 
+def served_families(exp: ExporterProcess) -> set[str]:
+    """The exporter's own families (counters with their _total), as docs/metrics.md names them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, _, body = exp.get("/metrics")
+    assert status == 200
+    return {f.name + ("_total" if f.type == "counter" else "") for f in text_string_to_metric_families(body.decode())
+            if f.name.startswith("cri_exporter_")}
+
+
+def documented_families() -> set[str]:
+    return set(re.findall(r"^\| `([a-z_]+)`", (REPO / "docs" / "metrics.md").read_text(), re.MULTILINE))
+
+
 def standard_container_ids(pods) -> set[str]:
     """The lab's containers as started (the latest attempt of each: one series per container)."""
     return {ids[-1] for pod in (pods.web, pods.burner, pods.batch, pods.flaky) for ids in pod.containers.values()}
@@ -132,6 +147,7 @@ def test_tls_and_basic_auth_as_pythons_ssl_and_curl_see_them(containerd, pods, t
         assert plain.returncode in (52, 56), plain
 
         s = scrape(exp)
+        assert served_families(exp) - documented_families() == set()
         assert s.get1("cri_exporter_http_requests_refused_total", reason="unauthorized") == 6
         assert s.get1("cri_exporter_http_connections_dropped_total", reason="tls_handshake") >= 2  # untrusting curl, plain HTTP
         assert s.get1("cri_exporter_http_password_checks_total") == 2  # the right password once, the wrong once
