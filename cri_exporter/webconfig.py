@@ -442,7 +442,8 @@ def _load_key_pair(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
                 f.write(data)
         ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}", password=_refuse_passphrase)
     except ssl.SSLError as err:
-        raise WebConfigError(f"tls_server_config: cannot use the certificate and key: {err.reason or err}") from None
+        raise WebConfigError("tls_server_config: cannot use the certificate and key (is each PEM, and is the key "
+                             f"the certificate's?): {err.reason or err}") from None
     finally:
         for fd in fds:
             os.close(fd)

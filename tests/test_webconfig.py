@@ -109,7 +109,9 @@ BAD = {
     "missing file": ("tls_server_config:\n  cert_file: nope.crt\n  key_file: server.key\n",
                      "tls_server_config.cert_file {dir}/nope.crt: No such file or directory"),
     "key of another cert": ("tls_server_config:\n  cert_file: server.crt\n  key_file: other.key\n",
-                            "cannot use the certificate and key: KEY_VALUES_MISMATCH"),
+                            "is the key the certificate's?): KEY_VALUES_MISMATCH"),
+    "key of another type": ("tls_server_config:\n  cert_file: server.crt\n  key_file: ecdsa.key\n",
+                            "is the key the certificate's?): NO_CERTIFICATE_ASSIGNED"),
     "CA without policy": (TLS + "  client_ca_file: ca.crt\n", "client CAs are configured without a client_auth_type"),
     "policy without CA": (TLS + "  client_auth_type: RequireAndVerifyClientCert\n", "needs client_ca_file"),
     "unverified client certs": (TLS + "  client_auth_type: RequireAnyClientCert\n  client_ca_file: ca.crt\n",
@@ -139,7 +141,8 @@ BAD = {
 @pytest.mark.parametrize("case", BAD)
 def test_a_bad_file_is_refused_naming_the_field(pki, tmp_path, case):
     text, want = BAD[case]
-    pki.issue("other", "localhost")
+    pki.issue("other", "localhost", rsa=True)
+    pki.issue("ecdsa", "localhost")
     path = config_file(tmp_path, text)
     with pytest.raises(WebConfigError) as err:
         load(path)
