@@ -34,8 +34,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 
-import bcrypt
-
 from cri_exporter.webconfig import RateLimit
 
 OK, UNAUTHORIZED, BUSY = "ok", "unauthorized", "busy"
@@ -60,6 +58,8 @@ def basic_credentials(authorization: str | None) -> tuple[bytes, bytes] | None:
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
+    import bcrypt  # here: serve without basic auth loads none of it
+
     try:
         return bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed)
     except ValueError:  # a hash the `bcrypt` package cannot read (webconfig checks their form at load)

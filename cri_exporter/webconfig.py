@@ -33,6 +33,7 @@ holds password hashes and may hold a private key inline.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -44,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-import yaml
 
 log = structlog.get_logger(__name__)
 
@@ -123,12 +123,14 @@ class WebConfig:
 
 def load(path: str) -> WebConfig:
     """Read and check the file at `path`, and everything it names."""
+    import yaml  # here: serve without a web config loads no YAML parser
+
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise WebConfigError(f"{path}: {_os_reason(err)}") from None
     try:
-        doc = yaml.load(text, Loader=_StrictLoader)
+        doc = yaml.load(text, Loader=_strict_loader())
     except yaml.MarkedYAMLError as err:
         raise WebConfigError(f"{path}: not valid YAML: {_yaml_reason(err)}") from None
     except yaml.YAMLError as err:
@@ -153,21 +155,27 @@ def sans_of(peercert: Mapping[str, Any] | None) -> set[str]:
 
 # ---- reading
 
-class _StrictLoader(yaml.SafeLoader):
+@functools.cache
+def _strict_loader() -> type:
     """yaml.v2's UnmarshalStrict refuses a key given twice; PyYAML keeps the last quietly."""
+    import yaml
 
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str):
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(None, None, f"key {_name(key)} given twice", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, str):
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(None, None, f"key {_name(key)} given twice",
+                                                                key_node.start_mark)
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
 
 
-def _yaml_reason(err: yaml.MarkedYAMLError) -> str:
+def _yaml_reason(err) -> str:
     """PyYAML's message without its snippet of the file (which could be a hash or a key)."""
     def at(mark) -> str:
         return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
