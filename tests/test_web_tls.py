@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+import trustme
 
 from cri_exporter.server import MAX_CONNECTIONS, RELOAD_INTERVAL, REQUEST_TIMEOUT
 from cri_exporter.webauth import MAX_PENDING
@@ -160,8 +161,6 @@ def test_client_certificates_verified_and_their_names_checked(containerd, pods, 
     config = write_config(pki.dir / "web-config.yml", {"tls_server_config": {
         "cert_file": "server.crt", "key_file": "server.key", "client_ca_file": "ca.crt",
         "client_auth_type": "RequireAndVerifyClientCert", "client_allowed_sans": ["prometheus.example", "10.0.0.9"]}})
-    import trustme
-
     prometheus = pki.issue("prometheus", "prometheus.example")
     by_address = pki.issue("by-address", "10.0.0.9")
     stranger = pki.issue("stranger", "prometheus.example", ca=trustme.CA())
