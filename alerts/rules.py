@@ -182,6 +182,13 @@ def exporter_alerts(s: Settings) -> list[Alert]:
               f"cri-exporter on {ON} has been denied reading {{{{ $value }}}} {{{{ $labels.kind }}}} cgroup(s) for "
               f"{s.for_['CriCgroupsUnreadable']}: their CPU and memory come from the runtime's slower stats "
               "snapshot and their throttling, pressure, OOM and I/O series are missing."),
+        Alert("CriExporterWebConfigReloadFailed",
+              f"cri_exporter_web_config_last_reload_successful{s.sel()} == 0",
+              "warning",
+              "cri-exporter cannot read its changed web config.",
+              f"cri-exporter on {ON} has failed to read its changed --web-config-file (or a certificate, key or "
+              f"CA file it names) for {s.for_['CriExporterWebConfigReloadFailed']}: it still serves with the last "
+              "good one, so a rotated certificate or a changed password is not in force yet."),
         Alert("CriExporterScrapeSlow",
               f"avg_over_time(scrape_duration_seconds{s.sel()}[{w}]) > {s.scrape_duration_seconds:g}",
               "warning",

@@ -68,6 +68,7 @@ class Settings:
         "CriCollectorFailing": "15m",
         "CriExporterScrapeSlow": "15m",
         "CriCgroupsUnreadable": "15m",
+        "CriExporterWebConfigReloadFailed": "10m",
     })
 
     def by(self, *labels: str) -> str:
