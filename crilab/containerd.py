@@ -5,6 +5,7 @@ data, logs) lives under one base dir, and its bridge/subnet are claimed with
 a lock file, so several instances can run at once, even in other processes.
 """
 
+import errno
 import fcntl
 import functools
 import json
@@ -12,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,6 +82,29 @@ def _claim_net(net: int | None):
         except BlockingIOError:
             f.close()
     raise RuntimeError(f"crilab network {net if net is not None else '1..254'} is in use")
+
+
+def _remove_netns(path: str, tries: int = 50) -> None:
+    """Unmount and unlink a pod's netns file, retrying while the kernel still
+    holds it: unlink gives EBUSY until the lazy unmount has let go of the
+    mount point, which on a loaded machine takes a moment. Never raises: a
+    namespace that stays is reported by the doctor's leaked_netns check, not
+    by a failed teardown."""
+    for _ in range(tries):
+        if not os.path.lexists(path):
+            return
+        subprocess.run(["umount", "-l", path], capture_output=True)
+        try:
+            os.unlink(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if e.errno != errno.EBUSY:
+                print(f"crilab: cannot remove {path}: {e}", file=sys.stderr)
+                return
+        time.sleep(0.1)
+    print(f"crilab: {path} still busy after {tries} tries; left behind", file=sys.stderr)
 
 
 class Containerd:
@@ -252,9 +277,8 @@ class Containerd:
         for path in sorted(self._mounts(), reverse=True):
             subprocess.run(["umount", "-l", path], capture_output=True)
         for netns, cgroup_parent in leftovers:
-            if netns and os.path.exists(netns):
-                subprocess.run(["umount", "-l", netns], capture_output=True)
-                Path(netns).unlink(missing_ok=True)
+            if netns:
+                _remove_netns(netns)
             if cgroup_parent:  # runc leaves the pod level; the kubelet would remove it
                 for ctl in Path("/sys/fs/cgroup").iterdir():
                     pod_cgroup = ctl / cgroup_parent.lstrip("/")
