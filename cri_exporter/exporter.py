@@ -20,7 +20,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from cri_exporter import __version__, process
+from cri_exporter import __version__, memory_tuning
 from cri_exporter.collectors.base import ScrapeContext
 from cri_exporter.collectors.registry import Parts
 from cri_exporter.cri.client import CriClient, probe_endpoints, resolve_endpoint
@@ -124,7 +124,7 @@ class Exporter:
 
     def release_memory(self) -> None:
         """After a /metrics answer: hand the scrape's freed heap back to the
-        kernel (process.release_freed_memory), at most every RELEASE_SECONDS
+        kernel (memory_tuning.release_freed_memory), at most every RELEASE_SECONDS
         however many scrapers share a collection, and never two at once."""
         if not self._release_lock.acquire(blocking=False):
             return
@@ -132,7 +132,7 @@ class Exporter:
             now = time.monotonic()
             if now - self._released_at >= RELEASE_SECONDS:
                 self._released_at = now
-                process.release_freed_memory()
+                memory_tuning.release_freed_memory()
         finally:
             self._release_lock.release()
 

@@ -103,7 +103,7 @@ def test_alert_rules_exist_for_the_prometheusrule():
 
 def test_generated_files_are_current():
     stale = gen_deploy.stale(gen_deploy.generate())
-    assert not stale, ("stale, run `.venv/bin/python scripts/gen_deploy.py`: "
+    assert not stale, ("stale, run `.venv/bin/python -m codegen`: "
                        + ", ".join(str(p.relative_to(REPO)) for p in stale))
 
 

@@ -137,7 +137,7 @@ def test_a_fresh_exit_is_asked_again_until_it_settles():
     import time as _time
 
     from cri_exporter.collectors.containers import _status_settled
-    from cri_exporter.status_cache import FetchOnce
+    from cri_exporter.fetch_once import FetchOnce
 
     now_ns = int(_time.time() * 1e9)
     answers = [model.ContainerStatus("c", "exited", 1, now_ns, 137, "Error", ""),
@@ -164,19 +164,19 @@ def test_a_fresh_exit_is_asked_again_until_it_settles():
 def test_process_settings_for_a_long_running_agent(monkeypatch):
     import gc
 
-    from cri_exporter import process
+    from cri_exporter import memory_tuning
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     # the operator's setting wins; glibc (Debian) here takes the others
-    assert process.tune_malloc() == {"MALLOC_ARENA_MAX": False, "MALLOC_MMAP_THRESHOLD_": True,
+    assert memory_tuning.tune_malloc() == {"MALLOC_ARENA_MAX": False, "MALLOC_MMAP_THRESHOLD_": True,
                                      "MALLOC_TRIM_THRESHOLD_": True}
     monkeypatch.delenv("MALLOC_ARENA_MAX")
-    assert process.tune_malloc()["MALLOC_ARENA_MAX"] is True
-    process.release_freed_memory()
+    assert memory_tuning.tune_malloc()["MALLOC_ARENA_MAX"] is True
+    memory_tuning.release_freed_memory()
     try:
-        process.freeze_startup_objects()
+        memory_tuning.freeze_startup_objects()
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()

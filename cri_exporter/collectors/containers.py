@@ -36,7 +36,7 @@ from cri_exporter.exposition import ExtraLabelFamily, Family, LabelCache, Labels
 from cri_exporter.inventory import ContainerIdentity, Inventory
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.stats_refresher import StatsRefresher
-from cri_exporter.status_cache import FetchOnce
+from cri_exporter.fetch_once import FetchOnce
 
 CONTAINER_STATES = ("created", "running", "exited", "unknown")
 POD_STATES = ("ready", "notready")
