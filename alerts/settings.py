@@ -1,6 +1,6 @@
 """Every threshold, selector and window of the alerts, in one place.
 
-As in the monitoring mixins: change a value here, run `python -m alerts`,
+As in the monitoring mixins: change a value here, run `python -m codegen`,
 and the rule file, the PrometheusRule manifest and (through the same
 settings, shortened) the end-to-end test's rules all follow. The promtool
 unit tests in alerts/tests/ pin the production values on purpose: changing

@@ -74,7 +74,7 @@ def cpu_seconds(pids) -> float:
 def rss_mb(pid: int) -> tuple[float, float]:
     """(resident MB between scrapes, peak MB). Read half a second after the last
     answer: the agent hands a scrape's freed heap back just after answering
-    (process.release_freed_memory), and at Prometheus's intervals that is
+    (memory_tuning.release_freed_memory), and at Prometheus's intervals that is
     where it spends nearly all its time."""
     time.sleep(0.5)
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)

@@ -99,12 +99,12 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
           stats_interval, stats_idle_interval, stats_timeout, grpc_max_recv_bytes, doctor_interval, web_config, doctor_endpoint,
           log_format, log_level) -> None:
     """Serve Prometheus metrics on /metrics."""
-    from cri_exporter import process
+    from cri_exporter import memory_tuning
     from cri_exporter.exporter import Exporter
     from cri_exporter.logsetup import configure
     from cri_exporter.server import Server
 
-    process.tune_malloc()  # before any thread starts
+    memory_tuning.tune_malloc()  # before any thread starts
     configure(log_format, log_level)
     log = structlog.get_logger("cri_exporter")
     settings = Settings(
@@ -123,7 +123,7 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
         exporter.stop()
         sys.exit(1)
     exporter.start()
-    process.freeze_startup_objects()
+    memory_tuning.freeze_startup_objects()
     host, port = server.server_address[:2]
     shown = "localhost" if host in ("0.0.0.0", "::") else host
     log.info("serving", url=f"{server.scheme}://{shown}:{port}/metrics", endpoint=exporter.client.endpoint,

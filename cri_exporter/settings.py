@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALL_COLLECTORS = ("runtime", "containers", "stats", "imagefs", "cgroups", "doctor")
+from cri_exporter.collectors.registry import NAMES as ALL_COLLECTORS
+
 DEFAULT_LISTEN_ADDRESS = ":9920"
 
 

@@ -199,7 +199,7 @@ class RuntimeServiceServicer:
 
     def RunPodSandbox(self, request, context):
         """Mutating calls: used only by the test suite to start real pods. The
-        agent never calls them (tests/test_cri_readonly.py checks it).
+        agent never calls them (tests/test_units.py::test_the_agent_calls_no_mutating_rpc).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,5 +1,5 @@
-"""Settings for the agent's own process: it runs on every node for months, so
-its memory is worth a few lines.
+"""Memory tuning of the agent's own process (malloc arenas and thresholds,
+gc.freeze): it runs on every node for months, so its memory is worth a few lines.
 
 glibc gives each thread that meets contention its own malloc arena (up to
 8 per core) and keeps what each has freed. The agent's threads (collectors,
