@@ -24,6 +24,7 @@ import pytest
 from crilab import Containerd, versions
 from crilab.scenario import StandardPods, start_standard_pods
 from tests.exporter_proc import ExporterProcess
+from tests.runtime_matrix import version_id
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -34,10 +35,6 @@ def pytest_runtest_makereport(item, call):
     if os.environ.get("CI") == "true" and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI: {report.longrepr}"
-
-
-def version_id(name: str) -> str:
-    return f"containerd-{name}"
 
 
 def pytest_generate_tests(metafunc):
