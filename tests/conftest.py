@@ -6,8 +6,9 @@ through `containerd`, `pods`, `lab`, `exporter`) runs once per containerd
 version of crilab.versions.selected() (1.6, 1.7, 2.1; `CRILAB_VERSIONS=2.1`
 narrows it). The tests are reordered so that all tests of one version run
 together: each version's shared containerd starts once and is stopped before
-the next one starts. A module may pin its own versions with
-`pytest.mark.parametrize("runtime_version", [...], indirect=True, scope="session")`.
+the next one starts. Tests whose subject does not depend on the runtime's
+version (TLS, Prometheus, the chart) are marked `newest_runtime`: they run
+on the newest selected version only.
 
 Tests that break a runtime (stop, kill, disable CRI) start their own
 containerd of `runtime_version` instead, so they never disturb the shared one.
@@ -24,7 +25,6 @@ import pytest
 from crilab import Containerd, versions
 from crilab.scenario import StandardPods, start_standard_pods
 from tests.exporter_proc import ExporterProcess
-from tests.runtime_matrix import version_id
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -37,16 +37,19 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI: {report.longrepr}"
 
 
+def version_id(name: str) -> str:
+    return f"containerd-{name}"
+
+
 def pytest_generate_tests(metafunc):
-    """Every test that uses `runtime_version` runs on each selected version,
-    unless it pins its versions itself."""
+    """Every test that uses `runtime_version` runs on each selected version;
+    marked `newest_runtime`, on the newest one only."""
     if "runtime_version" not in metafunc.fixturenames:
         return
-    for mark in metafunc.definition.iter_markers("parametrize"):
-        names = mark.args[0]
-        if "runtime_version" in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
-            return
-    metafunc.parametrize("runtime_version", versions.selected(), indirect=True, ids=version_id, scope="session")
+    chosen = versions.selected()
+    if metafunc.definition.get_closest_marker("newest_runtime"):
+        chosen = chosen[-1:]
+    metafunc.parametrize("runtime_version", chosen, indirect=True, ids=version_id, scope="session")
 
 
 def _version_of(item) -> str | None:

@@ -28,13 +28,12 @@ from cri_exporter.server import MAX_CONNECTIONS, RELOAD_INTERVAL, REQUEST_TIMEOU
 from cri_exporter.webauth import MAX_PENDING
 from tests.exporter_proc import REPO, ExporterProcess, Samples, parse, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
-from tests.runtime_matrix import newest_only
 from tests.test_http_endpoint import MARGIN, connect, is_closed, raise_nofile, read_until_closed
 from tests.test_reliability import cpu_seconds, rss_kb, threads
 from tests.webtls import PASSWORD, basic, bcrypt_hash, der_of, make_pki, write_config
 
 # TLS and auth do not depend on the runtime's version: on the newest containerd only.
-pytestmark = [pytest.mark.containerd, newest_only()]
+pytestmark = [pytest.mark.containerd, pytest.mark.newest_runtime]
 
 USER = "prometheus"
 CURL = shutil.which("curl") or "/usr/bin/curl"
