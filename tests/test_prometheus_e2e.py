@@ -35,7 +35,9 @@ from dashboards import BOARDS, DIR as DASHBOARDS, lint
 from tests.exporter_proc import parse, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, PromQLError, release, release_id
 
-pytestmark = pytest.mark.containerd
+# On the newest containerd only: what these tests check (scrapes, rules, alerts, dashboards, each Prometheus
+# release) does not depend on the runtime's version, which the rest of the suite covers version by version.
+pytestmark = [pytest.mark.containerd, pytest.mark.newest_runtime]
 
 SCRAPE_INTERVAL = "1s"
 RATE_INTERVAL = "5s"  # what Grafana's $__rate_interval would be here: >= 4 scrape intervals
