@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 import crilab
+from crilab.versions import selected
 from tests.test_doctor_support import copy_fixture, results
 
 pytestmark = pytest.mark.containerd
@@ -118,3 +119,35 @@ def test_every_applicable_check_passes_on_the_healthy_lab_containerd(lab, tmp_pa
             "containerd.sandbox_image", "containerd.config.drift", "cni.config", "cni.plugins",
             "cri.socket", "cri.runtime_ready", "cri.network_ready", "cri.pod_stats"} <= passed, r
     assert "runtime.v1 (containerd " in r["cri.api_version"].finding.summary
+
+
+class _DeprecatedConfig(crilab.Containerd):
+    """The lab's config with one setting its version reports as deprecated."""
+
+    def _config(self) -> str:
+        config = super()._config()
+        if self.version.major >= 2:
+            # 2.1 deprecates the CNI `bin_dir` string for the `bin_dirs` list (removed in 2.3).
+            return config.replace("  bin_dirs = [", "  bin_dir = ").replace('"]\n  conf_dir', '"\n  conf_dir', 1)
+        # 1.7 deprecates `registry.mirrors` for config_path's hosts.toml files.
+        return config + ('\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\n'
+                         '  endpoint = ["https://registry-1.docker.io"]\n')
+
+
+# The deprecation conditions are measured, not assumed: 1.6.20 has no
+# ContainerdHasNoDeprecationWarnings condition at all (the check skips there,
+# test above); 1.7.24 and 2.1.9 turn it false and name each warning.
+DEPRECATED = {"1.7": "cri-registry-mirrors", "2.1": "cri-cni-bin-dir"}
+
+
+@pytest.mark.parametrize("runtime_version", [v for v in selected() if v in DEPRECATED],
+                         indirect=True, ids=lambda v: f"containerd-{v}", scope="session")
+def test_a_deprecated_setting_is_reported_as_the_runtime_names_it(tmp_path, runtime_version):
+    with _DeprecatedConfig(tmp_path / "cd", version=runtime_version) as cd:
+        assert crilab.run_pod(cd, "still-works").id  # deprecated, not broken
+        root = host_for(cd, tmp_path)
+        st, r = cri_statuses(root, cd.endpoint)
+    finding = r["cri.deprecations"].finding
+    assert st["cri.deprecations"] == "warn", r
+    assert f"io.containerd.deprecation/{DEPRECATED[runtime_version]}" in finding.seen, finding
+    assert {k for k, v in st.items() if v == "fail"} == set(), r
