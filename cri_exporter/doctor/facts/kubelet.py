@@ -19,8 +19,10 @@
    patch (RFC 7386: maps merge, lists and scalars replace).
 4. Flags given on the command line win over both.
 
-k3s runs the kubelet inside its own process and passes it arguments no file
-holds: there the settings are unknown, and the kubelet checks skip.
+k3s runs the kubelet inside its own process: the releases that write
+agent/etc/kubelet.conf.d/00-k3s-defaults.conf pass it that drop-in directory
+and a few arguments, read as facts/k3s.py describes; older k3s built every
+setting in memory, and there the kubelet checks skip.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from cri_exporter.doctor.facts import procfs, systemd
+from cri_exporter.doctor.facts import k3s, procfs, systemd
 from cri_exporter.doctor.facts.files import FileTooLarge, list_dir, read_config
 from cri_exporter.doctor.facts.packages import Version
 from cri_exporter.hostfs import HostFS
@@ -92,6 +94,15 @@ class KubeletSettings:
     installed: str = ""  # what says a kubelet is installed here (unit, process, package, binary), or ""
     embedded_in: str = ""  # "k3s" when the kubelet runs inside it
     version: Version | None = None
+
+    @property
+    def version_text(self) -> str:
+        """The kubelet's version as the findings say it, or why it is unknown."""
+        if self.version is not None:
+            return f"kubelet {self.version}"
+        if self.installed.startswith("k3s"):
+            return "kubelet version unknown (compiled into k3s; no package records it)"
+        return "kubelet version unknown (no dpkg/rpm record of a kubelet package)"
 
     @property
     def present(self) -> bool:
@@ -247,8 +258,12 @@ def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procf
     args, s.command_from = _command_line(hostfs, unit, processes or [])
     s.files = list(unit.files) + [v.lstrip("-").strip() for v in unit.lists.get("EnvironmentFile", [])
                                   if hostfs.exists(v.lstrip("-").strip())]
+    embedded = None if s.command_from else k3s.kubelet_command_line(hostfs)
+    if embedded:
+        args, s.command_from, files = embedded
+        s.files += files
     s.flags, s.flag_sources = parse_flags(args)
-    s.installed = _installed(hostfs, unit, processes or [], version)
+    s.installed = "k3s runs it in its own process" if embedded else _installed(hostfs, unit, processes or [], version)
     if not s.command_from:
         for name, data_dir in EMBEDDED.items():
             if hostfs.is_dir(f"{data_dir}/agent"):

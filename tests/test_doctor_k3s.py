@@ -1,0 +1,127 @@
+"""A k3s node read as k3s builds it (tests/fixtures/hosts/k3s-healthy/README.md):
+containerd's generated version 3 config, the CNI binaries behind k3s's
+absolute symlinks, and the kubelet k3s runs in its own process, configured by
+its drop-in directory, its own arguments and `kubelet-arg`. The healthy node
+raises no warning at all; each broken variant is flagged by the check that
+owns it."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from cri_exporter.doctor.facts import layouts
+from tests.test_doctor_support import FIXTURES, FakeCriServer, FakeRuntime, results, write
+
+DATA = "/var/lib/rancher/k3s"
+DROPINS = f"{DATA}/agent/etc/kubelet.conf.d"
+# network.* read the test machine's own links; everything else reads the fixture tree.
+MACHINE_DEPENDENT = ["network"]
+
+
+@pytest.fixture
+def root():
+    """A copy of the healthy k3s node in a short directory (its socket path must
+    fit AF_UNIX's 108 bytes), its files as old as its containerd (no drift)."""
+    d = Path(tempfile.mkdtemp(prefix="k3s-", dir="/tmp"))
+    host = d / "h"
+    shutil.copytree(FIXTURES / "k3s-healthy", host, symlinks=True)
+    for top in ("etc", "var"):
+        for dirpath, _, files in os.walk(host / top):
+            for f in files:
+                os.utime(os.path.join(dirpath, f), (1.6e9, 1.6e9), follow_symlinks=False)
+    yield host
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def runtime(**kw) -> FakeRuntime:
+    """containerd 2.x as k3s ships it: RuntimeConfig answers (systemd), the
+    deprecation condition is reported, the pause image is in the store under
+    its normalized name."""
+    return FakeRuntime(version="v2.1.4-k3s1", cgroup_driver="systemd",
+                       images=[("docker.io/rancher/mirrored-pause:3.6", True)],
+                       extra_conditions=[("ContainerdHasNoDeprecationWarnings", True, "", "")], **kw)
+
+
+def doctor(host: Path, checks=None, rt: FakeRuntime | None = None):
+    with FakeCriServer(host / layouts.K3S_SOCKET.lstrip("/"), rt or runtime()):
+        return results(host, checks=checks, skip=MACHINE_DEPENDENT)
+
+
+def test_healthy_k3s_raises_no_warning_and_runs_the_kubelet_checks(root):
+    r = doctor(root)
+    bad = {k: (v.status.value, v.finding.summary) for k, v in r.items() if v.status.value in ("warn", "fail")}
+    assert bad == {}
+    # Every check that applies to k3s ran and passed; none skipped for want of a file.
+    for check_id in ("kubelet.config.parse", "kubelet.runtime_endpoint", "kubelet.removed_flags", "kubelet.eviction",
+                     "certs.kubelet", "containerd.cgroup_driver", "containerd.sandbox_image", "containerd.oom_score_adj",
+                     "containerd.config.version", "containerd.config.ignored_keys", "cni.config", "cni.plugins",
+                     "crictl.endpoint", "kernel.module.br_netfilter", "kernel.sysctl.bridge_nf_call_iptables",
+                     "kernel.headroom", "cri.deprecations"):
+        assert r[check_id].status.value == "pass", (check_id, r[check_id].finding)
+    skips = {k: v.finding.summary for k, v in r.items() if v.status.value == "skip"}
+    assert skips["containerd.service"] == "containerd is started by k3s, not by a containerd.service unit"
+    parse = r["kubelet.config.parse"].finding
+    assert parse.summary == f"no config file: the kubelet runs on its defaults, 1 drop-in(s) in {DROPINS} and flags"
+    assert "kubelet-arg in /etc/rancher/k3s/config.yaml" in parse.seen
+    # k3s's partial evictionHard drop-in is merged into the kubelet's defaults (no --config file).
+    eviction = r["kubelet.eviction"].finding.seen
+    assert "memory.available<100Mi, nodefs.available<5%, nodefs.inodesFree<5%, imagefs.available<5%" in eviction
+    assert f"kubelet default, then {DROPINS}/00-k3s-defaults.conf" in eviction
+    # The client certificate is the one k3s's kubelet.kubeconfig names.
+    assert f"kubelet client certificate: {DATA}/agent/client-kubelet.crt CN=system:node:node1" in r["certs.kubelet"].finding.seen
+    assert r["kubelet.removed_flags"].finding.seen.endswith(
+        "kubelet version unknown (compiled into k3s; no package records it)")
+    # data/cni/* are absolute links into data/<hash>/bin: followed inside the host root.
+    assert "bin dirs: /var/lib/rancher/k3s/data/cni" in r["cni.plugins"].finding.seen
+    assert "image store: present" in r["containerd.sandbox_image"].finding.seen
+
+
+def test_kubelet_args_from_config_files_and_the_unit_in_k3s_order(root):
+    write(root, "/etc/rancher/k3s/config.yaml.d/50-extra.yaml", 'kubelet-arg+:\n  - "--container-runtime=remote"\n')
+    unit = root / "etc/systemd/system/k3s.service"
+    unit.write_text(unit.read_text().replace("    server \\\n", "    server --kubelet-arg=logtostderr=true \\\n"))
+    r = doctor(root, ["kubelet.removed_flags", "kubelet.config.parse"])
+    f = r["kubelet.removed_flags"].finding
+    assert f.status.value == "fail"
+    assert "--container-runtime=remote in kubelet-arg in /etc/rancher/k3s/config.yaml.d/50-extra.yaml" in f.seen
+    assert "--logtostderr=true in kubelet-arg in /etc/systemd/system/k3s.service" in f.seen
+    # kubelet-arg+ appended to the base file's list: max-pods is still there.
+    from cri_exporter.doctor.context import Context
+    from cri_exporter.hostfs import HostFS
+    flags = Context(HostFS(str(root)), "unix:///none.sock").kubelet.flags
+    assert flags["max-pods"] == "150" and flags["config-dir"] == DROPINS and "config" not in flags
+
+
+def test_a_users_kubelet_drop_in_is_merged_after_k3s_defaults(root):
+    # `--kubelet-arg=config=...` is copied by k3s to 10-cli-config.conf, applied after 00-k3s-defaults.conf.
+    write(root, f"{DROPINS}/10-cli-config.conf", "apiVersion: kubelet.config.k8s.io/v1beta1\n"
+          "kind: KubeletConfiguration\ncgroupDriver: cgroupfs\nevictionHard:\n  memory.available: 500Mi\n")
+    r = doctor(root, ["containerd.cgroup_driver", "kubelet.eviction", "kubelet.config.parse"])
+    driver = r["containerd.cgroup_driver"].finding
+    # The kubelet's version is unknown on k3s: it may take the runtime's driver (1.31+), so warn, not fail.
+    assert driver.status.value == "warn" and f"{DROPINS}/10-cli-config.conf" in driver.seen
+    assert "memory.available<500Mi" in r["kubelet.eviction"].finding.seen
+    assert "2 drop-in(s)" in r["kubelet.config.parse"].finding.summary
+    write(root, f"{DROPINS}/20-cli-config-dir/bad.conf", "evictionHard: [\n")
+    f = doctor(root, ["kubelet.config.parse"])["kubelet.config.parse"].finding
+    assert f.status.value == "fail" and "20-cli-config-dir/bad.conf" in f.seen
+
+
+def test_cni_links_into_a_removed_data_dir_fail(root):
+    current = os.readlink(root / "var/lib/rancher/k3s/data/current")
+    shutil.rmtree(root / current.lstrip("/"))  # the extracted release is gone; data/cni still points into it
+    f = doctor(root, ["cni.plugins"])["cni.plugins"].finding
+    assert f.status.value == "fail" and "flannel" in f.summary and "host-local" in f.summary
+
+
+def test_older_k3s_without_the_drop_in_directory_skips_the_kubelet_checks(root):
+    os.remove(root / f"{DROPINS.lstrip('/')}/00-k3s-defaults.conf")
+    r = doctor(root, ["kubelet.config.parse", "kubelet.eviction"])
+    for f in r.values():
+        assert f.status.value == "skip"
+        assert f.finding.summary == (f"k3s runs the kubelet in its own process ({DATA}): "
+                                     "its kubelet settings are in no file to read")
