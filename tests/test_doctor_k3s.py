@@ -125,3 +125,27 @@ def test_older_k3s_without_the_drop_in_directory_skips_the_kubelet_checks(root):
         assert f.status.value == "skip"
         assert f.finding.summary == (f"k3s runs the kubelet in its own process ({DATA}): "
                                      "its kubelet settings are in no file to read")
+
+
+def test_k3s_config_goes_into_the_bundle_redacted_and_the_kubeconfig_not_at_all(root, tmp_path):
+    import tarfile
+
+    from cri_exporter.doctor.bundle import write_bundle
+    from cri_exporter.doctor.context import Context
+    from cri_exporter.doctor.runner import run
+    from cri_exporter.hostfs import HostFS
+
+    cfg = root / "etc/rancher/k3s/config.yaml"
+    cfg.write_text(cfg.read_text() + "token: K10f00d::server:s3cr3t-join-token\n")
+    with FakeCriServer(root / layouts.K3S_SOCKET.lstrip("/"), runtime()):
+        ctx = Context(HostFS(str(root)), None, cri_timeout=2.0)
+        report = run(ctx, ["kubelet", "certs"])
+        out = tmp_path / "b.tar.gz"
+        write_bundle(str(out), report, ctx)
+        ctx.close()
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        text = "".join(tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile())
+    assert any(n.endswith("etc/rancher/k3s/config.yaml") for n in names), names
+    assert "s3cr3t-join-token" not in text and "token: REDACTED" in text
+    assert not any(n.endswith("kubelet.kubeconfig") for n in names)
