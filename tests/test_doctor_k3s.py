@@ -1,4 +1,6 @@
-"""A k3s node read as k3s builds it (tests/fixtures/hosts/k3s-healthy/README.md):
+"""k3s and RKE2 nodes read as they are built (tests/fixtures/hosts/{k3s,rke2}-healthy/README.md).
+
+A k3s node:
 containerd's generated version 3 config, the CNI binaries behind k3s's
 absolute symlinks, and the kubelet k3s runs in its own process, configured by
 its drop-in directory, its own arguments and `kubelet-arg`. The healthy node
@@ -22,17 +24,29 @@ DROPINS = f"{DATA}/agent/etc/kubelet.conf.d"
 MACHINE_DEPENDENT = ["network"]
 
 
-@pytest.fixture
-def root():
-    """A copy of the healthy k3s node in a short directory (its socket path must
-    fit AF_UNIX's 108 bytes), its files as old as its containerd (no drift)."""
+def _copy(name: str):
     d = Path(tempfile.mkdtemp(prefix="k3s-", dir="/tmp"))
     host = d / "h"
-    shutil.copytree(FIXTURES / "k3s-healthy", host, symlinks=True)
+    shutil.copytree(FIXTURES / name, host, symlinks=True)
     for top in ("etc", "var"):
         for dirpath, _, files in os.walk(host / top):
             for f in files:
                 os.utime(os.path.join(dirpath, f), (1.6e9, 1.6e9), follow_symlinks=False)
+    return d, host
+
+
+@pytest.fixture
+def root():
+    """A copy of the healthy k3s node in a short directory (its socket path must
+    fit AF_UNIX's 108 bytes), its files as old as its containerd (no drift)."""
+    d, host = _copy("k3s-healthy")
+    yield host
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def rke2():
+    d, host = _copy("rke2-healthy")
     yield host
     shutil.rmtree(d, ignore_errors=True)
 
@@ -149,3 +163,47 @@ def test_k3s_config_goes_into_the_bundle_redacted_and_the_kubeconfig_not_at_all(
     assert any(n.endswith("etc/rancher/k3s/config.yaml") for n in names), names
     assert "s3cr3t-join-token" not in text and "token: REDACTED" in text
     assert not any(n.endswith("kubelet.kubeconfig") for n in names)
+
+
+def rke2_runtime() -> FakeRuntime:
+    """RKE2 v1.33's containerd 1.7: RuntimeConfig Unimplemented, the pause image under its Hub name."""
+    return FakeRuntime(version="v1.7.27-k3s1", cgroup_driver=None,
+                       images=[("docker.io/rancher/mirrored-pause:3.6", True)],
+                       extra_conditions=[("ContainerdHasNoDeprecationWarnings", True, "", "")])
+
+
+RKE2_RELEASE = "/var/lib/rancher/rke2/data/v1.33.4-rke2r1-daf85d39fe51"
+
+
+def test_healthy_rke2_raises_no_warning_and_knows_its_kubelet_version(rke2):
+    r = doctor(rke2, rt=rke2_runtime())
+    bad = {k: (v.status.value, v.finding.summary) for k, v in r.items() if v.status.value in ("warn", "fail")}
+    assert bad == {}
+    for check_id in ("kubelet.config.parse", "kubelet.runtime_endpoint", "kubelet.removed_flags", "kubelet.eviction",
+                     "certs.kubelet", "containerd.cgroup_driver", "containerd.sandbox_image", "cni.config",
+                     "cni.plugins", "crictl.endpoint", "disk.imagefs", "disk.nodefs"):
+        assert r[check_id].status.value == "pass", (check_id, r[check_id].finding)
+    # canal puts pods on no Linux bridge: br_netfilter is not needed, and says why.
+    assert "puts pods on no Linux bridge" in r["kernel.module.br_netfilter"].finding.seen
+    assert r["kubelet.removed_flags"].finding.seen.endswith(
+        f"kubelet 1.33.4 (RKE2 release directory of the running kubelet (pid 2301): {RKE2_RELEASE})")
+    # containerd's --root (RKE2 passes it; the config has none) is the image filesystem.
+    assert r["disk.imagefs"].finding.summary.startswith("imagefs /var/lib/rancher/rke2/agent/containerd ")
+    # index.docker.io/rancher/mirrored-pause:3.6 is docker.io/rancher/mirrored-pause:3.6 in the store.
+    assert "image store: present" in r["containerd.sandbox_image"].finding.seen
+
+
+def test_rke2_kubelet_version_decides_a_removed_flag(rke2):
+    cmdline = rke2 / "proc/2301/cmdline"
+    cmdline.write_bytes(cmdline.read_bytes() + b"--pod-infra-container-image=index.docker.io/rancher/mirrored-pause:3.6\0")
+    f = doctor(rke2, ["kubelet.removed_flags"], rke2_runtime())["kubelet.removed_flags"].finding
+    assert f.status.value == "warn"  # 1.33 still takes it; 1.35 refuses it
+    # Without /proc/<pid>/exe (no ptrace rights) the release RKE2's bin link names is the version.
+    os.remove(rke2 / "proc/2301/exe")
+    release = rke2 / "var/lib/rancher/rke2/data/v1.35.0-rke2r1-0123456789ab/bin"
+    release.mkdir(parents=True)
+    (rke2 / "var/lib/rancher/rke2/bin").unlink()
+    (rke2 / "var/lib/rancher/rke2/bin").symlink_to("data/v1.35.0-rke2r1-0123456789ab/bin")
+    f = doctor(rke2, ["kubelet.removed_flags"], rke2_runtime())["kubelet.removed_flags"].finding
+    assert f.status.value == "fail"
+    assert "kubelet 1.35.0 (RKE2 release directory of /var/lib/rancher/rke2/bin, the release RKE2 runs" in f.seen

@@ -385,11 +385,14 @@ def normalize_image(ref: str) -> str:
     """An image reference as containerd stores it (docker/reference
     ParseNormalizedNamed, then TagNameOnly): a first component without a dot
     or a port that is not `localhost` is a Docker Hub path (`docker.io/`, and
-    `library/` before a lone name), and no tag or digest means `:latest`."""
+    `library/` before a lone name; `index.docker.io` is docker.io), and no
+    tag or digest means `:latest`."""
     first, slash, _ = ref.partition("/")
     if not slash or ("." not in first and ":" not in first and first != "localhost"):
         ref = "docker.io/" + ref
     domain, _, path = ref.partition("/")
+    if domain == "index.docker.io":  # the legacy name of Docker Hub
+        domain, ref = "docker.io", f"docker.io/{path}"
     if domain == "docker.io" and "/" not in path:
         ref = f"docker.io/library/{path}"
     name = ref.rsplit("/", 1)[-1]

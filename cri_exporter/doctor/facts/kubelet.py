@@ -27,6 +27,7 @@ setting in memory, and there the kubelet checks skip.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import yaml
@@ -251,9 +252,42 @@ def _installed(hostfs: HostFS, unit: systemd.Unit, processes: list[procfs.Proces
     return next((b for b in BINARIES if hostfs.is_file(b)), "")
 
 
+# RKE2 unpacks each release into <data-dir>/data/v<kubernetes version>-rke2r<n>-<hash>/bin and
+# runs the kubelet from there (<data-dir>/bin links to the current one): the
+# directory names the Kubernetes release its kubelet is.
+_RKE2_RELEASE = re.compile(r"^(?P<dir>/.*/data/v(?P<v>\d+\.\d+\.\d+)-rke2r\d+[^/]*)/bin(?:/kubelet)?/?$")
+RKE2_BIN = "/var/lib/rancher/rke2/bin"
+
+
+def release_version(hostfs: HostFS, processes: list[procfs.Process]) -> Version | None:
+    """The kubelet's version from the RKE2 release directory it runs from:
+    the running kubelet's executable (/proc/<pid>/exe, readable with ptrace
+    rights), else the release RKE2's bin link names (the one a restart runs)."""
+    def readlink(host_path: str) -> str | None:
+        try:  # the link itself, its directory resolved inside the root
+            return os.readlink(os.path.join(hostfs.path(os.path.dirname(host_path)), os.path.basename(host_path)))
+        except OSError:
+            return None
+
+    candidates = [(readlink(f"/proc/{p.pid}/exe"), f"the running kubelet (pid {p.pid})")
+                  for p in processes if p.comm == "kubelet"]
+    candidates.append((readlink(RKE2_BIN), f"{RKE2_BIN}, the release RKE2 runs"))
+    for target, what in candidates:
+        if not target:
+            continue
+        if not os.path.isabs(target):
+            target = os.path.normpath(os.path.join(os.path.dirname(RKE2_BIN), target))
+        m = _RKE2_RELEASE.match(target)
+        if m:
+            major, minor, patch = (int(x) for x in m.group("v").split("."))
+            return Version(major, minor, patch, f"v{m.group('v')}", f"RKE2 release directory of {what}: {m.group('dir')}")
+    return None
+
+
 def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procfs.Process] | None = None,
          version: Version | None = None) -> KubeletSettings:
     unit = unit if unit is not None else systemd.read_unit(hostfs, "kubelet.service")
+    version = version or release_version(hostfs, processes or [])
     s = KubeletSettings(version=version)
     args, s.command_from = _command_line(hostfs, unit, processes or [])
     s.files = list(unit.files) + [v.lstrip("-").strip() for v in unit.lists.get("EnvironmentFile", [])
