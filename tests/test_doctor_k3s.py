@@ -207,3 +207,12 @@ def test_rke2_kubelet_version_decides_a_removed_flag(rke2):
     f = doctor(rke2, ["kubelet.removed_flags"], rke2_runtime())["kubelet.removed_flags"].finding
     assert f.status.value == "fail"
     assert "kubelet 1.35.0 (RKE2 release directory of /var/lib/rancher/rke2/bin, the release RKE2 runs" in f.seen
+
+
+def test_a_kubelet_not_run_from_an_rke2_release_gets_no_version_from_it(rke2):
+    # A kubelet installed by hand, beside a leftover RKE2 bin link: its version is unknown, not RKE2's.
+    exe = rke2 / "proc/2301/exe"
+    exe.unlink()
+    exe.symlink_to("/usr/local/bin/kubelet")
+    f = doctor(rke2, ["kubelet.removed_flags"], rke2_runtime())["kubelet.removed_flags"].finding
+    assert f.seen.endswith("kubelet version unknown (no dpkg/rpm record of a kubelet package)")
