@@ -34,7 +34,8 @@ _OBJECT_FIELD, _OBJECT_DATA, _OBJECT_ENTRY, _OBJECT_ENTRY_ARRAY = 2, 1, 3, 6
 _COMPRESSED_XZ = 1
 _COMPRESSED_ANY = 1 | 2 | 4
 MAX_FILES = 64
-MAX_ENTRIES = 200_000
+MAX_ENTRIES = 1_000_000  # entry offsets collected from one file
+MAX_RECORDS = 200_000
 
 
 class _File:
@@ -109,6 +110,10 @@ class _File:
             array = self.u64(array + 16)
         return out
 
+    def realtime(self, entry_off: int) -> int | None:
+        """An entry's realtime timestamp (µs since the epoch)."""
+        return self.u64(entry_off + 24) if self.object(entry_off, _OBJECT_ENTRY) else None
+
     def message(self, entry_off: int) -> tuple[int, str] | None:
         """(realtime in µs, MESSAGE) of an entry."""
         obj = self.object(entry_off, _OBJECT_ENTRY)
@@ -137,7 +142,7 @@ def _files(hostfs: HostFS, since: float) -> list[str]:
                             out.append(path)
                     except OSError:
                         continue
-    return out[:MAX_FILES]
+    return out[:MAX_FILES]  # (a day's files: journald rotates them by size, 128 MiB at most by default)
 
 
 def kernel_records(hostfs: HostFS, since: float, uptime: float, now: float | None = None) -> tuple[list[Record], str]:
@@ -157,10 +162,17 @@ def kernel_records(hostfs: HostFS, since: float, uptime: float, now: float | Non
                 jf = _File(m)
                 field = jf.field(b"_TRANSPORT")
                 kernel = jf.value(field, b"_TRANSPORT=kernel") if field else None
-                for entry in jf.entries(kernel) if kernel else ():
+                # Entries are listed oldest first: walk back from the newest to the window's start.
+                for entry in reversed(jf.entries(kernel) if kernel else []):
+                    when = jf.realtime(entry)
+                    if when is None:
+                        continue
+                    if when / 1e6 < since or len(records) >= MAX_RECORDS:
+                        break
                     found = jf.message(entry)
-                    if found and found[0] / 1e6 >= since:
+                    if found:
                         records.append(Record(uptime - (now - found[0] / 1e6), found[1]))
         except (OSError, ValueError, struct.error):
             continue  # a file being rotated, or torn: the others still count
+    records.sort(key=lambda r: r.seconds)
     return records, ""
