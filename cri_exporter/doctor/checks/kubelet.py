@@ -24,7 +24,8 @@ REF_KLOG = "https://github.com/kubernetes/enhancements/tree/master/keps/sig-inst
 
 @check("kubelet.config.parse", Severity.CRITICAL, requires=(KUBELET,))
 def config_parse(ctx):
-    """The kubelet exits at start on a config.yaml it cannot decode."""
+    """The kubelet exits at start on a config file or drop-in it cannot decode; without
+    --config it runs on its defaults plus drop-ins (k3s, RKE2)."""
     k = ctx.kubelet
     if not k.config_exists and "config" in k.flags:
         return failed(f"the kubelet's --config file {k.config_path} does not exist",
