@@ -334,3 +334,27 @@ def test_import_merge_matches_containerd_config_dump(containerd_bin, tmp_path, c
                 assert mine == theirs, (path, mine, theirs)
             checked += 1
     assert checked >= 6
+
+
+def test_two_containerds_naming_the_same_socket_path_are_told_apart():
+    """Two k3s-style containerds, each in its own mount namespace (as kind nodes
+    beside the host's, or two test runs side by side), both name
+    /run/k3s/containerd/containerd.sock; the doctor takes the one whose socket,
+    looked up inside its own namespace (/proc/<pid>/root), is the endpoint,
+    whatever their pid order."""
+    crilab.containerd.ensure_packages()
+    bin_dir = Path(shutil.which("containerd")).parent  # Debian 12's 1.6: the layout is the point here
+    first = K3sNode(bin_dir)
+    try:
+        second = K3sNode(bin_dir)
+        try:
+            for node, other in ((first, second), (second, first)):
+                detail = node.doctor("containerd.config.parse")["containerd.config.parse"]["detail"]
+                assert f"on the command line of containerd pid {node.proc.pid};" in detail, detail
+                if other.proc.pid < node.proc.pid:  # met first, and set aside (the doctor stops at its runtime)
+                    assert (f"containerd pid {other.proc.pid} serves /run/k3s/containerd/containerd.sock, "
+                            "not this endpoint") in detail, detail
+        finally:
+            second.close()
+    finally:
+        first.close()
