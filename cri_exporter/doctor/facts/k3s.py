@@ -33,7 +33,6 @@ DATA_DIR = "/var/lib/rancher/k3s"
 CONFIG = "/etc/rancher/k3s/config.yaml"
 UNITS = ("k3s.service", "k3s-agent.service")
 DEFAULTS_FILE = "00-k3s-defaults.conf"
-REF = "https://github.com/k3s-io/k3s/blob/main/pkg/daemons/agent/agent.go"
 # kubelet-arg names k3s takes out of the arguments and copies into its drop-in directory.
 _COPIED = ("config", "config-dir")
 
