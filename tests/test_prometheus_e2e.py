@@ -244,7 +244,7 @@ def test_throttling_and_oom_alerts_fire(prom):
                                  {"namespace": exit_namespace, "pod": "oom", "container": "hog"}),
     }
     found = {}
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + 120  # returns as soon as all fire; a loaded machine needs more rule evaluations
     while len(found) < len(expected) and time.monotonic() < deadline:
         for what, (name, labels) in expected.items():
             if what not in found and (hits := _firing(prom, name, **labels)):
