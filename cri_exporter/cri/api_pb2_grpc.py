@@ -124,6 +124,11 @@ class RuntimeServiceStub:
                 request_serializer=cri__exporter_dot_cri_dot_api__pb2.RemoveContainerRequest.SerializeToString,
                 response_deserializer=cri__exporter_dot_cri_dot_api__pb2.RemoveContainerResponse.FromString,
                 _registered_method=True)
+        self.ExecSync = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ExecSync',
+                request_serializer=cri__exporter_dot_cri_dot_api__pb2.ExecSyncRequest.SerializeToString,
+                response_deserializer=cri__exporter_dot_cri_dot_api__pb2.ExecSyncResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -241,6 +246,12 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecSync(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -333,6 +344,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.RemoveContainer,
                     request_deserializer=cri__exporter_dot_cri_dot_api__pb2.RemoveContainerRequest.FromString,
                     response_serializer=cri__exporter_dot_cri_dot_api__pb2.RemoveContainerResponse.SerializeToString,
+            ),
+            'ExecSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecSync,
+                    request_deserializer=cri__exporter_dot_cri_dot_api__pb2.ExecSyncRequest.FromString,
+                    response_serializer=cri__exporter_dot_cri_dot_api__pb2.ExecSyncResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -821,6 +837,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/RemoveContainer',
             cri__exporter_dot_cri_dot_api__pb2.RemoveContainerRequest.SerializeToString,
             cri__exporter_dot_cri_dot_api__pb2.RemoveContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ExecSync',
+            cri__exporter_dot_cri_dot_api__pb2.ExecSyncRequest.SerializeToString,
+            cri__exporter_dot_cri_dot_api__pb2.ExecSyncResponse.FromString,
             options,
             channel_credentials,
             insecure,
