@@ -133,27 +133,46 @@ class Built:
     seconds: float     # how long build() took (cached or not)
 
 
+def context_key() -> str:
+    """A digest of what the build reads: the Dockerfile and the files .dockerignore lets in, and the base."""
+    h = hashlib.sha256(base_key().encode())
+    files = [REPO / "Dockerfile", REPO / ".dockerignore", REPO / "pyproject.toml", REPO / "README.md",
+             *sorted(p for p in (REPO / "cri_exporter").rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")]
+    for f in files:
+        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
 def build() -> Built:
-    """Build the repository's Dockerfile (if anything changed) and export it."""
+    """Build the repository's Dockerfile and export it; nothing at all when its inputs are unchanged.
+
+    buildah's own layer cache would find every step cached too, but on vfs
+    storage even a fully cached build copies each stage's filesystem (two
+    minutes on these machines), so a build whose inputs are unchanged is not
+    started at all."""
     started = time.monotonic()
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time on this machine
+        key = context_key()
+        archive, meta = CACHE / f"cri-exporter-{key}.tar", CACHE / f"cri-exporter-{key}.json"
+        if archive.exists() and meta.exists():
+            return Built(IMAGE, json.loads(meta.read_text())["image_id"], archive, time.monotonic() - started)
         base = base_image()
         _log(f"buildah build {REPO / 'Dockerfile'} with PYTHON_IMAGE={base}")
         buildah("build", "--layers", "--isolation", "chroot", "--pull=never", "--build-arg", f"PYTHON_IMAGE={base}",
                 *_trust(), "-t", IMAGE, "-f", str(REPO / "Dockerfile"), str(REPO),
                 what="buildah build of the Dockerfile")
         image_id = buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", IMAGE).stdout.strip()
-        archive = CACHE / f"cri-exporter-{image_id[:16]}.tar"
-        if not archive.exists():
-            tmp = archive.with_suffix(".tmp")
-            tmp.unlink(missing_ok=True)
-            buildah("push", IMAGE, f"docker-archive:{tmp}:{IMAGE}", what="buildah push to a docker archive")
-            tmp.rename(archive)
-            for old in CACHE.glob("cri-exporter-*.tar"):
-                if old != archive:
-                    old.unlink()
+        tmp = archive.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        buildah("push", IMAGE, f"docker-archive:{tmp}:{IMAGE}", what="buildah push to a docker archive")
+        tmp.rename(archive)
+        meta.write_text(json.dumps({"image_id": image_id}) + "\n")
+        for old in [*CACHE.glob("cri-exporter-*.tar"), *CACHE.glob("cri-exporter-*.json")]:
+            if old not in (archive, meta):
+                old.unlink()
         return Built(IMAGE, image_id, archive, time.monotonic() - started)
 
 
