@@ -13,15 +13,20 @@ What stands in for the node (the only departures, each in HostPaths):
 - a hostPath the node would have but this machine keeps elsewhere (the lab
   containerd's socket and config directory for /run/containerd and
   /etc/containerd);
-- a hostPath this machine lacks: an empty directory (what the kubelet makes for
-  DirectoryOrCreate; for `Directory`, where the kubelet would refuse the pod);
+- a hostPath this machine lacks (no kubelet, no CRI-O here: /var/lib/kubelet,
+  /etc/crio, /run/crio) is created, as the kubelet creates a DirectoryOrCreate
+  one, because runc needs its mount point under the read-only /host (without it:
+  "mkdir .../rootfs/host/etc/crio: read-only file system", runc 1.1.5). Once the
+  container runs they are removed again (forget_created), so this shared machine
+  is left as found; removing a directory detaches the mounts on it in other
+  mount namespaces (Linux 3.18+), so the pod then sees there what the host sees:
+  nothing.
 - emptyDir: a tmpfs of the manifest's sizeLimit (medium: Memory), as the kubelet mounts it.
 """
 from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import uuid
 from dataclasses import dataclass, field
@@ -99,6 +104,8 @@ class HostPaths:
     scratch: Path
     used: dict[str, str] = field(default_factory=dict)    # hostPath -> what was mounted
     tmpfs: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)     # host directories made for the start, topmost first
+    absent: set[str] = field(default_factory=set)        # hostPaths this machine lacks (made, then removed)
 
     def resolve(self, name: str, volume: dict) -> str:
         if "hostPath" in volume:
@@ -107,8 +114,12 @@ class HostPaths:
             if not os.path.exists(path):
                 if hp.get("type") not in ("Directory", "DirectoryOrCreate"):
                     raise ValueError(f"hostPath {hp} absent here and not a directory type")
-                path = str(self.scratch / "absent" / hp["path"].strip("/"))
-                os.makedirs(path, exist_ok=True)
+                top = Path(path)
+                while not top.parent.exists():
+                    top = top.parent
+                os.makedirs(path, mode=0o755)
+                self.created.append(str(top))
+                self.absent.add(hp["path"])
             self.used[hp["path"]] = path
             return path
         if "emptyDir" in volume:
@@ -123,7 +134,16 @@ class HostPaths:
             return path
         raise ValueError(f"volume {name}: only hostPath and emptyDir are translated, got {sorted(volume)}")
 
+    def forget_created(self) -> None:
+        """Remove the directories made for the start (empty, as made; rmdir, never rm -r)."""
+        for top in reversed(self.created):
+            for d in sorted((p for p in Path(top).rglob("*") if p.is_dir()), reverse=True):
+                d.rmdir()
+            Path(top).rmdir()
+        self.created.clear()
+
     def release(self) -> None:
+        self.forget_created()
         for path in self.tmpfs:
             subprocess.run(["umount", "-l", path], capture_output=True)
         self.tmpfs.clear()
@@ -196,8 +216,10 @@ class ManifestPod:
             sc.seccomp.CopyFrom(profile)
         return api.PodSandboxConfig(
             metadata=api.PodSandboxMetadata(name=self.name, namespace=self.namespace, uid=self.uid),
-            # hostNetwork: the node's hostname (kubelet GeneratePodSandboxConfig).
-            hostname=socket.gethostname() if self.spec.get("hostNetwork") else self.name,
+            # kubelet generatePodSandboxConfig sets a hostname only off the host network:
+            # with one, the pod shares the node's UTS namespace and runc refuses to set one
+            # ("unable to set hostname without a private UTS namespace", runc 1.1.5).
+            hostname="" if self.spec.get("hostNetwork") else self.name,
             log_directory=str(log_dir), labels=labels,
             annotations=dict(tmpl["metadata"].get("annotations") or {}),
             dns_config=_resolv_conf(),
@@ -297,8 +319,11 @@ class ManifestPod:
             cid = rt.CreateContainer(api.CreateContainerRequest(
                 pod_sandbox_id=self.sandbox_id, config=self.container_config(c, sandbox),
                 sandbox_config=sandbox)).container_id
-            rt.StartContainer(api.StartContainerRequest(container_id=cid))
             self.container_ids[c["name"]] = cid
+            try:
+                rt.StartContainer(api.StartContainerRequest(container_id=cid))
+            finally:
+                self.paths.forget_created()
         return self
 
     def container_pid(self, name: str) -> int:
