@@ -361,10 +361,11 @@ def test_prometheus_scrapes_it_as_the_servicemonitor_says(agent, prometheus):
         assert labels["node"] == node and labels["pod"] == agent.name and labels["namespace"] == agent.namespace
         # The dashboards' node selector: $job from label_values(cri_up, job), then
         # $instance from label_values(cri_up{job="$job"}, instance) (dashboards/common.py).
-        jobs = prom.api("label/job/values", **{"match[]": "cri_up"})
-        assert jobs == ["cri-exporter"]
-        instances = prom.api("label/instance/values", **{"match[]": 'cri_up{job="cri-exporter"}'})
-        assert instances == [address]
+        # (Grafana asks /api/v1/series for label_values(metric, label); it accepts POST, label/<name>/values not.)
+        jobs = {s["job"] for s in prom.api("series", **{"match[]": "cri_up"})}
+        assert jobs == {"cri-exporter"}
+        instances = {s["instance"] for s in prom.api("series", **{"match[]": 'cri_up{job="cri-exporter"}'})}
+        assert instances == {address}
         selected = prom.query('count({job="cri-exporter", instance="%s"})' % address)
         stored = prom.query('count({job="cri-exporter"})')
         assert selected and selected[0]["value"][1] == stored[0]["value"][1]
