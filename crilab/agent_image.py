@@ -67,7 +67,8 @@ def buildah(*args: str, what: str = "buildah", **kw) -> subprocess.CompletedProc
     """buildah on the cache's own storage, so nothing lands in /var/lib/containers."""
     if not shutil.which("buildah"):
         raise RuntimeError("buildah is not installed: run scripts/setup.sh (Debian 12 package `buildah`)")
-    return _run(["buildah", "--root", str(CACHE / "storage"), "--runroot", "/run/crilab/buildah",
+    runroot = f"/run/crilab/buildah-{hashlib.sha256(str(CACHE).encode()).hexdigest()[:8]}"  # one per storage
+    return _run(["buildah", "--root", str(CACHE / "storage"), "--runroot", runroot,
                  "--storage-driver", "vfs", *args], what, **kw)
 
 
