@@ -25,6 +25,7 @@ What stands in for the node (the only departures, each in HostPaths):
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -327,7 +328,6 @@ class ManifestPod:
         return self
 
     def container_pid(self, name: str) -> int:
-        import json
         info = self.cd.runtime_stub().ContainerStatus(
             api.ContainerStatusRequest(container_id=self.container_ids[name], verbose=True)).info["info"]
         return int(json.loads(info)["pid"])
