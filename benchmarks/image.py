@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from crilab import Containerd, agent_image, run_pod  # noqa: E402
+from crilab import Containerd, agent_image, run_pod, versions  # noqa: E402
 from crilab.manifest_pod import HostPaths, ManifestPod, load_daemonset, quantity  # noqa: E402
 from tests.exporter_proc import parse  # noqa: E402
 
@@ -83,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--containers", type=int, default=250)
     ap.add_argument("--scrapes", type=int, default=10)
+    ap.add_argument("--containerd", default=versions.NAMES[-1], choices=versions.NAMES)
     args = ap.parse_args()
     ds = load_daemonset(REPO / "deploy/kubernetes/daemonset.yaml")
     agent = ds["spec"]["template"]["spec"]["containers"][0]
@@ -93,11 +94,11 @@ def main() -> None:
     notes.append(f"build (crilab.agent_image.build, this run): {time.monotonic() - t:.0f} s")
     size = agent_image.sizes(built.archive)
     base = tempfile.mkdtemp(prefix="crim-", dir="/tmp")
-    cd = Containerd(os.path.join(base, "cd")).start()
+    cd = Containerd(os.path.join(base, "cd"), version=args.containerd).start()
     paths = HostPaths({"/run/containerd": str(cd.base), "/etc/containerd": str(cd.base)}, Path(base) / "scratch")
     pod = None
     try:
-        ctr = ["ctr", "-a", cd.socket_path, "-n", "k8s.io"]
+        ctr = [str(cd.version.bin_dir() / "ctr"), "-a", cd.socket_path, "-n", "k8s.io"]
         import subprocess
         subprocess.run([*ctr, "images", "import", str(built.archive)], check=True, capture_output=True)
         subprocess.run([*ctr, "images", "tag", built.tag, agent["image"]], check=True, capture_output=True)
@@ -140,6 +141,7 @@ def main() -> None:
     print(f"| container's cgroup usage (peak, with the doctor child) | {mib(mem['cgroup'])} "
           f"({mib(mem['cgroup_peak'])}) |")
     print(f"| manifest: request / limit | {mib(request)} / {mib(limit)} |")
+    print(f"| containerd | {cd.version.name} |")
     print()
     for n in notes:
         print(f"- {n}")

@@ -35,7 +35,8 @@ from crilab.manifest_pod import HostPaths, ManifestPod, load_daemonset, quantity
 from tests.exporter_proc import REPO, parse, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
 
-pytestmark = pytest.mark.containerd
+# The image and the manifest are the subject, not the runtime: the newest containerd of the lab.
+pytestmark = [pytest.mark.containerd, pytest.mark.newest_runtime]
 
 DEPLOY = REPO / "deploy" / "kubernetes"
 DAEMONSET = load_daemonset(DEPLOY / "daemonset.yaml")
@@ -90,7 +91,7 @@ def agent(containerd, pods, built):
             s.bind(("0.0.0.0", PORT))
         except OSError as err:
             pytest.fail(f"port {PORT} (the manifest's --listen-address) is taken on this machine: {err}")
-    ctr = ["ctr", "-a", containerd.socket_path, "-n", "k8s.io"]
+    ctr = [str(containerd.version.bin_dir() / "ctr"), "-a", containerd.socket_path, "-n", "k8s.io"]
     subprocess.run([*ctr, "images", "import", str(built.archive)], check=True, capture_output=True)
     image = AGENT["image"]
     subprocess.run([*ctr, "images", "rm", image], capture_output=True)
