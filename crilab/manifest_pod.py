@@ -107,11 +107,17 @@ class HostPaths:
     tmpfs: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)     # host directories made for the start, topmost first
     absent: set[str] = field(default_factory=set)        # hostPaths this machine lacks (made, then removed)
+    mount_points: list[str] = field(default_factory=list)  # made for a stand-in, removed with the pod
 
     def resolve(self, name: str, volume: dict) -> str:
         if "hostPath" in volume:
             hp = volume["hostPath"]
             path = self.stand_ins.get(hp["path"], hp["path"])
+            if path != hp["path"] and not os.path.exists(hp["path"]):
+                # The stand-in's mount point under the read-only /host must exist too
+                # (/run/containerd is there whenever a lab shim runs); kept until the pod goes.
+                os.makedirs(hp["path"], mode=0o755)
+                self.mount_points.append(hp["path"])
             if not os.path.exists(path):
                 if hp.get("type") not in ("Directory", "DirectoryOrCreate"):
                     raise ValueError(f"hostPath {hp} absent here and not a directory type")
@@ -145,6 +151,12 @@ class HostPaths:
 
     def release(self) -> None:
         self.forget_created()
+        for path in reversed(self.mount_points):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass  # something else (a lab shim's socket dir) uses it now: leave it
+        self.mount_points.clear()
         for path in self.tmpfs:
             subprocess.run(["umount", "-l", path], capture_output=True)
         self.tmpfs.clear()
