@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,8 +68,7 @@ def buildah(*args: str, what: str = "buildah", **kw) -> subprocess.CompletedProc
     """buildah on the cache's own storage, so nothing lands in /var/lib/containers."""
     if not shutil.which("buildah"):
         raise RuntimeError("buildah is not installed: run scripts/setup.sh (Debian 12 package `buildah`)")
-    runroot = f"/run/crilab/buildah-{hashlib.sha256(str(CACHE).encode()).hexdigest()[:8]}"  # one per storage
-    return _run(["buildah", "--root", str(CACHE / "storage"), "--runroot", runroot,
+    return _run(["buildah", "--root", str(CACHE / "storage"), "--runroot", _runroot(),
                  "--storage-driver", "vfs", *args], what, **kw)
 
 
@@ -113,6 +113,31 @@ def base_image() -> str:
     buildah("build", "--layers", "--isolation", "chroot", "--pull=never", "-t", BASE_IMAGE, "-f", "-", str(CACHE),
             what="buildah build of the base", input=containerfile)
     return BASE_IMAGE
+
+
+def _prune(kept: set[str]) -> None:
+    """Remove the untagged images (cached steps) of earlier builds that this one did not use.
+
+    On vfs every step's image is a whole copy of its filesystem (a build holds
+    about 1.3 GB), so without this each change to the code would leave another
+    gigabyte behind. The base and this build's steps stay: the next build
+    reuses them."""
+    listed = buildah("images", "-a", "--no-trunc", "--format", "{{.ID}} {{.Name}}").stdout.split("\n")
+    doomed = []
+    for line in listed:
+        words = line.split()
+        if len(words) < 2 or words[1] != "<none>":
+            continue
+        image_id = words[0].removeprefix("sha256:")
+        if not any(image_id.startswith(k) for k in kept):
+            doomed.append(image_id)
+    for image_id in doomed:
+        subprocess.run(["buildah", "--root", str(CACHE / "storage"), "--runroot", _runroot(), "--storage-driver",
+                        "vfs", "rmi", image_id], capture_output=True)  # one in use by another stays
+
+
+def _runroot() -> str:
+    return f"/run/crilab/buildah-{hashlib.sha256(str(CACHE).encode()).hexdigest()[:8]}"  # one per storage
 
 
 def _trust() -> list[str]:
@@ -162,15 +187,17 @@ def build() -> Built:
             return Built(IMAGE, json.loads(meta.read_text())["image_id"], archive, time.monotonic() - started)
         base = base_image()
         _log(f"buildah build {REPO / 'Dockerfile'} with PYTHON_IMAGE={base}")
-        buildah("build", "--layers", "--isolation", "chroot", "--pull=never", "--build-arg", f"PYTHON_IMAGE={base}",
-                *_trust(), "-t", IMAGE, "-f", str(REPO / "Dockerfile"), str(REPO),
-                what="buildah build of the Dockerfile")
+        out = buildah("build", "--layers", "--isolation", "chroot", "--pull=never", "--build-arg",
+                      f"PYTHON_IMAGE={base}", *_trust(), "-t", IMAGE, "-f", str(REPO / "Dockerfile"), str(REPO),
+                      what="buildah build of the Dockerfile")
+        out = out.stdout + out.stderr
         image_id = buildah("inspect", "--type", "image", "--format", "{{.FromImageID}}", IMAGE).stdout.strip()
         tmp = archive.with_suffix(".tmp")
         tmp.unlink(missing_ok=True)
         buildah("push", IMAGE, f"docker-archive:{tmp}:{IMAGE}", what="buildah push to a docker archive")
         tmp.rename(archive)
         meta.write_text(json.dumps({"image_id": image_id}) + "\n")
+        _prune(set(re.findall(r"^--> ([0-9a-f]{11,})", out, re.M)) | {image_id})
         for old in [*CACHE.glob("cri-exporter-*.tar"), *CACHE.glob("cri-exporter-*.json")]:
             if old not in (archive, meta):
                 old.unlink()
