@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
     from cri_exporter.hostfs import HostFS
     from cri_exporter.podnet import PodNetwork
+    from cri_exporter.runtime_processes import RuntimeProcessSampler
     from cri_exporter.settings import Settings
     from cri_exporter.stats_refresher import StatsRefresher
 
@@ -52,6 +53,12 @@ def _cgroups(parts: Parts) -> Collector:
     return CgroupCollector(parts.hostfs, cgroups=parts.cgroups)
 
 
+def _runtime_processes(parts: Parts) -> Collector:
+    from cri_exporter.collectors.runtime_processes import RuntimeProcessesCollector
+    assert parts.runtime_processes is not None
+    return RuntimeProcessesCollector(parts.runtime_processes)
+
+
 def _doctor(parts: Parts) -> Collector:
     from cri_exporter.collectors.doctor import DoctorScrape
     assert parts.doctor is not None
@@ -64,6 +71,7 @@ FACTORIES: dict[str, Callable[[Parts], Collector]] = {
     "stats": _stats,
     "imagefs": _imagefs,
     "cgroups": _cgroups,
+    "runtime_processes": _runtime_processes,
     "doctor": _doctor,
 }
 
@@ -79,7 +87,9 @@ class Parts:
     on it). `cgroups`: one cgroup path cache for the containers' live usage
     values and the cgroup collector, so each cgroup is resolved once; with
     "cgroups" enabled, and `podnet` with it. `doctor`: the latest periodic
-    doctor report, with "doctor" enabled.
+    doctor report, with "doctor" enabled. `runtime_processes`: the walk of
+    /proc for the runtime's own processes, on its own interval, with
+    "runtime_processes" enabled.
     """
 
     client: CriClient
@@ -89,6 +99,7 @@ class Parts:
     cgroups: NodeCgroups | None = None
     podnet: PodNetwork | None = None
     doctor: DoctorCollector | None = None
+    runtime_processes: RuntimeProcessSampler | None = None
     doctor_thread: PeriodicDoctor | None = None
     doctor_child: DoctorChild | None = None
 
@@ -106,6 +117,10 @@ class Parts:
             from cri_exporter.podnet import PodNetwork
             parts.cgroups = NodeCgroups(hostfs)
             parts.podnet = PodNetwork(hostfs, parts.cgroups)
+        if "runtime_processes" in enabled:
+            from cri_exporter.runtime_processes import RuntimeProcesses, RuntimeProcessSampler
+            parts.runtime_processes = RuntimeProcessSampler(
+                RuntimeProcesses(hostfs, lambda: client.endpoint), settings.runtime_process_interval)
         if "doctor" in enabled:
             import structlog
 
@@ -127,12 +142,16 @@ class Parts:
     def start(self) -> None:
         if self.refresher is not None:
             self.refresher.start()
+        if self.runtime_processes is not None:
+            self.runtime_processes.start()
         if self.doctor_thread is not None:
             self.doctor_thread.start()
 
     def stop(self) -> None:
         if self.refresher is not None:
             self.refresher.stop()
+        if self.runtime_processes is not None:
+            self.runtime_processes.stop()
         if self.doctor_thread is not None:
             self.doctor_thread.stop()
         if self.doctor_child is not None:
