@@ -28,9 +28,10 @@ LEAK_GRACE_SECONDS = 120.0
 _P = ["process"]
 
 
-def leaked_shims(sample: RuntimeSample, known_ids: set[str], alive, now: float) -> dict[str, int]:
+def leaked_shims(sample: RuntimeSample, known_ids: set[str], alive, now: float,
+                 grace: float = LEAK_GRACE_SECONDS) -> dict[str, int]:
     """Shim name -> shims serving an id CRI does not know (neither a sandbox
-    nor a container), older than LEAK_GRACE_SECONDS and still alive now (a
+    nor a container), older than `grace` seconds and still alive now (a
     shim whose pod was removed after the walk has exited by the time CRI
     forgets the pod). Only shims of CRI's containerd namespace (k8s.io) or
     CRI-O's conmon are compared: a shim of docker's `moby` namespace is no
@@ -39,7 +40,7 @@ def leaked_shims(sample: RuntimeSample, known_ids: set[str], alive, now: float) 
     for shim in sample.shims:
         if not shim.id or shim.namespace not in ("", CRI_NAMESPACE):
             continue
-        if shim.id in known_ids or now - shim.start_time_seconds < LEAK_GRACE_SECONDS:
+        if shim.id in known_ids or now - shim.start_time_seconds < grace:
             continue
         if alive(shim.pid, shim.start_ticks):
             out[shim.name] += 1
@@ -49,8 +50,9 @@ def leaked_shims(sample: RuntimeSample, known_ids: set[str], alive, now: float) 
 class RuntimeProcessesCollector:
     name = "runtime_processes"
 
-    def __init__(self, sampler: RuntimeProcessSampler):
+    def __init__(self, sampler: RuntimeProcessSampler, leak_grace: float = LEAK_GRACE_SECONDS):
         self.sampler = sampler
+        self.leak_grace = leak_grace
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
         self.sampler.first.wait(ctx.remaining())
@@ -66,9 +68,10 @@ class RuntimeProcessesCollector:
         leaked = GaugeMetricFamily(
             "cri_runtime_shims_leaked",
             f"Shims serving a sandbox or container the runtime no longer knows (CRI lists neither), "
-            f"older than {LEAK_GRACE_SECONDS:g} s: each holds memory, a mount and often a network "
+            f"older than {self.leak_grace:g} s: each holds memory, a mount and often a network "
             "namespace until killed.", labels=_P)
-        for name, n in sorted(leaked_shims(sample, known, self.sampler.reader.alive, time.time()).items()):
+        for name, n in sorted(leaked_shims(sample, known, self.sampler.reader.alive, time.time(),
+                                                    self.leak_grace).items()):
             leaked.add_metric([name], float(n))
         metrics.append(leaked)
         if sample.daemon is None:
