@@ -45,6 +45,11 @@ class Settings:
     imagefs_inodes_free_ratio: float = 0.10
     #: Receive + transmit errors per second on one pod interface.
     network_errors_per_second: float = 0.1
+    #: The runtime daemon's open fds / its soft limit above which it is near it
+    #: (containerd past its limit fails to accept CRI calls and to start shims).
+    runtime_fds_ratio: float = 0.80
+    #: A runtime restart stays "recent" (the alert stays active) this long.
+    runtime_restart_window: str = "15m"
     #: Share of scrapes in which a collector failed, over rate_window.
     collector_failure_ratio: float = 0.10
     #: Seconds a scrape may take on average before it counts as slow
@@ -57,6 +62,9 @@ class Settings:
         "CriRuntimeDown": "2m",
         "CriRuntimeNotReady": "5m",
         "CriNetworkNotReady": "5m",
+        "CriRuntimeRestarted": "0m",
+        "CriRuntimeFdsNearLimit": "15m",
+        "CriRuntimeShimsLeaked": "30m",
         "CriContainerCPUThrottlingHigh": "15m",
         "CriContainerOOMKilled": "1m",
         "CriContainerMemoryNearLimit": "15m",
