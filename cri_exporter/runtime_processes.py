@@ -377,6 +377,7 @@ class RuntimeProcessSampler:
         self.latest: RuntimeSample | None = None
         self.last_error: str | None = None
         self.first = threading.Event()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -400,6 +401,18 @@ class RuntimeProcessSampler:
             self.shim_cpu_seconds[shim.name] = self.shim_cpu_seconds.get(shim.name, 0.0) + max(0.0, shim.cpu_seconds - before)
             seen[key] = shim.cpu_seconds
         self._shim_cpu_seen = seen
+
+    def current(self, timeout: float) -> RuntimeSample | None:
+        """The latest walk, waiting up to `timeout` for the first. Never
+        started (an Exporter used in-process, as tests and the benchmark's
+        floor do): walk here, at most once an interval."""
+        if self._thread is None:
+            with self._lock:
+                if self.latest is None or time.time() - self.latest.taken_at >= self.interval:
+                    self.sample()
+        else:
+            self.first.wait(timeout)
+        return self.latest
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="runtime-processes", daemon=True)

@@ -55,8 +55,7 @@ class RuntimeProcessesCollector:
         self.leak_grace = leak_grace
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
-        self.sampler.first.wait(ctx.remaining())
-        sample = self.sampler.latest
+        sample = self.sampler.current(ctx.remaining())
         if sample is None:
             raise PartialCollection(self.sampler.last_error or "no walk of /proc finished yet", [])
         metrics = list(self._families(sample))
