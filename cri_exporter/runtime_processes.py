@@ -232,6 +232,25 @@ class RuntimeProcesses:
             namespace=namespace, id=id_, start_ticks=st.start_ticks,
         )
 
+    def uid(self, pid: int) -> int | None:
+        """The real uid (status `Uid:`; the owner of /proc/<pid> is root for
+        any process that made itself non-dumpable)."""
+        try:
+            for line in self.hostfs.read_text(f"/proc/{pid}/status", 64 * 1024).splitlines():
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def _runtime_uid(self) -> int:
+        """Whose processes may be the runtime's: the socket's owner (the
+        runtime creates it; rootless containerd's is its user), else root."""
+        try:
+            return os.stat(self.hostfs.path(self.socket)).st_uid
+        except OSError:
+            return 0
+
     def alive(self, pid: int, start_ticks: int) -> bool:
         """The process is still there and the same one (a reused pid has another start time)."""
         st = self.stat(pid)
@@ -292,14 +311,20 @@ class RuntimeProcesses:
             if st is not None:
                 table[pid] = st
         daemons, shims = [], []
+        # Any user may name a process containerd-shim and give it our
+        # socket's -address (a false leaked-shim alert, a label of its
+        # choosing): only the runtime's user's processes count.
+        owner = self._runtime_uid()
         for st in table.values():
             if st.state in "ZX":
                 continue
             if st.comm in DAEMON_NAMES:
                 argv = self.cmdline(st.pid)
-                if argv and self._same_socket(self.daemon_address(st, argv)):
+                if argv and self._same_socket(self.daemon_address(st, argv)) and self.uid(st.pid) == owner:
                     daemons.append((st, argv))
             elif st.comm.startswith(SHIM_COMM_PREFIX) or st.comm in CRIO_SHIMS:
+                if self.uid(st.pid) != owner:
+                    continue
                 argv = self.cmdline(st.pid)
                 shim = self._shim(st, argv)
                 if shim is not None:

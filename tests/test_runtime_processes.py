@@ -30,11 +30,13 @@ class FakeProc:
         (root / "proc").mkdir(parents=True)
         (root / "proc" / "stat").write_text(f"cpu 1 2 3\nbtime {BTIME}\n")
 
-    def add(self, pid, argv, comm=None, fds=3, nofile=1024, **stat):
+    def add(self, pid, argv, comm=None, fds=3, nofile=1024, uid=None, **stat):
         d = self.root / "proc" / str(pid)
         (d / "fd").mkdir(parents=True)
         comm = comm or os.path.basename(argv[0])[:15] if argv else comm
         (d / "stat").write_text(stat_line(pid, comm, **stat))
+        uid = os.geteuid() if uid is None else uid
+        (d / "status").write_text(f"Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
         (d / "statm").write_text(f"100 {stat.get('rss', 10)} 5 1 0 50 0\n")
         (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + (b"\0" if argv else b""))
         (d / "limits").write_text(
@@ -73,6 +75,10 @@ def k3s_node(tmp_path):
     proc.add(401, ["/pause"], ppid=400)
     proc.add(402, ["sh"], ppid=400)
     proc.add(403, [], comm="sleep", state="Z", ppid=402)  # a zombie's cmdline is empty
+    # a user's process posing as a shim of k3s's containerd, and as the daemon
+    proc.add(700, ["/tmp/containerd-shim-evil", "-namespace", "k8s.io", "-id", "x", "-address", K3S_SOCK],
+             comm="containerd-shim", uid=1000, start=2000)
+    proc.add(701, ["containerd", "-a", K3S_SOCK], uid=1000, start=3000)
     proc.add(600, ["/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id", "x",
                    "-address", "/run/containerd/containerd.sock"], comm="containerd-shim")
     return tmp_path
