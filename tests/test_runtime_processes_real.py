@@ -24,7 +24,7 @@ from cri_exporter.cri import CriClient
 from cri_exporter.cri import api_pb2 as api
 from cri_exporter.hostfs import HostFS
 from cri_exporter.runtime_processes import RuntimeProcesses, RuntimeProcessSampler
-from cri_exporter.scrape import ScrapeContext
+from cri_exporter.collectors.base import ScrapeContext
 from tests.exporter_proc import parse
 
 pytestmark = pytest.mark.containerd
@@ -123,7 +123,7 @@ def test_shims_match_proc(lab):
     sample = reader.read()
     assert {s.name for s in sample.shims} == {SHIM}
     assert {s.namespace for s in sample.shims} == {"k8s.io"}
-    # containerd 1.6 groups a pod's containers under its sandbox's shim: -id is the sandbox id
+    # containerd groups a pod's containers under its sandbox's shim: -id is the sandbox id (1.6, 1.7, 2.1)
     sandboxes = {sb.id for sb in cd.runtime_stub().ListPodSandbox(api.ListPodSandboxRequest()).items}
     assert {s.id for s in sample.shims} <= sandboxes
     for s in sample.shims:
@@ -178,8 +178,8 @@ def test_exporter_serves_them(exporter, lab):
 # ---- a containerd of the module's own: zombies, restarts, leaks ----
 
 @pytest.fixture(scope="module")
-def own(lab_dir):
-    cd = Containerd(os.path.join(lab_dir, "rtproc")).start()
+def own(lab_dir, runtime_version):
+    cd = Containerd(os.path.join(lab_dir, f"rtproc-{runtime_version}"), version=runtime_version).start()
     netns: list[str] = []
     cgroups: list[str] = []
     try:
@@ -233,12 +233,13 @@ def test_restart_changes_start_time(own):
 
 
 def test_leaked_shim_is_reported(own):
-    """What leaks a shim here (containerd 1.6.20): containerd SIGKILLed while
-    a pod runs, then started with its state and root wiped (a node whose
-    /run was not tmpfs-cleared but whose runtime state was reset, or a
-    reinstall). The shim keeps serving its -address; the new containerd
-    knows neither it nor its sandbox. With only the root (metadata) wiped,
-    containerd 1.6 reconnects the shim from its state dir and kills it."""
+    """What leaks a shim here (containerd 1.6.20, 1.7.24, 2.1.9): containerd
+    SIGKILLed while a pod runs, then started with its state and root
+    directories moved away (a node whose runtime state was reset, or a
+    reinstall, while /run was not cleared). The shim keeps serving its
+    -address; the new containerd's CRI lists neither it nor its sandbox.
+    Moving only the root (its metadata) away leaves the shim running too
+    (1.6.20 and 2.1.9, 5 s after the restart)."""
     cd, netns, cgroups = own
     pod = run_pod(cd, "leaky", "rtproc")
     pod.add_container("c", ["sleep", "2147483647"])

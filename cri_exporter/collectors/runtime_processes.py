@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from cri_exporter.cri import CriError
 from cri_exporter.runtime_processes import CRI_NAMESPACE, RuntimeProcessSampler, RuntimeSample
-from cri_exporter.scrape import PartialCollection, ScrapeContext
+from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 
 log = structlog.get_logger(__name__)
 
