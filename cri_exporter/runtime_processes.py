@@ -48,7 +48,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # comm (at most 15 characters) of the processes that may serve a CRI socket
 # (k3s and RKE2 run containerd as a child process named containerd).
-DAEMON_NAMES = ("containerd", "crio")
+DAEMON_NAMES = ("containerd", "crio", "cri-dockerd")
 # comm of the shims: containerd-shim-runc-v2, -kata-v2, -runsc-v1... all read
 # "containerd-shim" (cut at 15); the full name comes from argv[0].
 SHIM_COMM_PREFIX = "containerd-shim"
@@ -60,6 +60,7 @@ CRI_NAMESPACE = "k8s.io"
 CONTAINERD_DEFAULT_SOCKET = "/run/containerd/containerd.sock"
 CONTAINERD_DEFAULT_CONFIG = "/etc/containerd/config.toml"
 CRIO_DEFAULT_SOCKET = "/run/crio/crio.sock"
+CRI_DOCKERD_DEFAULT_SOCKET = "/run/cri-dockerd.sock"
 
 # What one hostile /proc file may cost.
 _STAT_LIMIT = 4096
@@ -285,6 +286,9 @@ class RuntimeProcesses:
             return self._daemon_address[key]
         if st.comm == "crio":
             address = flag_values(argv, "--listen") or CRIO_DEFAULT_SOCKET
+        elif st.comm == "cri-dockerd":
+            # its shims are docker's containerd's: none has cri-dockerd's socket as -address
+            address = flag_values(argv, "--container-runtime-endpoint") or CRI_DOCKERD_DEFAULT_SOCKET
         else:
             address = flag_values(argv, "-a", "--address") or ""
             if not address:

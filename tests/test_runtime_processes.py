@@ -129,6 +129,20 @@ def test_crio_and_conmon(tmp_path):
     assert [(s.name, s.id) for s in sample.shims] == [("conmon", "ctr1")]
 
 
+def test_cri_dockerd(tmp_path):
+    """cri-dockerd serves CRI; the shims are docker's containerd's (its -address), not counted."""
+    proc = FakeProc(tmp_path)
+    proc.socket("/run/cri-dockerd.sock")
+    proc.socket("/run/containerd/containerd.sock")
+    proc.add(10, ["/usr/bin/cri-dockerd", "--container-runtime-endpoint", "fd://"], threads=12)
+    proc.add(11, ["/usr/bin/cri-dockerd"], threads=13, start=200)
+    proc.add(20, ["/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id", "x",
+                  "-address", "/run/containerd/containerd.sock"], comm="containerd-shim")
+    sample = RuntimeProcesses(HostFS(str(tmp_path)), lambda: f"unix://{tmp_path}/var/run/cri-dockerd.sock").read()
+    assert (sample.daemon.pid, sample.daemon.name) == (11, "cri-dockerd")
+    assert sample.shims == ()
+
+
 def test_no_runtime_process(tmp_path):
     FakeProc(tmp_path)
     sample = RuntimeProcesses(HostFS(str(tmp_path)), lambda: "unix:///run/containerd/containerd.sock").read()
