@@ -233,16 +233,26 @@ class RuntimeProcesses:
             namespace=namespace, id=id_, start_ticks=st.start_ticks,
         )
 
-    def uid(self, pid: int) -> int | None:
-        """The real uid (status `Uid:`; the owner of /proc/<pid> is root for
-        any process that made itself non-dumpable)."""
+    def owner(self, pid: int) -> tuple[int | None, bool]:
+        """(real uid, whether the process lives in a pid namespace nested in
+        the node's), from status: `Uid:` (the owner of /proc/<pid> is root for
+        any process that made itself non-dumpable) and `NSpid:` (one pid per
+        namespace level: more than one inside a kind node, docker-in-docker or
+        sysbox, whose containerd names the same /run/containerd path)."""
+        uid, nested = None, False
         try:
             for line in self.hostfs.read_text(f"/proc/{pid}/status", 64 * 1024).splitlines():
                 if line.startswith("Uid:"):
-                    return int(line.split()[1])
+                    uid = int(line.split()[1])
+                elif line.startswith("NSpid:"):
+                    nested = len(line.split()) > 2
         except (OSError, ValueError, IndexError):
-            pass
-        return None
+            return None, False
+        return uid, nested
+
+    def ours(self, pid: int, runtime_uid: int) -> bool:
+        uid, nested = self.owner(pid)
+        return uid == runtime_uid and not nested
 
     def _runtime_uid(self) -> int:
         """Whose processes may be the runtime's: the socket's owner (the
@@ -317,17 +327,19 @@ class RuntimeProcesses:
         daemons, shims = [], []
         # Any user may name a process containerd-shim and give it our
         # socket's -address (a false leaked-shim alert, a label of its
-        # choosing): only the runtime's user's processes count.
+        # choosing): only the runtime's user's processes count. And a
+        # containerd in a nested pid namespace (a kind node) serves a socket
+        # of the same path in its own mount namespace: not ours either.
         owner = self._runtime_uid()
         for st in table.values():
             if st.state in "ZX":
                 continue
             if st.comm in DAEMON_NAMES:
                 argv = self.cmdline(st.pid)
-                if argv and self._same_socket(self.daemon_address(st, argv)) and self.uid(st.pid) == owner:
+                if argv and self._same_socket(self.daemon_address(st, argv)) and self.ours(st.pid, owner):
                     daemons.append((st, argv))
             elif st.comm.startswith(SHIM_COMM_PREFIX) or st.comm in CRIO_SHIMS:
-                if self.uid(st.pid) != owner:
+                if not self.ours(st.pid, owner):
                     continue
                 argv = self.cmdline(st.pid)
                 shim = self._shim(st, argv)

@@ -30,13 +30,14 @@ class FakeProc:
         (root / "proc").mkdir(parents=True)
         (root / "proc" / "stat").write_text(f"cpu 1 2 3\nbtime {BTIME}\n")
 
-    def add(self, pid, argv, comm=None, fds=3, nofile=1024, uid=None, **stat):
+    def add(self, pid, argv, comm=None, fds=3, nofile=1024, uid=None, nspid=None, **stat):
         d = self.root / "proc" / str(pid)
         (d / "fd").mkdir(parents=True)
         comm = comm or os.path.basename(argv[0])[:15] if argv else comm
         (d / "stat").write_text(stat_line(pid, comm, **stat))
         uid = os.geteuid() if uid is None else uid
-        (d / "status").write_text(f"Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+        nspid = "\t".join(map(str, nspid or [pid]))
+        (d / "status").write_text(f"Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nNSpid:\t{nspid}\n")
         (d / "statm").write_text(f"100 {stat.get('rss', 10)} 5 1 0 50 0\n")
         (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + (b"\0" if argv else b""))
         (d / "limits").write_text(
@@ -117,6 +118,23 @@ def test_leaked_shims_compare_with_cri_and_skip_other_namespaces(k3s_node):
     assert leaked_shims(sample, {"sb-a"}, reader.alive, now) == {"containerd-shim-runc-v2": 0}
     docker = RuntimeProcesses(HostFS(str(k3s_node)), lambda: f"unix://{k3s_node}/run/containerd/containerd.sock")
     assert leaked_shims(docker.read(), set(), docker.alive, now) == {"containerd-shim-runc-v2": 0}
+
+
+def test_a_kind_nodes_containerd_is_not_the_hosts(tmp_path):
+    """A kind node's containerd and shims name /run/containerd/containerd.sock
+    too (in the node container's mount namespace); they live in a nested pid
+    namespace (NSpid has two pids) and are neither the daemon nor its shims."""
+    proc = FakeProc(tmp_path)
+    proc.socket("/run/containerd/containerd.sock")
+    proc.add(10, ["/usr/bin/containerd"], start=100)
+    proc.add(20, ["/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", "host-pod",
+                  "-address", "/run/containerd/containerd.sock"], comm="containerd-shim")
+    proc.add(30, ["/usr/local/bin/containerd"], nspid=[30, 120], start=900)  # newer: would win
+    proc.add(40, ["/usr/local/bin/containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", "kind-pod",
+                  "-address", "/run/containerd/containerd.sock"], comm="containerd-shim", nspid=[40, 300])
+    sample = RuntimeProcesses(HostFS(str(tmp_path)), lambda: f"unix://{tmp_path}/run/containerd/containerd.sock").read()
+    assert sample.daemon.pid == 10
+    assert [s.id for s in sample.shims] == ["host-pod"]
 
 
 def test_crio_and_conmon(tmp_path):
