@@ -171,10 +171,16 @@ def exposition_costs(families) -> dict:
         def collect(self):
             return families
 
-    t = time.perf_counter(); ref = generate_latest(_Reg()); gl = time.perf_counter() - t
+    t = time.perf_counter()
+    ref = generate_latest(_Reg())
+    gl = time.perf_counter() - t
     w = ExpositionWriter()
-    t = time.perf_counter(); cold = w.write(families); cold_t = time.perf_counter() - t
-    t = time.perf_counter(); w.write(families); warm_same = time.perf_counter() - t
+    t = time.perf_counter()
+    cold = w.write(families)
+    cold_t = time.perf_counter() - t
+    t = time.perf_counter()
+    w.write(families)
+    warm_same = time.perf_counter() - t
     # every value changed since the last scrape: the worst case for the line cache
     changed = []
     for f in families:
@@ -187,7 +193,9 @@ def exposition_costs(families) -> dict:
             g.__dict__.update(f.__dict__)
             g.samples = [s._replace(value=float(s.value) + 1.5) for s in f.samples]
         changed.append(g)
-    t = time.perf_counter(); w.write(changed); warm_changed = time.perf_counter() - t
+    t = time.perf_counter()
+    w.write(changed)
+    warm_changed = time.perf_counter() - t
     assert cold == ref, "exposition differs from generate_latest"
     return {"generate_latest": gl, "cold": cold_t, "warm_same": warm_same, "warm_changed": warm_changed,
             "samples": sum(len(f.samples) for f in families)}

@@ -105,7 +105,7 @@ def test_pods_run_in_systemd_scopes_under_the_kubelets_slices(guest):
         # The sandbox's scope sits in the pod slice the kubelet's cgroup_parent named.
         assert pod["sandbox_cgroup"] == f"{pod['cgroup_parent']}/cri-containerd-{pod['id']}.scope"
         assert pod["pod_cgroup"].startswith("/kubepods.slice/")
-        for name, c in pod["containers"].items():
+        for c in pod["containers"].values():
             if c["state"] != "CONTAINER_RUNNING":
                 continue
             scope = f"cri-containerd-{c['id']}.scope"

@@ -17,10 +17,9 @@ import time
 from typing import Callable, Iterable, Protocol, TypeVar, cast
 
 import structlog
-from prometheus_client.core import Metric
 
 from cri_exporter.cri import CriClient, CriError
-from cri_exporter.exposition import LabelCache
+from cri_exporter.exposition import AnyFamily, LabelCache
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import Inventory
 
@@ -32,13 +31,13 @@ T = TypeVar("T")
 class Collector(Protocol):
     name: str
 
-    def collect(self, ctx: "ScrapeContext") -> Iterable[Metric]: ...
+    def collect(self, ctx: "ScrapeContext") -> Iterable[AnyFamily]: ...
 
 
 class PartialCollection(Exception):
     """A collector failed but has metrics worth serving (e.g. why it failed)."""
 
-    def __init__(self, reason: str, metrics: Iterable[Metric]):
+    def __init__(self, reason: str, metrics: Iterable[AnyFamily]):
         super().__init__(reason)
         self.metrics = list(metrics)
 

@@ -334,7 +334,7 @@ def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procf
             s.dropins.append(path)
             s.files.append(path)
             data, error = _load_yaml(hostfs, path)
-            if error:
+            if error or data is None:
                 s.dropin_errors.append(error)
                 continue
             patch = {k: v for k, v in data.items() if k not in ("apiVersion", "kind")}
