@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from crilab import vm
 from crilab.vm_guest import CPU_QUOTA
 
+pytestmark = pytest.mark.slow  # builds and boots a qemu guest
+
 # Emulation speed follows the host's load: generous, and only a guest that hangs meets it.
 BOOT_TIMEOUT = float(os.environ.get("CRILAB_VM_TIMEOUT", "1200"))
 

@@ -57,6 +57,7 @@ def serve(fake, root, *args):
                            "--stats-interval", "1", *args)
 
 
+@pytest.mark.slow
 def test_1000_scrapes_leak_nothing_and_a_hang_in_between_is_answered_in_time(node):
     fake, root = node
     with serve(fake, root, "--scrape-timeout", "1", "--runtime-timeout", "0.5") as exp:
@@ -83,6 +84,7 @@ def test_1000_scrapes_leak_nothing_and_a_hang_in_between_is_answered_in_time(nod
         assert exp.scrape().get1("cri_scrape_collector_success", collector="cgroups") == 1
 
 
+@pytest.mark.slow
 def test_50_concurrent_scrapers_bounded_cpu_no_duplicate_or_torn_series(node):
     fake, root = node
     # A minute, as issue 7 asks; CRI_EXPORTER_CONCURRENCY_SECONDS shortens it for a quick local run.
