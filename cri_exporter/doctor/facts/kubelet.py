@@ -270,7 +270,7 @@ def release_version(hostfs: HostFS, processes: list[procfs.Process]) -> Version 
             return None
 
     kubelets = [p for p in processes if p.comm == "kubelet"]
-    candidates = [(exe, f"the running kubelet (pid {p.pid})") for p in kubelets
+    candidates: list[tuple[str | None, str]] = [(exe, f"the running kubelet (pid {p.pid})") for p in kubelets
                   if (exe := readlink(f"/proc/{p.pid}/exe"))]
     if not candidates and any("/var/lib/rancher/rke2/" in a for p in kubelets for a in p.args):
         # Its executable is not readable, but its arguments are RKE2's: the release RKE2 runs.
