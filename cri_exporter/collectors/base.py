@@ -63,7 +63,7 @@ class _Step:
     def _run(self, compute: Callable[[], object], name: str) -> None:
         try:
             self.value = compute()
-        except CriError as err:
+        except (CriError, StepNotDone) as err:
             self.error = err
         except Exception as err:  # a bug: every collector waiting for it fails, the rest are served
             log.exception("scrape step crashed", step=name)
