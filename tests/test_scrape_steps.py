@@ -22,8 +22,11 @@ def test_two_collectors_share_one_step_timed_as_its_own(tmp_path):
     computed: list[str] = []
     waiting = []
 
+    started: list[float] = []
+
     def compute() -> int:
         computed.append(threading.current_thread().name)
+        started.append(time.monotonic())
         release.wait(30)
         return 42
 
@@ -41,7 +44,9 @@ def test_two_collectors_share_one_step_timed_as_its_own(tmp_path):
                       timeout=30, runtime_collector=None)
     try:
         collection = scraper.collection()
-        wait_for(lambda: len(waiting) == 2, what="both collectors waiting for the step")
+        # The step lasts a while after both collectors asked for it: far longer than their own work.
+        wait_for(lambda: len(waiting) == 2 and started and time.monotonic() - started[0] > 0.5, timeout=30,
+                 interval=0.05, what="both collectors waiting for the step")
         release.set()
         assert collection.wait(30)
         got = {s.name: s for m in collection.result().metrics for s in m.samples
