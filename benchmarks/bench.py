@@ -527,6 +527,19 @@ def report(rows, expo, gz, notes, args) -> str:
                        f"{ms(r250['refresh_cpu'])} a stats refresh) / 15 s = {per15 / 15 * 100:.2f}% "
                        f"[{mark(per15 / 15 < 0.01)}]")
     out.append("")
+    out.append("Targets (issue 13: the shared cgroup reading owned by the scrape):")
+    for where in ("real", "fake"):
+        mine = [r for r in rows if r["where"] == where]
+        if mine:
+            out.append(f"- scrape p50 <= 1.5x the floor at every size ({where}): "
+                       + ", ".join(f"{r['n']}: {r['p50'] / r['floor']:.1f}x" for r in mine)
+                       + f" [{mark(all(r['p50'] <= 1.5 * r['floor'] for r in mine))}]")
+    for where in ("real", "fake"):
+        r5k = by.get((where, 5000))
+        if r5k:
+            out.append(f"- resident memory < 64 MB at 5,000 containers ({where}): {r5k['rss']:.0f} MB "
+                       f"(peak {r5k['hwm']:.0f}) [{mark(r5k['rss'] < 64)}]")
+    out.append("")
     out.extend(f"- {n}" for n in notes)
     return "\n".join(out)
 
