@@ -21,7 +21,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from cri_exporter import __version__, memory_tuning
-from cri_exporter.collectors.base import ScrapeContext
+from cri_exporter.collectors.base import ScrapeContext, runs_for
 from cri_exporter.collectors.inventory_fetch import InventoryFetch
 from cri_exporter.collectors.registry import Parts
 from cri_exporter.cri.client import CriClient, probe_endpoints, resolve_endpoint
@@ -89,7 +89,20 @@ class Exporter:
         # What the HTTP side reads: the stats snapshot's cadence, the latest doctor report.
         self.refresher = self.parts.refresher
         self.doctor: DoctorCollector | None = self.parts.doctor
-        collectors = self.parts.collectors(settings.collectors)
+        self.metrics = settings.metric_filter()
+        # A collector all of whose families are denied never runs (nor is it
+        # reported in cri_scrape_collector_*: as if --collectors left it out).
+        built = self.parts.collectors(settings.collectors)
+        collectors = [c for c in built if runs_for(c, self.metrics)]
+        if self.metrics.active:
+            log.info("metric families filtered", allow=self.metrics.allow_spec, deny=self.metrics.deny_spec,
+                     pod_cgroup_metrics=settings.pod_cgroup_metrics,
+                     collectors_not_run=",".join(c.name for c in built if c not in collectors))
+            kept = self.metrics.health_named_by_deny()
+            if kept:
+                log.warning("--metrics-deny names scrape-health families; they are served anyway (cri_up and "
+                            "cri_scrape_* are never filtered: without them a failing source looks like a quiet node)",
+                            kept=",".join(kept))
         self.scraper = Scraper(collectors, self._context, settings.scrape_timeout)
         self._release_lock = threading.Lock()
         self._released_at = 0.0
@@ -109,7 +122,7 @@ class Exporter:
         return True
 
     def _context(self, deadline: float) -> ScrapeContext:
-        return ScrapeContext(self.client, self.hostfs, deadline, inventories=self.inventories)
+        return ScrapeContext(self.client, self.hostfs, deadline, inventories=self.inventories, metrics=self.metrics)
 
     def _observe(self, method: str, seconds: float, code: str) -> None:
         self.request_duration.labels(method).observe(seconds)
@@ -179,7 +192,7 @@ class Exporter:
         gzip_ok = accepts_encoding(headers.get("Accept-Encoding"), "gzip")
         level = GZIP_LEVEL if gzip_ok else None
         body = result.encoded(self.scraper.exposition, level)
-        own_metrics = self.registry.collect()
+        own_metrics = self.metrics.filter(self.registry.collect())
         if level is None:
             own = self.scraper.own_exposition.write(own_metrics)
         else:

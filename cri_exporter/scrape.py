@@ -135,7 +135,7 @@ class Collection:
                     log.warning("collector timed out", collector=name, timeout_seconds=round(self.timeout, 3))
             else:
                 out, elapsed, error = fut.result()
-                metrics.extend(out)
+                metrics.extend(self.ctx.metrics.filter(out))  # the safety net: a denied name never appears
                 ok = error is None
                 if error is not None and final:
                     log.warning("collector failed", collector=name, error=error)

@@ -44,6 +44,21 @@ class Settings:
     # The exporter toolkit's web config (TLS, basic auth): webconfig.py.
     web_config_file: str | None = None
     doctor_endpoint: bool = True  # serve /doctor (behind the web config's basic auth, if any)
+    # The series budget (metric_filter.py): comma-separated regexes over family names, deny wins.
+    metrics_allow: str = ""
+    metrics_deny: str = ""
+    # The cri_pod_* twins of the cgroup collector's cri_container_* families.
+    pod_cgroup_metrics: bool = True
+
+    def metric_filter(self):
+        """The MetricFilter these settings ask for; raises MetricFilterError naming the flag."""
+        from cri_exporter.metric_filter import MetricFilter
+
+        twins: tuple[str, ...] = ()
+        if not self.pod_cgroup_metrics:
+            from cri_exporter.collectors.cgroup_readings import POD_CGROUP_FAMILIES
+            twins = POD_CGROUP_FAMILIES
+        return MetricFilter(self.metrics_allow, self.metrics_deny, twins)
 
 
 def parse_collectors(spec: str) -> tuple[str, ...]:

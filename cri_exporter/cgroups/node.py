@@ -18,32 +18,47 @@ from cri_exporter.cgroups.memory import _read_memory
 from cri_exporter.cgroups.paths import CgroupPaths, CgroupResolver
 from cri_exporter.cgroups.pids import _read_pids
 from cri_exporter.cgroups.pressure import _read_pressure
-from cri_exporter.cgroups.stats import CgroupStats
+from cri_exporter.cgroups.stats import CgroupStats, CpuStats, IoStats, MemoryStats, PidsStats
 from cri_exporter.hostfs import HostFS
 
 
 # How long a cgroup's limit files are trusted without reading them (files.LimitFiles).
 LIMITS_REFRESH_SECONDS = 60.0
 
+# The parts of a cgroup reading, each its own files: what --metrics-allow /
+# --metrics-deny can leave unread (collectors/cgroup_readings.Plan).
+PARTS = frozenset({"cpu", "memory", "pids", "io", "pressure_cpu", "pressure_memory", "pressure_io"})
 
-def read_all(paths: CgroupPaths, names: DeviceNames | None = None, keep_limits: bool = False) -> CgroupStats | None:
+
+def read_all(paths: CgroupPaths, names: DeviceNames | None = None, keep_limits: bool = False,
+             parts: frozenset[str] = PARTS) -> CgroupStats | None:
     """Every reader over one cgroup, each file read once; None if the cgroup is gone.
     Raises CgroupUnreadable at the first file it may not read: a reading with
     some files refused would pass for a whole one.
 
     `keep_limits`: the limit files' text may be up to about
-    LIMITS_REFRESH_SECONDS old (paths kept across scrapes, see NodeCgroups)."""
+    LIMITS_REFRESH_SECONDS old (paths kept across scrapes, see NodeCgroups).
+    `parts`: only these are read (PARTS); the others' values stay unknown (None)."""
     limits = paths.limits if keep_limits else files.UNKEPT
     if keep_limits:
         paths.limits.due(time.monotonic(), LIMITS_REFRESH_SECONDS)
     try:
+        if parts is PARTS:
+            return CgroupStats(
+                version=paths.version,
+                cpu=_read_cpu(paths, True, limits),
+                memory=_read_memory(paths, limits),
+                pressure=_read_pressure(paths),
+                pids=_read_pids(paths, limits),
+                io=_read_io(paths, names),
+            )
         return CgroupStats(
             version=paths.version,
-            cpu=_read_cpu(paths, True, limits),
-            memory=_read_memory(paths, limits),
-            pressure=_read_pressure(paths),
-            pids=_read_pids(paths, limits),
-            io=_read_io(paths, names),
+            cpu=_read_cpu(paths, True, limits) if "cpu" in parts else CpuStats(),
+            memory=_read_memory(paths, limits) if "memory" in parts else MemoryStats(),
+            pressure=_read_pressure(paths, {r for r in ("cpu", "memory", "io") if "pressure_" + r in parts}),
+            pids=_read_pids(paths, limits) if "pids" in parts else PidsStats(),
+            io=_read_io(paths, names) if "io" in parts else IoStats(),
         )
     except CgroupGone:
         return None
@@ -63,7 +78,7 @@ class NodeCgroups:
         """Like layout(), and re-checks the root is still readable (one syscall)."""
         return self.resolver.check()
 
-    def container_stats(self, container_id: str, pod_uid: str) -> CgroupStats | None:
+    def container_stats(self, container_id: str, pod_uid: str, parts: frozenset[str] = PARTS) -> CgroupStats | None:
         """The container's cgroup reading; None if no cgroup was found or it went
         away. Raises CgroupUnreadable when permission to read it is denied."""
         try:
@@ -73,12 +88,12 @@ class NodeCgroups:
             return None
         if paths is None:
             return None
-        stats = _read(paths, self.devices)
+        stats = _read(paths, self.devices, parts)
         if stats is None:
             self.resolver.forget(container_id=container_id)
         return stats
 
-    def pod_stats(self, pod_uid: str) -> CgroupStats | None:
+    def pod_stats(self, pod_uid: str, parts: frozenset[str] = PARTS) -> CgroupStats | None:
         """As container_stats, for the pod's cgroup."""
         try:
             paths = self.resolver.pod(pod_uid, strict=True)
@@ -87,15 +102,15 @@ class NodeCgroups:
             return None
         if paths is None:
             return None
-        stats = _read(paths, self.devices)
+        stats = _read(paths, self.devices, parts)
         if stats is None:
             self.resolver.forget(pod_uid=pod_uid)
         return stats
 
 
-def _read(paths: CgroupPaths, devices: DeviceNames) -> CgroupStats | None:
+def _read(paths: CgroupPaths, devices: DeviceNames, parts: frozenset[str] = PARTS) -> CgroupStats | None:
     try:
-        stats = read_all(paths, devices, keep_limits=True)
+        stats = read_all(paths, devices, keep_limits=True, parts=parts)
     except CgroupUnreadable as err:
         err.read_at = paths.read_at
         raise

@@ -41,12 +41,16 @@ def parse_psi(text: str | None) -> PsiTotals | None:
 _TOTAL = re.compile(r"^(some|full)[ \t](?:[^\n]*[ \t])?total=([0-9]+)(?=[ \t]|$)", re.MULTILINE)
 
 
-def _read_pressure(paths: CgroupPaths) -> PressureStats:
+_ALL = frozenset({"cpu", "memory", "io"})
+
+
+def _read_pressure(paths: CgroupPaths, resources: "set[str] | frozenset[str]" = _ALL) -> PressureStats:
+    """`resources`: the pressure files to read (the others stay unknown)."""
     d = paths.unified
-    if d is None:
+    if d is None or not resources:
         return PressureStats()
     return PressureStats(
-        cpu=parse_psi(files.read(d, "cpu.pressure")),
-        memory=parse_psi(files.read(d, "memory.pressure")),
-        io=parse_psi(files.read(d, "io.pressure")),
+        cpu=parse_psi(files.read(d, "cpu.pressure")) if "cpu" in resources else None,
+        memory=parse_psi(files.read(d, "memory.pressure")) if "memory" in resources else None,
+        io=parse_psi(files.read(d, "io.pressure")) if "io" in resources else None,
     )

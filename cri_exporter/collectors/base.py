@@ -23,6 +23,7 @@ from cri_exporter.cri import CriClient, CriError
 from cri_exporter.exposition import AnyFamily, LabelCache
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import Inventory
+from cri_exporter.metric_filter import EVERYTHING, MetricFilter
 
 log = structlog.get_logger(__name__)
 
@@ -30,9 +31,21 @@ T = TypeVar("T")
 
 
 class Collector(Protocol):
+    """`name`: its --collectors name. A collector may also say which families
+    it can export (`families`, names as on their # TYPE line): one whose
+    families --metrics-allow / --metrics-deny all deny is not run at all
+    (runs_for). Without the attribute it always runs, and what it yields is
+    filtered at the end of the scrape."""
+
     name: str
 
     def collect(self, ctx: "ScrapeContext") -> Iterable[AnyFamily]: ...
+
+
+def runs_for(collector: Collector, metrics: MetricFilter) -> bool:
+    """False when every family the collector declares is denied."""
+    families = getattr(collector, "families", None)
+    return families is None or metrics.wants_any(families)
 
 
 class PartialCollection(Exception):
@@ -91,19 +104,26 @@ class ScrapeContext:
     `inventories`: the exporter's, kept across scrapes, so lists too slow for
     one scrape's deadline are used by the next (collectors/inventory_fetch.py);
     without it each scrape lists within its own deadline.
+    `metrics`: the families served (--metrics-allow / --metrics-deny); ask
+    `wants(name)` before doing the work for one.
     """
 
     def __init__(self, client: CriClient, hostfs: HostFS, deadline: float, labels: LabelCache | None = None,
-                 inventories: InventoryFetch | None = None):
+                 inventories: InventoryFetch | None = None, metrics: MetricFilter = EVERYTHING):
         self.client = client
         self.hostfs = hostfs
         self.deadline = deadline
         self.labels = labels if labels is not None else LabelCache()
+        self.metrics = metrics
         self.runtime_up = False
         self.inventories = inventories
         self._steps_lock = threading.Lock()
         self._steps: dict[str, _Step] = {}
         self._waits = threading.local()
+
+    def wants(self, name: str) -> bool:
+        """Whether family `name` (as on its # TYPE line, counters with _total) is served."""
+        return self.metrics.wants(name)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())

@@ -17,6 +17,7 @@ from cri_exporter.cgroups.usage import usage_from
 from cri_exporter.collectors.base import ScrapeContext, StepNotDone
 from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCache
 from cri_exporter.inventory import Inventory
+from cri_exporter.metric_filter import MetricFilter
 
 C_LABELS = ["namespace", "pod", "container"]
 P_LABELS = ["namespace", "pod"]
@@ -29,11 +30,26 @@ class _Row:
     the kernel's units per base unit (1e9 ns a second). Dividing keeps 50000 µs
     at 0.05 s where multiplying by 1e-6 gives 0.049999999999999996."""
 
-    __slots__ = ("name", "doc", "counter", "get", "per", "pods_v1")
+    __slots__ = ("name", "doc", "counter", "get", "per", "pods_v1", "part")
 
     def __init__(self, name: str, doc: str, counter: bool, get: Getter, per: float = 1, pods_v1: bool = True):
         self.name, self.doc, self.counter, self.get, self.per = name, doc, counter, get, per
         self.pods_v1 = pods_v1  # False: not meaningful for a v1 pod cgroup
+        self.part = _part_of(name)
+
+    def exposed(self, prefix: str) -> str:
+        return prefix + self.name + ("_total" if self.counter else "")
+
+
+def _part_of(name: str) -> str:
+    """Which files of a cgroup (cgroups.node.PARTS) a row's value comes from."""
+    if name.startswith("pressure_"):
+        return "pressure_" + name.split("_")[1]
+    for part, starts in (("cpu", ("cpu_", "spec_cpu_")), ("memory", ("memory_", "spec_memory_")),
+                         ("pids", ("pids", "spec_pids_"))):
+        if name.startswith(starts):
+            return part
+    raise ValueError(f"no cgroup part for {name}")
 
 
 def _period_if_quota(s: CgroupStats) -> int | None:
@@ -97,17 +113,75 @@ _IO_FIELDS = (
 
 
 class _Kind:
-    """Container or pod: label names and, per row, the full metric name."""
+    """Container or pod: label names and, per row, the full metric name.
 
-    def __init__(self, prefix: str, names: tuple[str, ...], rows: tuple[_Row, ...]):
-        self.names = names
+    `wanted(metrics)`: the same kind with only the rows --metrics-allow /
+    --metrics-deny serve, and the cgroup parts (files) those rows need."""
+
+    def __init__(self, prefix: str, names: tuple[str, ...], rows: tuple[_Row, ...], io: bool = True):
+        self.prefix, self.names, self._rows = prefix, names, rows
         self.rows = tuple((prefix + r.name, r.doc, r.counter, r.get, r.per) for r in rows)
-        self.io = tuple((prefix + name, doc, attr) for name, doc, attr in _IO_FIELDS)
+        self.io = tuple((prefix + name, doc, attr) for name, doc, attr in _IO_FIELDS) if io else ()
+        self.parts = frozenset(r.part for r in rows) | ({"io"} if self.io else set())
+
+    def families(self) -> tuple[str, ...]:
+        return tuple(r.exposed(self.prefix) for r in self._rows) + tuple(name + "_total" for name, _, _ in self.io)
+
+    def wanted(self, metrics: MetricFilter) -> _Kind:
+        if not metrics.active:
+            return self
+        io = any(metrics.wants(name + "_total") for name, _, _ in self.io)
+        return _Kind(self.prefix, self.names, tuple(r for r in self._rows if metrics.wants(r.exposed(self.prefix))), io)
 
 
 _C = _Kind("cri_container_", tuple(C_LABELS), _ALL_ROWS)
 _P = _Kind("cri_pod_", tuple(P_LABELS), _ALL_ROWS)
 _P_V1 = _Kind("cri_pod_", tuple(P_LABELS), tuple(r for r in _ALL_ROWS if r.pods_v1))
+
+# The families this reading builds for the cgroup collector, by kind.
+CONTAINER_CGROUP_FAMILIES = _C.families()
+# The pod-level twins: --no-pod-cgroup-metrics denies them as a group.
+POD_CGROUP_FAMILIES = _P.families()
+
+# The containers collector's live usage families (collectors/containers.py)
+# and the cgroup part each needs: read for them even when every cgroup
+# family above is denied.
+USAGE_PARTS = {
+    "cpu_usage_seconds_total": "cpu",
+    "memory_working_set_bytes": "memory",
+    "memory_usage_bytes": "memory",
+    "memory_rss_bytes": "memory",
+    "memory_swap_bytes": "memory",
+    "memory_page_faults_total": "memory",
+    "memory_major_page_faults_total": "memory",
+}
+
+
+class Plan:
+    """What one scrape reads, from --metrics-allow / --metrics-deny: per kind,
+    the rows to build and the cgroup parts (files) to read; a kind with no
+    part wanted is not read at all. Made once: the filter never changes."""
+
+    __slots__ = ("containers", "pods", "pods_v1", "container_parts", "pod_parts")
+
+    def __init__(self, metrics: MetricFilter):
+        self.containers = _C.wanted(metrics)
+        self.pods = _P.wanted(metrics)
+        self.pods_v1 = _P_V1.wanted(metrics)
+        c_usage = {part for name, part in USAGE_PARTS.items() if metrics.wants("cri_container_" + name)}
+        p_usage = {part for name, part in USAGE_PARTS.items() if metrics.wants("cri_pod_" + name)}
+        self.container_parts = frozenset(self.containers.parts | c_usage)
+        self.pod_parts = frozenset(self.pods.parts | p_usage)
+
+
+_PLANS: dict[int, tuple[MetricFilter, Plan]] = {}
+
+
+def plan_for(metrics: MetricFilter) -> Plan:
+    found = _PLANS.get(id(metrics))
+    if found is None or found[0] is not metrics:
+        found = _PLANS[id(metrics)] = (metrics, Plan(metrics))
+    return found[1]
 
 
 class _Families:
@@ -193,15 +267,18 @@ def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Read
     denied_p: dict[str, CgroupUnreadable] = {}
     labels = ctx.labels
     stop_at = time.monotonic() + ctx.remaining() * READ_SHARE
-    running = [(ident, c) for ident, c in inv.current_containers.items() if c.state == "running"]
-    ready = [(ident, p) for ident, p in inv.current_pods.items() if p.state == "ready"]
-    c_families = _Families(_C)
+    plan = plan_for(ctx.metrics)
+    # A kind none of whose families is wanted is not read at all.
+    running = [(ident, c) for ident, c in inv.current_containers.items()
+               if c.state == "running"] if plan.container_parts else []
+    ready = [(ident, p) for ident, p in inv.current_pods.items() if p.state == "ready"] if plan.pod_parts else []
+    c_families = _Families(plan.containers)
     p_families: _Families | None = None
     for ident, c in running:  # created / exited containers have no cgroup to read
         if time.monotonic() >= stop_at:
             return Readings(containers, pods, cut_short=_cut_short(len(containers), len(running), 0, len(ready)))
         try:
-            stats = cgroups.container_stats(c.id, inv.pod_uid(c))
+            stats = cgroups.container_stats(c.id, inv.pod_uid(c), plan.container_parts)
         except CgroupUnreadable as err:
             denied_c[c.id] = err
             stats = None
@@ -215,7 +292,7 @@ def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Read
             return Readings(containers, pods,
                             cut_short=_cut_short(len(containers), len(running), len(pods), len(ready)))
         try:
-            stats = cgroups.pod_stats(p.k8s_uid)
+            stats = cgroups.pod_stats(p.k8s_uid, plan.pod_parts)
         except CgroupUnreadable as err:
             denied_p[p.k8s_uid] = err
             stats = None
@@ -224,7 +301,7 @@ def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Read
             continue
         pods[p.k8s_uid] = usage_from(stats)
         if p_families is None:  # one cgroup version per node
-            p_families = _Families(_P_V1 if stats.version == "v1" else _P)
+            p_families = _Families(plan.pods_v1 if stats.version == "v1" else plan.pods)
         p_families.add(labels, (pident.namespace, pident.pod), stats)
     cgroups.resolver.retain(containers, pods)
     return Readings(containers, pods, [*c_families, *(p_families or ())],

@@ -93,8 +93,28 @@ _POD_NET = (
 )
 
 
+def _exposed(name: str, counter: bool) -> str:
+    return name + "_total" if counter else name
+
+
+# Families that need ContainerStatus (one call per new container and exit):
+# denied, the calls are not made.
+_STATUS_FAMILIES = ("cri_container_start_time_seconds", "cri_container_last_terminated_reason",
+                    "cri_container_last_terminated_exit_code", "cri_container_last_terminated_time_seconds")
+# Families read from the pods' network namespaces (and PodSandboxStatus for hostNetwork).
+_NET_FAMILIES = tuple(_exposed(n, True) for n, _, _ in _POD_NET)
+_CONTAINER_USAGE = tuple(_exposed(n, c) for n, _, attr, _, c in _CONTAINER_STATS if attr in _LIVE)
+_POD_USAGE = tuple(_exposed(n, c) for n, _, attr, _, c in _POD_STATS if attr in _LIVE)
+
+
 class ContainersCollector:
     name = "containers"
+    families = (
+        "cri_containers", "cri_pods", "cri_container_info", "cri_container_state", "cri_container_restarts",
+        *_STATUS_FAMILIES, *(_exposed(n, c) for n, _, _, _, c in _CONTAINER_STATS),
+        "cri_pod_info", "cri_pod_state", "cri_pod_created_time_seconds",
+        *(_exposed(n, c) for n, _, _, _, c in _POD_STATS), *_NET_FAMILIES,
+    )
 
     def __init__(self, refresher: StatsRefresher | None, cgroups: NodeCgroups | None = None,
                  podnet: PodNetwork | None = None):
@@ -109,37 +129,46 @@ class ContainersCollector:
     def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         inv = ctx.inventory()
         snapshot = self.refresher.snapshot if self.refresher else None
-        last_exited = _last_exited(inv)
-        self._refresh_statuses(ctx, inv, last_exited)
+        statuses = ctx.metrics.wants_any(_STATUS_FAMILIES)
+        network = self.podnet is not None and ctx.metrics.wants_any(_NET_FAMILIES)
+        last_exited = _last_exited(inv) if statuses else {}
+        self._refresh_statuses(ctx, inv, last_exited, statuses, network)
         readings = cgroup_readings(ctx, self.cgroups) if self.cgroups else Readings({}, {})
         taken_at = snapshot.taken_at if snapshot else 0.0
         containers, containers_used = self._containers(ctx.labels, inv, readings, last_exited,
                                                        snapshot.containers if snapshot else {}, taken_at)
-        pods, pods_used = self._pods(ctx.labels, inv, readings, snapshot.pods if snapshot else {}, taken_at)
+        pods, pods_used = self._pods(ctx.labels, inv, readings, snapshot.pods if snapshot else {}, taken_at, network)
         if self.refresher:
-            self.refresher.snapshot_feeds_usage(containers_used or pods_used)
+            # Only a family served makes the snapshot a source worth refreshing often.
+            self.refresher.snapshot_feeds_usage(
+                (containers_used and ctx.metrics.wants_any(_CONTAINER_USAGE))
+                or (pods_used and ctx.metrics.wants_any(_POD_USAGE + _NET_FAMILIES)))
         yield from self._node_counts(inv)
         yield from containers
         yield from pods
 
     def _refresh_statuses(self, ctx: ScrapeContext, inv: Inventory,
-                          last_exited: dict[ContainerIdentity, model.Container]) -> None:
+                          last_exited: dict[ContainerIdentity, model.Container],
+                          containers: bool = True, network: bool = True) -> None:
         """Per-object status calls for what is new since the last scrape.
 
         They get half of what the scrape has left: on a first scrape of
         thousands of containers the rest is asked next time, and the series
-        that need no status call are still served in this one.
+        that need no status call are still served in this one. `containers` /
+        `network`: whether a family served needs ContainerStatus /
+        PodSandboxStatus at all (--metrics-deny).
         """
         stop_at = time.monotonic() + ctx.remaining() / 2
 
         def timeout() -> float:
             return min(ctx.rpc_timeout(), stop_at - time.monotonic())
 
-        wanted = [c for c in inv.current_containers.values() if c.state in ("running", "exited")]
-        wanted += list(last_exited.values())
-        listed = {(c.id, c.state) for c in inv.containers}
-        self.statuses.refresh(ctx.client, [((c.id, c.state), c.id) for c in wanted], listed.__contains__, timeout)
-        if self.podnet:
+        if containers:
+            wanted = [c for c in inv.current_containers.values() if c.state in ("running", "exited")]
+            wanted += list(last_exited.values())
+            listed = {(c.id, c.state) for c in inv.containers}
+            self.statuses.refresh(ctx.client, [((c.id, c.state), c.id) for c in wanted], listed.__contains__, timeout)
+        if self.podnet and network:
             ready = [p.id for p in inv.current_pods.values() if p.state == "ready"]
             self.host_network.refresh(ctx.client, [(i, i) for i in ready], inv.pods_by_id.__contains__, timeout)
 
@@ -214,7 +243,7 @@ class ContainersCollector:
         return families, snapshot_used
 
     def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: dict[str, model.PodStats],
-              taken_at: float) -> tuple[list[Family], bool]:
+              taken_at: float, network: bool = True) -> tuple[list[Family], bool]:
         """The pod families, and whether any ready pod's usage or network came from the snapshot."""
         snapshot_used = False
         info = Family("cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.", labels=_P_INFO)
@@ -225,8 +254,9 @@ class ContainersCollector:
         net = [(Family(n, d, _P_NET, counter=True), attr) for n, d, attr in _POD_NET]
         label = cache.get
 
-        if self.podnet:
-            self.podnet.retain({p.id for p in inv.current_pods.values()})
+        podnet = self.podnet if network else None  # the netns read is skipped when its families are denied
+        if podnet:
+            podnet.retain({p.id for p in inv.current_pods.values()})
         for ident, p in inv.current_pods.items():
             key = (ident.namespace, ident.pod)
             labels = label(P_LABELS, key)
@@ -243,13 +273,13 @@ class ContainersCollector:
             _add_values(values, labels, live, s, usage_from_snapshot)
             interfaces = None
             # hostNetwork pods' namespace holds the node's interfaces: CRI's word only.
-            if p.state == "ready" and _cgroup_backed(p) and self.podnet and self.host_network.get(p.id) is False:
-                interfaces = self.podnet.interfaces(p.id, p.k8s_uid)
+            if p.state == "ready" and _cgroup_backed(p) and podnet and self.host_network.get(p.id) is False:
+                interfaces = podnet.interfaces(p.id, p.k8s_uid)
                 snapshot_used = snapshot_used or interfaces is None
             if p.state == "ready" and live is None:
                 snapshot_used = True
             if interfaces is None:
-                interfaces = s.interfaces if s is not None else ()
+                interfaces = s.interfaces if s is not None and network else ()
             for iface in interfaces:
                 iface_labels = label(_P_NET, key + (iface.name,))
                 for family, attr in net:
@@ -310,6 +340,9 @@ class StatsCollector:
     """Health of the background stats snapshot the containers collector joins."""
 
     name = "stats"
+    families = ("cri_stats_refreshes_total", "cri_stats_refresh_failures_total", "cri_stats_snapshot_age_seconds",
+                "cri_stats_snapshot_timestamp_seconds", "cri_stats_refresh_duration_seconds",
+                "cri_stats_pod_sandbox_failures")
 
     def __init__(self, refresher: StatsRefresher):
         self.refresher = refresher

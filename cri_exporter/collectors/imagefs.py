@@ -21,12 +21,19 @@ log = structlog.get_logger(__name__)
 _LABELS = ["fs", "mountpoint"]
 
 
+_FS_FAMILIES = ("cri_imagefs_used_bytes", "cri_imagefs_inodes_used", "cri_imagefs_capacity_bytes",
+                "cri_imagefs_available_bytes", "cri_imagefs_inodes", "cri_imagefs_inodes_free")
+_IMAGE_FAMILIES = ("cri_images", "cri_images_size_bytes", "cri_images_pinned")
+
+
 class ImageFsCollector:
     name = "imagefs"
+    families = _FS_FAMILIES + _IMAGE_FAMILIES
 
     def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
-        filesystems = ctx.client.image_fs_info(timeout=ctx.rpc_timeout())
-        images = ctx.client.list_images(timeout=ctx.rpc_timeout())
+        # Each call only when a family it feeds is served (ListImages is the big one).
+        filesystems = ctx.client.image_fs_info(timeout=ctx.rpc_timeout()) if ctx.metrics.wants_any(_FS_FAMILIES) else []
+        images = ctx.client.list_images(timeout=ctx.rpc_timeout()) if ctx.metrics.wants_any(_IMAGE_FAMILIES) else None
 
         used = GaugeMetricFamily("cri_imagefs_used_bytes", "Bytes the runtime uses on the filesystem, from ImageFsInfo.", labels=_LABELS)
         inodes_used = GaugeMetricFamily("cri_imagefs_inodes_used", "Inodes the runtime uses on the filesystem, from ImageFsInfo.", labels=_LABELS)
@@ -60,6 +67,8 @@ class ImageFsCollector:
             inodes.add_metric(labels, float(st.f_files))
             inodes_free.add_metric(labels, float(st.f_ffree))
         yield from (used, inodes_used, capacity, available, inodes, inodes_free)
+        if images is None:
+            return
 
         count = GaugeMetricFamily("cri_images", "Images in the runtime's image store, from ListImages.")
         count.add_metric([], float(len(images)))

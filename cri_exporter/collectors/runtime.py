@@ -17,6 +17,8 @@ class RuntimeCollector:
     without a restart."""
 
     name = "runtime"
+    # cri_up comes from this collector's Version call and is never filtered: it always runs.
+    families = ("cri_up", "cri_runtime_info", "cri_runtime_condition")
 
     def __init__(self, reprobe: Callable[[], bool] | None = None):
         self.reprobe = reprobe
@@ -39,6 +41,8 @@ class RuntimeCollector:
         )
         yield info
 
+        if not ctx.wants("cri_runtime_condition"):
+            return
         status = ctx.client.status(timeout=ctx.rpc_timeout())
         cond = GaugeMetricFamily(
             "cri_runtime_condition",
