@@ -1,0 +1,35 @@
+"""The lean profile: the families the shipped dashboards and alerts need, as a
+`--metrics-allow` value for large fleets (docs/metrics.md, "Series budget").
+
+tests/test_metric_budget.py holds it to that: every metric a dashboard query
+or an alert expression names matches it, and an exporter given it serves
+exactly the families it matches. A new panel or alert on a family outside it
+fails that test until the family is added here.
+"""
+from __future__ import annotations
+
+LEAN_PATTERNS: tuple[str, ...] = (
+    "cri_runtime_.*",
+    "cri_containers",
+    "cri_pods",
+    "cri_container_(info|state|restarts|last_terminated_.*)",
+    "cri_container_cpu_.*",
+    "cri_container_memory_(working_set|usage|rss|swap|cache|mapped_file)_bytes",
+    "cri_container_memory_(page_faults|major_page_faults|failcnt|oom_kills)_total",
+    "cri_container_spec_(cpu_quota_seconds|cpu_period_seconds|memory_limit_bytes)",
+    "cri_container_(pids|pressure_.*|blkio_.*|writable_layer_bytes)",
+    "cri_pod_(info|cpu_usage_seconds_total|memory_working_set_bytes|network_.*)",
+    "cri_stats_(refresh_duration_seconds|refresh_failures_total|snapshot_age_seconds)",
+    "cri_imagefs_.*",
+    "cri_images.*",
+    "cri_node_cgroup_info",
+    "cri_cgroups_not_read",
+    "cri_doctor_.*",
+    "cri_request_.*",
+    "cri_exporter_web_config_last_reload_successful",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+)
+
+# What to pass: --metrics-allow "$LEAN_ALLOW" (or the chart's metrics.allow).
+LEAN_ALLOW = ",".join(LEAN_PATTERNS)
