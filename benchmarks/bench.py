@@ -62,6 +62,9 @@ RUNTIME_WINDOW = 10.0  # seconds; containerd's CRI syncs snapshot sizes every 10
 BENCH_COLLECTORS = "runtime,containers,stats,imagefs,cgroups,runtime_processes"  # all but the doctor, measured apart
 # Before issue 15.4: the same without the runtime's own processes, scraped in turn with it.
 BEFORE_RUNTIME_PROCESSES = "runtime,containers,stats,imagefs,cgroups"
+# The lean profile of docs/metrics.md ("Series budget"), measured beside the default.
+from cri_exporter.metric_profiles import LEAN_ALLOW  # noqa: E402
+LEAN_ARGS = ("--metrics-allow", LEAN_ALLOW)
 
 
 # ---------- measuring helpers ----------
@@ -113,6 +116,41 @@ def scrape_series(url: str, n: int, pids: list[int]) -> dict:
     cpu = (cpu_seconds(pids) - cpu0) / n
     return {"p50": statistics.median(times), "p95": pct(times, 0.95), "cpu": cpu, "gz_bytes": len(raw),
             "bytes": len(text), "text": text}
+
+
+def series_budget(samples) -> dict:
+    """Series per container (those with a `container` label), per pod (a `pod`
+    label, no `container`) and per node (the rest), over the containers and
+    pods cri_container_info / cri_pod_info name."""
+    per = {"container": 0, "pod": 0, "node": 0}
+    containers, pods = set(), set()
+    for name, labels in samples:
+        labels = dict(labels)
+        kind = "container" if "container" in labels else "pod" if "pod" in labels else "node"
+        per[kind] += 1
+        if name == "cri_container_info":
+            containers.add((labels["namespace"], labels["pod"], labels["container"]))
+        elif name == "cri_pod_info":
+            pods.add((labels["namespace"], labels["pod"]))
+    return {"series": len(samples), "containers": len(containers), "pods": len(pods),
+            "per_container": per["container"] / max(1, len(containers)), "per_pod": per["pod"] / max(1, len(pods)),
+            "node": per["node"]}
+
+
+def lean_row(where: str, n: int, endpoint: str, host_root: str, scrapes: int, log_path: Path, default: dict,
+             default_samples, *extra: str) -> dict:
+    """The lean profile's scrape time and series beside the default's, same node."""
+    exp = ExporterProcess(endpoint, "--host-root", host_root, "--collectors", BENCH_COLLECTORS,
+                          "--stats-interval", "3600", *extra, *LEAN_ARGS, log_path=log_path)
+    try:
+        time.sleep(1.0)
+        r = scrape_series(exp.url + "/metrics", scrapes, [exp.proc.pid])
+        lean_samples = parse(r.pop("text").decode())
+    finally:
+        exp.stop()
+    return {"where": where, "n": n, "default_p50": default["p50"], "default_cpu": default["cpu"],
+            "lean_p50": r["p50"], "lean_cpu": r["cpu"], "default": series_budget(default_samples),
+            "lean": series_budget(lean_samples)}
 
 
 def recorded_files(endpoint: str, host_root: str) -> list[tuple[str, str]]:
@@ -203,7 +241,8 @@ def exposition_costs(families) -> dict:
 
 # ---------- real containerd ----------
 
-def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: list, version: str) -> None:
+def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: list, version: str,
+             lean: list) -> None:
     from crilab import Containerd, run_pod
     from cri_exporter.cri import api_pb2 as api
 
@@ -238,7 +277,8 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
                              f"of CPU a second with nobody asking (their own timers and containerd's 10 s snapshot "
                              f"sync), taken off the runtime CPU figures; {n_rt} scrapes measured")
                 r["rss"], r["hwm"] = rss_mb(exp.proc.pid)
-                series = len(parse(r.pop("text").decode()))
+                default_samples = parse(r.pop("text").decode())
+                series = len(default_samples)
                 fl = floor(cd.endpoint, recorded_files(cd.endpoint, "/")[0], scrapes)
                 # peer: containerd's own endpoint over the same containers
                 peer_t, peer_bytes = [], 0
@@ -259,6 +299,8 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
                 client.close()
             finally:
                 exp.stop()
+            lean.append(lean_row(f"real {version}", made, cd.endpoint, "/", scrapes, Path(base) / f"exporter-{made}-lean.log",
+                                 r, default_samples))
             r["refresh_cpu"] = refresh_cpu(cd.endpoint, "/", Path(base) / f"exporter-{made}-idle.log")
             r["rtproc"] = runtime_process_cost(cd.endpoint, Path(base), made, scrapes)
             if made == 1000:
@@ -317,15 +359,15 @@ def runtime_process_cost(endpoint: str, base: Path, made: int, scrapes: int) -> 
 
 # ---------- fake CRI at scale ----------
 
-def run_fake(counts: list[int], scrapes: int, rows: list, notes: list, expo: list) -> None:
+def run_fake(counts: list[int], scrapes: int, rows: list, notes: list, expo: list, lean: list) -> None:
     base = Path(tempfile.mkdtemp(prefix="fakeb-", dir="/tmp"))
     try:
-        _run_fake(base, counts, scrapes, rows, notes, expo)
+        _run_fake(base, counts, scrapes, rows, notes, expo, lean)
     finally:
         shutil.rmtree(base, ignore_errors=True)  # the 5,000-container tree alone is over 1 GB
 
 
-def _run_fake(base: Path, counts: list[int], scrapes: int, rows: list, notes: list, expo: list) -> None:
+def _run_fake(base: Path, counts: list[int], scrapes: int, rows: list, notes: list, expo: list, lean: list) -> None:
     for n in counts:
         root = base / f"root{n}"
         pods = fleet(n)
@@ -342,9 +384,12 @@ def _run_fake(base: Path, counts: list[int], scrapes: int, rows: list, notes: li
                 r = scrape_series(exp.url + "/metrics", k, [exp.proc.pid])
                 r["rss"], r["hwm"] = rss_mb(exp.proc.pid)
                 text = r.pop("text")
-                series = len(parse(text.decode()))
+                default_samples = parse(text.decode())
+                series = len(default_samples)
             finally:
                 exp.stop()
+            lean.append(lean_row("fake", n, fake.endpoint, str(root), k, base / f"exporter-{n}-lean.log", r,
+                                 default_samples, "--scrape-timeout", "30", "--runtime-timeout", "20"))
             r["refresh_cpu"] = refresh_cpu(fake.endpoint, str(root), base / f"exporter-{n}-idle.log")
             if n == 1000:
                 r["rss_default"] = default_config_rss(fake.endpoint, root, base)
@@ -415,7 +460,7 @@ def mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def report(rows, expo, gz, notes, args) -> str:
+def report(rows, expo, gz, notes, args, lean=()) -> str:
     out = []
     cpu = platform.processor() or ""
     try:
@@ -458,6 +503,20 @@ def report(rows, expo, gz, notes, args) -> str:
                            f"{ms(a['peer_p50'])} / {ms(b['peer_p50'])} | {ms(a['stats_p50'])} / {ms(b['stats_p50'])} | "
                            f"{ms(a['rt_stats'])} / {ms(b['rt_stats'])} | {ms(a['rt_scrape'])} / {ms(b['rt_scrape'])} | "
                            f"{b['stats_p50'] / a['stats_p50']:.2f} |")
+    if lean:
+        out.append("")
+        out.append("Series budget: the default against the lean profile (docs/metrics.md), same node, same run. "
+                   "Series per container carry a `container` label, per pod a `pod` label and no `container`, "
+                   "per node neither.")
+        out.append("")
+        out.append("| source | containers | pods | profile | scrape p50 | agent CPU/scrape | series | per container | per pod | per node |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
+        for r in lean:
+            for profile in ("default", "lean"):
+                b = r[profile]
+                out.append(f"| {r['where']} | {b['containers']} | {b['pods']} | {profile} | {ms(r[profile + '_p50'])} | "
+                           f"{ms(r[profile + '_cpu'])} | {b['series']} | {b['per_container']:.1f} | {b['per_pod']:.1f} | "
+                           f"{b['node']} |")
     if expo:
         out.append("")
         out.append("| containers | samples | generate_latest | writer, first scrape | writer, same values | writer, every value changed | speed-up (changed) |")
@@ -556,7 +615,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.real, args.fake, args.scrapes = "10,50", "100,250,1000", 10
-    rows, notes, expo = [], [], []
+    rows, notes, expo, lean = [], [], [], []
     started = time.monotonic()
     real = [int(x) for x in args.real.split(",") if x]
     if real:
@@ -564,8 +623,8 @@ def main() -> None:
             notes.append("real containerd skipped: needs root")
         else:
             for version in [v.strip() for v in args.containerd.split(",") if v.strip()]:
-                run_real(real, args.scrapes, args.create_budget, rows, notes, version)
-    run_fake([int(x) for x in args.fake.split(",") if x], args.scrapes, rows, notes, expo)
+                run_real(real, args.scrapes, args.create_budget, rows, notes, version, lean)
+    run_fake([int(x) for x in args.fake.split(",") if x], args.scrapes, rows, notes, expo, lean)
     gz = []
     text = next((e["text"] for e in expo if e.get("text")), None)
     if text:
@@ -575,7 +634,7 @@ def main() -> None:
                 size = len(gzip.compress(text, compresslevel=level))
             gz.append((level, (time.perf_counter() - t) / 3, size, len(text)))
     notes.append(f"benchmark ran in {time.monotonic() - started:.0f} s")
-    print(report(rows, expo, gz, notes, args))
+    print(report(rows, expo, gz, notes, args, lean))
 
 
 if __name__ == "__main__":

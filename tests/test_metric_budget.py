@@ -325,3 +325,28 @@ def test_each_declared_family_list_holds_what_its_collector_yields(in_process):
         assert yielded and yielded <= set(declared), (collector.name, sorted(yielded - set(declared)))
         checked += 1
     assert checked >= 4
+
+
+# ---- the Helm chart --------------------------------------------------------------
+
+def test_the_chart_passes_both_flags_and_the_pod_switch_verbatim_to_a_valid_daemonset():
+    from cri_exporter.cli import serve
+    from tests.test_deploy import by_kind, rendered_docs, validate
+
+    deny = r'cri_container_blkio_.*,cri_pod_network_\w+_errors_total,x"y'
+    docs = rendered_docs({"metrics": {"allow": LEAN_ALLOW, "deny": deny, "podCgroupMetrics": False}})
+    for doc in docs:
+        validate(doc)
+    (ds,) = by_kind(docs, "DaemonSet")
+    (agent,) = ds["spec"]["template"]["spec"]["containers"]
+    args = agent["args"]
+    assert args[args.index("--metrics-allow") + 1] == LEAN_ALLOW
+    assert args[args.index("--metrics-deny") + 1] == deny
+    assert "--no-pod-cgroup-metrics" in args
+    # The agent's own command line takes them as rendered.
+    assert args[0] == "serve"
+    params = serve.make_context("serve", args[1:]).params
+    assert (params["metrics_allow"], params["metrics_deny"], params["pod_cgroup_metrics"]) == (LEAN_ALLOW, deny, False)
+
+    (default,) = by_kind(rendered_docs(), "DaemonSet")
+    assert not [a for a in default["spec"]["template"]["spec"]["containers"][0]["args"] if "metrics" in a]
