@@ -24,3 +24,9 @@ def test_the_benchmark_runs_and_prints_its_tables_and_targets():
     assert float(row.group(1)) > 0 and 30 < int(row.group(2)) < 500 and int(row.group(4)) > 100 * 40
     assert "| 100 | " in text.split("| containers | samples |")[1]  # the exposition table, checked against generate_latest
     assert re.search(r"^- resident memory < 80 MB \(between scrapes; peak in the table\): fake 100: \d+ MB \[ok\]", text, re.M)
+    # The series budget: the lean profile beside the default, on the same fake node.
+    budget = {m.group(1): (int(m.group(2)), float(m.group(3)), float(m.group(4)))
+              for m in re.finditer(r"^\| fake \| 100 \| 50 \| (default|lean) \| [\d.]+ ms \| [\d.]+ ms \| (\d+) \| "
+                                   r"([\d.]+) \| ([\d.]+) \| \d+ \|", text, re.M)}
+    assert set(budget) == {"default", "lean"}, text
+    assert budget["lean"][0] < budget["default"][0] and budget["lean"][2] < budget["default"][2]
