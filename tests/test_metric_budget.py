@@ -212,8 +212,9 @@ def in_process(containerd, pods):
     made = []
 
     def make(**settings) -> Exporter:
-        exp = Exporter(Settings(runtime_endpoint=containerd.endpoint, host_root="/",
-                                collectors=tuple(NO_DOCTOR.split(",")), stats_interval=3600, **settings))
+        settings.setdefault("collectors", tuple(NO_DOCTOR.split(",")))
+        settings.setdefault("stats_interval", 3600)
+        exp = Exporter(Settings(runtime_endpoint=containerd.endpoint, host_root="/", **settings))
         made.append(exp)
         return exp
 
@@ -350,3 +351,19 @@ def test_the_chart_passes_both_flags_and_the_pod_switch_verbatim_to_a_valid_daem
 
     (default,) = by_kind(rendered_docs(), "DaemonSet")
     assert not [a for a in default["spec"]["template"]["spec"]["containers"][0]["args"] if "metrics" in a]
+
+
+@pytest.mark.containerd
+def test_usage_nobody_serves_does_not_speed_up_the_stats_refresh(in_process):
+    """Unread cgroups make the CRI snapshot the usage source (refreshed every
+    --stats-interval) only for families that are served."""
+    # ground truth: no cgroups read, the snapshot feeds usage
+    fed = in_process(collectors=("containers", "stats"), stats_interval=15, stats_idle_interval=300)
+    _render(fed)
+    assert fed.refresher.current_interval == 15
+
+    exp = in_process(metrics_deny=r"cri_(container|pod)_(cpu|memory|pids|pressure|blkio|spec)_.*,cri_container_pids",
+                     stats_interval=15, stats_idle_interval=300)
+    text = _render(exp)
+    assert "cri_container_info" in families(text) and not {f for f in families(text) if f.startswith("cri_") and "_cpu_" in f}
+    assert exp.refresher.current_interval == 300

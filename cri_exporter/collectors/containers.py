@@ -137,12 +137,11 @@ class ContainersCollector:
         taken_at = snapshot.taken_at if snapshot else 0.0
         containers, containers_used = self._containers(ctx.labels, inv, readings, last_exited,
                                                        snapshot.containers if snapshot else {}, taken_at)
-        pods, pods_used = self._pods(ctx.labels, inv, readings, snapshot.pods if snapshot else {}, taken_at, network)
+        pods, pods_used = self._pods(ctx.labels, inv, readings, snapshot.pods if snapshot else {}, taken_at, network,
+                                     ctx.metrics.wants_any(_POD_USAGE))
         if self.refresher:
             # Only a family served makes the snapshot a source worth refreshing often.
-            self.refresher.snapshot_feeds_usage(
-                (containers_used and ctx.metrics.wants_any(_CONTAINER_USAGE))
-                or (pods_used and ctx.metrics.wants_any(_POD_USAGE + _NET_FAMILIES)))
+            self.refresher.snapshot_feeds_usage((containers_used and ctx.metrics.wants_any(_CONTAINER_USAGE)) or pods_used)
         yield from self._node_counts(inv)
         yield from containers
         yield from pods
@@ -243,8 +242,9 @@ class ContainersCollector:
         return families, snapshot_used
 
     def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: dict[str, model.PodStats],
-              taken_at: float, network: bool = True) -> tuple[list[Family], bool]:
-        """The pod families, and whether any ready pod's usage or network came from the snapshot."""
+              taken_at: float, network: bool = True, usage: bool = True) -> tuple[list[Family], bool]:
+        """The pod families, and whether any ready pod's usage or network came from the snapshot.
+        `network` / `usage`: whether a network / usage family is served at all."""
         snapshot_used = False
         info = Family("cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.", labels=_P_INFO)
         state = ExtraLabelFamily("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.",
@@ -276,7 +276,7 @@ class ContainersCollector:
             if p.state == "ready" and _cgroup_backed(p) and podnet and self.host_network.get(p.id) is False:
                 interfaces = podnet.interfaces(p.id, p.k8s_uid)
                 snapshot_used = snapshot_used or interfaces is None
-            if p.state == "ready" and live is None:
+            if p.state == "ready" and live is None and usage:
                 snapshot_used = True
             if interfaces is None:
                 interfaces = s.interfaces if s is not None and network else ()
