@@ -148,6 +148,12 @@ def test_every_metric_the_dashboards_and_alerts_use_is_in_the_lean_set():
     assert not outside, f"used by dashboards/alerts but not in the lean set (metric_profiles.py): {outside}"
 
 
+def test_no_pod_cgroup_metrics_costs_no_shipped_panel_or_alert():
+    """The group the flag drops holds nothing a dashboard or an alert reads."""
+    assert len(POD_CGROUP_FAMILIES) >= 25
+    assert not set(POD_CGROUP_FAMILIES) & set(used_metrics())
+
+
 def test_the_lean_set_is_what_the_docs_say():
     assert f"--metrics-allow '{LEAN_ALLOW}'" in (REPO / "docs" / "metrics.md").read_text()
 

@@ -140,8 +140,15 @@ _P_V1 = _Kind("cri_pod_", tuple(P_LABELS), tuple(r for r in _ALL_ROWS if r.pods_
 
 # The families this reading builds for the cgroup collector, by kind.
 CONTAINER_CGROUP_FAMILIES = _C.families()
-# The pod-level twins: --no-pod-cgroup-metrics denies them as a group.
-POD_CGROUP_FAMILIES = _P.families()
+# Every pod-level family this reading can build.
+ALL_POD_CGROUP_FAMILIES = _P.families()
+# Not a mere twin: on cgroup v2 the pod's memory.events counts the kills of
+# containers whose own cgroup went with them (docs/metrics.md), which alerts
+# use; --no-pod-cgroup-metrics keeps it (deny it by name to drop it).
+POD_TWINS_KEPT = frozenset({"cri_pod_memory_oom_kills_total"})
+# The pod-level twins of the cri_container_* cgroup families:
+# --no-pod-cgroup-metrics denies them as a group.
+POD_CGROUP_FAMILIES = tuple(n for n in ALL_POD_CGROUP_FAMILIES if n not in POD_TWINS_KEPT)
 
 # The containers collector's live usage families (collectors/containers.py)
 # and the cgroup part each needs: read for them even when every cgroup

@@ -31,8 +31,8 @@ from prometheus_client.core import GaugeMetricFamily
 from cri_exporter.cgroups import CgroupUnavailable, Layout, NodeCgroups
 from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 from cri_exporter.collectors.cgroup_readings import (
+    ALL_POD_CGROUP_FAMILIES,
     CONTAINER_CGROUP_FAMILIES,
-    POD_CGROUP_FAMILIES,
     Readings,
     cgroup_readings,
 )
@@ -46,7 +46,7 @@ log = structlog.get_logger(__name__)
 
 class CgroupCollector:
     name = "cgroups"
-    families = ("cri_node_cgroup_info", "cri_cgroups_not_read", *CONTAINER_CGROUP_FAMILIES, *POD_CGROUP_FAMILIES)
+    families = ("cri_node_cgroup_info", "cri_cgroups_not_read", *CONTAINER_CGROUP_FAMILIES, *ALL_POD_CGROUP_FAMILIES)
 
     def __init__(self, hostfs: HostFS, cgroups: NodeCgroups | None = None):
         """`cgroups` may be shared with the CRI collector so paths are resolved once."""
