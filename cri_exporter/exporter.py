@@ -94,6 +94,8 @@ class Exporter:
         # reported in cri_scrape_collector_*: as if --collectors left it out).
         built = self.parts.collectors(settings.collectors)
         collectors = [c for c in built if runs_for(c, self.metrics)]
+        if not any(c.name == "runtime_processes" for c in collectors):
+            self.parts.runtime_processes = None  # its sampler feeds only that collector: never started
         if self.metrics.active:
             log.info("metric families filtered", allow=self.metrics.allow_spec, deny=self.metrics.deny_spec,
                      pod_cgroup_metrics=settings.pod_cgroup_metrics,

@@ -49,6 +49,13 @@ def leaked_shims(sample: RuntimeSample, known_ids: set[str], alive, now: float,
 
 class RuntimeProcessesCollector:
     name = "runtime_processes"
+    # All denied (--metrics-deny), the collector is not run and its sampler
+    # never walks /proc (Exporter).
+    families = ("cri_runtime_process_resident_memory_bytes", "cri_runtime_process_cpu_seconds_total",
+                "cri_runtime_process_threads", "cri_runtime_process_open_fds", "cri_runtime_process_max_fds",
+                "cri_runtime_process_start_time_seconds", "cri_runtime_shims", "cri_runtime_zombie_processes",
+                "cri_runtime_process_sample_timestamp_seconds", "cri_runtime_process_sample_duration_seconds",
+                "cri_runtime_process_sample_processes", "cri_runtime_shims_leaked")
 
     def __init__(self, sampler: RuntimeProcessSampler, leak_grace: float = LEAK_GRACE_SECONDS):
         self.sampler = sampler
