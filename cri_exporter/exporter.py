@@ -19,6 +19,7 @@ from cri_exporter.collectors.cgroups import CgroupCollector
 from cri_exporter.collectors.containers import ContainersCollector, StatsCollector
 from cri_exporter.collectors.imagefs import ImageFsCollector
 from cri_exporter.collectors.runtime import RuntimeCollector
+from cri_exporter.collectors.terminations import TerminationsCollector
 from cri_exporter.cri.client import CriClient, probe_endpoints, resolve_endpoint
 from cri_exporter.doctor.child import DoctorChild
 from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
@@ -29,6 +30,7 @@ from cri_exporter.podnet import PodNetwork
 from cri_exporter.scrape import Collection, Scraper, ScrapeContext
 from cri_exporter.settings import Settings
 from cri_exporter.stats_refresher import StatsRefresher
+from cri_exporter.terminations import EventWatcher, TerminationTracker
 
 log = structlog.get_logger(__name__)
 
@@ -97,6 +99,11 @@ class Exporter:
         if "containers" in enabled:
             podnet = PodNetwork(self.hostfs, cgroups) if cgroups is not None else None
             collectors.append(ContainersCollector(self.refresher, cgroups, podnet))
+        self.events: EventWatcher | None = None
+        if "terminations" in enabled:
+            tracker = TerminationTracker()
+            self.events = EventWatcher(self.client, tracker)
+            collectors.append(TerminationsCollector(tracker, self.events))
         if self.refresher is not None:
             collectors.append(StatsCollector(self.refresher))
         if "imagefs" in enabled:
@@ -143,10 +150,14 @@ class Exporter:
     def start(self) -> None:
         if self.refresher is not None:
             self.refresher.start()
+        if self.events is not None:
+            self.events.start()
         if self._doctor_thread is not None:
             self._doctor_thread.start()
 
     def stop(self) -> None:
+        if self.events is not None:
+            self.events.stop()
         self.client.close()  # cancels calls in flight, so nothing below waits on a hung runtime
         if self.refresher is not None:
             self.refresher.stop()

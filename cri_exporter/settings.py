@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALL_COLLECTORS = ("runtime", "containers", "stats", "imagefs", "cgroups", "doctor")
+ALL_COLLECTORS = ("runtime", "containers", "terminations", "stats", "imagefs", "cgroups", "doctor")
 DEFAULT_LISTEN_ADDRESS = ":9920"
 
 

@@ -1,0 +1,304 @@
+"""Every termination of every container, counted once, with its reason.
+
+A container's instances are numbered by the kubelet (the attempt: 0, 1, 2...
+within one pod, by pod uid and container name), so a termination is the pair
+(pod uid, container name, attempt) and counting it twice is impossible
+whatever source reports it, and however often. Two sources feed the tracker:
+
+- the poll: every scrape's inventory (ListContainers). A newly exited
+  instance is asked ContainerStatus for its reason and exit code. An attempt
+  the poll never saw exit (the kubelet had already removed it, as it does a
+  crash-looping container's older instances, or the whole pod went away) is
+  still a termination: it is counted with reason "Unknown" when it has been
+  missing for two observations in a row (so an event arriving late names it
+  first);
+- the runtime's event stream (GetContainerEvents), only where the runtime
+  broadcasts events to every subscriber (`broadcasts_events`): a STOPPED
+  event carries the container's status, so even instances removed between
+  two scrapes are counted with their real reason.
+
+What was already exited when the exporter started (its first inventory) is
+the baseline: not counted, so a restarted exporter counts nothing twice (its
+counters start again from zero, which Prometheus reads as a reset). A broken
+event stream loses nothing: the poll runs on every scrape regardless.
+
+containerd 1.6.20 handles a container's exit and the kernel's OOM event
+separately: under load ContainerStatus says "Error" (137) first and
+"OOMKilled" a moment later. An exit by SIGKILL is therefore counted only
+once it is SETTLE_SECONDS old (or its instance is gone), whatever source
+reported it first.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import structlog
+
+from cri_exporter.cri import CriError, model
+from cri_exporter.inventory import ContainerIdentity, Inventory
+
+log = structlog.get_logger(__name__)
+
+SETTLE_SECONDS = 10.0
+# A pod no longer listed keeps its counters this long, so Prometheus scrapes
+# the terminations of its last moments (its containers stopped on deletion).
+RETAIN_SECONDS = 600.0
+# Attempts presumed terminated unseen in one observation of one container, at
+# most (an attempt number is the runtime's word; a wild one must not loop).
+MAX_GAP = 1000
+
+UNKNOWN = "Unknown"
+# Exit codes that mean something on their own, each its own label value; the
+# rest are "other", so a program exiting with computed codes cannot make 256
+# series per reason. 1/2: generic failure and misuse; 126/127: not executable
+# or not found; 128+n: killed by signal n (130 SIGINT, 134 SIGABRT, 137
+# SIGKILL: the OOM killer and the kubelet's grace period ending, 139 SIGSEGV,
+# 143 SIGTERM).
+EXIT_CODES = frozenset({0, 1, 2, 126, 127, 130, 134, 137, 139, 143})
+_REASON = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
+
+
+def exit_code_label(code: int | None) -> str:
+    if code is None:
+        return "unknown"
+    return str(code) if code in EXIT_CODES else "other"
+
+
+def reason_label(reason: str) -> str:
+    """The runtime's reason (OOMKilled, Error, Completed, ContainerCannotRun, StartError...);
+    an empty or odd one (not a CamelCase word) is "Other"."""
+    if not reason:
+        return UNKNOWN
+    return reason if _REASON.match(reason) else "Other"
+
+
+def broadcasts_events(version: model.RuntimeVersion) -> bool:
+    """Whether subscribing to GetContainerEvents takes nothing from the kubelet.
+
+    containerd 2.x broadcasts every event to every subscriber (2.1.9: two
+    subscribers both got all 15 events). containerd 1.7 hands each event to
+    one subscriber only (1.7.24: 8 and 7 of 15, none in common; containerd
+    issue 7318): a second subscriber steals events from the kubelet's evented
+    PLEG. CRI-O broadcasts in recent releases (server/container_events.go,
+    containerEventStreamBroadcaster) but read from one shared channel before,
+    and which release changed it is not established here: not subscribed.
+    """
+    if version.runtime_name != "containerd":
+        return False
+    m = re.match(r"v?(\d+)\.", version.runtime_version)
+    return m is not None and int(m.group(1)) >= 2
+
+
+def _settled(status: model.ContainerStatus, now: float) -> bool:
+    return (status.exit_code != 137 or status.reason == "OOMKilled"
+            or now - status.finished_at_ns / 1e9 > SETTLE_SECONDS)
+
+
+@dataclass
+class _Track:
+    """One container of one pod (pod uid, container name): which attempts are accounted."""
+
+    ident: ContainerIdentity
+    floor: int | None = None  # attempts below it are history (the baseline); None: the poll has not seen it yet
+    accounted: set[int] = field(default_factory=set)
+    started: set[int] = field(default_factory=set)  # attempts last listed running or exited, not accounted
+    suspects: set[int] = field(default_factory=set)  # missing last time, not accounted
+    pending: dict[int, model.ContainerStatus] = field(default_factory=dict)  # exited, not settled
+    last_listed: float = 0.0
+
+
+StatusFetch = Callable[[str], "model.ContainerStatus | None"]
+
+
+class TerminationTracker:
+    """Counts of terminations by container identity, reason and exit code.
+
+    Thread-safe: the event watcher's thread and the scrape's call in.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._tracks: dict[tuple[str, str], _Track] = {}
+        self.counts: dict[ContainerIdentity, dict[tuple[str, str], int]] = {}
+        self.baselined = False
+        self.counted_unseen = 0
+
+    # ---- sources ----
+
+    def observe(self, inv: Inventory, fetch: StatusFetch) -> None:
+        """One poll: `inv` is a fresh ListContainers; `fetch(container_id)` is
+        ContainerStatus, or None when it cannot be had now (asked again next time)."""
+        now = self._clock()
+        groups: dict[tuple[str, str], tuple[ContainerIdentity, dict[int, model.Container]]] = {}
+        for c in inv.containers:
+            key = (inv.pod_uid(c), c.k8s_name)
+            entry = groups.setdefault(key, (inv.container_identity(c), {}))
+            old = entry[1].get(c.attempt)
+            # two instances with one attempt number: the newest speaks
+            if old is None or c.created_at_ns > old.created_at_ns:
+                entry[1][c.attempt] = c
+        with self._lock:
+            baseline = not self.baselined
+            for key, (ident, listed) in groups.items():
+                track = self._tracks.get(key)
+                if track is None:
+                    track = self._tracks[key] = _Track(ident)
+                track.last_listed = now
+                if track.floor is None:
+                    track.floor = max(listed) if baseline else 0
+                    if baseline:
+                        track.accounted |= {a for a, c in listed.items() if c.state == "exited"}
+                self._observe_track(track, listed, fetch, now)
+            for key, track in list(self._tracks.items()):
+                if key in groups:
+                    continue
+                if track.floor is not None:
+                    self._observe_track(track, {}, fetch, now)
+                if now - track.last_listed > RETAIN_SECONDS:
+                    del self._tracks[key]
+            live = {t.ident for t in self._tracks.values()}
+            for ident in [i for i in self.counts if i not in live]:
+                del self.counts[ident]
+            self.baselined = True
+
+    def event(self, ev: model.ContainerEvent) -> None:
+        """A GetContainerEvents message: a STOPPED one with the container's status is counted."""
+        if ev.type != "stopped" or ev.status is None or ev.status.state != "exited":
+            return
+        ident = ContainerIdentity(ev.namespace, ev.pod, ev.container)
+        with self._lock:
+            track = self._tracks.get((ev.pod_uid, ev.container))
+            if track is None:
+                track = self._tracks[(ev.pod_uid, ev.container)] = _Track(ident, last_listed=self._clock())
+            a = ev.attempt
+            if a in track.accounted or (track.floor is not None and a < track.floor):
+                return
+            if _settled(ev.status, self._clock()):
+                self._count(track, a, ev.status)
+            else:
+                track.pending[a] = ev.status
+
+    # ---- the poll, one container ----
+
+    def _observe_track(self, track: _Track, listed: dict[int, model.Container], fetch: StatusFetch,
+                       now: float) -> None:
+        floor = track.floor or 0
+        for a, c in listed.items():
+            if a < floor or a in track.accounted or c.state != "exited":
+                continue
+            status = fetch(c.id)
+            if status is None or status.state != "exited":
+                continue  # asked again next time; if it goes meanwhile, it is counted as unseen
+            if _settled(status, now):
+                self._count(track, a, status)
+            else:
+                track.pending[a] = status
+        missing = set(track.started) | set(track.pending)
+        if listed:
+            top = max(listed)
+            missing |= set(range(max(floor, top - MAX_GAP), top))
+        missing = {a for a in missing if a not in listed and a not in track.accounted and a >= floor}
+        suspects = set()
+        for a in missing:
+            status = track.pending.get(a)
+            if status is not None:
+                self._count(track, a, status)  # gone before it settled: what it said last
+            elif a in track.suspects:
+                self._count(track, a, None)
+                self.counted_unseen += 1
+            else:
+                suspects.add(a)
+        track.suspects = suspects
+        track.started = {a for a, c in listed.items()
+                         if c.state in ("running", "exited") and a >= floor and a not in track.accounted}
+
+    def _count(self, track: _Track, attempt: int, status: model.ContainerStatus | None) -> None:
+        track.accounted.add(attempt)
+        track.pending.pop(attempt, None)
+        track.suspects.discard(attempt)
+        track.started.discard(attempt)
+        if status is None:
+            key = (UNKNOWN, "unknown")
+        else:
+            key = (reason_label(status.reason), exit_code_label(status.exit_code))
+        per = self.counts.setdefault(track.ident, {})
+        per[key] = per.get(key, 0) + 1
+
+    def snapshot(self) -> list[tuple[ContainerIdentity, str, str, int]]:
+        with self._lock:
+            return [(ident, reason, code, n) for ident, per in self.counts.items()
+                    for (reason, code), n in per.items()]
+
+
+class EventWatcher:
+    """Feeds the tracker from GetContainerEvents where the runtime broadcasts
+    (broadcasts_events), in a thread of its own; resubscribes after a break.
+
+    Where it does not broadcast, it only asks the runtime's version now and then
+    (an upgrade to containerd 2.x starts the subscription without a restart).
+    """
+
+    RECHECK_SECONDS = 60.0
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, client, tracker: TerminationTracker):
+        self.client = client
+        self.tracker = tracker
+        self.subscribed = False
+        self.breaks = 0
+        self.events = 0
+        self._stop = threading.Event()
+        self._stream = None
+        self._thread = threading.Thread(target=self._run, name="container-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                version = self.client.version()
+            except CriError:
+                self._stop.wait(self.RETRY_SECONDS)
+                continue
+            if not broadcasts_events(version):
+                self._stop.wait(self.RECHECK_SECONDS)
+                continue
+            self._follow(version)
+            if not self._stop.is_set():
+                self.breaks += 1
+                self._stop.wait(self.RETRY_SECONDS)
+
+    def _follow(self, version: model.RuntimeVersion) -> None:
+        try:
+            self._stream = self.client.container_events()
+            if self._stop.is_set():
+                return
+            self.subscribed = True
+            log.info("following the runtime's container events", runtime=version.runtime_name,
+                     runtime_version=version.runtime_version)
+            for ev in self._stream:
+                self.events += 1
+                self.tracker.event(ev)
+        except CriError as err:
+            if not self._stop.is_set():
+                log.warning("container event stream broke; terminations come from the poll until it is back",
+                            error=str(err))
+        except Exception:  # a bug must not end the thread for good
+            log.exception("container event stream failed")
+        finally:
+            self.subscribed = False
+            stream, self._stream = self._stream, None
+            if stream is not None:
+                stream.cancel()
