@@ -17,8 +17,8 @@ whatever source reports it, and however often. Two sources feed the tracker:
   event carries the container's status, so even instances removed between
   two scrapes are counted with their real reason.
 
-What was already exited when the exporter started (its first inventory) is
-the baseline: not counted, so a restarted exporter counts nothing twice (its
+What was already exited when the exporter started (its first inventory, and
+any event about an exit from before its start) is the baseline: not counted, so a restarted exporter counts nothing twice (its
 counters start again from zero, which Prometheus reads as a reset). A broken
 event stream loses nothing: the poll runs on every scrape regardless.
 
@@ -122,6 +122,7 @@ class TerminationTracker:
 
     def __init__(self, clock: Callable[[], float] = time.time):
         self._clock = clock
+        self.started_at = clock()
         self._lock = threading.Lock()
         self._tracks: dict[tuple[str, str], _Track] = {}
         self.counts: dict[ContainerIdentity, dict[tuple[str, str], int]] = {}
@@ -169,6 +170,10 @@ class TerminationTracker:
     def event(self, ev: model.ContainerEvent) -> None:
         """A GetContainerEvents message: a STOPPED one with the container's status is counted."""
         if ev.type != "stopped" or ev.status is None or ev.status.state != "exited":
+            return
+        if ev.status.finished_at_ns / 1e9 < self.started_at:
+            # Baseline. containerd 2.1.9 queues the events no one has taken yet and
+            # hands them to the next subscriber: exits from before the exporter started.
             return
         ident = ContainerIdentity(ev.namespace, ev.pod, ev.container)
         with self._lock:

@@ -1,7 +1,8 @@
 """Terminations of every container instance (terminations.py), as counters.
 
 The scrape's inventory is the poll that feeds the tracker; the event stream,
-where it runs, feeds it between scrapes. ContainerStatus is asked only about
+where it runs, feeds it between scrapes. The counts are served even from a
+scrape whose inventory failed. ContainerStatus is asked only about
 instances newly exited since the last scrape, with what the scrape has left.
 """
 from __future__ import annotations
@@ -12,7 +13,7 @@ from prometheus_client.core import Metric
 
 from cri_exporter.cri import CriError, model
 from cri_exporter.exposition import Family
-from cri_exporter.scrape import ScrapeContext
+from cri_exporter.scrape import PartialCollection, ScrapeContext
 from cri_exporter.terminations import EventWatcher, TerminationTracker
 
 _LABELS = ("namespace", "pod", "container", "reason", "exit_code")
@@ -28,6 +29,15 @@ class TerminationsCollector:
         self.watcher = watcher
 
     def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+        """The counts so far are served even when the runtime does not answer
+        (they stay true; the collector is still reported failed)."""
+        try:
+            self._poll(ctx)
+        except CriError as err:
+            raise PartialCollection(str(err), self._families(ctx)) from None
+        return self._families(ctx)
+
+    def _poll(self, ctx: ScrapeContext) -> None:
         inv = ctx.inventory()
 
         def fetch(container_id: str) -> model.ContainerStatus | None:
@@ -39,6 +49,8 @@ class TerminationsCollector:
                 return None  # removed meanwhile, or the runtime is struggling: next time
 
         self.tracker.observe(inv, fetch)
+
+    def _families(self, ctx: ScrapeContext) -> list[Metric]:
         total = Family(
             "cri_container_terminations",
             "Container instances that ended since the exporter started, by the runtime's reason and exit code "
