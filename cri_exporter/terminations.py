@@ -98,7 +98,7 @@ def _settled(status: model.ContainerStatus, now: float) -> bool:
             or now - status.finished_at_ns / 1e9 > SETTLE_SECONDS)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Track:
     """One container of one pod (pod uid, container name): which attempts are accounted."""
 
@@ -135,20 +135,19 @@ class TerminationTracker:
         """One poll: `inv` is a fresh ListContainers; `fetch(container_id)` is
         ContainerStatus, or None when it cannot be had now (asked again next time)."""
         now = self._clock()
-        groups: dict[tuple[str, str], tuple[ContainerIdentity, dict[int, model.Container]]] = {}
+        groups: dict[tuple[str, str], dict[int, model.Container]] = {}
         for c in inv.containers:
-            key = (inv.pod_uid(c), c.k8s_name)
-            entry = groups.setdefault(key, (inv.container_identity(c), {}))
-            old = entry[1].get(c.attempt)
+            listed = groups.setdefault((inv.pod_uid(c), c.k8s_name), {})
+            old = listed.get(c.attempt)
             # two instances with one attempt number: the newest speaks
             if old is None or c.created_at_ns > old.created_at_ns:
-                entry[1][c.attempt] = c
+                listed[c.attempt] = c
         with self._lock:
             baseline = not self.baselined
-            for key, (ident, listed) in groups.items():
+            for key, listed in groups.items():
                 track = self._tracks.get(key)
                 if track is None:
-                    track = self._tracks[key] = _Track(ident)
+                    track = self._tracks[key] = _Track(inv.container_identity(next(iter(listed.values()))))
                 track.last_listed = now
                 if track.floor is None:
                     track.floor = max(listed) if baseline else 0
@@ -193,6 +192,13 @@ class TerminationTracker:
     def _observe_track(self, track: _Track, listed: dict[int, model.Container], fetch: StatusFetch,
                        now: float) -> None:
         floor = track.floor or 0
+        if (len(listed) == 1 and not track.suspects and not track.pending
+                and (c := next(iter(listed.values()))).attempt == floor and c.state != "exited"
+                and track.started <= {floor}):
+            # the common case, a live first instance: nothing ended
+            if c.state == "running":
+                track.started = {floor}
+            return
         for a, c in listed.items():
             if a < floor or a in track.accounted or c.state != "exited":
                 continue
