@@ -286,16 +286,23 @@ class EventWatcher:
             if not broadcasts_events(version):
                 self._stop.wait(self.RECHECK_SECONDS)
                 continue
-            self._follow(version)
-            if not self._stop.is_set():
+            received = self.events
+            subscribed = self._follow(version)
+            if self._stop.is_set():
+                break
+            if subscribed:
                 self.breaks += 1
-                self._stop.wait(self.RETRY_SECONDS)
+            # refused outright (no event ever came): no retry storm against it
+            self._stop.wait(self.RETRY_SECONDS if self.events > received else self.RECHECK_SECONDS)
 
-    def _follow(self, version: model.RuntimeVersion) -> None:
+    def _follow(self, version: model.RuntimeVersion) -> bool:
+        """Follow one subscription until it ends; True if it delivered anything
+        (a stream the runtime refused at once is no break of a working one)."""
+        received = self.events
         try:
             self._stream = self.client.container_events()
             if self._stop.is_set():
-                return
+                return False
             self.subscribed = True
             log.info("following the runtime's container events", runtime=version.runtime_name,
                      runtime_version=version.runtime_version)
@@ -313,3 +320,4 @@ class EventWatcher:
             stream, self._stream = self._stream, None
             if stream is not None:
                 stream.cancel()
+        return self.events > received

@@ -90,12 +90,22 @@ def _subscribed(exporter: ExporterProcess) -> float:
     return exporter.scrape().get1("cri_container_events_subscribed")  # served even while the runtime is down
 
 
-def _expect_subscription(version: str, exporter: ExporterProcess) -> None:
+def _events(exporter: ExporterProcess) -> float:
+    return exporter.scrape().get1("cri_container_events_received_total")
+
+
+def _expect_subscription(version: str, exporter: ExporterProcess, cd: Containerd) -> None:
+    """On 2.x, the exporter follows the events: a pod started now reaches it."""
     if version.startswith("2."):
         wait_for(lambda: _subscribed(exporter) == 1, what="the event subscription (containerd 2.x broadcasts)")
+        before = _events(exporter)
+        probe = run_pod(cd, f"probe-{uuid.uuid4().hex[:6]}", "term-probe")
+        wait_for(lambda: _events(exporter) > before, what="the probe pod's events")
+        probe.remove()
     else:
         # 1.x hands each event to one subscriber only: never subscribe there.
         assert _subscribed(exporter) == 0
+        assert _events(exporter) == 0
 
 
 def _crash(pod: Pod, name: str, attempt: int, command: list[str]) -> str:
@@ -109,7 +119,7 @@ def test_oom_twice_and_crash_loop_between_two_scrapes(runtime, lab_dir):
     old = run_pod(cd, "old", "term")
     old_job = _crash(old, "job", 0, ["sh", "-c", "exit 3"])  # exited before the exporter: baseline
     with _exporter(cd, lab_dir, "oom") as exporter:
-        _expect_subscription(version, exporter)
+        _expect_subscription(version, exporter, cd)
         assert _counts(exporter, old, "job") == Counter()  # first scrape: the baseline
 
         oom = run_pod(cd, "oom", "term")
@@ -152,13 +162,13 @@ def test_a_restarted_exporter_counts_old_exits_as_baseline(runtime, lab_dir):
     pod = run_pod(cd, "restarted", "term")
     first = _crash(pod, "job", 0, ["sh", "-c", "exit 2"])
     with _exporter(cd, lab_dir, "before") as exporter:
-        _expect_subscription(version, exporter)
+        _expect_subscription(version, exporter, cd)
         assert _counts(exporter, pod, "job") == Counter()
         second = _crash(pod, "job", 1, ["sh", "-c", "exit 5"])
         wait_for(lambda: _counts(exporter, pod, "job") == Counter({("Error", "other"): 1}),
                  what="exit 5 counted as Error/other")
     with _exporter(cd, lab_dir, "after") as exporter:
-        _expect_subscription(version, exporter)
+        _expect_subscription(version, exporter, cd)
         # both exits happened before this exporter: baseline, not counted again
         for _ in range(3):
             assert _counts(exporter, pod, "job") == Counter()
@@ -178,7 +188,7 @@ def test_runtime_killed_mid_stream_loses_and_double_counts_nothing(runtime, lab_
     version, cd = runtime
     pod = run_pod(cd, "killed", "term")
     with _exporter(cd, lab_dir, "kill") as exporter:
-        _expect_subscription(version, exporter)
+        _expect_subscription(version, exporter, cd)
         before = _crash(pod, "a", 0, ["sh", "-c", "exit 7"])
         wait_for(lambda: sum(_counts(exporter, pod, "a").values()) == 1, what="the first exit counted")
         late = pod.add_container("b", ["sh", "-c", "sleep 3; exit 4"])
@@ -187,7 +197,7 @@ def test_runtime_killed_mid_stream_loses_and_double_counts_nothing(runtime, lab_
         cd.kill()  # mid-stream: SIGKILL, the stream breaks, the shims live on
         wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30, what="b exits while containerd is down")
         cd.start()
-        _expect_subscription(version, exporter)
+        _expect_subscription(version, exporter, cd)
         after = _crash(pod, "c", 0, ["sh", "-c", "exit 1"])
         pod.wait_exited(late, timeout=30)
         wait_for(lambda: sum(_counts(exporter, pod, "b").values()) == 1

@@ -73,4 +73,10 @@ class TerminationsCollector:
             counter=True,
         )
         breaks.add_metric([], float(self.watcher.breaks if self.watcher is not None else 0))
-        return [total, subscribed, breaks]
+        events = Family(
+            "cri_container_events_received",
+            "Container events received from the runtime's GetContainerEvents stream (every type, sandboxes' too).",
+            counter=True,
+        )
+        events.add_metric([], float(self.watcher.events if self.watcher is not None else 0))
+        return [total, subscribed, breaks, events]
