@@ -152,7 +152,7 @@ class TerminationTracker:
                 if track.floor is None:
                     track.floor = max(listed) if baseline else 0
                     if baseline:
-                        track.accounted |= {a for a, c in listed.items() if c.state == "exited"}
+                        track.accounted |= {a for a, c in listed.items() if c.state == "exited" and a >= track.floor}
                 self._observe_track(track, listed, fetch, now)
             for key, track in list(self._tracks.items()):
                 if key in groups:
@@ -230,6 +230,11 @@ class TerminationTracker:
 
     def _count(self, track: _Track, attempt: int, status: model.ContainerStatus | None) -> None:
         track.accounted.add(attempt)
+        if track.floor is not None:
+            # what lies below the floor is done with: a crash loop's thousands of attempts cost nothing
+            while track.floor in track.accounted:
+                track.accounted.discard(track.floor)
+                track.floor += 1
         track.pending.pop(attempt, None)
         track.suspects.discard(attempt)
         track.started.discard(attempt)

@@ -78,3 +78,17 @@ def test_a_wild_attempt_number_is_bounded():
     for _ in range(2):
         t.observe(Inventory([], [_c(10**9, "running")]), lambda cid: None)
     assert t.snapshot() == [(IDENT, "Unknown", "unknown", MAX_GAP)]
+
+
+def test_a_long_crash_loop_holds_no_history():
+    clock = Clock(0.0)
+    t = TerminationTracker(clock)
+    t.observe(Inventory([], [_c(0, "running")]), lambda cid: None)
+    for a in range(1, 200):
+        clock.now += 60
+        prev = _c(a - 1, "exited")
+        t.observe(Inventory([], [prev, _c(a, "running")]),
+                  {prev.id: _status(prev.id, "Error", 1, clock.now - 30)}.get)
+    assert t.snapshot() == [(IDENT, "Error", "1", 199)]
+    track = next(iter(t._tracks.values()))
+    assert track.floor == 199 and not track.accounted
