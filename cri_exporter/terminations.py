@@ -128,12 +128,16 @@ class TerminationTracker:
         self.counts: dict[ContainerIdentity, dict[tuple[str, str], int]] = {}
         self.baselined = False
         self.counted_unseen = 0
+        self._runtime: str | None = None
 
     # ---- sources ----
 
-    def observe(self, inv: Inventory, fetch: StatusFetch) -> None:
+    def observe(self, inv: Inventory, fetch: StatusFetch, runtime: str = "") -> None:
         """One poll: `inv` is a fresh ListContainers; `fetch(container_id)` is
-        ContainerStatus, or None when it cannot be had now (asked again next time)."""
+        ContainerStatus, or None when it cannot be had now (asked again next time).
+        `runtime`: the endpoint `inv` came from. Another one than last time (the
+        exporter found the node's runtime at another socket) is another world:
+        its first inventory is a baseline again."""
         now = self._clock()
         groups: dict[tuple[str, str], dict[int, model.Container]] = {}
         for c in inv.containers:
@@ -143,6 +147,11 @@ class TerminationTracker:
             if old is None or c.created_at_ns > old.created_at_ns:
                 listed[c.attempt] = c
         with self._lock:
+            if runtime != self._runtime:
+                if self._runtime is not None:
+                    self._tracks.clear()
+                    self.baselined = False
+                self._runtime = runtime
             baseline = not self.baselined
             for key, listed in groups.items():
                 track = self._tracks.get(key)

@@ -92,3 +92,12 @@ def test_a_long_crash_loop_holds_no_history():
     assert t.snapshot() == [(IDENT, "Error", "1", 199)]
     track = next(iter(t._tracks.values()))
     assert track.floor == 199 and not track.accounted
+
+
+def test_another_runtime_is_a_new_baseline():
+    t = TerminationTracker(Clock())
+    t.observe(Inventory([], [_c(0, "running")]), lambda cid: None, "unix:///a.sock")
+    other = model.Container("x0", "sb", "c", 4, "img", "imgid", "exited", 1, dict(LABELS, **{model.LABEL_POD_UID: "u2"}))
+    for _ in range(3):
+        t.observe(Inventory([], [other, _c(5, "running")]), lambda cid: None, "unix:///b.sock")
+    assert t.snapshot() == []

@@ -48,7 +48,7 @@ class TerminationsCollector:
             except CriError:
                 return None  # removed meanwhile, or the runtime is struggling: next time
 
-        self.tracker.observe(inv, fetch)
+        self.tracker.observe(inv, fetch, ctx.client.endpoint)
 
     def _families(self, ctx: ScrapeContext) -> list[Metric]:
         total = Family(
@@ -69,7 +69,8 @@ class TerminationsCollector:
         subscribed.add_metric([], 1.0 if self.watcher is not None and self.watcher.subscribed else 0.0)
         breaks = Family(
             "cri_container_events_stream_breaks",
-            "Times the GetContainerEvents stream ended and was subscribed again (runtime restarts).",
+            "Times a GetContainerEvents stream that had delivered events ended (runtime restarts); the exporter "
+            "subscribes again.",
             counter=True,
         )
         breaks.add_metric([], float(self.watcher.breaks if self.watcher is not None else 0))
