@@ -101,3 +101,15 @@ def test_another_runtime_is_a_new_baseline():
     for _ in range(3):
         t.observe(Inventory([], [other, _c(5, "running")]), lambda cid: None, "unix:///b.sock")
     assert t.snapshot() == []
+
+
+def test_instances_listed_newest_first_count_once():
+    """ListContainers has no order: counting attempt 1 raises the floor past attempt 0 (accounted
+    at the baseline, then forgotten), which must not make 0 look new (seen on 1.6.20)."""
+    clock = Clock()
+    t = TerminationTracker(clock)
+    t.observe(Inventory([], [_c(0, "exited")]), lambda cid: None)
+    answers = {"id0": _status("id0", "Error", 2, clock.now - 60), "id1": _status("id1", "Error", 5, clock.now - 30)}
+    for _ in range(3):
+        t.observe(Inventory([], [_c(1, "exited"), _c(0, "exited")]), answers.get)
+    assert t.snapshot() == [(IDENT, "Error", "other", 1)]

@@ -67,13 +67,28 @@ def runtime(request, lab_dir):
 
 
 def _exporter(cd: Containerd, lab_dir: str, name: str) -> ExporterProcess:
-    return ExporterProcess(cd.endpoint, "--collectors", "runtime,terminations", "--host-root", "/",
+    return ExporterProcess(cd.endpoint, "--collectors", "runtime,terminations", "--host-root", "/", "--log-level", "debug",
                            log_path=Path(lab_dir) / f"exporter-{name}-{uuid.uuid4().hex[:6]}.log")
 
 
 def _counts(exporter: ExporterProcess, pod: Pod, container: str) -> Counter:
     found = exporter.scrape().find(METRIC, namespace=pod.namespace, pod=pod.name, container=container)
     return Counter({(dict(k[1])["reason"], dict(k[1])["exit_code"]): int(v) for k, v in found.items()})
+
+
+def _wait_counts(exporter: ExporterProcess, pod: Pod, container: str, want: Counter, what: str) -> None:
+    """Wait for the counts to be `want` (the machine is shared and slow: a generous deadline), saying what was last seen."""
+    last = []
+
+    def reached():
+        last[:] = [_counts(exporter, pod, container)]
+        return last[0] == want
+
+    try:
+        wait_for(reached, timeout=60, interval=0.5, what=what)
+    except AssertionError as err:
+        said = [line for line in exporter.log().splitlines() if "termination" in line or "error" in line.lower()]
+        raise AssertionError(f"{err}; last counts {last}\n" + "\n".join(said[-20:])) from None
 
 
 def _truth(pod: Pod, ids: list[str]) -> Counter:
@@ -97,10 +112,10 @@ def _events(exporter: ExporterProcess) -> float:
 def _expect_subscription(version: str, exporter: ExporterProcess, cd: Containerd) -> None:
     """On 2.x, the exporter follows the events: a pod started now reaches it."""
     if version.startswith("2."):
-        wait_for(lambda: _subscribed(exporter) == 1, what="the event subscription (containerd 2.x broadcasts)")
+        wait_for(lambda: _subscribed(exporter) == 1, timeout=60, what="the event subscription (containerd 2.x broadcasts)")
         before = _events(exporter)
         probe = run_pod(cd, f"probe-{uuid.uuid4().hex[:6]}", "term-probe")
-        wait_for(lambda: _events(exporter) > before, what="the probe pod's events")
+        wait_for(lambda: _events(exporter) > before, timeout=60, what="the probe pod's events")
         probe.remove()
     else:
         # 1.x hands each event to one subscriber only: never subscribe there.
@@ -165,16 +180,14 @@ def test_a_restarted_exporter_counts_old_exits_as_baseline(runtime, lab_dir):
         _expect_subscription(version, exporter, cd)
         assert _counts(exporter, pod, "job") == Counter()
         second = _crash(pod, "job", 1, ["sh", "-c", "exit 5"])
-        wait_for(lambda: _counts(exporter, pod, "job") == Counter({("Error", "other"): 1}),
-                 what="exit 5 counted as Error/other")
+        _wait_counts(exporter, pod, "job", Counter({("Error", "other"): 1}), "exit 5 counted as Error/other")
     with _exporter(cd, lab_dir, "after") as exporter:
         _expect_subscription(version, exporter, cd)
         # both exits happened before this exporter: baseline, not counted again
         for _ in range(3):
             assert _counts(exporter, pod, "job") == Counter()
         third = _crash(pod, "job", 2, ["sh", "-c", "exit 0"])
-        wait_for(lambda: _counts(exporter, pod, "job") == Counter({("Completed", "0"): 1}),
-                 what="exit 0 counted as Completed")
+        _wait_counts(exporter, pod, "job", Counter({("Completed", "0"): 1}), "exit 0 counted as Completed")
         assert _truth(pod, [third]) == Counter({("Completed", "0"): 1})
     assert first and second
 
@@ -190,7 +203,7 @@ def test_runtime_killed_mid_stream_loses_and_double_counts_nothing(runtime, lab_
     with _exporter(cd, lab_dir, "kill") as exporter:
         _expect_subscription(version, exporter, cd)
         before = _crash(pod, "a", 0, ["sh", "-c", "exit 7"])
-        wait_for(lambda: sum(_counts(exporter, pod, "a").values()) == 1, what="the first exit counted")
+        _wait_counts(exporter, pod, "a", _truth(pod, [before]), "the first exit counted")
         late = pod.add_container("b", ["sh", "-c", "sleep 3; exit 4"])
         pid = _pid(pod, late)
         assert pid > 0
