@@ -6,6 +6,13 @@
 # Both stages use the same base so the virtualenv's interpreter path
 # (/usr/local/bin/python3.11) exists in the final one. Every dependency has a
 # manylinux wheel for CPython 3.11 (grpcio, protobuf, psutil), so no compiler.
+#
+# The released image uses the official python:3.11-slim-bookworm. The tests
+# (tests/test_image.py, no registry reachable) build this same file on a
+# stand-in: Debian 12's own python3.11 made with debootstrap, passed as
+# --build-arg PYTHON_IMAGE=localhost/crilab/python:3.11-bookworm
+# (crilab/agent_image.py; docs/install.md "The image" says what that proves
+# and what it does not).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -65,6 +65,35 @@ def runtime_alerts(s: Settings) -> list[Alert]:
     ]
 
 
+def runtime_process_alerts(s: Settings) -> list[Alert]:
+    """From the runtime_processes collector: the runtime's own health."""
+    proc = "{{ $labels.process }}"
+    return [
+        Alert("CriRuntimeRestarted",
+              f"changes(cri_runtime_process_start_time_seconds{s.sel()}[{s.runtime_restart_window}]) > 0",
+              "warning",
+              "The container runtime restarted.",
+              f"{proc} on {ON} started {{{{ $value }}}} time(s) anew in the last {s.runtime_restart_window}: "
+              "while it was down the kubelet could not start or stop containers, and a crash loses its "
+              "in-memory state (pulls, exec sessions, event subscribers)."),
+        Alert("CriRuntimeFdsNearLimit",
+              f"cri_runtime_process_open_fds{s.sel()} / (cri_runtime_process_max_fds{s.sel()} > 0) "
+              f"> {s.runtime_fds_ratio:g}",
+              "warning",
+              "The container runtime is close to its open file limit.",
+              f"{proc} on {ON} holds {{{{ $value | humanizePercentage }}}} of its open file descriptor limit "
+              f"(threshold {_pct(s.runtime_fds_ratio)}): at the limit it cannot accept CRI connections, "
+              "start shims or open container logs, and pods fail to start."),
+        Alert("CriRuntimeShimsLeaked",
+              f"cri_runtime_shims_leaked{s.sel()} > 0",
+              "warning",
+              "Shims run for pods the container runtime no longer knows.",
+              f"{{{{ $value }}}} {proc} process(es) on {ON} serve a sandbox or container that CRI no longer lists: "
+              "each holds memory, the container's processes, mounts and often a network namespace and a pod IP, "
+              "and nothing will ever stop them."),
+    ]
+
+
 def _new_or_increase(metric: str, window: str, indent: str = "  ") -> str:
     """increase() over `window`, but the whole value of a series born within it.
 
@@ -244,6 +273,7 @@ def groups(s: Settings = PRODUCTION) -> list[dict]:
         {"name": name, "rules": [a.rule(s) for a in build(s)]}
         for name, build in (
             ("cri-exporter.runtime", runtime_alerts),
+            ("cri-exporter.runtime-processes", runtime_process_alerts),
             ("cri-exporter.containers", container_alerts),
             ("cri-exporter.filesystems", filesystem_alerts),
             ("cri-exporter.pods", pod_alerts),

@@ -1,6 +1,6 @@
 """Every threshold, selector and window of the alerts, in one place.
 
-As in the monitoring mixins: change a value here, run `python -m alerts`,
+As in the monitoring mixins: change a value here, run `python -m codegen`,
 and the rule file, the PrometheusRule manifest and (through the same
 settings, shortened) the end-to-end test's rules all follow. The promtool
 unit tests in alerts/tests/ pin the production values on purpose: changing
@@ -53,6 +53,11 @@ class Settings:
     imagefs_inodes_free_ratio: float = 0.10
     #: Receive + transmit errors per second on one pod interface.
     network_errors_per_second: float = 0.1
+    #: The runtime daemon's open fds / its soft limit above which it is near it
+    #: (containerd past its limit fails to accept CRI calls and to start shims).
+    runtime_fds_ratio: float = 0.80
+    #: A runtime restart stays "recent" (the alert stays active) this long.
+    runtime_restart_window: str = "15m"
     #: Share of scrapes in which a collector failed, over rate_window.
     collector_failure_ratio: float = 0.10
     #: Seconds a scrape may take on average before it counts as slow
@@ -65,6 +70,9 @@ class Settings:
         "CriRuntimeDown": "2m",
         "CriRuntimeNotReady": "5m",
         "CriNetworkNotReady": "5m",
+        "CriRuntimeRestarted": "0m",
+        "CriRuntimeFdsNearLimit": "15m",
+        "CriRuntimeShimsLeaked": "30m",
         "CriContainerCPUThrottlingHigh": "15m",
         "CriContainerOOMKilled": "1m",
         "CriContainerCrashLooping": "5m",

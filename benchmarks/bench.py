@@ -2,8 +2,12 @@
 
     .venv/bin/python benchmarks/bench.py            # real containerd (10..1000) + fake CRI (100..5000)
     .venv/bin/python benchmarks/bench.py --quick    # smaller: fewer scrapes, real 10 and 50, fake up to 1000
+    .venv/bin/python benchmarks/bench.py --containerd 1.6,1.7,2.1   # the real part on each version (default 1.6,2.1)
 
-Real containerd (crilab, needs root): pods of 4 busybox containers (the lab's
+Real containerd (crilab, needs root), once per version of --containerd
+(crilab.versions: 1.6.20 installed, 1.7.24 and 2.1.9 fetched from Debian, each
+with its own version's config), one after the other on the same machine so that
+the versions' rows compare: pods of 4 busybox containers (the lab's
 /24 pod network holds 250 pods: 1,000 containers), the exporter as a
 subprocess with every collector but the doctor (measured apart, as shipped),
 containerd's own metrics endpoint (`[metrics] address`) as the peer,
@@ -55,7 +59,9 @@ CLK = os.sysconf("SC_CLK_TCK")
 SLEEP = ["sleep", "2147483647"]
 REAL_PER_POD = 4
 RUNTIME_WINDOW = 10.0  # seconds; containerd's CRI syncs snapshot sizes every 10 s
-BENCH_COLLECTORS = "runtime,containers,terminations,stats,imagefs,cgroups"  # all but the doctor, measured apart
+BENCH_COLLECTORS = "runtime,containers,terminations,stats,imagefs,cgroups,runtime_processes"  # all but the doctor, measured apart
+# Before issue 15.4: the same without the runtime's own processes, scraped in turn with it.
+BEFORE_RUNTIME_PROCESSES = "runtime,containers,terminations,stats,imagefs,cgroups"
 
 
 # ---------- measuring helpers ----------
@@ -74,7 +80,7 @@ def cpu_seconds(pids) -> float:
 def rss_mb(pid: int) -> tuple[float, float]:
     """(resident MB between scrapes, peak MB). Read half a second after the last
     answer: the agent hands a scrape's freed heap back just after answering
-    (process.release_freed_memory), and at Prometheus's intervals that is
+    (memory_tuning.release_freed_memory), and at Prometheus's intervals that is
     where it spends nearly all its time."""
     time.sleep(0.5)
     status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -126,7 +132,8 @@ def recorded_files(endpoint: str, host_root: str) -> list[tuple[str, str]]:
     HostFS.read_text = spy_text
     try:
         exp = Exporter(Settings(runtime_endpoint=endpoint, host_root=host_root,
-                                collectors=tuple(BENCH_COLLECTORS.split(",")), stats_interval=3600))
+                                # the floor is what a scrape reads: the runtime_processes walk is off its path
+                                collectors=tuple(BEFORE_RUNTIME_PROCESSES.split(",")), stats_interval=3600))
         exp.render()
         seen.clear()
         exp.render()
@@ -188,16 +195,17 @@ def exposition_costs(families) -> dict:
 
 # ---------- real containerd ----------
 
-def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: list) -> None:
+def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: list, version: str) -> None:
     from crilab import Containerd, run_pod
     from cri_exporter.cri import api_pb2 as api
 
     base = tempfile.mkdtemp(prefix="crib-", dir="/tmp")
     mport = free_port()
-    cd = Containerd(os.path.join(base, "cd"), metrics_address=f"127.0.0.1:{mport}")
+    cd = Containerd(os.path.join(base, "cd"), metrics_address=f"127.0.0.1:{mport}", version=version)
     t = time.monotonic()
     cd.start()
-    notes.append(f"real containerd started in {time.monotonic() - t:.1f} s (metrics on :{mport})")
+    release = cd.runtime_stub().Version(api.VersionRequest()).runtime_version
+    notes.append(f"real containerd {release} started in {time.monotonic() - t:.1f} s (metrics on :{mport})")
     made, pods, created_s = 0, 0, 0.0
     try:
         for target in counts:
@@ -209,7 +217,7 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
                     made += 1
                 pods += 1
             created_s += time.monotonic() - t
-            notes.append(f"real: {made} containers in {pods} pods, created in {created_s:.1f} s total "
+            notes.append(f"real {version}: {made} containers in {pods} pods, created in {created_s:.1f} s total "
                          f"({created_s / max(1, made):.3f} s a container)")
             exp = ExporterProcess(cd.endpoint, "--host-root", "/", "--collectors", BENCH_COLLECTORS,
                                   "--stats-interval", "3600", log_path=Path(base) / f"exporter-{made}.log")
@@ -218,7 +226,7 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
                 rt_pids = lambda: [cd.pid, *cd.shim_pids()]  # noqa: E731
                 r = scrape_series(exp.url + "/metrics", scrapes, [exp.proc.pid])
                 rt_idle, rt_scrape, n_rt = runtime_cpu(exp.url + "/metrics", rt_pids)
-                notes.append(f"real {made}: containerd and its {len(cd.shim_pids())} shims use {rt_idle * 1000:.0f} ms "
+                notes.append(f"real {version} {made}: containerd and its {len(cd.shim_pids())} shims use {rt_idle * 1000:.0f} ms "
                              f"of CPU a second with nobody asking (their own timers and containerd's 10 s snapshot "
                              f"sync), taken off the runtime CPU figures; {n_rt} scrapes measured")
                 r["rss"], r["hwm"] = rss_mb(exp.proc.pid)
@@ -244,17 +252,59 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
             finally:
                 exp.stop()
             r["refresh_cpu"] = refresh_cpu(cd.endpoint, "/", Path(base) / f"exporter-{made}-idle.log")
+            r["rtproc"] = runtime_process_cost(cd.endpoint, Path(base), made, scrapes)
             if made == 1000:
                 r["rss_default"] = default_config_rss(cd.endpoint, Path("/"), Path(base))
-            rows.append({"where": "real", "n": made, **r, "series": series, "floor": fl,
+            rows.append({"where": f"real {version}", "n": made, **r, "series": series, "floor": fl,
                          "peer_p50": statistics.median(peer_t), "peer_bytes": peer_bytes,
                          "stats_p50": statistics.median(stats_t), "rt_scrape": rt_scrape, "rt_stats": rt_stats})
     finally:
         t = time.monotonic()
         cd.cleanup()
         shutil.rmtree(base, ignore_errors=True)
-        notes.append(f"real containerd cleaned up in {time.monotonic() - t:.1f} s")
+        notes.append(f"real containerd {version} cleaned up in {time.monotonic() - t:.1f} s")
         del api
+
+
+def runtime_process_cost(endpoint: str, base: Path, made: int, scrapes: int) -> dict:
+    """The runtime_processes collector's price: scrape p50 with and without it
+    (two agents scraped in turn, so both see the same load), and its walk of
+    /proc (wall and CPU time, processes read) at the shipped interval."""
+    from cri_exporter.runtime_processes import RuntimeProcesses
+
+    reader = RuntimeProcesses(HostFS("/"), lambda: endpoint)
+    walls, cpus = [], []
+    for _ in range(10):
+        t, c = time.perf_counter(), time.process_time()
+        sample = reader.read()
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
+    a = ExporterProcess(endpoint, "--host-root", "/", "--collectors", BEFORE_RUNTIME_PROCESSES,
+                        "--stats-interval", "3600", log_path=base / f"exporter-{made}-before.log")
+    b = ExporterProcess(endpoint, "--host-root", "/", "--collectors", BENCH_COLLECTORS,
+                        "--stats-interval", "3600", log_path=base / f"exporter-{made}-after.log")
+    try:
+        time.sleep(1.5)
+        for url in (a.url, b.url):
+            fetch(url + "/metrics")
+            fetch(url + "/metrics")
+        ta, tb, own = [], [], []
+        ca, cb = cpu_seconds([a.proc.pid]), cpu_seconds([b.proc.pid])
+        for _ in range(scrapes):
+            ta.append(fetch(a.url + "/metrics")[0])
+            took, _, text = fetch(b.url + "/metrics")
+            tb.append(took)
+            own.append(parse(text.decode()).get1("cri_scrape_collector_duration_seconds", collector="runtime_processes"))
+        # agent CPU a scrape; B's includes its background walks (every 15 s) while measured
+        cpu_a, cpu_b = (cpu_seconds([a.proc.pid]) - ca) / scrapes, (cpu_seconds([b.proc.pid]) - cb) / scrapes
+    finally:
+        a.stop()
+        b.stop()
+    walk_cpu = statistics.median(cpus)
+    return {"before_p50": statistics.median(ta), "after_p50": statistics.median(tb), "cpu_before": cpu_a,
+            "cpu_after": cpu_b, "collector_p50": statistics.median(own),
+            "walk_ms": statistics.median(walls), "walk_cpu": walk_cpu, "processes": sample.processes,
+            "shims": len(sample.shims), "cpu_per_min": walk_cpu * 60 / DEFAULTS.runtime_process_interval}
 
 
 # ---------- fake CRI at scale ----------
@@ -424,15 +474,31 @@ def report(rows, expo, gz, notes, args, term=()) -> str:
         out.append(f"| {r['where']} | {r['n']} | {ms(r['p50'])} | {ms(r['p95'])} | {ms(r['floor'])} | "
                    f"{r['p50'] / r['floor']:.1f}x | {ms(r['cpu'])} | {r['rss']:.0f} MB ({r['hwm']:.0f}) | "
                    f"{r['series']} | {r['series'] / r['n']:.1f} | {r['bytes'] / 1e6:.2f} MB ({r['gz_bytes'] / 1e6:.2f} MB) |")
-    real = [r for r in rows if r["where"] == "real"]
+    real = [r for r in rows if r["where"].startswith("real")]
     if real:
         out.append("")
-        out.append("| real containers | ours p50 | containerd /v1/metrics p50 | ours/peer | peer bytes | bare ListContainerStats+ListPodSandboxStats | containerd CPU per our scrape | containerd CPU per stats pair | ratio |")
-        out.append("|---|---|---|---|---|---|---|---|---|")
+        out.append("| real | containers | ours p50 | containerd /v1/metrics p50 | ours/peer | peer bytes | bare ListContainerStats+ListPodSandboxStats | containerd CPU per our scrape | containerd CPU per stats pair | ratio |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in real:
             ratio = r["rt_scrape"] / r["rt_stats"] if r["rt_stats"] else float("nan")
-            out.append(f"| {r['n']} | {ms(r['p50'])} | {ms(r['peer_p50'])} | {r['p50'] / r['peer_p50']:.2f} | "
+            out.append(f"| {r['where'].split()[1]} | {r['n']} | {ms(r['p50'])} | {ms(r['peer_p50'])} | {r['p50'] / r['peer_p50']:.2f} | "
                        f"{r['peer_bytes'] / 1e6:.2f} MB | {ms(r['stats_p50'])} | {ms(r['rt_scrape'])} | {ms(r['rt_stats'])} | {ratio:.3f} |")
+    versions = sorted({r["where"] for r in real})
+    if len(versions) > 1:  # the versions side by side, and how the newest compares with the oldest
+        old, new = versions[0], versions[-1]
+        by_n = {(r["where"], r["n"]): r for r in real}
+        out.append("")
+        out.append(f"| containers | scrape p50 {old} / {new} | agent CPU/scrape | containerd /v1/metrics p50 | "
+                   f"bare stats pair p50 | containerd CPU per stats pair | containerd CPU per our scrape | "
+                   f"stats pair {new}/{old} |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        for n in sorted({n for (_, n) in by_n}):
+            a, b = by_n.get((old, n)), by_n.get((new, n))
+            if a and b:
+                out.append(f"| {n} | {ms(a['p50'])} / {ms(b['p50'])} | {ms(a['cpu'])} / {ms(b['cpu'])} | "
+                           f"{ms(a['peer_p50'])} / {ms(b['peer_p50'])} | {ms(a['stats_p50'])} / {ms(b['stats_p50'])} | "
+                           f"{ms(a['rt_stats'])} / {ms(b['rt_stats'])} | {ms(a['rt_scrape'])} / {ms(b['rt_scrape'])} | "
+                           f"{b['stats_p50'] / a['stats_p50']:.2f} |")
     if expo:
         out.append("")
         out.append("| containers | samples | generate_latest | writer, first scrape | writer, same values | writer, every value changed | speed-up (changed) |")
@@ -458,19 +524,34 @@ def report(rows, expo, gz, notes, args, term=()) -> str:
     out.append("")
     out.append("Targets (issue 7):")
     by = {(r["where"], r["n"]): r for r in rows}
-    r50 = by.get(("real", 50))
-    if r50:
-        out.append(f"- scrape p50 at 50 real containers < 25 ms: {ms(r50['p50'])} [{mark(r50['p50'] < 0.025)}]")
+    wheres = [*versions, "fake"]
+    for where in versions:
+        r50 = by.get((where, 50))
+        if r50:
+            out.append(f"- scrape p50 at 50 real containers ({where}) < 25 ms: {ms(r50['p50'])} "
+                       f"[{mark(r50['p50'] < 0.025)}]")
     # The background refresh: one stats pair per --stats-idle-interval while cgroups
     # and pod namespaces give every usage value live: 15/300 of a pair per 15 s scrape.
     refresh = 15 / DEFAULTS.stats_idle_interval
     for r in real:
         ratio = r["rt_scrape"] / r["rt_stats"] if r["rt_stats"] else float("nan")
         total = ratio + refresh
-        out.append(f"- runtime CPU at {r['n']} real containers < 1/10 of per-scrape stats calls: {ratio:.3f} on the "
+        out.append(f"- runtime CPU at {r['n']} real containers ({r['where']}) < 1/10 of per-scrape stats calls: {ratio:.3f} on the "
                    f"scrape path + {refresh:.3f} for the background refresh every {DEFAULTS.stats_idle_interval:g} s "
                    f"= {total:.3f} at a 15 s scrape interval [{mark(total < 0.1)}]")
-    for where in ("real", "fake"):
+    for r in real:
+        c = r.get("rtproc")
+        if c:
+            grow = c["after_p50"] / c["before_p50"] - 1
+            out.append(f"- runtime_processes at {r['n']} real containers ({r['where']}, {c['shims']} shims, {c['processes']} processes "
+                       f"on the machine): scrape p50 {ms(c['after_p50'])} with it, {ms(c['before_p50'])} without "
+                       f"({grow * 100:+.1f}%, < +10%) [{mark(grow < 0.10)}]; agent CPU a scrape {ms(c['cpu_after'])} "
+                       f"with it (its background walks included), {ms(c['cpu_before'])} without; the collector's "
+                       f"own time in the scrape {ms(c['collector_p50'])} (p50); its walk of /proc off the scrape path "
+                       f"{ms(c['walk_ms'])} ({ms(c['walk_cpu'])} CPU) every {DEFAULTS.runtime_process_interval:g} s: "
+                       f"{ms(c['cpu_per_min'])} CPU a minute, {c['processes'] / c['walk_ms']:.0f} processes a second "
+                       f"while walking")
+    for where in wheres:
         r1k = by.get((where, 1000))
         if r1k:
             ok = r1k["p50"] < 3 * r1k["floor"] and r1k["p50"] < 0.25
@@ -480,13 +561,13 @@ def report(rows, expo, gz, notes, args, term=()) -> str:
         out.append("- resident memory < 80 MB (between scrapes; peak in the table): "
                    + ", ".join(f"{r['where']} {r['n']}: {r['rss']:.0f} MB" for r in rows)
                    + f" [{mark(all(r['rss'] < 80 for r in rows))}]")
-    for where in ("real", "fake"):
+    for where in wheres:
         r1k = by.get((where, 1000))
         if r1k and "rss_default" in r1k:
             rss, hwm = r1k["rss_default"]
             out.append(f"- as shipped (every collector; the doctor runs in a child process), 1,000 containers "
                        f"({where}): {rss:.0f} MB (peak {hwm:.0f}) [{mark(rss < 80)}]")
-    for where in ("real", "fake"):
+    for where in wheres:
         r250 = by.get((where, 250))
         if r250:
             per15 = r250["cpu"] + r250["refresh_cpu"]
@@ -502,6 +583,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--real", default="10,50,100,250,1000", help="real containerd container counts ('' to skip)")
     ap.add_argument("--fake", default="100,250,1000,5000", help="fake CRI container counts")
+    ap.add_argument("--containerd", default="1.6,2.1",
+                    help="containerd versions for the real part, one after the other (crilab.versions: 1.6,1.7,2.1)")
     ap.add_argument("--scrapes", type=int, default=30)
     ap.add_argument("--create-budget", type=float, default=240, help="seconds allowed for creating real pods")
     ap.add_argument("--quick", action="store_true")
@@ -519,7 +602,8 @@ def main() -> None:
         if os.geteuid() != 0:
             notes.append("real containerd skipped: needs root")
         else:
-            run_real(real, args.scrapes, args.create_budget, rows, notes)
+            for version in [v.strip() for v in args.containerd.split(",") if v.strip()]:
+                run_real(real, args.scrapes, args.create_budget, rows, notes, version)
     run_fake([int(x) for x in args.fake.split(",") if x], args.scrapes, rows, notes, expo)
     gz = []
     text = next((e["text"] for e in expo if e.get("text")), None)

@@ -78,6 +78,9 @@ def main() -> None:
                    "only carries writable-layer sizes).")
 @click.option("--stats-timeout", envvar=env("stats-timeout"), show_envvar=True, type=float, default=DEFAULTS.stats_timeout, show_default=True,
               help="Deadline in seconds of one background CRI stats call.")
+@click.option("--runtime-process-interval", envvar=env("runtime-process-interval"), show_envvar=True,
+              type=click.FloatRange(min=0.1), default=DEFAULTS.runtime_process_interval, show_default=True,
+              help="Seconds between walks of /proc for the runtime's own processes (runtime_processes collector).")
 @click.option("--grpc-max-recv-bytes", envvar=env("grpc-max-recv-bytes"), show_envvar=True, type=click.IntRange(min=4096),
               default=DEFAULTS.max_recv_bytes, show_default=True,
               help="Largest CRI answer accepted (ListContainers grows ~1 KiB a container; 16 MiB, the kubelet's limit, holds ~16,000).")
@@ -96,22 +99,22 @@ def main() -> None:
 @click.option("--log-level", envvar=env("log-level"), show_envvar=True, type=click.Choice(["debug", "info", "warning", "error"]), default=DEFAULTS.log_level,
               show_default=True)
 def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeout, runtime_timeout,
-          stats_interval, stats_idle_interval, stats_timeout, grpc_max_recv_bytes, doctor_interval, web_config, doctor_endpoint,
+          stats_interval, stats_idle_interval, stats_timeout, runtime_process_interval, grpc_max_recv_bytes, doctor_interval, web_config, doctor_endpoint,
           log_format, log_level) -> None:
     """Serve Prometheus metrics on /metrics."""
-    from cri_exporter import process
+    from cri_exporter import memory_tuning
     from cri_exporter.exporter import Exporter
     from cri_exporter.logsetup import configure
     from cri_exporter.server import Server
 
-    process.tune_malloc()  # before any thread starts
+    memory_tuning.tune_malloc()  # before any thread starts
     configure(log_format, log_level)
     log = structlog.get_logger("cri_exporter")
     settings = Settings(
         listen_address=f"{listen_address[0]}:{listen_address[1]}", runtime_endpoint=runtime_endpoint,
         host_root=host_root, collectors=collectors, scrape_timeout=scrape_timeout, runtime_timeout=runtime_timeout,
         stats_interval=stats_interval, stats_idle_interval=stats_idle_interval, stats_timeout=stats_timeout, max_recv_bytes=grpc_max_recv_bytes,
-        doctor_interval=doctor_interval,
+        doctor_interval=doctor_interval, runtime_process_interval=runtime_process_interval,
         log_format=log_format, log_level=log_level,
         web_config_file=web_config.path if web_config is not None else None, doctor_endpoint=doctor_endpoint,
     )
@@ -123,7 +126,7 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
         exporter.stop()
         sys.exit(1)
     exporter.start()
-    process.freeze_startup_objects()
+    memory_tuning.freeze_startup_objects()
     host, port = server.server_address[:2]
     shown = "localhost" if host in ("0.0.0.0", "::") else host
     log.info("serving", url=f"{server.scheme}://{shown}:{port}/metrics", endpoint=exporter.client.endpoint,

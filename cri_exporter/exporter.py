@@ -9,28 +9,27 @@ from typing import Mapping
 
 import grpc
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily
 
-from cri_exporter import __version__, process
-from cri_exporter.cgroups import NodeCgroups
-from cri_exporter.collectors.cgroups import CgroupCollector
-from cri_exporter.collectors.containers import ContainersCollector, StatsCollector
-from cri_exporter.collectors.imagefs import ImageFsCollector
-from cri_exporter.collectors.runtime import RuntimeCollector
-from cri_exporter.collectors.terminations import TerminationsCollector
+from cri_exporter import __version__, memory_tuning
+from cri_exporter.collectors.base import ScrapeContext
+from cri_exporter.collectors.registry import Parts
 from cri_exporter.cri.client import CriClient, probe_endpoints, resolve_endpoint
-from cri_exporter.doctor.child import DoctorChild
-from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
+from cri_exporter.doctor.metrics import DoctorCollector
 from cri_exporter.exposition import CONTENT_TYPE
 from cri_exporter.hostfs import HostFS
 from cri_exporter.httprequest import Headers, accepts_encoding
-from cri_exporter.podnet import PodNetwork
-from cri_exporter.scrape import Collection, Scraper, ScrapeContext
+from cri_exporter.scrape import Collection, Scraper
 from cri_exporter.settings import Settings
-from cri_exporter.stats_refresher import StatsRefresher
-from cri_exporter.terminations import EventWatcher, TerminationTracker
 
 log = structlog.get_logger(__name__)
 
@@ -84,43 +83,11 @@ class Exporter:
         self.client = CriClient(
             endpoint, timeout=settings.runtime_timeout, max_recv_bytes=settings.max_recv_bytes, observer=self._observe
         )
-        enabled = set(settings.collectors)
-        self.refresher = None
-        if "stats" in enabled:
-            self.refresher = StatsRefresher(
-                self.client, settings.stats_interval, settings.stats_timeout, settings.stats_idle_interval
-            )
-        # One cgroup path cache shared by the live usage values and the
-        # cgroup collector, so each container's cgroup is resolved once.
-        cgroups = NodeCgroups(self.hostfs) if "cgroups" in enabled else None
-        collectors = []
-        if "runtime" in enabled:
-            collectors.append(RuntimeCollector(self._reprobe if probed else None))
-        if "containers" in enabled:
-            podnet = PodNetwork(self.hostfs, cgroups) if cgroups is not None else None
-            collectors.append(ContainersCollector(self.refresher, cgroups, podnet))
-        self.events: EventWatcher | None = None
-        if "terminations" in enabled:
-            tracker = TerminationTracker()
-            self.events = EventWatcher(self.client, tracker)
-            collectors.append(TerminationsCollector(tracker, self.events))
-        if self.refresher is not None:
-            collectors.append(StatsCollector(self.refresher))
-        if "imagefs" in enabled:
-            collectors.append(ImageFsCollector())
-        if cgroups is not None:
-            collectors.append(CgroupCollector(self.hostfs, cgroups=cgroups))
-        self.doctor: DoctorCollector | None = None
-        self._doctor_thread: PeriodicDoctor | None = None
-        self._doctor_child: DoctorChild | None = None
-        if "doctor" in enabled:
-            self.doctor = DoctorCollector()
-            self._doctor_child = DoctorChild(self.hostfs.root, lambda: self.client.endpoint)
-            self._doctor_thread = PeriodicDoctor(
-                self._doctor_child.run, self.doctor, settings.doctor_interval,
-                on_error=lambda err: log.warning("doctor run failed", error=str(err)),
-            )
-            collectors.append(_DoctorScrape(self.doctor))
+        self.parts = Parts.build(settings, self.client, self.hostfs, self._reprobe if probed else None)
+        # What the HTTP side reads: the stats snapshot's cadence, the latest doctor report.
+        self.refresher = self.parts.refresher
+        self.doctor: DoctorCollector | None = self.parts.doctor
+        collectors = self.parts.collectors(settings.collectors)
         self.scraper = Scraper(collectors, self._context, settings.scrape_timeout)
         self._release_lock = threading.Lock()
         self._released_at = 0.0
@@ -148,28 +115,16 @@ class Exporter:
             self.request_errors.labels(method, code).inc()
 
     def start(self) -> None:
-        if self.refresher is not None:
-            self.refresher.start()
-        if self.events is not None:
-            self.events.start()
-        if self._doctor_thread is not None:
-            self._doctor_thread.start()
+        self.parts.start()
 
     def stop(self) -> None:
-        if self.events is not None:
-            self.events.stop()
         self.client.close()  # cancels calls in flight, so nothing below waits on a hung runtime
-        if self.refresher is not None:
-            self.refresher.stop()
-        if self._doctor_thread is not None:
-            self._doctor_thread.stop()
-        if self._doctor_child is not None:
-            self._doctor_child.stop()
+        self.parts.stop()
         self.scraper.close()
 
     def release_memory(self) -> None:
         """After a /metrics answer: hand the scrape's freed heap back to the
-        kernel (process.release_freed_memory), at most every RELEASE_SECONDS
+        kernel (memory_tuning.release_freed_memory), at most every RELEASE_SECONDS
         however many scrapers share a collection, and never two at once."""
         if not self._release_lock.acquire(blocking=False):
             return
@@ -177,7 +132,7 @@ class Exporter:
             now = time.monotonic()
             if now - self._released_at >= RELEASE_SECONDS:
                 self._released_at = now
-                process.release_freed_memory()
+                memory_tuning.release_freed_memory()
         finally:
             self._release_lock.release()
 
@@ -231,18 +186,6 @@ class Exporter:
         if gzip_ok:
             response_headers["Content-Encoding"] = "gzip"
         return [body, own], response_headers
-
-
-class _DoctorScrape:
-    """Serves the latest periodic doctor report; the checks never run on a scrape."""
-
-    name = "doctor"
-
-    def __init__(self, doctor: DoctorCollector):
-        self.doctor = doctor
-
-    def collect(self, ctx):
-        return list(self.doctor.collect())
 
 
 class _BuildInfo:

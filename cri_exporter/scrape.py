@@ -13,91 +13,21 @@ import concurrent.futures as cf
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from cri_exporter.collectors.base import Collector
-from cri_exporter.cri import CriClient, CriError
+from cri_exporter.collectors.base import (
+    Collector,
+    PartialCollection,
+    ScrapeContext,
+    StepNotDone,
+)
+from cri_exporter.cri import CriError
 from cri_exporter.exposition import ExpositionWriter, LabelCache
-from cri_exporter.hostfs import HostFS
-from cri_exporter.inventory import Inventory
 
 log = structlog.get_logger(__name__)
-
-
-class PartialCollection(Exception):
-    """A collector failed but has metrics worth serving (e.g. why it failed)."""
-
-    def __init__(self, reason: str, metrics: Iterable[Metric]):
-        super().__init__(reason)
-        self.metrics = list(metrics)
-
-
-class ScrapeContext:
-    """What collectors of one scrape share: the deadline, the inventory and the
-    rendered label sets.
-
-    The inventory (ListPodSandbox + ListContainers) is fetched once per scrape
-    by whichever collector asks first; the others wait for that answer.
-    `labels` is the Scraper's, kept across scrapes: a container's label set
-    is rendered once for every collector and every scrape it lives through.
-    """
-
-    def __init__(self, client: CriClient, hostfs: HostFS, deadline: float, labels: LabelCache | None = None):
-        self.client = client
-        self.hostfs = hostfs
-        self.deadline = deadline
-        self.labels = labels if labels is not None else LabelCache()
-        self.runtime_up = False
-        self._inventory_lock = threading.Lock()
-        self._shared_lock = threading.Lock()
-        self._shared: dict = {}
-        self._inventory: Inventory | None = None
-        self._inventory_error: CriError | None = None
-
-    def remaining(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
-
-    def rpc_timeout(self) -> float:
-        """A CRI call's deadline: its own limit, cut to what the scrape has left."""
-        return max(0.001, min(self.client.timeout, self.remaining()))
-
-    def shared(self, key, compute: Callable[[], object]):
-        """`compute()` once per scrape for `key`, whichever collector asks first.
-
-        Collectors that read the same source (both the containers and the
-        cgroup collector need each container's cgroup files) share one read.
-        A caller that arrives while another computes waits for its answer.
-        """
-        with self._shared_lock:
-            slot = self._shared.get(key)
-            owner = slot is None
-            if owner:
-                slot = self._shared[key] = [threading.Event(), None]
-        if owner:
-            try:
-                slot[1] = compute()
-            finally:
-                slot[0].set()
-        else:
-            slot[0].wait(self.remaining())
-        return slot[1]
-
-    def inventory(self) -> Inventory:
-        with self._inventory_lock:
-            if self._inventory is None and self._inventory_error is None:
-                try:
-                    pods = self.client.list_pod_sandboxes(timeout=self.rpc_timeout())
-                    containers = self.client.list_containers(timeout=self.rpc_timeout())
-                    self._inventory = Inventory(pods, containers)
-                except CriError as err:
-                    self._inventory_error = err
-            if self._inventory_error is not None:
-                raise self._inventory_error
-            assert self._inventory is not None
-            return self._inventory
 
 
 @dataclass
@@ -211,11 +141,20 @@ class Collection:
                     log.warning("collector failed", collector=name, error=error)
             success.add_metric([name], 1.0 if ok else 0.0)
             duration.add_metric([name], elapsed)
+        steps = GaugeMetricFamily(
+            "cri_scrape_step_duration_seconds",
+            "Time a reading several collectors share took in this scrape (so far, if still running at the deadline).",
+            labels=["step"],
+        )
+        for step, seconds in sorted(self.ctx.step_seconds().items()):
+            steps.add_metric([step], seconds)
         if self._runtime_collector is not None:
             up = GaugeMetricFamily("cri_up", "1 if the container runtime answered CRI Version in this scrape, else 0.")
             up.add_metric([], 1.0 if self.ctx.runtime_up else 0.0)
             metrics.append(up)
         metrics.extend([success, duration])
+        if steps.samples:
+            metrics.append(steps)
         return ScrapeResult(metrics)
 
 
@@ -278,14 +217,22 @@ class Scraper:
 
 
 def _run(collector: Collector, ctx: ScrapeContext) -> tuple[list[Metric], float, str | None]:
-    """Run one collector; never raises, so a bug in one cannot break a scrape."""
-    start = time.monotonic()
+    """Run one collector; never raises, so a bug in one cannot break a scrape.
+
+    Its duration leaves out the time it waited for the scrape's steps: those
+    are reported as their own (cri_scrape_step_duration_seconds).
+    """
+    start, waited = time.monotonic(), ctx.waited()
+
+    def elapsed() -> float:
+        return max(0.0, time.monotonic() - start - (ctx.waited() - waited))
+
     try:
-        return list(collector.collect(ctx)), time.monotonic() - start, None
+        return list(collector.collect(ctx)), elapsed(), None
     except PartialCollection as err:
-        return err.metrics, time.monotonic() - start, str(err)
-    except CriError as err:
-        return [], time.monotonic() - start, str(err)
+        return err.metrics, elapsed(), str(err)
+    except (CriError, StepNotDone) as err:
+        return [], elapsed(), str(err)
     except Exception as err:  # a collector bug: report it, keep serving the rest
         log.exception("collector crashed", collector=collector.name)
-        return [], time.monotonic() - start, f"{type(err).__name__}: {err}"
+        return [], elapsed(), f"{type(err).__name__}: {err}"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ALL_COLLECTORS = ("runtime", "containers", "terminations", "stats", "imagefs", "cgroups", "doctor")
+from cri_exporter.collectors.registry import NAMES as ALL_COLLECTORS
+
 DEFAULT_LISTEN_ADDRESS = ":9920"
 
 
@@ -31,6 +32,9 @@ class Settings:
     stats_idle_interval: float = 300.0
     # ...each with this deadline.
     stats_timeout: float = 30.0
+    # The runtime's processes (runtime_processes.py): one walk of /proc this
+    # often, off the scrape path (its cost grows with the node's processes).
+    runtime_process_interval: float = 15.0
     max_recv_bytes: int = 16 * 1024 * 1024
     # The doctor's checks read configs and ask the runtime: minutes apart is
     # enough for a misconfiguration alert, and keeps them off the scrape path.

@@ -1,4 +1,5 @@
-"""A private, real containerd (1.6.20, Debian 12) for tests and demos.
+"""A private, real containerd for tests and demos: 1.6.20 (Debian 12's), 1.7 or
+2.x (crilab.versions), with the config a node of that version has.
 
 Everything it owns (root, state, socket, runc state, CNI config and IPAM
 data, logs) lives under one base dir, and its bridge/subnet are claimed with
@@ -21,6 +22,7 @@ import grpc
 
 from cri_exporter.cri import api_pb2 as api
 from cri_exporter.cri import api_pb2_grpc as api_grpc
+from crilab import versions
 from crilab.images import DEFAULT_CACHE, PAUSE_IMAGE, import_images
 
 PACKAGES = ["containerd", "runc", "containernetworking-plugins", "busybox-static"]
@@ -111,13 +113,16 @@ class Containerd:
     """A containerd with the CRI plugin on a private socket.
 
     `net` picks the bridge `crilab<net>` and subnet 10.88.<net>.0/24.
-    `extra_toml` is appended to the config: it may only add tables the
-    generated config does not already define (TOML forbids redefining one).
+    `version` is one of crilab.versions.NAMES ("1.6", the installed one, by
+    default). `extra_toml` is appended to the config: it may only add tables
+    the generated config does not already define (TOML forbids redefining one).
     """
 
     def __init__(self, base_dir, net: int | None = None, cni: bool = True,
                  disabled_plugins=(), extra_toml: str = "",
-                 metrics_address: str | None = None, cache_dir=DEFAULT_CACHE):
+                 metrics_address: str | None = None, cache_dir=DEFAULT_CACHE,
+                 version: str = "1.6"):
+        self.version = versions.get(version)
         self.base = Path(base_dir).resolve()
         self.cni, self.disabled_plugins = cni, list(disabled_plugins)
         self.extra_toml, self.metrics_address = extra_toml, metrics_address
@@ -142,37 +147,20 @@ class Containerd:
         return self._proc is not None and self._proc.poll() is None
 
     def _config(self) -> str:
-        cri = 'plugins."io.containerd.grpc.v1.cri"'
-        lines = [
-            "version = 2",
-            f'root = "{self.base}/root"',
-            f'state = "{self.base}/state"',
-            f"disabled_plugins = {json.dumps(self.disabled_plugins)}",
-            "[grpc]",
-            f'  address = "{self.socket_path}"',
-        ]
-        if self.metrics_address:
-            lines += ["[metrics]", f'  address = "{self.metrics_address}"']
-        lines += [
-            f"[{cri}]",
-            f'  sandbox_image = "{PAUSE_IMAGE}"',
-            # 1.6.20: without this every RunPodSandbox fails ("can't get final
-            # child's PID from pipe: EOF"): runc may not set oom_score_adj -998 here.
-            "  restrict_oom_score_adj = true",
-            f"[{cri}.cni]",
-            f'  bin_dir = "{CNI_BIN}"',
-            f'  conf_dir = "{self.base}/cni"',
-            f"[{cri}.containerd.runtimes.runc]",
-            '  runtime_type = "io.containerd.runc.v2"',
-            # 1.6.20: runc keeps its state in /run/containerd/runc/<ns> whatever
-            # `state` says. Two instances there do not clash (ids are random), but
-            # `runc list` mixes them and wiping that dir would hit the other one.
-            # Root (works in 1.6.20) moves it to Root/<ns>. Shim sockets stay in
-            # the shared /run/containerd/s, named by a hash of address+ns+id.
-            f"[{cri}.containerd.runtimes.runc.options]",
-            f'  Root = "{self.base}/runc"',
-        ]
-        return "\n".join(lines) + "\n" + self.extra_toml + "\n"
+        return versions.render_config(
+            self.version.name, root=f"{self.base}/root", state=f"{self.base}/state",
+            address=self.socket_path, disabled_plugins=self.disabled_plugins,
+            metrics_address=self.metrics_address, sandbox_image=PAUSE_IMAGE,
+            cni_bin_dir=CNI_BIN, cni_conf_dir=f"{self.base}/cni",
+            # Without restrict_oom_score_adj every RunPodSandbox fails ("can't get final
+            # child's PID from pipe: EOF"; 1.6.20): runc may not set oom_score_adj -998 here.
+            restrict_oom_score_adj=True,
+            # runc keeps its state in /run/containerd/runc/<ns> whatever `state` says.
+            # Two instances there do not clash (ids are random), but `runc list` mixes
+            # them and wiping that dir would hit the other one. Root moves it to
+            # Root/<ns>. Shim sockets stay in the shared /run/containerd/s, named by a
+            # hash of address+ns+id.
+            runc_root=f"{self.base}/runc") + self.extra_toml + "\n"
 
     def _cni_conflist(self) -> dict:
         return {
@@ -196,14 +184,17 @@ class Containerd:
         if self._net_lock is None:
             raise RuntimeError("this Containerd was cleaned up; make a new one")
         ensure_packages()
+        bin_dir = self.version.bin_dir()
         (self.base / "cni").mkdir(parents=True, exist_ok=True)
         if self.cni:
             (self.base / "cni" / "10-crilab.conflist").write_text(json.dumps(self._cni_conflist()))
         config = self.base / "config.toml"
         config.write_text(self._config())
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(["containerd", "--config", str(config)],
-                                          stdout=log, stderr=subprocess.STDOUT,
+            # Its own bin dir first in PATH: containerd runs the shim (and we run ctr)
+            # of its own version, not the installed 1.6 ones.
+            self._proc = subprocess.Popen([str(bin_dir / "containerd"), "--config", str(config)],
+                                          env=self._env(), stdout=log, stderr=subprocess.STDOUT,
                                           stdin=subprocess.DEVNULL, start_new_session=True)
         # gRPC's default 1 s reconnect backoff would otherwise double the start time:
         # the first Version call usually comes before the socket exists.
@@ -226,8 +217,11 @@ class Containerd:
                     raise RuntimeError(f"containerd did not come up; see {self.log_path}:\n"
                                        + self.log_path.read_text()[-2000:])
                 time.sleep(0.05)
-        import_images(self.socket_path, self.cache_dir)
+        import_images(self.socket_path, self.cache_dir, ctr=str(bin_dir / "ctr"))
         return self
+
+    def _env(self) -> dict:
+        return dict(os.environ, PATH=f"{self.version.bin_dir()}:{os.environ.get('PATH', '/usr/bin:/bin')}")
 
     def _close(self) -> None:
         if self._channel is not None:

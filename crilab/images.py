@@ -90,8 +90,8 @@ def build_archive(cache_dir: Path = DEFAULT_CACHE) -> Path:
     return path
 
 
-def import_images(socket_path: str, cache_dir: Path = DEFAULT_CACHE) -> None:
+def import_images(socket_path: str, cache_dir: Path = DEFAULT_CACHE, ctr: str = "ctr") -> None:
     """Import the lab images into the k8s.io namespace, the only one CRI sees."""
     archive = build_archive(cache_dir)
-    subprocess.run(["ctr", "-a", socket_path, "-n", "k8s.io", "images", "import", str(archive)],
+    subprocess.run([ctr, "-a", socket_path, "-n", "k8s.io", "images", "import", str(archive)],
                    check=True, capture_output=True)

@@ -29,6 +29,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from crilab import versions
 from crilab.debian import Suite, mirror
 from crilab.images import BUSYBOX, DEFAULT_CACHE
 
@@ -36,7 +37,9 @@ VM_CACHE = Path(os.environ.get("CRILAB_VM_CACHE", DEFAULT_CACHE / "vm"))
 REPO = Path(__file__).resolve().parent.parent
 SUITE = "bookworm"
 KERNEL_META = "linux-image-amd64"
-CONTAINERD_SUITE = "sid"  # containerd 2.1.9 (2026-11-25); sid's runc needs glibc 2.38, Debian 12's 1.1.5 works under it
+# containerd 2.1.9 from sid (2026-11-25); sid's runc needs glibc 2.38, Debian 12's 1.1.5 works under it
+CONTAINERD = versions.get("2.1")
+CONTAINERD_SUITE = CONTAINERD.suite
 GUEST_PACKAGES = ("systemd", "systemd-sysv", "dbus", "udev", "kmod", "containerd", "runc", "iproute2",
                   "containernetworking-plugins", "busybox-static", "python3")
 # What the initramfs loads to mount the root (Debian builds virtio and ext4 as modules);
@@ -103,7 +106,8 @@ def image_key(containerd: Path) -> str:
     (this file), the requirements or the containerd package change."""
     h = hashlib.sha256()
     h.update(Path(__file__).read_bytes())
-    h.update(json.dumps([SUITE, KERNEL_META, GUEST_PACKAGES, containerd.name, dependencies()]).encode())
+    h.update(json.dumps([SUITE, KERNEL_META, GUEST_PACKAGES, containerd.name, dependencies(),
+                         containerd_config()]).encode())
     with open(BUSYBOX, "rb") as f:
         h.update(hashlib.sha256(f.read()).digest())
     return h.hexdigest()[:16]
@@ -239,23 +243,12 @@ def _make_initrd(moddir: Path, out: Path) -> None:
 
 
 def containerd_config() -> str:
-    """containerd 2.x's version 3 config as a kubeadm node with the systemd driver has it."""
-    return f"""version = 3
-
-[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "{PAUSE_IMAGE}"
-
-[plugins."io.containerd.cri.v1.runtime".cni]
-  # Debian's containernetworking-plugins install here, not in /opt/cni/bin.
-  bin_dirs = ["/usr/lib/cni"]
-  conf_dir = "/etc/cni/net.d"
-
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
-  SystemdCgroup = true
-"""
+    """containerd 2.x's version 3 config as a kubeadm node with the systemd driver has it: the
+    lab's own (crilab.versions), with the node's paths and SystemdCgroup = true. Debian's
+    containernetworking-plugins install in /usr/lib/cni, not /opt/cni/bin. No
+    restrict_oom_score_adj: as root on a real kernel runc may set the pods' oom_score_adj."""
+    return versions.render_config(CONTAINERD.name, sandbox_image=PAUSE_IMAGE, cni_bin_dir="/usr/lib/cni",
+                                  cni_conf_dir="/etc/cni/net.d", systemd_cgroup=True, restrict_oom_score_adj=False)
 
 
 def kubelet_config(cgroup_driver: str = "systemd") -> str:

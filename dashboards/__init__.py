@@ -1,7 +1,7 @@
 """Grafana dashboards for cri-exporter, generated from code.
 
-`python -m dashboards` rewrites the JSON files beside this package from the
-builders; `python -m dashboards --check` fails if they are out of date.
+`python -m codegen` rewrites the JSON files beside this package from the
+builders; `python -m codegen --check` fails if they are out of date.
 Never edit the JSON by hand.
 """
 from __future__ import annotations

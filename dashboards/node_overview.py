@@ -45,7 +45,7 @@ def build() -> dict:
               "short", query(f"sum by (namespace) (rate(cri_pod_cpu_usage_seconds_total{{{NODE}}}[$__rate_interval]))",
                              "{{namespace}}"), w=8, stack=True, min_=0),
         graph("Memory working set by namespace", "Memory working set of the pods of each namespace: what the "
-              "kubelet evicts on and the OOM killer weighs.", "bytes",
+              "kubelet evicts on (the kernel's OOM killer ranks by RSS, swap and page tables plus oom_score_adj).", "bytes",
               query(f"sum by (namespace) (cri_pod_memory_working_set_bytes{{{NODE}}})", "{{namespace}}"),
               w=8, stack=True, min_=0),
         graph("CPU throttling by namespace", "Share of CFS periods in which containers of the namespace were throttled "

@@ -66,8 +66,9 @@ def build() -> dict:
     )
     b.row(
         "Memory",
-        graph("Working set and limit", "Memory working set (usage minus inactive file cache: what the OOM killer and "
-              "the kubelet weigh), total usage and the memory limit where set.", "bytes",
+        graph("Working set and limit", "Memory working set (usage minus inactive file cache: what the kubelet evicts "
+              "on; the kernel's OOM killer ranks by RSS, swap and page tables plus oom_score_adj), total usage and "
+              "the memory limit where set.", "bytes",
               query(f"{BY} (cri_container_memory_working_set_bytes{{{CONTAINER}}})", "{{container}} working set"),
               query(f"{BY} (cri_container_memory_usage_bytes{{{CONTAINER}}})", "{{container}} usage"),
               query(f"{BY} (cri_container_spec_memory_limit_bytes{{{CONTAINER}}})", "{{container}} limit"), w=8, min_=0),

@@ -9,8 +9,8 @@ UID = "cri-runtime-health"
 
 def build() -> dict:
     b = Board(UID, "CRI / Runtime health",
-              "How the container runtime answers: CRI request latency, rate and errors, the background stats "
-              "refresh, collector failures, and the doctor's checks over time. Data: cri-exporter.")
+              "How the container runtime answers: CRI request latency, rate and errors, its own processes "
+              "(memory, CPU, open files, restarts, shims), the background stats refresh, collector failures, and the doctor's checks over time. Data: cri-exporter.")
     b.row(
         "CRI requests",
         graph("CRI request latency p99", "99th percentile latency of the CRI calls the exporter made, by method. "
@@ -31,6 +31,31 @@ def build() -> dict:
                     "{{method}} {{code}}"), w=12, min_=0),
         graph("Runtime up", "cri_up: whether the runtime answered CRI Version in each scrape.", "none",
               query(f"cri_up{{{NODE}}}", "runtime up"), w=12, min_=0, max_=1),
+    )
+    b.row(
+        "Runtime processes",
+        graph("Runtime memory", "Resident memory of the runtime daemon and of each shim binary's processes together "
+              "(cri_runtime_process_resident_memory_bytes).", "bytes",
+              query(f"cri_runtime_process_resident_memory_bytes{{{NODE}}}", "{{process}}"), w=8, min_=0),
+        graph("Runtime CPU", "CPU cores used by the runtime daemon and by each shim binary's processes together.",
+              "short",
+              query(f"rate(cri_runtime_process_cpu_seconds_total{{{NODE}}}[$__rate_interval])", "{{process}}"),
+              w=8, min_=0),
+        graph("Runtime open files", "The daemon's open file descriptors against its soft limit "
+              "(CriRuntimeFdsNearLimit fires above 80%).", "percentunit",
+              query(f"cri_runtime_process_open_fds{{{NODE}}} / (cri_runtime_process_max_fds{{{NODE}}} > 0)",
+                    "{{process}}"), w=8, min_=0, max_=1),
+        graph("Runtime restarts", "Restarts of the runtime daemon: changes of its start time (CriRuntimeRestarted).",
+              "short",
+              query(f"changes(cri_runtime_process_start_time_seconds{{{NODE}}}[$__rate_interval])", "{{process}}"),
+              w=8, min_=0),
+        graph("Shims, leaked shims and zombies", "Shim processes by binary, those serving a pod or container the "
+              "runtime no longer knows (CriRuntimeShimsLeaked), and zombie processes under the shims.", "short",
+              query(f"cri_runtime_shims{{{NODE}}}", "{{process}} shims"),
+              query(f"cri_runtime_shims_leaked{{{NODE}}}", "{{process}} leaked"),
+              query(f"cri_runtime_zombie_processes{{{NODE}}}", "{{process}} zombies"), w=8, min_=0),
+        graph("Runtime threads", "Threads of the runtime daemon and of each shim binary's processes together.",
+              "short", query(f"cri_runtime_process_threads{{{NODE}}}", "{{process}}"), w=8, min_=0),
     )
     b.row(
         "Collectors and stats refresh",

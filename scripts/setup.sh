@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # qemu-system-x86, debootstrap, kmod, cpio: the cgroup v2 + systemd guest (crilab/vm), built and booted
 # under emulation by tests/test_cgroup_v2_node.py. tmux: the terminal `cri-exporter top` is tested in.
 APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 curl systemd
-              qemu-system-x86 debootstrap kmod cpio tmux)
+              qemu-system-x86 debootstrap kmod cpio tmux buildah)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,8 +1,17 @@
 """Session fixtures: one real private containerd with the standard pods, and
 one exporter serving it, shared by every test that only observes them.
 
+The runtime matrix: every test that asks for `runtime_version` (directly or
+through `containerd`, `pods`, `lab`, `exporter`) runs once per containerd
+version of crilab.versions.selected() (1.6, 1.7, 2.1; `CRILAB_VERSIONS=2.1`
+narrows it). The tests are reordered so that all tests of one version run
+together: each version's shared containerd starts once and is stopped before
+the next one starts. Tests whose subject does not depend on the runtime's
+version (TLS, Prometheus, the chart) are marked `newest_runtime`: they run
+on the newest selected version only.
+
 Tests that break a runtime (stop, kill, disable CRI) start their own
-containerd instead, so they never disturb the shared one.
+containerd of `runtime_version` instead, so they never disturb the shared one.
 """
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from crilab import Containerd
+from crilab import Containerd, versions
 from crilab.scenario import StandardPods, start_standard_pods
 from tests.exporter_proc import ExporterProcess
 
@@ -28,12 +37,40 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI: {report.longrepr}"
 
 
+def version_id(name: str) -> str:
+    return f"containerd-{name}"
+
+
+def pytest_generate_tests(metafunc):
+    """Every test that uses `runtime_version` runs on each selected version;
+    marked `newest_runtime`, on the newest one only; one that parametrizes
+    `runtime_version` itself, on the versions it names."""
+    if "runtime_version" not in metafunc.fixturenames:
+        return
+    if any("runtime_version" in m.args[0] for m in metafunc.definition.iter_markers("parametrize")):
+        return  # the test names its versions itself (a fact that holds for some of them only)
+    chosen = versions.selected()
+    if metafunc.definition.get_closest_marker("newest_runtime"):
+        chosen = chosen[-1:]
+    metafunc.parametrize("runtime_version", chosen, indirect=True, ids=version_id, scope="session")
+
+
+def _version_of(item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("runtime_version") if callspec else None
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering by fixture scope, keeping it within a version
 def pytest_collection_modifyitems(config, items):
     if os.geteuid() != 0:
         skip = pytest.mark.skip(reason="starting a real containerd needs root")
         for item in items:
             if "containerd" in item.keywords:
                 item.add_marker(skip)
+    # Tests without a runtime first, then one version after the other: one shared
+    # containerd (and its pods' netns and memory) at a time.
+    order = {name: i for i, name in enumerate(versions.NAMES)}
+    items.sort(key=lambda item: -1 if _version_of(item) is None else order[_version_of(item)])
 
 
 @pytest.fixture(scope="session")
@@ -46,8 +83,14 @@ def lab_dir():
 
 
 @pytest.fixture(scope="session")
-def containerd(lab_dir) -> Containerd:
-    cd = Containerd(os.path.join(lab_dir, "shared")).start()
+def runtime_version(request) -> str:
+    """The containerd version ("1.6", "1.7", "2.1") this test runs on."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def containerd(lab_dir, runtime_version) -> Containerd:
+    cd = Containerd(os.path.join(lab_dir, f"shared-{runtime_version}"), version=runtime_version).start()
     try:
         yield cd
     finally:
@@ -68,7 +111,7 @@ def lab(containerd, pods):
 def exporter(containerd, pods, lab_dir) -> ExporterProcess:
     """The exporter over the shared containerd, refreshing CRI stats every second."""
     proc = ExporterProcess(containerd.endpoint, "--stats-interval", "1", "--stats-idle-interval", "1", "--host-root", "/",
-                           log_path=Path(lab_dir) / "exporter.log")
+                           log_path=Path(lab_dir) / f"exporter-{containerd.version.name}.log")
     try:
         yield proc
     finally:

@@ -39,9 +39,9 @@ def promtool(name: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_committed_files_are_what_the_code_generates():
-    """Run `python -m alerts` after changing alerts/*.py, and commit the YAML."""
+    """Run `python -m codegen` after changing alerts/*.py, and commit the YAML."""
     stale = [n for n, t in generate().items() if not (DIR / n).exists() or (DIR / n).read_text() != t]
-    assert not stale, f"stale (run `python -m alerts`): {stale}"
+    assert not stale, f"stale (run `python -m codegen`): {stale}"
 
 
 def test_the_operator_manifest_holds_the_same_groups():

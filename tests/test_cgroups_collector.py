@@ -14,10 +14,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 from cri_exporter.collectors.cgroups import CgroupCollector
 from cri_exporter.cri import CriError, model
 from cri_exporter.hostfs import HostFS
-from cri_exporter.scrape import PartialCollection, ScrapeContext, Scraper
+from cri_exporter.scrape import Scraper
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cgroup"
 G_UID, B_UID, E_UID = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222", "33333333-3333-4333-8333-333333333333"
@@ -264,9 +265,9 @@ def test_resolution_cache_follows_the_inventory():
 
 
 def test_both_collectors_share_one_read_of_each_file_in_one_thread(monkeypatch):
-    """One pass reads every cgroup once per scrape, whichever collector comes
-    first, in that one thread (the other waits without taking the GIL); the
-    second scrape leaves out the limit files it keeps."""
+    """One pass reads every cgroup once per scrape, in one thread: a step of
+    the scrape, not either collector's (both wait without taking the GIL),
+    timed as its own; the second scrape leaves out the limit files it keeps."""
     import threading
 
     from cri_exporter.cgroups import NodeCgroups, files
@@ -278,7 +279,7 @@ def test_both_collectors_share_one_read_of_each_file_in_one_thread(monkeypatch):
     real = files.read
 
     def spy(directory, name):
-        reads.append((directory, name, threading.get_ident()))
+        reads.append((directory, name, threading.current_thread().name))
         return real(directory, name)
 
     monkeypatch.setattr(files, "read", spy)
@@ -293,7 +294,9 @@ def test_both_collectors_share_one_read_of_each_file_in_one_thread(monkeypatch):
     for done in (first_reads, reads):
         paths = [(d, n) for d, n, _ in done]
         assert len(paths) == len(set(paths)), "a file was read twice in one scrape"
-        assert len({t for _, _, t in done}) == 1
+        assert {t for _, _, t in done} == {"step-cgroup_reading"}
+    for step in ("inventory", "cgroup_reading"):
+        assert first[("cri_scrape_step_duration_seconds", (("step", step),))] >= 0
     cgroups_read = {d.rsplit("/", 1)[-1] for d, _, _ in first_reads}
     assert {G_ID, B_ID, E_ID, "f" * 64} & cgroups_read == {G_ID, B_ID, E_ID}  # the kata guest has no host cgroup
     limits = {"cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares", "memory.limit_in_bytes", "pids.max"}
@@ -338,7 +341,7 @@ def test_a_slow_cgroup_tree_costs_the_cgroup_series_not_the_scrape(monkeypatch, 
 
 
 def test_the_reason_a_scrape_cut_the_reads_short():
-    from cri_exporter.collectors import cgroups as collector
+    from cri_exporter.collectors import cgroup_readings
 
-    assert collector._cut_short(2, 5, 0, 3) == (
+    assert cgroup_readings._cut_short(2, 5, 0, 3) == (
         "the scrape deadline came before every cgroup was read (2 of 5 containers, 0 of 3 pods)")

@@ -18,9 +18,9 @@ from structlog.testing import capture_logs
 
 from cri_exporter.cgroups import CgroupUnreadable, NodeCgroups, read_all
 from cri_exporter.collectors import cgroups as cgroup_collector
+from cri_exporter.collectors.base import PartialCollection
 from cri_exporter.collectors.cgroups import CgroupCollector
 from cri_exporter.hostfs import HostFS
-from cri_exporter.scrape import PartialCollection
 from tests.test_cgroups_collector import (B_ID, B_UID, CONTAINERS, FIXTURES, G_ID, G_UID, PODS, TREES, C, P, ctx_for,
                                           exposition, samples)
 

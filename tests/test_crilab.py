@@ -57,9 +57,9 @@ def test_oom_pod(lab):
     assert pod.container_status(pod.containers["hog"][0]).reason == "OOMKilled"
 
 
-def test_second_instance_restart_kill_and_cleanup(lab, tmp_path):
+def test_second_instance_restart_kill_and_cleanup(lab, tmp_path, runtime_version):
     first, _ = lab
-    cd = Containerd(tmp_path).start()
+    cd = Containerd(tmp_path, version=runtime_version).start()
     assert cd.net != first.net
     pod = run_pod(cd, "solo", "lab")
     cid = pod.add_container("main", ["sleep", "600"])
@@ -73,11 +73,11 @@ def test_second_instance_restart_kill_and_cleanup(lab, tmp_path):
     assert not os.path.exists(f"/sys/class/net/{cd.bridge}")
     # the first instance is untouched, and a later one works on the freed network
     assert states(first)[("web", "app", 0)] == "CONTAINER_RUNNING"
-    with Containerd(tmp_path / "again", net=cd.net) as again:
+    with Containerd(tmp_path / "again", net=cd.net, version=runtime_version) as again:
         run_pod(again, "solo", "lab").add_container("main", ["true"])
 
 
-def test_no_cni_means_network_not_ready(tmp_path):
-    with Containerd(tmp_path, cni=False) as cd:
+def test_no_cni_means_network_not_ready(tmp_path, runtime_version):
+    with Containerd(tmp_path, cni=False, version=runtime_version) as cd:
         conditions = cd.runtime_stub().Status(api.StatusRequest()).status.conditions
         assert {c.type: c.status for c in conditions}["NetworkReady"] is False

@@ -15,10 +15,10 @@ GENERATED = generate()
 
 
 def test_committed_json_is_what_the_code_generates():
-    """Run `python -m dashboards` after changing dashboards/*.py, and commit the JSON."""
+    """Run `python -m codegen` after changing dashboards/*.py, and commit the JSON."""
     stale = [name for name, text in GENERATED.items()
              if not (DIR / name).exists() or (DIR / name).read_text() != text]
-    assert not stale, f"stale dashboards (run `python -m dashboards`): {stale}"
+    assert not stale, f"stale dashboards (run `python -m codegen`): {stale}"
     assert sorted(p.name for p in DIR.glob("*.json")) == sorted(BOARDS), "a JSON file without a builder"
 
 

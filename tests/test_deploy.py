@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import click
@@ -21,13 +20,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from codegen import deploy as gen_deploy
 from cri_exporter import __version__
 from cri_exporter.cli import serve
 from cri_exporter.doctor.cli import doctor
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import gen_deploy  # noqa: E402
 
 DEPLOY = REPO / "deploy"
 MANIFESTS = DEPLOY / "kubernetes"
@@ -100,12 +98,12 @@ def rendered_docs(values: dict | None = None) -> list[dict]:
 def test_alert_rules_exist_for_the_prometheusrule():
     assert gen_deploy.ALERTS_RULE.exists(), (
         "alerts/prometheusrule.yaml is missing: the deployed PrometheusRule is generated from it "
-        "(run `python -m alerts`, then scripts/gen_deploy.py)")
+        "(run `python -m codegen`)")
 
 
 def test_generated_files_are_current():
     stale = gen_deploy.stale(gen_deploy.generate())
-    assert not stale, ("stale, run `.venv/bin/python scripts/gen_deploy.py`: "
+    assert not stale, ("stale, run `.venv/bin/python -m codegen`: "
                        + ", ".join(str(p.relative_to(REPO)) for p in stale))
 
 

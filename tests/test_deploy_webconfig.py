@@ -77,6 +77,7 @@ def test_web_config_values_render_mounts_args_probe_and_scrape_config():
 
 
 @pytest.mark.containerd
+@pytest.mark.newest_runtime  # the chart's web config, not the runtime, is under test
 def test_the_agent_as_the_chart_runs_it_answers_the_probe_and_the_servicemonitors_scrape(containerd, pods, tmp_path):
     """The Secrets as `kubectl create secret` makes them (tls: tls.crt, tls.key,
     ca.crt; the web config; the scrape credentials), their files where the pod

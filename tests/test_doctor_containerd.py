@@ -90,6 +90,11 @@ def test_imports_merge_plugin_tables_on_2x_and_replace_them_on_1x(tmp_path):
     write(root, "/etc/containerd/conf.d/20-cni.toml",
           'version = 2\n[plugins."io.containerd.grpc.v1.cri".cni]\n  conf_dir = "/etc/cni/net.d"\n')
     assert status(root, "containerd.cgroup_driver") == "fail"  # version 2, runtime unknown: 1.x, table replaced
+    # The runtime does not answer, but its package says 2.x: 2.x merges the import.
+    write(root, "/var/lib/dpkg/status", "Package: containerd\nStatus: install ok installed\nVersion: 2.1.9~ds1-5\n")
+    f = results(root, checks=["containerd.cgroup_driver", "containerd.config.parse"])
+    assert f["containerd.cgroup_driver"].status.value == "pass"
+    assert "containerd version from its package: 2.1.9 (dpkg: containerd 2.1.9~ds1-5)" in f["containerd.config.parse"].finding.seen
 
 
 def test_relative_imports_and_import_parse_errors(tmp_path):

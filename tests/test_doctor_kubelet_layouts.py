@@ -3,12 +3,13 @@ layouts operators run (kubeadm on Debian and on RPM distributions, kubespray,
 containerd 2.x with drop-ins), and the Kubernetes 1.35/1.36 facts that depend
 on the kubelet's version. Healthy variants must raise no warning at all."""
 import os
+import shutil
 import sqlite3
 import struct
 
 import pytest
 
-from tests.test_doctor_support import FakeCriServer, FakeRuntime, copy_fixture, results, write
+from tests.test_doctor_support import FIXTURES, FakeCriServer, FakeRuntime, copy_fixture, results, write
 
 from cri_exporter.doctor.facts import packages, systemd
 from cri_exporter.hostfs import HostFS
@@ -25,7 +26,10 @@ HEALTHY = [
 
 
 def healthy_run(name, tmp_path, version, driver, checks=None):
-    root = copy_fixture(name, tmp_path)
+    return healthy_run_root(copy_fixture(name, tmp_path), version, driver, checks)
+
+
+def healthy_run_root(root, version, driver, checks=None):
     # The fixture's containerd (pid 812) started in 2023: files as old as that, no drift.
     for dirpath, _, files in os.walk(root / "etc"):
         for f in files:
@@ -172,3 +176,28 @@ def test_rpm_sqlite_database_is_read(tmp_path):
     con.close()
     found = packages.installed(HostFS(str(tmp_path)), ("kubelet", "cri-o", "containerd"))
     assert {k: (v.major, v.minor, v.patch) for k, v in found.items()} == {"kubelet": (1, 36, 1), "cri-o": (1, 35, 2)}
+
+
+def test_rpm_berkeley_db_database_of_rhel_8_is_read(tmp_path):
+    """RHEL 8's rpm keeps a Berkeley DB hash database; tests/fixtures/rpmdb/Packages
+    was written by Berkeley DB 5.3 (overflow-page and inline headers)."""
+    root = copy_fixture("kubeadm-rpm", tmp_path)
+    (root / "var/lib/rpm/rpmdb.sqlite").unlink()
+    shutil.copy(FIXTURES.parent / "rpmdb" / "Packages", root / "var/lib/rpm/Packages")
+    found = packages.installed(HostFS(str(root)), ("kubelet", "containerd.io", "cri-tools", "cri-o"))
+    assert {k: (v.major, v.minor, v.patch) for k, v in found.items()} == {
+        "kubelet": (1, 33, 4), "containerd.io": (1, 7, 28), "cri-tools": (1, 33, 0)}
+    _, r = healthy_run_root(root, "v1.7.28", None)
+    bad = {k: (v.status.value, v.finding.summary) for k, v in r.items() if v.status.value in ("warn", "fail")}
+    assert bad == {}
+    assert "rpm: kubelet 1.33.4" in r["kubelet.removed_flags"].finding.seen
+
+
+def test_a_truncated_berkeley_db_database_is_no_crash(tmp_path):
+    data = (FIXTURES.parent / "rpmdb" / "Packages").read_bytes()
+    for size in (0, 100, 4096, 4096 * 3 + 17, len(data) - 4096):
+        write_bytes = tmp_path / f"t{size}" / "var/lib/rpm/Packages"
+        write_bytes.parent.mkdir(parents=True)
+        write_bytes.write_bytes(data[:size])
+        found = packages.installed(HostFS(str(tmp_path / f"t{size}")), ("kubelet", "containerd.io"))
+        assert set(found) <= {"kubelet", "containerd.io"}

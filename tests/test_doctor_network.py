@@ -10,9 +10,9 @@ import uuid
 import pytest
 
 try:
-    from tests.test_doctor_support import copy_fixture
+    from tests.test_doctor_support import FakeCriServer, FakeRuntime, copy_fixture
 except ImportError:
-    from test_doctor_support import copy_fixture
+    from test_doctor_support import FakeCriServer, FakeRuntime, copy_fixture
 
 pytestmark = pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0, reason="needs root and iproute2")
 
@@ -90,6 +90,29 @@ def test_bridge_up_down_missing(pod_network, tmp_path):
     assert r.status.value == "fail" and "cni0 is a veth, not a bridge" in r.finding.summary
 
 
+def test_missing_bridge_is_expected_while_only_host_network_pods_run(pod_network, tmp_path):
+    """The bridge plugin creates cni0 with the first pod on the pod network: a
+    node running only hostNetwork DaemonSets (kube-proxy, the CNI's own) has
+    none and is healthy; a pod on the pod network without it is not."""
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    ip("-n", pod_network, "link", "del", "cni0")
+    fake = FakeRuntime(sandboxes=["aaaa1111", "bbbb2222"], host_network={"aaaa1111", "bbbb2222"})
+    with FakeCriServer(root / "cri.sock", fake):
+        from cri_exporter.doctor import run_doctor
+        from cri_exporter.hostfs import HostFS
+
+        def bridge():
+            return run_doctor(HostFS(str(root)), f"unix://{root}/cri.sock", checks=["network.bridge"],
+                              netns=pod_network).by_id()["network.bridge"]
+
+        r = bridge()
+        assert r.status.value == "pass" and "no pod on the pod network runs here" in r.finding.summary
+        assert "ready sandboxes: 2, 0 on the pod network" in r.finding.seen
+        fake.host_network.discard("bbbb2222")
+        r = bridge()
+        assert r.status.value == "fail" and "ready sandboxes: 2, 1 on the pod network" in r.finding.seen
+
+
 def test_unknown_namespace_is_a_skip_not_a_crash(tmp_path):
     root = copy_fixture("kubeadm-containerd-v2", tmp_path)
     r = run_net(root, "doctor-no-such-ns", ["network"])
@@ -97,7 +120,9 @@ def test_unknown_namespace_is_a_skip_not_a_crash(tmp_path):
     assert not os.path.exists("/run/netns/doctor-no-such-ns")  # never created
 
 
-def test_leaked_cni_namespace(tmp_path):
+def test_leaked_cni_namespace(tmp_path, monkeypatch):
+    from cri_exporter.doctor.checks import network
+
     # The check lists the first 20 leaked names in sorted order; "cni-0-" sorts
     # before every cni-<uuid> name, so namespaces other work left behind on this
     # machine cannot push this one off the list.
@@ -108,6 +133,11 @@ def test_leaked_cni_namespace(tmp_path):
         pytest.skip(f"cannot create network namespaces here: {e.stderr}")
     sleeper = None
     try:
+        # Just created, no process yet: a sandbox on its way in, not counted.
+        r = run_net("/", None, ["network.leaked_netns"])["network.leaked_netns"]
+        assert name not in r.finding.seen.split(";")[0]
+        assert "younger than 300 s (a sandbox being set up or torn down) not counted" in r.finding.seen
+        monkeypatch.setattr(network, "NETNS_GRACE_SECONDS", 0)  # as if it had stayed past the grace
         r = run_net("/", None, ["network.leaked_netns"])["network.leaked_netns"]
         assert r.status.value == "warn" and name in r.finding.seen
         assert f"ip netns delete {name}" in r.finding.fix or "leaked" in r.finding.summary

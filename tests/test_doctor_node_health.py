@@ -1,6 +1,7 @@
 """The checks operators asked for: certificate expiry, the kubelet's healthz,
 the kernel log, PID/file headroom and the runtime's own metrics endpoint,
 each passing and failing on fixture trees."""
+import os
 import datetime as dt
 import http.server
 import tarfile
@@ -8,7 +9,7 @@ import threading
 
 import pytest
 
-from tests.test_doctor_support import FakeCriServer, FakeRuntime, copy_fixture, fixture, results, status, write
+from tests.test_doctor_support import FIXTURES, FakeCriServer, FakeRuntime, copy_fixture, fixture, results, status, write
 
 from cri_exporter.doctor.bundle import write_bundle
 from cri_exporter.doctor.checks import certs
@@ -135,6 +136,36 @@ def test_kernel_log(records, expected, needle, tmp_path):
         f = results(root, checks=["kernel.log"])["kernel.log"].finding
     assert f.status.value == expected, f
     assert needle in f.seen or needle in f.summary, f
+
+
+def test_kernel_log_from_the_journal_when_kmsg_is_not_readable(tmp_path, monkeypatch):
+    """tests/fixtures/journal: a journal file systemd 252 wrote (compact, keyed
+    hash, zstd). Only kernel entries of the last 24 h count; a service quoting
+    an ext4 error is no filesystem error."""
+    import gzip
+
+    from cri_exporter.doctor.checks import kernel_health
+
+    t0 = 1_800_000_000
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    write(root, "/proc/uptime", "7200.00 14000.00\n")  # booted 2 h before t0: the ext4 error 27 h ago was an earlier boot
+    journal = root / "var/log/journal/0123456789abcdef0123456789abcdef/system.journal"
+    journal.parent.mkdir(parents=True)
+    journal.write_bytes(gzip.decompress((FIXTURES.parent / "journal" / "kernel.journal.gz").read_bytes()))
+    os.utime(journal, (t0, t0))
+    monkeypatch.setattr(kernel_health, "now", lambda: t0)
+    runtime = FakeRuntime()
+    with FakeCriServer(root / "run/containerd/containerd.sock", runtime):
+        runtime.sandboxes = [UID]
+        f = results(root, checks=["kernel.log"])["kernel.log"].finding
+    assert f.status.value == "fail" and f.summary == "1 filesystem error(s) in the kernel log", f
+    assert f.seen.startswith("2 kernel log records in the last 24 h (of 2 in the journal (/dev/kmsg: ")
+    assert "[3600s] java (pid 4242) in default/pod-0f4c" in f.seen  # 1 h before t0, 1 h after boot
+    assert "Remounting filesystem read-only" in f.seen and "sdb1" not in f.seen and "sda1): ext4_find_entry" not in f.seen
+    # Older than the window: the file is not even opened.
+    os.utime(journal, (t0 - 2 * 86400, t0 - 2 * 86400))
+    f = results(root, checks=["kernel.log"])["kernel.log"].finding
+    assert f.status.value == "skip" and "no journal files in /var/log/journal or /run/log/journal" in f.summary
 
 
 def test_kernel_log_unreadable_is_a_skip(tmp_path):

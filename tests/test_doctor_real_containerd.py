@@ -1,4 +1,4 @@
-"""CRI checks against a real containerd (crilab: containerd 1.6.20 on Debian 12).
+"""CRI checks against a real containerd, on each version of the lab (crilab.versions).
 
 Each case must produce its failing check and nothing else failing among the
 CRI checks.
@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 import crilab
+from crilab.versions import selected
 from tests.test_doctor_support import copy_fixture, results
 
 pytestmark = pytest.mark.containerd
@@ -28,13 +29,15 @@ def host_for(cd, tmp_path):
     return root
 
 
-def test_healthy_containerd_then_a_broken_sandbox(tmp_path):
-    with crilab.Containerd(tmp_path / "cd") as cd:
+def test_healthy_containerd_then_a_broken_sandbox(tmp_path, runtime_version):
+    with crilab.Containerd(tmp_path / "cd", version=runtime_version) as cd:
         root = host_for(cd, tmp_path)
         st, r = cri_statuses(root, cd.endpoint)
         assert st == {"cri.socket": "pass", "cri.api_version": "pass", "cri.runtime_ready": "pass",
                       "cri.network_ready": "pass",
-                      "cri.deprecations": "skip",  # 1.6 has no ContainerdHasNoDeprecationWarnings
+                      # 1.6 has no ContainerdHasNoDeprecationWarnings condition; 1.7.24 and 2.1.9 report it
+                      # (true: the lab's config uses nothing deprecated, bin_dirs on 2.1)
+                      "cri.deprecations": "skip" if runtime_version == "1.6" else "pass",
                       "cri.pod_stats": "pass", "containerd.sandbox_image": "pass",
                       "containerd.config.drift": "pass"}, r
         assert "the running config from CRI Status" in r["containerd.config.drift"].finding.seen
@@ -45,7 +48,8 @@ def test_healthy_containerd_then_a_broken_sandbox(tmp_path):
         drift = results(root, cd.endpoint, checks=["containerd.config.drift"])["containerd.config.drift"].finding
         assert drift.status.value == "warn" and "restrict_oom_score_adj" in drift.seen
 
-        # 1.6.20: a sandbox without cgroup_parent breaks ListPodSandboxStats for all pods.
+        # A sandbox without cgroup_parent breaks ListPodSandboxStats for all pods: 1.6.20 ("failed to
+        # obtain metrics for sandbox"), 1.7.24 and 2.1.9 ("failed to decode sandbox container metrics").
         good = crilab.run_pod(cd, "good")
         bad = crilab.run_pod(cd, "bad", cgroup_parent="")
         st, r = cri_statuses(root, cd.endpoint)
@@ -55,10 +59,11 @@ def test_healthy_containerd_then_a_broken_sandbox(tmp_path):
         assert bad.id[:13] in seen and "default/bad" in seen and good.id[:13] not in seen.split("broken")[-1]
 
 
-def test_cri_plugin_disabled(tmp_path):
+def test_cri_plugin_disabled(tmp_path, runtime_version):
     # 1.6.20 with version = 2 exits on the short name "cri" ("invalid disabled
     # plugin URI"); Docker's containerd.io config uses it in a version 1 file.
-    with crilab.Containerd(tmp_path / "cd", disabled_plugins=["io.containerd.grpc.v1.cri"]) as cd:
+    with crilab.Containerd(tmp_path / "cd", disabled_plugins=["io.containerd.grpc.v1.cri"],
+                          version=runtime_version) as cd:
         st, r = cri_statuses(host_for(cd, tmp_path), cd.endpoint)
     assert st["cri.socket"] == "pass"
     assert st["cri.api_version"] == "fail"
@@ -66,8 +71,8 @@ def test_cri_plugin_disabled(tmp_path):
     assert {k for k, v in st.items() if v == "fail"} == {"cri.api_version"}, r
 
 
-def test_no_cni_config_means_network_not_ready(tmp_path):
-    with crilab.Containerd(tmp_path / "cd", cni=False) as cd:
+def test_no_cni_config_means_network_not_ready(tmp_path, runtime_version):
+    with crilab.Containerd(tmp_path / "cd", cni=False, version=runtime_version) as cd:
         st, r = cri_statuses(host_for(cd, tmp_path), cd.endpoint)
     assert {k for k, v in st.items() if v == "fail"} == {"cri.network_ready"}, r
     assert "NetworkPluginNotReady" in r["cri.network_ready"].finding.seen
@@ -114,3 +119,35 @@ def test_every_applicable_check_passes_on_the_healthy_lab_containerd(lab, tmp_pa
             "containerd.sandbox_image", "containerd.config.drift", "cni.config", "cni.plugins",
             "cri.socket", "cri.runtime_ready", "cri.network_ready", "cri.pod_stats"} <= passed, r
     assert "runtime.v1 (containerd " in r["cri.api_version"].finding.summary
+
+
+class _DeprecatedConfig(crilab.Containerd):
+    """The lab's config with one setting its version reports as deprecated."""
+
+    def _config(self) -> str:
+        config = super()._config()
+        if self.version.major >= 2:
+            # 2.1 deprecates the CNI `bin_dir` string for the `bin_dirs` list (removed in 2.3).
+            return config.replace("  bin_dirs = [", "  bin_dir = ").replace('"]\n  conf_dir', '"\n  conf_dir', 1)
+        # 1.7 deprecates `registry.mirrors` for config_path's hosts.toml files.
+        return config + ('\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\n'
+                         '  endpoint = ["https://registry-1.docker.io"]\n')
+
+
+# The deprecation conditions are measured, not assumed: 1.6.20 has no
+# ContainerdHasNoDeprecationWarnings condition at all (the check skips there,
+# test above); 1.7.24 and 2.1.9 turn it false and name each warning.
+DEPRECATED = {"1.7": "cri-registry-mirrors", "2.1": "cri-cni-bin-dir"}
+
+
+@pytest.mark.parametrize("runtime_version", [v for v in selected() if v in DEPRECATED],
+                         indirect=True, ids=lambda v: f"containerd-{v}", scope="session")
+def test_a_deprecated_setting_is_reported_as_the_runtime_names_it(tmp_path, runtime_version):
+    with _DeprecatedConfig(tmp_path / "cd", version=runtime_version) as cd:
+        assert crilab.run_pod(cd, "still-works").id  # deprecated, not broken
+        root = host_for(cd, tmp_path)
+        st, r = cri_statuses(root, cd.endpoint)
+    finding = r["cri.deprecations"].finding
+    assert st["cri.deprecations"] == "warn", r
+    assert f"io.containerd.deprecation/{DEPRECATED[runtime_version]}" in finding.seen, finding
+    assert {k for k, v in st.items() if v == "fail"} == set(), r

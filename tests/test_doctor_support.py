@@ -68,6 +68,7 @@ class FakeRuntime:
     images: list[tuple[str, bool]] = field(default_factory=lambda: [("registry.k8s.io/pause:3.10", True)])
     sandboxes: list[str] = field(default_factory=lambda: ["aaaa1111"])
     broken_sandboxes: set[str] = field(default_factory=set)
+    host_network: set[str] = field(default_factory=set)  # sandboxes whose network namespace is the node's
     serve_runtime: bool = True  # False: like containerd with disabled_plugins = ["cri"]
     # RuntimeConfig: None answers Unimplemented (containerd 1.6/1.7); "systemd"
     # answers an empty `linux {}` as containerd 2.1.9 does (SYSTEMD is the zero value).
@@ -107,6 +108,12 @@ class _Runtime(pb_grpc.RuntimeServiceServicer):
 
     def ListContainers(self, request, context):
         return pb.ListContainersResponse()
+
+    def PodSandboxStatus(self, request, context):
+        mode = pb.NODE if request.pod_sandbox_id in self.f.host_network else pb.POD
+        return pb.PodSandboxStatusResponse(status=pb.PodSandboxStatus(
+            id=request.pod_sandbox_id, state=pb.SANDBOX_READY,
+            linux=pb.LinuxPodSandboxStatus(namespaces=pb.Namespace(options=pb.NamespaceOption(network=mode)))))
 
     def PodSandboxStats(self, request, context):
         if request.pod_sandbox_id in self.f.broken_sandboxes:

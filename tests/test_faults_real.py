@@ -20,8 +20,8 @@ SLEEP = ["sleep", "2147483647"]
 
 
 @pytest.fixture
-def victim(lab_dir, request):
-    cd = Containerd(os.path.join(lab_dir, f"v-{request.node.name[:20]}")).start()
+def victim(lab_dir, request, runtime_version):
+    cd = Containerd(os.path.join(lab_dir, f"v{runtime_version}-{request.node.originalname[:20]}"), version=runtime_version).start()
     try:
         yield cd
     finally:
@@ -170,10 +170,11 @@ def test_socket_without_permission(victim):
         assert f"permission denied on runtime socket {victim.socket_path}" in exp.log()
 
 
-def test_cri_plugin_disabled(lab_dir):
+def test_cri_plugin_disabled(lab_dir, runtime_version):
     # containerd 1.6.20 refuses the short name "cri" in a version 2 config
     # ("invalid disabled plugin URI"); only version 1 configs accept it.
-    with Containerd(os.path.join(lab_dir, "nocri"), disabled_plugins=["io.containerd.grpc.v1.cri"]) as cd:
+    with Containerd(os.path.join(lab_dir, f"nocri-{runtime_version}"), disabled_plugins=["io.containerd.grpc.v1.cri"],
+                    version=runtime_version) as cd:
         with ExporterProcess(cd.endpoint, "--scrape-timeout", "2") as exp:
             s = exp.scrape()
             assert s.get1("cri_up") == 0

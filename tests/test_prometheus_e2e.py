@@ -37,7 +37,9 @@ from dashboards import BOARDS, DIR as DASHBOARDS, lint
 from tests.exporter_proc import parse, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, PromQLError, release, release_id
 
-pytestmark = pytest.mark.containerd
+# On the newest containerd only: what these tests check (scrapes, rules, alerts, dashboards, each Prometheus
+# release) does not depend on the runtime's version, which the rest of the suite covers version by version.
+pytestmark = [pytest.mark.containerd, pytest.mark.newest_runtime]
 
 SCRAPE_INTERVAL = "1s"
 RATE_INTERVAL = "5s"  # what Grafana's $__rate_interval would be here: >= 4 scrape intervals
@@ -261,7 +263,7 @@ def test_throttling_and_oom_alerts_fire(prom):
                        {"namespace": exit_namespace, "pod": CRASHY[0], "container": CRASHY[1]}),
     }
     found = {}
-    deadline = time.monotonic() + 40
+    deadline = time.monotonic() + 120  # returns as soon as all fire; a loaded machine needs more rule evaluations
     while len(found) < len(expected) and time.monotonic() < deadline:
         for what, (name, labels) in expected.items():
             if what not in found and (hits := _firing(prom, name, **labels)):

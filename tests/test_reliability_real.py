@@ -19,8 +19,8 @@ HOSTILE_CONTAINER = 'c"\\\n1'
 
 
 @pytest.fixture
-def own(lab_dir):
-    cd = Containerd(os.path.join(lab_dir, "churn")).start()
+def own(lab_dir, runtime_version):
+    cd = Containerd(os.path.join(lab_dir, f"churn-{runtime_version}"), version=runtime_version).start()
     try:
         yield cd
     finally:

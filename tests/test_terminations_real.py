@@ -1,11 +1,12 @@
-"""Every termination counted once, against real containerd: 1.6.20 (Debian 12,
-polling only) and 2.1.9 (sid: GetContainerEvents, which 2.x broadcasts).
+"""Every termination counted once, against each containerd of the lab: 1.6.20
+and 1.7.24 (polling only: 1.7 hands each event to one subscriber, so the exporter
+must never subscribe there) and 2.1.9 (GetContainerEvents, which 2.x broadcasts).
 
 Ground truth is what the runtime says: ContainerStatus of each instance still
 listed, and the number of instances the test made end. Instances the test
 removes before a scrape (as the kubelet removes a crash-looping container's
 older instances) are known to the poll only by their attempt number, so on
-1.6.20 they count as reason "Unknown"; on 2.1.9 the event stream names them.
+1.x they count as reason "Unknown"; on 2.1.9 the event stream names them.
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ import pytest
 from cri_exporter.cri import api_pb2 as api
 from cri_exporter.terminations import exit_code_label
 from crilab import Containerd
-from crilab.debian import Suite
 from crilab.pods import Pod, run_pod
 from crilab.scenario import OOM_LIMIT, SLEEP
 from tests.exporter_proc import ExporterProcess, wait_for
@@ -32,36 +32,12 @@ HOG = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]
 METRIC = "cri_container_terminations_total"
 
 
-class SidContainerd(Containerd):
-    """containerd 2.1.9 from Debian sid, its own binaries first in PATH (its shim,
-    its ctr). The version 2 config the lab writes is migrated in memory by 2.x.
-    (Until the lab's runtime matrix lands, this is the only 2.x runtime here.)"""
-
-    def __init__(self, base_dir, bin_dir: Path, **kw):
-        super().__init__(base_dir, **kw)
-        self.bin_dir = bin_dir
-
-    def start(self, timeout: float = 30.0) -> "Containerd":
-        old = os.environ["PATH"]
-        os.environ["PATH"] = f"{self.bin_dir}:{old}"
-        try:
-            return super().start(timeout)
-        finally:
-            os.environ["PATH"] = old
-
-
-@pytest.fixture(scope="module", params=["1.6.20", "2.1.9"])
-def runtime(request, lab_dir):
-    base = os.path.join(lab_dir, f"term-{request.param}")
-    if request.param == "1.6.20":
-        cd = Containerd(base)
-    else:
-        cd = SidContainerd(base, Suite("sid").unpack("containerd") / "usr" / "bin")
-    cd.start()
-    version = cd.runtime_stub().Version(api.VersionRequest()).runtime_version
-    assert version.lstrip("v").startswith(request.param), version
+@pytest.fixture(scope="module")
+def runtime(runtime_version, lab_dir):
+    """A private containerd of the version (the shared one is not killed mid-stream)."""
+    cd = Containerd(os.path.join(lab_dir, f"term-{runtime_version}"), version=runtime_version).start()
     try:
-        yield request.param, cd
+        yield runtime_version, cd
     finally:
         cd.cleanup()
 

@@ -5,8 +5,6 @@ import errno
 import filecmp
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_parse_collectors():
     assert parse_collectors(",".join(ALL_COLLECTORS)) == ALL_COLLECTORS
     assert parse_collectors("imagefs,runtime") == ("runtime", "imagefs")
-    assert parse_collectors("-cgroups,-imagefs") == ("runtime", "containers", "terminations", "stats", "doctor")
+    assert parse_collectors("-cgroups,-imagefs") == ("runtime", "containers", "terminations", "stats", "runtime_processes",
+                                                     "doctor")
     with pytest.raises(ValueError, match="unknown collector.*nope"):
         parse_collectors("runtime,nope")
     with pytest.raises(ValueError, match="not both"):
@@ -90,10 +89,12 @@ def test_a_live_instance_beats_a_newer_exited_one():
 
 
 def test_generated_proto_code_is_current(tmp_path):
-    subprocess.run([sys.executable, str(REPO / "scripts/gen_proto.py"), str(tmp_path)], check=True)
-    for name in ("api_pb2.py", "api_pb2.pyi", "api_pb2_grpc.py"):
+    from codegen import proto
+
+    proto.generate(tmp_path)
+    for name in proto.FILES:
         assert filecmp.cmp(tmp_path / "cri_exporter/cri" / name, REPO / "cri_exporter/cri" / name, shallow=False), (
-            f"{name} is stale: run python scripts/gen_proto.py")
+            f"{name} is stale: run python -m codegen")
 
 
 MUTATING_RPCS = ("RunPodSandbox", "StopPodSandbox", "RemovePodSandbox", "CreateContainer", "StartContainer",
@@ -137,7 +138,7 @@ def test_a_fresh_exit_is_asked_again_until_it_settles():
     import time as _time
 
     from cri_exporter.collectors.containers import _status_settled
-    from cri_exporter.status_cache import FetchOnce
+    from cri_exporter.fetch_once import FetchOnce
 
     now_ns = int(_time.time() * 1e9)
     answers = [model.ContainerStatus("c", "exited", 1, now_ns, 137, "Error", ""),
@@ -164,19 +165,19 @@ def test_a_fresh_exit_is_asked_again_until_it_settles():
 def test_process_settings_for_a_long_running_agent(monkeypatch):
     import gc
 
-    from cri_exporter import process
+    from cri_exporter import memory_tuning
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     # the operator's setting wins; glibc (Debian) here takes the others
-    assert process.tune_malloc() == {"MALLOC_ARENA_MAX": False, "MALLOC_MMAP_THRESHOLD_": True,
+    assert memory_tuning.tune_malloc() == {"MALLOC_ARENA_MAX": False, "MALLOC_MMAP_THRESHOLD_": True,
                                      "MALLOC_TRIM_THRESHOLD_": True}
     monkeypatch.delenv("MALLOC_ARENA_MAX")
-    assert process.tune_malloc()["MALLOC_ARENA_MAX"] is True
-    process.release_freed_memory()
+    assert memory_tuning.tune_malloc()["MALLOC_ARENA_MAX"] is True
+    memory_tuning.release_freed_memory()
     try:
-        process.freeze_startup_objects()
+        memory_tuning.freeze_startup_objects()
         assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()

@@ -32,7 +32,8 @@ from tests.test_http_endpoint import MARGIN, connect, is_closed, raise_nofile, r
 from tests.test_reliability import cpu_seconds, rss_kb, threads
 from tests.webtls import PASSWORD, basic, bcrypt_hash, der_of, make_pki, write_config
 
-pytestmark = pytest.mark.containerd
+# TLS and auth do not depend on the runtime's version: on the newest containerd only.
+pytestmark = [pytest.mark.containerd, pytest.mark.newest_runtime]
 
 USER = "prometheus"
 CURL = shutil.which("curl") or "/usr/bin/curl"

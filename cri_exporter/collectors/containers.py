@@ -29,14 +29,14 @@ from typing import Iterable
 from prometheus_client.core import Metric
 
 from cri_exporter.cgroups import CgroupUnreadable, NodeCgroups, Usage
-from cri_exporter.collectors.cgroups import Readings, node_readings
+from cri_exporter.collectors.base import PartialCollection, ScrapeContext
+from cri_exporter.collectors.cgroup_readings import Readings, cgroup_readings
 from cri_exporter.cri import model
 from cri_exporter.exposition import ExtraLabelFamily, Family, LabelCache, Labels
 from cri_exporter.inventory import ContainerIdentity, Inventory
 from cri_exporter.podnet import PodNetwork
-from cri_exporter.scrape import PartialCollection, ScrapeContext
 from cri_exporter.stats_refresher import StatsRefresher
-from cri_exporter.status_cache import FetchOnce
+from cri_exporter.fetch_once import FetchOnce
 
 CONTAINER_STATES = ("created", "running", "exited", "unknown")
 POD_STATES = ("ready", "notready")
@@ -113,7 +113,7 @@ class ContainersCollector:
         snapshot = self.refresher.snapshot if self.refresher else None
         last_exited = _last_exited(inv)
         self._refresh_statuses(ctx, inv, last_exited)
-        readings = node_readings(ctx, self.cgroups, inv) if self.cgroups else Readings({}, {})
+        readings = cgroup_readings(ctx, self.cgroups) if self.cgroups else Readings({}, {})
         taken_at = snapshot.taken_at if snapshot else 0.0
         containers, containers_used = self._containers(ctx.labels, inv, readings, last_exited,
                                                        snapshot.containers if snapshot else {}, taken_at)

@@ -13,7 +13,7 @@ from typing import Iterable
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from cri_exporter.scrape import ScrapeContext
+from cri_exporter.collectors.base import ScrapeContext
 
 log = structlog.get_logger(__name__)
 

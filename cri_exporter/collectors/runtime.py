@@ -5,8 +5,8 @@ from typing import Callable, Iterable
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from cri_exporter.collectors.base import ScrapeContext
 from cri_exporter.cri import CriError
-from cri_exporter.scrape import ScrapeContext
 
 
 class RuntimeCollector:

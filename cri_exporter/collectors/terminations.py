@@ -13,7 +13,7 @@ from prometheus_client.core import Metric
 
 from cri_exporter.cri import CriError, model
 from cri_exporter.exposition import Family
-from cri_exporter.scrape import PartialCollection, ScrapeContext
+from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 from cri_exporter.terminations import EventWatcher, TerminationTracker
 
 _LABELS = ("namespace", "pod", "container", "reason", "exit_code")

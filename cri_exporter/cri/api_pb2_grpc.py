@@ -129,6 +129,11 @@ class RuntimeServiceStub:
                 request_serializer=cri__exporter_dot_cri_dot_api__pb2.RemoveContainerRequest.SerializeToString,
                 response_deserializer=cri__exporter_dot_cri_dot_api__pb2.RemoveContainerResponse.FromString,
                 _registered_method=True)
+        self.ExecSync = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ExecSync',
+                request_serializer=cri__exporter_dot_cri_dot_api__pb2.ExecSyncRequest.SerializeToString,
+                response_deserializer=cri__exporter_dot_cri_dot_api__pb2.ExecSyncResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -214,7 +219,7 @@ class RuntimeServiceServicer:
 
     def RunPodSandbox(self, request, context):
         """Mutating calls: used only by the test suite to start real pods. The
-        agent never calls them (tests/test_cri_readonly.py checks it).
+        agent never calls them (tests/test_units.py::test_the_agent_calls_no_mutating_rpc).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -251,6 +256,12 @@ class RuntimeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RemoveContainer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExecSync(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -353,6 +364,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.RemoveContainer,
                     request_deserializer=cri__exporter_dot_cri_dot_api__pb2.RemoveContainerRequest.FromString,
                     response_serializer=cri__exporter_dot_cri_dot_api__pb2.RemoveContainerResponse.SerializeToString,
+            ),
+            'ExecSync': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecSync,
+                    request_deserializer=cri__exporter_dot_cri_dot_api__pb2.ExecSyncRequest.FromString,
+                    response_serializer=cri__exporter_dot_cri_dot_api__pb2.ExecSyncResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -868,6 +884,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/RemoveContainer',
             cri__exporter_dot_cri_dot_api__pb2.RemoveContainerRequest.SerializeToString,
             cri__exporter_dot_cri_dot_api__pb2.RemoveContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecSync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ExecSync',
+            cri__exporter_dot_cri_dot_api__pb2.ExecSyncRequest.SerializeToString,
+            cri__exporter_dot_cri_dot_api__pb2.ExecSyncResponse.FromString,
             options,
             channel_credentials,
             insecure,

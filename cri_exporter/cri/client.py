@@ -1,7 +1,8 @@
 """A read-only CRI client with a deadline on every call.
 
 Only the read-only RPCs of runtime.v1 are exposed here: the agent inspects a
-node, it never changes it (tests/test_cri_readonly.py holds this module to it).
+node, it never changes it (tests/test_units.py::test_the_agent_calls_no_mutating_rpc
+holds the agent to it).
 """
 from __future__ import annotations
 

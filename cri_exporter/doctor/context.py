@@ -37,7 +37,15 @@ class Context:
         """Which config the containerd behind the endpoint was started with."""
         v = self.cri("version")
         version = None if isinstance(v, CriError) or "containerd" not in v.runtime_name.lower() else v.runtime_version
-        return containerd.locate(self.hostfs, self.runtime_processes, socket_path(self.endpoint), version)
+        loc = containerd.locate(self.hostfs, self.runtime_processes, socket_path(self.endpoint), version)
+        package = self.packages.get("containerd") or self.packages.get("containerd.io")
+        if version is None and package is not None and loc.layout.name in ("default", "custom"):
+            # The runtime does not answer: the package's containerd is the one its unit starts
+            # (k3s, RKE2 and microk8s bring their own, so their layouts never take it).
+            loc = containerd.locate(self.hostfs, self.runtime_processes, socket_path(self.endpoint),
+                                    f"{package.major}.{package.minor}.{package.patch}")
+            loc.notes.append(f"containerd version from its package: {package}")
+        return loc
 
     @functools.cached_property
     def containerd(self) -> containerd.ContainerdConfig:

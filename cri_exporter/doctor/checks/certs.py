@@ -7,6 +7,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 
+import yaml
+
 from cri_exporter.doctor.facts import certs as cert_facts
 from cri_exporter.doctor.facts.containerd import registry_roots
 from cri_exporter.doctor.facts.files import list_dir
@@ -47,7 +49,9 @@ def _kubelet_files(ctx) -> list[tuple[str, str]]:
     cert_dir = k.flags.get("cert-dir", DEFAULT_CERT_DIR)
     out = []
     client = f"{cert_dir}/kubelet-client-current.pem"
-    if ctx.hostfs.is_file(client):
+    if not ctx.hostfs.is_file(client):
+        client = _kubeconfig_client_cert(ctx.hostfs, k.flags.get("kubeconfig", ""))
+    if client and ctx.hostfs.is_file(client):
         out.append(("kubelet client certificate", client))
     serving, _ = k.value("tlsCertFile", "")
     candidates = [str(serving)] if serving else [f"{cert_dir}/kubelet-server-current.pem", f"{cert_dir}/kubelet.crt"]
@@ -59,6 +63,31 @@ def _kubelet_files(ctx) -> list[tuple[str, str]]:
     if ca and ctx.hostfs.is_file(str(ca)):
         out.append(("cluster CA", str(ca)))
     return out
+
+
+# A kubeconfig may embed its key (client-key-data): it is read here for one
+# path only, never through read_config, so it never goes into the bundle.
+KUBECONFIG_LIMIT = 256 * 1024
+
+
+def _kubeconfig_client_cert(hostfs, path: str) -> str:
+    """The client-certificate file the kubelet's --kubeconfig names (without
+    rotation, as k3s writes it: the kubelet then uses that file, not
+    kubelet-client-current.pem); relative paths are taken against the
+    kubeconfig's directory, as client-go resolves them."""
+    if not path:
+        return ""
+    try:
+        data = yaml.safe_load(hostfs.read_text(path, limit=KUBECONFIG_LIMIT))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return ""
+    users = data.get("users") if isinstance(data, dict) else None
+    for entry in users if isinstance(users, list) else []:
+        user = entry.get("user") if isinstance(entry, dict) else None
+        cert = user.get("client-certificate") if isinstance(user, dict) else None
+        if isinstance(cert, str) and cert:
+            return cert if os.path.isabs(cert) else os.path.join(os.path.dirname(path), cert)
+    return ""
 
 
 @check("certs.kubelet", Severity.CRITICAL, requires=(KUBELET,))

@@ -130,6 +130,11 @@ def config_version(ctx):
                     "may override them with the converted v2 values.",
                     fix="Pick one version: put the settings under plugins.\"io.containerd.grpc.v1.cri\" "
                     "(version 2) or set `version = 3` and drop the v2 CRI table.", refs=[REF_CONFIG])
+        if rv and rv[0] >= 2:
+            # Seen on 2.1.9: "Configuration migrated from version 2, use `containerd config migrate`
+            # to avoid migration" at every start; the settings apply.
+            seen += ("; containerd 2.x converts a version 2 file in memory at every start "
+                     "(`containerd config migrate` prints it as version 3)")
         return passed("version 2", seen=seen)
     long_names = [n for n in plugins if n.startswith("io.containerd.")]
     why = ("Without a `version` line containerd reads version 1, where plugins are keyed by short "
@@ -376,11 +381,28 @@ def _pinned_version(image: str) -> bool:
     return ":" in name and not name.endswith(":latest")
 
 
+def normalize_image(ref: str) -> str:
+    """An image reference as containerd stores it (docker/reference
+    ParseNormalizedNamed, then TagNameOnly): a first component without a dot
+    or a port that is not `localhost` is a Docker Hub path (`docker.io/`, and
+    `library/` before a lone name; `index.docker.io` is docker.io), and no
+    tag or digest means `:latest`."""
+    first, slash, _ = ref.partition("/")
+    if not slash or ("." not in first and ":" not in first and first != "localhost"):
+        ref = "docker.io/" + ref
+    domain, _, path = ref.partition("/")
+    if domain == "index.docker.io":  # the legacy name of Docker Hub
+        domain, ref = "docker.io", f"docker.io/{path}"
+    if domain == "docker.io" and "/" not in path:
+        ref = f"docker.io/library/{path}"
+    name = ref.rsplit("/", 1)[-1]
+    return ref if "@" in ref or ":" in name else ref + ":latest"
+
+
 def _same_image(image: str, tags) -> bool:
-    """registry.k8s.io/pause:3.9 == docker.io/... forms aside, match on the
-    normalized name (containerd stores fully qualified names)."""
-    norm = image if "/" in image.split(":")[0] else f"docker.io/library/{image}"
-    return norm in tags
+    """containerd keeps fully qualified names: rancher/mirrored-pause:3.6 is
+    docker.io/rancher/mirrored-pause:3.6 in its store."""
+    return normalize_image(image) in {normalize_image(t) for t in tags}
 
 
 @check("containerd.registry.mirrors", Severity.WARNING, requires=CONTAINERD_CONFIG)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from cri_exporter.doctor.facts.quantity import parse_quantity
+from cri_exporter.doctor.facts import containerd as cfacts
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
 
@@ -18,6 +19,10 @@ statvfs = os.statvfs  # tests replace it to simulate a full filesystem
 def _imagefs_path(ctx) -> str:
     if ctx.runtime_kind == "crio":
         return "/var/lib/containers/storage"
+    proc = ctx.containerd_location.process
+    flag = cfacts.parse_args(proc.args[1:]).get("root") if proc is not None and proc.args else None
+    if flag:  # --root on containerd's command line wins over the config (k3s, RKE2 pass it)
+        return flag
     root = ctx.containerd.data.get("root") if not ctx.containerd.errors else None
     return str(root or "/var/lib/containerd")
 

@@ -188,7 +188,7 @@ def cgroup_version(ctx):
     version = ctx.kubelet.version
     mode = "v1 (hybrid, v2 mounted at /sys/fs/cgroup/unified with v1 controllers)" if info.hybrid else "v1 (legacy)"
     seen = (f"cgroup {mode}; failCgroupV1={'unset' if fail_v1 is None else fail_v1} ({where}); "
-            + (f"kubelet {version}" if version else "kubelet version unknown"))
+            + ctx.kubelet.version_text)
     fix = ("Boot with cgroup v2: add systemd.unified_cgroup_hierarchy=1 to the kernel command line "
            "(GRUB_CMDLINE_LINUX in /etc/default/grub, then update-grub and reboot).\n"
            "To keep v1 for now on kubelet 1.35+, set in the kubelet's config file:\nfailCgroupV1: false")

@@ -3,9 +3,10 @@ its process and file limits."""
 from __future__ import annotations
 
 import re
+import time
 
 from cri_exporter.cri.client import CriError
-from cri_exporter.doctor.facts import kmsg, procfs
+from cri_exporter.doctor.facts import journal, kmsg, procfs
 from cri_exporter.doctor.facts.files import read_small
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
@@ -13,6 +14,8 @@ from cri_exporter.doctor.registry import check
 WINDOW_SECONDS = 24 * 3600
 REF_OOM = "https://kubernetes.io/docs/concepts/scheduling-eviction/node-pressure-eviction/#node-out-of-memory-behavior"
 REF_KMSG = "https://www.kernel.org/doc/Documentation/ABI/testing/dev-kmsg"
+REF_JOURNAL = "https://systemd.io/JOURNAL_FILE_FORMAT/"
+now = time.time  # tests move the clock
 
 # Messages of Linux 5.x/6.x (mm/oom_kill.c, kernel/hung_task.c,
 # net/netfilter/nf_conntrack_core.c, fs/ext4, fs/xfs, block layer).
@@ -40,15 +43,23 @@ def _pod_of(memcg: str, pods: dict[str, str]) -> str:
 def kernel_log(ctx):
     """OOM kills (with the pod from the cgroup path), hung tasks, a full
     conntrack table and filesystem errors in the kernel log of the last 24 h
-    (/dev/kmsg: what its ring buffer still holds)."""
-    records, why = kmsg.read(ctx.hostfs)
-    if why:
-        return skipped(f"the kernel log is not readable ({why}; needs CAP_SYSLOG): run `dmesg -T` on the node")
-    uptime = (read_small(ctx.hostfs, "/proc/uptime") or "0").split()[0]
+    (/dev/kmsg: what its ring buffer still holds; the systemd journal's files
+    when kmsg cannot be read)."""
+    uptime_text = (read_small(ctx.hostfs, "/proc/uptime") or "0").split()[0]
     try:
-        since = float(uptime) - WINDOW_SECONDS
+        uptime = float(uptime_text)
     except ValueError:
-        since = 0.0
+        uptime = 0.0
+    since = uptime - WINDOW_SECONDS
+    records, why = kmsg.read(ctx.hostfs)
+    source = "in the ring buffer"
+    if why:
+        t = now()
+        records, journal_why = journal.kernel_records(ctx.hostfs, t - WINDOW_SECONDS, uptime, t)
+        if journal_why:
+            return skipped(f"the kernel log is not readable ({why}; needs CAP_SYSLOG; {journal_why}): "
+                           "run `dmesg -T` on the node")
+        source = f"in the journal ({why})"
     recent = [r for r in records if r.seconds >= since]
     sandboxes = ctx.cri("list_pod_sandboxes")
     pods = {} if isinstance(sandboxes, CriError) else {p.uid: f"{p.k8s_namespace}/{p.k8s_name}" for p in sandboxes}
@@ -65,7 +76,7 @@ def kernel_log(ctx):
             conntrack.append(f"[{r.seconds:.0f}s] {msg}")
         elif _FS_ERROR.match(msg) and not _NOISE_DEVICE.search(msg):
             fs.append(f"[{r.seconds:.0f}s] {msg}")
-    seen = [f"{len(recent)} kernel log records in the last 24 h (of {len(records)} in the ring buffer)"]
+    seen = [f"{len(recent)} kernel log records in the last 24 h (of {len(records)} {source})"]
     for title, items in (("filesystem errors", fs), ("node out of memory (OOM killer)", node_kills),
                          ("hung tasks", hung), ("conntrack table full", conntrack),
                          ("container OOM kills (memory limit)", memcg_kills)):
@@ -79,7 +90,7 @@ def kernel_log(ctx):
                       "writes and the kubelet's own state: pods fail in ways that look unrelated.",
                       fix="dmesg -T | grep -iE 'I/O error|EXT4-fs|XFS|read-only'\n"
                       "drain the node (kubectl drain <node> --ignore-daemonsets), then check the disk "
-                      "(smartctl -a, fsck on the unmounted filesystem)", refs=[REF_KMSG])
+                      "(smartctl -a, fsck on the unmounted filesystem)", refs=[REF_KMSG, REF_JOURNAL])
     problems = [(node_kills, "the node ran out of memory (the kernel's OOM killer, not a container limit)"),
                 (hung, "tasks hung in the kernel for minutes (storage or NFS stalls)"),
                 (conntrack, "the conntrack table was full and packets were dropped")]
@@ -93,7 +104,7 @@ def kernel_log(ctx):
                       "OOM: reserve memory for the system (systemReserved/kubeReserved) and set "
                       "evictionHard memory.available higher; conntrack: raise net.netfilter.nf_conntrack_max; "
                       "hung tasks: check the storage the named processes wait on",
-                      refs=[REF_OOM, REF_KMSG])
+                      refs=[REF_OOM, REF_KMSG, REF_JOURNAL])
     return passed("no node-level faults in the kernel log of the last 24 h"
                   + (f" ({len(memcg_kills)} container OOM kill(s) by their own memory limits)" if memcg_kills else ""),
                   seen=seen_text)

@@ -24,16 +24,15 @@ REF_KLOG = "https://github.com/kubernetes/enhancements/tree/master/keps/sig-inst
 
 @check("kubelet.config.parse", Severity.CRITICAL, requires=(KUBELET,))
 def config_parse(ctx):
-    """The kubelet exits at start on a config.yaml it cannot decode."""
+    """The kubelet exits at start on a config file or drop-in it cannot decode; without
+    --config it runs on its defaults plus drop-ins (k3s, RKE2)."""
     k = ctx.kubelet
-    if not k.config_exists:
-        if "config" in k.flags:
-            return failed(f"the kubelet's --config file {k.config_path} does not exist",
-                          seen=f"--config={k.config_path} ({k.flag_sources['config']})",
-                          why="The kubelet exits at start: the node stays NotReady.",
-                          fix="kubeadm join/init writes it; on a kubeadm node: kubeadm upgrade node phase kubelet-config",
-                          refs=[REF_CONFIG])
-        return passed("no config file: the kubelet runs on flags", seen=f"flags from {', '.join(k.files)}")
+    if not k.config_exists and "config" in k.flags:
+        return failed(f"the kubelet's --config file {k.config_path} does not exist",
+                      seen=f"--config={k.config_path} ({k.flag_sources['config']})",
+                      why="The kubelet exits at start: the node stays NotReady.",
+                      fix="kubeadm join/init writes it; on a kubeadm node: kubeadm upgrade node phase kubelet-config",
+                      refs=[REF_CONFIG])
     if k.config_error:
         return failed("the kubelet's config file does not parse", seen=k.config_error,
                       why="The kubelet exits at start with \"failed to load Kubelet config file\"; the node goes NotReady.",
@@ -42,15 +41,20 @@ def config_parse(ctx):
     if k.dropin_errors:
         return failed(f"a kubelet drop-in in {k.dropin_dir} does not parse", seen="\n".join(k.dropin_errors),
                       why="The kubelet exits at start with \"failed to load kubelet dropin file\"; the node goes NotReady.",
-                      fix="Fix the file named above (YAML or JSON, a KubeletConfiguration), then systemctl restart kubelet",
+                      fix="Fix the file named above (YAML or JSON, a KubeletConfiguration), then restart the kubelet",
                       refs=[REF_CONFIG, REF_DROPIN])
+    seen = f"command line: {k.command_from}\nfiles: {', '.join(k.files)}"
+    dropins = f"{len(k.dropins)} drop-in(s) in {k.dropin_dir}" if k.dropins else ""
+    if not k.config_exists:
+        # No --config: the kubelet starts from its built-in defaults, then the drop-ins and flags.
+        return passed("no config file: the kubelet runs on its defaults" + (f", {dropins}" if dropins else "")
+                      + " and flags", seen=seen)
     kind = k.config.get("kind")
     if kind != "KubeletConfiguration":
         return failed(f"{k.config_path} is not a KubeletConfiguration (kind: {kind!r})", seen=f"kind: {kind!r}",
                       why="The kubelet rejects a config file of another kind.",
                       fix="apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration", refs=[REF_CONFIG])
-    dropins = f" and {len(k.dropins)} drop-in(s) in {k.dropin_dir}" if k.dropins else ""
-    return passed(f"{k.config_path}{dropins} parse{'' if dropins else 's'}", seen=f"command line: {k.command_from}\nfiles: {', '.join(k.files)}")
+    return passed(f"{k.config_path}{' and ' + dropins if dropins else ''} parse{'' if dropins else 's'}", seen=seen)
 
 
 @check("kubelet.runtime_endpoint", Severity.CRITICAL, requires=(KUBELET,))
@@ -131,7 +135,7 @@ def removed_flags(ctx):
     --pod-infra-container-image is gone in 1.35, klog's --logtostderr in 1.26)."""
     k = ctx.kubelet
     version = k.version
-    known = f"kubelet {version}" if version else "kubelet version unknown (no dpkg/rpm record of a kubelet package)"
+    known = k.version_text
     removed = [f for f in k.flags if f in REMOVED_FLAGS]
     verdicts = {f: _removal(f, version) for f in removed}
     # kubeadm itself writes --pod-infra-container-image into kubeadm-flags.env

@@ -1,6 +1,8 @@
 """The node's network as pods need it, read over netlink (read-only)."""
 from __future__ import annotations
 
+import time
+
 from cri_exporter.cri.client import CriError
 from cri_exporter.doctor.facts import procfs
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
@@ -64,13 +66,20 @@ def bridge(ctx):
     pods = ctx.cri("list_pod_sandboxes")
     running = None if isinstance(pods, CriError) else [p for p in pods if p.state == "ready"]
     if link is None:
-        seen = f"no link {name}; ready sandboxes: {'unknown' if running is None else len(running)}"
-        if running:
+        on_network = None if running is None else _on_pod_network(ctx, running)
+        seen = (f"no link {name}; ready sandboxes: {'unknown' if running is None else len(running)}"
+                + ("" if on_network is None else f", {len(on_network)} on the pod network"))
+        if on_network:
             return failed(f"CNI bridge {name} is missing while pods run", seen=seen,
                           why="Pods attached to the bridge have no connectivity; it was deleted by hand or by a "
                           "network restart.",
                           fix=f"Recreate the pods on this node (kubectl delete pod ... / drain), the bridge plugin "
                           f"creates {name} again.", refs=[REF_BRIDGE])
+        if on_network is not None:
+            # A node that runs only hostNetwork pods (kube-proxy, the CNI's own
+            # DaemonSet) has no bridge yet, and is healthy.
+            return passed(f"CNI bridge {name} is not created yet: no pod on the pod network runs here "
+                          "(the bridge plugin creates it with the first one)", seen=seen)
         return warned(f"CNI bridge {name} does not exist yet", seen=seen,
                       why="The bridge plugin creates it with the first pod; if pods should be running here, "
                       "sandbox creation is failing before the network is set up.",
@@ -85,6 +94,31 @@ def bridge(ctx):
                       why="Every pod on this bridge is cut off from the node and the network.",
                       fix=f"ip link set {name} up", refs=[REF_BRIDGE])
     return passed(f"CNI bridge {name} is up", seen=f"{name}: mtu {link.mtu}")
+
+
+# A node runs at most a few hundred sandboxes; past this many, the rest are
+# taken to be on the pod network (the bridge is then expected) unasked.
+MAX_STATUS_CALLS = 256
+
+
+def _on_pod_network(ctx, sandboxes) -> list:
+    """The ready sandboxes that are not hostNetwork (PodSandboxStatus: network
+    namespace mode NODE); one whose status cannot be read counts as on it."""
+    out = []
+    for i, p in enumerate(sandboxes):
+        if i >= MAX_STATUS_CALLS:
+            out.append(p)
+            continue
+        try:
+            host = ctx.client.pod_sandbox_uses_host_network(p.id)
+        except CriError:
+            host = False
+        if not host:
+            out.append(p)
+    return out
+
+
+NETNS_GRACE_SECONDS = 300
 
 
 @check("network.leaked_netns", Severity.WARNING)
@@ -105,10 +139,19 @@ def leaked_netns(ctx):
         # leaked: the DaemonSet and the systemd unit drop CAP_SYS_PTRACE.
         return skipped(f"cannot see the network namespace of {denied} pod process(es) (permission denied; "
                        "needs CAP_SYS_PTRACE): run `cri-exporter doctor --check network.leaked_netns` as root on the node")
-    leaked = [n for n in names if pod_netns[n] not in used]
-    seen = f"{len(names)} cni-* namespaces, {len(leaked)} with no process: " + ", ".join(leaked[:20])
+    now = time.time()
+    # The runtime creates the namespace, runs CNI ADD, and only then starts the
+    # pause process in it (and tears down in the reverse order): a young one
+    # with no process is a sandbox on its way in or out, not a leak.
+    young = [n for n in names if pod_netns[n][0] not in used and now - pod_netns[n][1] < NETNS_GRACE_SECONDS]
+    leaked = [n for n in names if pod_netns[n][0] not in used and n not in young]
+    seen = f"{len(names)} cni-* namespaces, {len(leaked)} with no process: " + ", ".join(leaked[:20]) + (
+        f"; {len(young)} without a process yet younger than {NETNS_GRACE_SECONDS} s (a sandbox being set up "
+        "or torn down) not counted" if young else "")
     if not leaked:
-        return passed(f"all {len(names)} cni-* namespaces belong to running sandboxes")
+        return passed(f"all {len(names)} cni-* namespaces belong to running sandboxes" if not young else
+                      f"no leaked cni-* namespace ({len(young)} of {len(names)} without a process for under {NETNS_GRACE_SECONDS} s: sandboxes on their way in or out)",
+                      seen=seen)
     return warned(
         f"{len(leaked)} leaked pod network namespace(s)", seen=seen,
         why="Each one keeps its veth and its IP reserved in the CNI IPAM store: the node runs out of pod IPs "

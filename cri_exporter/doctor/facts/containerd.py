@@ -395,6 +395,22 @@ def _run_path(path: str) -> str:
     return "/run" + path[len("/var/run"):] if path == "/var/run" or path.startswith("/var/run/") else path
 
 
+def socket_as_seen_by(hostfs: HostFS, proc: procfs.Process, address: str, endpoint_local: str | None) -> bool | None:
+    """Whether `address`, looked up in the process's own mount namespace and
+    root (the kernel follows /proc/<pid>/root there), is the endpoint's
+    socket; None when that cannot be read (no ptrace rights, a fixture tree).
+    A containerd in another mount namespace (a kind node, a test's private
+    one) may name the same path as the host's and listen elsewhere."""
+    if not endpoint_local or not os.path.isabs(address):
+        return None
+    try:
+        theirs = os.stat(os.path.join(hostfs.root, "proc", str(proc.pid), "root") + address)
+        ours = os.stat(endpoint_local)
+    except OSError:
+        return None
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
+
+
 def owns_socket(hostfs: HostFS, proc: procfs.Process, address: str) -> bool:
     """Anyone can start a process called containerd that names the real
     socket and a config of its choosing (say /etc/shadow, which would then
@@ -408,7 +424,8 @@ def owns_socket(hostfs: HostFS, proc: procfs.Process, address: str) -> bool:
 
 def serves(hostfs: HostFS, proc: procfs.Process, address: str, endpoint_local: str | None) -> bool:
     """Whether `proc`, which says it listens on `address`, is the runtime behind the endpoint."""
-    return same_socket(hostfs, address, endpoint_local) and owns_socket(hostfs, proc, address)
+    seen = socket_as_seen_by(hostfs, proc, address, endpoint_local)
+    return (seen if seen is not None else same_socket(hostfs, address, endpoint_local)) and owns_socket(hostfs, proc, address)
 
 
 def locate(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str | None,
@@ -441,7 +458,8 @@ def _find(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str |
         path, cwd = _config_path(hostfs, proc, flags, notes)
         cfg = load(hostfs, path, version, cwd)
         address = _address(flags, cfg)
-        if proc is not sole and not same_socket(hostfs, address, endpoint_local):
+        seen = socket_as_seen_by(hostfs, proc, address, endpoint_local)
+        if proc is not sole and not (seen if seen is not None else same_socket(hostfs, address, endpoint_local)):
             others.append(f"containerd pid {proc.pid} serves {address}, not this endpoint ({path})")
             continue
         if proc is not sole and not owns_socket(hostfs, proc, address):

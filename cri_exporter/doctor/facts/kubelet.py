@@ -19,17 +19,20 @@
    patch (RFC 7386: maps merge, lists and scalars replace).
 4. Flags given on the command line win over both.
 
-k3s runs the kubelet inside its own process and passes it arguments no file
-holds: there the settings are unknown, and the kubelet checks skip.
+k3s runs the kubelet inside its own process: the releases that write
+agent/etc/kubelet.conf.d/00-k3s-defaults.conf pass it that drop-in directory
+and a few arguments, read as facts/k3s.py describes; older k3s built every
+setting in memory, and there the kubelet checks skip.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import yaml
 
-from cri_exporter.doctor.facts import procfs, systemd
+from cri_exporter.doctor.facts import k3s, procfs, systemd
 from cri_exporter.doctor.facts.files import FileTooLarge, list_dir, read_config
 from cri_exporter.doctor.facts.packages import Version
 from cri_exporter.hostfs import HostFS
@@ -92,6 +95,15 @@ class KubeletSettings:
     installed: str = ""  # what says a kubelet is installed here (unit, process, package, binary), or ""
     embedded_in: str = ""  # "k3s" when the kubelet runs inside it
     version: Version | None = None
+
+    @property
+    def version_text(self) -> str:
+        """The kubelet's version as the findings say it, or why it is unknown."""
+        if self.version is not None:
+            return f"kubelet {self.version}"
+        if self.installed.startswith("k3s"):
+            return "kubelet version unknown (compiled into k3s; no package records it)"
+        return "kubelet version unknown (no dpkg/rpm record of a kubelet package)"
 
     @property
     def present(self) -> bool:
@@ -240,15 +252,55 @@ def _installed(hostfs: HostFS, unit: systemd.Unit, processes: list[procfs.Proces
     return next((b for b in BINARIES if hostfs.is_file(b)), "")
 
 
+# RKE2 unpacks each release into <data-dir>/data/v<kubernetes version>-rke2r<n>-<hash>/bin and
+# runs the kubelet from there (<data-dir>/bin links to the current one): the
+# directory names the Kubernetes release its kubelet is.
+_RKE2_RELEASE = re.compile(r"^(?P<dir>/.*/data/v(?P<v>\d+\.\d+\.\d+)-rke2r\d+[^/]*)/bin(?:/kubelet)?/?$")
+RKE2_BIN = "/var/lib/rancher/rke2/bin"
+
+
+def release_version(hostfs: HostFS, processes: list[procfs.Process]) -> Version | None:
+    """The kubelet's version from the RKE2 release directory it runs from:
+    the running kubelet's executable (/proc/<pid>/exe, readable with ptrace
+    rights), else the release RKE2's bin link names (the one a restart runs)."""
+    def readlink(host_path: str) -> str | None:
+        try:  # the link itself, its directory resolved inside the root
+            return os.readlink(os.path.join(hostfs.path(os.path.dirname(host_path)), os.path.basename(host_path)))
+        except OSError:
+            return None
+
+    kubelets = [p for p in processes if p.comm == "kubelet"]
+    candidates = [(exe, f"the running kubelet (pid {p.pid})") for p in kubelets
+                  if (exe := readlink(f"/proc/{p.pid}/exe"))]
+    if not candidates and any("/var/lib/rancher/rke2/" in a for p in kubelets for a in p.args):
+        # Its executable is not readable, but its arguments are RKE2's: the release RKE2 runs.
+        candidates.append((readlink(RKE2_BIN), f"{RKE2_BIN}, the release RKE2 runs"))
+    for target, what in candidates:
+        if not target:
+            continue
+        if not os.path.isabs(target):
+            target = os.path.normpath(os.path.join(os.path.dirname(RKE2_BIN), target))
+        m = _RKE2_RELEASE.match(target)
+        if m:
+            major, minor, patch = (int(x) for x in m.group("v").split("."))
+            return Version(major, minor, patch, f"v{m.group('v')}", f"RKE2 release directory of {what}: {m.group('dir')}")
+    return None
+
+
 def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procfs.Process] | None = None,
          version: Version | None = None) -> KubeletSettings:
     unit = unit if unit is not None else systemd.read_unit(hostfs, "kubelet.service")
+    version = version or release_version(hostfs, processes or [])
     s = KubeletSettings(version=version)
     args, s.command_from = _command_line(hostfs, unit, processes or [])
     s.files = list(unit.files) + [v.lstrip("-").strip() for v in unit.lists.get("EnvironmentFile", [])
                                   if hostfs.exists(v.lstrip("-").strip())]
+    embedded = None if s.command_from else k3s.kubelet_command_line(hostfs)
+    if embedded:
+        args, s.command_from, files = embedded
+        s.files += files
     s.flags, s.flag_sources = parse_flags(args)
-    s.installed = _installed(hostfs, unit, processes or [], version)
+    s.installed = "k3s runs it in its own process" if embedded else _installed(hostfs, unit, processes or [], version)
     if not s.command_from:
         for name, data_dir in EMBEDDED.items():
             if hostfs.is_dir(f"{data_dir}/agent"):

@@ -196,16 +196,19 @@ def netns_inodes(hostfs: HostFS) -> tuple[set[int], int]:
     return inodes, denied
 
 
-def netns_files(hostfs: HostFS, directory: str, prefix: str) -> dict[str, int]:
-    """Name -> inode of the namespace files named `prefix`* in `directory`
-    (ip-netns bind mounts: the inode is the namespace's)."""
+def netns_files(hostfs: HostFS, directory: str, prefix: str) -> dict[str, tuple[int, float]]:
+    """Name -> (inode, mtime) of the namespace files named `prefix`* in
+    `directory` (ip-netns bind mounts: the inode is the namespace's, and
+    nsfs stamps it when the namespace is first bound, so mtime is when the
+    runtime created it)."""
     out = {}
     for name in list_dir(hostfs, directory):
         if name.startswith(prefix):
             try:
-                out[name] = os.stat(hostfs.path(f"{directory}/{name}")).st_ino
+                st = os.stat(hostfs.path(f"{directory}/{name}"))
             except OSError:
                 continue  # deleted meanwhile
+            out[name] = (st.st_ino, st.st_mtime)
     return out
 
 

@@ -1,0 +1,273 @@
+"""The runtime's own processes (issue 15.4) against the lab's real containerd:
+every value compared with /proc as psutil (an independent reader) sees it,
+a restart moves the start time, zombies under a shim and a leaked shim show.
+
+The daemon and shims are live processes: a value is compared with psutil's
+reading taken just before and just after ours, retried until both agree
+(nothing moved in between), never with a tolerance.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from crilab import Containerd, run_pod
+from cri_exporter.collectors.runtime_processes import RuntimeProcessesCollector
+from cri_exporter.cri import CriClient
+from cri_exporter.cri import api_pb2 as api
+from cri_exporter.hostfs import HostFS
+from cri_exporter.runtime_processes import RuntimeProcesses, RuntimeProcessSampler
+from cri_exporter.collectors.base import ScrapeContext
+from tests.exporter_proc import parse
+
+pytestmark = pytest.mark.containerd
+
+SHIM = "containerd-shim-runc-v2"
+DEADLINE = 30.0
+
+
+def reader_for(cd: Containerd, root: str = "/") -> RuntimeProcesses:
+    return RuntimeProcesses(HostFS(root), lambda: cd.endpoint)
+
+
+def agreed(ours, theirs, what: str, deadline: float = DEADLINE):
+    """(ours(), theirs()) once theirs() read the same just before and just after ours()."""
+    end = time.monotonic() + deadline
+    while True:
+        before = theirs()
+        got = ours()
+        if theirs() == before:
+            return got, before
+        assert time.monotonic() < end, f"{what} never held still for one reading"
+        time.sleep(0.05)
+
+
+def truth(pid: int) -> tuple[int, int, int]:
+    p = psutil.Process(pid)
+    return p.memory_info().rss, p.num_threads(), p.num_fds()
+
+
+def cpu(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def zombies_under(pid: int) -> int:
+    n = 0
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            n += child.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            pass
+    return n
+
+
+def collect(collector: RuntimeProcessesCollector, cd: Containerd):
+    """The collector's families as a scrape makes them (its own CRI inventory call)."""
+    client = CriClient(cd.endpoint, timeout=10)
+    try:
+        ctx = ScrapeContext(client, HostFS("/"), time.monotonic() + 20)
+        text = "".join(_lines(collector.collect(ctx)))
+    finally:
+        client.close()
+    return parse(text)
+
+
+def _lines(families):
+    from prometheus_client.exposition import generate_latest
+
+    class _One:
+        def collect(self):
+            return families
+    from prometheus_client import CollectorRegistry
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(_One())
+    return generate_latest(reg).decode()
+
+
+# ---- the shared lab: values against /proc ----
+
+def test_daemon_matches_proc(lab):
+    cd, _ = lab
+    reader = reader_for(cd)
+    daemon, want = agreed(lambda: reader.read().daemon, lambda: truth(cd.pid), "containerd")
+    assert daemon is not None and daemon.pid == cd.pid and daemon.name == "containerd"
+    assert (daemon.resident_bytes, daemon.threads, daemon.open_fds) == want
+    p = psutil.Process(cd.pid)
+    assert daemon.start_time_seconds == pytest.approx(p.create_time(), abs=0.011)
+    assert daemon.max_fds == p.rlimit(psutil.RLIMIT_NOFILE)[0]
+    before = cpu(cd.pid)
+    got = reader.read().daemon.cpu_seconds
+    assert before - 1e-9 <= got <= cpu(cd.pid) + 1e-9
+
+
+def test_shims_match_proc(lab):
+    cd, pods = lab
+    reader = reader_for(cd)
+
+    def ours():
+        return {s.pid: (s.resident_bytes, s.threads, s.open_fds) for s in reader.read().shims}
+
+    def theirs():
+        return {pid: truth(pid) for pid in cd.shim_pids()}
+
+    shims, want = agreed(ours, theirs, "the shims")
+    assert shims == want and len(shims) >= 1
+    sample = reader.read()
+    assert {s.name for s in sample.shims} == {SHIM}
+    assert {s.namespace for s in sample.shims} == {"k8s.io"}
+    # containerd groups a pod's containers under its sandbox's shim: -id is the sandbox id (1.6, 1.7, 2.1)
+    sandboxes = {sb.id for sb in cd.runtime_stub().ListPodSandbox(api.ListPodSandboxRequest()).items}
+    assert {s.id for s in sample.shims} <= sandboxes
+    for s in sample.shims:
+        assert s.start_time_seconds == pytest.approx(psutil.Process(s.pid).create_time(), abs=0.011)
+    assert sample.zombies[SHIM] == sum(zombies_under(s.pid) for s in sample.shims)
+
+
+def test_other_containerds_shims_are_not_counted(lab, tmp_path):
+    """The reader counts only the shims whose -address is this runtime's socket."""
+    cd, _ = lab
+    elsewhere = RuntimeProcesses(HostFS("/"), lambda: f"unix://{tmp_path}/none.sock")
+    sample = elsewhere.read()
+    assert sample.daemon is None
+    assert not {s.pid for s in sample.shims} & set(cd.shim_pids())
+
+
+def test_reader_under_a_host_root(lab, tmp_path):
+    """--host-root: the host's procfs and the runtime's directory mounted under
+    a root, as in the DaemonSet; the daemon's --config is read under the root."""
+    cd, _ = lab
+    root = tmp_path / "host"
+    mounts = [("/proc", root / "proc"), (str(cd.base), Path(str(root) + str(cd.base)))]
+    done = []
+    try:
+        for src, dst in mounts:
+            dst.mkdir(parents=True)
+            subprocess.run(["mount", "--bind", src, str(dst)], check=True)
+            done.append(dst)
+        reader = RuntimeProcesses(HostFS(str(root)), lambda: f"unix://{root}{cd.socket_path}")
+        assert reader.socket == cd.socket_path
+        sample = reader.read()
+        assert sample.daemon is not None and sample.daemon.pid == cd.pid
+        assert {s.pid for s in sample.shims} == set(cd.shim_pids())
+    finally:
+        for dst in reversed(done):
+            subprocess.run(["umount", "-l", str(dst)], check=True)
+
+
+def test_exporter_serves_them(exporter, lab):
+    cd, _ = lab
+    samples = exporter.scrape()
+    assert samples.get1("cri_scrape_collector_success", collector="runtime_processes") == 1
+    assert samples.get1("cri_runtime_process_start_time_seconds", process="containerd") == pytest.approx(
+        psutil.Process(cd.pid).create_time(), abs=0.011)
+    assert samples.get1("cri_runtime_process_max_fds", process="containerd") == \
+        psutil.Process(cd.pid).rlimit(psutil.RLIMIT_NOFILE)[0]
+    assert samples.get1("cri_runtime_shims", process=SHIM) >= 1
+    assert samples.get1("cri_runtime_shims_leaked", process=SHIM) == 0
+    assert samples.get1("cri_runtime_process_sample_processes") > samples.get1("cri_runtime_shims", process=SHIM)
+
+
+# ---- a containerd of the module's own: zombies, restarts, leaks ----
+
+@pytest.fixture(scope="module")
+def own(lab_dir, runtime_version):
+    cd = Containerd(os.path.join(lab_dir, f"rtproc-{runtime_version}"), version=runtime_version).start()
+    netns: list[str] = []
+    cgroups: list[str] = []
+    try:
+        yield cd, netns, cgroups
+    finally:
+        cd.cleanup()
+        # what a containerd with a wiped state no longer knows of, cleanup() cannot remove
+        for path in netns:
+            subprocess.run(["umount", "-l", path], capture_output=True)
+            Path(path).unlink(missing_ok=True)
+        for parent in cgroups:
+            for ctl in Path("/sys/fs/cgroup").iterdir():
+                for d in sorted((ctl / parent.lstrip("/")).glob("**/"), key=lambda p: -len(p.parts)):
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
+
+
+def wait_for(condition, what: str, deadline: float = DEADLINE):
+    end = time.monotonic() + deadline
+    while not (got := condition()):
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return got
+
+
+def test_zombies_under_a_shim(own):
+    """`sleep 1 &` then exec: the background sleep's parent becomes a process
+    that never waits, so it stays a zombie inside the container."""
+    cd, _, _ = own
+    pod = run_pod(cd, "zombies", "rtproc")
+    pod.add_container("leaky", ["sh", "-c", "sleep 1 & sleep 1 & exec sleep 2147483647"])
+    reader = reader_for(cd)
+    shim = next(s for s in reader.read().shims if s.id == pod.id)
+    wait_for(lambda: zombies_under(shim.pid) == 2, "two zombies under the shim")
+    sample = reader.read()
+    assert sample.zombies[SHIM] == sum(zombies_under(s.pid) for s in sample.shims) == 2
+
+
+def test_restart_changes_start_time(own):
+    cd, _, _ = own
+    reader = reader_for(cd)
+    first = reader.read().daemon
+    assert first is not None and first.pid == cd.pid
+    cd.restart()
+    second = wait_for(lambda: reader.read().daemon, "the restarted containerd")
+    assert second.pid == cd.pid != first.pid
+    assert second.start_time_seconds == pytest.approx(psutil.Process(cd.pid).create_time(), abs=0.011)
+    assert second.start_time_seconds > first.start_time_seconds
+
+
+def test_leaked_shim_is_reported(own):
+    """What leaks a shim here (containerd 1.6.20, 1.7.24, 2.1.9): containerd
+    SIGKILLed while a pod runs, then started with its state and root
+    directories moved away (a node whose runtime state was reset, or a
+    reinstall, while /run was not cleared). The shim keeps serving its
+    -address; the new containerd's CRI lists neither it nor its sandbox.
+    Moving only the root (its metadata) away leaves the shim running too
+    (1.6.20 and 2.1.9, 5 s after the restart)."""
+    cd, netns, cgroups = own
+    pod = run_pod(cd, "leaky", "rtproc")
+    pod.add_container("c", ["sleep", "2147483647"])
+    rt = cd.runtime_stub()
+    for sb in rt.ListPodSandbox(api.ListPodSandboxRequest()).items:  # what cleanup() will not know of
+        status = rt.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sb.id, verbose=True))
+        info = json.loads(status.info["info"])
+        netns += [ns["path"] for ns in info["runtimeSpec"]["linux"]["namespaces"]
+                  if ns["type"] == "network" and ns.get("path")]
+        cgroups.append(info["config"]["linux"]["cgroup_parent"])
+    reader = reader_for(cd)
+    sampler = RuntimeProcessSampler(reader, 3600)
+    collector = RuntimeProcessesCollector(sampler, leak_grace=0)
+    sampler.sample()
+    assert collect(collector, cd).get1("cri_runtime_shims_leaked", process=SHIM) == 0
+    before = {s.id: s.pid for s in sampler.latest.shims}
+    assert pod.id in before
+
+    cd.kill()
+    for d in ("state", "root"):
+        shutil.move(cd.base / d, cd.base / f"{d}-wiped-{time.monotonic_ns()}")
+    cd.start()
+    healthy = run_pod(cd, "healthy", "rtproc")  # a shim the new containerd knows
+    assert all(psutil.Process(pid).is_running() for pid in before.values())
+    sampler.sample()
+    samples = collect(collector, cd)
+    assert {s.id for s in sampler.latest.shims} == {*before, healthy.id}
+    assert samples.get1("cri_runtime_shims", process=SHIM) == len(cd.shim_pids()) == len(before) + 1
+    assert samples.get1("cri_runtime_shims_leaked", process=SHIM) == len(before)
+    # not yet leaked: younger than the grace a sandbox gets to appear in CRI's list
+    assert collect(RuntimeProcessesCollector(sampler), cd).get1("cri_runtime_shims_leaked", process=SHIM) == 0
