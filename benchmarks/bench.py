@@ -171,10 +171,16 @@ def exposition_costs(families) -> dict:
         def collect(self):
             return families
 
-    t = time.perf_counter(); ref = generate_latest(_Reg()); gl = time.perf_counter() - t
+    t = time.perf_counter()
+    ref = generate_latest(_Reg())
+    gl = time.perf_counter() - t
     w = ExpositionWriter()
-    t = time.perf_counter(); cold = w.write(families); cold_t = time.perf_counter() - t
-    t = time.perf_counter(); w.write(families); warm_same = time.perf_counter() - t
+    t = time.perf_counter()
+    cold = w.write(families)
+    cold_t = time.perf_counter() - t
+    t = time.perf_counter()
+    w.write(families)
+    warm_same = time.perf_counter() - t
     # every value changed since the last scrape: the worst case for the line cache
     changed = []
     for f in families:
@@ -187,7 +193,9 @@ def exposition_costs(families) -> dict:
             g.__dict__.update(f.__dict__)
             g.samples = [s._replace(value=float(s.value) + 1.5) for s in f.samples]
         changed.append(g)
-    t = time.perf_counter(); w.write(changed); warm_changed = time.perf_counter() - t
+    t = time.perf_counter()
+    w.write(changed)
+    warm_changed = time.perf_counter() - t
     assert cold == ref, "exposition differs from generate_latest"
     return {"generate_latest": gl, "cold": cold_t, "warm_same": warm_same, "warm_changed": warm_changed,
             "samples": sum(len(f.samples) for f in families)}
@@ -574,6 +582,19 @@ def report(rows, expo, gz, notes, args, term=()) -> str:
             out.append(f"- 250 containers ({where}) at a 15 s interval < 1% of a core: ({ms(r250['cpu'])} a scrape + "
                        f"{ms(r250['refresh_cpu'])} a stats refresh) / 15 s = {per15 / 15 * 100:.2f}% "
                        f"[{mark(per15 / 15 < 0.01)}]")
+    out.append("")
+    out.append("Targets (issue 13: the shared cgroup reading owned by the scrape):")
+    for where in ("real", "fake"):
+        mine = [r for r in rows if r["where"] == where]
+        if mine:
+            out.append(f"- scrape p50 <= 1.5x the floor at every size ({where}): "
+                       + ", ".join(f"{r['n']}: {r['p50'] / r['floor']:.1f}x" for r in mine)
+                       + f" [{mark(all(r['p50'] <= 1.5 * r['floor'] for r in mine))}]")
+    for where in ("real", "fake"):
+        r5k = by.get((where, 5000))
+        if r5k:
+            out.append(f"- resident memory < 64 MB at 5,000 containers ({where}): {r5k['rss']:.0f} MB "
+                       f"(peak {r5k['hwm']:.0f}) [{mark(r5k['rss'] < 64)}]")
     out.append("")
     out.extend(f"- {n}" for n in notes)
     return "\n".join(out)

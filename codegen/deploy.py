@@ -17,6 +17,7 @@ do. A missing value is an error too (Helm would print nothing): typos fail.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,10 +95,10 @@ def _parse(tokens: list[tuple[str, str]], name: str) -> list[_Node]:
             cur.append(node)
             stack.append((node, node.body))
         elif word == "else":
-            node = stack[-1][0]
-            if node is None or content != "else":
+            top = stack[-1][0]
+            if top is None or content != "else":
                 raise TemplateError(f"{name}: unsupported or misplaced {{{{ {content} }}}}")
-            stack[-1] = (node, node.orelse)
+            stack[-1] = (top, top.orelse)
         elif word == "end":
             if stack[-1][0] is None:
                 raise TemplateError(f"{name}: unmatched end")
@@ -130,7 +131,7 @@ def _quote(*args) -> str:
     return " ".join('"' + _to_str(a).replace("\\", "\\\\").replace('"', '\\"') + '"' for a in args if a is not None)
 
 
-FUNCS = {
+FUNCS: dict[str, Callable[..., object]] = {
     "toYaml": _to_yaml,
     "nindent": lambda n, s: "\n" + _indent(n, s),
     "indent": _indent,
@@ -196,7 +197,8 @@ class _Scope:
         toks = _TOKEN.findall(src)
         if "(" in toks or ")" in toks:
             raise TemplateError(f"parentheses are not supported: {src}")
-        commands, cur = [], []
+        commands: list[list[str]] = []
+        cur: list[str] = []
         for t in toks:
             if t == "|":
                 commands.append(cur)

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from cri_exporter import __version__, memory_tuning
 from cri_exporter.collectors.base import ScrapeContext
+from cri_exporter.collectors.inventory_fetch import InventoryFetch
 from cri_exporter.collectors.registry import Parts
 from cri_exporter.cri.client import CriClient, probe_endpoints, resolve_endpoint
 from cri_exporter.doctor.metrics import DoctorCollector
@@ -83,6 +84,7 @@ class Exporter:
         self.client = CriClient(
             endpoint, timeout=settings.runtime_timeout, max_recv_bytes=settings.max_recv_bytes, observer=self._observe
         )
+        self.inventories = InventoryFetch(self.client)
         self.parts = Parts.build(settings, self.client, self.hostfs, self._reprobe if probed else None)
         # What the HTTP side reads: the stats snapshot's cadence, the latest doctor report.
         self.refresher = self.parts.refresher
@@ -107,7 +109,7 @@ class Exporter:
         return True
 
     def _context(self, deadline: float) -> ScrapeContext:
-        return ScrapeContext(self.client, self.hostfs, deadline)
+        return ScrapeContext(self.client, self.hostfs, deadline, inventories=self.inventories)
 
     def _observe(self, method: str, seconds: float, code: str) -> None:
         self.request_duration.labels(method).observe(seconds)

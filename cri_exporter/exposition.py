@@ -251,6 +251,10 @@ class ExtraLabelFamily(Family):
                 for labels, extra, x in zip(self.labelsets, self.extras, self.values)]
 
 
+# What a collector yields and the writer writes: a prometheus_client family or a Family.
+AnyFamily = Metric | Family
+
+
 class ExpositionWriter:
     """Writes families as text, plain or gzip-compressed.
 
@@ -268,11 +272,11 @@ class ExpositionWriter:
     def __len__(self) -> int:
         return len(self._prefixes)
 
-    def write(self, families: Iterable[Metric]) -> bytes:
+    def write(self, families: Iterable[AnyFamily]) -> bytes:
         with self._lock:
             return "".join(self._chunks(families)).encode("utf-8")
 
-    def write_gzip(self, families: Iterable[Metric], level: int) -> bytes:
+    def write_gzip(self, families: Iterable[AnyFamily], level: int) -> bytes:
         """One gzip member of the text, compressed family by family: the whole
         text (megabytes at thousands of containers) is never held at once."""
         packer = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: gzip header and trailer
@@ -283,7 +287,7 @@ class ExpositionWriter:
         out.append(packer.flush())
         return b"".join(out)
 
-    def _header(self, metric: Metric) -> tuple[str, str]:
+    def _header(self, metric: AnyFamily) -> tuple[str, str]:
         """(HELP and TYPE lines, escaped sample name for Family rows), made once per family."""
         hkey = (metric.name, metric.type, metric.documentation)
         header = self._headers.get(hkey)
@@ -296,7 +300,7 @@ class ExpositionWriter:
             self._headers[hkey] = header
         return header
 
-    def _chunks(self, families: Iterable[Metric]) -> Iterator[str]:
+    def _chunks(self, families: Iterable[AnyFamily]) -> Iterator[str]:
         """The text, a family (or a few small ones) at a time."""
         old = self._prefixes
         new: dict[tuple, list] = {}

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+from structlog.typing import Processor
 
 from cri_exporter.redact import REDACTED, is_secret_key, redact_data, redact_text
 
 
-def redact_event(_logger, _method, event: dict) -> dict:
+def redact_event(_logger: object, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """structlog processor: secrets out of every field, exceptions included."""
     for key, value in event.items():
         if is_secret_key(key) and value not in (None, ""):
@@ -27,7 +30,7 @@ def redact_event(_logger, _method, event: dict) -> dict:
 def configure(log_format: str = "auto", level: str = "info") -> None:
     if log_format == "auto":
         log_format = "console" if sys.stderr.isatty() else "json"
-    processors = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
+    processors: list[Processor] = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
                   structlog.processors.format_exc_info, redact_event]
     if log_format == "json":
         processors += [structlog.processors.JSONRenderer()]

@@ -39,10 +39,10 @@ TRIM_THRESHOLD = 256 * 1024
 def _libc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt, libc.malloc_trim  # glibc only (not musl)
-        return libc
-    except (OSError, AttributeError):
+    except OSError:
         return None
+    # glibc only (not musl)
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
 
 
 _LIBC = _libc()

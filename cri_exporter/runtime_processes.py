@@ -428,7 +428,7 @@ class RuntimeProcessSampler:
             self._account_shim_cpu(latest.shims)
             self.latest = dataclasses.replace(latest, shim_cpu_seconds=dict(self.shim_cpu_seconds))
             self.last_error = None
-        except Exception as err:  # a walk that fails must not end the thread
+        except Exception as err:  # noqa: BLE001 -- a walk that fails must not end the thread (logged below)
             self.last_error = f"{type(err).__name__}: {err}"
             log.warning("runtime process walk failed", error=self.last_error)
         finally:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import structlog
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily
 
 from cri_exporter.collectors.base import (
     Collector,
@@ -25,7 +25,7 @@ from cri_exporter.collectors.base import (
     StepNotDone,
 )
 from cri_exporter.cri import CriError
-from cri_exporter.exposition import ExpositionWriter, LabelCache
+from cri_exporter.exposition import AnyFamily, ExpositionWriter, LabelCache
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,7 @@ class ScrapeResult:
     member, per level) too: the second of 50 concurrent scrapers pays nothing.
     """
 
-    metrics: list[Metric]
+    metrics: list[AnyFamily]
     _encoded: dict = field(default_factory=dict, repr=False, compare=False)
     _encode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -120,7 +120,7 @@ class Collection:
     def _build(self, ready: frozenset, final: bool) -> ScrapeResult:
         """The collection's families with every collector not in `ready` counted
         as failed. `final`: the collection's own end, which logs why each failed."""
-        metrics: list[Metric] = []
+        metrics: list[AnyFamily] = []
         success = GaugeMetricFamily(
             "cri_scrape_collector_success", "1 if the collector's source answered in this scrape, else 0.",
             labels=["collector"],
@@ -216,7 +216,7 @@ class Scraper:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run(collector: Collector, ctx: ScrapeContext) -> tuple[list[Metric], float, str | None]:
+def _run(collector: Collector, ctx: ScrapeContext) -> tuple[list[AnyFamily], float, str | None]:
     """Run one collector; never raises, so a bug in one cannot break a scrape.
 
     Its duration leaves out the time it waited for the scrape's steps: those

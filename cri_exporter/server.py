@@ -407,7 +407,7 @@ class _Connection(asyncio.Protocol):
         if tls is None or self.lost or tls.is_closing():  # dropped (timer, bound) while the handshake ran
             self._handshake_failed(raw, None)
             return
-        self.transport = tls  # type: ignore[assignment]
+        self.transport = tls
         self.tls = True
         # The same limit as the socket's above: asyncio's TLS layer pauses at
         # size >= high where the socket pauses at size > high (Python 3.11), so

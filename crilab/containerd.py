@@ -215,7 +215,7 @@ class Containerd:
                 if not self.running or time.monotonic() > end:
                     self.kill()
                     raise RuntimeError(f"containerd did not come up; see {self.log_path}:\n"
-                                       + self.log_path.read_text()[-2000:])
+                                       + self.log_path.read_text()[-2000:]) from err
                 time.sleep(0.05)
         import_images(self.socket_path, self.cache_dir, ctr=str(bin_dir / "ctr"))
         return self

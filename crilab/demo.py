@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,33 +40,38 @@ def main() -> int:
     args, extra = parser.parse_known_args()
 
     endpoint, _ = resolve_endpoint(os.environ.get("CONTAINER_RUNTIME_ENDPOINT"))
-    lab = None
-    if args.private or not _answers(endpoint):
-        from crilab import Containerd
-        from crilab.scenario import start_standard_pods
+    base = lab = None
+    try:  # from here a Ctrl-C at any point leaves nothing behind: pods, containerd, the temporary directory
+        if args.private or not _answers(endpoint):
+            from crilab import Containerd
+            from crilab.scenario import start_standard_pods
 
-        base = tempfile.mkdtemp(prefix="cri-exporter-demo-")
-        print(f"demo: no CRI runtime answers at {endpoint}; starting a private containerd in {base}", flush=True)
-        lab = Containerd(base).start()
-        start_standard_pods(lab)
-        endpoint = lab.endpoint
-        print(f"demo: containerd at {endpoint} with demo pods (shop/web, default/burner, batch, flaky)", flush=True)
+            base = tempfile.mkdtemp(prefix="cri-exporter-demo-")
+            print(f"demo: no CRI runtime answers at {endpoint}; starting a private containerd in {base}", flush=True)
+            lab = Containerd(base)
+            lab.start()
+            start_standard_pods(lab)
+            endpoint = lab.endpoint
+            print(f"demo: containerd at {endpoint} with demo pods (shop/web, default/burner, batch, flaky)", flush=True)
 
-    host, _, port = args.listen_address.rpartition(":")
-    print(f"demo: open http://{host if host not in ('', '0.0.0.0') else 'localhost'}:{port}/metrics", flush=True)
-    cmd = [sys.executable, "-m", "cri_exporter", "serve", "--runtime-endpoint", endpoint,
-           "--listen-address", args.listen_address, "--log-format", "console", *extra]
-    proc = subprocess.Popen(cmd)
-    try:
-        return proc.wait()
+        host, _, port = args.listen_address.rpartition(":")
+        print(f"demo: open http://{host if host not in ('', '0.0.0.0') else 'localhost'}:{port}/metrics", flush=True)
+        cmd = [sys.executable, "-m", "cri_exporter", "serve", "--runtime-endpoint", endpoint,
+               "--listen-address", args.listen_address, "--log-format", "console", *extra]
+        proc = subprocess.Popen(cmd)
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            return proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        return proc.wait()
+        return 130
     finally:
         if lab is not None:
             print("demo: removing the demo pods and the private containerd", flush=True)
             lab.cleanup()
-
+        if base is not None:
+            shutil.rmtree(base, ignore_errors=True)
 
 if __name__ == "__main__":
     sys.exit(main())

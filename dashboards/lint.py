@@ -38,13 +38,14 @@ class Selector:
 
 
 def tokens(expr: str) -> list[tuple[str, str]]:
-    out, pos = [], 0
+    out: list[tuple[str, str]] = []
+    pos = 0
     while pos < len(expr):
         m = _TOKEN.match(expr, pos)
         if not m:
             raise ValueError(f"cannot tokenize {expr[pos:pos + 20]!r} in {expr!r}")
         pos = m.end()
-        if m.lastgroup != "space":
+        if m.lastgroup is not None and m.lastgroup != "space":
             out.append((m.lastgroup, m.group()))
     return out
 

@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from crilab import vm
 from crilab.vm_guest import CPU_QUOTA
 
+pytestmark = pytest.mark.slow  # builds and boots a qemu guest
+
 # Emulation speed follows the host's load: generous, and only a guest that hangs meets it.
 BOOT_TIMEOUT = float(os.environ.get("CRILAB_VM_TIMEOUT", "1200"))
 
@@ -105,7 +107,7 @@ def test_pods_run_in_systemd_scopes_under_the_kubelets_slices(guest):
         # The sandbox's scope sits in the pod slice the kubelet's cgroup_parent named.
         assert pod["sandbox_cgroup"] == f"{pod['cgroup_parent']}/cri-containerd-{pod['id']}.scope"
         assert pod["pod_cgroup"].startswith("/kubepods.slice/")
-        for name, c in pod["containers"].items():
+        for c in pod["containers"].values():
             if c["state"] != "CONTAINER_RUNNING":
                 continue
             scope = f"cri-containerd-{c['id']}.scope"

@@ -57,7 +57,7 @@ def test_registry_certificates(monkeypatch):
 class _Healthz(http.server.BaseHTTPRequestHandler):
     answer = (200, b"ok")
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         code, body = self.answer if self.path == "/healthz" else (404, b"no")
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))

@@ -180,7 +180,8 @@ def test_scrape_is_healthy_and_stores_every_series_served(prom, exporter):
     for _ in range(20):
         served = _exporter_series(exporter.text())
         start = time.time()
-        at = wait_for(lambda: (t := _last_scrape(prom, instance)) > start and t, timeout=10, what="a scrape after ours")
+        at = wait_for(lambda start=start: (t := _last_scrape(prom, instance)) > start and t, timeout=10,
+                      what="a scrape after ours")
         # Compare only a scrape between two equal answers (no pod came or went meanwhile) that Prometheus
         # took whole: with its 1 s scrape timeout a collector may miss its 0.5 s deadline on a busy machine.
         stable = _exporter_series(exporter.text()) == served

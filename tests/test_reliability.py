@@ -57,6 +57,7 @@ def serve(fake, root, *args):
                            "--stats-interval", "1", *args)
 
 
+@pytest.mark.slow
 def test_1000_scrapes_leak_nothing_and_a_hang_in_between_is_answered_in_time(node):
     fake, root = node
     with serve(fake, root, "--scrape-timeout", "1", "--runtime-timeout", "0.5") as exp:
@@ -76,13 +77,15 @@ def test_1000_scrapes_leak_nothing_and_a_hang_in_between_is_answered_in_time(nod
         for n in range(1000):
             status, _, body = exp.get("/metrics", headers={"Accept-Encoding": "gzip"} if n % 2 else None)
             assert status == 200
-        time.sleep(1.5)  # calls cut by the hang have reached their deadlines
+        # Calls cut by the hang end at their deadlines, their threads with them (a busy machine takes longer).
+        wait_for(lambda: threads(pid) <= base[0] + 2, timeout=30, what=f"threads back to {base[0]} + 2")
         assert threads(pid) <= base[0] + 2
         assert fds(pid) <= base[1] + 4
         assert rss_kb(pid) < base[2] + 8 * 1024, (rss_kb(pid), base[2])
         assert exp.scrape().get1("cri_scrape_collector_success", collector="cgroups") == 1
 
 
+@pytest.mark.slow
 def test_50_concurrent_scrapers_bounded_cpu_no_duplicate_or_torn_series(node):
     fake, root = node
     # A minute, as issue 7 asks; CRI_EXPORTER_CONCURRENCY_SECONDS shortens it for a quick local run.

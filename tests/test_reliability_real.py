@@ -27,6 +27,7 @@ def own(lab_dir, runtime_version):
         cd.cleanup()
 
 
+@pytest.mark.slow
 def test_churn_and_hostile_names_while_scraping(own):
     weird = run_pod(own, HOSTILE_POD, 'ns"\\x')
     weird.add_container(HOSTILE_CONTAINER, SLEEP)

@@ -304,7 +304,7 @@ def test_subject_alternative_names_as_pythons_ssl_gives_them(tmp_path):
     cert = trustme.CA().issue_cert("prometheus.example", "2001:db8::1", "10.0.0.1", "ops@example.com")
     cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
     # getpeercert()'s decoder, without a connection (CPython's own tests use it)
-    decoded = ssl._ssl._test_decode_cert(str(tmp_path / "c.pem"))  # type: ignore[attr-defined]
+    decoded = ssl._ssl._test_decode_cert(str(tmp_path / "c.pem"))
     assert ("IP Address", "2001:DB8:0:0:0:0:0:1") in decoded["subjectAltName"]
     assert sans_of(decoded) == {"prometheus.example", "2001:db8::1", "10.0.0.1", "ops@example.com"}
     assert sans_of(None) == set()

@@ -118,7 +118,8 @@ def read(directory: str, name: str) -> str | None:
     try:
         fd = os.open(path, _FLAGS)
     except OSError as err:
-        return _missing(directory, path, err)
+        _missing(directory, path, err)
+        return None
     try:
         data = os.read(fd, _CHUNK)
         # seq_file (every cgroup file) and regular files fill the buffer up
@@ -134,7 +135,8 @@ def read(directory: str, name: str) -> str | None:
                     break
             data = b"".join(chunks)
     except OSError as err:
-        return _missing(directory, path, err)
+        _missing(directory, path, err)
+        return None
     finally:
         os.close(fd)
     return data.decode("ascii", errors="replace")

@@ -69,7 +69,8 @@ class NodeCgroups:
         try:
             paths = self.resolver.container(container_id, pod_uid, strict=True)
         except CgroupUnavailable as err:
-            return _unavailable(err)
+            _unavailable(err)
+            return None
         if paths is None:
             return None
         stats = _read(paths, self.devices)
@@ -82,7 +83,8 @@ class NodeCgroups:
         try:
             paths = self.resolver.pod(pod_uid, strict=True)
         except CgroupUnavailable as err:
-            return _unavailable(err)
+            _unavailable(err)
+            return None
         if paths is None:
             return None
         stats = _read(paths, self.devices)
@@ -106,4 +108,3 @@ def _unavailable(err: CgroupUnavailable) -> None:
     """No layout to resolve with: a refused root makes every cgroup unreadable, a missing one absent."""
     if err.denied:
         raise CgroupUnreadable("the cgroup root", str(err)) from err
-    return None

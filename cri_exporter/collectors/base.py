@@ -17,10 +17,10 @@ import time
 from typing import Callable, Iterable, Protocol, TypeVar, cast
 
 import structlog
-from prometheus_client.core import Metric
 
+from cri_exporter.collectors.inventory_fetch import InventoryFetch, InventoryNotYet
 from cri_exporter.cri import CriClient, CriError
-from cri_exporter.exposition import LabelCache
+from cri_exporter.exposition import AnyFamily, LabelCache
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import Inventory
 
@@ -32,13 +32,13 @@ T = TypeVar("T")
 class Collector(Protocol):
     name: str
 
-    def collect(self, ctx: "ScrapeContext") -> Iterable[Metric]: ...
+    def collect(self, ctx: "ScrapeContext") -> Iterable[AnyFamily]: ...
 
 
 class PartialCollection(Exception):
     """A collector failed but has metrics worth serving (e.g. why it failed)."""
 
-    def __init__(self, reason: str, metrics: Iterable[Metric]):
+    def __init__(self, reason: str, metrics: Iterable[AnyFamily]):
         super().__init__(reason)
         self.metrics = list(metrics)
 
@@ -63,7 +63,7 @@ class _Step:
     def _run(self, compute: Callable[[], object], name: str) -> None:
         try:
             self.value = compute()
-        except CriError as err:
+        except (CriError, StepNotDone) as err:
             self.error = err
         except Exception as err:  # a bug: every collector waiting for it fails, the rest are served
             log.exception("scrape step crashed", step=name)
@@ -88,14 +88,19 @@ class ScrapeContext:
     duration leaves out what it spent waiting for steps (`waited()`).
     `labels` is the Scraper's, kept across scrapes: a container's label set
     is rendered once for every collector and every scrape it lives through.
+    `inventories`: the exporter's, kept across scrapes, so lists too slow for
+    one scrape's deadline are used by the next (collectors/inventory_fetch.py);
+    without it each scrape lists within its own deadline.
     """
 
-    def __init__(self, client: CriClient, hostfs: HostFS, deadline: float, labels: LabelCache | None = None):
+    def __init__(self, client: CriClient, hostfs: HostFS, deadline: float, labels: LabelCache | None = None,
+                 inventories: InventoryFetch | None = None):
         self.client = client
         self.hostfs = hostfs
         self.deadline = deadline
         self.labels = labels if labels is not None else LabelCache()
         self.runtime_up = False
+        self.inventories = inventories
         self._steps_lock = threading.Lock()
         self._steps: dict[str, _Step] = {}
         self._waits = threading.local()
@@ -140,6 +145,14 @@ class ScrapeContext:
         return self.step("inventory", self._list)
 
     def _list(self) -> Inventory:
+        if self.inventories is not None:
+            try:
+                return self.inventories.get(self.remaining(), inline=True)
+            except InventoryNotYet as err:
+                raise StepNotDone(f"inventory: {err}") from None
+        return self._list_now()
+
+    def _list_now(self) -> Inventory:
         pods = self.client.list_pod_sandboxes(timeout=self.rpc_timeout())
         containers = self.client.list_containers(timeout=self.rpc_timeout())
         return Inventory(pods, containers)

@@ -12,12 +12,10 @@ import time
 from operator import attrgetter
 from typing import Callable
 
-from prometheus_client.core import Metric
-
 from cri_exporter.cgroups import CgroupStats, CgroupUnreadable, NodeCgroups, Usage
 from cri_exporter.cgroups.usage import usage_from
 from cri_exporter.collectors.base import ScrapeContext, StepNotDone
-from cri_exporter.exposition import ExtraLabelFamily, Family, LabelCache
+from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCache
 from cri_exporter.inventory import Inventory
 
 C_LABELS = ["namespace", "pod", "container"]
@@ -155,7 +153,7 @@ class Readings:
     __slots__ = ("containers", "pods", "denied_containers", "denied_pods", "families", "cut_short")
 
     def __init__(self, containers: dict[str, Usage | None], pods: dict[str, Usage | None],
-                 families: list[Metric] | None = None, cut_short: str | None = None,
+                 families: list[AnyFamily] | None = None, cut_short: str | None = None,
                  denied_containers: dict[str, CgroupUnreadable] | None = None,
                  denied_pods: dict[str, CgroupUnreadable] | None = None):
         self.containers, self.pods, self.cut_short = containers, pods, cut_short
@@ -212,7 +210,7 @@ def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Read
             continue
         containers[c.id] = usage_from(stats)
         c_families.add(labels, (ident.namespace, ident.pod, ident.container), stats)
-    for ident, p in ready:
+    for pident, p in ready:
         if time.monotonic() >= stop_at:
             return Readings(containers, pods,
                             cut_short=_cut_short(len(containers), len(running), len(pods), len(ready)))
@@ -227,7 +225,7 @@ def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Read
         pods[p.k8s_uid] = usage_from(stats)
         if p_families is None:  # one cgroup version per node
             p_families = _Families(_P_V1 if stats.version == "v1" else _P)
-        p_families.add(labels, (ident.namespace, ident.pod), stats)
+        p_families.add(labels, (pident.namespace, pident.pod), stats)
     cgroups.resolver.retain(containers, pods)
     return Readings(containers, pods, [*c_families, *(p_families or ())],
                     denied_containers=denied_c, denied_pods=denied_p)

@@ -26,12 +26,13 @@ import threading
 from typing import Iterable
 
 import structlog
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily
 
 from cri_exporter.cgroups import CgroupUnavailable, Layout, NodeCgroups
 from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 from cri_exporter.collectors.cgroup_readings import Readings, cgroup_readings
 from cri_exporter.cri import CriError
+from cri_exporter.exposition import AnyFamily
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import Inventory
 
@@ -46,7 +47,7 @@ class CgroupCollector:
         self.cgroups = cgroups or NodeCgroups(hostfs)
         self.denied = _DeniedLog()
 
-    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+    def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         try:
             layout: Layout | None = self.cgroups.check()
             unavailable = None
@@ -71,7 +72,7 @@ class CgroupCollector:
         yield not_read
 
 
-def _not_read(readings: Readings) -> Metric:
+def _not_read(readings: Readings) -> AnyFamily:
     family = GaugeMetricFamily(
         "cri_cgroups_not_read",
         "Running containers and ready pods whose cgroup this scrape did not read, by reason: permission_denied "
@@ -134,7 +135,7 @@ def _names(inv: Inventory, keys: set[tuple[str, str]]) -> dict[tuple[str, str], 
     return out
 
 
-def _node_info(layout: Layout) -> Metric:
+def _node_info(layout: Layout) -> AnyFamily:
     info = GaugeMetricFamily(
         "cri_node_cgroup_info", "The node's cgroup version (hybrid counts as v1) and the kubelet's cgroup driver.",
         labels=["version", "driver"],

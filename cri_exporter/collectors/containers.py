@@ -26,17 +26,15 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
-from prometheus_client.core import Metric
-
 from cri_exporter.cgroups import CgroupUnreadable, NodeCgroups, Usage
 from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 from cri_exporter.collectors.cgroup_readings import Readings, cgroup_readings
 from cri_exporter.cri import model
-from cri_exporter.exposition import ExtraLabelFamily, Family, LabelCache, Labels
+from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCache, Labels
+from cri_exporter.fetch_once import FetchOnce
 from cri_exporter.inventory import ContainerIdentity, Inventory
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.stats_refresher import StatsRefresher
-from cri_exporter.fetch_once import FetchOnce
 
 CONTAINER_STATES = ("created", "running", "exited", "unknown")
 POD_STATES = ("ready", "notready")
@@ -108,7 +106,7 @@ class ContainersCollector:
         # keyed by sandbox id
         self.host_network = FetchOnce(lambda client, sid, t: client.pod_sandbox_uses_host_network(sid, timeout=t))
 
-    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+    def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         inv = ctx.inventory()
         snapshot = self.refresher.snapshot if self.refresher else None
         last_exited = _last_exited(inv)
@@ -145,7 +143,7 @@ class ContainersCollector:
             ready = [p.id for p in inv.current_pods.values() if p.state == "ready"]
             self.host_network.refresh(ctx.client, [(i, i) for i in ready], inv.pods_by_id.__contains__, timeout)
 
-    def _node_counts(self, inv: Inventory) -> Iterable[Metric]:
+    def _node_counts(self, inv: Inventory) -> Iterable[AnyFamily]:
         containers = Family(
             "cri_containers", "Container instances the runtime holds by state, old attempts included.", labels=["state"]
         )
@@ -158,7 +156,7 @@ class ContainersCollector:
         yield pods
 
     def _containers(self, cache: LabelCache, inv: Inventory, readings: Readings, last_exited: dict[ContainerIdentity, model.Container],
-                    stats: dict[str, model.ContainerStats], taken_at: float) -> tuple[list[Metric], bool]:
+                    stats: dict[str, model.ContainerStats], taken_at: float) -> tuple[list[Family], bool]:
         """The container families, and whether any running container's usage came from the snapshot."""
         snapshot_used = False
         info = Family(
@@ -216,7 +214,7 @@ class ContainersCollector:
         return families, snapshot_used
 
     def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: dict[str, model.PodStats],
-              taken_at: float) -> tuple[list[Metric], bool]:
+              taken_at: float) -> tuple[list[Family], bool]:
         """The pod families, and whether any ready pod's usage or network came from the snapshot."""
         snapshot_used = False
         info = Family("cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.", labels=_P_INFO)
@@ -316,9 +314,9 @@ class StatsCollector:
     def __init__(self, refresher: StatsRefresher):
         self.refresher = refresher
 
-    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+    def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         snap = self.refresher.snapshot
-        out: list[Metric] = []
+        out: list[AnyFamily] = []
         refreshes = Family("cri_stats_refreshes", "Background refreshes of the CRI stats snapshot.", counter=True)
         refreshes.add_metric([], float(self.refresher.refreshes))
         failures = Family("cri_stats_refresh_failures", "Failed CRI stats calls in background refreshes.", ["method"], counter=True)

@@ -5,10 +5,9 @@ a child process, every --doctor-interval.
 """
 from __future__ import annotations
 
-from prometheus_client.core import Metric
-
 from cri_exporter.collectors.base import ScrapeContext
 from cri_exporter.doctor.metrics import DoctorCollector
+from cri_exporter.exposition import AnyFamily
 
 
 class DoctorScrape:
@@ -17,5 +16,5 @@ class DoctorScrape:
     def __init__(self, doctor: DoctorCollector):
         self.doctor = doctor
 
-    def collect(self, ctx: ScrapeContext) -> list[Metric]:
+    def collect(self, ctx: ScrapeContext) -> list[AnyFamily]:
         return list(self.doctor.collect())

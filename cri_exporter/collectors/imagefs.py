@@ -11,9 +11,10 @@ import os
 from typing import Iterable
 
 import structlog
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily
 
 from cri_exporter.collectors.base import ScrapeContext
+from cri_exporter.exposition import AnyFamily
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +24,7 @@ _LABELS = ["fs", "mountpoint"]
 class ImageFsCollector:
     name = "imagefs"
 
-    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+    def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         filesystems = ctx.client.image_fs_info(timeout=ctx.rpc_timeout())
         images = ctx.client.list_images(timeout=ctx.rpc_timeout())
 

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily
 
 from cri_exporter.collectors.base import ScrapeContext
 from cri_exporter.cri import CriError
+from cri_exporter.exposition import AnyFamily
 
 
 class RuntimeCollector:
@@ -20,7 +21,7 @@ class RuntimeCollector:
     def __init__(self, reprobe: Callable[[], bool] | None = None):
         self.reprobe = reprobe
 
-    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+    def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         try:
             version = ctx.client.version(timeout=ctx.rpc_timeout())
         except CriError:

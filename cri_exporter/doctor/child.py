@@ -101,7 +101,7 @@ class DoctorChild:
             except ValueError as e:
                 failure = f"the doctor {_exit(status)} but its output is not a report ({e})"
         last = self._log_stderr(stderr, status)
-        if failure is not None:
+        if failure is not None or report is None:
             raise DoctorRunFailed(f"{failure}: {last or 'no output on stderr'}")
         return report
 

@@ -11,6 +11,7 @@ import os
 
 from cri_exporter.cri.client import CriClient, CriError, resolve_endpoint, socket_path
 from cri_exporter.doctor.facts import cni, containerd, crio, kubelet, packages, procfs, systemd
+from cri_exporter.doctor.facts.kubelet import DriverInUse
 from cri_exporter.hostfs import HostFS
 
 
@@ -199,7 +200,7 @@ class Context:
         return None if isinstance(answer, CriError) else answer.cgroup_driver
 
     @functools.cached_property
-    def kubelet_cgroup_driver(self) -> kubelet.DriverInUse:
+    def kubelet_cgroup_driver(self) -> DriverInUse:
         return kubelet.cgroup_driver_in_use(self.kubelet, self.runtime_cgroup_driver)
 
     def close(self) -> None:

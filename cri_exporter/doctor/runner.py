@@ -78,7 +78,7 @@ def run(ctx: Context, only=None, skip=None) -> Report:
     selected = select(all_checks(), only, skip)
     started = time.time()
     t0 = time.perf_counter()
-    plan = []
+    plan: list[tuple[Check, Finding | Exception | None]] = []
     for c in selected:  # the list is decided before any check runs
         try:
             plan.append((c, applies(c, ctx)))

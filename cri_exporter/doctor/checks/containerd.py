@@ -271,7 +271,9 @@ def _removed_keys(cfg: cfacts.ContainerdConfig) -> list[str]:
     name = cfg.runtime_section_name
     if "systemd_cgroup" in rt:
         found.append(f'plugins."{name}".systemd_cgroup')
-    ctrd = rt.get("containerd") if isinstance(rt.get("containerd"), dict) else {}
+    ctrd = rt.get("containerd")
+    if not isinstance(ctrd, dict):
+        ctrd = {}
     for key in ("default_runtime", "untrusted_workload_runtime"):
         if key in ctrd:
             found.append(f'plugins."{name}".containerd.{key}')
@@ -494,7 +496,9 @@ def _hosts_problems(ctx, config_path: str) -> tuple[list[str], list[str]]:
             problems.append(f"{err} (containerd falls back to plain certificate files: the mirrors are unused)")
             continue
         server = data.get("server")
-        hosts = data.get("host") if isinstance(data.get("host"), dict) else {}
+        hosts = data.get("host")
+        if not isinstance(hosts, dict):
+            hosts = {}
         order = []
         for h, entry in hosts.items():
             url = hosts_url(h)

@@ -86,7 +86,7 @@ def read_certs(hostfs: HostFS, path: str) -> tuple[list[Cert], str]:
         data = hostfs.read_bytes(path, MAX_PEM_BYTES)
     except OSError as e:
         return [], f"{path}: {e.strerror or e}"
-    certs = []
+    certs: list = []
     for block in _PEM_RE.findall(data):
         try:
             cn, not_after = parse_der(base64.b64decode(block))

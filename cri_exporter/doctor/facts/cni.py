@@ -25,6 +25,10 @@ class CniFile:
     error: str = ""
 
 
+def _mapping(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def binaries(cni_file: CniFile) -> list[tuple[str, str]]:
     """(binary, why) for every executable libcni runs for this config: each
     plugin's `type` in chain order, its `ipam.type`, and flannel's delegate
@@ -38,13 +42,18 @@ def binaries(cni_file: CniFile) -> list[tuple[str, str]]:
         if isinstance(ipam, dict) and ipam.get("type"):
             out.append((str(ipam["type"]), f"ipam of {t}"))
         if t == "flannel":
-            delegate = p.get("delegate") if isinstance(p.get("delegate"), dict) else {}
+            delegate = _mapping(p.get("delegate"))
             d = str(delegate.get("type") or "bridge")
             out.append((d, "flannel's delegate"))
-            dipam = delegate.get("ipam") if isinstance(delegate.get("ipam"), dict) else {}
+            dipam = _mapping(delegate.get("ipam"))
             out.append((str(dipam.get("type") or "host-local"), f"ipam of flannel's delegate {d}"))
     seen: set[str] = set()
-    return [(b, why) for b, why in out if not (b in seen or seen.add(b))]
+    unique = []
+    for b, why in out:
+        if b not in seen:
+            seen.add(b)
+            unique.append((b, why))
+    return unique
 
 
 @dataclass

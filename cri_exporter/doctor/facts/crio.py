@@ -76,7 +76,7 @@ def _flatten(data: dict, out: dict, origin: str) -> None:
 def _walk(hostfs: HostFS, directory: str) -> list[str]:
     """Files under `directory` in filepath.Walk's order: names sorted, each
     subdirectory walked where its name falls."""
-    out = []
+    out: list[str] = []
     try:
         parent = hostfs.path(directory)
     except OSError:

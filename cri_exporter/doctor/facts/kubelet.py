@@ -270,7 +270,7 @@ def release_version(hostfs: HostFS, processes: list[procfs.Process]) -> Version 
             return None
 
     kubelets = [p for p in processes if p.comm == "kubelet"]
-    candidates = [(exe, f"the running kubelet (pid {p.pid})") for p in kubelets
+    candidates: list[tuple[str | None, str]] = [(exe, f"the running kubelet (pid {p.pid})") for p in kubelets
                   if (exe := readlink(f"/proc/{p.pid}/exe"))]
     if not candidates and any("/var/lib/rancher/rke2/" in a for p in kubelets for a in p.args):
         # Its executable is not readable, but its arguments are RKE2's: the release RKE2 runs.
@@ -334,7 +334,7 @@ def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procf
             s.dropins.append(path)
             s.files.append(path)
             data, error = _load_yaml(hostfs, path)
-            if error:
+            if error or data is None:
                 s.dropin_errors.append(error)
                 continue
             patch = {k: v for k, v in data.items() if k not in ("apiVersion", "kind")}

@@ -170,7 +170,8 @@ def _bdb_blobs(data: bytes):
                 yield p[off + 1: offsets[i - 1]]
             elif p[off] == _H_OFFPAGE and off + 12 <= pagesize:
                 pgno, length = struct.unpack_from(order + "II", p, off + 4)
-                chunks, seen = [], set()
+                chunks: list[bytes] = []
+                seen: set[int] = set()
                 while pgno and pgno < pages and pgno not in seen and sum(map(len, chunks)) < length:
                     seen.add(pgno)
                     q = page(pgno)

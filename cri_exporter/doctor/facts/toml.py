@@ -26,19 +26,19 @@ class ConfigError:
 
 
 def parse_toml(hostfs: HostFS, host_path: str,
-               max_bytes: int = MAX_CONFIG_BYTES) -> tuple[dict | None, ConfigError | None]:
-    """A TOML file's data, or the error with its line and column."""
+               max_bytes: int = MAX_CONFIG_BYTES) -> tuple[dict, ConfigError | None]:
+    """A TOML file's data, and the error with its line and column ({} with it)."""
     try:
         text = read_config(hostfs, host_path, max_bytes)
     except (OSError, FileTooLarge) as e:
-        return None, ConfigError(host_path, str(e) if isinstance(e, FileTooLarge) else e.strerror or str(e))
+        return {}, ConfigError(host_path, str(e) if isinstance(e, FileTooLarge) else e.strerror or str(e))
     return parse_toml_text(host_path, text)
 
 
-def parse_toml_text(host_path: str, text: str) -> tuple[dict | None, ConfigError | None]:
+def parse_toml_text(host_path: str, text: str) -> tuple[dict, ConfigError | None]:
     try:
         return tomllib.loads(text), None
     except tomllib.TOMLDecodeError as e:
         m = _LINE_RE.search(str(e))
         line, col = (int(m.group(1)), int(m.group(2))) if m else (None, None)
-        return None, ConfigError(host_path, str(e), line, col)
+        return {}, ConfigError(host_path, str(e), line, col)
