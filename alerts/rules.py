@@ -94,9 +94,22 @@ def runtime_process_alerts(s: Settings) -> list[Alert]:
     ]
 
 
+def _new_or_increase(metric: str, window: str, indent: str = "  ") -> str:
+    """increase() over `window`, but the whole value of a series born within it.
+
+    increase() needs two samples, so the first count of a series that appears
+    already at 1 (a container's first termination) is lost to it. A
+    terminations series is only born with a termination (the exporter's
+    baseline counts nothing), so its whole value is the news.
+    """
+    return (f"({metric} unless {metric} offset {window})\n"
+            f"{indent}or\n{indent}increase({metric}[{window}])")
+
+
 def container_alerts(s: Settings) -> list[Alert]:
     w = s.rate_window
     key = s.by("namespace", "pod", "container")
+    pod_key = s.by("namespace", "pod")
     oom_killed = s.sel('reason="OOMKilled"')
     return [
         Alert("CriContainerCPUThrottlingHigh",
@@ -125,6 +138,33 @@ def container_alerts(s: Settings) -> list[Alert]:
               "A container was OOM-killed.",
               f"The OOM killer killed a process of container {CONTAINER} on {ON} in the last "
               f"{s.oom_recent_window}: it used more memory than its limit. Its work was lost or restarted."),
+        Alert("CriContainerCrashLooping",
+              f"sum by ({key}) (\n"
+              f"  {_new_or_increase('cri_container_terminations_total' + s.sel(), s.crashloop_window)}\n"
+              f") >= {s.crashloop_terminations}",
+              "warning",
+              "A container keeps terminating and being restarted (CrashLoopBackOff).",
+              f"Container {CONTAINER} on {ON} ended {{{{ $value | humanize }}}} times in the last "
+              f"{s.crashloop_window} (threshold {s.crashloop_terminations}): it crashes or exits and the kubelet "
+              "restarts it with a growing back-off. `cri_container_terminations_total` says why (reason, exit code)."),
+        Alert("CriPodOOMKillsRepeated",
+              # The pod cgroup's memory.events oom_kill (cgroup v2, hierarchical:
+              # every container's kills, even of instances gone since) is the
+              # kernel's count, whatever the runtime reports: containerd 2.1.9
+              # under load reports an OOM-killed container as Error/137. Where
+              # it is missing (cgroup v1), the OOMKilled terminations.
+              f"(\n"
+              f"  sum by ({pod_key}) (increase(cri_pod_memory_oom_kills_total{s.sel()}[{s.oom_kills_window}]))\n"
+              f"or\n"
+              f"  sum by ({pod_key}) (\n"
+              f"    {_new_or_increase('cri_container_terminations_total' + oom_killed, s.oom_kills_window, indent='    ')}\n"
+              f"  )\n"
+              f") >= {s.oom_kills}",
+              "warning",
+              "A pod's containers are OOM-killed again and again.",
+              f"The OOM killer killed {{{{ $value | humanize }}}} processes of pod {POD} on {ON} in the last "
+              f"{s.oom_kills_window} (threshold {s.oom_kills}): its memory limits are too low for its work, "
+              "or it leaks."),
         Alert("CriContainerMemoryNearLimit",
               f"max by ({key}) (cri_container_memory_working_set_bytes{s.sel()})\n"
               f"  /\nmax by ({key}) (cri_container_spec_memory_limit_bytes{s.sel()} > 0)\n"

@@ -30,6 +30,14 @@ class Settings:
     #: An OOM kill stays "recent" (the alert stays active) this long.
     oom_recent_window: str = "10m"
     oom_recent_seconds: int = 600
+    #: Terminations of one container within crashloop_window that make it
+    #: "crash-looping" (the kubelet's back-off reaches 5 minutes between
+    #: restarts: a container stuck in CrashLoopBackOff still ends ~6 times in 30m).
+    crashloop_window: str = "30m"
+    crashloop_terminations: int = 3
+    #: OOM kills in one pod within oom_kills_window that make them "repeated".
+    oom_kills_window: str = "15m"
+    oom_kills: int = 2
     #: Working set / memory limit above which a container is near its limit.
     memory_limit_ratio: float = 0.90
     #: Image filesystem: available / capacity below which it is almost full.
@@ -67,6 +75,8 @@ class Settings:
         "CriRuntimeShimsLeaked": "30m",
         "CriContainerCPUThrottlingHigh": "15m",
         "CriContainerOOMKilled": "1m",
+        "CriContainerCrashLooping": "5m",
+        "CriPodOOMKillsRepeated": "1m",
         "CriContainerMemoryNearLimit": "15m",
         "CriImageFsAlmostFull": "15m",
         "CriImageFsPredictedFull": "1h",

@@ -59,9 +59,9 @@ CLK = os.sysconf("SC_CLK_TCK")
 SLEEP = ["sleep", "2147483647"]
 REAL_PER_POD = 4
 RUNTIME_WINDOW = 10.0  # seconds; containerd's CRI syncs snapshot sizes every 10 s
-BENCH_COLLECTORS = "runtime,containers,stats,imagefs,cgroups,runtime_processes"  # all but the doctor, measured apart
+BENCH_COLLECTORS = "runtime,containers,terminations,stats,imagefs,cgroups,runtime_processes"  # all but the doctor, measured apart
 # Before issue 15.4: the same without the runtime's own processes, scraped in turn with it.
-BEFORE_RUNTIME_PROCESSES = "runtime,containers,stats,imagefs,cgroups"
+BEFORE_RUNTIME_PROCESSES = "runtime,containers,terminations,stats,imagefs,cgroups"
 # The lean profile of docs/metrics.md ("Series budget"), measured beside the default.
 from cri_exporter.metric_profiles import LEAN_ALLOW  # noqa: E402
 LEAN_ARGS = ("--metrics-allow", LEAN_ALLOW)
@@ -399,6 +399,55 @@ def _run_fake(base: Path, counts: list[int], scrapes: int, rows: list, notes: li
             rows.append({"where": "fake", "n": n, **r, "series": series, "floor": fl})
 
 
+def terminations_cost(counts: list[int], rounds: int = 20) -> list[dict]:
+    """The termination tracker on a fake fleet's real inventory (FakeCRI through
+    CriClient): a steady poll (nothing exited), a poll where 1% of the containers
+    exited since the last (their ContainerStatus answered from memory: one call
+    each on a real node), and the tracker's memory once it holds the fleet."""
+    import tracemalloc
+
+    from cri_exporter.cri import model
+    from cri_exporter.inventory import Inventory
+    from cri_exporter.terminations import TerminationTracker
+
+    out = []
+    base = Path(tempfile.mkdtemp(prefix="termb-", dir="/tmp"))
+    try:
+        for n in counts:
+            with FakeCRI(base / f"cri{n}.sock", fleet(n)) as fake:
+                client = CriClient(fake.endpoint, timeout=30)
+                pods, containers = client.list_pod_sandboxes(), client.list_containers()
+                client.close()
+            tracemalloc.start()
+            tracker = TerminationTracker()
+            tracker.observe(Inventory(pods, containers), lambda cid: None)  # the baseline
+            held = tracemalloc.get_traced_memory()[0]
+            tracemalloc.stop()
+            steady = []
+            for _ in range(rounds):
+                inv = Inventory(pods, containers)
+                t = time.perf_counter()
+                tracker.observe(inv, lambda cid: None)
+                steady.append(time.perf_counter() - t)
+            churn, exits = [], max(1, n // 100)
+            finished = int((time.time() - 3600) * 1e9)
+            for r in range(min(rounds, 100 // max(1, exits * 100 // n))):
+                batch = containers[r * exits:(r + 1) * exits]
+                statuses = {c.id: model.ContainerStatus(c.id, "exited", 1, finished, 1, "Error", "") for c in batch}
+                for c in batch:
+                    c.state = "exited"
+                inv = Inventory(pods, containers)
+                t = time.perf_counter()
+                tracker.observe(inv, statuses.get)
+                churn.append(time.perf_counter() - t)
+            counted = sum(v for *_, v in tracker.snapshot())
+            out.append({"n": n, "steady": statistics.median(steady), "churn": statistics.median(churn),
+                        "exits": exits, "counted": counted, "held": held})
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
 def runtime_cpu(url: str, pids, seconds: float = RUNTIME_WINDOW) -> tuple[float, float, int]:
     """(the runtime's CPU seconds a second when nobody asks, its CPU seconds per
     scrape, scrapes measured). /proc/<pid>/stat counts in 10 ms ticks and
@@ -460,7 +509,7 @@ def mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def report(rows, expo, gz, notes, args, lean=()) -> str:
+def report(rows, expo, gz, notes, args, lean=(), term=()) -> str:
     out = []
     cpu = platform.processor() or ""
     try:
@@ -524,6 +573,13 @@ def report(rows, expo, gz, notes, args, lean=()) -> str:
         for e in expo:
             out.append(f"| {e['n']} | {e['samples']} | {ms(e['generate_latest'])} | {ms(e['cold'])} | {ms(e['warm_same'])} | "
                        f"{ms(e['warm_changed'])} | {e['generate_latest'] / e['warm_changed']:.1f}x |")
+    if term:
+        out.append("")
+        out.append("| containers (terminations tracker) | poll, nothing exited | poll, 1% newly exited | exits a poll | tracker memory |")
+        out.append("|---|---|---|---|---|")
+        for t in term:
+            out.append(f"| {t['n']} | {ms(t['steady'])} | {ms(t['churn'])} (+1 ContainerStatus each) | {t['exits']} | "
+                       f"{t['held'] / 1e6:.2f} MB |")
     if gz:
         out.append("")
         out.append("| gzip level (1,000 containers' text) | time | size | ratio |")
@@ -612,7 +668,11 @@ def main() -> None:
     ap.add_argument("--scrapes", type=int, default=30)
     ap.add_argument("--create-budget", type=float, default=240, help="seconds allowed for creating real pods")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--terminations-only", action="store_true", help="only the termination tracker's cost")
     args = ap.parse_args()
+    if args.terminations_only:
+        print(report([], [], [], [], args, term=terminations_cost([1000, 5000])))
+        return
     if args.quick:
         args.real, args.fake, args.scrapes = "10,50", "100,250,1000", 10
     rows, notes, expo, lean = [], [], [], []
@@ -633,8 +693,9 @@ def main() -> None:
             for _ in range(3):
                 size = len(gzip.compress(text, compresslevel=level))
             gz.append((level, (time.perf_counter() - t) / 3, size, len(text)))
+    term = terminations_cost([int(x) for x in args.fake.split(",") if x])
     notes.append(f"benchmark ran in {time.monotonic() - started:.0f} s")
-    print(report(rows, expo, gz, notes, args, lean))
+    print(report(rows, expo, gz, notes, args, lean, term))
 
 
 if __name__ == "__main__":

@@ -102,10 +102,18 @@ def is_counter(metric: str) -> bool:
     return metric.endswith(COUNTER_SUFFIXES)
 
 
+# `(c unless c offset w)`: the series of counter c born within w, whole. increase()
+# loses the first value of a series that appears already above zero (it needs
+# two samples); where a series is only ever born with its first event (the
+# terminations counter), that value is the news (alerts/rules.py, _new_or_increase).
+_BORN_WITHIN = re.compile(r"\((?P<sel>[A-Za-z_:][A-Za-z0-9_:]*(?:\{[^}]*\})?) unless (?P=sel) offset \w+\)")
+
+
 def counter_problems(expr: str) -> list[str]:
-    """Counters outside rate/irate/increase, and those functions applied to non-counters."""
+    """Counters outside rate/irate/increase (but for the born-within idiom,
+    _BORN_WITHIN), and those functions applied to non-counters."""
     problems = []
-    for s in selectors(expr):
+    for s in selectors(_BORN_WITHIN.sub("(vector(0))", expr)):
         wrapped = bool(RATE_FUNCTIONS & set(s.functions))
         if is_counter(s.metric) and not wrapped:
             problems.append(f"counter {s.metric} is not wrapped in rate/irate/increase")

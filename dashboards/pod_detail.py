@@ -39,6 +39,18 @@ def build() -> dict:
                      "{{container}}: {{reason}}", instant=True), w=8, text_mode="value_and_name"),
     )
     b.row(
+        "Terminations",
+        graph("Terminations by reason", "Container instances that ended in each interval, by the runtime's reason "
+              "and exit code: every one counted once, even several between two scrapes (OOMKilled, Error, Completed, "
+              "ContainerCannotRun...; Unknown: removed before its status could be read). A rising count is a crash "
+              "loop. containerd 2.1.9 may report an OOM kill as Error/137: compare the pod's OOM kills.", "short",
+              query(f"sum by (container, reason, exit_code) "
+                    f"(increase(cri_container_terminations_total{{{CONTAINER}}}[$__rate_interval]))",
+                    "{{container}}: {{reason}} ({{exit_code}})"),
+              query(f"sum (increase(cri_pod_memory_oom_kills_total{{{POD}}}[$__rate_interval]))",
+                    "pod OOM kills (cgroup v2)"), w=24, min_=0, bars=True),
+    )
+    b.row(
         "CPU",
         graph("CPU usage and limit", "CPU cores each container uses, and its limit (CFS quota / period) where set.",
               "short",

@@ -28,6 +28,8 @@ REQUIRED = {
     "image filesystem predicted full": "CriImageFsPredictedFull", "inodes low": "CriImageFsInodesLow",
     "pod network errors": "CriPodNetworkErrors", "doctor check failing": "CriDoctorCheckFailing",
     "collector failing": "CriCollectorFailing", "scrape slow": "CriExporterScrapeSlow",
+    # issue 15.1
+    "container crash-looping": "CriContainerCrashLooping", "OOM kills by rate": "CriPodOOMKillsRepeated",
 }
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from cri_exporter.runtime_processes import RuntimeProcessSampler
     from cri_exporter.settings import Settings
     from cri_exporter.stats_refresher import StatsRefresher
+    from cri_exporter.terminations import EventWatcher, TerminationTracker
 
 
 def _runtime(parts: Parts) -> Collector:
@@ -35,6 +36,12 @@ def _runtime(parts: Parts) -> Collector:
 def _containers(parts: Parts) -> Collector:
     from cri_exporter.collectors.containers import ContainersCollector
     return ContainersCollector(parts.refresher, parts.cgroups, parts.podnet)
+
+
+def _terminations(parts: Parts) -> Collector:
+    from cri_exporter.collectors.terminations import TerminationsCollector
+    assert parts.terminations is not None
+    return TerminationsCollector(parts.terminations, parts.events)
 
 
 def _stats(parts: Parts) -> Collector:
@@ -68,6 +75,7 @@ def _doctor(parts: Parts) -> Collector:
 FACTORIES: dict[str, Callable[[Parts], Collector]] = {
     "runtime": _runtime,
     "containers": _containers,
+    "terminations": _terminations,
     "stats": _stats,
     "imagefs": _imagefs,
     "cgroups": _cgroups,
@@ -89,7 +97,10 @@ class Parts:
     "cgroups" enabled, and `podnet` with it. `doctor`: the latest periodic
     doctor report, with "doctor" enabled. `runtime_processes`: the walk of
     /proc for the runtime's own processes, on its own interval, with
-    "runtime_processes" enabled.
+    "runtime_processes" enabled. `terminations` and `events`: every
+    container termination counted, fed by the scrape's inventory and, where
+    the runtime broadcasts them, its container events, with "terminations"
+    enabled.
     """
 
     client: CriClient
@@ -102,6 +113,8 @@ class Parts:
     runtime_processes: RuntimeProcessSampler | None = None
     doctor_thread: PeriodicDoctor | None = None
     doctor_child: DoctorChild | None = None
+    terminations: TerminationTracker | None = None
+    events: EventWatcher | None = None
 
     @classmethod
     def build(cls, settings: Settings, client: CriClient, hostfs: HostFS,
@@ -117,6 +130,10 @@ class Parts:
             from cri_exporter.podnet import PodNetwork
             parts.cgroups = NodeCgroups(hostfs)
             parts.podnet = PodNetwork(hostfs, parts.cgroups)
+        if "terminations" in enabled:
+            from cri_exporter.terminations import EventWatcher, TerminationTracker
+            parts.terminations = TerminationTracker()
+            parts.events = EventWatcher(client, parts.terminations)
         if "runtime_processes" in enabled:
             from cri_exporter.runtime_processes import RuntimeProcesses, RuntimeProcessSampler
             parts.runtime_processes = RuntimeProcessSampler(
@@ -144,10 +161,14 @@ class Parts:
             self.refresher.start()
         if self.runtime_processes is not None:
             self.runtime_processes.start()
+        if self.events is not None:
+            self.events.start()
         if self.doctor_thread is not None:
             self.doctor_thread.start()
 
     def stop(self) -> None:
+        if self.events is not None:
+            self.events.stop()
         if self.refresher is not None:
             self.refresher.stop()
         if self.runtime_processes is not None:

@@ -89,6 +89,11 @@ class RuntimeServiceStub:
                 request_serializer=cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigRequest.SerializeToString,
                 response_deserializer=cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigResponse.FromString,
                 _registered_method=True)
+        self.GetContainerEvents = channel.unary_stream(
+                '/runtime.v1.RuntimeService/GetContainerEvents',
+                request_serializer=cri__exporter_dot_cri_dot_api__pb2.GetEventsRequest.SerializeToString,
+                response_deserializer=cri__exporter_dot_cri_dot_api__pb2.ContainerEventResponse.FromString,
+                _registered_method=True)
         self.RunPodSandbox = channel.unary_unary(
                 '/runtime.v1.RuntimeService/RunPodSandbox',
                 request_serializer=cri__exporter_dot_cri_dot_api__pb2.RunPodSandboxRequest.SerializeToString,
@@ -202,6 +207,16 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetContainerEvents(self, request, context):
+        """A stream of container lifecycle events (the kubelet's evented PLEG).
+        Subscribed only where the runtime broadcasts each event to every
+        subscriber (containerd 2.x); containerd 1.7 hands each event to one
+        subscriber only (containerd issue 7318), so a second one steals events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RunPodSandbox(self, request, context):
         """Mutating calls: used only by the test suite to start real pods. The
         agent never calls them (tests/test_units.py::test_the_agent_calls_no_mutating_rpc).
@@ -309,6 +324,11 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.RuntimeConfig,
                     request_deserializer=cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigRequest.FromString,
                     response_serializer=cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigResponse.SerializeToString,
+            ),
+            'GetContainerEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetContainerEvents,
+                    request_deserializer=cri__exporter_dot_cri_dot_api__pb2.GetEventsRequest.FromString,
+                    response_serializer=cri__exporter_dot_cri_dot_api__pb2.ContainerEventResponse.SerializeToString,
             ),
             'RunPodSandbox': grpc.unary_unary_rpc_method_handler(
                     servicer.RunPodSandbox,
@@ -648,6 +668,33 @@ class RuntimeService:
             '/runtime.v1.RuntimeService/RuntimeConfig',
             cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigRequest.SerializeToString,
             cri__exporter_dot_cri_dot_api__pb2.RuntimeConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContainerEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/GetContainerEvents',
+            cri__exporter_dot_cri_dot_api__pb2.GetEventsRequest.SerializeToString,
+            cri__exporter_dot_cri_dot_api__pb2.ContainerEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

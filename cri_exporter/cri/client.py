@@ -50,6 +50,12 @@ _CONTAINER_STATES = {
     pb.CONTAINER_UNKNOWN: "unknown",
 }
 _SANDBOX_STATES = {pb.SANDBOX_READY: "ready", pb.SANDBOX_NOTREADY: "notready"}
+_EVENT_TYPES = {
+    pb.CONTAINER_CREATED_EVENT: "created",
+    pb.CONTAINER_STARTED_EVENT: "started",
+    pb.CONTAINER_STOPPED_EVENT: "stopped",
+    pb.CONTAINER_DELETED_EVENT: "deleted",
+}
 
 
 class CriError(Exception):
@@ -240,16 +246,15 @@ class CriClient:
         r = self._call(
             self._runtime, "ContainerStatus", pb.ContainerStatusRequest(container_id=container_id), timeout
         )
-        s = r.status
-        return model.ContainerStatus(
-            id=intern(s.id),
-            state=_CONTAINER_STATES.get(s.state, "unknown"),
-            started_at_ns=s.started_at,
-            finished_at_ns=s.finished_at,
-            exit_code=s.exit_code,
-            reason=s.reason,
-            message=s.message,
-        )
+        return _container_status(r.status)
+
+    def container_events(self) -> "EventStream":
+        """Subscribe to GetContainerEvents; the stream has no deadline (it lasts
+        until the runtime or `cancel()` ends it). Only call this where the runtime
+        broadcasts events (terminations.broadcasts_events): elsewhere the
+        subscription takes events away from the kubelet."""
+        call = self._runtime.GetContainerEvents(pb.GetEventsRequest(), wait_for_ready=False)
+        return EventStream(call, self.endpoint)
 
     def list_container_stats(self, timeout: float | None = None) -> list[model.ContainerStats]:
         r = self._call(self._runtime, "ListContainerStats", pb.ListContainerStatsRequest(), timeout)
@@ -276,6 +281,54 @@ class CriClient:
     def list_images(self, timeout: float | None = None) -> list[model.Image]:
         r = self._call(self._images, "ListImages", pb.ListImagesRequest(), timeout)
         return [model.Image(i.id, tuple(i.repo_tags), i.size, i.pinned) for i in r.images]
+
+
+class EventStream:
+    """The runtime's container events as model.ContainerEvent; iterating raises
+    CriError when the stream breaks (runtime restarted, socket gone)."""
+
+    def __init__(self, call, endpoint: str):
+        self._call = call
+        self._endpoint = endpoint
+
+    def __iter__(self):
+        try:
+            for r in self._call:
+                yield _container_event(r)
+        except grpc.RpcError as err:
+            raise explain_rpc_error("GetContainerEvents", self._endpoint, err, 0.0) from None
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+def _container_status(s) -> model.ContainerStatus:
+    return model.ContainerStatus(
+        id=intern(s.id),
+        state=_CONTAINER_STATES.get(s.state, "unknown"),
+        started_at_ns=s.started_at,
+        finished_at_ns=s.finished_at,
+        exit_code=s.exit_code,
+        reason=s.reason,
+        message=s.message,
+    )
+
+
+def _container_event(r) -> model.ContainerEvent:
+    own = next((s for s in r.containers_statuses if s.id == r.container_id), None)
+    pod = r.pod_sandbox_status
+    labels = own.labels if own is not None else {}
+    return model.ContainerEvent(
+        container_id=r.container_id,
+        type=_EVENT_TYPES.get(r.container_event_type, "unknown"),
+        created_at_ns=r.created_at,
+        namespace=labels.get(model.LABEL_POD_NAMESPACE) or pod.labels.get(model.LABEL_POD_NAMESPACE) or pod.metadata.namespace,
+        pod=labels.get(model.LABEL_POD_NAME) or pod.labels.get(model.LABEL_POD_NAME) or pod.metadata.name,
+        pod_uid=labels.get(model.LABEL_POD_UID) or pod.labels.get(model.LABEL_POD_UID) or pod.metadata.uid,
+        container=(labels.get(model.LABEL_CONTAINER_NAME) or own.metadata.name) if own is not None else "",
+        attempt=own.metadata.attempt if own is not None else 0,
+        status=_container_status(own) if own is not None else None,
+    )
 
 
 _IDENTITY_LABELS = (model.LABEL_POD_NAME, model.LABEL_POD_NAMESPACE, model.LABEL_POD_UID, model.LABEL_CONTAINER_NAME)

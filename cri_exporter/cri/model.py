@@ -150,3 +150,23 @@ class Image:
     tags: tuple[str, ...]
     size_bytes: int
     pinned: bool
+
+
+@dataclass(slots=True)
+class ContainerEvent:
+    """One GetContainerEvents message about one container instance.
+
+    `status` is that container's own ContainerStatus, picked from the
+    statuses of every container of its pod that the event carries; None when
+    the runtime left it out (the poll of ListContainers then tells).
+    """
+
+    container_id: str
+    type: str  # "created" | "started" | "stopped" | "deleted"
+    created_at_ns: int
+    namespace: str
+    pod: str
+    pod_uid: str
+    container: str
+    attempt: int
+    status: ContainerStatus | None
