@@ -26,7 +26,7 @@ import re
 import threading
 from typing import Iterable
 
-from prometheus_client.core import Metric
+from cri_exporter.exposition import AnyFamily
 
 # Always served whatever the flags say (see the module docstring).
 HEALTH = frozenset({
@@ -41,7 +41,7 @@ class MetricFilterError(ValueError):
     """A pattern that is not a regular expression; the message names the flag."""
 
 
-def exposed_name(metric: Metric) -> str:
+def exposed_name(metric: AnyFamily) -> str:
     """The family's name on its `# TYPE` line: counters carry `_total`."""
     return metric.name + "_total" if metric.type == "counter" else metric.name
 
@@ -100,7 +100,7 @@ class MetricFilter:
         """The health families a deny pattern names (kept anyway; said at start)."""
         return sorted(n for n in HEALTH if self._deny is not None and self._deny.fullmatch(n))
 
-    def filter(self, metrics: Iterable[Metric]) -> list[Metric]:
+    def filter(self, metrics: Iterable[AnyFamily]) -> list[AnyFamily]:
         """The safety net: drop every family not wanted, whoever built it."""
         if not self.active:
             return metrics if isinstance(metrics, list) else list(metrics)

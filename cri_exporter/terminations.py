@@ -335,13 +335,13 @@ class EventWatcher:
         (a stream the runtime refused at once is no break of a working one)."""
         received = self.events
         try:
-            self._stream = self.client.container_events()
+            stream = self._stream = self.client.container_events()
             if self._stop.is_set():
                 return False
             self.subscribed = True
             log.info("following the runtime's container events", runtime=version.runtime_name,
                      runtime_version=version.runtime_version)
-            for ev in self._stream:
+            for ev in stream:
                 self.events += 1
                 self.tracker.event(ev)
         except CriError as err:

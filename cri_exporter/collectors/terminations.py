@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from prometheus_client.core import Metric
-
 from cri_exporter.cri import CriError, model
-from cri_exporter.exposition import Family
+from cri_exporter.exposition import AnyFamily, Family
 from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 from cri_exporter.terminations import EventWatcher, TerminationTracker
 
@@ -23,12 +21,15 @@ _MIN_REMAINING = 0.5
 
 class TerminationsCollector:
     name = "terminations"
+    # All denied (--metrics-deny), the collector is not run: no poll, no status calls.
+    families = ("cri_container_terminations_total", "cri_container_events_subscribed",
+                "cri_container_events_stream_breaks_total", "cri_container_events_received_total")
 
     def __init__(self, tracker: TerminationTracker, watcher: EventWatcher | None = None):
         self.tracker = tracker
         self.watcher = watcher
 
-    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+    def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         """The counts so far are served even when the runtime does not answer
         (they stay true; the collector is still reported failed)."""
         try:
@@ -50,7 +51,7 @@ class TerminationsCollector:
 
         self.tracker.observe(inv, fetch, ctx.client.endpoint)
 
-    def _families(self, ctx: ScrapeContext) -> list[Metric]:
+    def _families(self, ctx: ScrapeContext) -> list[AnyFamily]:
         total = Family(
             "cri_container_terminations",
             "Container instances that ended since the exporter started, by the runtime's reason and exit code "
