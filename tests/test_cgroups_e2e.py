@@ -2,7 +2,6 @@
 (this machine: cgroup v1, cgroupfs driver), compared with the cgroup files."""
 from __future__ import annotations
 
-
 import pytest
 
 from crilab import run_pod
