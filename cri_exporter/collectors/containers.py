@@ -60,14 +60,16 @@ _LIVE = {
 }
 
 # (metric name, help, ContainerStats attribute, units per base unit, is counter)
-# Not exported: usage_nano_cores and available_bytes. containerd 1.6.20 sends
-# both as a zero-valued wrapper (usage_nano_cores is computed only for the
-# kubelet's summary API, available_bytes is 0 without a limit), so a zero
-# cannot be told from "not measured"; rate(cpu_usage_seconds_total) and the
-# cgroup collector's limit give the same answers honestly.
+# Not exported: usage_nano_cores and available_bytes. usage_nano_cores is the
+# runtime's rate since the previous stats call of any client (the kubelet's,
+# ours), 0 on a first call: its window is whoever asked last (measured on
+# containerd 1.6.20, 1.7.24 and 2.1.9, tests/test_runtime_versions.py).
+# available_bytes is 0 without a limit, so a zero cannot be told from "not
+# measured". rate(cpu_usage_seconds_total) and the cgroup collector's limit
+# give the same answers honestly.
 _CONTAINER_STATS = (
     ("cri_container_cpu_usage_seconds", "Cumulative CPU time the container used.", "cpu_usage_ns", 1e9, True),
-    ("cri_container_memory_working_set_bytes", "Memory working set (usage minus inactive file cache): what the kubelet evicts and the OOM killer weighs.", "memory_working_set_bytes", 1, False),
+    ("cri_container_memory_working_set_bytes", "Memory working set (usage minus inactive file cache): what the kubelet evicts on (the OOM killer ranks by RSS, swap and page tables instead).", "memory_working_set_bytes", 1, False),
     ("cri_container_memory_usage_bytes", "Memory usage including all caches.", "memory_usage_bytes", 1, False),
     ("cri_container_memory_rss_bytes", "Anonymous and swap cache memory (RSS).", "memory_rss_bytes", 1, False),
     ("cri_container_memory_page_faults", "Cumulative page faults.", "memory_page_faults", 1, True),

@@ -2,8 +2,8 @@
 
 Readers return these instead of protobuf messages so that collectors and the
 doctor never depend on the generated code. An optional field is None when the
-runtime did not send it: containerd 1.6 leaves usage_nano_cores empty, and a
-fake zero would lie on every dashboard.
+runtime did not send it (usage_nano_cores outside ListContainerStats on
+containerd 1.7 and 2.x, for one): a fake zero would lie on every dashboard.
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ themselves (the cumulative CPU time, CFS periods, PSI stall totals) with the
 moment each cgroup was read; rows.py subtracts one reading from the next.
 CRI's usage_nano_cores is never used: the runtime computes it as a delta since
 the previous stats call of any client (the kubelet's, an exporter's), so it
-says nothing about our window (containerd 1.7/2.1; 1.6 leaves it empty).
+says nothing about our window (measured on containerd 1.6.20, 1.7.24 and
+2.1.9: tests/test_runtime_versions.py).
 
 Where a cgroup is not read, the row says why and carries CRI's cumulative CPU
 time and working set instead (ListContainerStats / ListPodSandboxStats, asked
