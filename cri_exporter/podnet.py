@@ -31,7 +31,8 @@ RETRY_SECONDS = 60.0
 
 
 def parse_net_dev(text: str) -> tuple[model.InterfaceStats, ...]:
-    """/proc/net/dev: two header lines, then `name: rx_bytes packets errs ... tx_bytes packets errs ...`."""
+    """/proc/net/dev: two header lines, then `name: rx_bytes packets errs drop fifo
+    frame compressed multicast tx_bytes packets errs drop ...` (dev_seq_printf_stats)."""
     out = []
     for line in text.splitlines()[2:]:
         name, sep, rest = line.partition(":")
@@ -40,10 +41,12 @@ def parse_net_dev(text: str) -> tuple[model.InterfaceStats, ...]:
         if not sep or len(fields) < 16 or name in IGNORED_INTERFACES:
             continue
         try:
-            rx_bytes, rx_errs, tx_bytes, tx_errs = int(fields[0]), int(fields[2]), int(fields[8]), int(fields[10])
+            rx_bytes, rx_packets, rx_errs, rx_drop = int(fields[0]), int(fields[1]), int(fields[2]), int(fields[3])
+            tx_bytes, tx_packets, tx_errs, tx_drop = int(fields[8]), int(fields[9]), int(fields[10]), int(fields[11])
         except ValueError:
             continue
-        out.append(model.InterfaceStats(name, rx_bytes, rx_errs, tx_bytes, tx_errs))
+        out.append(model.InterfaceStats(name, rx_bytes, rx_errs, tx_bytes, tx_errs,
+                                        rx_packets, rx_drop, tx_packets, tx_drop))
     return tuple(out)
 
 

@@ -374,7 +374,7 @@ _NET_DEV_HEADER = (
 
 def _net_dev(n: int) -> bytes:
     lo = f"    lo: {1000 + n} 10 0 0 0 0 0 0 {1000 + n} 10 0 0 0 0 0 0\n"
-    eth0 = f"  eth0: {5_000_000 + n} 4000 {n % 3} 0 0 0 0 0 {3_000_000 + n} 3000 0 0 0 0 0 0\n"
+    eth0 = f"  eth0: {5_000_000 + n} {4000 + n} {n % 3} {n % 2} 0 0 0 0 {3_000_000 + n} {3000 + n} 0 {n % 5} 0 0 0 0\n"
     return (_NET_DEV_HEADER + lo + eth0).encode()
 
 

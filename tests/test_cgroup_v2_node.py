@@ -214,6 +214,8 @@ NOT_CGROUP = {
     "cri_pod_info", "cri_pod_state", "cri_pod_created_time_seconds", "cri_pod_processes",
     "cri_pod_network_receive_bytes_total", "cri_pod_network_transmit_bytes_total",
     "cri_pod_network_receive_errors_total", "cri_pod_network_transmit_errors_total",
+    "cri_pod_network_receive_packets_total", "cri_pod_network_transmit_packets_total",
+    "cri_pod_network_receive_packets_dropped_total", "cri_pod_network_transmit_packets_dropped_total",
 }
 
 

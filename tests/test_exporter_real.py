@@ -258,11 +258,16 @@ def test_pod_network_is_live_and_covers_every_interface(exporter, containerd):
     after = _net_dev(pid)
     ifaces = {d["interface"] for d in s.labelsets("cri_pod_network_receive_bytes_total") if d["pod"] == "twonics"}
     assert ifaces == {"eth0", "extra0", "extra1"}  # lo is left out, as the kubelet does
-    for iface, rx_col, tx_col in (("eth0", 0, 8), ("extra0", 0, 8)):
-        rx = s.get1("cri_pod_network_receive_bytes_total", namespace="net", pod="twonics", interface=iface)
-        tx = s.get1("cri_pod_network_transmit_bytes_total", namespace="net", pod="twonics", interface=iface)
-        assert before[iface][rx_col] <= rx <= after[iface][rx_col]
-        assert before[iface][tx_col] <= tx <= after[iface][tx_col]
+    # /proc/net/dev columns: rx bytes 0, packets 1, drop 3; tx bytes 8, packets 9, drop 11
+    columns = (("cri_pod_network_receive_bytes_total", 0), ("cri_pod_network_transmit_bytes_total", 8),
+               ("cri_pod_network_receive_packets_total", 1), ("cri_pod_network_transmit_packets_total", 9),
+               ("cri_pod_network_receive_packets_dropped_total", 3),
+               ("cri_pod_network_transmit_packets_dropped_total", 11))
+    for iface in ("eth0", "extra0"):
+        for name, col in columns:
+            value = s.get1(name, namespace="net", pod="twonics", interface=iface)
+            assert before[iface][col] <= value <= after[iface][col], (name, iface)
+    assert s.get1("cri_pod_network_receive_packets_total", namespace="net", pod="twonics", interface="eth0") > 0
 
 
 def test_doctor_runs_in_serve_mode(exporter):

@@ -27,8 +27,10 @@ def test_every_interface_but_lo_from_the_sandbox_process(tmp_path):
     for n, p in enumerate(pods):
         got = net.interfaces(p.sandbox.id, p.sandbox.metadata.uid)
         fields = open(net_dev(tmp_path, n)).read().splitlines()[3].split()
-        assert [(i.name, i.rx_bytes, i.rx_errors, i.tx_bytes, i.tx_errors) for i in got] == [
-            ("eth0", int(fields[1]), int(fields[3]), int(fields[9]), int(fields[11]))]
+        assert [(i.name, i.rx_bytes, i.rx_packets, i.rx_errors, i.rx_dropped,
+                 i.tx_bytes, i.tx_packets, i.tx_errors, i.tx_dropped) for i in got] == [
+            ("eth0", *(int(fields[k]) for k in (1, 2, 3, 4, 9, 10, 11, 12)))]
+    assert {i.rx_dropped for p in pods for i in net.interfaces(p.sandbox.id, p.sandbox.metadata.uid)} != {0}
 
 
 def test_a_pod_that_cannot_be_read_is_tried_again_only_after_a_while(tmp_path, monkeypatch):

@@ -92,6 +92,11 @@ _POD_NET = (
     ("cri_pod_network_transmit_bytes", "Bytes transmitted by the pod on the interface.", "tx_bytes"),
     ("cri_pod_network_receive_errors", "Receive errors on the pod's interface.", "rx_errors"),
     ("cri_pod_network_transmit_errors", "Transmit errors on the pod's interface.", "tx_errors"),
+    # Live only: CRI's NetworkInterfaceUsage carries bytes and errors, not these.
+    ("cri_pod_network_receive_packets", "Packets received by the pod on the interface.", "rx_packets"),
+    ("cri_pod_network_transmit_packets", "Packets transmitted by the pod on the interface.", "tx_packets"),
+    ("cri_pod_network_receive_packets_dropped", "Received packets dropped on the pod's interface.", "rx_dropped"),
+    ("cri_pod_network_transmit_packets_dropped", "Packets dropped on transmit on the pod's interface.", "tx_dropped"),
 )
 
 

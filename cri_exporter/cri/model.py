@@ -122,6 +122,11 @@ class InterfaceStats:
     rx_errors: int | None
     tx_bytes: int | None
     tx_errors: int | None
+    # Only /proc/<pid>/net/dev has these; CRI's NetworkInterfaceUsage does not.
+    rx_packets: int | None = None
+    rx_dropped: int | None = None
+    tx_packets: int | None = None
+    tx_dropped: int | None = None
 
 
 @dataclass(slots=True)
