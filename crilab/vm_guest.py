@@ -41,7 +41,7 @@ METRICS = "http://127.0.0.1:9920/metrics"
 CGROUP = Path("/sys/fs/cgroup")
 # Every cgroup file the exporter reads on v2, read here too as the ground truth.
 CGROUP_FILES = ("cpu.stat", "cpu.max", "cpu.weight", "memory.current", "memory.stat", "memory.events", "memory.max",
-                "memory.swap.current", "pids.current", "pids.max", "io.stat", "cpu.pressure", "memory.pressure",
+                "memory.peak", "memory.swap.current", "pids.current", "pids.max", "io.stat", "cpu.pressure", "memory.pressure",
                 "io.pressure")
 SLEEP = ["sleep", "2147483647"]
 BUSY = ["sh", "-c", "while :; do :; done"]

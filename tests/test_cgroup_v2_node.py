@@ -175,6 +175,8 @@ def _working_set(f):
 # Exported name (after cri_container_ / cri_pod_) -> the value in base units, from the cgroup's v2 files.
 TRUTH = {
     "cpu_usage_seconds_total": lambda f: _kv(f["cpu.stat"])["usage_usec"] / 1e6,
+    "cpu_user_seconds_total": lambda f: _kv(f["cpu.stat"])["user_usec"] / 1e6,
+    "cpu_system_seconds_total": lambda f: _kv(f["cpu.stat"])["system_usec"] / 1e6,
     "cpu_cfs_periods_total": lambda f: _kv(f["cpu.stat"]).get("nr_periods"),
     "cpu_cfs_throttled_periods_total": lambda f: _kv(f["cpu.stat"]).get("nr_throttled"),
     "cpu_cfs_throttled_seconds_total": lambda f: _kv(f["cpu.stat"])["throttled_usec"] / 1e6,
@@ -183,6 +185,7 @@ TRUTH = {
     "spec_cpu_weight": lambda f: _limit(f["cpu.weight"]),
     "spec_memory_limit_bytes": lambda f: _limit(f["memory.max"]),
     "memory_usage_bytes": lambda f: int(f["memory.current"]),
+    "memory_max_usage_bytes": lambda f: _limit(f["memory.peak"]),  # 6.1 has memory.peak (>= 5.19)
     "memory_working_set_bytes": _working_set,
     "memory_rss_bytes": _stat("anon"),
     "memory_cache_bytes": _stat("file"),

@@ -143,6 +143,12 @@ def test_burstable_container_values_match_fixture_files(tree):
         }
     else:
         expected[C("cri_container_memory_failcnt_total")] = 17
+    # v2 cpu.stat user_usec / system_usec; v1 cpuacct.stat in USER_HZ (100) ticks: 140 and 50
+    expected[C("cri_container_cpu_user_seconds_total")] = 1.333333 if v2 else 1.4
+    expected[C("cri_container_cpu_system_seconds_total")] = 0.666666 if v2 else 0.5
+    # v1 memory.max_usage_in_bytes, v2 memory.peak; v2-cgroupfs is a kernel before 5.19: no file, no series
+    if tree != "v2-cgroupfs":
+        expected[C("cri_container_memory_max_usage_bytes")] = 131072000
     if tree != "v1-systemd":  # v2, and v1 hybrid through the unified tree
         expected |= {
             C("cri_container_pressure_cpu_some_seconds_total"): 1.5,

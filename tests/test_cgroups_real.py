@@ -99,6 +99,10 @@ def test_real_v1_cgroup_matches_the_files(throttled_container):
     assert stats.cpu.shares == int((ctrl["cpu"] / "cpu.shares").read_text())
     cpuacct = Path(os.path.realpath(node.layout().controllers["cpuacct"])) / node.resolver.container(cid, uid).relative
     assert stats.cpu.usage_ns == int((cpuacct / "cpuacct.usage").read_text()) > 0
+    ticks = _flat(cpuacct / "cpuacct.stat")  # USER_HZ ticks; the loop is stopped, so they hold still
+    tick_ns = 1e9 / os.sysconf("SC_CLK_TCK")
+    assert stats.cpu.user_ns == ticks["user"] * tick_ns > 0  # a busy loop in user mode
+    assert stats.cpu.system_ns == ticks["system"] * tick_ns
     assert stats.memory.limit_bytes == 64 * 1024 * 1024
     # memcg statistics are flushed lazily (rate-limited on recent kernels), so
     # memory.stat may move between our read and this one: bracket it.
@@ -109,6 +113,8 @@ def test_real_v1_cgroup_matches_the_files(throttled_container):
     assert stats.memory.usage_bytes == usage  # a page counter, always exact
     assert stats.memory.working_set_bytes == max(0, usage - stats.memory.inactive_file_bytes)
     assert stats.memory.failcnt == int((ctrl["memory"] / "memory.failcnt").read_text())
+    peak = int((ctrl["memory"] / "memory.max_usage_in_bytes").read_text())
+    assert stats.memory.peak_bytes == peak >= usage > 0
     oom = _flat(ctrl["memory"] / "memory.oom_control")
     assert stats.memory.oom_kills == oom.get("oom_kill")
     assert (stats.pids.current, stats.pids.limit) == (1, 64)
@@ -133,5 +139,12 @@ def test_real_v1_collector_output(throttled_container):
     assert got[("cri_container_spec_cpu_quota_seconds", labels)] == pytest.approx(0.01)
     assert got[("cri_container_spec_memory_limit_bytes", labels)] == 64 * 1024 * 1024
     assert got[("cri_container_pids", labels)] == 1
+    cpuacct = Path(os.path.realpath(node.layout().controllers["cpuacct"])) / node.resolver.container(cid, uid).relative
+    ticks, hz = _flat(cpuacct / "cpuacct.stat"), os.sysconf("SC_CLK_TCK")
+    assert ticks["user"] > 0
+    assert got[("cri_container_cpu_user_seconds_total", labels)] == pytest.approx(ticks["user"] / hz)
+    assert got[("cri_container_cpu_system_seconds_total", labels)] == pytest.approx(ticks["system"] / hz)
+    assert got[("cri_container_memory_max_usage_bytes", labels)] == int(
+        (ctrl["memory"] / "memory.max_usage_in_bytes").read_text())
     assert got[("cri_pod_pids", (("namespace", "shop"), ("pod", "burner")))] == 1
     assert got[("cri_node_cgroup_info", (("driver", "cgroupfs"), ("version", "v1")))] == 1

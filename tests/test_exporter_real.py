@@ -117,6 +117,26 @@ def test_cpu_counters_are_live_cgroup_readings(exporter, pods):
     assert pod_before - 1e-6 <= pod_value <= pod_after + 1e-6
 
 
+def test_cpu_user_system_and_memory_peak_are_live_cgroup_readings(exporter, pods):
+    """cpuacct.stat (USER_HZ ticks) and memory.max_usage_in_bytes of the burner and
+    its pod, read just before and just after the scrape, bracket what is exported."""
+    burn = pods.burner.containers["burn"][0]
+    uid, ns = pods.burner.uid, pods.burner.namespace
+    targets = ((burn, "cri_container_", ident(pods.burner, "burn")), (None, "cri_pod_", {"namespace": ns, "pod": "burner"}))
+    before = {p: (cgroup_truth.cpu_user_system_seconds(uid, c), cgroup_truth.memory_max_usage_bytes(uid, c))
+              for c, p, _ in targets}
+    s = exporter.scrape()
+    after = {p: (cgroup_truth.cpu_user_system_seconds(uid, c), cgroup_truth.memory_max_usage_bytes(uid, c))
+             for c, p, _ in targets}
+    for _, prefix, labels in targets:
+        (user_a, system_a), peak_a = before[prefix]
+        (user_b, system_b), peak_b = after[prefix]
+        assert user_a - 1e-9 <= s.get1(prefix + "cpu_user_seconds_total", **labels) <= user_b + 1e-9
+        assert system_a - 1e-9 <= s.get1(prefix + "cpu_system_seconds_total", **labels) <= system_b + 1e-9
+        assert 0 < peak_a <= s.get1(prefix + "memory_max_usage_bytes", **labels) <= peak_b
+    assert before["cri_container_"][0][0] > 0  # the burner spins in user mode
+
+
 def test_cpu_from_the_cri_snapshot_without_the_cgroup_collector(containerd, pods, lab_dir):
     """With cgroups disabled the same series come from the background CRI
     snapshot: never ahead of the cgroup file, and behind it by at most what the

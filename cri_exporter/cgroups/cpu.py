@@ -2,6 +2,9 @@
 
 v1 (Documentation/admin-guide/cgroup-v1/cpuacct.rst, scheduler/sched-bwc.rst):
     cpuacct.usage          total ns
+    cpuacct.stat           user N / system N in USER_HZ ticks (sysconf
+                           SC_CLK_TCK, 100 on every Linux build); sampled at
+                           the tick, so user + system is near usage, not equal
     cpu.stat               nr_periods N / nr_throttled N / throttled_time <ns>
                            (+ nr_bursts, burst_time on >= 5.14)
     cpu.cfs_quota_us       -1 = no limit;  cpu.cfs_period_us;  cpu.shares
@@ -14,10 +17,15 @@ v2 (Documentation/admin-guide/cgroup-v2.rst):
 """
 from __future__ import annotations
 
+import os
+
 from cri_exporter.cgroups import files
 from cri_exporter.cgroups.files import CgroupGone
 from cri_exporter.cgroups.paths import CgroupPaths
 from cri_exporter.cgroups.stats import CpuStats
+
+# USER_HZ as userspace sees it (cpuacct.stat's unit); 100 everywhere, so a tick is a whole 10**7 ns.
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def read_cpu(paths: CgroupPaths, usage: bool = True) -> CpuStats | None:
@@ -36,11 +44,15 @@ def _read_cpu(paths: CgroupPaths, usage: bool = True, limits=files.UNKEPT) -> Cp
 
 def _read_v1(cpu: str | None, cpuacct: str | None, limits=files.UNKEPT) -> CpuStats:
     usage_ns = files.to_int(files.read(cpuacct, "cpuacct.usage"), "cpuacct.usage") if cpuacct else None
+    acct = files.flat_keyed(files.read(cpuacct, "cpuacct.stat"), "cpuacct.stat") if cpuacct else {}
+    user_ns, system_ns = _ticks_to_ns(acct.get("user")), _ticks_to_ns(acct.get("system"))
     if cpu is None:
-        return CpuStats(usage_ns=usage_ns)
+        return CpuStats(usage_ns=usage_ns, user_ns=user_ns, system_ns=system_ns)
     stat = files.flat_keyed(files.read(cpu, "cpu.stat"), "cpu.stat")
     return CpuStats(
         usage_ns=usage_ns,
+        user_ns=user_ns,
+        system_ns=system_ns,
         periods=stat.get("nr_periods"),
         throttled_periods=stat.get("nr_throttled"),
         throttled_ns=stat.get("throttled_time"),
@@ -55,6 +67,8 @@ def _read_v2(directory: str, limits=files.UNKEPT) -> CpuStats:
     quota, period = _cpu_max(limits.read(directory, "cpu.max"))
     return CpuStats(
         usage_ns=_us_to_ns(stat.get("usage_usec")),
+        user_ns=_us_to_ns(stat.get("user_usec")),
+        system_ns=_us_to_ns(stat.get("system_usec")),
         periods=stat.get("nr_periods"),
         throttled_periods=stat.get("nr_throttled"),
         throttled_ns=_us_to_ns(stat.get("throttled_usec")),
@@ -76,3 +90,7 @@ def _cpu_max(text: str | None) -> tuple[int | None, int | None]:
 
 def _us_to_ns(value: int | None) -> int | None:
     return None if value is None else value * 1000
+
+
+def _ticks_to_ns(value: int | None) -> int | None:
+    return None if value is None else value * 1_000_000_000 // CLK_TCK

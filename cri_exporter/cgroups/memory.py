@@ -7,12 +7,15 @@ v1 (Documentation/admin-guide/cgroup-v1/memory.rst):
                            counts its containers (a leaf has total_x == x).
                            swap / total_swap only with swap accounting.
     memory.failcnt         times usage hit the limit
+    memory.max_usage_in_bytes  highest usage since the cgroup was made
     memory.oom_control     oom_kill_disable / under_oom / oom_kill (>= 4.13).
                            oom_kill counts kills of tasks in this cgroup only:
                            not hierarchical, so a pod cgroup shows 0 when its
                            container was killed (seen with containerd 1.6.20).
 v2 (Documentation/admin-guide/cgroup-v2.rst):
     memory.current, memory.max ("max"), memory.swap.current
+    memory.peak            highest memory.current since the cgroup was made
+                           (kernel >= 5.19; absent before)
     memory.stat            anon, file, active_file, inactive_file, file_mapped,
                            pgfault, pgmajfault, ... (hierarchical)
     memory.events          low, high, max, oom, oom_kill (+ oom_group_kill);
@@ -94,6 +97,7 @@ def _read_v1(d: str, limits=files.UNKEPT) -> MemoryStats:
         major_page_faults=stat.get("pgmajfault"),
         failcnt=files.to_int(files.read(d, "memory.failcnt"), "memory.failcnt"),
         oom_kills=oom.get("oom_kill"),
+        peak_bytes=files.to_int(files.read(d, "memory.max_usage_in_bytes"), "memory.max_usage_in_bytes"),
     )
 
 
@@ -117,4 +121,5 @@ def _read_v2(d: str, limits=files.UNKEPT) -> MemoryStats:
         oom_kills=events.get("oom_kill"),
         max_events=events.get("max"),
         high_events=events.get("high"),
+        peak_bytes=files.to_int(files.read(d, "memory.peak"), "memory.peak"),
     )

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 @dataclass(slots=True)
 class CpuStats:
     usage_ns: int | None = None
+    user_ns: int | None = None  # v2 cpu.stat user_usec; v1 cpuacct.stat user (USER_HZ ticks, so 10 ms steps)
+    system_ns: int | None = None  # v2 cpu.stat system_usec; v1 cpuacct.stat system
     periods: int | None = None  # CFS enforcement periods that elapsed with runnable tasks
     throttled_periods: int | None = None
     throttled_ns: int | None = None
@@ -42,6 +44,7 @@ class MemoryStats:
     oom_kills: int | None = None  # v1 memory.oom_control oom_kill (>= 4.13), v2 memory.events oom_kill
     max_events: int | None = None  # v2 memory.events max: times usage was about to exceed memory.max
     high_events: int | None = None  # v2 memory.events high: times usage went over memory.high
+    peak_bytes: int | None = None  # v1 memory.max_usage_in_bytes, v2 memory.peak (kernel >= 5.19)
 
 
 @dataclass(slots=True)

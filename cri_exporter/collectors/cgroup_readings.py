@@ -58,6 +58,8 @@ def _period_if_quota(s: CgroupStats) -> int | None:
 
 
 _ROWS: tuple[_Row, ...] = (
+    _Row("cpu_user_seconds", "CPU time the cgroup's tasks spent in user mode (v2 cpu.stat user_usec; v1 cpuacct.stat user, in 10 ms ticks).", True, attrgetter("cpu.user_ns"), 1e9),
+    _Row("cpu_system_seconds", "CPU time the cgroup's tasks spent in the kernel (v2 cpu.stat system_usec; v1 cpuacct.stat system, in 10 ms ticks).", True, attrgetter("cpu.system_ns"), 1e9),
     _Row("cpu_cfs_periods", "CFS enforcement periods that elapsed while the cgroup had runnable tasks (cpu.stat nr_periods).", True, attrgetter("cpu.periods")),
     _Row("cpu_cfs_throttled_periods", "CFS periods in which the cgroup was throttled (cpu.stat nr_throttled).", True, attrgetter("cpu.throttled_periods")),
     _Row("cpu_cfs_throttled_seconds", "Total time the cgroup's tasks were throttled by the CFS quota.", True, attrgetter("cpu.throttled_ns"), 1e9),
@@ -70,6 +72,7 @@ _ROWS: tuple[_Row, ...] = (
     _Row("memory_active_file_bytes", "File-backed memory on the active LRU list.", False, attrgetter("memory.active_file_bytes")),
     _Row("memory_inactive_file_bytes", "File-backed memory on the inactive LRU list (what the working set excludes).", False, attrgetter("memory.inactive_file_bytes")),
     _Row("memory_mapped_file_bytes", "Page cache mapped into processes (v1 total_mapped_file, v2 file_mapped).", False, attrgetter("memory.mapped_file_bytes")),
+    _Row("memory_max_usage_bytes", "Highest memory usage the cgroup reached since it was created (v1 memory.max_usage_in_bytes, v2 memory.peak on kernels >= 5.19).", False, attrgetter("memory.peak_bytes")),
     _Row("memory_failcnt", "cgroup v1 memory.failcnt: times memory usage hit the limit.", True, attrgetter("memory.failcnt")),
     _Row("memory_max_events", "cgroup v2 memory.events max: times usage was about to go over memory.max.", True, attrgetter("memory.max_events")),
     _Row("memory_high_events", "cgroup v2 memory.events high: times usage went over memory.high and was throttled.", True, attrgetter("memory.high_events")),
