@@ -67,10 +67,11 @@ def build() -> dict:
     b.row(
         "Memory",
         graph("Working set and limit", "Memory working set (usage minus inactive file cache: what the kubelet evicts "
-              "on; the kernel's OOM killer ranks by RSS, swap and page tables plus oom_score_adj), total usage and "
-              "the memory limit where set.", "bytes",
+              "on; the kernel's OOM killer ranks by RSS, swap and page tables plus oom_score_adj), total usage, "
+              "its peak since the container started and the memory limit where set.", "bytes",
               query(f"{BY} (cri_container_memory_working_set_bytes{{{CONTAINER}}})", "{{container}} working set"),
               query(f"{BY} (cri_container_memory_usage_bytes{{{CONTAINER}}})", "{{container}} usage"),
+              query(f"{BY} (cri_container_memory_max_usage_bytes{{{CONTAINER}}})", "{{container}} peak"),
               query(f"{BY} (cri_container_spec_memory_limit_bytes{{{CONTAINER}}})", "{{container}} limit"), w=8, min_=0),
         graph("RSS, cache and swap", "Anonymous memory (RSS), page cache, mapped files and swap of each container.",
               "bytes",
@@ -111,11 +112,21 @@ def build() -> dict:
         graph("Network traffic", "Bytes per second the pod received and transmitted, per interface.", "Bps",
               query(f"sum by (interface) ({rate('cri_pod_network_receive_bytes_total', POD)})", "{{interface}} receive"),
               query(f"sum by (interface) ({rate('cri_pod_network_transmit_bytes_total', POD)})",
-                    "{{interface}} transmit"), w=12),
-        graph("Network errors", "Receive and transmit errors per second on the pod's interfaces.", "short",
-              query(f"sum by (interface) ({rate('cri_pod_network_receive_errors_total', POD)})", "{{interface}} receive"),
+                    "{{interface}} transmit"), w=8),
+        graph("Network packets", "Packets per second the pod received and transmitted, per interface (read live "
+              "from the pod's network namespace; CRI's stats have none).", "pps",
+              query(f"sum by (interface) ({rate('cri_pod_network_receive_packets_total', POD)})", "{{interface}} receive"),
+              query(f"sum by (interface) ({rate('cri_pod_network_transmit_packets_total', POD)})",
+                    "{{interface}} transmit"), w=8, min_=0),
+        graph("Network errors and drops", "Receive and transmit errors and dropped packets per second on the pod's "
+              "interfaces.", "short",
+              query(f"sum by (interface) ({rate('cri_pod_network_receive_errors_total', POD)})", "{{interface}} receive errors"),
               query(f"sum by (interface) ({rate('cri_pod_network_transmit_errors_total', POD)})",
-                    "{{interface}} transmit"), w=12, min_=0),
+                    "{{interface}} transmit errors"),
+              query(f"sum by (interface) ({rate('cri_pod_network_receive_packets_dropped_total', POD)})",
+                    "{{interface}} receive drops"),
+              query(f"sum by (interface) ({rate('cri_pod_network_transmit_packets_dropped_total', POD)})",
+                    "{{interface}} transmit drops"), w=8, min_=0),
     )
     b.row(
         "Block I/O and writable layer",
