@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -272,6 +273,14 @@ def test_pod_network_is_live_and_covers_every_interface(exporter, containerd):
     # a veth pair with both ends in the pod (this kernel has no dummy module)
     subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "link", "add", "extra0", "type", "veth", "peer", "name",
                     "extra1"], check=True)
+    # Frames of an ethertype no protocol takes (0x88b5, local experimental) sent from extra1: the
+    # kernel drops them on receive at extra0 (rx_dropped, net/dev's rx "drop" column).
+    for link in ("extra0", "extra1"):
+        subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "link", "set", link, "up"], check=True)
+    subprocess.run(["nsenter", "-t", str(pid), "-n", sys.executable, "-c",
+                    "import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('extra1', 0))\n"
+                    "for _ in range(3): s.send(b'\\xff' * 6 + b'\\x02' * 6 + b'\\x88\\xb5' + b'x' * 50)"], check=True)
+    wait_for(lambda: _net_dev(pid)["extra0"][3] >= 3, what="extra0 to drop the frames")
     wait_for(lambda: exporter.scrape().find("cri_pod_network_receive_bytes_total", pod="twonics"), what="pod")
     before = _net_dev(pid)
     s = exporter.scrape()
@@ -288,6 +297,9 @@ def test_pod_network_is_live_and_covers_every_interface(exporter, containerd):
             value = s.get1(name, namespace="net", pod="twonics", interface=iface)
             assert before[iface][col] <= value <= after[iface][col], (name, iface)
     assert s.get1("cri_pod_network_receive_packets_total", namespace="net", pod="twonics", interface="eth0") > 0
+    assert s.get1("cri_pod_network_receive_packets_dropped_total", namespace="net", pod="twonics",
+                  interface="extra0") >= 3
+    assert s.get1("cri_pod_network_transmit_packets_total", namespace="net", pod="twonics", interface="extra1") >= 3
 
 
 def test_doctor_runs_in_serve_mode(exporter):
