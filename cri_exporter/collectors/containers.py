@@ -32,7 +32,7 @@ from cri_exporter.collectors.cgroup_readings import Readings, cgroup_readings
 from cri_exporter.cri import model
 from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCache, Labels
 from cri_exporter.fetch_once import FetchOnce
-from cri_exporter.inventory import ContainerIdentity, Inventory
+from cri_exporter.inventory import ContainerIdentity, Inventory, cgroup_backed
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.stats_refresher import StatsRefresher
 
@@ -44,9 +44,6 @@ _C_INFO = C_LABELS + ("container_id", "pod_id", "pod_uid", "image", "image_id", 
 _P_INFO = P_LABELS + ("pod_uid", "pod_id", "runtime_handler", "attempt")
 _P_NET = P_LABELS + ("interface",)
 
-# Handlers whose host-side cgroup holds a VM or a user-space kernel, not the
-# container's processes: their cgroup readings would describe the sandbox.
-_VM_HANDLER_HINTS = ("kata", "gvisor", "runsc", "firecracker", "clh", "qemu", "vm")
 
 # ContainerStats attribute -> the live cgroup Usage attribute with the same meaning.
 _LIVE = {
@@ -138,7 +135,7 @@ class ContainersCollector:
         snapshot = self.refresher.snapshot if self.refresher else None
         statuses = ctx.metrics.wants_any(_STATUS_FAMILIES)
         network = self.podnet is not None and ctx.metrics.wants_any(_NET_FAMILIES)
-        last_exited = _last_exited(inv) if statuses else {}
+        last_exited = inv.last_exited() if statuses else {}
         self._refresh_statuses(ctx, inv, last_exited, statuses, network)
         readings = cgroup_readings(ctx, self.cgroups) if self.cgroups else Readings({}, {})
         taken_at = snapshot.taken_at if snapshot else 0.0
@@ -227,7 +224,7 @@ class ContainersCollector:
                 started.add(labels, status.started_at_ns / 1e9)
             live = None
             usage_from_snapshot = True
-            if c.state == "running" and _cgroup_backed(pod):
+            if c.state == "running" and cgroup_backed(pod):
                 live = readings.containers.get(c.id)
                 usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_containers, c.id, taken_at)
             if c.state == "running" and live is None:
@@ -273,14 +270,14 @@ class ContainersCollector:
             created.add(labels, p.created_at_ns / 1e9)
             live = None
             usage_from_snapshot = True
-            if p.state == "ready" and _cgroup_backed(p):
+            if p.state == "ready" and cgroup_backed(p):
                 live = readings.pods.get(p.k8s_uid)
                 usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_pods, p.k8s_uid, taken_at)
             s = stats.get(p.id)
             _add_values(values, labels, live, s, usage_from_snapshot)
             interfaces = None
             # hostNetwork pods' namespace holds the node's interfaces: CRI's word only.
-            if p.state == "ready" and _cgroup_backed(p) and podnet and self.host_network.get(p.id) is False:
+            if p.state == "ready" and cgroup_backed(p) and podnet and self.host_network.get(p.id) is False:
                 interfaces = podnet.interfaces(p.id, p.k8s_uid)
                 snapshot_used = snapshot_used or interfaces is None
             if p.state == "ready" and live is None and usage:
@@ -306,11 +303,6 @@ def _status_settled(status: model.ContainerStatus) -> bool:
     return status.state != "exited" or time.time() - status.finished_at_ns / 1e9 > _EXIT_SETTLE_SECONDS
 
 
-def _cgroup_backed(pod: model.PodSandbox | None) -> bool:
-    handler = (pod.runtime_handler if pod else "").lower()
-    return not any(hint in handler for hint in _VM_HANDLER_HINTS)
-
-
 def _snapshot_not_older(denied: dict[str, CgroupUnreadable], key: str, taken_at: float) -> bool:
     """False while the snapshot predates the last live reading of a cgroup now unreadable."""
     err = denied.get(key)
@@ -331,16 +323,6 @@ def _add_values(values, labels: Labels, live: Usage | None, snap, usage_from_sna
             v = getattr(snap, attr)
         if v is not None:
             family.add(labels, v / per)
-
-
-def _last_exited(inv: Inventory) -> dict[ContainerIdentity, model.Container]:
-    """The newest exited instance of each container, current or not."""
-    out = {}
-    for ident, instances in inv.container_instances.items():
-        exited = [c for c in instances if c.state == "exited"]
-        if exited:
-            out[ident] = max(exited, key=lambda c: (c.attempt, c.created_at_ns))
-    return out
 
 
 class StatsCollector:
