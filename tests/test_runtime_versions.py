@@ -7,6 +7,8 @@ Each test runs on every version and states what that version does.
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import grpc
 import pytest
@@ -110,8 +112,19 @@ def test_usage_nano_cores_is_a_delta_since_the_previous_call_of_any_client(tmp_p
         second = after(first)
         assert second[0] and second[1] == pytest.approx(rate(second, first), rel=0.01)
         # Another client (its own connection) asks in between: the next value is measured from its sample.
-        with grpc.insecure_channel(cd.endpoint) as channel:
-            theirs = listed(api_grpc.RuntimeServiceStub(channel))
+        # The burner is stopped for a second before that call, so the window from `second` holds idle
+        # time the window from `theirs` does not: at a steady quota (a CPU hog beside the test gives
+        # exactly that) both windows would otherwise show the same rate and could not be told apart.
+        pids = [int(p) for p in (cgroup_truth.cgroup_dir("cpuacct", pod.uid, cid) / "cgroup.procs").read_text().split()]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.0)  # the idle period itself, not a wait for something
+            with grpc.insecure_channel(cd.endpoint) as channel:
+                theirs = listed(api_grpc.RuntimeServiceStub(channel))
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
         third = after(theirs)
         assert third[1] == pytest.approx(rate(third, theirs), rel=0.01)
         assert third[1] != pytest.approx(rate(third, second), rel=0.01)
