@@ -45,6 +45,7 @@ NOT_TRANSLATED = {
     "nodeSelector": "scheduling", "tolerations": "scheduling",
     "terminationGracePeriodSeconds": "used by StopContainer when the pod is removed",
     "dnsPolicy": "ClusterFirstWithHostNet without a cluster DNS: the kubelet falls back to the node's resolv.conf",
+    "enableServiceLinks": "no API server, so no Services whose variables the kubelet could inject",
 }
 POD_FIELDS = {"automountServiceAccountToken", "hostNetwork", "hostPID", "hostIPC", "securityContext",
               "containers", "volumes", *NOT_TRANSLATED}

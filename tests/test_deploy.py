@@ -218,6 +218,7 @@ def test_daemonset_is_locked_down(hardened):
         assert sc["capabilities"] == {"drop": ["ALL"]}, "no capability is added back: measured unnecessary"
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert not pod.get("hostPID") and not pod.get("hostIPC")
+    assert pod["enableServiceLinks"] is False, "a Service's CRI_EXPORTER_* variables would read as settings"
     assert pod["tolerations"] == [{"operator": "Exists"}], "must tolerate every taint"
     assert pod["automountServiceAccountToken"] is hardened, "only kube-rbac-proxy talks to the API server"
     mounts = {m["name"]: m for m in agent_container(ds)["volumeMounts"]}
