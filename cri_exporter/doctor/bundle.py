@@ -53,7 +53,7 @@ def member_name(host_path: str) -> str:
 def _jsonable(value):
     if isinstance(value, CriError):
         return {"error": str(value), "code": value.code}
-    if dataclasses.is_dataclass(value):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
