@@ -63,6 +63,8 @@ def kernel_log(ctx):
     recent = [r for r in records if r.seconds >= since]
     sandboxes = ctx.cri("list_pod_sandboxes")
     pods = {} if isinstance(sandboxes, CriError) else {p.uid: f"{p.k8s_namespace}/{p.k8s_name}" for p in sandboxes}
+    memcg_kills: list[str]
+    node_kills: list[str]
     memcg_kills, node_kills, hung, conntrack, fs = [], [], [], [], []
     for r in recent:
         msg = r.message
