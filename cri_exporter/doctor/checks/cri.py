@@ -59,10 +59,12 @@ def socket(ctx):
 @check("cri.multiple_sockets", Severity.WARNING)
 def multiple_sockets(ctx):
     """Several runtime sockets confuse kubeadm, crictl and the kubelet's default."""
-    found = []
-    seen_inodes = set()
+    found: list[str] = []
+    seen_inodes: set[tuple[int, int]] = set()
     for ep in DEFAULT_ENDPOINTS + EXTRA_SOCKETS:
         p = socket_path(ep)
+        if p is None:  # not a unix:// endpoint: no socket file to look for
+            continue
         try:
             st = os.stat(resolve(ctx.hostfs, p))
         except OSError:
