@@ -71,7 +71,10 @@ class Suite:
             if done is not None:
                 return done
             deb = self._download(package)
-            version = re.match(rf"{re.escape(package)}_([^_]+)_", deb.name).group(1)
+            m = re.match(rf"{re.escape(package)}_([^_]+)_", deb.name)
+            if m is None:
+                raise RuntimeError(f"apt-get download of {package} gave {deb.name}, not {package}_<version>_<arch>.deb")
+            version = m.group(1)
             target = self.base / "x" / f"{package}_{version}"
             subprocess.run(["rm", "-rf", str(target)], check=True)
             target.mkdir(parents=True)
