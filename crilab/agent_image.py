@@ -204,14 +204,21 @@ def build() -> Built:
         return Built(IMAGE, image_id, archive, time.monotonic() - started)
 
 
+def _member(tar: tarfile.TarFile, name: str) -> bytes:
+    f = tar.extractfile(name)
+    if f is None:  # a directory or link where the archive format has a file
+        raise RuntimeError(f"{name} in the image archive is not a regular file")
+    return f.read()
+
+
 def sizes(archive: Path) -> dict:
     """Unpacked: the layers' tars. Compressed: the layers gzipped (level 6, what a push sends), plus config."""
     unpacked = compressed = 0
     with tarfile.open(archive) as tar:
-        manifest = json.load(tar.extractfile("manifest.json"))[0]
-        config = tar.extractfile(manifest["Config"]).read()
+        manifest = json.loads(_member(tar, "manifest.json"))[0]
+        config = _member(tar, manifest["Config"])
         for layer in manifest["Layers"]:
-            data = tar.extractfile(layer).read()
+            data = _member(tar, layer)
             unpacked += len(data)
             compressed += len(gzip.compress(data, compresslevel=6))
     return {"layers": len(manifest["Layers"]), "unpacked_bytes": unpacked,
