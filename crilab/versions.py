@@ -52,7 +52,10 @@ def _bin_dir(version: Version) -> Path:
     if version.suite is None:
         from crilab.containerd import ensure_packages
         ensure_packages()
-        return Path(shutil.which("containerd")).resolve().parent
+        containerd = shutil.which("containerd")
+        if containerd is None:
+            raise RuntimeError("containerd is not on PATH after installing Debian's package")
+        return Path(containerd).resolve().parent
     from crilab.debian import Suite
     return Suite(version.suite).unpack("containerd") / "usr/bin"
 
