@@ -135,12 +135,12 @@ class Containerd:
             raise ValueError(f"socket path too long for AF_UNIX: {self.socket_path}")
         self.endpoint = f"unix://{self.socket_path}"
         self.log_path = self.base / "containerd.log"
-        self._proc = None
-        self._channel = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._channel: grpc.Channel | None = None
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self.running else None
+        return self._proc.pid if self._proc is not None and self.running else None
 
     @property
     def running(self) -> bool:
@@ -230,7 +230,7 @@ class Containerd:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM and wait; containers keep running in their shims."""
-        if self.running:
+        if self._proc is not None and self.running:
             self._proc.terminate()
             try:
                 self._proc.wait(timeout)
@@ -240,7 +240,7 @@ class Containerd:
 
     def kill(self) -> None:
         """SIGKILL, like a crash: state and shims stay behind."""
-        if self.running:
+        if self._proc is not None and self.running:
             self._proc.kill()
             self._proc.wait()
         self._close()
