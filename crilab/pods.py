@@ -5,9 +5,9 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from cri_exporter.cri import api_pb2 as api
-from crilab.containerd import Containerd
 from crilab.images import BUSYBOX_IMAGE
 
 POD_NAME = "io.kubernetes.pod.name"
@@ -17,9 +17,17 @@ CONTAINER_NAME = "io.kubernetes.container.name"
 RESTART_COUNT = "io.kubernetes.container.restartCount"
 
 
+class Runtime(Protocol):
+    """What pods need of a runtime: the lab's Containerd, or the VM guest's
+    containerd (crilab.vm_guest.NodeRuntime)."""
+    base: Path
+
+    def runtime_stub(self) -> Any: ...
+
+
 @dataclass
 class Pod:
-    cd: Containerd
+    cd: Runtime
     id: str
     config: api.PodSandboxConfig
     # container name -> ids, one per attempt (exited attempts are kept, as the kubelet does)
@@ -91,7 +99,7 @@ class Pod:
         rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=self.id))
 
 
-def run_pod(cd: Containerd, name: str, namespace: str = "default", uid: str | None = None,
+def run_pod(cd: Runtime, name: str, namespace: str = "default", uid: str | None = None,
             cgroup_parent: str | None = None, labels: dict | None = None,
             annotations: dict | None = None) -> Pod:
     """Run a sandbox. cgroup_parent defaults to the kubelet's cgroupfs layout

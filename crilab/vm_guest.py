@@ -25,6 +25,7 @@ import urllib.request
 import uuid
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -174,7 +175,7 @@ def start_pods(rt: NodeRuntime) -> list[dict]:
         stub = rt.runtime_stub()
         sandbox_pid = verbose_pid(stub.PodSandboxStatus(api.PodSandboxStatusRequest(
             pod_sandbox_id=pod.id, verbose=True)).info)
-        entry = {"namespace": namespace, "pod": name, "uid": uid, "qos": qos, "id": pod.id,
+        entry: dict[str, Any] = {"namespace": namespace, "pod": name, "uid": uid, "qos": qos, "id": pod.id,
                  "cgroup_parent": parent, "sandbox_cgroup": proc_cgroup(sandbox_pid), "containers": {}}
         entry["pod_cgroup"] = entry["sandbox_cgroup"].rsplit("/", 1)[0]
         for cname, command, quota, memory in containers:
