@@ -115,6 +115,8 @@ def image_key(containerd: Path) -> str:
 
 def build_image(cache: Path = VM_CACHE) -> Image:
     """The guest image, built if missing (1 to 4 minutes on 2 cores), else the cached one."""
+    if CONTAINERD_SUITE is None:
+        raise RuntimeError(f"containerd {CONTAINERD.name} for the guest must come from a Debian suite's .deb")
     containerd = Suite(CONTAINERD_SUITE).unpack("containerd")
     key = image_key(containerd)
     image = Image(Path(cache) / f"image-{key}")
@@ -163,7 +165,7 @@ def _build(work: Path, containerd: Path) -> None:
     for deb in (rootfs / "var/cache/apt/archives").glob("*.deb"):  # debootstrap's downloads: 150 MB
         deb.unlink()
     wheels = _install_dependencies(rootfs, work / "wheels")
-    manifest = {
+    manifest: dict[str, object] = {
         "kernel": kernel.name, "containerd": containerd.name,
         "runc": _dpkg_version(rootfs, "runc"), "python3": _dpkg_version(rootfs, "python3"),
         "systemd": _dpkg_version(rootfs, "systemd"), "wheels": wheels,
