@@ -23,6 +23,7 @@ import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -225,7 +226,8 @@ class FakeCRI:
 
     # ---- gRPC plumbing ----
 
-    _METHODS = {
+    # service -> method -> its request message class
+    _METHODS: dict[str, dict[str, Any]] = {
         "runtime.v1.RuntimeService": {
             "Version": api.VersionRequest, "Status": api.StatusRequest, "ListPodSandbox": api.ListPodSandboxRequest,
             "ListContainers": api.ListContainersRequest, "ListContainerStats": api.ListContainerStatsRequest,
@@ -338,10 +340,10 @@ def make_cgroup_tree(host_root: str | os.PathLike, pods: list[FakePod]) -> Path:
         sandbox_files = {h: {**files, "cgroup.procs": f"{pid}\n".encode()} for h, files in container_files.items()}
         dirs = [(pod_rel, pod_files)] + [(f"{pod_rel}/{c.id}", container_files) for c in p.containers] + \
                [(sandbox_rel, sandbox_files)]
-        for k, (rel, files) in enumerate(dirs):
+        for k, (cgroup_rel, files) in enumerate(dirs):
             seed = n * 8 + k
             for hierarchy, contents in files.items():
-                d = cg / hierarchy / rel
+                d = cg / hierarchy / cgroup_rel
                 d.mkdir(parents=True, exist_ok=True)
                 for name, data in contents.items():
                     _write(d / name, data if name in _SAME_FOR_ALL else _vary(data, seed))
