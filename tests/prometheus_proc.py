@@ -21,6 +21,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -64,7 +65,7 @@ def release(name: str) -> Release:
         promtool = str(Suite(suite).unpack("promtool") / "usr/bin/promtool")
     versions = (_version(prometheus), _version(promtool))
     version = versions[0]
-    if version != versions[1] or not (version or "").startswith(name + "."):
+    if version is None or version != versions[1] or not version.startswith(name + "."):
         raise RuntimeError(f"Prometheus {name}: {prometheus} and {promtool} report versions {versions}; "
                            "check the tests' version facts and update tests.prometheus_proc.RELEASES")
     return Release(name, prometheus, promtool, version)
@@ -143,7 +144,7 @@ class PrometheusProcess(ManagedProcess):
         raise RuntimeError(f"prometheus did not become ready:\n{self.log()}")
 
     # --- HTTP API -------------------------------------------------------
-    def api(self, path: str, **params) -> object:
+    def api(self, path: str, **params) -> Any:
         """GET /api/v1/<path>; the `data` field, or PromQLError."""
         url = f"{self.url}/api/v1/{path}"
         body = urllib.parse.urlencode(params).encode() if params else None
