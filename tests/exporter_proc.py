@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import IO
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -41,7 +42,7 @@ class Samples(dict):
 
 def parse(text: str) -> Samples:
     """Parse exposition text; fail on any duplicate series."""
-    out, seen = Samples(), Counter()
+    out, seen = Samples(), Counter[tuple[str, frozenset]]()
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             key = (s.name, frozenset(s.labels.items()))
@@ -57,7 +58,7 @@ class ManagedProcess:
 
     proc: subprocess.Popen
     log_path: Path
-    _log: object
+    _log: IO[bytes]
 
     def _start(self, cmd: list[str], **popen) -> None:
         self._log = open(self.log_path, "wb")
