@@ -35,6 +35,7 @@ import time
 import urllib.request
 from array import array
 from pathlib import Path
+from unittest.mock import patch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -48,7 +49,7 @@ from prometheus_client.exposition import generate_latest  # noqa: E402
 
 from cri_exporter.cgroups import files as cgfiles  # noqa: E402
 from cri_exporter.cri import CriClient  # noqa: E402
-from cri_exporter.exposition import ExpositionWriter, Family  # noqa: E402
+from cri_exporter.exposition import AnyFamily, ExpositionWriter, Family  # noqa: E402
 from cri_exporter.exporter import Exporter  # noqa: E402
 from cri_exporter.hostfs import HostFS  # noqa: E402
 from cri_exporter.settings import DEFAULTS, Settings  # noqa: E402
@@ -153,8 +154,9 @@ def lean_row(where: str, n: int, endpoint: str, host_root: str, scrapes: int, lo
             "lean": series_budget(lean_samples)}
 
 
-def recorded_files(endpoint: str, host_root: str) -> list[tuple[str, str]]:
-    """(directory, name) of every cgroup and /proc file one scrape reads, by running one in-process."""
+def recorded_files(endpoint: str, host_root: str) -> tuple[list[tuple[str, str]], list[AnyFamily]]:
+    """(directory, name) of every cgroup and /proc file one scrape reads, by running one in-process;
+    and the families of that scrape."""
     seen: list[tuple[str, str]] = []
     real, real_text = cgfiles.read, HostFS.read_text
 
@@ -166,9 +168,7 @@ def recorded_files(endpoint: str, host_root: str) -> list[tuple[str, str]]:
         seen.append(os.path.split(self.path(host_path)))
         return real_text(self, host_path, *args, **kwargs)
 
-    cgfiles.read = spy
-    HostFS.read_text = spy_text
-    try:
+    with patch.object(cgfiles, "read", spy), patch.object(HostFS, "read_text", spy_text):
         exp = Exporter(Settings(runtime_endpoint=endpoint, host_root=host_root,
                                 # the floor is what a scrape reads: the runtime_processes walk is off its path
                                 collectors=tuple(BEFORE_RUNTIME_PROCESSES.split(",")), stats_interval=3600))
@@ -177,8 +177,6 @@ def recorded_files(endpoint: str, host_root: str) -> list[tuple[str, str]]:
         exp.render()
         families = exp.scraper.scrape().metrics
         exp.stop()
-    finally:
-        cgfiles.read, HostFS.read_text = real, real_text
     return seen, families
 
 
@@ -292,7 +290,7 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
                     peer_bytes = len(body)
                 # the bare stats calls, as an agent calling them per scrape would
                 client = CriClient(cd.endpoint, timeout=60)
-                stats_t = []
+                stats_t: list[float] = []
                 rt0, t0 = cpu_seconds(rt_pids()), time.monotonic()
                 while len(stats_t) < 5 or time.monotonic() - t0 < RUNTIME_WINDOW:
                     t = time.perf_counter()
@@ -679,7 +677,10 @@ def main() -> None:
         return
     if args.quick:
         args.real, args.fake, args.scrapes = "10,50", "100,250,1000", 10
-    rows, notes, expo, lean = [], [], [], []
+    rows: list[dict] = []
+    notes: list[str] = []
+    expo: list[dict] = []
+    lean: list[dict] = []
     started = time.monotonic()
     real = [int(x) for x in args.real.split(",") if x]
     if real:
