@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from cri_exporter.cri import api_pb2 as api
 
@@ -156,6 +157,7 @@ class FakeCRI:
             pods = list(self.pods)
         if method == "ListContainers" and self.raw_list_containers is not None:
             return self.raw_list_containers
+        msg: Message
         if method == "Version":
             msg = api.VersionResponse(version="0.1.0", runtime_name="containerd", runtime_version="v1.6.20-fake",
                                       runtime_api_version="v1")
