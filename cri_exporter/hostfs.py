@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Callable
 
 MAX_LINKS = 40
 
@@ -151,7 +152,7 @@ class HostFS:
     def is_executable(self, host_path: str) -> bool:
         return self._test(lambda local: os.access(local, os.X_OK), host_path)
 
-    def _test(self, test, host_path: str) -> bool:
+    def _test(self, test: Callable[[str], bool], host_path: str) -> bool:
         try:
             return test(self.path(host_path))
         except OSError:  # ELOOP from path(): a link loop is no file

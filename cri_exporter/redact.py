@@ -83,7 +83,7 @@ def _redact_pem(text: str) -> str:
     return "".join(out)
 
 
-def _scheme(m: re.Match) -> str:
+def _scheme(m: re.Match[str]) -> str:
     """`Bearer <credential>`, not prose such as "Basic authentication"."""
     value = m.group(3)
     if value.isalpha() and (value.islower() or value[0].isupper() and value[1:].islower()) or len(value) < 4:

@@ -84,7 +84,7 @@ class Collection:
         self._partial_lock = threading.Lock()
         # Set (by the leader thread) to the full result once every collector
         # is done or the deadline has passed.
-        self.done: cf.Future = scraper._leader.submit(self._finish)
+        self.done: cf.Future[ScrapeResult] = scraper._leader.submit(self._finish)
 
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the full result; True if it is there."""

@@ -223,7 +223,7 @@ class CriClient:
         r = self._call(
             self._runtime, "PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=pod_sandbox_id), timeout
         )
-        return r.status.linux.namespaces.options.network == pb.NODE
+        return bool(r.status.linux.namespaces.options.network == pb.NODE)
 
     def list_containers(self, timeout: float | None = None) -> list[model.Container]:
         r = self._call(self._runtime, "ListContainers", pb.ListContainersRequest(), timeout)
