@@ -10,7 +10,7 @@ more than the checks would have.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 from cri_exporter.cri.client import CriError
 from cri_exporter.doctor.facts import kubelet
@@ -19,7 +19,7 @@ from cri_exporter.doctor.facts import kubelet
 @dataclass(frozen=True)
 class Requirement:
     name: str
-    unmet: Callable  # (ctx) -> None when it holds, else the skip's summary
+    unmet: Callable[[Any], str | None]  # (ctx) -> None when it holds, else the skip's summary
 
 
 def _runs(kind: str) -> Requirement:
@@ -96,7 +96,7 @@ CNI_BRIDGE = Requirement(
     lambda ctx: "the CNI config uses no bridge plugin" if ctx.cni is None or ctx.cni.bridge_name is None else None)
 
 
-def unmet(ctx, requires) -> str | None:
+def unmet(ctx, requires: Iterable[Requirement]) -> str | None:
     """The first requirement that does not hold, as the skip's summary."""
     for requirement in requires:
         why = requirement.unmet(ctx)

@@ -28,7 +28,8 @@ def _imagefs_path(ctx) -> str:
 
 
 def _nodefs_path(ctx) -> str:
-    return ctx.kubelet.flags.get("root-dir", "/var/lib/kubelet")
+    path: str = ctx.kubelet.flags.get("root-dir", "/var/lib/kubelet")
+    return path
 
 
 def _check(ctx, kind: str, path: str):

@@ -151,7 +151,7 @@ CRIO_BUILTIN_RUNTIMES = {"crun", "runc"}
 def _same(a, b) -> bool:
     if isinstance(a, str) and isinstance(b, str):
         return a.rstrip("/") == b.rstrip("/")
-    return a == b
+    return bool(a == b)
 
 
 def _crio_differences(cfg, running: dict) -> list[str]:

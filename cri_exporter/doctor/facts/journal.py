@@ -45,10 +45,12 @@ class _File:
         self.compact = bool(self.flags & _COMPACT)
 
     def u64(self, off: int) -> int:
-        return struct.unpack_from("<Q", self.m, off)[0]
+        value: int = struct.unpack_from("<Q", self.m, off)[0]
+        return value
 
     def u32(self, off: int) -> int:
-        return struct.unpack_from("<I", self.m, off)[0]
+        value: int = struct.unpack_from("<I", self.m, off)[0]
+        return value
 
     def object(self, off: int, kind: int) -> tuple[int, int] | None:
         """(flags, size) of the object of that type at `off`, None if it is not one."""
