@@ -34,7 +34,8 @@ _Dumper.add_representer(str, _str)
 
 
 def dump(doc: object) -> str:
-    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
+    text: str = yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
+    return text
 
 
 def rule_file(s: Settings = PRODUCTION) -> str:

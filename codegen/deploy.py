@@ -249,7 +249,7 @@ def rule_groups_text() -> str:
     rule = yaml.safe_load(ALERTS_RULE.read_text())
     if rule.get("kind") != "PrometheusRule" or "groups" not in (rule.get("spec") or {}):
         raise ValueError(f"{ALERTS_RULE.relative_to(REPO)} is not a PrometheusRule with spec.groups")
-    body = yaml.safe_dump(rule["spec"], default_flow_style=False, sort_keys=False, width=10**9, allow_unicode=True)
+    body: str = yaml.safe_dump(rule["spec"], default_flow_style=False, sort_keys=False, width=10**9, allow_unicode=True)
     return ("# Copied by `python -m codegen` from alerts/prometheusrule.yaml (spec). Do not edit.\n" + body)
 
 

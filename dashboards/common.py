@@ -44,7 +44,7 @@ def _common(panel, title: str, description: str, unit: str, queries, w: int, h: 
 def graph(title: str, description: str, unit: str, *queries: prometheus.Dataquery, w: int = 12, h: int = 8,
           min_: float | None = None, max_: float | None = None, stack: bool = False,
           bars: bool = False) -> timeseries.Panel:
-    p = _common(timeseries.Panel(), title, description, unit, queries, w, h).fill_opacity(10 if not stack else 40)
+    p: timeseries.Panel = _common(timeseries.Panel(), title, description, unit, queries, w, h).fill_opacity(10 if not stack else 40)
     p = p.legend(cb.VizLegendOptions().display_mode(common.LegendDisplayMode.TABLE)
                  .placement(common.LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull", "max"]))
     if min_ is not None:
@@ -69,7 +69,7 @@ def single(title: str, description: str, unit: str, *queries: prometheus.Dataque
            mapping: dict[str, tuple[str, str]] | None = None, text_mode: str = "auto",
            thresholds: list[tuple[float | None, str]] | None = None) -> stat.Panel:
     """A stat panel of the latest value(s). `mapping`: value -> (text, color)."""
-    p = _common(stat.Panel(), title, description, unit, queries, w, h)
+    p: stat.Panel = _common(stat.Panel(), title, description, unit, queries, w, h)
     p = (p.text_mode(common.BigValueTextMode(text_mode)).graph_mode(common.BigValueGraphMode.NONE)
          .color_mode(common.BigValueColorMode.BACKGROUND if (mapping or thresholds) else common.BigValueColorMode.NONE)
          .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
@@ -83,7 +83,7 @@ def single(title: str, description: str, unit: str, *queries: prometheus.Dataque
 
 def states(title: str, description: str, unit: str, *queries: prometheus.Dataquery, w: int = 12, h: int = 6,
            mapping: dict[str, tuple[str, str]] | None = None) -> statetimeline.Panel:
-    p = _common(statetimeline.Panel(), title, description, unit, queries, w, h).show_value(common.VisibilityMode.NEVER)
+    p: statetimeline.Panel = _common(statetimeline.Panel(), title, description, unit, queries, w, h).show_value(common.VisibilityMode.NEVER)
     if mapping:
         p = p.mappings(_mappings(mapping))
     return p
@@ -91,7 +91,7 @@ def states(title: str, description: str, unit: str, *queries: prometheus.Dataque
 
 def bars(title: str, description: str, unit: str, *queries: prometheus.Dataquery, w: int = 12, h: int = 8,
          min_: float | None = None, max_: float | None = None) -> bargauge.Panel:
-    p = _common(bargauge.Panel(), title, description, unit, queries, w, h)
+    p: bargauge.Panel = _common(bargauge.Panel(), title, description, unit, queries, w, h)
     p = (p.orientation(common.VizOrientation.HORIZONTAL).display_mode(common.BarGaugeDisplayMode.BASIC)
          .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
     if min_ is not None:
@@ -152,7 +152,8 @@ class Board:
             for p in panels:
                 d = d.with_panel(p.id(next_id))
                 next_id += 1
-        return json.loads(json.dumps(d.build(), cls=JSONEncoder))
+        board: dict = json.loads(json.dumps(d.build(), cls=JSONEncoder))
+        return board
 
 
 def render(board: dict) -> str:
