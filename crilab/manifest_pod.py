@@ -113,7 +113,7 @@ class HostPaths:
     def resolve(self, name: str, volume: dict) -> str:
         if "hostPath" in volume:
             hp = volume["hostPath"]
-            path = self.stand_ins.get(hp["path"], hp["path"])
+            path: str = self.stand_ins.get(hp["path"], hp["path"])
             if path != hp["path"] and not os.path.exists(hp["path"]):
                 # The stand-in's mount point under the read-only /host must exist too
                 # (/run/containerd is there whenever a lab shim runs); kept until the pod goes.
@@ -176,7 +176,8 @@ class ManifestPod:
 
     @property
     def spec(self) -> dict:
-        return self.daemonset["spec"]["template"]["spec"]
+        spec: dict = self.daemonset["spec"]["template"]["spec"]
+        return spec
 
     @property
     def name(self) -> str:
@@ -185,7 +186,8 @@ class ManifestPod:
 
     @property
     def namespace(self) -> str:
-        return self.daemonset["metadata"]["namespace"]
+        namespace: str = self.daemonset["metadata"]["namespace"]
+        return namespace
 
     @property
     def cgroup_parent(self) -> str:
@@ -347,8 +349,9 @@ class ManifestPod:
 
     def exec_sync(self, name: str, cmd: list[str], timeout: int = 120) -> api.ExecSyncResponse:
         """What `kubectl exec` without a tty ends up as on the runtime (ExecSync, argv: no shell)."""
-        return self.cd.runtime_stub(timeout=timeout + 10).ExecSync(
+        answer: api.ExecSyncResponse = self.cd.runtime_stub(timeout=timeout + 10).ExecSync(
             api.ExecSyncRequest(container_id=self.container_ids[name], cmd=cmd, timeout=timeout))
+        return answer
 
     def remove(self) -> None:
         if self.sandbox_id:

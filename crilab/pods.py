@@ -63,7 +63,7 @@ class Pod:
                 memory_limit_in_bytes=memory_limit or 0)),
         )
         rt = self.cd.runtime_stub()
-        cid = rt.CreateContainer(api.CreateContainerRequest(
+        cid: str = rt.CreateContainer(api.CreateContainerRequest(
             pod_sandbox_id=self.id, config=config, sandbox_config=self.config)).container_id
         self.containers.setdefault(name, []).append(cid)
         if start:
@@ -71,8 +71,9 @@ class Pod:
         return cid
 
     def container_status(self, container_id: str) -> api.ContainerStatus:
-        return self.cd.runtime_stub().ContainerStatus(
+        status: api.ContainerStatus = self.cd.runtime_stub().ContainerStatus(
             api.ContainerStatusRequest(container_id=container_id)).status
+        return status
 
     def wait_exited(self, container_id: str, timeout: float = 10.0) -> api.ContainerStatus:
         end = time.monotonic() + timeout

@@ -62,7 +62,7 @@ def _log(msg: str) -> None:
     print(f"crilab.vm: {msg}", file=sys.stderr, flush=True)
 
 
-def run_checked(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess:
+def run_checked(cmd: list[str], what: str, **kw) -> subprocess.CompletedProcess[str]:
     """Run a build step; a failure raises with the step's name and the end of its output."""
     try:
         return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=1200, **kw)
@@ -90,7 +90,8 @@ class Image:
     @property
     def manifest(self) -> dict:
         """What went into it: versions of the kernel, containerd, runc, python, wheels."""
-        return json.loads((self.dir / "manifest.json").read_text())
+        manifest: dict = json.loads((self.dir / "manifest.json").read_text())
+        return manifest
 
 
 def dependencies() -> list[str]:
