@@ -91,7 +91,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
-def pct(values, q) -> float:
+def pct(values: list[float], q: float) -> float:
     v = sorted(values)
     return v[min(len(v) - 1, max(0, round(q * (len(v) - 1))))]
 

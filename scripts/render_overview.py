@@ -64,13 +64,16 @@ class Prom:
             body = json.load(r)
         if body["status"] != "success":
             raise RuntimeError(body)
-        return body["data"]
+        data: dict = body["data"]
+        return data
 
     def instant(self, expr: str, at: float) -> list[dict]:
-        return self._get("query", query=expr, time=at)["result"]
+        result: list[dict] = self._get("query", query=expr, time=at)["result"]
+        return result
 
     def range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
-        return self._get("query_range", query=expr, start=start, end=end, step=step)["result"]
+        result: list[dict] = self._get("query_range", query=expr, start=start, end=end, step=step)["result"]
+        return result
 
 
 # --- formatting -----------------------------------------------------------

@@ -21,10 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
-class Samples(dict):
+class Samples(dict[tuple[str, frozenset], float]):
     """{(name, frozenset(labels.items())): value} of one scrape, plus lookups."""
 
     def get1(self, name: str, **labels) -> float:
@@ -32,7 +33,7 @@ class Samples(dict):
         assert len(found) == 1, f"{name}{labels}: expected one sample, found {found}"
         return next(iter(found.values()))
 
-    def find(self, name: str, **labels) -> dict:
+    def find(self, name: str, **labels) -> dict[tuple[str, frozenset], float]:
         want = set(labels.items())
         return {k: v for k, v in self.items() if k[0] == name and want <= k[1]}
 

@@ -165,16 +165,20 @@ class PrometheusProcess(ManagedProcess):
         data = self.api("query", **params)
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": data["result"]}]
-        return data["result"]
+        result: list[dict] = data["result"]
+        return result
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[dict]:
-        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=str(step))["result"]
+        result: list[dict] = self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=str(step))["result"]
+        return result
 
     def alerts(self) -> list[dict]:
-        return self.api("alerts")["alerts"]
+        alerts: list[dict] = self.api("alerts")["alerts"]
+        return alerts
 
     def rules(self) -> list[dict]:
-        return self.api("rules")["groups"]
+        groups: list[dict] = self.api("rules")["groups"]
+        return groups
 
     def targets_up(self) -> bool:
         active = self.api("targets")["activeTargets"]
