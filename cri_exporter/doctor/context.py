@@ -10,7 +10,7 @@ import functools
 import os
 
 from cri_exporter.cri.client import CriClient, CriError, resolve_endpoint, socket_path
-from cri_exporter.doctor.facts import cni, containerd, crio, kubelet, packages, procfs, systemd
+from cri_exporter.doctor.facts import cni, containerd, crio, kube_proxy, kubelet, packages, procfs, systemd
 from cri_exporter.doctor.facts.kubelet import DriverInUse
 from cri_exporter.hostfs import HostFS
 
@@ -88,6 +88,11 @@ class Context:
     def kubelet(self) -> kubelet.KubeletSettings:
         return kubelet.load(self.hostfs, self.unit("kubelet.service"),
                             procfs.find_processes(self.hostfs, ("kubelet",)), self.packages.get("kubelet"))
+
+    @functools.cached_property
+    def kube_proxy(self) -> kube_proxy.ProxyMode:
+        """Whether kube-proxy runs here and in which mode (its flags or config file)."""
+        return kube_proxy.read(self.hostfs)
 
     @functools.cached_property
     def packages(self) -> dict[str, packages.Version]:

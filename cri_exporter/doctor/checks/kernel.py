@@ -40,40 +40,66 @@ def _module(ctx, name: str, why: str):
 # (kubeadm removed those preflight checks for that reason: kubernetes PR 123464).
 LINUX_BRIDGE_PLUGINS = ("bridge", "flannel", "weave-net")
 REF_KUBEADM_BRIDGE = "https://github.com/kubernetes/kubernetes/pull/123464"
+# kube-proxy's createProxier hands a sysctl interface to the iptables and ipvs
+# proxiers only; their NewProxier logs "Missing br-netfilter module or unset
+# sysctl br-nf-call-iptables" when the sysctl is not 1. The nftables proxier's
+# NewProxier takes no sysctl interface and checks nothing of the kind
+# (kubernetes 1.29-1.36).
+REF_PROXY_MODES = "https://github.com/kubernetes/kubernetes/blob/master/cmd/kube-proxy/app/server_linux.go"
+REF_IPTABLES_PROXIER = "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/iptables/proxier.go"
+REF_NFTABLES_PROXIER = "https://github.com/kubernetes/kubernetes/blob/master/pkg/proxy/nftables/proxier.go"
+BRIDGE_NF_MODES = ("iptables", "ipvs")
 
 
 def _bridge_need(ctx) -> tuple[bool | None, str]:
-    """(whether bridged pod traffic exists here, why we think so); None when unknown."""
+    """(whether bridged pod traffic must pass netfilter here, why we think so);
+    None when that cannot be established. It must where the CNI puts pods on
+    a Linux bridge and kube-proxy programs Services with iptables (iptables
+    or ipvs mode)."""
     cni = ctx.cni
     if cni is None or cni.chosen is None:
         return None, "no loadable CNI config tells whether pods sit on a Linux bridge"
     types = [str(p.get("type")) for p in cni.chosen.plugins]
     bridged = [t for t in types if t in LINUX_BRIDGE_PLUGINS]
-    proxy = procfs.kube_proxy_mode(ctx.hostfs)
-    proxy_text = f"; kube-proxy {proxy}" if proxy else ""
-    if bridged:
-        return True, f"{cni.chosen.path} puts pods on a Linux bridge ({bridged[0]}){proxy_text}"
-    return False, f"{cni.chosen.path} ({', '.join(types)}) puts pods on no Linux bridge{proxy_text}"
+    if not bridged:
+        return False, f"{cni.chosen.path} ({', '.join(types)}) puts pods on no Linux bridge"
+    bridge = f"{cni.chosen.path} puts pods on a Linux bridge ({bridged[0]})"
+    proxy = ctx.kube_proxy
+    if proxy.state == "running" and proxy.mode in BRIDGE_NF_MODES:
+        return True, f"{bridge}; kube-proxy runs in {proxy.mode} mode: {proxy.seen}"
+    if proxy.state == "running" and proxy.mode == "nftables":
+        return False, (f"{bridge}, but kube-proxy runs in nftables mode ({proxy.seen}); its nftables proxier "
+                       "neither needs nor checks bridge-nf-call, unlike the iptables and ipvs proxiers")
+    if proxy.state == "absent":
+        return False, f"{bridge}, but {proxy.seen}: no kube-proxy iptables/ipvs rules need to see bridged traffic"
+    return None, f"{bridge}; kube-proxy's mode is unknown: {proxy.seen}"
 
 
 def _for_bridged_pods(ctx, finding):
-    """Bridge netfilter matters only where pods share a Linux bridge: there a
-    finding stands; with a routed/eBPF CNI a bad value is a skip saying why;
-    with no CNI config to judge by, a failure is only a warning."""
+    """Bridge netfilter matters only where pods share a Linux bridge and
+    kube-proxy runs in iptables or ipvs mode: there a finding stands; where
+    either is known not to hold, a bad value is a skip saying why; where it
+    cannot be established, a failure is only a warning."""
     needed, reason = _bridge_need(ctx)
     seen = "\n".join(x for x in (finding.seen, reason) if x)
+    refs = [REF_KUBEADM_BRIDGE, REF_PROXY_MODES, REF_IPTABLES_PROXIER, REF_NFTABLES_PROXIER]
     if finding.status is Status.PASS or needed:
-        return dataclasses.replace(finding, seen=seen)
+        extra = [r for r in refs if r not in finding.refs] if needed and finding.status is not Status.PASS else []
+        return dataclasses.replace(finding, seen=seen, refs=tuple(finding.refs) + tuple(extra))
     if needed is False:
-        return skipped(f"not needed here: {reason} ({finding.summary})", seen=seen)
-    return warned(finding.summary, seen=seen, why=finding.why + " Whether this node needs it depends on the CNI, "
-                  "which could not be read.", fix=finding.fix, refs=list(finding.refs) + [REF_KUBEADM_BRIDGE])
+        return dataclasses.replace(skipped(f"not needed here: {reason} ({finding.summary})", seen=seen),
+                                   refs=tuple(refs))
+    return warned(finding.summary, seen=seen + "\njudged as a warning, not a failure: it is needed only with a "
+                  "Linux-bridge CNI and kube-proxy in iptables or ipvs mode, which could not be established",
+                  why=finding.why + " Whether this node needs it depends on the CNI and on kube-proxy's mode.",
+                  fix=finding.fix, refs=list(finding.refs) + [r for r in refs if r not in finding.refs])
 
 
 @check("kernel.module.br_netfilter", Severity.CRITICAL)
 def br_netfilter(ctx):
     """br_netfilter makes bridged pod traffic visible to iptables; needed where
-    the CNI puts pods on a Linux bridge (bridge, flannel, weave)."""
+    the CNI puts pods on a Linux bridge (bridge, flannel, weave) and kube-proxy
+    runs in iptables or ipvs mode."""
     return _for_bridged_pods(ctx, _module(
         ctx, "br_netfilter",
         "Without it, traffic between pods on the same bridge bypasses iptables: Service "

@@ -210,19 +210,3 @@ def netns_files(hostfs: HostFS, directory: str, prefix: str) -> dict[str, tuple[
                 continue  # deleted meanwhile
             out[name] = (st.st_ino, st.st_mtime)
     return out
-
-
-def kube_proxy_mode(hostfs: HostFS) -> str | None:
-    """"in <mode> mode" from a kube-proxy process's --proxy-mode, "running
-    (mode set in its config file)" without the flag, None when no kube-proxy
-    process is visible (not yet started, or replaced by the CNI)."""
-    proc = next((p for p in find_processes(hostfs, ("kube-proxy",)) if p.args), None)
-    if proc is None:
-        return None
-    args = list(proc.args)
-    for i, a in enumerate(args):
-        if a.startswith("--proxy-mode="):
-            return f"in {a.split('=', 1)[1] or 'the default (iptables)'} mode (pid {proc.pid})"
-        if a == "--proxy-mode" and i + 1 < len(args):
-            return f"in {args[i + 1]} mode (pid {proc.pid})"
-    return f"pid {proc.pid} (mode set in its config file)"
