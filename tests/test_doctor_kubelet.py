@@ -138,7 +138,33 @@ def test_disk_thresholds_use_kubelet_defaults(monkeypatch, free_pct, inode_pct, 
     r = results(HEALTHY, checks=["disk"])
     assert r["disk.nodefs"].status.value == expected  # nodefs.available<10%, inodesFree<5%
     imagefs = {"pass": "pass", "warn": "fail", "fail": "fail"}[expected]  # imagefs.available<15%
+    if inode_pct == 1:  # imagefs.inodesFree is a default from 1.30 only; this kubelet's version is unknown
+        imagefs = "warn"
     assert r["disk.imagefs"].status.value == imagefs
+
+
+def _dpkg_kubelet(root, version: str):
+    write(root, "/var/lib/dpkg/status", f"Package: kubelet\nStatus: install ok installed\nVersion: {version}\n\n")
+
+
+@pytest.mark.parametrize("kubelet,expected,needle", [
+    (None, "warn", "kubelet version unknown (no dpkg/rpm record of a kubelet package): assumed the default "
+                   "imagefs.inodesFree<5% of kubelet 1.30+ (older kubelets have none), so at most a warning"),
+    ("1.29.10-1.1", "pass", "imagefs.inodesFree: not checked, kubelet 1.29 has no default imagefs.inodesFree"),
+    ("1.30.0-1.1", "fail", "imagefs.inodesFree<5% (kubelet default)"),
+    ("1.35.1-1.1", "fail", "imagefs.inodesFree<5% (kubelet default)"),
+])
+def test_imagefs_inodes_default_depends_on_the_kubelet_version(monkeypatch, tmp_path, kubelet, expected, needle):
+    monkeypatch.setattr(disk, "statvfs", lambda p: FakeStat(1000, 4096, 500, 1000, 10))  # 1% of inodes free
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    if kubelet:
+        _dpkg_kubelet(root, kubelet)
+    f = results(root, checks=["disk.imagefs"])["disk.imagefs"].finding
+    assert f.status.value == expected and needle in f.seen, f
+    # Set explicitly, the threshold exists whatever the version.
+    cfg = root / "var/lib/kubelet/config.yaml"
+    cfg.write_text(cfg.read_text() + 'evictionHard:\n  imagefs.inodesFree: "5%"\n  imagefs.available: "15%"\n')
+    assert status(root, "disk.imagefs") == "fail"
 
 
 def test_disk_on_real_statvfs_and_configured_threshold(tmp_path):

@@ -54,18 +54,25 @@ def _check(ctx, kind: str, path: str):
             seen.append(f"inodes: {st.f_favail} of {st.f_files} free")
         if not limit or not capacity:
             continue
-        seen.append(f"{signal}<{limit} ({where})")
+        # A default only newer kubelets have (imagefs.inodesFree, 1.30+): none
+        # before, and with the version unknown, crossing it is only a warning.
+        exists, assumed = ctx.kubelet.default_threshold(signal)
+        if exists is False:
+            seen.append(f"{signal}: not checked, {assumed}")
+            continue
+        seen.append(f"{signal}<{limit} ({where})" + (f"; {assumed}" if assumed else ""))
+        below = fails if exists else warns
         if limit.endswith("%"):
             pct = 100 * avail / capacity
             need = float(limit[:-1])
             if pct < need:
-                fails.append(f"{unit}: {pct:.1f}% free, below {signal}<{limit}")
+                below.append(f"{unit}: {pct:.1f}% free, below {signal}<{limit}")
             elif pct < need + MARGIN_POINTS:
                 warns.append(f"{unit}: {pct:.1f}% free, within {MARGIN_POINTS:g} points of {signal}<{limit}")
         else:
             need_q = parse_quantity(limit)
             if need_q is not None and avail < need_q:
-                fails.append(f"{unit}: {avail} free, below {signal}<{limit}")
+                below.append(f"{unit}: {avail} free, below {signal}<{limit}")
     if not fails and not warns:
         return passed(f"{kind} {path} has room above the eviction thresholds", seen="\n".join(seen))
     make = failed if fails else warned

@@ -165,7 +165,8 @@ def ip_forward(ctx):
 @check("kernel.sysctl.bridge_nf_call_iptables", Severity.CRITICAL)
 def bridge_nf_call_iptables(ctx):
     """Bridged IPv4 traffic must pass iptables for kube-proxy's rules to apply
-    (where the CNI puts pods on a Linux bridge)."""
+    (where the CNI puts pods on a Linux bridge and kube-proxy runs in iptables
+    or ipvs mode)."""
     return _for_bridged_pods(ctx, _sysctl(
         ctx, "net.bridge.bridge-nf-call-iptables", True,
         "kube-proxy's iptables rules never see pod-to-pod traffic on the bridge, so "

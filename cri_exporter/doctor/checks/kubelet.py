@@ -10,7 +10,7 @@ from cri_exporter.cri.client import CriClient, CriError, socket_path
 from cri_exporter.doctor.facts import procfs
 from cri_exporter.doctor.facts.files import resolve
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
-from cri_exporter.doctor.facts.kubelet import DEFAULT_CONFIG, DEFAULT_EVICTION_HARD
+from cri_exporter.doctor.facts.kubelet import DEFAULT_CONFIG, DEFAULT_EVICTION_HARD, DEFAULT_EVICTION_SINCE
 from cri_exporter.doctor.facts.quantity import parse_quantity
 from cri_exporter.doctor.registry import check
 from cri_exporter.doctor.requirements import KUBELET, KUBELET_INSTALLED
@@ -172,8 +172,10 @@ def eviction(ctx):
     seen = [f"evictionHard ({where}): " + ", ".join(f"{k}<{v}" for k, v in thresholds.items())]
     problems = []
     version = ctx.kubelet.version
-    # imagefs.inodesFree is a default from 1.33 on: an older (or unknown) kubelet never had it.
-    signals = [x for x in DEFAULT_EVICTION_HARD if x != "imagefs.inodesFree" or (version and version.at_least(1, 33))]
+    # imagefs.inodesFree is a default from 1.30 on (kubernetes PR 121834): an older (or
+    # unknown) kubelet may never have had it, so leaving it out is no finding there.
+    signals = [x for x in DEFAULT_EVICTION_HARD if x not in DEFAULT_EVICTION_SINCE
+               or (version and version.at_least(*DEFAULT_EVICTION_SINCE[x]))]
     unset = [x for x in signals if x not in thresholds]
     if unset and where != "kubelet default":
         problems.append(f"evictionHard is set partially: {', '.join(unset)} are now 0 (never evict)")

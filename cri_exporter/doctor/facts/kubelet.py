@@ -44,7 +44,8 @@ DEFAULT_CGROUP_DRIVER = "cgroupfs"
 # Since kubelet 1.27 an empty containerRuntimeEndpoint means containerd's socket.
 DEFAULT_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
 # Node-pressure eviction defaults (Linux, pkg/kubelet/eviction/defaults_linux.go;
-# imagefs.inodesFree since 1.33, kubernetes PR 121834).
+# imagefs.inodesFree since 1.30: kubernetes PR 121834, listed in CHANGELOG-1.30
+# under v1.30.0-alpha.1; its cherry-picks to 1.27/1.28 (PRs 122667, 122666) were closed).
 DEFAULT_EVICTION_HARD = {
     "memory.available": "100Mi",
     "nodefs.available": "10%",
@@ -52,6 +53,9 @@ DEFAULT_EVICTION_HARD = {
     "imagefs.available": "15%",
     "imagefs.inodesFree": "5%",
 }
+
+# Default signals younger than the others: the kubelet release that brought each.
+DEFAULT_EVICTION_SINCE = {"imagefs.inodesFree": (1, 30)}
 
 # Flag name -> config field it maps to.
 FLAG_FIELDS = {
@@ -91,6 +95,7 @@ class KubeletSettings:
     dropin_errors: list[str] = field(default_factory=list)
     eviction: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EVICTION_HARD))
     eviction_where: str = "kubelet default"
+    eviction_explicit: set[str] = field(default_factory=set)  # signals a config file or drop-in sets
     command_from: str = ""  # where the command line was read
     installed: str = ""  # what says a kubelet is installed here (unit, process, package, binary), or ""
     embedded_in: str = ""  # "k3s" when the kubelet runs inside it
@@ -145,6 +150,23 @@ class KubeletSettings:
         if "eviction-hard" in self.flags:
             return _parse_eviction_flag(self.flags["eviction-hard"]), f"--eviction-hard in {self.flag_sources['eviction-hard']}"
         return dict(self.eviction), self.eviction_where
+
+    def default_threshold(self, signal: str) -> tuple[bool | None, str]:
+        """Whether `signal`'s threshold in eviction_hard() exists in this kubelet
+        when it comes from the kubelet's defaults, not a setting: True (set,
+        or a default this version has), False (a default it predates), None
+        (a default only newer kubelets have, and the version is unknown), with
+        what was assumed."""
+        since = DEFAULT_EVICTION_SINCE.get(signal)
+        if since is None or "eviction-hard" in self.flags or signal in self.eviction_explicit:
+            return True, ""
+        first = f"{since[0]}.{since[1]}"
+        if self.version is None:
+            return None, (f"{self.version_text}: assumed the default {signal}<{self.eviction.get(signal)} of "
+                          f"kubelet {first}+ (older kubelets have none), so at most a warning")
+        if self.version.at_least(*since):
+            return True, ""
+        return False, f"kubelet {self.version.major}.{self.version.minor} has no default {signal} (a default from {first})"
 
 
 def _parse_eviction_flag(v: str) -> dict[str, str]:
@@ -324,9 +346,11 @@ def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procf
         if not isinstance(eviction, dict):
             s.eviction, s.eviction_where = dict(DEFAULT_EVICTION_HARD), "kubelet default"
         elif config.get("mergeDefaultEvictionSettings") is True:
+            s.eviction_explicit = {str(k) for k in eviction}
             s.eviction = {**DEFAULT_EVICTION_HARD, **{str(k): str(v) for k, v in eviction.items()}}
             s.eviction_where = f"evictionHard in {s.config_path}, merged with the defaults (mergeDefaultEvictionSettings)"
         else:
+            s.eviction_explicit = {str(k) for k in eviction}
             s.eviction = {str(k): str(v) for k, v in eviction.items()}
             s.eviction_where = f"evictionHard in {s.config_path}"
         s.dropin_dir = s.flags.get("config-dir", "")
@@ -344,6 +368,7 @@ def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procf
                 # Merged into the map so far, defaults included: a partial map
                 # in a drop-in leaves the other signals as they were.
                 s.eviction = {str(k): str(v) for k, v in _merge_patch(s.eviction, patch["evictionHard"]).items()}
+                s.eviction_explicit |= {str(k) for k, v in patch["evictionHard"].items() if v is not None}
                 s.eviction_where += f", then {path}"
         s.config = config
     return s
