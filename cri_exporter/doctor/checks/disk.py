@@ -44,7 +44,8 @@ def _check(ctx, kind: str, path: str):
     free = st.f_bavail * st.f_frsize
     seen = [f"{path}: {free / 2**30:.1f}Gi of {total / 2**30:.1f}Gi free"
             + (f" ({100 * free / total:.1f}%)" if total else "")]
-    fails, warns = [], []
+    fails: list[str] = []
+    warns: list[str] = []
     for signal, avail, capacity, unit in (
         (f"{kind}.available", free, total, "space"),
         (f"{kind}.inodesFree", st.f_favail, st.f_files, "inodes"),
