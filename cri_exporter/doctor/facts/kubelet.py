@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from cri_exporter.doctor.facts import k3s, procfs, systemd
+from cri_exporter.doctor.facts import buildinfo, k3s, procfs, systemd
 from cri_exporter.doctor.facts.files import FileTooLarge, list_dir, read_config
 from cri_exporter.doctor.facts.packages import Version
 from cri_exporter.hostfs import HostFS
@@ -100,15 +100,17 @@ class KubeletSettings:
     installed: str = ""  # what says a kubelet is installed here (unit, process, package, binary), or ""
     embedded_in: str = ""  # "k3s" when the kubelet runs inside it
     version: Version | None = None
+    version_unknown: str = ""  # why the binary's build info did not tell the version either
 
     @property
     def version_text(self) -> str:
         """The kubelet's version as the findings say it, or why it is unknown."""
         if self.version is not None:
             return f"kubelet {self.version}"
-        if self.installed.startswith("k3s"):
-            return "kubelet version unknown (compiled into k3s; no package records it)"
-        return "kubelet version unknown (no dpkg/rpm record of a kubelet package)"
+        binary = f"; {self.version_unknown}" if self.version_unknown else ""
+        if self.installed.startswith("k3s") or self.embedded_in:
+            return f"kubelet version unknown (compiled into k3s; no package records it{binary})"
+        return f"kubelet version unknown (no dpkg/rpm record of a kubelet package{binary})"
 
     @property
     def present(self) -> bool:
@@ -309,6 +311,37 @@ def release_version(hostfs: HostFS, processes: list[procfs.Process]) -> Version 
     return None
 
 
+K3S_BINARY = "/usr/local/bin/k3s"
+
+
+def _binaries(hostfs: HostFS, unit: systemd.Unit, processes: list[procfs.Process], embedded: bool) -> list[str]:
+    """Where the kubelet's code is on this host, most telling first: k3s's
+    binary on a k3s node, else the unit's ExecStart, the running kubelet's
+    executable (a host path for a kubelet on the node), the usual paths."""
+    if embedded:
+        k3s_unit = next((u for u in (systemd.read_unit(hostfs, n) for n in k3s.UNITS) if u.exists), None)
+        argv = (systemd.exec_start(hostfs, k3s_unit) or []) if k3s_unit else []
+        return [p for p in (argv[:1] + [K3S_BINARY]) if os.path.isabs(p)]
+    argv = (systemd.exec_start(hostfs, unit) or []) if unit.exists else []
+    found = [argv[0]] if argv and os.path.isabs(argv[0]) else []
+    for p in processes:
+        if p.comm == "kubelet":
+            try:
+                found.append(hostfs.readlink(f"/proc/{p.pid}/exe"))
+            except OSError:
+                pass
+    return list(dict.fromkeys(found + list(BINARIES)))
+
+
+def binary_version(hostfs: HostFS, unit: systemd.Unit, processes: list[procfs.Process],
+                   embedded: bool) -> tuple[Version | None, str]:
+    """The kubelet's version from the build info of the first of its binaries present."""
+    for path in _binaries(hostfs, unit, processes, embedded):
+        if hostfs.is_file(path):
+            return buildinfo.kubernetes_version(hostfs, path)
+    return None, ""
+
+
 def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procfs.Process] | None = None,
          version: Version | None = None) -> KubeletSettings:
     unit = unit if unit is not None else systemd.read_unit(hostfs, "kubelet.service")
@@ -322,6 +355,11 @@ def load(hostfs: HostFS, unit: systemd.Unit | None = None, processes: list[procf
         args, s.command_from, files = embedded
         s.files += files
     s.flags, s.flag_sources = parse_flags(args)
+    if s.version is None:
+        # Without a command line of its own, a kubelet on a k3s node is k3s's.
+        in_k3s = bool(embedded) or (not s.command_from and any(hostfs.is_dir(f"{d}/agent") for d in EMBEDDED.values()))
+        s.version, s.version_unknown = binary_version(hostfs, unit, processes or [], in_k3s)
+        version = s.version
     s.installed = "k3s runs it in its own process" if embedded else _installed(hostfs, unit, processes or [], version)
     if not s.command_from:
         for name, data_dir in EMBEDDED.items():
