@@ -278,3 +278,21 @@ def test_kubernetes_release_builds(binary):
         assert isinstance(v, Version) and (v.major, v.minor, v.patch) == tuple(int(x) for x in truth.groups())
     else:
         assert v is None and info.main == ("k8s.io/kubernetes", "(devel)") and "records no Kubernetes version" in why
+
+
+def test_containerd_without_package_or_cri_answer_from_its_binary(tmp_path):
+    """containerd installed from the release tarball: no package records it and, down, it
+    does not answer CRI Version; the binary containerd.service starts tells its version."""
+    from cri_exporter.doctor.context import Context
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    ctx = Context(HostFS(str(root)), "unix:///none.sock")
+    assert not any("version from" in n for n in ctx.containerd_location.notes)
+    ctd = ("path\tgithub.com/containerd/containerd/v2/cmd/containerd\n"
+           "build\t-ldflags=" + _quote("-X github.com/containerd/containerd/v2/version.Version=v2.1.4") + "\n")
+    _write_elf(root, "/usr/bin/containerd", elf({".go.buildinfo": go_buildinfo("go1.24.7", ctd)}))
+    ctx = Context(HostFS(str(root)), "unix:///none.sock")
+    assert ("containerd version from its build info of /usr/bin/containerd "
+            "(-X github.com/containerd/containerd/v2/version.Version): v2.1.4") in ctx.containerd_location.notes
+    _write_elf(root, "/usr/bin/containerd", b"\x7fELF garbage")
+    ctx = Context(HostFS(str(root)), "unix:///none.sock")
+    assert "containerd version unknown: /usr/bin/containerd: truncated ELF file" in ctx.containerd_location.notes

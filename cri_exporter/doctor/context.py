@@ -10,7 +10,7 @@ import functools
 import os
 
 from cri_exporter.cri.client import CriClient, CriError, resolve_endpoint, socket_path
-from cri_exporter.doctor.facts import cni, containerd, crio, kube_proxy, kubelet, packages, procfs, systemd
+from cri_exporter.doctor.facts import buildinfo, cni, containerd, crio, kube_proxy, kubelet, packages, procfs, systemd
 from cri_exporter.doctor.facts.kubelet import DriverInUse
 from cri_exporter.hostfs import HostFS
 
@@ -46,7 +46,29 @@ class Context:
             loc = containerd.locate(self.hostfs, self.runtime_processes, socket_path(self.endpoint),
                                     f"{package.major}.{package.minor}.{package.patch}")
             loc.notes.append(f"containerd version from its package: {package}")
+        elif version is None and package is None and loc.layout.name in ("default", "custom"):
+            # No package either (installed from the release tarball): its binary's build info.
+            built, why = self._containerd_binary_version(loc)
+            if built is not None:
+                loc = containerd.locate(self.hostfs, self.runtime_processes, socket_path(self.endpoint),
+                                        f"{built.major}.{built.minor}.{built.patch}")
+                loc.notes.append(f"containerd version from its {built.source}: {built.text}")
+            elif why:
+                loc.notes.append(f"containerd version unknown: {why}")
         return loc
+
+    def _containerd_binary_version(self, loc: containerd.Location) -> tuple[packages.Version | None, str]:
+        """The running containerd's executable, else containerd.service's ExecStart, else the usual paths."""
+        paths = []
+        if loc.process is not None:
+            try:
+                paths.append(self.hostfs.readlink(f"/proc/{loc.process.pid}/exe"))
+            except OSError:
+                pass
+        argv = systemd.exec_start(self.hostfs, self.unit("containerd.service")) or []
+        paths += argv[:1] + ["/usr/local/bin/containerd", "/usr/bin/containerd"]
+        path = next((p for p in dict.fromkeys(paths) if os.path.isabs(p) and self.hostfs.is_file(p)), None)
+        return buildinfo.containerd_version(self.hostfs, path) if path else (None, "")
 
     @functools.cached_property
     def containerd(self) -> containerd.ContainerdConfig:

@@ -10,7 +10,10 @@ fact: `path`, `mod`, `dep` (a `=>` line after it names a replacement) and
 `build key=value`, a value Go-quoted when it holds spaces. `build -ldflags`
 is recorded unless the binary was built with -trimpath (Go issue 52372),
 and carries the version a release build stamps in with `-X`:
-- Kubernetes (hack/lib/version.sh) and k3s: `k8s.io/component-base/version.gitVersion=v1.33.1`;
+- Kubernetes (hack/lib/version.sh) and k3s (scripts/build, `go build -ldflags
+  "$VERSIONFLAGS ..."`): `k8s.io/component-base/version.gitVersion=v1.33.1`
+  (`v1.31.4+k3s1` in k3s, whose older vendored builds prefix it with
+  `github.com/rancher/k3s/vendor/`);
 - containerd: `github.com/containerd/containerd[/v2]/version.Version=1.7.24`.
 Builds with -trimpath record no -ldflags: the Kubernetes release builds
 (kubectl 1.27-1.33 on the lab machine) and Debian's containerd 1.6.20,
@@ -225,7 +228,10 @@ def kubernetes_version(hostfs: HostFS, host_path: str) -> tuple[Version | None, 
     info, why = read(hostfs, host_path)
     if info is None:
         return None, why
-    v = _version(info.ldflags_x.get(GIT_VERSION), f"build info of {host_path} (-X {GIT_VERSION})")
+    x = info.ldflags_x
+    # k3s's older GOPATH builds stamp the vendored copy: .../vendor/k8s.io/component-base/...
+    name = next((k for k in x if k == GIT_VERSION or k.endswith("/vendor/" + GIT_VERSION)), GIT_VERSION)
+    v = _version(x.get(name), f"build info of {host_path} (-X {name})")
     if v is None and info.main[0] == "k8s.io/kubernetes":  # Go 1.24+ stamps the release tag (1.33+)
         v = _version(info.main[1], f"build info of {host_path} (main module k8s.io/kubernetes)")
     if v is None:
