@@ -52,7 +52,7 @@ def _values(v) -> list[str]:
     return [] if v is None else [str(v)]
 
 
-def _from_config_files(hostfs: HostFS) -> tuple[dict[str, tuple[list[str], str]], list[str]]:
+def config_keys(hostfs: HostFS) -> tuple[dict[str, tuple[list[str], str]], list[str]]:
     """key -> (values, file that set them last), and the files read."""
     keys: dict[str, tuple[list[str], str]] = {}
     read = []
@@ -94,7 +94,7 @@ def kubelet_command_line(hostfs: HostFS) -> tuple[list[tuple[str, str]], str, li
     """(the kubelet's arguments as (word, origin) pairs, where they were read,
     the files read) for a k3s node whose k3s writes the kubelet drop-in
     directory; None on other nodes and older k3s."""
-    keys, files = _from_config_files(hostfs)
+    keys, files = config_keys(hostfs)
     unit = next((u for u in (systemd.read_unit(hostfs, n) for n in UNITS) if u.exists), None)
     cli = _from_unit(hostfs, unit) if unit else {}
     data_dir = (cli.get("data-dir") or keys.get("data-dir", ([DATA_DIR], ""))[0] or [DATA_DIR])[-1]

@@ -10,8 +10,9 @@ kubeadm runs kube-proxy as a DaemonSet: `--config=/var/lib/kube-proxy/config.con
 is a path in the container's filesystem, read here through
 /proc/<pid>/root (which needs ptrace rights over the process), every link
 resolved inside that root. k3s runs kube-proxy inside its own process
-(pkg/daemons/agent) unless `disable-kube-proxy` is set, with
-`proxy-mode=iptables` unless a `kube-proxy-arg` says otherwise.
+unless `disable-kube-proxy` is set, with `proxy-mode=iptables`
+(pkg/daemons/agent/agent_linux.go, kubeProxyArgs) unless a `kube-proxy-arg`
+says otherwise.
 """
 from __future__ import annotations
 
@@ -102,7 +103,7 @@ def _k3s_embedded(hostfs: HostFS) -> ProxyMode | None:
     unit = next((u for u in (systemd.read_unit(hostfs, n) for n in k3s.UNITS) if u.exists), None)
     if unit is None and not hostfs.is_dir(f"{k3s.DATA_DIR}/agent"):
         return None
-    keys, files = k3s._from_config_files(hostfs)
+    keys, files = k3s.config_keys(hostfs)
     argv = (systemd.exec_start(hostfs, unit) or []) if unit else []
     where = ", ".join(files + ([unit.files[0]] if unit and unit.files else [])) or k3s.DATA_DIR
     disabled = [v.lower() for v in keys.get("disable-kube-proxy", ([], ""))[0]]
