@@ -151,8 +151,8 @@ def _unquote(s: str) -> str:
     if len(s) < 2 or s[0] != '"' or s[-1] != '"':
         return s
 
-    def one(m: re.Match) -> str:
-        e = m.group(1)
+    def one(m: re.Match[str]) -> str:
+        e: str = m.group(1)
         if e[0] in "xuU":
             return chr(int(e[1:], 16))
         if e[0].isdigit():
