@@ -35,7 +35,10 @@ def read_io(paths: CgroupPaths, names: DeviceNames | None = None) -> IoStats | N
 
 def _read_io(paths: CgroupPaths, names: DeviceNames | None) -> IoStats:
     if paths.version == "v2":
-        per_device = parse_io_stat(files.read(paths.unified, "io.stat"))  # type: ignore[arg-type]
+        unified = paths.unified
+        if unified is None:  # never: paths.py gives every v2 cgroup its tree's root
+            raise CgroupGone(paths.relative)
+        per_device = parse_io_stat(files.read(unified, "io.stat"))
     else:
         d = paths.dir("blkio")
         if d is None:

@@ -38,7 +38,10 @@ def read_cpu(paths: CgroupPaths, usage: bool = True) -> CpuStats | None:
 
 def _read_cpu(paths: CgroupPaths, usage: bool = True, limits=files.UNKEPT) -> CpuStats:
     if paths.version == "v2":
-        return _read_v2(paths.unified, limits)  # type: ignore[arg-type]
+        unified = paths.unified
+        if unified is None:  # never: paths.py gives every v2 cgroup its tree's root
+            raise CgroupGone(paths.relative)
+        return _read_v2(unified, limits)
     return _read_v1(paths.dir("cpu"), paths.dir("cpuacct") if usage else None, limits)
 
 

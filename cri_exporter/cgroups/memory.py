@@ -74,7 +74,10 @@ def working_set(usage: int | None, inactive_file: int | None) -> int | None:
 
 def _read_memory(paths: CgroupPaths, limits=files.UNKEPT) -> MemoryStats:
     if paths.version == "v2":
-        return _read_v2(paths.unified, limits)  # type: ignore[arg-type]
+        unified = paths.unified
+        if unified is None:  # never: paths.py gives every v2 cgroup its tree's root
+            raise CgroupGone(paths.relative)
+        return _read_v2(unified, limits)
     directory = paths.dir("memory")
     return _read_v1(directory, limits) if directory else MemoryStats()
 
