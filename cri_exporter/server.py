@@ -60,6 +60,7 @@ import struct
 import threading
 import time
 from http import HTTPStatus
+from typing import cast
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -374,7 +375,8 @@ class _Connection(asyncio.Protocol):
     # ---- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream protocol is given a Transport (typeshed's Protocol says BaseTransport).
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if peer else "?"
         # Paused as soon as a byte waits in our buffer; resumed once it is all
