@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import time
 from sys import intern
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import grpc
+from google.protobuf.message import Message
 
 from cri_exporter.cri import api_pb2 as pb
 from cri_exporter.cri import api_pb2_grpc as pb_grpc
@@ -114,7 +115,7 @@ def explain_rpc_error(method: str, endpoint: str, err: grpc.RpcError, timeout: f
     return CriError(method, endpoint, code.name, msg)
 
 
-def _u64(msg, name: str) -> int | None:
+def _u64(msg: Message, name: str) -> int | None:
     """A UInt64Value field, or None when the runtime left it out."""
     return getattr(msg, name).value if msg.HasField(name) else None
 
@@ -302,7 +303,7 @@ class EventStream:
         self._call.cancel()
 
 
-def _container_status(s) -> model.ContainerStatus:
+def _container_status(s: pb.ContainerStatus) -> model.ContainerStatus:
     return model.ContainerStatus(
         id=intern(s.id),
         state=_CONTAINER_STATES.get(s.state, "unknown"),
@@ -314,7 +315,7 @@ def _container_status(s) -> model.ContainerStatus:
     )
 
 
-def _container_event(r) -> model.ContainerEvent:
+def _container_event(r: pb.ContainerEventResponse) -> model.ContainerEvent:
     own = next((s for s in r.containers_statuses if s.id == r.container_id), None)
     pod = r.pod_sandbox_status
     labels = own.labels if own is not None else {}
@@ -334,18 +335,18 @@ def _container_event(r) -> model.ContainerEvent:
 _IDENTITY_LABELS = (model.LABEL_POD_NAME, model.LABEL_POD_NAMESPACE, model.LABEL_POD_UID, model.LABEL_CONTAINER_NAME)
 
 
-def identity_labels(labels) -> dict[str, str]:
+def identity_labels(labels: Mapping[str, str]) -> dict[str, str]:
     """The labels the exporter reads. A sandbox carries every label of its pod;
     kept whole, with the annotations nothing read either, they were
     megabytes per scrape at 1,000 pods."""
     return {k: intern(labels[k]) for k in _IDENTITY_LABELS if k in labels}
 
 
-def _fs_usage(kind: str, f) -> model.FilesystemUsage:
+def _fs_usage(kind: str, f: pb.FilesystemUsage) -> model.FilesystemUsage:
     return model.FilesystemUsage(kind, f.fs_id.mountpoint, _u64(f, "used_bytes"), _u64(f, "inodes_used"))
 
 
-def _container_stats(s) -> model.ContainerStats:
+def _container_stats(s: pb.ContainerStats) -> model.ContainerStats:
     cpu, mem = s.cpu, s.memory
     has_cpu, has_mem = s.HasField("cpu"), s.HasField("memory")
     has_wl = s.HasField("writable_layer")
@@ -363,7 +364,7 @@ def _container_stats(s) -> model.ContainerStats:
     )
 
 
-def _pod_stats(s) -> model.PodStats:
+def _pod_stats(s: pb.PodSandboxStats) -> model.PodStats:
     linux = s.linux
     has_cpu, has_mem = linux.HasField("cpu"), linux.HasField("memory")
     interfaces: list[model.InterfaceStats] = []
