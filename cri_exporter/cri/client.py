@@ -175,19 +175,19 @@ class CriClient:
     # ---- RuntimeService ----
 
     def version(self, timeout: float | None = None) -> model.RuntimeVersion:
-        r = self._call(self._runtime, "Version", pb.VersionRequest(version=CRI_API_VERSION), timeout)
+        r: pb.VersionResponse = self._call(self._runtime, "Version", pb.VersionRequest(version=CRI_API_VERSION), timeout)
         return model.RuntimeVersion(r.version, r.runtime_name, r.runtime_version, r.runtime_api_version)
 
     def runtime_config(self, timeout: float | None = None) -> model.RuntimeConfig:
         """The cgroup driver the runtime tells the kubelet to use; Unimplemented
         (a CriError) on containerd 1.6/1.7, answered by 2.x and CRI-O 1.28+."""
-        r = self._call(self._runtime, "RuntimeConfig", pb.RuntimeConfigRequest(), timeout)
+        r: pb.RuntimeConfigResponse = self._call(self._runtime, "RuntimeConfig", pb.RuntimeConfigRequest(), timeout)
         if not r.HasField("linux"):
             return model.RuntimeConfig(None)
         return model.RuntimeConfig("cgroupfs" if r.linux.cgroup_driver == pb.CGROUPFS else "systemd")
 
     def status(self, verbose: bool = False, timeout: float | None = None) -> model.RuntimeStatus:
-        r = self._call(self._runtime, "Status", pb.StatusRequest(verbose=verbose), timeout)
+        r: pb.StatusResponse = self._call(self._runtime, "Status", pb.StatusRequest(verbose=verbose), timeout)
         return model.RuntimeStatus(
             conditions=tuple(
                 model.RuntimeCondition(c.type, c.status, c.reason, c.message) for c in r.status.conditions
@@ -203,7 +203,7 @@ class CriClient:
     # rendered label sets. A 5,000-container inventory alone: 9.1 MB -> 5.8 MB.
 
     def list_pod_sandboxes(self, timeout: float | None = None) -> list[model.PodSandbox]:
-        r = self._call(self._runtime, "ListPodSandbox", pb.ListPodSandboxRequest(), timeout)
+        r: pb.ListPodSandboxResponse = self._call(self._runtime, "ListPodSandbox", pb.ListPodSandboxRequest(), timeout)
         return [
             model.PodSandbox(
                 id=intern(p.id),
@@ -221,13 +221,13 @@ class CriClient:
 
     def pod_sandbox_uses_host_network(self, pod_sandbox_id: str, timeout: float | None = None) -> bool:
         """True for a hostNetwork pod: its network namespace is the node's."""
-        r = self._call(
+        r: pb.PodSandboxStatusResponse = self._call(
             self._runtime, "PodSandboxStatus", pb.PodSandboxStatusRequest(pod_sandbox_id=pod_sandbox_id), timeout
         )
         return bool(r.status.linux.namespaces.options.network == pb.NODE)
 
     def list_containers(self, timeout: float | None = None) -> list[model.Container]:
-        r = self._call(self._runtime, "ListContainers", pb.ListContainersRequest(), timeout)
+        r: pb.ListContainersResponse = self._call(self._runtime, "ListContainers", pb.ListContainersRequest(), timeout)
         return [
             model.Container(
                 id=intern(c.id),
@@ -244,7 +244,7 @@ class CriClient:
         ]
 
     def container_status(self, container_id: str, timeout: float | None = None) -> model.ContainerStatus:
-        r = self._call(
+        r: pb.ContainerStatusResponse = self._call(
             self._runtime, "ContainerStatus", pb.ContainerStatusRequest(container_id=container_id), timeout
         )
         return _container_status(r.status)
@@ -258,15 +258,15 @@ class CriClient:
         return EventStream(call, self.endpoint)
 
     def list_container_stats(self, timeout: float | None = None) -> list[model.ContainerStats]:
-        r = self._call(self._runtime, "ListContainerStats", pb.ListContainerStatsRequest(), timeout)
+        r: pb.ListContainerStatsResponse = self._call(self._runtime, "ListContainerStats", pb.ListContainerStatsRequest(), timeout)
         return [_container_stats(s) for s in r.stats]
 
     def list_pod_sandbox_stats(self, timeout: float | None = None) -> list[model.PodStats]:
-        r = self._call(self._runtime, "ListPodSandboxStats", pb.ListPodSandboxStatsRequest(), timeout)
+        r: pb.ListPodSandboxStatsResponse = self._call(self._runtime, "ListPodSandboxStats", pb.ListPodSandboxStatsRequest(), timeout)
         return [_pod_stats(s) for s in r.stats]
 
     def pod_sandbox_stats(self, pod_sandbox_id: str, timeout: float | None = None) -> model.PodStats:
-        r = self._call(
+        r: pb.PodSandboxStatsResponse = self._call(
             self._runtime, "PodSandboxStats", pb.PodSandboxStatsRequest(pod_sandbox_id=pod_sandbox_id), timeout
         )
         return _pod_stats(r.stats)
@@ -274,13 +274,13 @@ class CriClient:
     # ---- ImageService ----
 
     def image_fs_info(self, timeout: float | None = None) -> list[model.FilesystemUsage]:
-        r = self._call(self._images, "ImageFsInfo", pb.ImageFsInfoRequest(), timeout)
+        r: pb.ImageFsInfoResponse = self._call(self._images, "ImageFsInfo", pb.ImageFsInfoRequest(), timeout)
         return [_fs_usage("image", f) for f in r.image_filesystems] + [
             _fs_usage("container", f) for f in r.container_filesystems
         ]
 
     def list_images(self, timeout: float | None = None) -> list[model.Image]:
-        r = self._call(self._images, "ListImages", pb.ListImagesRequest(), timeout)
+        r: pb.ListImagesResponse = self._call(self._images, "ListImages", pb.ListImagesRequest(), timeout)
         return [model.Image(i.id, tuple(i.repo_tags), i.size, i.pinned) for i in r.images]
 
 
