@@ -23,6 +23,10 @@ status, limits and cmdline of every process are readable, and so is the
 listing of /proc/<pid>/fd (its mode lets its owner, uid 0, in), so open fds
 are counted; /proc/<pid>/exe and the fd links need CAP_SYS_PTRACE, so the
 runtime is found by name and command line, never by exe or socket inode.
+Which daemon serves the endpoint is the doctor's reader's answer
+(doctor/facts/runtime_daemon.py: the config and its imports, the process's
+mount namespace through /proc/<pid>/root where readable), so the exporter
+and the doctor never disagree about it.
 
 The walk costs a read per process, so it runs off the scrape path on its own
 interval (RuntimeProcessSampler); the collector serves the latest sample.
@@ -33,12 +37,12 @@ import dataclasses
 import os
 import threading
 import time
-import tomllib
 from dataclasses import dataclass, field
 from typing import Callable
 
 import structlog
 
+from cri_exporter.doctor.facts import procfs, runtime_daemon
 from cri_exporter.hostfs import HostFS
 
 log = structlog.get_logger(__name__)
@@ -46,9 +50,6 @@ log = structlog.get_logger(__name__)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
-# comm (at most 15 characters) of the processes that may serve a CRI socket
-# (k3s and RKE2 run containerd as a child process named containerd).
-DAEMON_NAMES = ("containerd", "crio", "cri-dockerd")
 # comm of the shims: containerd-shim-runc-v2, -kata-v2, -runsc-v1... all read
 # "containerd-shim" (cut at 15); the full name comes from argv[0].
 SHIM_COMM_PREFIX = "containerd-shim"
@@ -56,11 +57,6 @@ CRIO_SHIMS = ("conmon", "conmonrs")
 # The containerd namespace the CRI plugin keeps its pods in (a constant of
 # containerd's CRI plugin, 1.x and 2.x): only its shims are compared with CRI.
 CRI_NAMESPACE = "k8s.io"
-
-CONTAINERD_DEFAULT_SOCKET = "/run/containerd/containerd.sock"
-CONTAINERD_DEFAULT_CONFIG = "/etc/containerd/config.toml"
-CRIO_DEFAULT_SOCKET = "/run/crio/crio.sock"
-CRI_DOCKERD_DEFAULT_SOCKET = "/run/cri-dockerd.sock"
 
 # What one hostile /proc file may cost.
 _STAT_LIMIT = 4096
@@ -167,8 +163,8 @@ class RuntimeProcesses:
         self.endpoint = endpoint
         self.socket = host_socket(endpoint(), hostfs)
         self._boot_time: float | None = None
-        # (pid, start ticks) -> the socket that process serves, or "" if unknown
-        self._daemon_address: dict[tuple[int, int], str] = {}
+        # (pid, start ticks, argv) -> that daemon process, the socket it listens on
+        self._daemons: dict[tuple[int, int, tuple[str, ...]], tuple[procfs.Process, str]] = {}
         self._socket_ids: dict[str, tuple[int, int] | None] = {}
 
     # ---- /proc reading ----
@@ -289,30 +285,22 @@ class RuntimeProcesses:
         mine, theirs = self._socket_id(self.socket), self._socket_id(address)
         return mine is not None and mine == theirs
 
-    def daemon_address(self, st: ProcStat, argv: list[str]) -> str:
-        """The CRI socket a daemon serves: its flag, else its config's, else the default."""
-        key = (st.pid, st.start_ticks)
-        if key in self._daemon_address:
-            return self._daemon_address[key]
-        if st.comm == "crio":
-            address = flag_values(argv, "--listen") or CRIO_DEFAULT_SOCKET
-        elif st.comm == "cri-dockerd":
-            # its shims are docker's containerd's: none has cri-dockerd's socket as -address
-            address = flag_values(argv, "--container-runtime-endpoint") or CRI_DOCKERD_DEFAULT_SOCKET
-        else:
-            address = flag_values(argv, "-a", "--address") or ""
-            if not address:
-                config = flag_values(argv, "-c", "--config") or CONTAINERD_DEFAULT_CONFIG
-                try:
-                    doc = tomllib.loads(self.hostfs.read_text(config, 1024 * 1024))
-                    address = str(doc.get("grpc", {}).get("address", ""))
-                except (OSError, tomllib.TOMLDecodeError, AttributeError):
-                    address = ""
-                address = address or CONTAINERD_DEFAULT_SOCKET
-        if len(self._daemon_address) > 64:  # daemons come and go (restarts): keep it bounded
-            self._daemon_address.clear()
-        self._daemon_address[key] = address
-        return address
+    def serves(self, st: ProcStat, argv: list[str], endpoint_local: str) -> bool:
+        """Whether this daemon process is the runtime behind the endpoint,
+        decided by the doctor's reader (doctor/facts/runtime_daemon.py): the
+        socket it listens on is read once per process (its config and
+        imports), whether that is the endpoint's at every walk (a socket
+        is bound anew at each runtime start)."""
+        key = (st.pid, st.start_ticks, tuple(argv))
+        found = self._daemons.get(key)
+        if found is None:
+            uid, nested = self.owner(st.pid)
+            proc = procfs.Process(st.pid, st.comm, None, None, None, uid, tuple(argv), nested)
+            found = proc, runtime_daemon.listen_address(self.hostfs, proc)
+            if len(self._daemons) > 64:  # daemons come and go (restarts): keep it bounded
+                self._daemons.clear()
+            self._daemons[key] = found
+        return found[0].uid is not None and runtime_daemon.serves(self.hostfs, found[0], found[1], endpoint_local)
 
     def read(self) -> RuntimeSample:
         """Walk /proc once: the daemon serving the socket, its shims, and the zombies under them."""
@@ -331,12 +319,13 @@ class RuntimeProcesses:
         # containerd in a nested pid namespace (a kind node) serves a socket
         # of the same path in its own mount namespace: not ours either.
         owner = self._runtime_uid()
+        endpoint_local = self.endpoint().removeprefix("unix://")
         for st in table.values():
             if st.state in "ZX":
                 continue
-            if st.comm in DAEMON_NAMES:
+            if st.comm in runtime_daemon.DAEMON_NAMES:
                 argv = self.cmdline(st.pid)
-                if argv and self._same_socket(self.daemon_address(st, argv)) and self.ours(st.pid, owner):
+                if argv and self.serves(st, argv, endpoint_local):
                     daemons.append((st, argv))
             elif st.comm.startswith(SHIM_COMM_PREFIX) or st.comm in CRIO_SHIMS:
                 if not self.ours(st.pid, owner):

@@ -35,6 +35,7 @@ class FakeProc:
         (d / "fd").mkdir(parents=True)
         comm = comm or os.path.basename(argv[0])[:15] if argv else comm
         (d / "stat").write_text(stat_line(pid, comm, **stat))
+        (d / "comm").write_text(f"{comm}\n")
         uid = os.geteuid() if uid is None else uid
         nspid = "\t".join(map(str, nspid or [pid]))
         (d / "status").write_text(f"Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nNSpid:\t{nspid}\n")
@@ -196,3 +197,43 @@ def test_parsers():
     assert normalize_socket("unix:///var/run/crio/crio.sock") == "/run/crio/crio.sock"
     assert host_socket("unix:///host/run/x.sock", HostFS("/host")) == "/run/x.sock"
     assert host_socket("unix:///run/x.sock", HostFS("/")) == "/run/x.sock"
+
+
+def test_daemon_found_through_config_imports_as_the_doctor_finds_it(tmp_path):
+    """The socket set in a file the config imports, under a relative -c: the
+    sampler and the doctor's containerd.locate name the same process (one
+    reader, doctor/facts/runtime_daemon.py)."""
+    from cri_exporter.doctor.facts import containerd as cfacts
+    from cri_exporter.doctor.facts import procfs
+
+    proc = FakeProc(tmp_path)
+    sock = "/run/k8s/containerd.sock"
+    proc.socket(sock)
+    proc.socket("/run/containerd/containerd.sock")
+    etc = tmp_path / "etc" / "k8s-containerd"
+    (etc / "conf.d").mkdir(parents=True)
+    (etc / "config.toml").write_text('version = 2\nimports = ["conf.d/*.toml"]\n')
+    (etc / "conf.d" / "grpc.toml").write_text(f'[grpc]\naddress = "{sock}"\n')
+    proc.add(10, ["/usr/bin/containerd"], start=100)  # the default socket's
+    proc.add(20, ["/usr/bin/containerd", "--config", "/etc/k8s-containerd/config.toml"], start=50)
+    hostfs = HostFS(str(tmp_path))
+    sample = RuntimeProcesses(hostfs, lambda: f"unix://{tmp_path}{sock}").read()
+    assert sample.daemon is not None and sample.daemon.pid == 20
+    doctor = cfacts.locate(hostfs, procfs.find_processes(hostfs, ("containerd",)), f"{tmp_path}{sock}", "v1.7.24")
+    assert doctor.process is not None and doctor.process.pid == sample.daemon.pid
+    default = RuntimeProcesses(hostfs, lambda: f"unix://{tmp_path}/run/containerd/containerd.sock").read()
+    assert default.daemon.pid == 10
+
+
+def test_crio_listen_from_a_dropin(tmp_path):
+    """CRI-O's [crio.api] listen in a drop-in, read as the doctor reads CRI-O's files."""
+    proc = FakeProc(tmp_path)
+    proc.socket("/run/crio/crio.sock")
+    proc.socket("/run/other/crio.sock")
+    (tmp_path / "etc" / "crio" / "crio.conf.d").mkdir(parents=True)
+    (tmp_path / "etc" / "crio" / "crio.conf.d" / "10-listen.conf").write_text('[crio.api]\nlisten = "/run/other/crio.sock"\n')
+    proc.add(10, ["/usr/bin/crio"])
+    proc.add(11, ["/usr/bin/crio", "--config-dir", "/nonexistent"], start=50)
+    hostfs = HostFS(str(tmp_path))
+    assert RuntimeProcesses(hostfs, lambda: f"unix://{tmp_path}/run/other/crio.sock").read().daemon.pid == 10
+    assert RuntimeProcesses(hostfs, lambda: f"unix://{tmp_path}/run/crio/crio.sock").read().daemon.pid == 11

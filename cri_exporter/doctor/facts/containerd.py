@@ -422,10 +422,47 @@ def owns_socket(hostfs: HostFS, proc: procfs.Process, address: str) -> bool:
     return proc.uid is None or proc.uid == owner
 
 
+ELSEWHERE, NOT_OWNER = "elsewhere", "not-owner"
+
+
+def why_not_serving(hostfs: HostFS, proc: procfs.Process, address: str, endpoint_local: str | None) -> str | None:
+    """None when `proc`, which says it listens on `address`, is the runtime
+    behind the endpoint; else ELSEWHERE (its socket is another) or NOT_OWNER.
+    Where its mount namespace cannot be looked into, a process in a nested
+    pid namespace is taken to name a path of its own (a kind node's
+    containerd names /run/containerd/containerd.sock too)."""
+    seen = socket_as_seen_by(hostfs, proc, address, endpoint_local)
+    if seen is None:
+        seen = not proc.nested and same_socket(hostfs, address, endpoint_local)
+    if not seen:
+        return ELSEWHERE
+    return None if owns_socket(hostfs, proc, address) else NOT_OWNER
+
+
 def serves(hostfs: HostFS, proc: procfs.Process, address: str, endpoint_local: str | None) -> bool:
     """Whether `proc`, which says it listens on `address`, is the runtime behind the endpoint."""
-    seen = socket_as_seen_by(hostfs, proc, address, endpoint_local)
-    return (seen if seen is not None else same_socket(hostfs, address, endpoint_local)) and owns_socket(hostfs, proc, address)
+    return why_not_serving(hostfs, proc, address, endpoint_local) is None
+
+
+@dataclass
+class Started:
+    """How a containerd process was started: its flags, the config file it
+    reads (with its imports), and the socket it listens on."""
+
+    flags: dict[str, str]
+    path: str
+    cwd: str
+    config: ContainerdConfig
+    address: str
+    notes: list[str]
+
+
+def started_with(hostfs: HostFS, proc: procfs.Process, version: str | None = None) -> Started:
+    notes: list[str] = []
+    flags = parse_args(proc.args[1:])
+    path, cwd = _config_path(hostfs, proc, flags, notes)
+    cfg = load(hostfs, path, version, cwd)
+    return Started(flags, path, cwd, cfg, _address(flags, cfg), notes)
 
 
 def locate(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str | None,
@@ -453,16 +490,14 @@ def _find(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str |
     others = []
     sole = sole_runtime(processes, "containerd", endpoint_local)
     for proc in (p for p in processes if p.comm == "containerd"):
-        notes: list[str] = []
-        flags = parse_args(proc.args[1:])
-        path, cwd = _config_path(hostfs, proc, flags, notes)
-        cfg = load(hostfs, path, version, cwd)
-        address = _address(flags, cfg)
-        seen = socket_as_seen_by(hostfs, proc, address, endpoint_local)
-        if proc is not sole and not (seen if seen is not None else same_socket(hostfs, address, endpoint_local)):
-            others.append(f"containerd pid {proc.pid} serves {address}, not this endpoint ({path})")
+        started = started_with(hostfs, proc, version)
+        flags, path, cfg, address, notes = started.flags, started.path, started.config, started.address, started.notes
+        why_not = None if proc is sole else why_not_serving(hostfs, proc, address, endpoint_local)
+        if why_not == ELSEWHERE:
+            nested = " (in a nested pid namespace)" if proc.nested else ""
+            others.append(f"containerd pid {proc.pid}{nested} serves {address}, not this endpoint ({path})")
             continue
-        if proc is not sole and not owns_socket(hostfs, proc, address):
+        if why_not == NOT_OWNER:
             others.append(f"containerd pid {proc.pid} (uid {proc.uid}) names {address} but does not own it: "
                           f"not the runtime ({path} ignored)")
             continue

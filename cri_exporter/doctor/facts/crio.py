@@ -160,7 +160,7 @@ def locate(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str 
     sole = sole_runtime(processes, "crio", endpoint_local)
     for proc in (p for p in processes if p.comm == "crio"):
         flags = parse_args(proc.args[1:])
-        cfg = _load_flags(hostfs, flags, f"on the command line of crio pid {proc.pid}")
+        cfg = load_flags(hostfs, flags, f"on the command line of crio pid {proc.pid}")
         if proc is sole or serves(hostfs, proc, api_socket(cfg), endpoint_local):
             how = (f"the command line of crio pid {proc.pid}" if {"config", "config-dir"} & flags.keys()
                    else f"crio pid {proc.pid} was started without --config/--config-dir: the defaults")
@@ -174,7 +174,7 @@ def locate(hostfs: HostFS, processes: list[procfs.Process], endpoint_local: str 
             if var in env and flag not in flags:
                 flags[flag] = [env[var]]
         if {"config", "config-dir"} & flags.keys():
-            return Location(_load_flags(hostfs, flags, f"in ExecStart of {unit.where['ExecStart']}"),
+            return Location(load_flags(hostfs, flags, f"in ExecStart of {unit.where['ExecStart']}"),
                             _last(flags, "config", CONFIG_PATH), _last(flags, "config-dir", DROPIN_DIR),
                             f"ExecStart of {unit.where['ExecStart']}")
     return Location(load(hostfs), CONFIG_PATH, DROPIN_DIR, "CRI-O's default paths")
@@ -184,7 +184,7 @@ def _last(flags: dict[str, list[str]], name: str, default: str) -> str:
     return flags[name][-1] if name in flags else default
 
 
-def _load_flags(hostfs: HostFS, flags: dict[str, list[str]], origin: str) -> CrioConfig:
+def load_flags(hostfs: HostFS, flags: dict[str, list[str]], origin: str) -> CrioConfig:
     return load(hostfs, _last(flags, "config", CONFIG_PATH), _last(flags, "config-dir", DROPIN_DIR), flags, origin)
 
 

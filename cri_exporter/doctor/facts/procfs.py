@@ -91,6 +91,10 @@ class Process:
     # The command line as the process was started: which config file a
     # runtime reads is often only written here (k3s: `containerd -c ...`).
     args: tuple[str, ...] = ()
+    # In a pid namespace nested in the node's (NSpid: one pid per level): a
+    # kind node's, docker-in-docker's or sysbox's processes, whose runtime
+    # names the same /run/containerd path in its own mount namespace.
+    nested: bool = False
 
 
 def _boot_time(hostfs: HostFS) -> float | None:
@@ -126,16 +130,19 @@ def find_processes(hostfs: HostFS, names: tuple[str, ...]) -> list[Process]:
             continue
         pid = int(entry)
         cap = uid = None
+        nested = False
         for line in (read_small(hostfs, f"/proc/{pid}/status") or "").splitlines():
             try:
                 if line.startswith("CapEff:"):
                     cap = int(line.split()[1], 16)
                 elif line.startswith("Uid:"):
                     uid = int(line.split()[1])
+                elif line.startswith("NSpid:"):
+                    nested = len(line.split()) > 2
             except (IndexError, ValueError):
                 pass
         found.append(Process(pid, comm, _start_time(hostfs, pid, btime), cap, read_small(hostfs, f"/proc/{pid}/uid_map"),
-                             uid, cmdline(hostfs, pid)))
+                             uid, cmdline(hostfs, pid), nested))
     return sorted(found, key=lambda p: p.pid)
 
 
