@@ -1,5 +1,7 @@
 """kernel.* checks over fixture host trees: each passes on a healthy node
 and fails the way the kubeadm/container-runtime docs describe."""
+import shutil
+
 import pytest
 
 try:
@@ -69,15 +71,77 @@ def test_modules_seen_through_sys_module_and_modules_builtin(tmp_path):
     assert r["kernel.module.overlay"].finding.summary == "overlay is builtin"
 
 
-def test_ipvs_only_checked_in_ipvs_mode(tmp_path):
+IPVS_LOADED = "".join(f"{m} 1 0 - Live 0x0\n" for m in ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh"))
+# kubeadm-containerd-v2's kube-proxy (kubeadm's DaemonSet), whose config.conf says mode: ""
+PROXY_PID = 1377
+PROXY_CONFIG = f"proc/{PROXY_PID}/root/var/lib/kube-proxy/..2026_11_30_08_12_44.1938507012/config.conf"
+
+
+def _proxy_mode(root, mode: str):
+    cfg = root / PROXY_CONFIG
+    assert 'mode: ""' in cfg.read_text()
+    cfg.write_text(cfg.read_text().replace('mode: ""', f"mode: {mode}"))
+
+
+def _ipvs(root):
+    return results(root, checks=["kernel.module.ipvs"])["kernel.module.ipvs"]
+
+
+def test_ipvs_mode_with_the_modules_loaded_passes(tmp_path):
     root = copy_fixture("kubeadm-containerd-v2", tmp_path)
-    assert status(root, "kernel.module.ipvs") == "skip"
+    _proxy_mode(root, "ipvs")
+    (root / "proc/modules").write_text((root / "proc/modules").read_text() + IPVS_LOADED)
+    r = _ipvs(root)
+    assert r.status.value == "pass" and "kube-proxy runs in ipvs mode" in r.finding.seen
+
+
+def test_ipvs_mode_without_the_modules_fails_without_kube_ipvs0(tmp_path):
+    """kube-proxy's mode alone settles it: no kube-ipvs0 yet (the proxier did not get that far)."""
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    _proxy_mode(root, "ipvs")
+    assert not (root / "sys/class/net/kube-ipvs0").exists()
+    r = _ipvs(root)
+    assert r.status.value == "fail" and "ip_vs, ip_vs_rr, ip_vs_wrr, ip_vs_sh not loaded" in r.finding.summary
+    assert "mode: 'ipvs' in --config=/var/lib/kube-proxy/config.conf" in r.finding.seen
+    assert "modprobe ip_vs_sh" in r.finding.fix and r.finding.refs
+
+
+@pytest.mark.parametrize("mode", ['""', "iptables", "nftables"])
+def test_iptables_or_nftables_mode_skips_even_with_a_leftover_kube_ipvs0(tmp_path, mode):
+    """kube-proxy leaves kube-ipvs0 behind when switched out of IPVS mode:
+    its running mode wins over the interface."""
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    _proxy_mode(root, mode)
     write(root, "/sys/class/net/kube-ipvs0/mtu", "1500\n")
-    r = results(root, checks=["kernel.module.ipvs"])["kernel.module.ipvs"]
+    r = _ipvs(root)
+    want = "iptables" if mode == '""' else mode
+    assert r.status.value == "skip" and r.finding.summary == f"kube-proxy runs in {want} mode, not IPVS"
+    assert f"kube-proxy runs in {want} mode" in r.finding.seen
+
+
+def test_mode_unknown_falls_back_on_kube_ipvs0(tmp_path):
+    """kube-proxy's --config unreadable (no ptrace rights): kube-ipvs0 is the evidence, as before."""
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    (root / PROXY_CONFIG).unlink()
+    r = _ipvs(root)
+    assert r.status.value == "skip" and "unknown" in r.finding.summary
+    write(root, "/sys/class/net/kube-ipvs0/mtu", "1500\n")
+    r = _ipvs(root)
     assert r.status.value == "fail" and "ip_vs" in r.finding.summary
-    mods = (root / "proc/modules").read_text()
-    (root / "proc/modules").write_text(mods + "".join(f"{m} 1 0 - Live 0x0\n" for m in ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh")))
+    assert "kube-ipvs0 exists" in r.finding.seen and "could not be read" in r.finding.seen
+    (root / "proc/modules").write_text((root / "proc/modules").read_text() + IPVS_LOADED)
     assert status(root, "kernel.module.ipvs") == "pass"
+
+
+def test_no_kube_proxy_but_kube_ipvs0_still_checks(tmp_path):
+    """No kube-proxy process right now (one in IPVS mode missing its modules
+    exits and restarts): kube-ipvs0 keeps the finding; without it, a skip."""
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    shutil.rmtree(root / f"proc/{PROXY_PID}")
+    r = _ipvs(root)
+    assert r.status.value == "skip" and r.finding.summary == "no kube-proxy runs here"
+    write(root, "/sys/class/net/kube-ipvs0/mtu", "1500\n")
+    assert status(root, "kernel.module.ipvs") == "fail"
 
 
 def test_conntrack_near_full_warns_and_missing_module_skips(tmp_path):

@@ -121,22 +121,45 @@ def overlay(ctx):
 IPVS_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack")
 
 
+REF_IPVS = "https://kubernetes.io/docs/reference/networking/virtual-ips/#proxy-mode-ipvs"
+
+
+def _ipvs_mode(ctx) -> tuple[bool, str]:
+    """(whether kube-proxy runs in IPVS mode here, why we think so). kube-proxy's
+    own mode settles it (facts/kube_proxy.py); where that is unknown, or no
+    kube-proxy runs right now (one in IPVS mode that cannot start for want of
+    these very modules restarts in a loop), the kube-ipvs0 dummy interface
+    it creates in IPVS mode is the evidence."""
+    proxy = ctx.kube_proxy
+    if proxy.state == "running":
+        return proxy.mode == "ipvs", f"kube-proxy runs in {proxy.mode} mode: {proxy.seen}"
+    interface = ctx.hostfs.exists("/sys/class/net/kube-ipvs0")
+    if interface:
+        return True, f"kube-ipvs0 exists (kube-proxy creates it in IPVS mode); kube-proxy: {proxy.seen}"
+    return False, f"no kube-ipvs0 interface, and {proxy.seen}"
+
+
 @check("kernel.module.ipvs", Severity.CRITICAL)
 def ipvs(ctx):
-    """kube-proxy in IPVS mode needs the ip_vs modules; only checked when the
-    node shows IPVS mode (the kube-ipvs0 dummy interface kube-proxy creates)."""
-    if not ctx.hostfs.exists("/sys/class/net/kube-ipvs0"):
-        return skipped("kube-proxy does not run in IPVS mode here (no kube-ipvs0 interface)")
+    """kube-proxy in IPVS mode needs the ip_vs modules; only checked where it
+    runs in IPVS mode (its mode, else the kube-ipvs0 interface it creates)."""
+    in_ipvs, reason = _ipvs_mode(ctx)
+    if not in_ipvs:
+        proxy = ctx.kube_proxy
+        summary = (f"kube-proxy runs in {proxy.mode} mode, not IPVS" if proxy.state == "running" else
+                   "no kube-proxy runs here" if proxy.state == "absent" else
+                   "kube-proxy's mode is unknown and there is no kube-ipvs0 interface")
+        return skipped(summary, seen=reason)
     missing = [m for m in IPVS_MODULES if not procfs.module_state(ctx.hostfs, m)]
     if not missing:
-        return passed("IPVS modules are loaded", seen=", ".join(IPVS_MODULES))
+        return passed("IPVS modules are loaded", seen=f"{', '.join(IPVS_MODULES)}\n{reason}")
     return failed(
         f"kube-proxy runs in IPVS mode but {', '.join(missing)} not loaded",
-        seen=f"kube-ipvs0 exists; missing modules: {', '.join(missing)}",
+        seen=f"missing modules: {', '.join(missing)}\n{reason}",
         why="kube-proxy falls back or fails to program Services when a scheduler module is absent.",
         fix="\n".join(f"modprobe {m}" for m in missing)
         + f"\nprintf '%s\\n' {' '.join(missing)} > /etc/modules-load.d/ipvs.conf",
-        refs=["https://kubernetes.io/docs/reference/networking/virtual-ips/#proxy-mode-ipvs"],
+        refs=[REF_IPVS, REF_PROXY_MODES],
     )
 
 
