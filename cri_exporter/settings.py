@@ -35,6 +35,10 @@ class Settings:
     # The runtime's processes (runtime_processes.py): one walk of /proc this
     # often, off the scrape path (its cost grows with the node's processes).
     runtime_process_interval: float = 15.0
+    # A shim CRI does not list counts as leaked only past this age: RunPodSandbox
+    # starts the shim before CRI lists the sandbox, and may take up to the
+    # kubelet's runtimeRequestTimeout (2m by default) to get there.
+    runtime_shim_leak_grace: float = 120.0
     max_recv_bytes: int = 16 * 1024 * 1024
     # The doctor's checks read configs and ask the runtime: minutes apart is
     # enough for a misconfiguration alert, and keeps them off the scrape path.

@@ -144,6 +144,7 @@ VALUE_SETS = {
     "everything-set": {
         "runtimeEndpoint": "unix:///host/run/crio/crio.sock", "collectors": "-doctor",
         "extraArgs": ["--stats-interval=30", "--doctor-interval=600"], "priorityClassName": "system-node-critical",
+        "runtimeShimLeakGrace": 600,
         "runtimes": {"containerd": False}, "namespace": {"create": True},
         "serviceMonitor": {"labels": {"release": "kube-prometheus-stack"}, "interval": "1m", "scrapeTimeout": "20s"},
         "rules": {"labels": {"release": "kube-prometheus-stack"}},
@@ -173,6 +174,9 @@ def test_chart_values_switch_what_they_name():
     assert agent["image"] == "ghcr.io/cri-exporter/cri-exporter:9.9.9"
     assert "--runtime-endpoint=unix:///host/run/crio/crio.sock" in agent["args"]
     assert "--collectors=-doctor" in agent["args"]
+    assert "--runtime-shim-leak-grace=600" in agent["args"]
+    assert serve_options()["--runtime-shim-leak-grace"].type_cast_value(click.Context(serve), "600") == 600
+    assert not [a for a in agent_container(daemonset(False))["args"] if "leak-grace" in a]  # default: the agent's
     assert agent["args"][-2:] == ["--stats-interval=30", "--doctor-interval=600"]
     assert agent["resources"]["requests"]["cpu"] == "50m"
     assert pod["priorityClassName"] == "system-node-critical"

@@ -237,3 +237,28 @@ def test_crio_listen_from_a_dropin(tmp_path):
     hostfs = HostFS(str(tmp_path))
     assert RuntimeProcesses(hostfs, lambda: f"unix://{tmp_path}/run/other/crio.sock").read().daemon.pid == 10
     assert RuntimeProcesses(hostfs, lambda: f"unix://{tmp_path}/run/crio/crio.sock").read().daemon.pid == 11
+
+
+def test_shim_leak_grace_flag_reaches_the_collector(k3s_node):
+    """--runtime-shim-leak-grace (a kubelet with a long runtimeRequestTimeout):
+    a shim CRI does not list, 10 minutes old, is not leaked under a 20-minute grace."""
+    from click.testing import CliRunner
+
+    from cri_exporter.cli import serve
+    from cri_exporter.collectors.registry import Parts, _runtime_processes
+    from cri_exporter.settings import Settings
+
+    class Client:
+        endpoint = f"unix://{k3s_node}{K3S_SOCK}"
+
+    settings = Settings(collectors=("runtime_processes",), runtime_shim_leak_grace=1200.0)
+    parts = Parts.build(settings, Client(), HostFS(str(k3s_node)), None)
+    collector = _runtime_processes(parts)
+    assert collector.leak_grace == 1200.0
+    reader = RuntimeProcesses(HostFS(str(k3s_node)), lambda: f"unix://{k3s_node}{K3S_SOCK}")
+    now = BTIME + 1000 / CLK_TCK + 600
+    assert leaked_shims(reader.read(), {"sb-a"}, reader.alive, now, collector.leak_grace) == {"containerd-shim-runc-v2": 0}
+    assert _runtime_processes(Parts.build(Settings(collectors=("runtime_processes",)), Client(), HostFS(str(k3s_node)),
+                                          None)).leak_grace == 120.0
+    bad = CliRunner().invoke(serve, ["--runtime-shim-leak-grace", "-5"])
+    assert bad.exit_code == 2 and "--runtime-shim-leak-grace" in bad.output and "Traceback" not in bad.output

@@ -63,7 +63,7 @@ def _cgroups(parts: Parts) -> Collector:
 def _runtime_processes(parts: Parts) -> Collector:
     from cri_exporter.collectors.runtime_processes import RuntimeProcessesCollector
     assert parts.runtime_processes is not None
-    return RuntimeProcessesCollector(parts.runtime_processes)
+    return RuntimeProcessesCollector(parts.runtime_processes, parts.shim_leak_grace)
 
 
 def _doctor(parts: Parts) -> Collector:
@@ -111,6 +111,7 @@ class Parts:
     podnet: PodNetwork | None = None
     doctor: DoctorCollector | None = None
     runtime_processes: RuntimeProcessSampler | None = None
+    shim_leak_grace: float = 120.0  # --runtime-shim-leak-grace
     doctor_thread: PeriodicDoctor | None = None
     doctor_child: DoctorChild | None = None
     terminations: TerminationTracker | None = None
@@ -138,6 +139,7 @@ class Parts:
             from cri_exporter.runtime_processes import RuntimeProcesses, RuntimeProcessSampler
             parts.runtime_processes = RuntimeProcessSampler(
                 RuntimeProcesses(hostfs, lambda: client.endpoint), settings.runtime_process_interval)
+            parts.shim_leak_grace = settings.runtime_shim_leak_grace
         if "doctor" in enabled:
             import structlog
 

@@ -22,7 +22,11 @@ log = structlog.get_logger(__name__)
 
 # A shim unknown to CRI counts as leaked only past this age: containerd
 # starts a sandbox's shim before the sandbox is in the list CRI answers from
-# (RunPodSandbox adds it last, after the network is set up; 1.6 to 2.1).
+# (RunPodSandbox adds it last, after the network is set up; 1.6 to 2.1), and
+# the kubelet gives RunPodSandbox its runtimeRequestTimeout (2m by default)
+# before it cancels, whereupon containerd tears the sandbox down. A node whose
+# kubelet has a longer timeout (slow CNI or VM sandboxes) sets
+# --runtime-shim-leak-grace to match.
 LEAK_GRACE_SECONDS = 120.0
 
 _P = ["process"]
