@@ -136,6 +136,21 @@ def test_a_kind_nodes_containerd_is_not_the_hosts(tmp_path):
     sample = RuntimeProcesses(HostFS(str(tmp_path)), lambda: f"unix://{tmp_path}/run/containerd/containerd.sock").read()
     assert sample.daemon.pid == 10
     assert [s.id for s in sample.shims] == ["host-pod"]
+    # the doctor's containerd.locate, the same reader, takes the same one and says why not the other
+    from cri_exporter.doctor.facts import containerd as cfacts
+    from cri_exporter.doctor.facts import procfs
+    hostfs = HostFS(str(tmp_path))
+    loc = cfacts.locate(hostfs, procfs.find_processes(hostfs, ("containerd",)),
+                        f"{tmp_path}/run/containerd/containerd.sock", "v2.1.9")
+    assert loc.process.pid == 10
+    import shutil
+    shutil.rmtree(tmp_path / "proc" / "10")  # the host's containerd down: the kind node's is still not it
+    assert RuntimeProcesses(hostfs, lambda: f"unix://{tmp_path}/run/containerd/containerd.sock").read().daemon is None
+    loc = cfacts.locate(hostfs, procfs.find_processes(hostfs, ("containerd",)),
+                        f"{tmp_path}/run/containerd/containerd.sock", "v2.1.9")
+    assert loc.process is None
+    assert loc.others == ["containerd pid 30 (in a nested pid namespace) serves /run/containerd/containerd.sock, "
+                          "not this endpoint (/etc/containerd/config.toml)"]
 
 
 def test_crio_and_conmon(tmp_path):
