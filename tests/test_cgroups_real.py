@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 from cri_exporter.cgroups import CgroupUnavailable, NodeCgroups, detect, usage_from
 from cri_exporter.collectors.cgroups import CgroupCollector
 from cri_exporter.hostfs import HostFS
+from tests.exporter_proc import wait_for
 from tests.test_cgroups_collector import FakeCri, container, ctx_for, exposition, pod, samples
 
 def _v1_layout():
@@ -60,12 +60,17 @@ def throttled_container():
                     f.write(str(os.getpid()))
 
         child = subprocess.Popen(["sh", "-c", "while :; do :; done"], preexec_fn=join_cgroups)
-        deadline = time.monotonic() + 10
-        while _flat(ctrl["cpu"] / "cpu.stat")["nr_throttled"] < 3:
-            assert time.monotonic() < deadline, "the busy loop was never throttled"
-            time.sleep(0.05)
+        wait_for(lambda: _flat(ctrl["cpu"] / "cpu.stat")["nr_throttled"] >= 3, timeout=30, interval=0.05,
+                 what="the busy loop to be throttled")
         os.kill(child.pid, signal.SIGSTOP)
-        time.sleep(0.35)  # let the last CFS period close so cpu.stat stops moving
+        last: list[str | None] = [None]
+
+        def still() -> bool:  # the last CFS period closed: cpu.stat the same over more than one 0.1 s period
+            now = (ctrl["cpu"] / "cpu.stat").read_text()
+            same, last[0] = now == last[0], now
+            return same
+
+        wait_for(still, timeout=30, interval=0.15, what="cpu.stat to stop moving")
         yield root_name, uid, cid, ctrl, child
     finally:
         if child is not None:

@@ -63,6 +63,19 @@ def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, bool]
     return b"".join(chunks), False
 
 
+def server_side_open(exp: ExporterProcess) -> list[str]:
+    """The exporter's connections its side has not closed (the kernel's /proc/net/tcp{,6}:
+    local port the exporter's, state ESTABLISHED or CLOSE_WAIT)."""
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                local, remote, state = line.split()[1:4]
+                if int(local.rsplit(":", 1)[1], 16) == exp.port and state in ("01", "08"):
+                    out.append(f"{remote} state {state}")
+    return out
+
+
 def is_closed(sock: socket.socket) -> bool:
     """Whether the server closed `sock` (without waiting, without consuming data)."""
     sock.setblocking(False)
@@ -138,7 +151,9 @@ def test_a_request_its_client_cut_off_gets_no_answer_and_runs_no_scrape(node):
             assert closed and data == b"", (partial, data)
             with connect(exp) as sock:  # the client just leaves
                 sock.sendall(partial)
-        time.sleep(1)
+        # Once the exporter has closed its side of every one of them it is done with them: a scrape
+        # one of them started would have been answered (or cut) before its connection was closed.
+        wait_for(lambda: not server_side_open(exp), timeout=30, what="the exporter to close the cut-off connections")
         assert fake.calls.get("ListContainers", 0) == before
         exp.scrape()
         assert fake.calls.get("ListContainers", 0) == before + 1
@@ -186,7 +201,7 @@ def test_slow_senders_and_slow_readers_are_cut_at_their_deadlines_while_scrapes_
                 if not chunk:
                     break
                 reader_got.append(chunk)
-                time.sleep(1)
+                time.sleep(1)  # the behaviour under test: a client reading 1 KiB a second
             reader_closed.set()
 
         threading.Thread(target=read_slowly, daemon=True).start()
@@ -200,7 +215,7 @@ def test_slow_senders_and_slow_readers_are_cut_at_their_deadlines_while_scrapes_
                                      ("reader", reader_closed.is_set)):
                     if name not in cut and closed():
                         cut[name] = time.monotonic() - started
-                time.sleep(0.5)
+                time.sleep(0.5)  # poll interval: scraping on while waiting for the cuts, within 2 x WRITE_TIMEOUT
         finally:
             stop.set()
         assert set(cut) == {"trickler", "silent", "reader"}, cut
@@ -236,7 +251,7 @@ def test_each_scraper_answers_by_its_own_deadline_and_no_header_shortens_the_sha
             for name, timeout in scrapers:
                 threads.append(threading.Thread(target=lambda n=name, t=timeout: results.__setitem__(n, timed_scrape(exp, t))))
                 threads[-1].start()
-                time.sleep(0.3)
+                time.sleep(0.3)  # the behaviour under test: scrapers arriving 0.3 s apart during one collection
             for t in threads:
                 t.join(60)
             return results, fake.calls.get("ListContainers", 0) - before

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from cri_exporter.server import ACCEPT_BURST, MAX_CONNECTIONS, REQUEST_TIMEOUT, WORKERS
-from tests.exporter_proc import ExporterProcess, parse
+from tests.exporter_proc import ExporterProcess, parse, wait_for
 from tests.test_http_endpoint import MARGIN, raise_nofile
 from tests.test_reliability import fds, rss_kb, threads
 
@@ -97,7 +97,14 @@ def test_5000_slow_connections_and_500_concurrent_scrapes(containerd, pods):
         pid = exp.proc.pid
         for _ in range(20):
             check_answer(concurrent_scrapes(exp.port, 1)[0][1], full=True)
-        time.sleep(1)
+        last: list[tuple[int, int] | None] = [None]
+
+        def settled() -> bool:  # the scrapes' connections closed and their threads gone: two equal readings
+            now = (threads(pid), fds(pid))
+            same, last[0] = now == last[0], now
+            return same
+
+        wait_for(settled, timeout=30, interval=0.2, what="the exporter's threads and fds to settle")
         base = {"threads": threads(pid), "fds": fds(pid), "rss": rss_kb(pid)}
         peak = dict(base)
         stop = threading.Event()
@@ -107,7 +114,7 @@ def test_5000_slow_connections_and_500_concurrent_scrapes(containerd, pods):
             while not stop.is_set():
                 for name, read in (("threads", threads), ("fds", fds), ("rss", rss_kb)):
                     peak[name] = max(peak[name], read(pid))
-                time.sleep(0.1)
+                stop.wait(0.1)  # sampling interval of the peak
 
         phase = ["before"]
 
@@ -143,12 +150,16 @@ def test_5000_slow_connections_and_500_concurrent_scrapes(containerd, pods):
                     except OSError:
                         pass  # dropped by the exporter (the connection bound, or the request deadline)
                 n += 1
-                time.sleep(2)
+                time.sleep(2)  # the behaviour under test: slow clients, a header line every 2 s
         finally:
             phase[0] = "right after"
             for sock in slow:  # all leave at once, each with its request cut off
                 sock.close()
-        time.sleep(3)
+        wait_for(lambda: sum(ph == "right after" for ph, _, _ in probes) >= 2, timeout=30, interval=0.1,
+                 what="two scrapes after the slow clients left")
+        # what the slow clients held is given back: within a deadline, not by a guess of how long it takes
+        wait_for(lambda: threads(pid) <= base["threads"] + WORKERS and fds(pid) <= base["fds"] + 2, timeout=30,
+                 what=f"threads and fds back near {base}")
         stop.set()
         for t in helpers:
             t.join(30)
