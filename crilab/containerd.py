@@ -105,7 +105,7 @@ def _remove_netns(path: str, tries: int = 50) -> None:
             if e.errno != errno.EBUSY:
                 print(f"crilab: cannot remove {path}: {e}", file=sys.stderr)
                 return
-        time.sleep(0.1)
+        time.sleep(0.1)  # retry interval: the kernel is still releasing the netns
     print(f"crilab: {path} still busy after {tries} tries; left behind", file=sys.stderr)
 
 
@@ -216,7 +216,7 @@ class Containerd:
                     self.kill()
                     raise RuntimeError(f"containerd did not come up; see {self.log_path}:\n"
                                        + self.log_path.read_text()[-2000:]) from err
-                time.sleep(0.05)
+                time.sleep(0.05)  # poll interval of the wait for the socket, bounded by `end`
         import_images(self.socket_path, self.cache_dir, ctr=str(bin_dir / "ctr"))
         return self
 

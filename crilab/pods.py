@@ -80,7 +80,7 @@ class Pod:
         while (status := self.container_status(container_id)).state != api.CONTAINER_EXITED:
             if time.monotonic() > end:
                 raise TimeoutError(f"container {container_id} still {status.state} after {timeout}s")
-            time.sleep(0.05)
+            time.sleep(0.05)  # poll interval
         return status
 
     def stop_container(self, container_id: str, timeout: int = 0) -> None:

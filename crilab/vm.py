@@ -161,7 +161,7 @@ def _boot_once(image: Image, payload: Path, console: Path, timeout: float, start
         if stuck:
             os.killpg(proc.pid, signal.SIGKILL)
             break
-        time.sleep(2)
+        time.sleep(2)  # poll interval of the watch on qemu, bounded by its timeouts
     out = proc.communicate()[0]
     if out:
         with open(console, "ab") as f:

@@ -121,7 +121,7 @@ def wait_for(what: str, probe, timeout: float, interval: float = 1.0):
             error = f"{type(e).__name__}: {e}"
         if time.monotonic() > end:
             raise TimeoutError(f"{what}: not after {timeout} s ({error})")
-        time.sleep(interval)
+        time.sleep(interval)  # poll interval
 
 
 def node_facts() -> dict:

@@ -117,7 +117,7 @@ class ExporterProcess(ManagedProcess):
                 self.get("/healthz", timeout=1)
                 return
             except OSError:
-                time.sleep(0.1)
+                time.sleep(0.1)  # poll interval
         raise RuntimeError(f"exporter did not come up:\n{self.log()}")
 
     def get(self, path: str, headers: dict | None = None, timeout: float = 15) -> tuple[int, dict, bytes]:
@@ -146,5 +146,5 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.2, what: str 
         last = predicate()
         if last:
             return last
-        time.sleep(interval)
+        time.sleep(interval)  # poll interval
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")

@@ -245,14 +245,14 @@ class FakeCRI:
             with self._lock:
                 self.calls[method] = self.calls.get(method, 0) + 1
             while self.hang.is_set() and context.is_active():
-                time.sleep(0.02)
+                time.sleep(0.02)  # the behaviour under test: a hung runtime, until the client gives up
             if not context.is_active():
                 return b""
             code = self.fail.get(method)
             if code is not None:
                 context.abort(code, f"fake failure of {method}")
             if self.list_delay and method.startswith("List"):
-                time.sleep(self.list_delay)
+                time.sleep(self.list_delay)  # the behaviour under test: a slow runtime
             try:
                 return self._status(method, request) if method in self._BY_ID else self._answer(method, request)
             except LookupError as err:

@@ -140,7 +140,7 @@ class PrometheusProcess(ManagedProcess):
                         return
             except OSError:
                 pass
-            time.sleep(0.1)
+            time.sleep(0.1)  # poll interval
         raise RuntimeError(f"prometheus did not become ready:\n{self.log()}")
 
     # --- HTTP API -------------------------------------------------------

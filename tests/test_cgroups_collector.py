@@ -330,8 +330,8 @@ def test_a_slow_cgroup_tree_costs_the_cgroup_series_not_the_scrape(monkeypatch, 
         try:
             exp.scraper.scrape()  # statuses and paths fetched once, at full speed
             real = files.read
-            # ~150 ms a cgroup: reading all 400 would take a minute, so the 3 s
-            # deadline cuts the reading on any machine, loaded or not.
+            # A slow cgroup tree, the behaviour under test: ~150 ms a cgroup. Reading all 400
+            # would take a minute, so the 3 s deadline cuts the reading on any machine, loaded or not.
             monkeypatch.setattr(files, "read", lambda d, n: time.sleep(0.01) or real(d, n))
             t = time.monotonic()
             got = samples(exposition(exp.scraper.scrape().metrics))

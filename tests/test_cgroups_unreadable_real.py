@@ -77,7 +77,7 @@ def test_unreadable_cgroup_falls_back_to_cri_is_counted_and_recovers(lab):
             served = [v]  # every CPU value served, in order: a counter never goes back
             refreshes = s.get1("cri_stats_refreshes_total")
             for _ in range(6):
-                time.sleep(0.5)
+                time.sleep(0.5)  # the behaviour under test: scrapes spread over 3 s of the idle stats interval
                 served.append(_cpu(exp.scrape(), "spin", "burn"))
             s = exp.scrape()
             assert s.get1("cri_stats_refreshes_total") - refreshes <= 1  # idle: every value is live
@@ -105,8 +105,8 @@ def test_unreadable_cgroup_falls_back_to_cri_is_counted_and_recovers(lab):
             assert s.find("cri_container_pids", pod="web", container="app")
             # the snapshot now follows --stats-interval, not the idle interval
             refreshes = s.get1("cri_stats_refreshes_total")
-            deadline = time.monotonic() + 6
-            while time.monotonic() < deadline:
+            deadline = time.monotonic() + 60
+            while s.get1("cri_stats_refreshes_total") - refreshes < 2 and time.monotonic() < deadline:
                 started = time.monotonic()
                 s = exp.scrape()
                 v = _cpu(s, "spin", "burn")
@@ -118,7 +118,7 @@ def test_unreadable_cgroup_falls_back_to_cri_is_counted_and_recovers(lab):
                 assert age < 10  # refreshed every second, not every 300 s
                 missed = QUOTA_CORES * (age + time.monotonic() - started) + 0.05  # + a CFS period's slack
                 assert truth - missed <= v <= truth
-                time.sleep(0.3)
+                time.sleep(0.3)  # poll interval: every value on the way is checked
             assert s.get1("cri_stats_refreshes_total") - refreshes >= 2
             assert served == sorted(served), f"the CPU counter went backwards: {served}"
 
@@ -126,7 +126,6 @@ def test_unreadable_cgroup_falls_back_to_cri_is_counted_and_recovers(lab):
             pids = [int(p) for p in procs.read_text().split()]
             for p in pids:
                 os.kill(p, signal.SIGSTOP)
-            time.sleep(0.3)
 
             def equal_to_cri():
                 s = exp.scrape()

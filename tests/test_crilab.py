@@ -1,13 +1,13 @@
 """The lab harness itself: a real containerd and real pods (root needed)."""
 
 import os
-import time
 
 import pytest
 
 from cri_exporter.cri import api_pb2 as api
 from crilab import Containerd, run_pod
 from crilab.scenario import start_oom_pod
+from tests.exporter_proc import wait_for
 
 pytestmark = pytest.mark.containerd
 
@@ -43,12 +43,8 @@ def test_burner_is_throttled(lab):
     _, pods = lab
     burn = pods.burner.containers["burn"][0]
     stat = f"/sys/fs/cgroup/cpu/kubepods/burstable/pod{pods.burner.uid}/{burn}/cpu.stat"
-    for _ in range(50):
-        throttled = dict(line.split() for line in open(stat))["nr_throttled"]
-        if int(throttled) > 0:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"{stat}: nr_throttled stays 0")
+    wait_for(lambda: int(dict(line.split() for line in open(stat))["nr_throttled"]) > 0, timeout=30,
+             interval=0.1, what=f"{stat}: nr_throttled above 0")
 
 
 def test_oom_pod(lab):

@@ -20,6 +20,7 @@ from cri_exporter.doctor.facts import netlink
 from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
 from cri_exporter.doctor.report import parse_json, render_json
 from cri_exporter.hostfs import HostFS
+from tests.exporter_proc import wait_for
 
 
 def test_metrics_from_a_report():
@@ -55,9 +56,7 @@ def test_periodic_runs_off_the_scrape_path():
     errors = []
     t = PeriodicDoctor(run, c, interval=0.01, on_error=errors.append)
     t.start()
-    deadline = time.time() + 5
-    while len(calls) < 3 and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: len(calls) >= 3, timeout=60, interval=0.01, what="three runs")
     t.stop()
     t.join(2)
     assert c.report is not None and errors and len(calls) >= 3
@@ -143,11 +142,7 @@ def test_stopping_serve_kills_a_run_in_progress():
     errors = []
     t = PeriodicDoctor(child.run, DoctorCollector(), interval=300, on_error=errors.append)
     t.start()
-    deadline = time.monotonic() + 10
-    while child._proc is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc = child._proc
-    assert proc is not None
+    proc = wait_for(lambda: child._proc, timeout=60, interval=0.02, what="the child to start")
     child.stop()
     t.stop()
     t.join(10)

@@ -4,14 +4,15 @@ are never touched."""
 import os
 import shutil
 import subprocess
-import time
 import uuid
 
 import pytest
 
 try:
+    from tests.exporter_proc import wait_for
     from tests.test_doctor_support import FakeCriServer, FakeRuntime, copy_fixture
 except ImportError:
+    from exporter_proc import wait_for
     from test_doctor_support import FakeCriServer, FakeRuntime, copy_fixture
 
 pytestmark = pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0, reason="needs root and iproute2")
@@ -142,14 +143,9 @@ def test_leaked_cni_namespace(tmp_path, monkeypatch):
         assert r.status.value == "warn" and name in r.finding.seen
         assert f"ip netns delete {name}" in r.finding.fix or "leaked" in r.finding.summary
         # A process inside (like a sandbox's pause) makes it owned.
-        sleeper = subprocess.Popen(["ip", "netns", "exec", name, "sleep", "30"])
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            r = run_net("/", None, ["network.leaked_netns"])["network.leaked_netns"]
-            if name not in r.finding.seen:
-                break
-            time.sleep(0.05)
-        assert name not in r.finding.seen
+        sleeper = subprocess.Popen(["ip", "netns", "exec", name, "sleep", "600"])  # killed below
+        wait_for(lambda: name not in run_net("/", None, ["network.leaked_netns"])["network.leaked_netns"].finding.seen,
+                 timeout=30, interval=0.05, what=f"{name} owned by the process inside it")
     finally:
         if sleeper:
             sleeper.kill()

@@ -393,7 +393,7 @@ def test_stats_refresh_slows_down_while_cgroups_give_usage_live(containerd, pods
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             exp.scrape()
-            time.sleep(0.25)
+            time.sleep(0.25)  # the behaviour under test: a scraper every 0.25 s for `seconds`, refreshes counted
         return exp.scrape().get1("cri_stats_refreshes_total") - before
 
     with ExporterProcess(containerd.endpoint, "--stats-interval", "0.5", "--stats-idle-interval", "600") as exp:

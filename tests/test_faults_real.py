@@ -117,7 +117,10 @@ def test_hung_runtime_scrapes_answer_within_deadline_and_share_one_collection(la
                 results = list(pool.map(lambda _: timed_scrape(exp), range(20)))
             assert time.monotonic() - start < 5
             assert all(took < 3 and s.get1("cri_up") == 0 for s, took in results)
-            time.sleep(1.2)  # let the last collection's calls reach their deadline
+            # Kept: the calls of the last collection end at their own 1 s deadline (--runtime-timeout) and are
+            # counted then. On a slower machine a late one is not counted yet and the bound below only
+            # holds more easily: this wait cannot fail the test, it makes the count whole.
+            time.sleep(1.2)
             s = exp.scrape()
             calls = s.get1("cri_request_duration_seconds_count", method="Version") - versions_before
             assert calls <= 4, f"{calls} Version calls for 20 concurrent scrapes"

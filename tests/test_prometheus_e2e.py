@@ -34,6 +34,7 @@ from alerts.settings import fast
 from crilab import run_pod
 from collections import Counter
 
+from cri_exporter.cri import api_pb2 as api
 from cri_exporter.terminations import exit_code_label
 from crilab.scenario import HOG, OOM_LIMIT, oom_exit, start_oom_pod_counted
 from dashboards import BOARDS, DIR as DASHBOARDS, lint
@@ -122,8 +123,17 @@ def prom(request, exporter, containerd, pods):
         pod_name, container = LIVE_OOM
         pod = run_pod(containerd, pod_name, live_namespace)
         oom_pods.append(pod)
-        pod.add_container(container, ["sh", "-c", "sleep 3; dd if=/dev/zero of=/dev/null bs=64M count=1; "
-                                      "exec sleep 2147483647"], memory_limit=OOM_LIMIT)
+        # Its child is OOM-killed once Prometheus holds the container's oom_kill count at 0 (increase()
+        # needs a sample from before the kill): the test says when, through a file it makes with ExecSync.
+        hog = pod.add_container(container, ["sh", "-c", "until [ -e /tmp/oom-now ]; do sleep 0.1; done; "
+                                            "dd if=/dev/zero of=/dev/null bs=64M count=1; exec sleep 2147483647"],
+                                memory_limit=OOM_LIMIT)
+        wait_for(lambda: p.query(f'cri_container_memory_oom_kills_total{{namespace="{live_namespace}", '
+                                 f'pod="{pod_name}", container="{container}"}} == 0'),
+                 timeout=60, interval=0.5, what="Prometheus to hold the hog's oom_kill count at 0")
+        done = containerd.runtime_stub().ExecSync(api.ExecSyncRequest(container_id=hog, cmd=["touch", "/tmp/oom-now"],
+                                                                      timeout=30))
+        assert done.exit_code == 0, done.stderr
         started = start_oom_pod_counted(containerd, namespace=exit_namespace)
         oom = started.pod
         oom_pods.append(oom)

@@ -137,7 +137,7 @@ def test_pods_created_and_deleted_while_scraping(node):
                 pods = fleet(40, seed=str(k % 3)) if k % 2 else fleet(10)
                 make_cgroup_tree(root, pods)  # cgroups vanish and appear under the readers
                 fake.set_pods(pods)
-                time.sleep(0.05)
+                time.sleep(0.05)  # the behaviour under test: pods churning 20 times a second
 
         t = threading.Thread(target=churn)
         t.start()

@@ -25,7 +25,7 @@ from cri_exporter.cri import api_pb2 as api
 from cri_exporter.hostfs import HostFS
 from cri_exporter.runtime_processes import RuntimeProcesses, RuntimeProcessSampler
 from cri_exporter.collectors.base import ScrapeContext
-from tests.exporter_proc import parse
+from tests.exporter_proc import parse, wait_for
 
 pytestmark = pytest.mark.containerd
 
@@ -46,7 +46,7 @@ def agreed(ours, theirs, what: str, deadline: float = DEADLINE):
         if theirs() == before:
             return got, before
         assert time.monotonic() < end, f"{what} never held still for one reading"
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll interval of the deadline-bound wait
 
 
 def truth(pid: int) -> tuple[int, int, int]:
@@ -199,14 +199,6 @@ def own(lab_dir, runtime_version):
                         pass
 
 
-def wait_for(condition, what: str, deadline: float = DEADLINE):
-    end = time.monotonic() + deadline
-    while not (got := condition()):
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return got
-
-
 def test_zombies_under_a_shim(own):
     """`sleep 1 &` then exec: the background sleep's parent becomes a process
     that never waits, so it stays a zombie inside the container."""
@@ -215,7 +207,7 @@ def test_zombies_under_a_shim(own):
     pod.add_container("leaky", ["sh", "-c", "sleep 1 & sleep 1 & exec sleep 2147483647"])
     reader = reader_for(cd)
     shim = next(s for s in reader.read().shims if s.id == pod.id)
-    wait_for(lambda: zombies_under(shim.pid) == 2, "two zombies under the shim")
+    wait_for(lambda: zombies_under(shim.pid) == 2, timeout=DEADLINE, what="two zombies under the shim")
     sample = reader.read()
     assert sample.zombies[SHIM] == sum(zombies_under(s.pid) for s in sample.shims) == 2
 
@@ -226,7 +218,7 @@ def test_restart_changes_start_time(own):
     first = reader.read().daemon
     assert first is not None and first.pid == cd.pid
     cd.restart()
-    second = wait_for(lambda: reader.read().daemon, "the restarted containerd")
+    second = wait_for(lambda: reader.read().daemon, timeout=DEADLINE, what="the restarted containerd")
     assert second.pid == cd.pid != first.pid
     assert second.start_time_seconds == pytest.approx(psutil.Process(cd.pid).create_time(), abs=0.011)
     assert second.start_time_seconds > first.start_time_seconds

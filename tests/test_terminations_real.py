@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -179,10 +180,12 @@ def test_runtime_killed_mid_stream_loses_and_double_counts_nothing(runtime, lab_
         _expect_subscription(version, exporter, cd)
         before = _crash(pod, "a", 0, ["sh", "-c", "exit 7"])
         _wait_counts(exporter, pod, "a", _truth(pod, [before]), "the first exit counted")
-        late = pod.add_container("b", ["sh", "-c", "sleep 3; exit 4"])
+        # b ends with 4 when told (SIGTERM), so that it ends while containerd is down however slow the machine
+        late = pod.add_container("b", ["sh", "-c", "trap 'exit 4' TERM; while :; do sleep 0.1; done"])
         pid = _pid(pod, late)
         assert pid > 0
         cd.kill()  # mid-stream: SIGKILL, the stream breaks, the shims live on
+        os.kill(pid, signal.SIGTERM)
         wait_for(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30, what="b exits while containerd is down")
         cd.start()
         _expect_subscription(version, exporter, cd)

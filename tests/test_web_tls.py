@@ -229,7 +229,7 @@ def test_basic_auth_over_plain_http_a_rate_limit_and_no_doctor_endpoint(containe
         assert exp.get("/metrics", headers={"Authorization": ""})[0] == 401  # the 5th: the bucket is empty
         assert [exp.get("/metrics")[0] for _ in range(3)] == [429] * 3
         assert exp.get("/healthz", headers={"Authorization": ""})[:3:2] == (200, b"ok\n")  # probes are let through
-        time.sleep(10.5)  # a token
+        time.sleep(10.5)  # the behaviour under test: the rate limit's bucket refills one token in 10 s
         s = scrape(exp)
         assert s.get1("cri_exporter_http_requests_refused_total", reason="rate_limited") == 3
         assert s.get1("cri_exporter_http_requests_refused_total", reason="unauthorized") == 1
@@ -360,7 +360,7 @@ def test_a_stalled_handshake_is_cut_at_the_request_deadline_and_counts_against_t
 
         while time.monotonic() - started < REQUEST_TIMEOUT + MARGIN and not all_closed():
             assert scrape(exp).get1("cri_up") == 1  # scrapes go on meanwhile
-            time.sleep(0.5)
+            time.sleep(0.5)  # poll interval of the wait for the cuts, bounded by REQUEST_TIMEOUT + MARGIN
         took = time.monotonic() - started
         assert all_closed() and took < REQUEST_TIMEOUT + MARGIN, took
         for sock in (silent, half):
@@ -432,7 +432,7 @@ def test_a_flood_of_wrong_passwords_neither_starves_scrapes_nor_takes_more_than_
                     scrapes.append((status, time.monotonic() - start))
                     if newcomer and first_check is None and time.monotonic() - wall_before > 2:
                         first_check = request(exp, ctx, headers=basic("grafana", "g-" + PASSWORD), source="127.0.0.3")[0]
-                    time.sleep(0.5)
+                    time.sleep(0.5)  # the behaviour under test: Prometheus' scrapes, paced, during the flood
             finally:
                 stop.set()
                 for t in threads:

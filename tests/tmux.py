@@ -57,7 +57,7 @@ class Tmux:
             found = predicate(screen)
             if found:
                 return found
-            time.sleep(0.2)
+            time.sleep(0.2)  # poll interval
         raise AssertionError(f"timed out waiting for {what}; the screen:\n{screen}")
 
     def kill(self) -> None:
