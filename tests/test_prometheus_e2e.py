@@ -26,14 +26,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections import Counter
 
 import pytest
 
 from alerts.rules import groups
 from alerts.settings import fast
 from crilab import run_pod
-from collections import Counter
-
 from cri_exporter.cri import api_pb2 as api
 from cri_exporter.terminations import exit_code_label
 from crilab.scenario import HOG, OOM_LIMIT, oom_exit, start_oom_pod_counted
