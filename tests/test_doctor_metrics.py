@@ -1,9 +1,14 @@
 """Serve mode's view of the doctor: metrics on a registry of our own, and the
 child process each serve-mode run happens in."""
+import contextlib
+import ctypes
 import json
+import os
 import subprocess
 import sys
 import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -16,7 +21,6 @@ except ImportError:
 
 from cri_exporter.doctor import run_doctor
 from cri_exporter.doctor.child import DoctorChild, DoctorRunFailed
-from cri_exporter.doctor.facts import netlink
 from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
 from cri_exporter.doctor.report import parse_json, render_json
 from cri_exporter.hostfs import HostFS
@@ -84,29 +88,56 @@ def test_the_child_reports_what_the_command_does():
     """serve's run is `cri-exporter doctor --output json` in a child: the same
     findings as the doctor run in-process over the same node.
 
-    The node is the fixture tree plus this machine's live network (the netlink
-    checks read links and routes, not files): network.mtu counts the veths of
-    whatever pods run here, and other tests start and remove pods all the time.
-    So the two runs are compared when the links were the same before and after
-    both, as on a node that did not change between them."""
+    The node is the fixture tree plus the network the doctor runs in (the
+    netlink checks read links and routes, not files). This machine's own
+    network changes all the time (network.mtu counts the veths of whatever
+    pods other tests run, and it flipped between the two runs), so both run in
+    a network namespace of the test's own, which nothing else touches."""
     root = fixture("kubeadm-containerd-broken")
     child = DoctorChild(root, lambda: "unix:///nonexistent.sock")
-    for _ in range(10):
-        links = _live_network()
-        report = child.run()
-        direct = run_doctor(HostFS(root), "unix:///nonexistent.sock")
-        if _live_network() == links:
-            break
-    else:
-        pytest.fail("this machine's links changed during each of 10 pairs of doctor runs")
+    with _private_network() as run_inside:
+        report = run_inside(child.run)
+        direct = run_inside(lambda: run_doctor(HostFS(root), "unix:///nonexistent.sock"))
     assert {r.id: r.status for r in report.results} == {r.id: r.status for r in direct.results}
     assert report.failed and report.host_root == HostFS(root).root
     assert {r.id: r.finding.fix for r in report.results} == {r.id: r.finding.fix for r in direct.results}
+    # the network checks ran, on the namespace's links: its uplink, and a pod veth pair above its MTU
+    network = {r.id: r for r in direct.results if r.id.startswith("network.")}
+    assert network["network.default_route"].finding.summary == "default route via 192.0.2.1 dev eth0"
+    assert network["network.mtu"].status.value == "warn" and "veth0" in network["network.mtu"].finding.seen
 
 
-def _live_network():
-    facts = netlink.read()
-    return sorted(facts.links, key=lambda link: link.index), facts.default_routes
+CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def _private_network():
+    """A network namespace (uplink eth0 at MTU 1400 with the default route, a
+    veth pair at 1500 as a pod's would be) and a function that runs a callable
+    in a thread inside it: setns(2) moves only the calling thread, and the
+    processes it starts inherit its namespace."""
+    name = f"cri-doctor-child-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, text=True)
+    try:
+        for args in (["link", "add", "eth0", "mtu", "1400", "type", "veth", "peer", "name", "uplink", "mtu", "1400"],
+                     ["link", "set", "eth0", "up"], ["link", "set", "uplink", "up"],
+                     ["addr", "add", "192.0.2.10/24", "dev", "eth0"], ["route", "add", "default", "via", "192.0.2.1"],
+                     ["link", "add", "veth0", "mtu", "1500", "type", "veth", "peer", "name", "veth1", "mtu", "1500"]):
+            subprocess.run(["ip", "-n", name, *args], check=True, capture_output=True, text=True)
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def enter():
+            fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {name}")
+            finally:
+                os.close(fd)
+
+        with ThreadPoolExecutor(1, initializer=enter) as pool:
+            yield lambda fn: pool.submit(fn).result()
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
 class _Scripted(DoctorChild):
