@@ -39,6 +39,9 @@ class Settings:
     # starts the shim before CRI lists the sandbox, and may take up to the
     # kubelet's runtimeRequestTimeout (2m by default) to get there.
     runtime_shim_leak_grace: float = 120.0
+    # Container logs (pod_logs.py): a stat of every container's log files this
+    # often, off the scrape path; the kubelet checks them every 10 s.
+    container_log_interval: float = 15.0
     max_recv_bytes: int = 16 * 1024 * 1024
     # The doctor's checks read configs and ask the runtime: minutes apart is
     # enough for a misconfiguration alert, and keeps them off the scrape path.

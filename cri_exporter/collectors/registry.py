@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cri_exporter.doctor.child import DoctorChild
     from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
     from cri_exporter.hostfs import HostFS
+    from cri_exporter.pod_logs import ContainerLogSampler
     from cri_exporter.podnet import PodNetwork
     from cri_exporter.runtime_processes import RuntimeProcessSampler
     from cri_exporter.settings import Settings
@@ -66,6 +67,12 @@ def _runtime_processes(parts: Parts) -> Collector:
     return RuntimeProcessesCollector(parts.runtime_processes, parts.shim_leak_grace)
 
 
+def _container_logs(parts: Parts) -> Collector:
+    from cri_exporter.collectors.container_logs import ContainerLogsCollector
+    assert parts.container_logs is not None
+    return ContainerLogsCollector(parts.container_logs)
+
+
 def _doctor(parts: Parts) -> Collector:
     from cri_exporter.collectors.doctor import DoctorScrape
     assert parts.doctor is not None
@@ -80,6 +87,7 @@ FACTORIES: dict[str, Callable[[Parts], Collector]] = {
     "imagefs": _imagefs,
     "cgroups": _cgroups,
     "runtime_processes": _runtime_processes,
+    "container_logs": _container_logs,
     "doctor": _doctor,
 }
 
@@ -100,6 +108,8 @@ class Parts:
     "runtime_processes" enabled. `terminations` and `events`: every
     container termination counted, fed by the scrape's inventory and, where
     the runtime broadcasts them, its container events, with "terminations"
+    enabled. `container_logs`: the stat of every container's log files and
+    the kubelet's rotation limits, on its own interval, with "container_logs"
     enabled.
     """
 
@@ -116,6 +126,7 @@ class Parts:
     doctor_child: DoctorChild | None = None
     terminations: TerminationTracker | None = None
     events: EventWatcher | None = None
+    container_logs: ContainerLogSampler | None = None
 
     @classmethod
     def build(cls, settings: Settings, client: CriClient, hostfs: HostFS,
@@ -140,6 +151,10 @@ class Parts:
             parts.runtime_processes = RuntimeProcessSampler(
                 RuntimeProcesses(hostfs, lambda: client.endpoint), settings.runtime_process_interval)
             parts.shim_leak_grace = settings.runtime_shim_leak_grace
+        if "container_logs" in enabled:
+            from cri_exporter.pod_logs import ContainerLogSampler
+            parts.container_logs = ContainerLogSampler(hostfs, client, settings.container_log_interval,
+                                                       settings.runtime_timeout)
         if "doctor" in enabled:
             import structlog
 
@@ -163,6 +178,8 @@ class Parts:
             self.refresher.start()
         if self.runtime_processes is not None:
             self.runtime_processes.start()
+        if self.container_logs is not None:
+            self.container_logs.start()
         if self.events is not None:
             self.events.start()
         if self.doctor_thread is not None:
@@ -175,6 +192,8 @@ class Parts:
             self.refresher.stop()
         if self.runtime_processes is not None:
             self.runtime_processes.stop()
+        if self.container_logs is not None:
+            self.container_logs.stop()
         if self.doctor_thread is not None:
             self.doctor_thread.stop()
         if self.doctor_child is not None:

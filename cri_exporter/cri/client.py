@@ -312,6 +312,7 @@ def _container_status(s: pb.ContainerStatus) -> model.ContainerStatus:
         exit_code=s.exit_code,
         reason=s.reason,
         message=s.message,
+        log_path=s.log_path,
     )
 
 

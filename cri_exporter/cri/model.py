@@ -99,6 +99,9 @@ class ContainerStatus:
     exit_code: int
     reason: str
     message: str
+    # Absolute host path of the log the runtime writes (the sandbox's
+    # log_directory joined with the container's log_path); "" when none.
+    log_path: str = ""
 
 
 @dataclass(slots=True)

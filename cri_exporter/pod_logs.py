@@ -1,0 +1,287 @@
+"""Container log files on disk, read off the scrape path (stat only, never
+their contents), and the kubelet's rotation limits they are held to.
+
+Where a log lives is what the runtime says: ContainerStatus's `log_path`, the
+sandbox's `log_directory` joined with the container's own path (containerd
+1.6-2.1 answer the joined, absolute path; CRI-O too). It is asked once per
+container id, since it never changes for an instance, and never guessed from
+/var/log/pods/<ns>_<pod>_<uid>/<container>/<attempt>.log.
+
+Rotation is the kubelet's (pkg/kubelet/logs/container_log_manager.go, the
+same in kubelet 1.30 to 1.35): every containerLogMonitorInterval (10 s) it
+stats each running container's log and, at containerLogMaxSize or more,
+renames it to `<log>.<YYYYmmdd-HHMMSS>`, gzips the rotated files before it to
+`<log>.<timestamp>.gz` (through `<log>.<timestamp>.gz.tmp`) and keeps at most
+containerLogMaxFiles - 2 of them besides the newest rotated one and the live
+log. A rotated file counts as the kubelet counts it (GetAllLogs): `<log>.*`
+without `.tmp` files and without an uncompressed file whose `.gz` is there.
+Bytes count every `<log>*` file, leftovers included: it is disk the log holds.
+Logs of the container's earlier attempts (`0.log` beside `1.log`) are the
+earlier instances' and are not counted here.
+
+Confinement: the log's directory is resolved inside --host-root (HostFS), and
+its files are lstat'ed: a log or rotated file that is a symlink is skipped,
+never followed (a container cannot make its log point at the agent's secrets).
+"""
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import structlog
+
+from cri_exporter.cri import CriClient, CriError
+from cri_exporter.hostfs import HostFS
+from cri_exporter.inventory import ContainerIdentity, Inventory
+
+log = structlog.get_logger(__name__)
+
+# KubeletConfiguration v1beta1 defaults (pkg/kubelet/apis/config/v1beta1/
+# defaults.go, kubelet 1.30 to 1.35): containerLogMaxSize "10Mi",
+# containerLogMaxFiles 5.
+DEFAULT_MAX_SIZE = "10Mi"
+DEFAULT_MAX_FILES = 5
+# The deprecated flags the kubelet still takes over its config file.
+_SIZE_FLAG, _FILES_FLAG = "container-log-max-size", "container-log-max-files"
+
+# The kubelet's config is read again this often (it changes with a kubelet restart, rarely).
+LIMITS_INTERVAL = 300.0
+_COMPRESSED, _TMP = ".gz", ".tmp"
+
+
+@dataclass(frozen=True, slots=True)
+class LogLimits:
+    """containerLogMaxSize in bytes (None: rotation off, a negative size, or
+    a value the kubelet would refuse) and containerLogMaxFiles, with where each
+    came from."""
+
+    max_size_bytes: int | None
+    max_files: int | None
+    source: str
+
+
+def limits_from(flags: dict[str, str], config: dict, sources: dict[str, str]) -> LogLimits:
+    """The limits the kubelet runs with: a flag wins over its config (and
+    drop-ins; `sources`: the file that set each field last), then the
+    v1beta1 defaults."""
+    from cri_exporter.doctor.facts.quantity import parse_quantity
+
+    def where(config_field: str) -> str:
+        return f"{config_field} in {sources.get(config_field, 'the kubelet config')}"
+
+    said = []
+    if _SIZE_FLAG in flags:
+        size_text, sources_size = flags[_SIZE_FLAG], f"--{_SIZE_FLAG}"
+    elif config.get("containerLogMaxSize") not in (None, ""):
+        size_text, sources_size = str(config["containerLogMaxSize"]), where("containerLogMaxSize")
+    else:
+        size_text, sources_size = DEFAULT_MAX_SIZE, "kubelet default"
+    said.append(f"size: {sources_size}")
+    size = parse_quantity(size_text)
+    max_size = int(size) if size is not None and size >= 0 else None
+    files_raw = flags.get(_FILES_FLAG, config.get("containerLogMaxFiles"))
+    where_files = (f"--{_FILES_FLAG}" if _FILES_FLAG in flags
+                   else where("containerLogMaxFiles") if files_raw is not None else "kubelet default")
+    try:
+        max_files: int | None = int(files_raw) if files_raw is not None else DEFAULT_MAX_FILES
+    except (TypeError, ValueError):
+        max_files = None
+    if max_files is not None and max_files <= 1:
+        max_files = None  # the kubelet refuses to start its log manager (must be > 1)
+    said.append(f"files: {where_files}")
+    return LogLimits(max_size, max_files, "; ".join(said))
+
+
+def read_limits(hostfs: HostFS) -> LogLimits:
+    """The node's kubelet limits, read through the doctor's facts (its
+    command line, --config file and --config-dir drop-ins). No kubelet found:
+    the defaults, since a kubelet started without settings runs with them."""
+    from cri_exporter.doctor.facts import kubelet, procfs, systemd
+
+    settings = kubelet.load(hostfs, systemd.read_unit(hostfs, "kubelet.service"),
+                            procfs.find_processes(hostfs, ("kubelet",)))
+    return limits_from(settings.flags, settings.config, settings.config_sources)
+
+
+@dataclass(frozen=True, slots=True)
+class LogFiles:
+    """One container's log: the live file's size, its rotated files as the
+    kubelet counts them, and the bytes of all its files."""
+
+    current_bytes: int
+    rotated_files: int
+    total_bytes: int
+    files: int  # every regular file counted in total_bytes
+
+
+def rotated_in_use(names: list[str]) -> int:
+    """The rotated files the kubelet counts (filterUnusedLogs): no `.tmp`, and
+    no uncompressed file whose compressed twin exists."""
+    present = set(names)
+    return sum(1 for n in names if not n.endswith(_TMP)
+               and (n.endswith(_COMPRESSED) or n + _COMPRESSED not in present))
+
+
+def read_log_files(hostfs: HostFS, log_path: str) -> LogFiles | None:
+    """Stat the log at `log_path` (a host path) and its rotated files. None
+    when the log is not there, is no regular file (a symlink included), or
+    its path is not absolute."""
+    if not log_path.startswith("/"):
+        return None
+    directory, _, name = log_path.rpartition("/")
+    if not name:
+        return None
+    try:
+        local_dir = hostfs.path(directory or "/")
+        st = os.lstat(os.path.join(local_dir, name))
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    prefix = name + "."
+    rotated: list[str] = []
+    total = st.st_size
+    try:
+        with os.scandir(local_dir) as entries:
+            for entry in entries:
+                if not entry.name.startswith(prefix):
+                    continue
+                try:
+                    est = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # removed by the kubelet's rotation meanwhile
+                if stat.S_ISREG(est.st_mode):
+                    rotated.append(entry.name)
+                    total += est.st_size
+    except OSError:
+        pass  # the live file was there; its directory cannot be listed: no rotated files seen
+    return LogFiles(st.st_size, rotated_in_use(rotated), total, 1 + len(rotated))
+
+
+@dataclass(frozen=True, slots=True)
+class LogSample:
+    """One round over every container's log."""
+
+    taken_at: float
+    duration: float
+    logs: dict[ContainerIdentity, LogFiles]
+    limits: LogLimits | None
+    files: int  # files stat'ed (its cost)
+
+
+@dataclass
+class _PathCache:
+    """Container id -> its log path from ContainerStatus ("" for none)."""
+
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def get(self, container_id: str, fetch: Callable[[str], str | None]) -> str | None:
+        path = self.paths.get(container_id)
+        if path is None:
+            path = fetch(container_id)
+            if path is not None:
+                self.paths[container_id] = path
+        return path
+
+    def keep(self, ids: set[str]) -> None:
+        for gone in self.paths.keys() - ids:
+            del self.paths[gone]
+
+
+class ContainerLogSampler:
+    """Every `interval` seconds in a thread of its own: list the runtime's
+    containers, ask ContainerStatus for the log path of each new one, stat
+    each current container's log and its rotated files. The kubelet's limits
+    are read at the first round and every LIMITS_INTERVAL after.
+
+    The collector reads `latest`; the scrape never stats a log file."""
+
+    def __init__(self, hostfs: HostFS, client: CriClient, interval: float, timeout: float = 5.0,
+                 limits_reader: Callable[[HostFS], LogLimits] = read_limits):
+        self.hostfs = hostfs
+        self.client = client
+        self.interval = interval
+        self.timeout = timeout
+        self.limits_reader = limits_reader
+        self.latest: LogSample | None = None
+        self.last_error: str | None = None
+        self.limits: LogLimits | None = None
+        self.limits_error: str | None = None
+        self._limits_at = float("-inf")
+        self._paths = _PathCache()
+        self.first = threading.Event()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read_limits(self) -> None:
+        now = time.monotonic()
+        if now - self._limits_at < LIMITS_INTERVAL:
+            return
+        self._limits_at = now
+        try:
+            self.limits = self.limits_reader(self.hostfs)
+            self.limits_error = None
+        except Exception as err:  # noqa: BLE001 -- a config the parser chokes on: keep serving the sizes
+            self.limits_error = f"{type(err).__name__}: {err}"
+            log.warning("kubelet log limits unreadable", error=self.limits_error)
+
+    def _log_path(self, container_id: str) -> str | None:
+        try:
+            return self.client.container_status(container_id, timeout=self.timeout).log_path
+        except CriError:
+            return None  # removed meanwhile, or the runtime is busy: asked again next round
+
+    def sample(self) -> None:
+        started, t0 = time.time(), time.monotonic()
+        try:
+            self._read_limits()
+            pods = self.client.list_pod_sandboxes(timeout=self.timeout)
+            containers = self.client.list_containers(timeout=self.timeout)
+            inventory = Inventory(pods, containers)
+            logs: dict[ContainerIdentity, LogFiles] = {}
+            files = 0
+            for ident, c in inventory.current_containers.items():
+                path = self._paths.get(c.id, self._log_path)
+                if not path:
+                    continue
+                found = read_log_files(self.hostfs, path)
+                if found is not None:
+                    logs[ident] = found
+                    files += found.files
+            self._paths.keep({c.id for c in containers})
+            self.latest = LogSample(started, time.monotonic() - t0, logs, self.limits, files)
+            self.last_error = None
+        except Exception as err:  # noqa: BLE001 -- a failed round must not end the thread (logged below)
+            self.last_error = f"{type(err).__name__}: {err}"
+            log.warning("container log round failed", error=self.last_error)
+        finally:
+            self.first.set()
+
+    def current(self, timeout: float) -> LogSample | None:
+        """The latest round, waiting up to `timeout` for the first. Never
+        started (an Exporter used in-process, as tests and the benchmark's
+        floor do): sample here, at most once an interval."""
+        if self._thread is None:
+            with self._lock:
+                if self.latest is None or time.time() - self.latest.taken_at >= self.interval:
+                    self.sample()
+        else:
+            self.first.wait(timeout)
+        return self.latest
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="container-logs", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
