@@ -213,7 +213,8 @@ class FakeCRI:
                         return api.ContainerStatusResponse(status=api.ContainerStatus(
                             id=c.id, metadata=c.metadata, state=c.state, created_at=c.created_at,
                             started_at=c.created_at + 100_000_000, image=c.image, image_ref=c.image_ref,
-                            labels=c.labels, annotations=c.annotations)).SerializeToString()
+                            labels=c.labels, annotations=c.annotations,
+                            log_path=log_path(p, c))).SerializeToString()
         elif method == "PodSandboxStatus":
             for p in pods:
                 if p.sandbox.id == request.pod_sandbox_id:
@@ -353,7 +354,33 @@ def make_cgroup_tree(host_root: str | os.PathLike, pods: list[FakePod]) -> Path:
         (proc / "net").mkdir(parents=True, exist_ok=True)
         _write(proc / "cgroup", "".join(f"{k}:{h}:/{sandbox_rel}\n" for k, h in enumerate(sorted(container_files), 1)).encode())
         _write(proc / "net" / "dev", _net_dev(n))
+    make_log_tree(host_root, pods)
     return host_root
+
+
+def log_path(p: FakePod, c: api.Container) -> str:
+    """Where containerd says the kubelet put a container's log: the sandbox's
+    log_directory joined with the container's <name>/<attempt>.log."""
+    md = p.sandbox.metadata
+    return f"/var/log/pods/{md.namespace}_{md.name}_{md.uid}/{c.metadata.name}/{c.metadata.attempt}.log"
+
+
+def make_log_tree(host_root: str | os.PathLike, pods: list[FakePod]) -> None:
+    """Each container's log under host_root, as the kubelet's rotation leaves
+    them (sizes only: the files are sparse): every third container has a
+    compressed and an uncompressed rotated file beside its live log."""
+    n = 0
+    for p in pods:
+        for c in p.containers:
+            live = Path(host_root) / log_path(p, c).lstrip("/")
+            live.parent.mkdir(parents=True, exist_ok=True)
+            with open(live, "wb") as f:
+                f.truncate(100_000 + 997 * n)
+            if n % 3 == 0:
+                for suffix, size in ((".20240501-100000.gz", 300_000), (".20240501-110000", 10 * 1024 * 1024 + 4096)):
+                    with open(f"{live}{suffix}", "wb") as f:
+                        f.truncate(size)
+            n += 1
 
 
 # Limits are often the same for many containers; usage never is.
