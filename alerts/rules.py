@@ -176,6 +176,23 @@ def container_alerts(s: Settings) -> list[Alert]:
     ]
 
 
+def container_log_alerts(s: Settings) -> list[Alert]:
+    """From the container_logs collector: logs the kubelet does not rotate."""
+    key = s.by("namespace", "pod", "container")
+    return [
+        Alert("CriContainerLogNotRotated",
+              f"max by ({key}) (cri_container_log_file_bytes{s.sel()})\n"
+              f"  > on ({s.by()}) group_left ()\n"
+              f"max by ({s.by()}) (cri_container_log_max_size_bytes{s.sel()} * {s.log_size_ratio:g})",
+              "warning",
+              "A container's log outgrows the kubelet's containerLogMaxSize.",
+              f"The log of container {CONTAINER} on {ON} is {{{{ $value | humanize1024 }}}}B, more than "
+              f"{s.log_size_ratio:g} times the kubelet's containerLogMaxSize, and has been for "
+              f"{s.for_['CriContainerLogNotRotated']}: the kubelet's log rotation is not keeping up with it (or "
+              "not running), so the file grows until the node's disk fills and the kubelet evicts pods."),
+    ]
+
+
 def filesystem_alerts(s: Settings) -> list[Alert]:
     fs = "{{ $labels.fs }} filesystem ({{ $labels.mountpoint }})"
     return [
@@ -275,6 +292,7 @@ def groups(s: Settings = PRODUCTION) -> list[dict]:
             ("cri-exporter.runtime", runtime_alerts),
             ("cri-exporter.runtime-processes", runtime_process_alerts),
             ("cri-exporter.containers", container_alerts),
+            ("cri-exporter.container-logs", container_log_alerts),
             ("cri-exporter.filesystems", filesystem_alerts),
             ("cri-exporter.pods", pod_alerts),
             ("cri-exporter.exporter", exporter_alerts),

@@ -58,6 +58,11 @@ class Settings:
     runtime_fds_ratio: float = 0.80
     #: A runtime restart stays "recent" (the alert stays active) this long.
     runtime_restart_window: str = "15m"
+    #: A container's live log / the kubelet's containerLogMaxSize above which
+    #: rotation is not keeping up (the kubelet rotates at 1.0, checking every
+    #: 10 s; a log outgrowing the limit by half for the `for` window is not
+    #: being rotated: kubernetes#134287, #125079).
+    log_size_ratio: float = 1.5
     #: Share of scrapes in which a collector failed, over rate_window.
     collector_failure_ratio: float = 0.10
     #: Seconds a scrape may take on average before it counts as slow
@@ -78,6 +83,7 @@ class Settings:
         "CriContainerCrashLooping": "5m",
         "CriPodOOMKillsRepeated": "1m",
         "CriContainerMemoryNearLimit": "15m",
+        "CriContainerLogNotRotated": "15m",
         "CriImageFsAlmostFull": "15m",
         "CriImageFsPredictedFull": "1h",
         "CriImageFsInodesLow": "15m",
