@@ -18,7 +18,7 @@ def rate(metric: str, sel: str = CONTAINER) -> str:
 def build() -> dict:
     b = Board(UID, "CRI / Pod and container detail",
               "One pod's containers: CPU against the quota and throttling, memory against the limit, "
-              "OOM kills, pressure stalls, network, block I/O, writable layer and restarts. Data: cri-exporter.",
+              "OOM kills, pressure stalls, network, block I/O, writable layer, logs and restarts. Data: cri-exporter.",
               extra_variables=[
                   ("namespace", "Namespace", f'label_values(cri_pod_info{{{NODE}}}, namespace)'),
                   ("pod", "Pod", f'label_values(cri_pod_info{{{NODE}, namespace="$namespace"}}, pod)'),
@@ -140,5 +140,20 @@ def build() -> dict:
               w=8, min_=0),
         graph("Writable layer", "Bytes in each container's writable layer (files it wrote outside volumes).", "bytes",
               query(f"{BY} (cri_container_writable_layer_bytes{{{CONTAINER}}})", "{{container}}"), w=8, min_=0),
+    )
+    b.row(
+        "Logs",
+        graph("Log file and containerLogMaxSize", "Size of the log file each container writes now, against the "
+              "kubelet's containerLogMaxSize: the kubelet rotates a log once it reaches the limit (checking every "
+              "10 s), so a line well above it is a log the rotation does not keep up with "
+              "(CriContainerLogNotRotated). Stat'ed every --container-log-interval.", "bytes",
+              query(f"{BY} (cri_container_log_file_bytes{{{CONTAINER}}})", "{{container}} live log"),
+              query(f"max (cri_container_log_max_size_bytes{{{NODE}}})", "containerLogMaxSize"), w=8, min_=0),
+        graph("Log on disk", "Bytes of each container's log with its rotated and compressed files.", "bytes",
+              query(f"{BY} (cri_container_log_bytes{{{CONTAINER}}})", "{{container}}"), w=8, min_=0),
+        graph("Rotated log files", "Rotated files the kubelet keeps beside each container's log, against its "
+              "limit (containerLogMaxFiles - 1).", "short",
+              query(f"{BY} (cri_container_log_rotated_files{{{CONTAINER}}})", "{{container}}"),
+              query(f"max (cri_container_log_max_files{{{NODE}}}) - 1", "limit"), w=8, min_=0),
     )
     return b.build()
