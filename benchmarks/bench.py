@@ -60,7 +60,8 @@ CLK = os.sysconf("SC_CLK_TCK")
 SLEEP = ["sleep", "2147483647"]
 REAL_PER_POD = 4
 RUNTIME_WINDOW = 10.0  # seconds; containerd's CRI syncs snapshot sizes every 10 s
-BENCH_COLLECTORS = "runtime,containers,terminations,stats,imagefs,cgroups,runtime_processes"  # all but the doctor, measured apart
+BENCH_COLLECTORS = ("runtime,containers,terminations,stats,imagefs,cgroups,runtime_processes,"
+                    "container_logs")  # all but the doctor, measured apart
 # Before issue 15.4: the same without the runtime's own processes, scraped in turn with it.
 BEFORE_RUNTIME_PROCESSES = "runtime,containers,terminations,stats,imagefs,cgroups"
 # The lean profile of docs/metrics.md ("Series budget"), measured beside the default.
@@ -359,6 +360,90 @@ def runtime_process_cost(endpoint: str, base: Path, made: int, scrapes: int) -> 
             "shims": len(sample.shims), "cpu_per_min": walk_cpu * 60 / DEFAULTS.runtime_process_interval}
 
 
+def container_logs_cost(counts: list[int], scrapes: int) -> list[dict]:
+    """The container_logs collector's price on a fake fleet with its log tree
+    (tests/fakecri.make_log_tree: every container's live log, every third
+    with a compressed and an uncompressed rotated file): one round of the
+    sampler in this thread (CRI lists, ContainerStatus of every container the
+    first time, lstat and a directory listing per container; thread CPU, so
+    the fake runtime's own threads are not counted), and the scrape p50 and
+    agent CPU of two exporters scraped in turn, with and without the
+    collector (the one with it does its rounds in the background meanwhile)."""
+    from cri_exporter.pod_logs import ContainerLogSampler
+
+    without = ",".join(c for c in BENCH_COLLECTORS.split(",") if c != "container_logs")
+    out = []
+    base = Path(tempfile.mkdtemp(prefix="logsb-", dir="/tmp"))
+    try:
+        for n in counts:
+            root = base / f"root{n}"
+            pods = fleet(n)
+            make_cgroup_tree(root, pods)
+            with FakeCRI(base / f"cri{n}.sock", pods) as fake:
+                client = CriClient(fake.endpoint, timeout=60)
+                sampler = ContainerLogSampler(HostFS(str(root)), client, 3600.0, timeout=60.0)
+                rounds = []
+                for _ in range(6):
+                    t, c = time.perf_counter(), time.thread_time()
+                    sampler.sample()
+                    rounds.append((time.perf_counter() - t, time.thread_time() - c))
+                client.close()
+                assert sampler.last_error is None and len(sampler.latest.logs) == n, sampler.last_error
+                files = sampler.latest.files
+                first, steady = rounds[0], rounds[1:]
+                wall = statistics.median(r[0] for r in steady)
+                cpu = statistics.median(r[1] for r in steady)
+                r = {"n": n, "first_wall": first[0], "first_cpu": first[1], "wall": wall, "cpu": cpu, "files": files,
+                     "cpu_per_min": cpu * 60 / DEFAULTS.container_log_interval}
+                if n <= 1000:
+                    a = ExporterProcess(fake.endpoint, "--host-root", str(root), "--collectors", without,
+                                        "--stats-interval", "3600", "--scrape-timeout", "30",
+                                        log_path=base / f"exporter-{n}-without.log")
+                    b = ExporterProcess(fake.endpoint, "--host-root", str(root), "--collectors", BENCH_COLLECTORS,
+                                        "--stats-interval", "3600", "--scrape-timeout", "30",
+                                        log_path=base / f"exporter-{n}-with.log")
+                    try:
+                        for url in (a.url, b.url):
+                            fetch(url + "/metrics")
+                            fetch(url + "/metrics")
+                        ta, tb, own = [], [], []
+                        ca, cb = cpu_seconds([a.proc.pid]), cpu_seconds([b.proc.pid])
+                        for _ in range(scrapes):
+                            ta.append(fetch(a.url + "/metrics")[0])
+                            took, _, text = fetch(b.url + "/metrics")
+                            tb.append(took)
+                            own.append(parse(text.decode()).get1("cri_scrape_collector_duration_seconds",
+                                                                 collector="container_logs"))
+                        r.update(before_p50=statistics.median(ta), after_p50=statistics.median(tb),
+                                 cpu_before=(cpu_seconds([a.proc.pid]) - ca) / scrapes,
+                                 cpu_after=(cpu_seconds([b.proc.pid]) - cb) / scrapes,
+                                 collector_p50=statistics.median(own))
+                    finally:
+                        a.stop()
+                        b.stop()
+                out.append(r)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
+def container_logs_lines(logs: list[dict]) -> list[str]:
+    out = []
+    for c in logs:
+        line = (f"- container_logs at {c['n']} fake containers ({c['files']} log files): one round off the scrape path "
+                f"{ms(c['wall'])} wall, {ms(c['cpu'])} CPU (the first, with a ContainerStatus per container: "
+                f"{ms(c['first_wall'])}, {ms(c['first_cpu'])} CPU), every {DEFAULTS.container_log_interval:g} s: "
+                f"{ms(c['cpu_per_min'])} CPU a minute, {c['files'] / c['wall']:.0f} files a second while stat'ing")
+        if "after_p50" in c:
+            grow = c["after_p50"] / c["before_p50"] - 1
+            line += (f"; scrape p50 {ms(c['after_p50'])} with it, {ms(c['before_p50'])} without ({grow * 100:+.1f}%, "
+                     f"< +10%) [{mark(grow < 0.10)}]; agent CPU a scrape {ms(c['cpu_after'])} with it (its rounds "
+                     f"included), {ms(c['cpu_before'])} without; the collector's own time in the scrape "
+                     f"{ms(c['collector_p50'])} (p50)")
+        out.append(line)
+    return out
+
+
 # ---------- fake CRI at scale ----------
 
 def run_fake(counts: list[int], scrapes: int, rows: list, notes: list, expo: list, lean: list) -> None:
@@ -511,7 +596,7 @@ def mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def report(rows, expo, gz, notes, args, lean=(), term=()) -> str:
+def report(rows, expo, gz, notes, args, lean=(), term=(), logs=()) -> str:
     out = []
     cpu = platform.processor() or ""
     try:
@@ -620,6 +705,7 @@ def report(rows, expo, gz, notes, args, lean=(), term=()) -> str:
                        f"{ms(c['walk_ms'])} ({ms(c['walk_cpu'])} CPU) every {DEFAULTS.runtime_process_interval:g} s: "
                        f"{ms(c['cpu_per_min'])} CPU a minute, {c['processes'] / c['walk_ms']:.0f} processes a second "
                        f"while walking")
+    out.extend(container_logs_lines(list(logs)))
     for where in wheres:
         r1k = by.get((where, 1000))
         if r1k:
@@ -671,7 +757,12 @@ def main() -> None:
     ap.add_argument("--create-budget", type=float, default=240, help="seconds allowed for creating real pods")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--terminations-only", action="store_true", help="only the termination tracker's cost")
+    ap.add_argument("--container-logs-only", action="store_true",
+                    help="only the container_logs collector's cost (fake 1,000 and 5,000 containers)")
     args = ap.parse_args()
+    if args.container_logs_only:
+        print("\n".join(container_logs_lines(container_logs_cost([1000, 5000], args.scrapes))))
+        return
     if args.terminations_only:
         print(report([], [], [], [], args, term=terminations_cost([1000, 5000])))
         return
@@ -699,8 +790,9 @@ def main() -> None:
                 size = len(gzip.compress(text, compresslevel=level))
             gz.append((level, (time.perf_counter() - t) / 3, size, len(text)))
     term = terminations_cost([int(x) for x in args.fake.split(",") if x])
+    logs = container_logs_cost([n for n in (int(x) for x in args.fake.split(",") if x) if n >= 1000], args.scrapes)
     notes.append(f"benchmark ran in {time.monotonic() - started:.0f} s")
-    print(report(rows, expo, gz, notes, args, lean, term))
+    print(report(rows, expo, gz, notes, args, lean, term, logs))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ alerts.settings.fast), and serves every dashboard query. For each release:
 - the CPU-throttling alert fires for the burner, and the OOM-kill alert for
   a container whose child was OOM-killed and for one that was itself; the
   repeated-OOM alert for the pod whose container was OOM-killed twice, and the
-  crash-loop alert for a container that ended three times;
+  crash-loop alert for a container that ended three times, and the log alert
+  for a container whose log is over 1.5 times containerLogMaxSize (no kubelet
+  rotates it here);
 - that release's promtool accepts the Prometheus config and the exporter's
   text (`check config`, `check metrics`).
 
@@ -37,6 +39,8 @@ from cri_exporter.cri import api_pb2 as api
 from cri_exporter.terminations import exit_code_label
 from crilab.scenario import HOG, OOM_LIMIT, oom_exit, start_oom_pod_counted
 from dashboards import BOARDS, DIR as DASHBOARDS, lint
+from cri_exporter.hostfs import HostFS
+from cri_exporter.pod_logs import read_limits
 from tests.exporter_proc import parse, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, PromQLError, release, release_id
 
@@ -58,6 +62,10 @@ CRASHY = ("crashy", "worker")
 # The hog is killed until the runtime has reported two of its kills as OOMKilled, at most this many times
 # (crilab.scenario.oom_exit: containerd may lose the OOM event of a kill for good and report Error/137).
 HOG_KILLS = 4
+# ...and a pod whose container writes ~22 MB of log at once: over 1.5 times the kubelet's default
+# containerLogMaxSize (10Mi), and no kubelet rotates it here (CriContainerLogNotRotated).
+CHATTY = ("chatty", "writer")
+CHATTY_COMMAND = ["sh", "-c", "yes " + "a" * 90 + " | head -c 16000000; exec sleep 2147483647"]
 
 # Pods the pod-detail board is evaluated for ($container = All), and the
 # release's live OOM pod: a query passes when it returns data for one of them.
@@ -150,6 +158,9 @@ def prom(request, exporter, containerd, pods):
         oom_pods.append(crashy)
         for attempt in range(3):
             crashy.wait_exited(crashy.add_container(CRASHY[1], ["sh", "-c", "exit 1"], attempt=attempt), timeout=30)
+        chatty = run_pod(containerd, CHATTY[0], exit_namespace)
+        oom_pods.append(chatty)
+        chatty.add_container(CHATTY[1], CHATTY_COMMAND)
         yield p
     except BaseException:
         print(p.log()[-3000:])
@@ -296,6 +307,8 @@ def test_throttling_and_oom_alerts_fire(prom, exporter):
                                                        "container": LIVE_OOM[1]}),
         "crash loop": ("CriContainerCrashLooping",
                        {"namespace": exit_namespace, "pod": CRASHY[0], "container": CRASHY[1]}),
+        "log not rotated": ("CriContainerLogNotRotated",
+                            {"namespace": exit_namespace, "pod": CHATTY[0], "container": CHATTY[1]}),
     }
     # Held to what the runtime reported: the last exit named OOMKilled, two kills named OOMKilled, and
     # three terminations of the hog (its lost OOM events' pods, each its Error/137, and the kills after them).
@@ -339,13 +352,21 @@ def test_throttling_and_oom_alerts_fire(prom, exporter):
             assert found[what]["labels"]["severity"] == "warning"
             assert found[what]["annotations"]["runbook_url"].endswith(f"/alerts/runbooks/{name}.md")
     assert float(found["crash loop"]["value"]) == 3
+    # The alert's value is the live log's size: over 1.5 times containerLogMaxSize, as the exporter read it.
+    logs = found["log not rotated"]
+    assert logs["labels"]["severity"] == "warning"
+    assert logs["annotations"]["runbook_url"].endswith("/alerts/runbooks/CriContainerLogNotRotated.md")
+    limit = read_limits(HostFS("/")).max_size_bytes
+    assert limit is not None and float(logs["value"]) > 1.5 * limit
+
     if "OOM-killed twice" in found:
         assert float(found["OOM-killed twice"]["value"]) == oom_kills
     if "hog ended 3 times" in found:
         assert float(found["hog ended 3 times"]["value"]) == len(exits)
 
     allowed = [("CriContainerCPUThrottlingHigh", {}), ("CriContainerOOMKilled", {}),
-               ("CriPodOOMKillsRepeated", {"pod": "oom"}), ("CriContainerCrashLooping", {"pod": CRASHY[0]})] + \
+               ("CriPodOOMKillsRepeated", {"pod": "oom"}), ("CriContainerCrashLooping", {"pod": CRASHY[0]}),
+               ("CriContainerLogNotRotated", {"pod": CHATTY[0]})] + \
         [alert for what, alert in expected.items() if what in expect_oom] + \
         [(name, labels) for name, labels, _ in ALSO_FIRING_HERE] + \
         [("CriCollectorFailing", {"collector": c}) for c in _failed_collectors(prom)]
