@@ -127,3 +127,54 @@ def test_symlinks_are_not_followed_out_of_the_root(tmp_path):
     # A directory symlinked out of the root resolves inside it instead (HostFS.path).
     os.symlink(str(tmp_path), root / "var/log/pods/out")
     assert read_log_files(hostfs, "/var/log/pods/out/secret") is None
+
+
+# ---- the sampler and collector over the fake runtime (what the real one cannot do: hang) ----
+
+def test_a_hung_runtime_fails_the_collector_without_holding_the_scrape(tmp_path):
+    import time as _time
+
+    from cri_exporter.collectors.base import PartialCollection, ScrapeContext
+    from cri_exporter.collectors.container_logs import ContainerLogsCollector
+    from cri_exporter.cri import CriClient
+    from cri_exporter.pod_logs import ContainerLogSampler
+    from tests.exporter_proc import wait_for
+    from tests.fakecri import FakeCRI, fleet, make_log_tree
+
+    pods = fleet(4)
+    make_log_tree(tmp_path, pods)
+    with FakeCRI(tmp_path / "cri.sock", pods) as fake:
+        fake.hang.set()
+        client = CriClient(fake.endpoint, timeout=5)
+        sampler = ContainerLogSampler(HostFS(str(tmp_path)), client, interval=0.2, timeout=1.0)
+        collector = ContainerLogsCollector(sampler)
+        sampler.start()
+        try:
+            ctx = ScrapeContext(client, HostFS(str(tmp_path)), _time.monotonic() + 30)
+            with pytest.raises(PartialCollection, match="did not answer|no round over the container logs finished yet"):
+                collector.collect(ctx)
+            fake.hang.clear()
+
+            def served():
+                try:
+                    return list(collector.collect(ScrapeContext(client, HostFS(str(tmp_path)), _time.monotonic() + 30)))
+                except PartialCollection:
+                    return None
+            families = {f.name: f for f in wait_for(served, timeout=30, what="a round once the runtime answers")}
+            assert len(families["cri_container_log_file_bytes"].values) == 4
+        finally:
+            sampler.stop()
+            client.close()
+
+
+def test_denied_families_start_no_sampler(tmp_path):
+    from cri_exporter.exporter import Exporter
+    from cri_exporter.settings import Settings
+
+    sock = tmp_path / "none.sock"
+    kept = Exporter(Settings(runtime_endpoint=f"unix://{sock}", host_root=str(tmp_path)))
+    assert kept.parts.container_logs is not None
+    denied = Exporter(Settings(runtime_endpoint=f"unix://{sock}", host_root=str(tmp_path),
+                               metrics_deny="cri_container_log_.*"))
+    assert denied.parts.container_logs is None
+    assert "container_logs" not in {c.name for c in denied.scraper.collectors}
