@@ -388,8 +388,9 @@ def container_logs_cost(counts: list[int], scrapes: int) -> list[dict]:
                     sampler.sample()
                     rounds.append((time.perf_counter() - t, time.thread_time() - c))
                 client.close()
-                assert sampler.last_error is None and len(sampler.latest.logs) == n, sampler.last_error
-                files = sampler.latest.files
+                latest = sampler.latest
+                assert latest is not None and sampler.last_error is None and len(latest.logs) == n, sampler.last_error
+                files = latest.files
                 first, steady = rounds[0], rounds[1:]
                 wall = statistics.median(r[0] for r in steady)
                 cpu = statistics.median(r[1] for r in steady)
