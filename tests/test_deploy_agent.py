@@ -140,7 +140,7 @@ def test_agent_reads_every_source_through_the_manifests_mounts(lab, host_copy):
         s = wait_for(ready, timeout=30, what="the first CRI stats snapshot")
         log = exp.log()
         assert s.get1("cri_up") == 1, log
-        for collector in ("runtime", "containers", "terminations", "stats", "imagefs", "cgroups", "doctor"):
+        for collector in ("runtime", "containers", "terminations", "stats", "imagefs", "cgroups", "container_logs", "doctor"):
             assert s.get1("cri_scrape_collector_success", collector=collector) == 1, (collector, log[-3000:])
         # Found by probing containerd's default socket under the host root.
         sock = f"unix://{host_copy.root}/run/containerd/containerd.sock"

@@ -227,7 +227,7 @@ def test_imagefs_matches_cri_and_statvfs(exporter, cri):
 
 def test_self_metrics(exporter):
     s = exporter.scrape()
-    for name in ("runtime", "containers", "terminations", "stats", "imagefs"):
+    for name in ("runtime", "containers", "terminations", "stats", "imagefs", "container_logs"):
         assert s.get1("cri_scrape_collector_success", collector=name) == 1
         assert 0 <= s.get1("cri_scrape_collector_duration_seconds", collector=name) < 5
     assert s.get1("cri_exporter_build_info")
