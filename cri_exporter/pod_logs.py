@@ -173,7 +173,7 @@ class LogSample:
 
     taken_at: float
     duration: float
-    logs: dict[ContainerIdentity, LogFiles]
+    logs: dict[ContainerIdentity, LogFiles]  # by namespace, pod, container
     limits: LogLimits | None
     files: int  # files stat'ed (its cost)
 
@@ -259,7 +259,9 @@ class ContainerLogSampler:
                     logs[ident] = found
                     files += found.files
             self._paths.keep({c.id for c in containers})
-            self.latest = LogSample(started, time.monotonic() - t0, logs, self.limits, files)
+            # Ordered once here, not at every scrape that serves the round.
+            ordered = dict(sorted(logs.items(), key=lambda kv: (kv[0].namespace, kv[0].pod, kv[0].container)))
+            self.latest = LogSample(started, time.monotonic() - t0, ordered, self.limits, files)
             self.last_error = None
         except Exception as err:  # noqa: BLE001 -- a failed round must not end the thread (logged below)
             self.last_error = f"{type(err).__name__}: {err}"

@@ -45,7 +45,7 @@ class ContainerLogsCollector:
             "Bytes of the container's log on disk: the live file, its rotated and compressed files, and leftovers "
             "of an interrupted rotation.", labels=C_LABELS)
         label = ctx.labels.get
-        for ident, files in sorted(sample.logs.items(), key=lambda kv: (kv[0].namespace, kv[0].pod, kv[0].container)):
+        for ident, files in sample.logs.items():
             labels = label(C_LABELS, (ident.namespace, ident.pod, ident.container))
             current.add(labels, float(files.current_bytes))
             rotated.add(labels, float(files.rotated_files))
