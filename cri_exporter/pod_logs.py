@@ -3,15 +3,18 @@ their contents), and the kubelet's rotation limits they are held to.
 
 Where a log lives is what the runtime says: ContainerStatus's `log_path`, the
 sandbox's `log_directory` joined with the container's own path (containerd
-1.6-2.1 answer the joined, absolute path; CRI-O too). It is asked once per
-container id, since it never changes for an instance, and never guessed from
+1.6, 1.7 and 2.1 answer the joined, absolute path: checked on the lab; CRI-O
+untested). It is asked once per container id, since it never changes for an
+instance, and never guessed from
 /var/log/pods/<ns>_<pod>_<uid>/<container>/<attempt>.log.
 
-Rotation is the kubelet's (pkg/kubelet/logs/container_log_manager.go, the
-same in kubelet 1.30 to 1.35): every containerLogMonitorInterval (10 s) it
+Rotation is the kubelet's (pkg/kubelet/logs/container_log_manager.go, read
+at upstream master, kubernetes commit 030880a5; the file names below are
+the file's own since it came in 2018, the worker queue and
+containerLogMonitorInterval since 1.30): every containerLogMonitorInterval (10 s) it
 stats each running container's log and, at containerLogMaxSize or more,
 renames it to `<log>.<YYYYmmdd-HHMMSS>`, gzips the rotated files before it to
-`<log>.<timestamp>.gz` (through `<log>.<timestamp>.gz.tmp`) and keeps at most
+`<log>.<timestamp>.gz` (written as `<log>.<timestamp>.tmp` first) and keeps at most
 containerLogMaxFiles - 2 of them besides the newest rotated one and the live
 log. A rotated file counts as the kubelet counts it (GetAllLogs): `<log>.*`
 without `.tmp` files and without an uncompressed file whose `.gz` is there.
@@ -41,8 +44,8 @@ from cri_exporter.inventory import ContainerIdentity, Inventory
 log = structlog.get_logger(__name__)
 
 # KubeletConfiguration v1beta1 defaults (pkg/kubelet/apis/config/v1beta1/
-# defaults.go, kubelet 1.30 to 1.35): containerLogMaxSize "10Mi",
-# containerLogMaxFiles 5.
+# defaults.go, read at upstream master, kubernetes commit 030891da):
+# containerLogMaxSize "10Mi", containerLogMaxFiles 5.
 DEFAULT_MAX_SIZE = "10Mi"
 DEFAULT_MAX_FILES = 5
 # The deprecated flags the kubelet still takes over its config file.

@@ -74,7 +74,7 @@ def test_log_of_a_writing_container_and_its_rotated_files(lab, exporter):
         # uncompressed one, and the .tmp of a compression cut short (bytes, not a rotated file).
         (log.parent / "0.log.20261201-101010.gz").write_bytes(os.urandom(1500))
         (log.parent / "0.log.20261202-101010").write_bytes(b"x" * 7000)
-        (log.parent / "0.log.20261202-101010.gz.tmp").write_bytes(b"y" * 300)
+        (log.parent / "0.log.20261202-101010.tmp").write_bytes(b"y" * 300)
         sampler, client = _sample(cd)
 
         def agreed():

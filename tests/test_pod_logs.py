@@ -71,7 +71,7 @@ def test_limits_the_kubelet_would_refuse_are_absent(tmp_path, size, files, expec
 def test_rotated_files_counted_as_the_kubelet_counts_them():
     # filterUnusedLogs: .tmp is never in use; an uncompressed file whose .gz exists is not either.
     names = ["0.log.20261201-000000.gz", "0.log.20261202-000000", "0.log.20261202-000000.gz",
-             "0.log.20261203-000000", "0.log.20261203-000000.gz.tmp"]
+             "0.log.20261203-000000", "0.log.20261203-000000.tmp"]
     assert rotated_in_use(names) == 3
 
 
@@ -84,7 +84,7 @@ def _log_dir(root: Path) -> Path:
 def test_sizes_are_the_files_sizes(tmp_path):
     d = _log_dir(tmp_path)
     sizes = {"0.log": 1234, "0.log.20261201-000000.gz": 300, "0.log.20261202-000000": 5000,
-             "0.log.20261202-000000.gz.tmp": 40, "1.log": 999, "0.logx": 7}
+             "0.log.20261201-000000.tmp": 40, "1.log": 999, "0.logx": 7}
     for name, size in sizes.items():
         (d / name).write_bytes(b"x" * size)
     files = read_log_files(HostFS(str(tmp_path)), "/var/log/pods/ns_pod_uid/app/0.log")
