@@ -61,7 +61,7 @@ class Settings:
     #: A container's live log / the kubelet's containerLogMaxSize above which
     #: rotation is not keeping up (the kubelet rotates at 1.0, checking every
     #: 10 s; a log outgrowing the limit by half for the `for` window is not
-    #: being rotated: kubernetes#134287, #125079).
+    #: being rotated: kubernetes#110630, #134287, #134324).
     log_size_ratio: float = 1.5
     #: Share of scrapes in which a collector failed, over rate_window.
     collector_failure_ratio: float = 0.10
