@@ -101,11 +101,15 @@ def test_label_sets_live_as_long_as_a_scrape_asks_for_them():
     # equal values in new string objects (a new inventory): the same rendered set
     again = cache.get(names, tuple("".join(list(v)) for v in ("shop", "web", "app")))
     assert again is web
-    assert all(key is labels.key for key, labels in cache._new.items())  # one copy of the strings
+    # one copy of the strings: each entry is keyed by its own Labels' values
+    assert all(key is labels.values for by_values in cache._new.values() for key, labels in by_values.items())
     assert cache.get(("namespace", "pod"), ("shop", "web")) is not web  # other names, other set
+    cache.end_scrape()  # the scrape is over: the one before's table is let go
+    assert cache._old == {}
     cache.next_scrape()
     assert cache.get(names, ("shop", "db", "pg")) is not db  # not asked for a scrape: rendered anew
-    assert len(cache) == 1
+    assert cache.get(names, ("shop", "web", "app")) is web  # asked for by the last scrape: kept
+    assert len(cache) == 2
 
 
 def test_family_rows_match_generate_latest_and_hostile_values():
