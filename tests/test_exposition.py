@@ -238,3 +238,19 @@ def test_any_exposition_is_identical_parses_and_has_no_duplicates(first, second)
             continue
         parse(text.decode())
 
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(label_name, min_size=1, max_size=9, unique=True), st.lists(st.lists(label_value, min_size=9, max_size=9), max_size=4))
+def test_label_sets_rendered_by_plan_match_generate_latest(names, rows):
+    """render_labels' per-names plan (sort and name escaping done once per tuple
+    of names) writes what generate_latest writes, whatever order the names come in."""
+    names = tuple(names)
+    f = Family("cri_test_plan", "Doc.", names)
+    for n, row in enumerate(rows):
+        f.add_metric(row[:len(names)], float(n))
+    g = GaugeMetricFamily("cri_test_plan", "Doc.", labels=list(names))
+    for n, row in enumerate(rows):
+        g.add_metric(row[:len(names)], float(n))
+    if len({tuple(r[:len(names)]) for r in rows}) == len(rows):
+        assert ExpositionWriter().write([f]) == reference([g])
