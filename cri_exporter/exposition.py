@@ -90,22 +90,41 @@ class Labels:
     The hot collectors keep these across scrapes (LabelCache), one per
     container or pod identity and label names, and use the same object in
     every family with those names: a container's 60 series cost one
-    rendering, not 40, and no lookup at all when written.
+    rendering, not 40, and no lookup at all when written. Two slots and no
+    key tuple of its own: the cache finds it by its values tuple (17,500 of
+    these at 5,000 containers).
     """
 
-    __slots__ = ("key", "text")
+    __slots__ = ("values", "text")
 
     def __init__(self, names: tuple[str, ...], values: tuple[str, ...]):
-        self.key = (names, values)
+        self.values = values
         self.text = render_labels(names, values)
-
-    @property
-    def values(self) -> tuple[str, ...]:
-        return self.key[1]
 
 
 def render_labels(names: Iterable[str], values: Iterable[str]) -> str:
-    """The `{...}` of a sample line as generate_latest writes it: sorted by name, escaped."""
+    """The `{...}` of a sample line as generate_latest writes it: sorted by name, escaped.
+
+    For a tuple of distinct names (every Family's) the sort and the names'
+    escaping are done once per tuple (`_plan`), leaving a join of the values:
+    0.9 µs instead of 7 µs for a container's nine info labels, so a label set
+    used once a scrape costs little enough not to be kept (see LabelCache)."""
+    if names.__class__ is tuple:
+        plan = _PLANS.get(names)
+        if plan is None:
+            plan = _plan(names)
+        if plan:
+            if values.__class__ is not tuple:
+                values = tuple(values)
+            parts = []
+            for i, head in plan:
+                v = values[i]
+                if '"' in v or "\\" in v or "\n" in v:
+                    v = escape_label_value(v)
+                parts.append(head)
+                parts.append(v)
+            parts.append('"}')
+            return "".join(parts)
     pairs = sorted(zip(names, values))
     if not pairs:
         return ""
@@ -113,33 +132,61 @@ def render_labels(names: Iterable[str], values: Iterable[str]) -> str:
     return f"{{{inner}}}"
 
 
+# label names -> ((index into the values, `{name="` or `",name="`), ...) in
+# the text's order; () where the generic path applies (no names, or a name
+# twice, which generate_latest orders by value too).
+_PLANS: dict[tuple[str, ...], tuple[tuple[int, str], ...]] = {}
+
+
+def _plan(names: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+    plan: tuple[tuple[int, str], ...] = ()
+    if names and len(set(names)) == len(names):
+        order = sorted(range(len(names)), key=names.__getitem__)
+        plan = tuple((i, ("{" if n == 0 else '",') + _om.escape_label_name(names[i], _om.UNDERSCORES) + '="')
+                     for n, i in enumerate(order))
+    if len(_PLANS) > 1000:  # families' label names are few; bound a pathological caller
+        _PLANS.clear()
+    _PLANS[names] = plan
+    return plan
+
+
 class LabelCache:
     """Labels kept from one scrape to the next: what a scrape did not ask for is
     dropped after the following one, so memory follows the node's current
-    containers. Call `next_scrape()` once per scrape. Tolerates concurrent use
-    (a miss only renders again)."""
+    containers. Call `next_scrape()` once per scrape and `end_scrape()` when it
+    is done: between scrapes only the last scrape's label sets are held, not
+    also the one before's table. Tolerates concurrent use (a miss only
+    renders again)."""
 
     def __init__(self) -> None:
-        self._old: dict[tuple, Labels] = {}
-        self._new: dict[tuple, Labels] = {}
+        # label names -> values -> Labels: keyed by the values tuple the Labels
+        # holds anyway, so an entry costs no key object of its own.
+        self._old: dict[tuple[str, ...], dict[tuple[str, ...], Labels]] = {}
+        self._new: dict[tuple[str, ...], dict[tuple[str, ...], Labels]] = {}
 
     def next_scrape(self) -> None:
         self._old, self._new = self._new, {}
 
+    def end_scrape(self) -> None:
+        self._old = {}
+
     def get(self, names: tuple[str, ...], values: tuple[str, ...]) -> Labels:
-        key = (names, values)
-        labels = self._new.get(key)
+        new = self._new.get(names)
+        if new is None:
+            new = self._new.setdefault(names, {})
+        labels = new.get(values)
         if labels is None:
-            labels = self._old.get(key)
+            old = self._old.get(names)
+            labels = old.get(values) if old is not None else None
             if labels is None:
                 labels = Labels(names, values)
-            # Stored under the label set's own key: the strings of this
+            # Stored under the label set's own values: the strings of this
             # scrape's lookup key (equal, but new objects) are not kept too.
-            self._new[labels.key] = labels
+            new[labels.values] = labels
         return labels
 
     def __len__(self) -> int:
-        return len(self._new)
+        return sum(len(by_values) for by_values in self._new.values())
 
 
 class Family:
@@ -176,7 +223,8 @@ class Family:
         self.values.append(value)
 
     def add_metric(self, values: Iterable[str], value: float) -> None:
-        """For the few-series families: renders the label set every time."""
+        """For the few-series families and label sets used once a scrape (info):
+        renders the label set every time, keeps nothing past the scrape."""
         self.add(Labels(self.labelnames, tuple(values)), value)
 
     def lines(self, mname: str) -> list[str]:

@@ -115,6 +115,7 @@ class Collection:
         result = self._build(ready, final=True)
         with self._partial_lock:
             self._partial.clear()
+        self.ctx.labels.end_scrape()
         return result
 
     def _build(self, ready: frozenset, final: bool) -> ScrapeResult:

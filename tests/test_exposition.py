@@ -101,11 +101,15 @@ def test_label_sets_live_as_long_as_a_scrape_asks_for_them():
     # equal values in new string objects (a new inventory): the same rendered set
     again = cache.get(names, tuple("".join(list(v)) for v in ("shop", "web", "app")))
     assert again is web
-    assert all(key is labels.key for key, labels in cache._new.items())  # one copy of the strings
+    # one copy of the strings: each entry is keyed by its own Labels' values
+    assert all(key is labels.values for by_values in cache._new.values() for key, labels in by_values.items())
     assert cache.get(("namespace", "pod"), ("shop", "web")) is not web  # other names, other set
+    cache.end_scrape()  # the scrape is over: the one before's table is let go
+    assert cache._old == {}
     cache.next_scrape()
     assert cache.get(names, ("shop", "db", "pg")) is not db  # not asked for a scrape: rendered anew
-    assert len(cache) == 1
+    assert cache.get(names, ("shop", "web", "app")) is web  # asked for by the last scrape: kept
+    assert len(cache) == 2
 
 
 def test_family_rows_match_generate_latest_and_hostile_values():
@@ -234,3 +238,19 @@ def test_any_exposition_is_identical_parses_and_has_no_duplicates(first, second)
             continue
         parse(text.decode())
 
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(label_name, min_size=1, max_size=9, unique=True), st.lists(st.lists(label_value, min_size=9, max_size=9), max_size=4))
+def test_label_sets_rendered_by_plan_match_generate_latest(names, rows):
+    """render_labels' per-names plan (sort and name escaping done once per tuple
+    of names) writes what generate_latest writes, whatever order the names come in."""
+    names = tuple(names)
+    f = Family("cri_test_plan", "Doc.", names)
+    for n, row in enumerate(rows):
+        f.add_metric(row[:len(names)], float(n))
+    g = GaugeMetricFamily("cri_test_plan", "Doc.", labels=list(names))
+    for n, row in enumerate(rows):
+        g.add_metric(row[:len(names)], float(n))
+    if len({tuple(r[:len(names)]) for r in rows}) == len(rows):
+        assert ExpositionWriter().write([f]) == reference([g])
