@@ -102,6 +102,12 @@ def main() -> None:
 @click.option("--container-log-interval", envvar=env("container-log-interval"), show_envvar=True,
               type=click.FloatRange(min=0.1), default=DEFAULTS.container_log_interval, show_default=True,
               help="Seconds between stats of every container's log files (container_logs collector).")
+@click.option("--fd-sample-interval", envvar=env("fd-sample-interval"), show_envvar=True,
+              type=click.FloatRange(min=0.1), default=DEFAULTS.fd_sample_interval, show_default=True,
+              help="Seconds between passes reading containers' fds and sockets and pods' TCP states (container_fds collector).")
+@click.option("--fd-sample-budget", envvar=env("fd-sample-budget"), show_envvar=True,
+              type=click.IntRange(min=1), default=DEFAULTS.fd_sample_budget, show_default=True,
+              help="Most entries (fd entries, TCP socket lines) one pass reads; the rest is read first in the next pass.")
 @click.option("--grpc-max-recv-bytes", envvar=env("grpc-max-recv-bytes"), show_envvar=True, type=click.IntRange(min=4096),
               default=DEFAULTS.max_recv_bytes, show_default=True,
               help="Largest CRI answer accepted (ListContainers grows ~1 KiB a container; 16 MiB, the kubelet's limit, holds ~16,000).")
@@ -134,7 +140,8 @@ def main() -> None:
 @click.option("--log-level", envvar=env("log-level"), show_envvar=True, type=click.Choice(["debug", "info", "warning", "error"]), default=DEFAULTS.log_level,
               show_default=True)
 def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeout, runtime_timeout,
-          stats_interval, stats_idle_interval, stats_timeout, runtime_process_interval, runtime_shim_leak_grace, container_log_interval, grpc_max_recv_bytes, doctor_interval, web_config, doctor_endpoint,
+          stats_interval, stats_idle_interval, stats_timeout, runtime_process_interval, runtime_shim_leak_grace, container_log_interval,
+          fd_sample_interval, fd_sample_budget, grpc_max_recv_bytes, doctor_interval, web_config, doctor_endpoint,
           metrics_allow, metrics_deny, pod_cgroup_metrics, log_format, log_level) -> None:
     """Serve Prometheus metrics on /metrics."""
     from cri_exporter import memory_tuning
@@ -152,6 +159,7 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
         doctor_interval=doctor_interval, runtime_process_interval=runtime_process_interval,
         runtime_shim_leak_grace=runtime_shim_leak_grace,
         container_log_interval=container_log_interval,
+        fd_sample_interval=fd_sample_interval, fd_sample_budget=fd_sample_budget,
         log_format=log_format, log_level=log_level,
         web_config_file=web_config.path if web_config is not None else None, doctor_endpoint=doctor_endpoint,
         metrics_allow=metrics_allow, metrics_deny=metrics_deny, pod_cgroup_metrics=pod_cgroup_metrics,

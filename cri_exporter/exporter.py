@@ -98,6 +98,8 @@ class Exporter:
             self.parts.runtime_processes = None  # its sampler feeds only that collector: never started
         if not any(c.name == "container_logs" for c in collectors):
             self.parts.container_logs = None  # the same: no lists, no stats of log files
+        if not any(c.name == "container_fds" for c in collectors):
+            self.parts.container_fds = None  # likewise
         if self.metrics.active:
             log.info("metric families filtered", allow=self.metrics.allow_spec, deny=self.metrics.deny_spec,
                      pod_cgroup_metrics=settings.pod_cgroup_metrics,

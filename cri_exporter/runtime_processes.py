@@ -128,6 +128,22 @@ def parse_soft_nofile(limits: str) -> int | None:
     return None
 
 
+def open_fds(hostfs: HostFS, pid: int) -> int | None:
+    """Entries of /proc/<pid>/fd; None: unreadable, or the process is gone."""
+    try:
+        return len(os.listdir(hostfs.path(f"/proc/{pid}/fd")))
+    except OSError:
+        return None
+
+
+def max_fds(hostfs: HostFS, pid: int) -> int | None:
+    """The soft RLIMIT_NOFILE from /proc/<pid>/limits (world-readable, unlike prlimit(2) on a host pid)."""
+    try:
+        return parse_soft_nofile(hostfs.read_text(f"/proc/{pid}/limits", 64 * 1024))
+    except (OSError, ValueError):
+        return None
+
+
 def flag_values(argv: list[str], *names: str) -> str | None:
     """The value of the first of `names` (`-a X`, `--address X`, `--address=X`), Go flag style."""
     for i, arg in enumerate(argv):
@@ -208,16 +224,10 @@ class RuntimeProcesses:
             return st.rss_pages * PAGE_SIZE
 
     def open_fds(self, pid: int) -> int | None:
-        try:
-            return len(os.listdir(self.hostfs.path(f"/proc/{pid}/fd")))
-        except OSError:
-            return None
+        return open_fds(self.hostfs, pid)
 
     def max_fds(self, pid: int) -> int | None:
-        try:
-            return parse_soft_nofile(self.hostfs.read_text(f"/proc/{pid}/limits", 64 * 1024))
-        except (OSError, ValueError):
-            return None
+        return max_fds(self.hostfs, pid)
 
     def info(self, st: ProcStat, argv: list[str], namespace: str = "", id_: str = "",
              with_limit: bool = False) -> ProcessInfo:

@@ -42,6 +42,10 @@ class Settings:
     # Container logs (pod_logs.py): a stat of every container's log files this
     # often, off the scrape path; the kubelet checks them every 10 s.
     container_log_interval: float = 15.0
+    # Fds, sockets and TCP states (container_fds.py): a pass this often, of at
+    # most this many entries (fd entries, socket lines); the rest comes next pass.
+    fd_sample_interval: float = 30.0
+    fd_sample_budget: int = 50_000
     max_recv_bytes: int = 16 * 1024 * 1024
     # The doctor's checks read configs and ask the runtime: minutes apart is
     # enough for a misconfiguration alert, and keeps them off the scrape path.

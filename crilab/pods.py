@@ -102,11 +102,12 @@ class Pod:
 
 def run_pod(cd: Runtime, name: str, namespace: str = "default", uid: str | None = None,
             cgroup_parent: str | None = None, labels: dict | None = None,
-            annotations: dict | None = None) -> Pod:
+            annotations: dict | None = None, host_network: bool = False) -> Pod:
     """Run a sandbox. cgroup_parent defaults to the kubelet's cgroupfs layout
     /kubepods/burstable/pod<uid>; "" leaves it unset: the broken-sandbox case,
     which makes ListPodSandboxStats fail for every pod in 1.6.20 ("failed to
-    obtain metrics for sandbox ... cgroupPath is empty")."""
+    obtain metrics for sandbox ... cgroupPath is empty"). host_network: the
+    node's network namespace, as a hostNetwork pod's."""
     uid = uid or str(uuid.uuid4())
     if cgroup_parent is None:
         cgroup_parent = f"/kubepods/burstable/pod{uid}"
@@ -114,12 +115,14 @@ def run_pod(cd: Runtime, name: str, namespace: str = "default", uid: str | None 
     log_dir.mkdir(parents=True, exist_ok=True)
     config = api.PodSandboxConfig(
         metadata=api.PodSandboxMetadata(name=name, namespace=namespace, uid=uid),
-        hostname=name[:63],
+        hostname="" if host_network else name[:63],  # runc sets no hostname in the node's UTS namespace
         log_directory=str(log_dir),
         labels={POD_NAME: name, POD_NAMESPACE: namespace, POD_UID: uid, **(labels or {})},
         annotations=annotations or {},
         linux=api.LinuxPodSandboxConfig(cgroup_parent=cgroup_parent),
     )
+    if host_network:
+        config.linux.security_context.namespace_options.network = api.NODE
     sandbox_id = cd.runtime_stub().RunPodSandbox(api.RunPodSandboxRequest(config=config)).pod_sandbox_id
     return Pod(cd, sandbox_id, config)
 

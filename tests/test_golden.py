@@ -48,7 +48,8 @@ _VOLATILE = re.compile(r"cri_(scrape_collector_duration_seconds|scrape_step_dura
                        r"|stats_snapshot_age_seconds|stats_snapshot_timestamp_seconds|exporter_http_\w+"
                        r"|exporter_web_config_last_reload_success_timestamp_seconds|exporter_build_info"
                        r"|runtime_process_sample_timestamp_seconds|runtime_process_sample_duration_seconds"
-                       r"|container_log_sample_timestamp_seconds|container_log_sample_duration_seconds)")
+                       r"|container_log_sample_timestamp_seconds|container_log_sample_duration_seconds"
+                       r"|fd_sampler_\w+)")
 # Label values of the machine or the run: versions, the socket under a temporary directory.
 _VERSION_LABELS = re.compile(r'((?<![a-z_])version|python_version|grpc_version|endpoint)="[^"]*"')
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")

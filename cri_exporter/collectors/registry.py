@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     from cri_exporter.cgroups import NodeCgroups
     from cri_exporter.collectors.base import Collector
+    from cri_exporter.container_fds import FdSampler
     from cri_exporter.cri import CriClient
     from cri_exporter.doctor.child import DoctorChild
     from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
@@ -73,6 +74,12 @@ def _container_logs(parts: Parts) -> Collector:
     return ContainerLogsCollector(parts.container_logs)
 
 
+def _container_fds(parts: Parts) -> Collector:
+    from cri_exporter.collectors.container_fds import ContainerFdsCollector
+    assert parts.container_fds is not None
+    return ContainerFdsCollector(parts.container_fds)
+
+
 def _doctor(parts: Parts) -> Collector:
     from cri_exporter.collectors.doctor import DoctorScrape
     assert parts.doctor is not None
@@ -88,6 +95,7 @@ FACTORIES: dict[str, Callable[[Parts], Collector]] = {
     "cgroups": _cgroups,
     "runtime_processes": _runtime_processes,
     "container_logs": _container_logs,
+    "container_fds": _container_fds,
     "doctor": _doctor,
 }
 
@@ -111,6 +119,8 @@ class Parts:
     enabled. `container_logs`: the stat of every container's log files and
     the kubelet's rotation limits, on its own interval, with "container_logs"
     enabled.
+    `container_fds`: fds, sockets and TCP states read on their own
+    interval within a budget, with "container_fds" enabled.
     """
 
     client: CriClient
@@ -127,6 +137,7 @@ class Parts:
     terminations: TerminationTracker | None = None
     events: EventWatcher | None = None
     container_logs: ContainerLogSampler | None = None
+    container_fds: FdSampler | None = None
 
     @classmethod
     def build(cls, settings: Settings, client: CriClient, hostfs: HostFS,
@@ -155,6 +166,11 @@ class Parts:
             from cri_exporter.pod_logs import ContainerLogSampler
             parts.container_logs = ContainerLogSampler(hostfs, client, settings.container_log_interval,
                                                        settings.runtime_timeout)
+        if "container_fds" in enabled:
+            from cri_exporter.cgroups import NodeCgroups
+            from cri_exporter.container_fds import FdSampler
+            parts.container_fds = FdSampler(hostfs, parts.cgroups or NodeCgroups(hostfs),
+                                            settings.fd_sample_interval, settings.fd_sample_budget)
         if "doctor" in enabled:
             import structlog
 
@@ -182,6 +198,8 @@ class Parts:
             self.container_logs.start()
         if self.events is not None:
             self.events.start()
+        if self.container_fds is not None:
+            self.container_fds.start()
         if self.doctor_thread is not None:
             self.doctor_thread.start()
 
@@ -194,6 +212,8 @@ class Parts:
             self.runtime_processes.stop()
         if self.container_logs is not None:
             self.container_logs.stop()
+        if self.container_fds is not None:
+            self.container_fds.stop()
         if self.doctor_thread is not None:
             self.doctor_thread.stop()
         if self.doctor_child is not None:
