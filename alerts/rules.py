@@ -193,6 +193,22 @@ def container_log_alerts(s: Settings) -> list[Alert]:
     ]
 
 
+def container_fd_alerts(s: Settings) -> list[Alert]:
+    """From the container_fds collector. The ratio is per process (a limit is
+    a process's), the highest of the container's: a sum over processes
+    against one limit would be meaningless."""
+    key = s.by("namespace", "pod", "container")
+    return [
+        Alert("CriContainerFdsNearLimit",
+              f"max by ({key}) (cri_container_file_descriptors_limit_ratio{s.sel()}) > {s.container_fds_ratio:g}",
+              "warning",
+              "A container's process is close to its open file limit.",
+              f"A process of container {CONTAINER} on {ON} holds {{{{ $value | humanizePercentage }}}} of its open "
+              f"file descriptor limit (threshold {_pct(s.container_fds_ratio)}): at the limit its open(), socket() "
+              "and accept() fail with \"too many open files\"."),
+    ]
+
+
 def filesystem_alerts(s: Settings) -> list[Alert]:
     fs = "{{ $labels.fs }} filesystem ({{ $labels.mountpoint }})"
     return [
@@ -293,6 +309,7 @@ def groups(s: Settings = PRODUCTION) -> list[dict]:
             ("cri-exporter.runtime-processes", runtime_process_alerts),
             ("cri-exporter.containers", container_alerts),
             ("cri-exporter.container-logs", container_log_alerts),
+            ("cri-exporter.container-fds", container_fd_alerts),
             ("cri-exporter.filesystems", filesystem_alerts),
             ("cri-exporter.pods", pod_alerts),
             ("cri-exporter.exporter", exporter_alerts),

@@ -56,6 +56,9 @@ class Settings:
     #: The runtime daemon's open fds / its soft limit above which it is near it
     #: (containerd past its limit fails to accept CRI calls and to start shims).
     runtime_fds_ratio: float = 0.80
+    #: A container process's open fds / its soft limit above which it is near
+    #: it (past it, open(), socket() and accept() fail with EMFILE).
+    container_fds_ratio: float = 0.90
     #: A runtime restart stays "recent" (the alert stays active) this long.
     runtime_restart_window: str = "15m"
     #: A container's live log / the kubelet's containerLogMaxSize above which
@@ -84,6 +87,7 @@ class Settings:
         "CriPodOOMKillsRepeated": "1m",
         "CriContainerMemoryNearLimit": "15m",
         "CriContainerLogNotRotated": "15m",
+        "CriContainerFdsNearLimit": "15m",
         "CriImageFsAlmostFull": "15m",
         "CriImageFsPredictedFull": "1h",
         "CriImageFsInodesLow": "15m",

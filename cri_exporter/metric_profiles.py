@@ -19,6 +19,7 @@ LEAN_PATTERNS: tuple[str, ...] = (
     "cri_container_spec_(cpu_quota_seconds|cpu_period_seconds|memory_limit_bytes)",
     "cri_container_(pids|pressure_.*|blkio_.*|writable_layer_bytes|terminations_total)",
     "cri_container_log_(file_bytes|bytes|rotated_files|max_size_bytes|max_files)",
+    "cri_container_(file_descriptors|file_descriptors_limit_ratio|sockets)",
     "cri_pod_(info|cpu_usage_seconds_total|memory_working_set_bytes|memory_oom_kills_total|network_.*)",
     "cri_stats_(refresh_duration_seconds|refresh_failures_total|snapshot_age_seconds)",
     "cri_imagefs_.*",

@@ -18,6 +18,7 @@ def rate(metric: str, sel: str = CONTAINER) -> str:
 def build() -> dict:
     b = Board(UID, "CRI / Pod and container detail",
               "One pod's containers: CPU against the quota and throttling, memory against the limit, "
+              "open files and sockets against the fd limit, "
               "OOM kills, pressure stalls, network, block I/O, writable layer, logs and restarts. Data: cri-exporter.",
               extra_variables=[
                   ("namespace", "Namespace", f'label_values(cri_pod_info{{{NODE}}}, namespace)'),
@@ -106,6 +107,18 @@ def build() -> dict:
               query(f"{BY} ({rate('cri_container_pressure_memory_full_seconds_total')})", "{{container}} memory"),
               query(f"{BY} ({rate('cri_container_pressure_io_full_seconds_total')})", "{{container}} io"),
               w=12, min_=0),
+    )
+    b.row(
+        "Files and sockets",
+        graph("Open files and sockets", "File descriptors each container's processes hold open, summed, and of "
+              "them sockets (read every --fd-sample-interval off the scrape path, so up to a few intervals old).",
+              "short",
+              query(f"{BY} (cri_container_file_descriptors{{{CONTAINER}}})", "{{container}} fds"),
+              query(f"{BY} (cri_container_sockets{{{CONTAINER}}})", "{{container}} sockets"), w=12, min_=0),
+        graph("Open file limit used", "The highest share of its soft open-file limit (RLIMIT_NOFILE) one process "
+              "of each container holds: at 100% its open(), socket() and accept() fail with EMFILE.", "percentunit",
+              query(f"max by (container) (cri_container_file_descriptors_limit_ratio{{{CONTAINER}}})", "{{container}}"),
+              w=12, min_=0, max_=1),
     )
     b.row(
         "Network (pod)",

@@ -30,6 +30,8 @@ REQUIRED = {
     "collector failing": "CriCollectorFailing", "scrape slow": "CriExporterScrapeSlow",
     # issue 15.1
     "container crash-looping": "CriContainerCrashLooping", "OOM kills by rate": "CriPodOOMKillsRepeated",
+    # issue 15.5
+    "container near its fd limit": "CriContainerFdsNearLimit",
 }
 
 
