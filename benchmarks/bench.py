@@ -561,6 +561,125 @@ def terminations_cost(counts: list[int], rounds: int = 20) -> list[dict]:
     return out
 
 
+FAKE_FDS, FAKE_SOCKETS, FAKE_TCP_LINES = 24, 4, 30  # per container process; per pod namespace
+
+
+def add_fake_proc(root: Path, pods) -> None:
+    """Under the fake tree's <root>/proc: one process per container (its pid in
+    the container's cgroup.procs) with FAKE_FDS fd links, FAKE_SOCKETS of them
+    sockets, and its limits; tcp and tcp6 of FAKE_TCP_LINES sockets for each
+    sandbox's process (which make_cgroup_tree made)."""
+    cg = root / "sys" / "fs" / "cgroup"
+    line = ("{i:4d}: 0100007F:{port:04X} 0100007F:1F90 {st} 00000000:00000000 00:00000000 00000000     0        0 "
+            "{ino} 1 0000000000000000 20 4 30 10 -1\n")
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    for n, p in enumerate(pods):
+        sandbox = root / "proc" / str(100_000 + n) / "net"
+        states = ("01", "01", "06", "0A", "08")
+        tcp = header + "".join(line.format(i=i, port=30000 + i, st=states[i % 5], ino=i) for i in range(FAKE_TCP_LINES))
+        (sandbox / "tcp").write_text(tcp)
+        (sandbox / "tcp6").write_text(header)
+        for k, c in enumerate(p.containers):
+            pid = 200_000 + n * 8 + k
+            for d in cg.glob(f"*/kubepods/burstable/pod{p.sandbox.metadata.uid}/{c.id}"):
+                (d / "cgroup.procs").write_text(f"{pid}\n")
+            proc = root / "proc" / str(pid)
+            (proc / "fd").mkdir(parents=True, exist_ok=True)
+            (proc / "limits").write_text("Limit                     Soft Limit           Hard Limit           Units     \n"
+                                         "Max open files            1048576              1048576              files     \n")
+            for i in range(FAKE_FDS):
+                os.symlink(f"socket:[{i}]" if i < FAKE_SOCKETS else f"/app/data/{i}", proc / "fd" / str(i))
+
+
+def fds_cost(counts: list[int], scrapes: int) -> list[dict]:
+    """The container_fds collector's price on a fake fleet with a fake /proc
+    (add_fake_proc): agent CPU and p50 a scrape with it and without (two agents
+    scraped in turn, its sampler's first pass done before measuring), and the
+    sampler's pass off the scrape path (wall, CPU, entries) at the shipped
+    interval and budget."""
+    from cri_exporter.cgroups import NodeCgroups
+    from cri_exporter.container_fds import FdSampler
+
+    out = []
+    base = Path(tempfile.mkdtemp(prefix="fdsb-", dir="/tmp"))
+    try:
+        for n in counts:
+            root = base / f"root{n}"
+            pods = fleet(n)
+            make_cgroup_tree(root, pods)
+            add_fake_proc(root, pods)
+            with FakeCRI(base / f"cri{n}.sock", pods) as fake:
+                hostfs = HostFS(str(root))
+                sampler = FdSampler(hostfs, NodeCgroups(hostfs), 0.0, DEFAULTS.fd_sample_budget)
+                client = CriClient(fake.endpoint, timeout=30)
+                listed, pod_list = client.list_containers(), client.list_pod_sandboxes()
+                client.close()
+                uids = {p.id: p.k8s_uid for p in pod_list}
+                sampler.set_targets({c.id: uids[c.pod_sandbox_id] for c in listed}, dict(uids))
+                walls, cpus = [], []
+                for _ in range(5):
+                    t, c = time.perf_counter(), time.thread_time()
+                    sampler.run_pass()
+                    walls.append(time.perf_counter() - t)
+                    cpus.append(time.thread_time() - c)
+                sample = sampler.sample()
+                common = ("--host-root", str(root), "--stats-interval", "3600", "--scrape-timeout", "30",
+                          "--runtime-timeout", "20", "--fd-sample-interval", "3600")
+                a = ExporterProcess(fake.endpoint, "--collectors", BENCH_COLLECTORS, *common,
+                                    log_path=base / f"exporter-{n}-nofds.log")
+                b = ExporterProcess(fake.endpoint, "--collectors", BENCH_COLLECTORS + ",container_fds", *common,
+                                    log_path=base / f"exporter-{n}-fds.log")
+                try:
+                    for url in (a.url, b.url):
+                        fetch(url + "/metrics")
+                    wait_until = time.monotonic() + 60  # the first pass, woken by the first scrape's targets
+                    while time.monotonic() < wait_until:
+                        got = parse(fetch(b.url + "/metrics")[2].decode())
+                        if got.get1("cri_fd_sampler_pending") == 0:
+                            break
+                        time.sleep(0.5)
+                    series = sum(len(got.find(f)) for f in ("cri_container_file_descriptors", "cri_container_sockets",
+                                                            "cri_container_file_descriptors_limit_ratio",
+                                                            "cri_pod_tcp_connections"))
+                    ta, tb, own = [], [], []
+                    ca, cb = cpu_seconds([a.proc.pid]), cpu_seconds([b.proc.pid])
+                    for _ in range(scrapes):
+                        ta.append(fetch(a.url + "/metrics")[0])
+                        took, _, text = fetch(b.url + "/metrics")
+                        tb.append(took)
+                        own.append(parse(text.decode()).get1("cri_scrape_collector_duration_seconds",
+                                                             collector="container_fds"))
+                    cpu_a, cpu_b = (cpu_seconds([a.proc.pid]) - ca) / scrapes, (cpu_seconds([b.proc.pid]) - cb) / scrapes
+                    rss_b = rss_mb(b.proc.pid)[0]
+                finally:
+                    a.stop()
+                    b.stop()
+            shutil.rmtree(root, ignore_errors=True)
+            wall, cpu = statistics.median(walls), statistics.median(cpus)
+            out.append({"n": n, "before_p50": statistics.median(ta), "after_p50": statistics.median(tb),
+                        "cpu_before": cpu_a, "cpu_after": cpu_b, "collector_p50": statistics.median(own),
+                        "pass_wall": wall, "pass_cpu": cpu, "entries": sample.last_pass_entries,
+                        "cpu_per_min": cpu * 60 / DEFAULTS.fd_sample_interval, "series": series, "rss": rss_b})
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
+def fds_report(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        grow = r["cpu_after"] / r["cpu_before"] - 1
+        out.append(f"- container_fds at {r['n']} fake containers ({FAKE_FDS} fds, {FAKE_SOCKETS} sockets a container, "
+                   f"{FAKE_TCP_LINES} TCP sockets a pod; {r['series']} fd and TCP series): agent CPU a scrape "
+                   f"{ms(r['cpu_after'])} with it, {ms(r['cpu_before'])} without ({grow * 100:+.1f}%); scrape p50 "
+                   f"{ms(r['after_p50'])} with it, {ms(r['before_p50'])} without; the collector's own time in the "
+                   f"scrape {ms(r['collector_p50'])} (p50); RSS with it {r['rss']:.0f} MB. Its sampler off the scrape "
+                   f"path: a pass of {r['entries']} entries {ms(r['pass_wall'])} ({ms(r['pass_cpu'])} CPU), "
+                   f"{r['entries'] / r['pass_wall']:.0f} entries a second while reading; every "
+                   f"{DEFAULTS.fd_sample_interval:g} s that is {ms(r['cpu_per_min'])} CPU a minute")
+    return out
+
+
 def runtime_cpu(url: str, pids, seconds: float = RUNTIME_WINDOW) -> tuple[float, float, int]:
     """(the runtime's CPU seconds a second when nobody asks, its CPU seconds per
     scrape, scrapes measured). /proc/<pid>/stat counts in 10 ms ticks and
@@ -795,6 +914,7 @@ def main() -> None:
     ap.add_argument("--terminations-only", action="store_true", help="only the termination tracker's cost")
     ap.add_argument("--container-logs-only", action="store_true",
                     help="only the container_logs collector's cost (fake 1,000 and 5,000 containers)")
+    ap.add_argument("--fds-only", action="store_true", help="only the container_fds collector's cost (fake 1,000)")
     args = ap.parse_args()
     if args.floor_child:
         floor_child(args.floor_child)
@@ -804,6 +924,9 @@ def main() -> None:
         return
     if args.terminations_only:
         print(report([], [], [], [], args, term=terminations_cost([1000, 5000])))
+        return
+    if args.fds_only:
+        print("\n".join(fds_report(fds_cost([1000], args.scrapes))))
         return
     if args.quick:
         args.real, args.fake, args.scrapes = "10,50", "100,250,1000", 10
@@ -830,6 +953,8 @@ def main() -> None:
             gz.append((level, (time.perf_counter() - t) / 3, size, len(text)))
     term = terminations_cost([int(x) for x in args.fake.split(",") if x])
     logs = container_logs_cost([n for n in (int(x) for x in args.fake.split(",") if x) if n >= 1000], args.scrapes)
+    notes.extend(line[2:] for line in fds_report(fds_cost([n for n in (1000,) if str(n) in args.fake.split(",")],
+                                                          args.scrapes)))
     notes.append(f"benchmark ran in {time.monotonic() - started:.0f} s")
     print(report(rows, expo, gz, notes, args, lean, term, logs))
 
