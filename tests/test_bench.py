@@ -29,4 +29,7 @@ def test_the_benchmark_runs_and_prints_its_tables_and_targets():
               for m in re.finditer(r"^\| fake \| 100 \| 50 \| (default|lean) \| [\d.]+ ms \| [\d.]+ ms \| (\d+) \| "
                                    r"([\d.]+) \| ([\d.]+) \| \d+ \|", text, re.M)}
     assert set(budget) == {"default", "lean"}, text
+    # container_fds (issue 15.5): its cost with and without, and its sampler's pass
+    assert re.search(r"^- container_fds at 100 fake containers .* agent CPU a scrape [\d.]+ ms with it, [\d.]+ ms without "
+                     r".* a pass of \d+ entries", text, re.M), text
     assert budget["lean"][0] < budget["default"][0] and budget["lean"][2] < budget["default"][2]
