@@ -252,7 +252,7 @@ class FdSampler:
                 return
             try:
                 self.run_pass()
-            except Exception:  # noqa: BLE001 -- a failed pass must not end the thread
+            except Exception:  # a failed pass must not end the thread (logged)
                 log.exception("fd sampling pass failed")
 
     def stop(self) -> None:

@@ -182,3 +182,23 @@ def test_doctor_runs_in_the_agents_view(lab, host_copy):
     assert status.get("cri.socket") == "pass", report
     assert status.get("cri.runtime_ready") == "pass", report
     assert any(k.startswith("containerd.") and v != "skip" for k, v in status.items()), status
+
+
+def test_fds_and_tcp_states_with_the_manifests_privileges(lab, host_copy):
+    """The container_fds collector as the DaemonSet runs it (root, no
+    capability, --host-root=/host): /proc/<pid>/fd of root's container
+    processes is listed (uid 0 owns it), so fds and the fd limit ratio are
+    served; the fd links need ptrace access to a process holding capabilities
+    the agent lacks, so sockets are absent, never a wrong 0; the tcp files
+    are world-readable, so TCP states are served."""
+    with _serve(host_copy, "--fd-sample-interval=1") as exp:
+        def served():
+            s = exp.scrape()
+            return s if s.find("cri_container_file_descriptors", namespace="shop", pod="web") and \
+                s.find("cri_pod_tcp_connections", namespace="shop", pod="web") else None
+        s = wait_for(served, timeout=30, what="fds and TCP states under the manifest's privileges")
+        assert s.get1("cri_scrape_collector_success", collector="container_fds") == 1
+        assert all(v >= 3 for v in s.find("cri_container_file_descriptors", namespace="shop", pod="web").values())
+        assert s.find("cri_container_file_descriptors_limit_ratio", namespace="shop", pod="web")
+        assert not s.find("cri_container_sockets")
+        assert len(s.find("cri_pod_tcp_connections", namespace="shop", pod="web")) == 11

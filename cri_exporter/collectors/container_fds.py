@@ -82,11 +82,11 @@ class ContainerFdsCollector:
                                "TCP sockets in the pod's network namespace by state (/proc/<pid>/net/tcp and tcp6); "
                                "absent for hostNetwork pods and where the files outgrow the read limit.",
                                P_LABELS, "state")
-        for ident, p in inv.current_pods.items():
+        for pod_ident, p in inv.current_pods.items():
             tcp_reading = sample.pods.get(p.id) if p.id in pods else None
             if tcp_reading is None or tcp_reading.states is None:
                 continue
-            labels = label(P_LABELS, (ident.namespace, ident.pod))
+            labels = label(P_LABELS, (pod_ident.namespace, pod_ident.pod))
             for state in STATE_NAMES:
                 tcp.add_extra(labels, state, float(tcp_reading.states[state]))
             oldest = tcp_reading.taken_at if oldest is None else min(oldest, tcp_reading.taken_at)
