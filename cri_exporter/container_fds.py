@@ -41,7 +41,7 @@ import structlog
 from cri_exporter.cgroups import NodeCgroups
 from cri_exporter.hostfs import HostFS
 from cri_exporter.runtime_processes import max_fds
-from cri_exporter.tcp_states import READ_LIMIT, read_states
+from cri_exporter.tcp_states import READ_LIMIT, STATE_NAMES, read_states
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +61,9 @@ class FdCount:
 
 @dataclass(frozen=True, slots=True)
 class TcpReading:
-    states: dict[str, int] | None  # None: a tcp file longer than READ_LIMIT
+    # in the order of STATE_NAMES (a tuple: 11 ints a pod, kept between passes);
+    # None: a tcp file longer than READ_LIMIT
+    states: tuple[int, ...] | None
     taken_at: float
 
 
@@ -235,7 +237,8 @@ class FdSampler:
                 count = read_states(self.hostfs, pid, self.tcp_limit)
             except OSError:
                 continue
-            return TcpReading(count.states, time.time()), 1 + count.lines
+            states = None if count.states is None else tuple(count.states[s] for s in STATE_NAMES)
+            return TcpReading(states, time.time()), 1 + count.lines
         return None, 1
 
     # ---- the thread ----

@@ -87,8 +87,8 @@ class ContainerFdsCollector:
             if tcp_reading is None or tcp_reading.states is None:
                 continue
             labels = label(P_LABELS, (pod_ident.namespace, pod_ident.pod))
-            for state in STATE_NAMES:
-                tcp.add_extra(labels, state, float(tcp_reading.states[state]))
+            for state, n in zip(STATE_NAMES, tcp_reading.states):
+                tcp.add_extra(labels, state, float(n))
             oldest = tcp_reading.taken_at if oldest is None else min(oldest, tcp_reading.taken_at)
         yield from (fds, sockets, ratio, tcp)
         yield from self._sampler_health(sample, oldest)
