@@ -253,3 +253,36 @@ def test_exporter_serves_them(exporter, containerd, holder):
     assert s.get1("cri_container_sockets", namespace="fds", pod="fds-holder", container="holder") == want[1]
     assert s.get1("cri_pod_tcp_connections", namespace="fds", pod="fds-holder", state="ESTABLISHED") == 2
     assert s.get1("cri_fd_sampler_cpu_seconds_total") > 0
+
+
+def _exporter(containerd, **settings):
+    from cri_exporter.exporter import Exporter
+    from cri_exporter.settings import Settings
+    return Exporter(Settings(runtime_endpoint=containerd.endpoint, host_root="/",
+                             collectors=("runtime", "container_fds"), **settings))
+
+
+def test_denied_families_are_not_read(containerd, holder):
+    """--metrics-deny of every family: the collector does not run and its
+    sampler is never started; of the TCP states alone: no pod is read; of the
+    container families alone: no container is read."""
+    exp = _exporter(containerd, metrics_deny="cri_(container_file_descriptors.*|container_sockets|pod_tcp_connections"
+                                             "|fd_sampler_.*)")
+    try:
+        assert exp.parts.container_fds is None
+        text = b"".join(exp.render()[0]).decode()
+        assert 'collector="container_fds"' not in text and "cri_up 1" in text
+    finally:
+        exp.stop()
+    for deny, kept in (("cri_pod_tcp_connections", "containers"), ("cri_container_.*", "pods")):
+        exp = _exporter(containerd, metrics_deny=deny, fd_sample_interval=0.0)
+        try:
+            text = b"".join(exp.render()[0]).decode()
+            sampler = exp.parts.container_fds
+            assert sampler is not None
+            targets = sampler._targets
+            assert bool(targets.containers) == (kept == "containers") and bool(targets.pods) == (kept == "pods")
+            assert ("cri_pod_tcp_connections{" in text) == (kept == "pods")
+            assert ("cri_container_file_descriptors{" in text) == (kept == "containers")
+        finally:
+            exp.stop()
