@@ -184,7 +184,7 @@ class FdSampler:
         paths = self.cgroups.resolver.container(container_id, pod_uid)
         if paths is None:
             return None
-        directory = paths.unified if paths.version == "v2" else (paths.dir("pids") or paths.dir("memory"))
+        directory = paths.procs_dir
         if directory is None:
             return None
         try:

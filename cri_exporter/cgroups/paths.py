@@ -72,6 +72,12 @@ class CgroupPaths:
         root = self.roots.get(controller)
         return None if root is None else f"{root}/{self.relative}"
 
+    @property
+    def procs_dir(self) -> str | None:
+        """The directory whose cgroup.procs lists this cgroup's processes: v1
+        has one per hierarchy, and pids or memory is mounted wherever pods run."""
+        return self.unified if self.version == "v2" else (self.dir("pids") or self.dir("memory"))
+
     def __eq__(self, other) -> bool:
         return isinstance(other, CgroupPaths) and (self.version, self.relative, self.roots, self.unified_root) == (
             other.version, other.relative, other.roots, other.unified_root)
