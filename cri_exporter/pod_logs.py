@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import os
 import stat
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -40,6 +39,7 @@ import structlog
 from cri_exporter.cri import CriClient, CriError
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import ContainerIdentity, Inventory
+from cri_exporter.periodic import PeriodicReader
 
 log = structlog.get_logger(__name__)
 
@@ -200,7 +200,7 @@ class _PathCache:
             del self.paths[gone]
 
 
-class ContainerLogSampler:
+class ContainerLogSampler(PeriodicReader[LogSample]):
     """Every `interval` seconds in a thread of its own: list the runtime's
     containers, ask ContainerStatus for the log path of each new one, stat
     each current container's log and its rotated files. The kubelet's limits
@@ -208,23 +208,21 @@ class ContainerLogSampler:
 
     The collector reads `latest`; the scrape never stats a log file."""
 
+    thread_name = "container-logs"
+    failure = "container log round failed"
+    first_wait = FIRST_ROUND_WAIT
+
     def __init__(self, hostfs: HostFS, client: CriClient, interval: float, timeout: float = 5.0,
                  limits_reader: Callable[[HostFS], LogLimits] = read_limits):
+        super().__init__(interval)
         self.hostfs = hostfs
         self.client = client
-        self.interval = interval
         self.timeout = timeout
         self.limits_reader = limits_reader
-        self.latest: LogSample | None = None
-        self.last_error: str | None = None
         self.limits: LogLimits | None = None
         self.limits_error: str | None = None
         self._limits_at = float("-inf")
         self._paths = _PathCache()
-        self.first = threading.Event()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def _read_limits(self) -> None:
         now = time.monotonic()
@@ -244,54 +242,23 @@ class ContainerLogSampler:
         except CriError:
             return None  # removed meanwhile, or the runtime is busy: asked again next round
 
-    def sample(self) -> None:
+    def take(self) -> LogSample:
         started, t0 = time.time(), time.monotonic()
-        try:
-            self._read_limits()
-            pods = self.client.list_pod_sandboxes(timeout=self.timeout)
-            containers = self.client.list_containers(timeout=self.timeout)
-            inventory = Inventory(pods, containers)
-            logs: dict[ContainerIdentity, LogFiles] = {}
-            files = 0
-            for ident, c in inventory.current_containers.items():
-                path = self._paths.get(c.id, self._log_path)
-                if not path:
-                    continue
-                found = read_log_files(self.hostfs, path)
-                if found is not None:
-                    logs[ident] = found
-                    files += found.files
-            self._paths.keep({c.id for c in containers})
-            # Ordered once here, not at every scrape that serves the round.
-            ordered = dict(sorted(logs.items(), key=lambda kv: (kv[0].namespace, kv[0].pod, kv[0].container)))
-            self.latest = LogSample(started, time.monotonic() - t0, ordered, self.limits, files)
-            self.last_error = None
-        except Exception as err:  # noqa: BLE001 -- a failed round must not end the thread (logged below)
-            self.last_error = f"{type(err).__name__}: {err}"
-            log.warning("container log round failed", error=self.last_error)
-        finally:
-            self.first.set()
-
-    def current(self, timeout: float) -> LogSample | None:
-        """The latest round, waiting up to `timeout` (FIRST_ROUND_WAIT at most) for the first. Never
-        started (an Exporter used in-process, as tests and the benchmark's
-        floor do): sample here, at most once an interval."""
-        if self._thread is None:
-            with self._lock:
-                if self.latest is None or time.time() - self.latest.taken_at >= self.interval:
-                    self.sample()
-        else:
-            self.first.wait(min(timeout, FIRST_ROUND_WAIT))
-        return self.latest
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="container-logs", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop.set()
+        self._read_limits()
+        pods = self.client.list_pod_sandboxes(timeout=self.timeout)
+        containers = self.client.list_containers(timeout=self.timeout)
+        inventory = Inventory(pods, containers)
+        logs: dict[ContainerIdentity, LogFiles] = {}
+        files = 0
+        for ident, c in inventory.current_containers.items():
+            path = self._paths.get(c.id, self._log_path)
+            if not path:
+                continue
+            found = read_log_files(self.hostfs, path)
+            if found is not None:
+                logs[ident] = found
+                files += found.files
+        self._paths.keep({c.id for c in containers})
+        # Ordered once here, not at every scrape that serves the round.
+        ordered = dict(sorted(logs.items(), key=lambda kv: (kv[0].namespace, kv[0].pod, kv[0].container)))
+        return LogSample(started, time.monotonic() - t0, ordered, self.limits, files)

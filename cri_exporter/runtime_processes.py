@@ -35,17 +35,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import structlog
-
 from cri_exporter.doctor.facts import procfs, runtime_daemon
 from cri_exporter.hostfs import HostFS
-
-log = structlog.get_logger(__name__)
+from cri_exporter.periodic import PeriodicReader
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -397,7 +393,7 @@ class RuntimeProcesses:
         return out
 
 
-class RuntimeProcessSampler:
+class RuntimeProcessSampler(PeriodicReader[RuntimeSample]):
     """Walks /proc every `interval` seconds in a thread of its own; the
     collector reads `latest`. The first walk runs at start().
 
@@ -409,29 +405,19 @@ class RuntimeProcessSampler:
     shim's CPU between its last walk and its exit is not counted
     (process-exporter's way with process groups)."""
 
+    thread_name = "runtime-processes"
+    failure = "runtime process walk failed"
+
     def __init__(self, reader: RuntimeProcesses, interval: float):
+        super().__init__(interval)
         self.reader = reader
-        self.interval = interval
         self.shim_cpu_seconds: dict[str, float] = {}
         self._shim_cpu_seen: dict[tuple[int, int], float] = {}
-        self.latest: RuntimeSample | None = None
-        self.last_error: str | None = None
-        self.first = threading.Event()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def sample(self) -> None:
-        try:
-            latest = self.reader.read()
-            self._account_shim_cpu(latest.shims)
-            self.latest = dataclasses.replace(latest, shim_cpu_seconds=dict(self.shim_cpu_seconds))
-            self.last_error = None
-        except Exception as err:  # noqa: BLE001 -- a walk that fails must not end the thread (logged below)
-            self.last_error = f"{type(err).__name__}: {err}"
-            log.warning("runtime process walk failed", error=self.last_error)
-        finally:
-            self.first.set()
+    def take(self) -> RuntimeSample:
+        latest = self.reader.read()
+        self._account_shim_cpu(latest.shims)
+        return dataclasses.replace(latest, shim_cpu_seconds=dict(self.shim_cpu_seconds))
 
     def _account_shim_cpu(self, shims) -> None:
         seen: dict[tuple[int, int], float] = {}
@@ -441,27 +427,3 @@ class RuntimeProcessSampler:
             self.shim_cpu_seconds[shim.name] = self.shim_cpu_seconds.get(shim.name, 0.0) + max(0.0, shim.cpu_seconds - before)
             seen[key] = shim.cpu_seconds
         self._shim_cpu_seen = seen
-
-    def current(self, timeout: float) -> RuntimeSample | None:
-        """The latest walk, waiting up to `timeout` for the first. Never
-        started (an Exporter used in-process, as tests and the benchmark's
-        floor do): walk here, at most once an interval."""
-        if self._thread is None:
-            with self._lock:
-                if self.latest is None or time.time() - self.latest.taken_at >= self.interval:
-                    self.sample()
-        else:
-            self.first.wait(timeout)
-        return self.latest
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="runtime-processes", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop.set()
