@@ -108,6 +108,13 @@ def main() -> None:
 @click.option("--fd-sample-budget", envvar=env("fd-sample-budget"), show_envvar=True,
               type=click.IntRange(min=1), default=DEFAULTS.fd_sample_budget, show_default=True,
               help="Most entries (fd entries, TCP socket lines) one pass reads; the rest is read first in the next pass.")
+@click.option("--ephemeral-storage-interval", envvar=env("ephemeral-storage-interval"), show_envvar=True,
+              type=click.FloatRange(min=0.1), default=DEFAULTS.ephemeral_storage_interval, show_default=True,
+              help="Seconds between walks of pods' emptyDirs and log directories (ephemeral_storage collector); "
+                   "a walk that takes longer goes on and the next starts when it ends.")
+@click.option("--ephemeral-storage-files-per-second", envvar=env("ephemeral-storage-files-per-second"),
+              show_envvar=True, type=click.FloatRange(min=0), default=DEFAULTS.ephemeral_storage_files_per_second,
+              show_default=True, help="Directory entries the ephemeral-storage walk visits a second at most (0: unpaced).")
 @click.option("--grpc-max-recv-bytes", envvar=env("grpc-max-recv-bytes"), show_envvar=True, type=click.IntRange(min=4096),
               default=DEFAULTS.max_recv_bytes, show_default=True,
               help="Largest CRI answer accepted (ListContainers grows ~1 KiB a container; 16 MiB, the kubelet's limit, holds ~16,000).")
@@ -141,7 +148,8 @@ def main() -> None:
               show_default=True)
 def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeout, runtime_timeout,
           stats_interval, stats_idle_interval, stats_timeout, runtime_process_interval, runtime_shim_leak_grace, container_log_interval,
-          fd_sample_interval, fd_sample_budget, grpc_max_recv_bytes, doctor_interval, web_config, doctor_endpoint,
+          fd_sample_interval, fd_sample_budget, ephemeral_storage_interval, ephemeral_storage_files_per_second,
+          grpc_max_recv_bytes, doctor_interval, web_config, doctor_endpoint,
           metrics_allow, metrics_deny, pod_cgroup_metrics, log_format, log_level) -> None:
     """Serve Prometheus metrics on /metrics."""
     from cri_exporter import memory_tuning
@@ -160,6 +168,8 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
         runtime_shim_leak_grace=runtime_shim_leak_grace,
         container_log_interval=container_log_interval,
         fd_sample_interval=fd_sample_interval, fd_sample_budget=fd_sample_budget,
+        ephemeral_storage_interval=ephemeral_storage_interval,
+        ephemeral_storage_files_per_second=ephemeral_storage_files_per_second,
         log_format=log_format, log_level=log_level,
         web_config_file=web_config.path if web_config is not None else None, doctor_endpoint=doctor_endpoint,
         metrics_allow=metrics_allow, metrics_deny=metrics_deny, pod_cgroup_metrics=pod_cgroup_metrics,

@@ -100,6 +100,8 @@ class Exporter:
             self.parts.container_logs = None  # the same: no lists, no stats of log files
         if not any(c.name == "container_fds" for c in collectors):
             self.parts.container_fds = None  # likewise
+        if not any(c.name == "ephemeral_storage" for c in collectors):
+            self.parts.ephemeral_storage = None  # likewise its walker
         if self.metrics.active:
             log.info("metric families filtered", allow=self.metrics.allow_spec, deny=self.metrics.deny_spec,
                      pod_cgroup_metrics=settings.pod_cgroup_metrics,

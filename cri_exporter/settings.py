@@ -46,6 +46,11 @@ class Settings:
     # most this many entries (fd entries, socket lines); the rest comes next pass.
     fd_sample_interval: float = 30.0
     fd_sample_budget: int = 50_000
+    # Pods' emptyDirs and logs (ephemeral_storage.py): one walk this often
+    # (the kubelet's own --volume-stats-agg-period), paced to this many
+    # directory entries a second; a longer walk goes on, never restarts.
+    ephemeral_storage_interval: float = 60.0
+    ephemeral_storage_files_per_second: float = 10000.0
     max_recv_bytes: int = 16 * 1024 * 1024
     # The doctor's checks read configs and ask the runtime: minutes apart is
     # enough for a misconfiguration alert, and keeps them off the scrape path.

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from cri_exporter.cri import CriClient
     from cri_exporter.doctor.child import DoctorChild
     from cri_exporter.doctor.metrics import DoctorCollector, PeriodicDoctor
+    from cri_exporter.ephemeral_storage import EphemeralStorageWalker
     from cri_exporter.hostfs import HostFS
     from cri_exporter.pod_logs import ContainerLogSampler
     from cri_exporter.podnet import PodNetwork
@@ -72,6 +73,10 @@ def _container_logs(parts: Parts) -> Collector:
     from cri_exporter.collectors.container_logs import ContainerLogsCollector
     assert parts.container_logs is not None
     return ContainerLogsCollector(parts.container_logs)
+def _ephemeral_storage(parts: Parts) -> Collector:
+    from cri_exporter.collectors.ephemeral_storage import EphemeralStorageCollector
+    assert parts.ephemeral_storage is not None
+    return EphemeralStorageCollector(parts.ephemeral_storage, parts.refresher)
 
 
 def _container_fds(parts: Parts) -> Collector:
@@ -96,6 +101,7 @@ FACTORIES: dict[str, Callable[[Parts], Collector]] = {
     "runtime_processes": _runtime_processes,
     "container_logs": _container_logs,
     "container_fds": _container_fds,
+    "ephemeral_storage": _ephemeral_storage,
     "doctor": _doctor,
 }
 
@@ -121,6 +127,8 @@ class Parts:
     enabled.
     `container_fds`: fds, sockets and TCP states read on their own
     interval within a budget, with "container_fds" enabled.
+    enabled. `ephemeral_storage`: the paced walk of pods' emptyDirs and log
+    directories, on its own interval, with "ephemeral_storage" enabled.
     """
 
     client: CriClient
@@ -138,6 +146,7 @@ class Parts:
     events: EventWatcher | None = None
     container_logs: ContainerLogSampler | None = None
     container_fds: FdSampler | None = None
+    ephemeral_storage: EphemeralStorageWalker | None = None
 
     @classmethod
     def build(cls, settings: Settings, client: CriClient, hostfs: HostFS,
@@ -171,6 +180,15 @@ class Parts:
             from cri_exporter.container_fds import FdSampler
             parts.container_fds = FdSampler(hostfs, parts.cgroups or NodeCgroups(hostfs),
                                             settings.fd_sample_interval, settings.fd_sample_budget)
+        if "ephemeral_storage" in enabled:
+            from cri_exporter.ephemeral_storage import EphemeralStorageWalker
+
+            def imagefs_mounts() -> list[str]:
+                return [f.mountpoint for f in client.image_fs_info(timeout=settings.runtime_timeout)
+                        if f.kind == "image" and f.mountpoint]
+            parts.ephemeral_storage = EphemeralStorageWalker(
+                hostfs, settings.ephemeral_storage_interval, settings.ephemeral_storage_files_per_second,
+                imagefs_mounts)
         if "doctor" in enabled:
             import structlog
 
@@ -196,6 +214,8 @@ class Parts:
             self.runtime_processes.start()
         if self.container_logs is not None:
             self.container_logs.start()
+        if self.ephemeral_storage is not None:
+            self.ephemeral_storage.start()
         if self.events is not None:
             self.events.start()
         if self.container_fds is not None:
@@ -214,6 +234,8 @@ class Parts:
             self.container_logs.stop()
         if self.container_fds is not None:
             self.container_fds.stop()
+        if self.ephemeral_storage is not None:
+            self.ephemeral_storage.stop()
         if self.doctor_thread is not None:
             self.doctor_thread.stop()
         if self.doctor_child is not None:

@@ -1,0 +1,460 @@
+"""Pods' ephemeral storage on the node's filesystem, measured the way the
+kubelet measures it for eviction, off the scrape path.
+
+What the kubelet counts against a pod (pkg/kubelet/eviction/helpers.go,
+podLocalEphemeralStorageUsage; 1.2x-1.3x): its containers' writable layers
+(the runtime reports those: cri_container_writable_layer_*), its container
+logs under the pod's log directory (`podLogsDirectory`, default
+/var/log/pods, `<namespace>_<pod>_<uid>/`), and its local volumes, of which
+emptyDirs are the ones that grow: `<root-dir>/pods/<uid>/volumes/
+kubernetes.io~empty-dir/<volume>/`. An emptyDir with `medium: Memory` is
+left out (localVolumeNames: `EmptyDir.Medium != StorageMediumMemory`): it is
+a tmpfs mounted on that directory and counts as the pod's memory. CRI does
+not carry the pod spec, so a memory (or hugepages) emptyDir is told by what
+the kubelet left on disk: its directory is a mount point, on another device
+than the directory holding it.
+
+How bytes are counted (pkg/volume/util/fs/fs_unix.go, DiskUsage, kubelet
+1.27-1.36, where no project quota knows the directory): a walk of lstat()s,
+the top directory included, `st_blocks * 512` per entry (allocated blocks, as
+`du` counts them, not apparent size: a sparse file counts what it holds, a
+directory its blocks), one inode per entry, a file with several hard links
+counted once, nothing on another device descended into, symlinks never
+followed. A file deleted while the walk runs is skipped.
+
+Cost control: a walk of every pod runs every --ephemeral-storage-interval
+(60 s, the kubelet's own --volume-stats-agg-period) in a thread of its own,
+paced to --ephemeral-storage-files-per-second. A walk longer than the
+interval goes on (the next starts when it ends, it never restarts), and each
+pod's numbers are published as soon as that pod is done, with the time they
+were taken. Memory stays bounded with millions of files: directories are
+read as streams (os.scandir), at most MAX_DEPTH deep, and the hard-link
+table holds at most MAX_LINKED inodes per directory tree.
+
+Confinement: every directory is opened relative to its parent's descriptor
+with O_NOFOLLOW, from a top resolved inside --host-root (HostFS), so neither
+a symlink planted in a pod's volume nor one swapped in mid-walk leads out.
+
+Project quotas (the kubelet's LocalStorageCapacityIsolationFSQuotaMonitoring,
+where it reads usage from XFS/ext4 project quotas instead of walking) are not
+read: quotactl(Q_XGETQUOTA) needs CAP_SYS_ADMIN, which the agent does not
+hold. The walk gives the same numbers at its cost; docs/metrics.md says so.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import structlog
+
+from cri_exporter.hostfs import HostFS
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_ROOT_DIR = "/var/lib/kubelet"  # the kubelet's --root-dir default
+DEFAULT_POD_LOGS_DIR = "/var/log/pods"  # KubeletConfiguration podLogsDirectory default (1.29+)
+EMPTY_DIR = "kubernetes.io~empty-dir"
+BLOCK = 512  # st_blocks unit (stat(2)), as DiskUsage multiplies
+MAX_DEPTH = 64  # open directories per walk (two descriptors each)
+MAX_LINKED = 10_000  # hard-linked inodes remembered per tree, then counted again
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+# Error reasons (cri_ephemeral_storage_walk_errors_total{reason}).
+PERMISSION = "permission"
+VANISHED = "vanished"
+TOO_DEEP = "too_deep"
+OTHER = "other"
+REASONS = (PERMISSION, VANISHED, TOO_DEEP, OTHER)
+
+
+@dataclass(slots=True)
+class Usage:
+    bytes: int = 0
+    inodes: int = 0
+
+
+@dataclass(slots=True)
+class PodUsage:
+    """One pod's walked usage; `measured_at`: when its walk ended (Unix time)."""
+
+    uid: str
+    emptydirs: dict[str, Usage] = field(default_factory=dict)
+    logs: Usage | None = None  # None: no log directory for it
+    measured_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FsHeadroom:
+    """One eviction signal on one filesystem: the threshold as an absolute
+    amount and what is available above it (negative: the kubelet evicts)."""
+
+    signal: str  # nodefs.available, nodefs.inodesFree, imagefs.available, imagefs.inodesFree
+    path: str  # host path statvfs'd
+    threshold: float
+    available: float
+    where: str  # where the threshold came from
+
+    @property
+    def headroom(self) -> float:
+        return self.available - self.threshold
+
+
+def threshold_amount(limit: str, capacity: float) -> float | None:
+    """The kubelet's getThresholdQuantity: a percentage of capacity, or a quantity."""
+    from cri_exporter.doctor.facts.quantity import parse_quantity
+
+    limit = limit.strip()
+    if limit.endswith("%"):
+        try:
+            return capacity * float(limit[:-1]) / 100.0
+        except ValueError:
+            return None
+    return parse_quantity(limit)
+
+
+class Pacer:
+    """Holds a walk to `rate` entries a second (0: unpaced), sleeping on `stop`."""
+
+    def __init__(self, rate: float, stop: threading.Event):
+        self.rate = rate
+        self.stop = stop
+        self.started = time.monotonic()
+        self.done = 0
+
+    def restart(self) -> None:
+        self.started, self.done = time.monotonic(), 0
+
+    def tick(self, n: int = 1) -> None:
+        self.done += n
+        if self.rate <= 0 or self.done % 64:
+            return
+        ahead = self.done / self.rate - (time.monotonic() - self.started)
+        if ahead > 0:
+            self.stop.wait(ahead)
+
+
+class WalkCounters:
+    """The walker's own cost, over the exporter's life."""
+
+    def __init__(self) -> None:
+        self.files = 0
+        self.errors = dict.fromkeys(REASONS, 0)
+        self.cpu_seconds = 0.0
+        self.walks = 0
+        self.last_completed_at: float | None = None
+        self.last_duration: float | None = None
+
+
+class TreeWalker:
+    """du of directory trees, the kubelet's DiskUsage way, paced and confined."""
+
+    def __init__(self, pacer: Pacer, counters: WalkCounters):
+        self.pacer = pacer
+        self.counters = counters
+
+    def _error(self, err: OSError | None, reason: str | None = None) -> None:
+        if reason is None:
+            if isinstance(err, FileNotFoundError | NotADirectoryError):
+                reason = VANISHED
+            elif isinstance(err, PermissionError):
+                reason = PERMISSION
+            else:
+                reason = OTHER
+        self.counters.errors[reason] += 1
+
+    def usage(self, local_path: str, top_dev: int | None = None) -> Usage | None:
+        """Usage of the tree at `local_path` (already confined by HostFS);
+        None when its top cannot be opened, or is on another device than
+        `top_dev` (a mount: memory or hugepages emptyDir)."""
+        try:
+            top = os.open(local_path, _DIR_FLAGS)
+        except OSError as err:
+            self._error(err)
+            return None
+        try:
+            st = os.fstat(top)
+        except OSError as err:
+            os.close(top)
+            self._error(err)
+            return None
+        if top_dev is not None and st.st_dev != top_dev:
+            os.close(top)
+            return None
+        return self._walk(top, st)
+
+    def _walk(self, top: int, top_st: os.stat_result) -> Usage:
+        dev = top_st.st_dev
+        used = Usage(top_st.st_blocks * BLOCK, 1)
+        linked: set[int] = set()
+        counters = self.counters
+        stack: list[tuple[int, os.ScandirIterator]] = []
+        try:
+            stack.append((top, os.scandir(top)))
+        except OSError as err:
+            os.close(top)
+            self._error(err)
+            return used
+        while stack:
+            fd, entries = stack[-1]
+            try:
+                entry = next(entries)
+            except StopIteration:
+                entries.close()
+                os.close(fd)
+                stack.pop()
+                continue
+            except OSError as err:
+                self._error(err)
+                entries.close()
+                os.close(fd)
+                stack.pop()
+                continue
+            counters.files += 1
+            self.pacer.tick()
+            if self.pacer.stop.is_set():
+                break
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as err:
+                self._error(err)
+                continue
+            if st.st_dev != dev:
+                continue  # DiskUsage: SkipDir for anything on another device
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if st.st_nlink > 1 and not is_dir:
+                if st.st_ino in linked:
+                    continue
+                if len(linked) < MAX_LINKED:
+                    linked.add(st.st_ino)
+            used.bytes += st.st_blocks * BLOCK
+            used.inodes += 1
+            if not is_dir:
+                continue
+            if len(stack) >= MAX_DEPTH:
+                self._error(None, TOO_DEEP)
+                continue
+            try:
+                child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as err:
+                self._error(err)
+                continue
+            try:
+                stack.append((child, os.scandir(child)))
+            except OSError as err:
+                os.close(child)
+                self._error(err)
+        for fd, entries in stack:  # stopped mid-walk
+            entries.close()
+            os.close(fd)
+        return used
+
+
+@dataclass(frozen=True, slots=True)
+class KubeletPaths:
+    root_dir: str
+    pod_logs_dir: str
+    eviction: dict[str, str]
+    eviction_where: str
+
+
+def kubelet_paths(hostfs: HostFS) -> KubeletPaths:
+    """The kubelet's root and log directories and hard eviction thresholds,
+    from its effective flags and config as the doctor reads them
+    (doctor/facts/kubelet.py): --root-dir is a flag only; podLogsDirectory a
+    config field (1.29+). Defaults where no kubelet is found."""
+    from cri_exporter.doctor.facts import kubelet, procfs
+
+    try:
+        settings = kubelet.load(hostfs, None, procfs.find_processes(hostfs, ("kubelet",)))
+    except Exception as err:  # noqa: BLE001 -- a config the facts cannot read leaves the defaults
+        log.warning("kubelet settings unreadable, using its defaults", error=str(err))
+        settings = kubelet.KubeletSettings()
+    root = settings.flags.get("root-dir") or DEFAULT_ROOT_DIR
+    logs, _ = settings.value("podLogsDirectory", DEFAULT_POD_LOGS_DIR)
+    thresholds, where = settings.eviction_hard()
+    return KubeletPaths(root, str(logs or DEFAULT_POD_LOGS_DIR), thresholds, where)
+
+
+@dataclass
+class EphemeralSample:
+    pods: dict[str, PodUsage]  # pod uid -> usage
+    headroom: list[FsHeadroom]
+    paths: KubeletPaths | None
+    walk_started_at: float
+
+
+class EphemeralStorageWalker:
+    """Walks every pod's emptyDirs and log directory on an interval (a thread
+    of its own), and reads the eviction headroom of nodefs and imagefs.
+
+    `imagefs_mounts`: the runtime's image filesystem mount points (CRI
+    ImageFsInfo, what the kubelet's CRI stats provider reads them from), or
+    [] when the runtime does not answer."""
+
+    def __init__(self, hostfs: HostFS, interval: float, files_per_second: float,
+                 imagefs_mounts: Callable[[], list[str]] | None = None,
+                 paths: Callable[[HostFS], KubeletPaths] = kubelet_paths):
+        self.hostfs = hostfs
+        self.interval = interval
+        self.imagefs_mounts = imagefs_mounts or (lambda: [])
+        self.find_paths = paths
+        self._stop = threading.Event()
+        self.counters = WalkCounters()
+        self.pacer = Pacer(files_per_second, self._stop)
+        self.walker = TreeWalker(self.pacer, self.counters)
+        self._lock = threading.Lock()
+        self._pods: dict[str, PodUsage] = {}
+        self.headroom: list[FsHeadroom] = []
+        self.paths: KubeletPaths | None = None
+        self.last_error: str | None = None
+        self.first = threading.Event()  # the first headroom reading is in
+        self._thread: threading.Thread | None = None
+
+    # -- what the collector reads
+    def sample(self) -> EphemeralSample:
+        with self._lock:
+            return EphemeralSample(dict(self._pods), list(self.headroom), self.paths, 0.0)
+
+    # -- the walk
+    def walk_once(self) -> None:
+        """One walk of every pod; pods gone from disk are forgotten at its end."""
+        started = time.time()
+        cpu0 = time.thread_time()
+        self.pacer.restart()
+        try:
+            paths = self.find_paths(self.hostfs)
+            with self._lock:
+                self.paths = paths
+            self._read_headroom(paths)
+            self.first.set()
+            logs = self._log_dirs(paths.pod_logs_dir)
+            uids = self._pod_uids(paths.root_dir)
+            seen = set()
+            for uid in sorted(set(uids) | set(logs)):
+                if self._stop.is_set():
+                    return
+                seen.add(uid)
+                usage = PodUsage(uid)
+                if uid in uids:
+                    usage.emptydirs = self._emptydirs(paths.root_dir, uid)
+                if uid in logs:
+                    usage.logs = self.walker.usage(logs[uid])
+                usage.measured_at = time.time()
+                with self._lock:
+                    self._pods[uid] = usage
+            with self._lock:
+                for gone in set(self._pods) - seen:
+                    del self._pods[gone]
+            self.counters.walks += 1
+            self.counters.last_completed_at = time.time()
+            self.counters.last_duration = self.counters.last_completed_at - started
+            self.last_error = None
+        except Exception as err:  # noqa: BLE001 -- a walk that fails must not end the thread
+            self.last_error = f"{type(err).__name__}: {err}"
+            log.warning("ephemeral storage walk failed", error=self.last_error)
+        finally:
+            self.counters.cpu_seconds += time.thread_time() - cpu0
+            self.first.set()
+
+    def _local(self, host_path: str) -> str | None:
+        try:
+            return self.hostfs.path(host_path)
+        except OSError:
+            return None
+
+    def _list(self, host_path: str) -> list[tuple[str, str]]:
+        """(name, local path) of the directories in `host_path`, none followed through a link."""
+        local = self._local(host_path)
+        if local is None or not os.path.isdir(local):
+            return []
+        out = []
+        try:
+            with os.scandir(local) as entries:
+                for e in entries:
+                    self.counters.files += 1
+                    if e.is_dir(follow_symlinks=False):
+                        out.append((e.name, os.path.join(local, e.name)))
+        except OSError as err:
+            self.walker._error(err)
+        return out
+
+    def _pod_uids(self, root_dir: str) -> set[str]:
+        return {name for name, _ in self._list(f"{root_dir}/pods")}
+
+    def _log_dirs(self, logs_dir: str) -> dict[str, str]:
+        """uid -> local path of `<namespace>_<pod>_<uid>` (neither name may hold `_`)."""
+        out = {}
+        for name, local in self._list(logs_dir):
+            parts = name.split("_")
+            if len(parts) == 3 and parts[2]:
+                out[parts[2]] = local
+        return out
+
+    def _emptydirs(self, root_dir: str, uid: str) -> dict[str, Usage]:
+        plugin = f"{root_dir}/pods/{uid}/volumes/{EMPTY_DIR}"
+        local = self._local(plugin)
+        if local is None:
+            return {}
+        try:
+            dev = os.lstat(local).st_dev
+        except OSError:
+            return {}  # a pod without emptyDirs
+        out = {}
+        for name, path in self._list(plugin):
+            used = self.walker.usage(path, top_dev=dev)
+            if used is not None:
+                out[name] = used
+        return out
+
+    def _read_headroom(self, paths: KubeletPaths) -> None:
+        found: list[FsHeadroom] = []
+        try:
+            mounts = self.imagefs_mounts()
+        except Exception as err:  # noqa: BLE001 -- the runtime not answering leaves imagefs out
+            log.info("imagefs mount unknown", error=str(err))
+            mounts = []
+        for kind, path in (("nodefs", paths.root_dir), ("imagefs", mounts[0] if mounts else None)):
+            if not path:
+                continue
+            local = self._local(path)
+            if local is None:
+                continue
+            try:
+                st = os.statvfs(local)
+            except OSError:
+                continue
+            # As cadvisor reports them to the eviction manager: Available
+            # (bavail * frsize) of Capacity (blocks * frsize); InodesFree (ffree) of Inodes (files).
+            for signal, available, capacity in (
+                (f"{kind}.available", st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize),
+                (f"{kind}.inodesFree", st.f_ffree, st.f_files),
+            ):
+                limit = paths.eviction.get(signal)
+                amount = threshold_amount(limit, capacity) if limit else None
+                if amount is None or not capacity:
+                    continue
+                found.append(FsHeadroom(signal, path, amount, float(available), paths.eviction_where))
+        with self._lock:
+            self.headroom = found
+
+    # -- the thread
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="ephemeral-storage", daemon=True)
+        self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            begun = time.monotonic()
+            self.walk_once()
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - begun)))
+
+    def stop(self) -> None:
+        self._stop.set()
