@@ -147,6 +147,7 @@ class WalkCounters:
         self.walks = 0
         self.last_completed_at: float | None = None
         self.last_duration: float | None = None
+        self.last_walk_files = 0  # entries the last complete walk visited
 
 
 class TreeWalker:
@@ -324,6 +325,7 @@ class EphemeralStorageWalker:
         """One walk of every pod; pods gone from disk are forgotten at its end."""
         started = time.time()
         cpu0 = time.thread_time()
+        files0 = self.counters.files
         self.pacer.restart()
         try:
             paths = self.find_paths(self.hostfs)
@@ -349,6 +351,7 @@ class EphemeralStorageWalker:
             with self._lock:
                 for gone in set(self._pods) - seen:
                     del self._pods[gone]
+            self.counters.last_walk_files = self.counters.files - files0
             self.counters.walks += 1
             self.counters.last_completed_at = time.time()
             self.counters.last_duration = self.counters.last_completed_at - started

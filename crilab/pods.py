@@ -48,7 +48,9 @@ class Pod:
     def add_container(self, name: str, command: list[str], attempt: int = 0,
                       cpu_quota: int | None = None, cpu_period: int = 100000,
                       memory_limit: int | None = None, start: bool = True,
-                      labels: dict | None = None, annotations: dict | None = None) -> str:
+                      labels: dict | None = None, annotations: dict | None = None,
+                      mounts: dict[str, str] | None = None) -> str:
+        """`mounts`: container path -> host path, bind-mounted read-write (as the kubelet mounts volumes)."""
         (Path(self.config.log_directory) / name).mkdir(parents=True, exist_ok=True)
         config = api.ContainerConfig(
             metadata=api.ContainerMetadata(name=name, attempt=attempt),
@@ -58,6 +60,7 @@ class Pod:
                     CONTAINER_NAME: name, **(labels or {})},
             annotations={RESTART_COUNT: str(attempt), **(annotations or {})},
             log_path=f"{name}/{attempt}.log",
+            mounts=[api.Mount(container_path=c, host_path=h) for c, h in (mounts or {}).items()],
             linux=api.LinuxContainerConfig(resources=api.LinuxContainerResources(
                 cpu_period=cpu_period, cpu_quota=cpu_quota or 0,
                 memory_limit_in_bytes=memory_limit or 0)),
@@ -102,16 +105,18 @@ class Pod:
 
 def run_pod(cd: Runtime, name: str, namespace: str = "default", uid: str | None = None,
             cgroup_parent: str | None = None, labels: dict | None = None,
-            annotations: dict | None = None, host_network: bool = False) -> Pod:
+            annotations: dict | None = None, host_network: bool = False, log_root: Path | None = None) -> Pod:
     """Run a sandbox. cgroup_parent defaults to the kubelet's cgroupfs layout
     /kubepods/burstable/pod<uid>; "" leaves it unset: the broken-sandbox case,
     which makes ListPodSandboxStats fail for every pod in 1.6.20 ("failed to
     obtain metrics for sandbox ... cgroupPath is empty"). host_network: the
-    node's network namespace, as a hostNetwork pod's."""
+    node's network namespace, as a hostNetwork pod's. `log_root`: where the
+    pod's `<namespace>_<name>_<uid>` log directory goes (the kubelet's
+    /var/log/pods), the lab's own logs directory by default."""
     uid = uid or str(uuid.uuid4())
     if cgroup_parent is None:
         cgroup_parent = f"/kubepods/burstable/pod{uid}"
-    log_dir = cd.base / "logs" / f"{namespace}_{name}_{uid}"
+    log_dir = (log_root or cd.base / "logs") / f"{namespace}_{name}_{uid}"
     log_dir.mkdir(parents=True, exist_ok=True)
     config = api.PodSandboxConfig(
         metadata=api.PodSandboxMetadata(name=name, namespace=namespace, uid=uid),
