@@ -78,7 +78,7 @@ class EphemeralStorageCollector:
             "cri_pod_ephemeral_storage_measured_timestamp_seconds",
             "When the pod's emptyDirs and logs were last walked (Unix time): their numbers are this old.",
             labels=P_LABELS)
-        snapshot = self.refresher.snapshot() if self.refresher is not None else None
+        snapshot = self.refresher.snapshot if self.refresher is not None else None
         layers: dict[str, tuple[int, int]] = {}
         if snapshot is not None:
             for c in inventory.current_containers.values():
