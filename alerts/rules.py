@@ -239,10 +239,35 @@ def filesystem_alerts(s: Settings) -> list[Alert]:
     ]
 
 
+def _growth_over_headroom(s: Settings, sources: str, signal: str) -> str:
+    """Bytes a pod adds in the horizon at its recent rate, where that exceeds
+    the node's headroom to `signal` (growth only: a shrinking pod never fires)."""
+    pod = s.by("namespace", "pod")
+    used = "cri_pod_ephemeral_storage_bytes" + s.sel('source=~"%s"' % sources)
+    headroom = "cri_eviction_headroom_bytes" + s.sel('signal="%s"' % signal)
+    return (f"  (sum by ({pod}) (deriv({used}[{s.ephemeral_growth_window}])) > 0)"
+            f" * {s.ephemeral_growth_horizon_seconds}\n"
+            f"  > on ({s.by()}) group_left ()\n"
+            f"  max by ({s.by()}) ({headroom})")
+
+
 def pod_alerts(s: Settings) -> list[Alert]:
     w = s.rate_window
     key = s.by("namespace", "pod", "interface")
+    hours = s.ephemeral_growth_horizon_seconds / 3600
     return [
+        # emptyDirs and logs live on nodefs (the kubelet's --root-dir and
+        # podLogsDirectory); writable layers on imagefs (the runtime's
+        # root). Where both are one filesystem, both halves compare with it.
+        Alert("CriPodEphemeralStorageFillingNode",
+              "(\n" + _growth_over_headroom(s, "emptydir|logs", "nodefs.available") + "\n)\nor\n(\n"
+              + _growth_over_headroom(s, "writable_layer", "imagefs.available") + "\n)",
+              "warning",
+              "A pod's ephemeral storage growth will push the node past the kubelet's eviction threshold.",
+              f"Pod {POD} on {ON} will write {{{{ $value | humanize1024 }}}}B more ephemeral storage in the next "
+              f"{hours:g}h at its rate of the last {s.ephemeral_growth_window}: more than the node has left above "
+              "the kubelet's hard disk eviction threshold. The kubelet will then set DiskPressure and evict pods, "
+              "the largest users of the filesystem first."),
         Alert("CriPodNetworkErrors",
               f"sum by ({key}) (\n  rate(cri_pod_network_receive_errors_total{s.sel()}[{w}])\n"
               f"  + rate(cri_pod_network_transmit_errors_total{s.sel()}[{w}])\n) > {s.network_errors_per_second:g}",

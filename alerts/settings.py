@@ -51,6 +51,12 @@ class Settings:
     imagefs_predict_available_ratio: float = 0.40
     #: Free inodes / inodes below which the filesystem runs out of inodes.
     imagefs_inodes_free_ratio: float = 0.10
+    #: A pod's ephemeral storage growth, fitted (deriv) over this window and
+    #: carried this far ahead, larger than the node's headroom to the
+    #: kubelet's disk eviction threshold: the pod will push the node into
+    #: DiskPressure (the kubelet's volume stats refresh every minute).
+    ephemeral_growth_window: str = "1h"
+    ephemeral_growth_horizon_seconds: int = 4 * 3600
     #: Receive + transmit errors per second on one pod interface.
     network_errors_per_second: float = 0.1
     #: The runtime daemon's open fds / its soft limit above which it is near it
@@ -92,6 +98,7 @@ class Settings:
         "CriImageFsPredictedFull": "1h",
         "CriImageFsInodesLow": "15m",
         "CriPodNetworkErrors": "15m",
+        "CriPodEphemeralStorageFillingNode": "15m",
         "CriDoctorCheckFailing": "15m",
         "CriCollectorFailing": "15m",
         "CriExporterScrapeSlow": "15m",

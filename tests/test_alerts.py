@@ -32,6 +32,8 @@ REQUIRED = {
     "container crash-looping": "CriContainerCrashLooping", "OOM kills by rate": "CriPodOOMKillsRepeated",
     # issue 15.5
     "container near its fd limit": "CriContainerFdsNearLimit",
+    # issue 15.2
+    "pod pushing the node over the eviction thresholds": "CriPodEphemeralStorageFillingNode",
 }
 
 
