@@ -85,6 +85,17 @@ def build() -> dict:
                    instant=True), w=12, h=8),
     )
     b.row(
+        "Ephemeral storage and eviction",
+        graph("Headroom to disk eviction", "Available space and inodes above the kubelet's hard eviction thresholds "
+              "(its effective evictionHard, defaults merged) on nodefs (--root-dir: emptyDirs, logs) and imagefs "
+              "(the runtime's: images, writable layers). At 0 the kubelet sets DiskPressure and evicts pods.",
+              "bytes", query(f"cri_eviction_headroom_bytes{{{NODE}}}", "{{signal}} ({{path}})"), w=12, min_=0),
+        bars("Pods by ephemeral storage (top 10)", "What the kubelet counts against each pod: writable layers, "
+             "disk-backed emptyDirs and logs; the first it evicts under disk pressure.", "bytes",
+             query(f"topk(10, sum by (namespace, pod) (cri_pod_ephemeral_storage_bytes{{{NODE}}}))",
+                   "{{namespace}}/{{pod}}", instant=True), w=12, h=8),
+    )
+    b.row(
         "Doctor",
         single("Doctor findings by severity", "Doctor checks that warn or fail, by the check's severity "
                "(0 everywhere is a healthy node). Run `cri-exporter doctor` on the node for the details.", "short",

@@ -168,5 +168,17 @@ def build() -> dict:
               "limit (containerLogMaxFiles - 1).", "short",
               query(f"{BY} (cri_container_log_rotated_files{{{CONTAINER}}})", "{{container}}"),
               query(f"max (cri_container_log_max_files{{{NODE}}}) - 1", "limit"), w=8, min_=0),
+        "Ephemeral storage (pod)",
+        graph("Ephemeral storage", "What the kubelet counts against the pod's ephemeral-storage limit and in its "
+              "disk-pressure evictions: writable layers, disk-backed emptyDirs and logs (allocated blocks, as du "
+              "counts them; emptyDirs and logs walked every --ephemeral-storage-interval), against the node's "
+              "headroom to the kubelet's eviction threshold on the filesystem each lives on.", "bytes",
+              query(f"sum by (source) (cri_pod_ephemeral_storage_bytes{{{POD}}})", "{{source}}"),
+              query(f"max(cri_eviction_headroom_bytes{{{NODE}, signal=\"nodefs.available\"}})",
+                    "node headroom: nodefs (emptyDirs, logs)"),
+              query(f"max(cri_eviction_headroom_bytes{{{NODE}, signal=\"imagefs.available\"}})",
+                    "node headroom: imagefs (writable layers)"), w=12, min_=0),
+        graph("emptyDir volumes", "Bytes of each disk-backed emptyDir of the pod (memory-backed ones are memory).",
+              "bytes", query(f"sum by (volume) (cri_pod_emptydir_bytes{{{POD}}})", "{{volume}}"), w=12, min_=0),
     )
     return b.build()
