@@ -49,7 +49,14 @@ _VOLATILE = re.compile(r"cri_(scrape_collector_duration_seconds|scrape_step_dura
                        r"|exporter_web_config_last_reload_success_timestamp_seconds|exporter_build_info"
                        r"|runtime_process_sample_timestamp_seconds|runtime_process_sample_duration_seconds"
                        r"|container_log_sample_timestamp_seconds|container_log_sample_duration_seconds"
+<<<<<<< HEAD
                        r"|fd_sampler_\w+)")
+=======
+                       # the walk's own cost and times; bytes in blocks and free space depend on the filesystem
+                       r"|ephemeral_storage_walk_cpu_seconds_total|ephemeral_storage_walk_last_\w+"
+                       r"|pod_ephemeral_storage_measured_timestamp_seconds|eviction_(threshold|headroom)_\w+"
+                       r"|pod_emptydir_bytes|pod_ephemeral_storage_bytes)")
+>>>>>>> eea70cb (docs/metrics.md: Ephemeral storage section (sources, kubelet references, pacing, confinement, project quotas not built); lean set keeps the pod totals, emptyDir bytes and eviction headroom; golden /metrics with a pod's kubelet layout under the fake host root)
 # Label values of the machine or the run: versions, the socket under a temporary directory.
 _VERSION_LABELS = re.compile(r'((?<![a-z_])version|python_version|grpc_version|endpoint)="[^"]*"')
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
@@ -91,6 +98,19 @@ def families(text: str) -> set[str]:
     return {line.split(" ", 3)[2] for line in text.splitlines() if line.startswith("# TYPE ")}
 
 
+def make_ephemeral_dirs(root: Path, pod) -> None:
+    """The kubelet's layout for one pod (an emptyDir with a file, a log) under the
+    host root. Its byte counts depend on the filesystem's blocks (masked above);
+    its inodes do not."""
+    meta = pod.sandbox.metadata
+    vol = root / "var/lib/kubelet/pods" / meta.uid / "volumes/kubernetes.io~empty-dir/cache"
+    (vol / "sub").mkdir(parents=True)
+    (vol / "sub" / "data").write_bytes(b"x" * 5000)
+    log = root / "var/log/pods" / f"{meta.namespace}_{meta.name}_{meta.uid}" / "app"
+    log.mkdir(parents=True)
+    (log / "0.log").write_text("line\n" * 100)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> str:
     """The full /metrics text of `serve` over the fake runtime, once the stats
@@ -98,6 +118,7 @@ def served(tmp_path_factory) -> str:
     tmp = tmp_path_factory.mktemp("golden")
     pods = fleet(4, seed="golden") + [make_pod(7, 1, namespace="batch", name="job-1", seed="golden")]
     make_cgroup_tree(tmp, pods)
+    make_ephemeral_dirs(tmp, pods[-1])
     password = "golden"
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     web = tmp / "web.yml"
@@ -109,7 +130,8 @@ def served(tmp_path_factory) -> str:
             def ready() -> str | None:
                 text = exp.text()
                 done = ("cri_stats_snapshot_timestamp_seconds " in text and "cri_doctor_last_run_timestamp_seconds " in text
-                        and 'cri_container_start_time_seconds{' in text)
+                        and 'cri_container_start_time_seconds{' in text
+                        and "cri_ephemeral_storage_walk_last_completed_timestamp_seconds " in text)
                 return text if done else None
             wait_for(ready, timeout=60, what="a stats snapshot, a doctor run and the container statuses")
             # One scrape more: the statuses asked for in the last one are in this one.
