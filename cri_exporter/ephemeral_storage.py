@@ -47,7 +47,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import structlog
 
@@ -192,7 +192,7 @@ class TreeWalker:
         used = Usage(top_st.st_blocks * BLOCK, 1)
         linked: set[int] = set()
         counters = self.counters
-        stack: list[tuple[int, os.ScandirIterator]] = []
+        stack: list[tuple[int, Any]] = []  # (directory fd, its os.scandir stream)
         try:
             stack.append((top, os.scandir(top)))
         except OSError as err:

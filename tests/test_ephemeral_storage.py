@@ -12,7 +12,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 
 from cri_exporter.ephemeral_storage import (
     EMPTY_DIR, EphemeralStorageWalker, Pacer, TreeWalker, WalkCounters, kubelet_paths, threshold_amount,
