@@ -741,7 +741,7 @@ def mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def report(rows, expo, gz, notes, args, lean=(), term=(), logs=()) -> str:
+def report(rows, expo, gz, notes, args, lean=(), term=(), logs=(), ephemeral=None) -> str:
     out = []
     cpu = platform.processor() or ""
     try:
@@ -896,6 +896,11 @@ def report(rows, expo, gz, notes, args, lean=(), term=(), logs=()) -> str:
         if r5k:
             out.append(f"- resident memory < 64 MB at 5,000 containers ({where}): {r5k['rss']:.0f} MB "
                        f"(peak {r5k['hwm']:.0f}) [{mark(r5k['rss'] < 64)}]")
+    if ephemeral is not None:
+        from benchmarks.ephemeral_cost import report_lines
+        out.append("")
+        out.append("The ephemeral-storage walk (issue 15.2; off the scrape path, its own thread):")
+        out.extend(report_lines(ephemeral))
     out.append("")
     out.extend(f"- {n}" for n in notes)
     return "\n".join(out)
@@ -955,8 +960,11 @@ def main() -> None:
     logs = container_logs_cost([n for n in (int(x) for x in args.fake.split(",") if x) if n >= 1000], args.scrapes)
     fake_counts = [int(x) for x in args.fake.split(",") if x and int(x) <= 1000]
     notes.extend(line[2:] for line in fds_report(fds_cost(fake_counts[-1:], args.scrapes)))
+    from ephemeral_cost import ephemeral_storage_cost
+    fakes = [int(x) for x in args.fake.split(",") if x]
+    ephemeral = ephemeral_storage_cost(min(1000, max(fakes))) if fakes else None
     notes.append(f"benchmark ran in {time.monotonic() - started:.0f} s")
-    print(report(rows, expo, gz, notes, args, lean, term, logs))
+    print(report(rows, expo, gz, notes, args, lean, term, logs, ephemeral))
 
 
 if __name__ == "__main__":
