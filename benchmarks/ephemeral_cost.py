@@ -13,7 +13,6 @@ the scrape path (serving what the walk found, joined with the inventory).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import tempfile
