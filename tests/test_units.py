@@ -22,7 +22,7 @@ def test_parse_collectors():
     assert parse_collectors(",".join(ALL_COLLECTORS)) == ALL_COLLECTORS
     assert parse_collectors("imagefs,runtime") == ("runtime", "imagefs")
     assert parse_collectors("-cgroups,-imagefs") == ("runtime", "containers", "terminations", "stats", "runtime_processes",
-                                                     "container_logs", "container_fds", "doctor")
+                                                     "container_logs", "container_fds", "ephemeral_storage", "doctor")
     with pytest.raises(ValueError, match="unknown collector.*nope"):
         parse_collectors("runtime,nope")
     with pytest.raises(ValueError, match="not both"):
