@@ -113,6 +113,9 @@ NO_DATA_HERE = {
     "not hierarchical, so the exporter has no cri_pod_memory_oom_kills_total (cgroup v2 only)",
     ("node-overview.json", "Failing doctor checks", "A"): "empty whenever every doctor check passes (or before "
     "serve's first doctor run)",
+    ("pod-detail.json", "Ephemeral storage", "B"): "the lab runs no kubelet: no /var/lib/kubelet, so no nodefs "
+    "headroom (test_ephemeral_storage_real.py lays the kubelet's directories out under a host root of its own)",
+    ("pod-detail.json", "emptyDir volumes", "A"): "the lab runs no kubelet: its pods have no emptyDir directories",
 }
 
 
