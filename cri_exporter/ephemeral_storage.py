@@ -285,7 +285,6 @@ class EphemeralSample:
     pods: dict[str, PodUsage]  # pod uid -> usage
     headroom: list[FsHeadroom]
     paths: KubeletPaths | None
-    walk_started_at: float
 
 
 class EphemeralStorageWalker:
@@ -314,17 +313,18 @@ class EphemeralStorageWalker:
         self.last_error: str | None = None
         self.first = threading.Event()  # the first headroom reading is in
         self._thread: threading.Thread | None = None
+        self._cpu_mark = 0.0
 
     # -- what the collector reads
     def sample(self) -> EphemeralSample:
         with self._lock:
-            return EphemeralSample(dict(self._pods), list(self.headroom), self.paths, 0.0)
+            return EphemeralSample(dict(self._pods), list(self.headroom), self.paths)
 
     # -- the walk
     def walk_once(self) -> None:
         """One walk of every pod; pods gone from disk are forgotten at its end."""
         started = time.time()
-        cpu0 = time.thread_time()
+        self._cpu_mark = time.thread_time()
         files0 = self.counters.files
         self.pacer.restart()
         try:
@@ -348,6 +348,7 @@ class EphemeralStorageWalker:
                 usage.measured_at = time.time()
                 with self._lock:
                     self._pods[uid] = usage
+                self._account_cpu()  # pod by pod: a walk of minutes shows its cost as it goes
             with self._lock:
                 for gone in set(self._pods) - seen:
                     del self._pods[gone]
@@ -360,8 +361,13 @@ class EphemeralStorageWalker:
             self.last_error = f"{type(err).__name__}: {err}"
             log.warning("ephemeral storage walk failed", error=self.last_error)
         finally:
-            self.counters.cpu_seconds += time.thread_time() - cpu0
+            self._account_cpu()
             self.first.set()
+
+    def _account_cpu(self) -> None:
+        now = time.thread_time()
+        self.counters.cpu_seconds += now - self._cpu_mark
+        self._cpu_mark = now
 
     def _local(self, host_path: str) -> str | None:
         try:
@@ -379,6 +385,7 @@ class EphemeralStorageWalker:
             with os.scandir(local) as entries:
                 for e in entries:
                     self.counters.files += 1
+                    self.pacer.tick()
                     if e.is_dir(follow_symlinks=False):
                         out.append((e.name, os.path.join(local, e.name)))
         except OSError as err:
