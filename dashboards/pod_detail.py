@@ -168,6 +168,8 @@ def build() -> dict:
               "limit (containerLogMaxFiles - 1).", "short",
               query(f"{BY} (cri_container_log_rotated_files{{{CONTAINER}}})", "{{container}}"),
               query(f"max (cri_container_log_max_files{{{NODE}}}) - 1", "limit"), w=8, min_=0),
+    )
+    b.row(
         "Ephemeral storage (pod)",
         graph("Ephemeral storage", "What the kubelet counts against the pod's ephemeral-storage limit and in its "
               "disk-pressure evictions: writable layers, disk-backed emptyDirs and logs (allocated blocks, as du "

@@ -107,8 +107,9 @@ def make_ephemeral_dirs(root: Path, pod) -> None:
     (vol / "sub").mkdir(parents=True)
     (vol / "sub" / "data").write_bytes(b"x" * 5000)
     log = root / "var/log/pods" / f"{meta.namespace}_{meta.name}_{meta.uid}" / "app"
-    log.mkdir(parents=True)
-    (log / "0.log").write_text("line\n" * 100)
+    if not log.exists():  # the container-logs fixture may have made it already: its files count here too
+        log.mkdir(parents=True)
+        (log / "0.log").write_text("line\n" * 100)
 
 
 @pytest.fixture(scope="module")
