@@ -897,7 +897,7 @@ def report(rows, expo, gz, notes, args, lean=(), term=(), logs=(), ephemeral=Non
             out.append(f"- resident memory < 64 MB at 5,000 containers ({where}): {r5k['rss']:.0f} MB "
                        f"(peak {r5k['hwm']:.0f}) [{mark(r5k['rss'] < 64)}]")
     if ephemeral is not None:
-        from benchmarks.ephemeral_cost import report_lines
+        from ephemeral_cost import report_lines
         out.append("")
         out.append("The ephemeral-storage walk (issue 15.2; off the scrape path, its own thread):")
         out.extend(report_lines(ephemeral))
