@@ -49,14 +49,11 @@ _VOLATILE = re.compile(r"cri_(scrape_collector_duration_seconds|scrape_step_dura
                        r"|exporter_web_config_last_reload_success_timestamp_seconds|exporter_build_info"
                        r"|runtime_process_sample_timestamp_seconds|runtime_process_sample_duration_seconds"
                        r"|container_log_sample_timestamp_seconds|container_log_sample_duration_seconds"
-<<<<<<< HEAD
-                       r"|fd_sampler_\w+)")
-=======
+                       r"|fd_sampler_\w+"
                        # the walk's own cost and times; bytes in blocks and free space depend on the filesystem
                        r"|ephemeral_storage_walk_cpu_seconds_total|ephemeral_storage_walk_last_\w+"
                        r"|pod_ephemeral_storage_measured_timestamp_seconds|eviction_(threshold|headroom)_\w+"
                        r"|pod_emptydir_bytes|pod_ephemeral_storage_bytes)")
->>>>>>> eea70cb (docs/metrics.md: Ephemeral storage section (sources, kubelet references, pacing, confinement, project quotas not built); lean set keeps the pod totals, emptyDir bytes and eviction headroom; golden /metrics with a pod's kubelet layout under the fake host root)
 # Label values of the machine or the run: versions, the socket under a temporary directory.
 _VERSION_LABELS = re.compile(r'((?<![a-z_])version|python_version|grpc_version|endpoint)="[^"]*"')
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
