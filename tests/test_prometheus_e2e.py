@@ -15,7 +15,8 @@ alerts.settings.fast), and serves every dashboard query. For each release:
   repeated-OOM alert for the pod whose container was OOM-killed twice, and the
   crash-loop alert for a container that ended three times, and the log alert
   for a container whose log is over 1.5 times containerLogMaxSize (no kubelet
-  rotates it here);
+  rotates it here), and the fd alert for a process holding 61 of the 64 fds its
+  own soft RLIMIT_NOFILE allows (not for one holding 41);
 - that release's promtool accepts the Prometheus config and the exporter's
   text (`check config`, `check metrics`).
 
@@ -29,6 +30,7 @@ import json
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +44,7 @@ from dashboards import BOARDS, DIR as DASHBOARDS, lint
 from cri_exporter.hostfs import HostFS
 from cri_exporter.pod_logs import read_limits
 from tests.exporter_proc import parse, wait_for
+from tests.test_container_fds_real import init_pid
 from tests.prometheus_proc import RELEASES, PrometheusProcess, PromQLError, release, release_id
 
 # On the newest containerd only: what these tests check (scrapes, rules, alerts, dashboards, each Prometheus
@@ -66,6 +69,16 @@ HOG_KILLS = 4
 # containerLogMaxSize (10Mi), and no kubelet rotates it here (CriContainerLogNotRotated).
 CHATTY = ("chatty", "writer")
 CHATTY_COMMAND = ["sh", "-c", "yes " + "a" * 90 + " | head -c 16000000; exec sleep 2147483647"]
+# ...and two pods whose process lowers its own soft RLIMIT_NOFILE to 64 and holds fds 0..N open (the shell's
+# redirections, inherited by sleep): 61 of 64 (95%) is over CriContainerFdsNearLimit's 90%, 41 of 64 (64%) not.
+FD_LIMIT = 64
+FDS_NEAR = ("fds-near", "holder", 60)
+FDS_CALM = ("fds-calm", "holder", 40)
+
+
+def fd_holder(last_fd: int) -> list[str]:
+    return ["sh", "-c", f"ulimit -n {FD_LIMIT} && for i in $(seq 3 {last_fd}); do eval \"exec $i</dev/null\"; done; "
+            "exec sleep 2147483647"]
 
 # Pods the pod-detail board is evaluated for ($container = All), and the
 # release's live OOM pod: a query passes when it returns data for one of them.
@@ -164,6 +177,11 @@ def prom(request, exporter, containerd, pods):
         chatty = run_pod(containerd, CHATTY[0], exit_namespace)
         oom_pods.append(chatty)
         chatty.add_container(CHATTY[1], CHATTY_COMMAND)
+        p.fd_holders = {}
+        for pod_name, container, last_fd in (FDS_NEAR, FDS_CALM):
+            holder = run_pod(containerd, pod_name, exit_namespace)
+            oom_pods.append(holder)
+            p.fd_holders[pod_name] = holder.add_container(container, fd_holder(last_fd))
         yield p
     except BaseException:
         print(p.log()[-3000:])
@@ -287,7 +305,7 @@ def _firing(prom: PrometheusProcess, name: str, **labels) -> list[dict]:
             and all(a["labels"].get(k) == v for k, v in labels.items())]
 
 
-def test_throttling_and_oom_alerts_fire(prom, exporter):
+def test_throttling_and_oom_alerts_fire(prom, exporter, containerd):
     """The alerts that must fire given what the runtime reported of the OOM pod's
     kills (prom.oom_exits, its ContainerStatus answers): on this cgroup v1 machine
     an instance killed whole is an OOM kill for the alerts only where CRI said
@@ -312,6 +330,8 @@ def test_throttling_and_oom_alerts_fire(prom, exporter):
                        {"namespace": exit_namespace, "pod": CRASHY[0], "container": CRASHY[1]}),
         "log not rotated": ("CriContainerLogNotRotated",
                             {"namespace": exit_namespace, "pod": CHATTY[0], "container": CHATTY[1]}),
+        "fds near limit": ("CriContainerFdsNearLimit",
+                           {"namespace": exit_namespace, "pod": FDS_NEAR[0], "container": FDS_NEAR[1]}),
     }
     # Held to what the runtime reported: the last exit named OOMKilled, two kills named OOMKilled, and
     # three terminations of the hog (its lost OOM events' pods, each its Error/137, and the kills after them).
@@ -362,6 +382,17 @@ def test_throttling_and_oom_alerts_fire(prom, exporter):
     limit = read_limits(HostFS("/")).max_size_bytes
     assert limit is not None and float(logs["value"]) > 1.5 * limit
 
+    # The alert's value is the highest open/limit share of the container's processes: sleep's 61 of 64
+    # (fds 0..60; the shell's redirections it inherited), compared with what /proc says of it.
+    fds = found["fds near limit"]
+    assert fds["labels"]["severity"] == "warning"
+    assert fds["annotations"]["runbook_url"].endswith("/alerts/runbooks/CriContainerFdsNearLimit.md")
+    assert float(fds["value"]) == _fd_ratio(containerd, prom.fd_holders[FDS_NEAR[0]]) == (FDS_NEAR[2] + 1) / FD_LIMIT
+    # ...and the holder of 41 of 64 does not fire (the "others" check below): at 64%, it is under the 90%.
+    assert _fd_ratio(containerd, prom.fd_holders[FDS_CALM[0]]) == (FDS_CALM[2] + 1) / FD_LIMIT
+    calm = {"namespace": exit_namespace, "pod": FDS_CALM[0], "container": FDS_CALM[1]}
+    assert exporter.scrape().get1("cri_container_file_descriptors_limit_ratio", **calm) == (FDS_CALM[2] + 1) / FD_LIMIT
+
     if "OOM-killed twice" in found:
         assert float(found["OOM-killed twice"]["value"]) == oom_kills
     if "hog ended 3 times" in found:
@@ -369,7 +400,8 @@ def test_throttling_and_oom_alerts_fire(prom, exporter):
 
     allowed = [("CriContainerCPUThrottlingHigh", {}), ("CriContainerOOMKilled", {}),
                ("CriPodOOMKillsRepeated", {"pod": "oom"}), ("CriContainerCrashLooping", {"pod": CRASHY[0]}),
-               ("CriContainerLogNotRotated", {"pod": CHATTY[0]})] + \
+               ("CriContainerLogNotRotated", {"pod": CHATTY[0]}),
+               ("CriContainerFdsNearLimit", {"pod": FDS_NEAR[0]})] + \
         [alert for what, alert in expected.items() if what in expect_oom] + \
         [(name, labels) for name, labels, _ in ALSO_FIRING_HERE] + \
         [("CriCollectorFailing", {"collector": c}) for c in _failed_collectors(prom)]
@@ -382,6 +414,14 @@ def _failed_collectors(prom: PrometheusProcess) -> set[str]:
     """Collectors the exporter said failed in a scrape Prometheus stored (success 0) in the last 10 minutes."""
     failed = prom.query(f'min_over_time(cri_scrape_collector_success{{job="{JOB}"}}[10m]) == 0')
     return {r["metric"]["collector"] for r in failed}
+
+
+def _fd_ratio(containerd, container_id: str) -> float:
+    """Ground truth from /proc: open fds / soft RLIMIT_NOFILE of the holder's process (its init, as CRI names it)."""
+    proc = Path("/proc") / str(init_pid(containerd, container_id))
+    limit = next(int(line.split()[3]) for line in (proc / "limits").read_text().splitlines()
+                 if line.startswith("Max open files"))
+    return len(list((proc / "fd").iterdir())) / limit
 
 
 def _terminations(exporter, labels: dict) -> Counter:

@@ -1,0 +1,136 @@
+"""End to end: CriPodEphemeralStorageFillingNode fires on the real Prometheus
+(each release of tests/prometheus_proc.RELEASES) for a pod writing into its
+emptyDir faster than the node's headroom allows, and not for a pod whose
+emptyDir holds data but does not grow.
+
+The lab runs no kubelet, so, as tests/test_ephemeral_storage_real.py does,
+the test lays out under a host root of its own what the kubelet would (a
+kubelet.service with --root-dir, its config, the pods' emptyDir directories
+bind-mounted into their containers), and runs an exporter of its own with
+that host root. The config's evictionHard nodefs.available is set, from
+statvfs of that filesystem at test time, to what is available less
+HEADROOM: the node is HEADROOM away from the kubelet's eviction, give or
+take what other processes write meanwhile. The writer adds ~1 MiB a second,
+which over the rule's 4h horizon is far more than that; the still pod adds
+nothing (deriv 0: a pod that does not grow never fires, whatever the headroom,
+even a negative one). Rules are the production expressions with the `for`
+windows shortened (alerts.settings.fast); the growth window stays 1h, over
+which deriv fits the few seconds of samples there are.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from alerts.rules import groups
+from alerts.settings import fast
+from crilab import run_pod
+from cri_exporter.ephemeral_storage import EMPTY_DIR
+from tests.ephemeral_truth import du, kubelet_unit
+from tests.exporter_proc import ExporterProcess, wait_for
+from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
+
+# On the newest containerd only, like tests/test_prometheus_e2e.py: what is checked is the rule on Prometheus.
+pytestmark = [pytest.mark.containerd, pytest.mark.newest_runtime]
+
+JOB = "cri-exporter"  # alerts.settings.PRODUCTION.selector selects it
+ALERT = "CriPodEphemeralStorageFillingNode"
+NAMESPACE = "e2e-ephemeral"
+ROOT_DIR = "/data/kubelet"
+LOGS_DIR = "/data/pod-logs"
+HEADROOM = 256 * 1024 * 1024
+# 256 KiB every 0.25 s for a minute: ~1 MiB/s, 60 MiB at most; then it holds what it wrote.
+GROWER = ("i=0; while [ $i -lt 240 ]; do dd if=/dev/zero of=/cache/f$i bs=64k count=4 2>/dev/null; "
+          "i=$((i+1)); sleep 0.25; done; exec sleep 2147483647")
+# 1 MiB once, then nothing: usage, but no growth.
+STILL = "dd if=/dev/zero of=/cache/blob bs=64k count=16 2>/dev/null; touch /cache/done; exec sleep 2147483647"
+
+
+def _emptydir_pod(containerd, host, name: str, command: str):
+    pod = run_pod(containerd, name, namespace=NAMESPACE, log_root=host / LOGS_DIR.lstrip("/"))
+    cache = host / ROOT_DIR.lstrip("/") / "pods" / pod.uid / "volumes" / EMPTY_DIR / "cache"
+    cache.mkdir(parents=True)
+    pod.add_container("app", ["sh", "-c", command], mounts={"/cache": str(cache)})
+    return pod, cache
+
+
+@pytest.fixture(params=list(RELEASES), ids=release_id)
+def node(request, containerd, tmp_path):
+    """(Prometheus, the nodefs threshold in bytes, the still pod's emptyDir, start_grower) over an
+    exporter whose host root says the node is HEADROOM above the kubelet's nodefs.available eviction."""
+    host = tmp_path / "host"
+    root = host / ROOT_DIR.lstrip("/")
+    root.mkdir(parents=True)
+    st = os.statvfs(root)
+    threshold_ki = (st.f_bavail * st.f_frsize - HEADROOM) // 1024
+    kubelet_unit(host, ROOT_DIR, LOGS_DIR, eviction=f"evictionHard:\n  nodefs.available: {threshold_ki}Ki\n")
+    pods = []
+    exporter = prom = None
+    try:
+        still, still_cache = _emptydir_pod(containerd, host, "still", STILL)
+        pods.append(still)
+        wait_for(lambda: (still_cache / "done").exists(), timeout=60, what="the still pod to write its 1 MiB")
+        exporter = ExporterProcess(containerd.endpoint, "--host-root", str(host),
+                                   "--collectors", "ephemeral_storage,stats", "--stats-interval", "1",
+                                   "--ephemeral-storage-interval", "1")
+        prom = PrometheusProcess([f"127.0.0.1:{exporter.port}"], job=JOB, scrape_interval="1s",
+                                 rule_groups=groups(fast()), release=release(request.param))
+        prom.wait_targets_up()
+
+        def start_grower():
+            pod, _ = _emptydir_pod(containerd, host, "grower", GROWER)
+            pods.append(pod)
+
+        yield prom, threshold_ki * 1024, still_cache, start_grower
+    except BaseException:
+        if prom:
+            print(prom.log()[-3000:])
+        if exporter:
+            print(exporter.log()[-3000:])
+        raise
+    finally:
+        if prom:
+            prom.stop()
+        if exporter:
+            exporter.stop()
+        for pod in pods:
+            pod.remove()
+
+
+def _firing(prom: PrometheusProcess, pod: str) -> list[dict]:
+    return [a for a in prom.alerts() if a["labels"]["alertname"] == ALERT and a["state"] == "firing"
+            and a["labels"].get("namespace") == NAMESPACE and a["labels"].get("pod") == pod]
+
+
+def test_ephemeral_storage_alert_fires_for_a_growing_pod_only(node):
+    prom, threshold, still_cache, start_grower = node
+    pod_sel = f'job="{JOB}", namespace="{NAMESPACE}"'
+    # Prometheus holds the kubelet's threshold as the exporter read it from the config...
+    wait_for(lambda: prom.query(f'cri_eviction_threshold_bytes{{job="{JOB}", signal="nodefs.available", '
+                                f'path="{ROOT_DIR}"}} == {threshold}'),
+             timeout=60, what="Prometheus to hold the nodefs.available threshold set in the kubelet config")
+    # ...and the still pod's emptyDir, as du counts it, for a few walks before the grower starts.
+    still_bytes = du(still_cache)[0]
+    still = f'cri_pod_ephemeral_storage_bytes{{{pod_sel}, pod="still", source="emptydir"}}'
+    wait_for(lambda: prom.query(f'count_over_time({still}[1h]) >= 5 and {still} == {still_bytes}'),
+             timeout=60, interval=0.5, what=f"five samples of the still pod's emptyDir at {still_bytes} bytes")
+    start_grower()
+    try:
+        (alert,) = wait_for(lambda: _firing(prom, "grower"), timeout=120, interval=0.5,
+                            what=f"{ALERT} to fire for the grower")
+    except AssertionError:
+        print(prom.query(f'cri_pod_ephemeral_storage_bytes{{{pod_sel}}}'))
+        print(prom.query(f'cri_eviction_headroom_bytes{{job="{JOB}"}}'))
+        raise
+    assert alert["labels"]["severity"] == "warning"
+    assert alert["annotations"]["runbook_url"].endswith(f"/alerts/runbooks/{ALERT}.md")
+    # Its value is the growth projected over 4h: more than the headroom Prometheus holds now, which is
+    # about HEADROOM (other processes on the disk move it; the grower's own 60 MiB at most shrinks it).
+    (headroom,) = prom.query(f'cri_eviction_headroom_bytes{{job="{JOB}", signal="nodefs.available"}}')
+    assert float(alert["value"]) > float(headroom["value"][1])
+    assert float(alert["value"]) > HEADROOM
+    # The grower's emptyDir grew in Prometheus; the still pod's did not, and it does not fire.
+    assert prom.query(f'deriv(cri_pod_ephemeral_storage_bytes{{{pod_sel}, pod="grower", source="emptydir"}}[1h]) > 0')
+    assert prom.query(f'deriv({still}[1h]) == 0')
+    assert not _firing(prom, "still"), prom.alerts()
