@@ -1,6 +1,7 @@
 """End to end: CriPodEphemeralStorageFillingNode fires on the real Prometheus
 (each release of tests/prometheus_proc.RELEASES) for a pod writing into its
-emptyDir faster than the node's headroom allows, and not for a pod whose
+emptyDir faster than the node's headroom allows, and neither for a pod
+growing slowly (its 4h projection under the headroom) nor for one whose
 emptyDir holds data but does not grow.
 
 The lab runs no kubelet, so, as tests/test_ephemeral_storage_real.py does,
@@ -10,8 +11,9 @@ bind-mounted into their containers), and runs an exporter of its own with
 that host root. The config's evictionHard nodefs.available is set, from
 statvfs of that filesystem at test time, to what is available less
 HEADROOM: the node is HEADROOM away from the kubelet's eviction, give or
-take what other processes write meanwhile. The writer adds ~1 MiB a second,
-which over the rule's 4h horizon is far more than that; the still pod adds
+take what other processes write meanwhile. The grower adds ~1 MiB a second,
+which over the rule's 4h horizon (~14 GiB) is far more than that; the slow
+pod 16 KiB a second (~225 MiB in 4h), well under it; the still pod adds
 nothing (deriv 0: a pod that does not grow never fires, whatever the headroom,
 even a negative one). Rules are the production expressions with the `for`
 windows shortened (alerts.settings.fast); the growth window stays 1h, over
@@ -39,10 +41,14 @@ ALERT = "CriPodEphemeralStorageFillingNode"
 NAMESPACE = "e2e-ephemeral"
 ROOT_DIR = "/data/kubelet"
 LOGS_DIR = "/data/pod-logs"
-HEADROOM = 256 * 1024 * 1024
+HEADROOM = 2 * 1024 ** 3
+HORIZON = 4 * 3600  # alerts.settings: ephemeral_growth_horizon_seconds
 # 256 KiB every 0.25 s for a minute: ~1 MiB/s, 60 MiB at most; then it holds what it wrote.
 GROWER = ("i=0; while [ $i -lt 240 ]; do dd if=/dev/zero of=/cache/f$i bs=64k count=4 2>/dev/null; "
           "i=$((i+1)); sleep 0.25; done; exec sleep 2147483647")
+# 16 KiB a second for ten minutes.
+SLOW = ("i=0; while [ $i -lt 600 ]; do dd if=/dev/zero of=/cache/f$i bs=16k count=1 2>/dev/null; "
+        "i=$((i+1)); sleep 1; done; exec sleep 2147483647")
 # 1 MiB once, then nothing: usage, but no growth.
 STILL = "dd if=/dev/zero of=/cache/blob bs=64k count=16 2>/dev/null; touch /cache/done; exec sleep 2147483647"
 
@@ -79,8 +85,8 @@ def node(request, containerd, tmp_path):
         prom.wait_targets_up()
 
         def start_grower():
-            pod, _ = _emptydir_pod(containerd, host, "grower", GROWER)
-            pods.append(pod)
+            for name, command in (("slow", SLOW), ("grower", GROWER)):
+                pods.append(_emptydir_pod(containerd, host, name, command)[0])
 
         yield prom, threshold_ki * 1024, still_cache, start_grower
     except BaseException:
@@ -133,4 +139,14 @@ def test_ephemeral_storage_alert_fires_for_a_growing_pod_only(node):
     # The grower's emptyDir grew in Prometheus; the still pod's did not, and it does not fire.
     assert prom.query(f'deriv(cri_pod_ephemeral_storage_bytes{{{pod_sel}, pod="grower", source="emptydir"}}[1h]) > 0')
     assert prom.query(f'deriv({still}[1h]) == 0')
-    assert not _firing(prom, "still"), prom.alerts()
+    # The slow pod grew over ten walks, and its projection stays under the headroom: the alert
+    # compares with it (not merely growth > 0), and neither it nor the still pod is even pending.
+    slow = f'cri_pod_ephemeral_storage_bytes{{{pod_sel}, pod="slow", source="emptydir"}}'
+    wait_for(lambda: prom.query(f'changes({slow}[1h]) >= 10'), timeout=120, interval=0.5,
+             what="ten walks of the slow pod's growth")
+    (projected,) = prom.query(f'deriv({slow}[1h]) * {HORIZON}')
+    assert 0 < float(projected["value"][1]) < HEADROOM / 2
+    (headroom,) = prom.query(f'cri_eviction_headroom_bytes{{job="{JOB}", signal="nodefs.available"}}')
+    assert float(projected["value"][1]) < float(headroom["value"][1])
+    named = [a["labels"]["pod"] for a in prom.alerts() if a["labels"]["alertname"] == ALERT]
+    assert "slow" not in named and "still" not in named, prom.alerts()
