@@ -98,6 +98,8 @@ class Exporter:
             self.parts.runtime_processes = None  # its sampler feeds only that collector: never started
         if not any(c.name == "container_logs" for c in collectors):
             self.parts.container_logs = None  # the same: no lists, no stats of log files
+        elif self.parts.container_logs is not None:
+            self.parts.container_logs.inventories = self.inventories.latest  # no lists of its own
         if not any(c.name == "container_fds" for c in collectors):
             self.parts.container_fds = None  # likewise
         if not any(c.name == "ephemeral_storage" for c in collectors):

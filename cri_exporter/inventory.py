@@ -34,7 +34,7 @@ class ContainerIdentity:
     container: str
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class Inventory:
     pods: list[model.PodSandbox]
     containers: list[model.Container]

@@ -86,3 +86,20 @@ def test_a_fetch_run_inline_past_the_deadline_is_left_for_the_next_scrape():
         fetch.get(2.0, inline=True)
     assert fetch.get(2.0, inline=True).containers == []
     assert client.calls == 1
+
+
+def test_latest_is_the_newest_inventory_while_fresh_and_held():
+    now = [0.0]
+    client = SlowLists()
+    client.release.set()
+    fetch = InventoryFetch(client, clock=lambda: now[0])
+    assert fetch.latest() is None
+    inventory = fetch.get(5)
+    assert fetch.latest() is inventory
+    now[0] = MAX_LEFTOVER_AGE + 1
+    assert fetch.latest() is None, "too old"
+    assert fetch.latest(max_age=MAX_LEFTOVER_AGE + 2) is inventory
+    fetch.get(5)  # the next fetch replaces the one that held it
+    del inventory
+    second = fetch.latest()
+    assert second is not None and fetch.latest() is second, "the newest, not a copy kept alive"

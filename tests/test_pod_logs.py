@@ -178,3 +178,39 @@ def test_denied_families_start_no_sampler(tmp_path):
                                metrics_deny="cri_container_log_.*"))
     assert denied.parts.container_logs is None
     assert "container_logs" not in {c.name for c in denied.scraper.collectors}
+
+
+def test_a_round_uses_the_scrapes_inventory_instead_of_listing(tmp_path):
+    """Handed the scrapes' latest inventory, a round lists nothing itself and
+    keys its results by that inventory's own identities (no second copy);
+    without one (nobody scraped for a minute) it lists the runtime itself."""
+    from cri_exporter.collectors.inventory_fetch import InventoryFetch
+    from cri_exporter.cri import CriClient
+    from cri_exporter.pod_logs import ContainerLogSampler
+    from tests.fakecri import FakeCRI, fleet, make_log_tree
+
+    pods = fleet(6)
+    make_log_tree(tmp_path, pods)
+    with FakeCRI(tmp_path / "cri.sock", pods) as fake:
+        client = CriClient(fake.endpoint, timeout=10)
+        try:
+            fetch = InventoryFetch(client)
+            held = [fetch.get(10)]
+            sampler = ContainerLogSampler(HostFS(str(tmp_path)), client, interval=3600.0, timeout=10.0,
+                                          limits_reader=lambda h: LogLimits(None, None, "test"),
+                                          inventories=lambda: held[0])
+            lists = (fake.calls.get("ListContainers", 0), fake.calls.get("ListPodSandbox", 0))
+            sampler.sample()
+            assert sampler.last_error is None and sampler.latest is not None
+            assert (fake.calls.get("ListContainers", 0), fake.calls.get("ListPodSandbox", 0)) == lists
+            assert fake.calls.get("ContainerStatus", 0) == 6, "a log path asked once per container"
+            inventory = held[0]
+            assert len(sampler.latest.logs) == 6
+            for ident in sampler.latest.logs:
+                assert any(ident is own for own in inventory.current_containers), "the inventory's identity"
+            held[0] = None
+            sampler.sample()
+            assert fake.calls.get("ListContainers", 0) == lists[0] + 1, "no inventory: it lists itself"
+            assert len(sampler.latest.logs) == 6 and fake.calls.get("ContainerStatus", 0) == 6
+        finally:
+            client.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from typing import Callable
 
 from cri_exporter.cri import CriClient
@@ -47,6 +48,7 @@ class InventoryFetch:
         self.clock = clock
         self._lock = threading.Lock()
         self._current: _Fetch | None = None
+        self._last: tuple[weakref.ref[Inventory], float] | None = None
 
     def get(self, wait: float, inline: bool = False) -> Inventory:
         """The inventory: a fresh answer no scrape took yet, the fetch in flight,
@@ -81,11 +83,22 @@ class InventoryFetch:
         assert fetch.value is not None
         return fetch.value
 
+    def latest(self, max_age: float = MAX_LEFTOVER_AGE) -> Inventory | None:
+        """The newest inventory fetched, if no older than `max_age` seconds
+        and still held (by the fetch not yet replaced, or a scrape): for a
+        reader off the scrape path (pod_logs.py), which then neither lists the
+        runtime again nor keeps a copy. Weakly held: never kept alive here."""
+        last = self._last
+        if last is None or self.clock() - last[1] > max_age:
+            return None
+        return last[0]()
+
     def _run(self, fetch: _Fetch) -> None:
         try:
             pods = self.client.list_pod_sandboxes(timeout=self.client.timeout)
             containers = self.client.list_containers(timeout=self.client.timeout)
             fetch.value = Inventory(pods, containers)
+            self._last = (weakref.ref(fetch.value), self.clock())
         except Exception as err:  # noqa: BLE001 -- CriError or a bug: raised in each scrape that waits for it
             fetch.error = err
         finally:
