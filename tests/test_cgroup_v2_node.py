@@ -219,6 +219,10 @@ NOT_CGROUP = {
     "cri_pod_network_receive_errors_total", "cri_pod_network_transmit_errors_total",
     "cri_pod_network_receive_packets_total", "cri_pod_network_transmit_packets_total",
     "cri_pod_network_receive_packets_dropped_total", "cri_pod_network_transmit_packets_dropped_total",
+    # /proc/<pid>/fd of the cgroup's processes and the container's log files: compared with
+    # psutil and os.stat in test_container_fds_real.py and test_container_logs_real.py.
+    "cri_container_file_descriptors", "cri_container_file_descriptors_limit_ratio", "cri_container_sockets",
+    "cri_container_log_bytes", "cri_container_log_file_bytes", "cri_container_log_rotated_files",
 }
 
 
