@@ -366,23 +366,30 @@ def runtime_process_cost(endpoint: str, base: Path, made: int, scrapes: int) -> 
         for url in (a.url, b.url):
             fetch(url + "/metrics")
             fetch(url + "/metrics")
-        ta, tb, own = [], [], []
-        ca, cb = cpu_seconds([a.proc.pid]), cpu_seconds([b.proc.pid])
-        for _ in range(scrapes):
-            ta.append(fetch(a.url + "/metrics")[0])
-            took, _, text = fetch(b.url + "/metrics")
-            tb.append(took)
-            own.append(parse(text.decode()).get1("cri_scrape_collector_duration_seconds", collector="runtime_processes"))
-        # agent CPU a scrape; B's includes its background walks (every 15 s) while measured
-        cpu_a, cpu_b = (cpu_seconds([a.proc.pid]) - ca) / scrapes, (cpu_seconds([b.proc.pid]) - cb) / scrapes
+        # B's agent CPU includes its background walks (every 15 s) while measured
+        paired = scrape_in_turn(a, b, scrapes, "runtime_processes")
     finally:
         a.stop()
         b.stop()
     walk_cpu = statistics.median(cpus)
-    return {"before_p50": statistics.median(ta), "after_p50": statistics.median(tb), "cpu_before": cpu_a,
-            "cpu_after": cpu_b, "collector_p50": statistics.median(own),
-            "walk_ms": statistics.median(walls), "walk_cpu": walk_cpu, "processes": sample.processes,
+    return {**paired, "walk_ms": statistics.median(walls), "walk_cpu": walk_cpu, "processes": sample.processes,
             "shims": len(sample.shims), "cpu_per_min": walk_cpu * 60 / DEFAULTS.runtime_process_interval}
+
+
+def scrape_in_turn(a: ExporterProcess, b: ExporterProcess, scrapes: int, collector: str) -> dict:
+    """A (without `collector`) and B (with it) scraped in turn, so both see the
+    same load: each one's scrape p50 and agent CPU a scrape, and B's own time
+    in `collector`."""
+    ta, tb, own = [], [], []
+    ca, cb = cpu_seconds([a.proc.pid]), cpu_seconds([b.proc.pid])
+    for _ in range(scrapes):
+        ta.append(fetch(a.url + "/metrics")[0])
+        took, _, text = fetch(b.url + "/metrics")
+        tb.append(took)
+        own.append(parse(text.decode()).get1("cri_scrape_collector_duration_seconds", collector=collector))
+    return {"before_p50": statistics.median(ta), "after_p50": statistics.median(tb),
+            "cpu_before": (cpu_seconds([a.proc.pid]) - ca) / scrapes,
+            "cpu_after": (cpu_seconds([b.proc.pid]) - cb) / scrapes, "collector_p50": statistics.median(own)}
 
 
 def container_logs_cost(counts: list[int], scrapes: int) -> list[dict]:
@@ -432,18 +439,7 @@ def container_logs_cost(counts: list[int], scrapes: int) -> list[dict]:
                         for url in (a.url, b.url):
                             fetch(url + "/metrics")
                             fetch(url + "/metrics")
-                        ta, tb, own = [], [], []
-                        ca, cb = cpu_seconds([a.proc.pid]), cpu_seconds([b.proc.pid])
-                        for _ in range(scrapes):
-                            ta.append(fetch(a.url + "/metrics")[0])
-                            took, _, text = fetch(b.url + "/metrics")
-                            tb.append(took)
-                            own.append(parse(text.decode()).get1("cri_scrape_collector_duration_seconds",
-                                                                 collector="container_logs"))
-                        r.update(before_p50=statistics.median(ta), after_p50=statistics.median(tb),
-                                 cpu_before=(cpu_seconds([a.proc.pid]) - ca) / scrapes,
-                                 cpu_after=(cpu_seconds([b.proc.pid]) - cb) / scrapes,
-                                 collector_p50=statistics.median(own))
+                        r.update(scrape_in_turn(a, b, scrapes, "container_logs"))
                     finally:
                         a.stop()
                         b.stop()
@@ -641,24 +637,14 @@ def fds_cost(counts: list[int], scrapes: int) -> list[dict]:
                     series = sum(len(got.find(f)) for f in ("cri_container_file_descriptors", "cri_container_sockets",
                                                             "cri_container_file_descriptors_limit_ratio",
                                                             "cri_pod_tcp_connections"))
-                    ta, tb, own = [], [], []
-                    ca, cb = cpu_seconds([a.proc.pid]), cpu_seconds([b.proc.pid])
-                    for _ in range(scrapes):
-                        ta.append(fetch(a.url + "/metrics")[0])
-                        took, _, text = fetch(b.url + "/metrics")
-                        tb.append(took)
-                        own.append(parse(text.decode()).get1("cri_scrape_collector_duration_seconds",
-                                                             collector="container_fds"))
-                    cpu_a, cpu_b = (cpu_seconds([a.proc.pid]) - ca) / scrapes, (cpu_seconds([b.proc.pid]) - cb) / scrapes
+                    paired = scrape_in_turn(a, b, scrapes, "container_fds")
                     rss_b = rss_mb(b.proc.pid)[0]
                 finally:
                     a.stop()
                     b.stop()
             shutil.rmtree(root, ignore_errors=True)
             wall, cpu = statistics.median(walls), statistics.median(cpus)
-            out.append({"n": n, "before_p50": statistics.median(ta), "after_p50": statistics.median(tb),
-                        "cpu_before": cpu_a, "cpu_after": cpu_b, "collector_p50": statistics.median(own),
-                        "pass_wall": wall, "pass_cpu": cpu, "entries": sample.last_pass_entries,
+            out.append({"n": n, **paired, "pass_wall": wall, "pass_cpu": cpu, "entries": sample.last_pass_entries,
                         "cpu_per_min": cpu * 60 / DEFAULTS.fd_sample_interval, "series": series, "rss": rss_b})
     finally:
         shutil.rmtree(base, ignore_errors=True)
