@@ -245,10 +245,13 @@ def test_exporter_serves_them(exporter, containerd, holder):
     want = (truth_fds(pid), truth_sockets(sandbox_pid(containerd, holder[0].id)))
 
     def served():
+        # The pod's TCP states are read in the same pass as the containers' fds but can land a
+        # pass later (its sandbox's hostNetwork answer comes first): wait for both in one scrape.
         s = exporter.scrape()
         got = s.find("cri_container_file_descriptors", namespace="fds", pod="fds-holder", container="holder")
-        return s if got and list(got.values())[0] == want[0] else None
-    s = wait_for(served, timeout=DEADLINE, what="the holder's fds served")
+        tcp = s.find("cri_pod_tcp_connections", namespace="fds", pod="fds-holder", state="ESTABLISHED")
+        return s if got and list(got.values())[0] == want[0] and tcp else None
+    s = wait_for(served, timeout=DEADLINE, what="the holder's fds and TCP states served")
     assert s.get1("cri_scrape_collector_success", collector="container_fds") == 1
     assert s.get1("cri_container_sockets", namespace="fds", pod="fds-holder", container="holder") == want[1]
     assert s.get1("cri_pod_tcp_connections", namespace="fds", pod="fds-holder", state="ESTABLISHED") == 2
