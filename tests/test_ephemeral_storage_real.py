@@ -70,6 +70,10 @@ def test_a_pod_writing_shows_its_emptydir_and_log_usage_within_an_interval(conta
             at = s.find("cri_pod_ephemeral_storage_measured_timestamp_seconds", namespace="ephem", pod="ephem-writer")
             if not at or next(iter(at.values())) < written_at:
                 return None  # walked before the writer was done
+            # The writable layer comes from the stats snapshot, refreshed apart from the walk.
+            if not s.find("cri_pod_ephemeral_storage_bytes", namespace="ephem", pod="ephem-writer",
+                          source="writable_layer"):
+                return None
             return s
         try:
             s = wait_for(served, timeout=60, what="a walk of the pod after it wrote")
