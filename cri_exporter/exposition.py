@@ -47,23 +47,34 @@ _OM_SUFFIXES = ("_created", "_gsum", "_gcount")
 
 def go_float(d) -> str:
     """prometheus_client.utils.floatToGoString, with the common cases first:
-    below a million Python's repr is already Go's."""
+    between -inf and a million Python's repr is already Go's."""
     if d.__class__ is not float:
         d = float(d)
+    if _MINUS_INF < d < 1e6:
+        return repr(d)
+    return _go_float_rest(d)
+
+
+def _go_float_rest(d: float) -> str:
+    """go_float from a million up, and NaN / -Inf: Go writes an exponent from
+    seven integer digits on, Python only from 1e16. A third of a scrape's
+    values are bytes, nanoseconds or Unix times in that range, so this is
+    written for speed (most are whole numbers: their repr ends in `.0`)."""
     s = repr(d)
     if d >= 1e6:
         dot = s.find(".")
-        if dot > 6:  # Go switches to exponents sooner than Python
-            mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
-            return f"{mantissa}e+{dot - 1:02d}"
+        if dot > 6:
+            digits = s[1:-2].rstrip("0") if s[-2:] == ".0" else s[1:dot] + s[dot + 1:]
+            exponent = _EXPONENTS.get(dot) or f"e+{dot - 1:02d}"
+            return f"{s[0]}.{digits}{exponent}" if digits else s[0] + exponent
         if s == "inf":
             return "+Inf"
-        return s
-    if d == d and d != _MINUS_INF:
         return s
     return "NaN" if d != d else "-Inf"
 
 
+# Where the dot is in repr -> Go's exponent (repr is positional below 1e16).
+_EXPONENTS = {dot: f"e+{dot - 1:02d}" for dot in range(7, 17)}
 _MINUS_INF = float("-inf")
 
 
@@ -227,9 +238,17 @@ class Family:
         renders the label set every time, keeps nothing past the scrape."""
         self.add(Labels(self.labelnames, tuple(values)), value)
 
-    def lines(self, mname: str) -> list[str]:
-        """The sample lines; `mname` is the escaped sample name (the header's)."""
-        return [f"{mname}{labels.text} {go_float(value)}\n" for labels, value in zip(self.labelsets, self.values)]
+    def text(self, mname: str) -> str:
+        """The sample lines; `mname` is the escaped sample name (the header's).
+
+        Joined on `\\n<name>` rather than made line by line: one string less a
+        series, and the value formatted inline (go_float's common case), about
+        a third less time than a list of lines (1,000 containers' families)."""
+        if not self.values:
+            return ""
+        return mname + ("\n" + mname).join(
+            [f"{labels.text} {repr(v) if _MINUS_INF < v < 1e6 else _go_float_rest(v)}"
+             for labels, v in zip(self.labelsets, self.values)]) + "\n"
 
     @property
     def samples(self) -> list[Sample]:
@@ -269,28 +288,38 @@ class ExtraLabelFamily(Family):
     def add(self, labels: Labels, value: float) -> None:
         raise TypeError("an ExtraLabelFamily series needs its extra label: use add_extra")
 
-    def lines(self, mname: str) -> list[str]:
+    def text(self, mname: str) -> str:
+        if not self.values:
+            return ""
+        name = self.extra_name
         pair: dict[str, str] = {}  # a few values (states, reasons, devices) for many series
         for extra in self.extras:
             if extra not in pair:
-                pair[extra] = f'{self.extra_name}="{escape_label_value(extra)}"'
+                pair[extra] = f'{name}="{escape_label_value(extra)}"'
         before = self._before
-        if before is None:
-            return [f"{mname}{text[:-1]},{pair[extra]}}} {go_float(value)}\n" if text else
-                    f"{mname}{{{pair[extra]}}} {go_float(value)}\n"
-                    for text, extra, value in zip((ls.text for ls in self.labelsets), self.extras, self.values)]
-        # Inside a rendered value every double quote is escaped, so the first
-        # `",name="` is where the pair of `name` starts; `{name=` when it is first.
+        # Each label set's text around the extra pair, split once (a container's
+        # four states, a pod's devices share one). Inside a rendered value
+        # every double quote is escaped, so the first `",name="` is where the
+        # pair of `name` starts; `{name=` when it is first.
+        split: dict[Labels, tuple[str, str]] = {}
         marker = f'",{before}="'
-        out = []
-        for labels, extra, value in zip(self.labelsets, self.extras, self.values):
-            text = labels.text
-            if text.startswith(f"{{{before}="):
-                out.append(f"{mname}{{{pair[extra]},{text[1:]} {go_float(value)}\n")
-            else:
-                cut = text.index(marker) + 1
-                out.append(f"{mname}{text[:cut]},{pair[extra]}{text[cut:]} {go_float(value)}\n")
-        return out
+        parts = []
+        for labels, extra, v in zip(self.labelsets, self.extras, self.values):
+            around = split.get(labels)
+            if around is None:
+                text = labels.text
+                if not text:
+                    around = ("{", "}")
+                elif before is None:
+                    around = (text[:-1] + ",", "}")
+                elif text.startswith(f"{{{before}="):
+                    around = ("{", "," + text[1:])
+                else:
+                    cut = text.index(marker) + 1
+                    around = (text[:cut] + ",", text[cut:])
+                split[labels] = around
+            parts.append(f"{around[0]}{pair[extra]}{around[1]} {repr(v) if _MINUS_INF < v < 1e6 else _go_float_rest(v)}")
+        return mname + ("\n" + mname).join(parts) + "\n"
 
     @property
     def samples(self) -> list[Sample]:
@@ -357,15 +386,15 @@ class ExpositionWriter:
             header, mname = self._header(metric)
             if isinstance(metric, Family):
                 # Family.sample_name is name (+ _total): the same escaped name as the header's.
-                lines = metric.lines(mname)
-                if len(lines) > 64:
+                text = metric.text(mname)
+                if len(metric.values) > 64:
                     if small:
                         yield "".join(small)
                         small = []
-                    yield header + "".join(lines)
+                    yield header + text
                 else:
                     small.append(header)
-                    small.extend(lines)
+                    small.append(text)
                 continue
             small.append(header)
             self._write_samples(metric, old, new, small.append)
