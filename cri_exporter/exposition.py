@@ -22,13 +22,14 @@ on generated ones.
 from __future__ import annotations
 
 import threading
-import zlib
 from array import array
 from typing import Iterable, Iterator
 
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as _om
 from prometheus_client.samples import Sample
+
+from cri_exporter.deflate import gzip_compressor
 
 # The Content-Type of what ExpositionWriter writes: the text format 0.0.4.
 # /metrics answers it to every Accept header, OpenMetrics asked first (as
@@ -356,7 +357,7 @@ class ExpositionWriter:
     def write_gzip(self, families: Iterable[AnyFamily], level: int) -> bytes:
         """One gzip member of the text, compressed family by family: the whole
         text (megabytes at thousands of containers) is never held at once."""
-        packer = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: gzip header and trailer
+        packer = gzip_compressor(level)  # ISA-L's deflate where installed (deflate.py)
         out = []
         with self._lock:
             for chunk in self._chunks(families):

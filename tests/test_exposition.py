@@ -4,6 +4,7 @@ it writes parses with no duplicate series."""
 from __future__ import annotations
 
 import gzip
+import zlib
 import math
 
 import pytest
@@ -163,6 +164,27 @@ def test_gzip_is_the_same_text_and_plain_text_is_made_only_when_asked(monkeypatc
     assert gzip.decompress(result.encoded(w, 1)) == plain and calls == []
     assert result.encoded(w, 1) is result.encoded(w, 1)  # one compression for every scraper sharing it
     assert result.encoded(w) == plain and len(calls) == 1
+
+
+@pytest.mark.parametrize("level", [1, 3, 6, 9])
+@pytest.mark.parametrize("isal", [True, False], ids=["isal", "zlib"])
+def test_gzip_is_one_member_of_the_same_text_with_isal_and_with_zlib(monkeypatch, isal, level):
+    """ISA-L where installed (levels 0-3), zlib otherwise and for higher levels:
+    either way one standard gzip member of the very text."""
+    from cri_exporter import deflate
+
+    if isal:
+        assert deflate.backend() == "isal"  # declared in pyproject.toml: the suite runs with it
+    else:
+        monkeypatch.setattr(deflate, "_isal", None)
+        assert deflate.backend() == "zlib"
+    fams = hostile_families()
+    w = ExpositionWriter()
+    plain = w.write(fams)
+    packed = w.write_gzip(fams, level)
+    assert packed[:3] == b"\x1f\x8b\x08"
+    assert gzip.decompress(packed) == plain
+    assert zlib.decompressobj(31).decompress(packed) == plain  # exactly one member, nothing after it
 
 
 def test_series_gone_from_a_scrape_leave_the_cache():
