@@ -67,6 +67,16 @@ BENCH_COLLECTORS = ("runtime,containers,terminations,stats,imagefs,cgroups,runti
                     "container_logs")  # all but the doctor, measured apart
 # Before issue 15.4: the same without the runtime's own processes, scraped in turn with it.
 BEFORE_RUNTIME_PROCESSES = "runtime,containers,terminations,stats,imagefs,cgroups"
+# Issue 15's acceptance: the scrape with all of it enabled against the one before it, same
+# run, same fleet. Before: without its collectors (terminations, runtime_processes,
+# container_logs, container_fds, ephemeral_storage) and without the cAdvisor-parity series it
+# added to the containers and cgroup collectors (15.5: CPU user/system, memory peak, pod
+# packets and drops), denied by name. Its cgroup files (cpuacct.stat, the peak) are still
+# read then: the reading is by file group, not by series.
+ISSUE15_ALL = BENCH_COLLECTORS + ",container_fds,ephemeral_storage"
+BEFORE_ISSUE15 = "runtime,containers,stats,imagefs,cgroups"
+ISSUE15_SERIES = ("cri_(container|pod)_cpu_(user|system)_seconds_total,cri_(container|pod)_memory_max_usage_bytes,"
+                  "cri_pod_network_(receive|transmit)_packets(_dropped)?_total")
 # The lean profile of docs/metrics.md ("Series budget"), measured beside the default.
 from cri_exporter.metric_profiles import LEAN_ALLOW  # noqa: E402
 LEAN_ARGS = ("--metrics-allow", LEAN_ALLOW)
@@ -666,6 +676,59 @@ def fds_report(rows: list[dict]) -> list[str]:
     return out
 
 
+def issue15_cost(n: int, scrapes: int) -> dict:
+    """Issue 15's acceptance at `n` fake containers: two agents scraped in turn,
+    one with everything issue 15 added (ISSUE15_ALL) and one as before it
+    (BEFORE_ISSUE15, its series denied), on one fleet with logs and a /proc of
+    fds and TCP sockets (add_fake_proc), and the floor measured right after.
+    The background samplers' first rounds are done before measuring and their
+    next ones are an hour away: their cost off the scrape path has its own lines."""
+    base = Path(tempfile.mkdtemp(prefix="i15b-", dir="/tmp"))
+    try:
+        root = base / "root"
+        pods = fleet(n)
+        make_cgroup_tree(root, pods)
+        add_fake_proc(root, pods)
+        with FakeCRI(base / "cri.sock", pods) as fake:
+            common = ("--host-root", str(root), "--stats-interval", "3600", "--scrape-timeout", "30",
+                      "--runtime-timeout", "20", "--fd-sample-interval", "3600", "--container-log-interval", "3600",
+                      "--runtime-process-interval", "3600", "--ephemeral-storage-interval", "3600")
+            a = ExporterProcess(fake.endpoint, "--collectors", BEFORE_ISSUE15, "--metrics-deny", ISSUE15_SERIES, *common,
+                                log_path=base / "exporter-before.log")
+            b = ExporterProcess(fake.endpoint, "--collectors", ISSUE15_ALL, *common, log_path=base / "exporter-all.log")
+            try:
+                for url in (a.url, b.url):
+                    fetch(url + "/metrics")
+                wait_until = time.monotonic() + 60  # the fd sampler's first pass, woken by the first scrape's targets
+                while time.monotonic() < wait_until:
+                    got = parse(fetch(b.url + "/metrics")[2].decode())
+                    if got.get1("cri_fd_sampler_pending") == 0 and got.find("cri_container_log_bytes"):
+                        break
+                    time.sleep(0.5)  # poll interval
+                fetch(a.url + "/metrics")
+                paired = scrape_in_turn(a, b, scrapes, "containers")
+                series_before = len(parse(fetch(a.url + "/metrics")[2].decode()))
+                series_all = len(parse(fetch(b.url + "/metrics")[2].decode()))
+            finally:
+                a.stop()
+                b.stop()
+            fl, fl_cpu = floor(fake.endpoint, recorded_files(fake.endpoint, str(root))[0], scrapes)
+        return {"n": n, **paired, "floor": fl, "floor_cpu": fl_cpu, "series_before": series_before,
+                "series_all": series_all}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def issue15_lines(r: dict) -> list[str]:
+    grow = r["cpu_after"] / r["cpu_before"] - 1
+    return [f"- the scrape with all of issue 15 at {r['n']:,} fake containers ({r['series_all']} series, "
+            f"{r['series_before']} before it) within 10% of the scrape before it, in agent CPU a scrape: "
+            f"{ms(r['cpu_after'])} ({r['cpu_after'] / r['floor_cpu']:.2f}x the floor's {ms(r['floor_cpu'])}) against "
+            f"{ms(r['cpu_before'])} ({r['cpu_before'] / r['floor_cpu']:.2f}x): {r['cpu_after'] / r['cpu_before']:.3f}x "
+            f"({grow * 100:+.1f}%) [{mark(grow <= 0.10)}]; scrape p50 {ms(r['after_p50'])} against "
+            f"{ms(r['before_p50'])}"]
+
+
 def runtime_cpu(url: str, pids, seconds: float = RUNTIME_WINDOW) -> tuple[float, float, int]:
     """(the runtime's CPU seconds a second when nobody asks, its CPU seconds per
     scrape, scrapes measured). /proc/<pid>/stat counts in 10 ms ticks and
@@ -727,7 +790,7 @@ def mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def report(rows, expo, gz, notes, args, lean=(), term=(), logs=(), ephemeral=None) -> str:
+def report(rows, expo, gz, notes, args, lean=(), term=(), logs=(), ephemeral=None, issue15=None) -> str:
     out = []
     cpu = platform.processor() or ""
     try:
@@ -882,6 +945,10 @@ def report(rows, expo, gz, notes, args, lean=(), term=(), logs=(), ephemeral=Non
         if r5k:
             out.append(f"- resident memory < 64 MB at 5,000 containers ({where}): {r5k['rss']:.0f} MB "
                        f"(peak {r5k['hwm']:.0f}) [{mark(r5k['rss'] < 64)}]")
+    if issue15 is not None:
+        out.append("")
+        out.append("Target (issue 15: the scrape with all of it enabled):")
+        out.extend(issue15_lines(issue15))
     if ephemeral is not None:
         from ephemeral_cost import report_lines
         out.append("")
@@ -906,6 +973,8 @@ def main() -> None:
     ap.add_argument("--container-logs-only", action="store_true",
                     help="only the container_logs collector's cost (fake 1,000 and 5,000 containers)")
     ap.add_argument("--fds-only", action="store_true", help="only the container_fds collector's cost (fake 1,000)")
+    ap.add_argument("--issue15-only", action="store_true",
+                    help="only issue 15's target: the scrape with all of it against the one before it (fake 1,000)")
     args = ap.parse_args()
     if args.floor_child:
         floor_child(args.floor_child)
@@ -918,6 +987,9 @@ def main() -> None:
         return
     if args.fds_only:
         print("\n".join(fds_report(fds_cost([1000], args.scrapes))))
+        return
+    if args.issue15_only:
+        print("\n".join(issue15_lines(issue15_cost(1000, args.scrapes))))
         return
     if args.quick:
         args.real, args.fake, args.scrapes = "10,50", "100,250,1000", 10
@@ -949,8 +1021,9 @@ def main() -> None:
     from ephemeral_cost import ephemeral_storage_cost
     fakes = [int(x) for x in args.fake.split(",") if x]
     ephemeral = ephemeral_storage_cost(min(1000, max(fakes))) if fakes else None
+    issue15 = issue15_cost(1000, args.scrapes) if 1000 in fakes else None
     notes.append(f"benchmark ran in {time.monotonic() - started:.0f} s")
-    print(report(rows, expo, gz, notes, args, lean, term, logs, ephemeral))
+    print(report(rows, expo, gz, notes, args, lean, term, logs, ephemeral, issue15))
 
 
 if __name__ == "__main__":
