@@ -286,6 +286,13 @@ class ExtraLabelFamily(Family):
         self.extras.append(extra)
         self.values.append(value)
 
+    def add_each(self, labels: Labels, extras: tuple[str, ...], values: tuple[float, ...]) -> None:
+        """One series per extra value, all of `labels`: a container's four
+        states in one call rather than four."""
+        self.labelsets.extend([labels] * len(extras))
+        self.extras.extend(extras)
+        self.values.extend(values)
+
     def add(self, labels: Labels, value: float) -> None:
         raise TypeError("an ExtraLabelFamily series needs its extra label: use add_extra")
 

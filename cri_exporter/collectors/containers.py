@@ -97,6 +97,28 @@ _POD_NET = (
 )
 
 
+# A state outside the known ones (never seen: the model maps CRI's): 0 for every series.
+_NO_STATE = {n: (0.0,) * n for n in (len(CONTAINER_STATES), len(POD_STATES))}
+# state -> the value of each state's series (1.0 for it, 0.0 for the others)
+_CONTAINER_STATE_VALUES = {s: tuple(1.0 if s == t else 0.0 for t in CONTAINER_STATES) for s in CONTAINER_STATES}
+_POD_STATE_VALUES = {s: tuple(1.0 if s == t else 0.0 for t in POD_STATES) for s in POD_STATES}
+
+
+def _backed(pod: model.PodSandbox | None, known: dict[str, bool]) -> bool:
+    """inventory.cgroup_backed, once per runtime handler a scrape (`known`)."""
+    handler = pod.runtime_handler if pod else ""
+    backed = known.get(handler)
+    if backed is None:
+        backed = known[handler] = cgroup_backed(pod)
+    return backed
+
+
+def _value_rows(stats: tuple) -> list:
+    """This scrape's families of a stats table, each with what _add_values
+    needs: (family, live cgroup attribute or None, CRI attribute, units per base unit)."""
+    return [(Family(n, d, labels, counter), _LIVE.get(attr), attr, per) for n, d, labels, attr, per, counter in stats]
+
+
 def _exposed(name: str, counter: bool) -> str:
     return name + "_total" if counter else name
 
@@ -207,8 +229,9 @@ class ContainersCollector:
         )
         exit_code = Family("cri_container_last_terminated_exit_code", "Exit code of the container's latest exited instance.", labels=C_LABELS)
         finished = Family("cri_container_last_terminated_time_seconds", "Unix time the container's latest exited instance ended.", labels=C_LABELS)
-        values = [(Family(n, d, C_LABELS, counter), attr, per) for n, d, attr, per, counter in _CONTAINER_STATS]
+        values = _value_rows(tuple((n, d, C_LABELS, attr, per, counter) for n, d, attr, per, counter in _CONTAINER_STATS))
         label = cache.get
+        known: dict[str, bool] = {}
 
         for ident, c in inv.current_containers.items():
             key = (ident.namespace, ident.pod, ident.container)
@@ -218,15 +241,14 @@ class ContainersCollector:
             # Info label sets back one series each: rendered per scrape (about 1 µs,
             # exposition.render_labels), not kept (3 MB at 5,000 containers).
             info.add_metric(key + (c.id, c.pod_sandbox_id, inv.pod_uid(c), c.image, c.image_id, handler), 1.0)
-            for s in CONTAINER_STATES:
-                state.add_extra(labels, s, 1.0 if c.state == s else 0.0)
+            state.add_each(labels, CONTAINER_STATES, _CONTAINER_STATE_VALUES.get(c.state) or _NO_STATE[len(CONTAINER_STATES)])
             restarts.add(labels, float(c.attempt))
             status = self.statuses.get((c.id, c.state))
             if status is not None and status.started_at_ns > 0:
                 started.add(labels, status.started_at_ns / 1e9)
             live = None
             usage_from_snapshot = True
-            if c.state == "running" and cgroup_backed(pod):
+            if c.state == "running" and _backed(pod, known):
                 live = readings.containers.get(c.id)
                 usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_containers, c.id, taken_at)
             if c.state == "running" and live is None:
@@ -244,7 +266,7 @@ class ContainersCollector:
             if status.finished_at_ns > 0:
                 finished.add(labels, status.finished_at_ns / 1e9)
 
-        families = [info, state, restarts, started, reason, exit_code, finished] + [f for f, _, _ in values]
+        families = [info, state, restarts, started, reason, exit_code, finished] + [row[0] for row in values]
         return families, snapshot_used
 
     def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: dict[str, model.PodStats],
@@ -256,9 +278,10 @@ class ContainersCollector:
         state = ExtraLabelFamily("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.",
                                  P_LABELS, "state")
         created = Family("cri_pod_created_time_seconds", "Unix time the pod's current sandbox was created.", labels=P_LABELS)
-        values = [(Family(n, d, P_LABELS, counter), attr, per) for n, d, attr, per, counter in _POD_STATS]
+        values = _value_rows(tuple((n, d, P_LABELS, attr, per, counter) for n, d, attr, per, counter in _POD_STATS))
         net = [(Family(n, d, _P_NET, counter=True), attr) for n, d, attr in _POD_NET]
         label = cache.get
+        known: dict[str, bool] = {}
 
         podnet = self.podnet if network else None  # the netns read is skipped when its families are denied
         if podnet:
@@ -267,19 +290,19 @@ class ContainersCollector:
             key = (ident.namespace, ident.pod)
             labels = label(P_LABELS, key)
             info.add_metric(key + (p.k8s_uid, p.id, p.runtime_handler, str(p.attempt)), 1.0)
-            for st in POD_STATES:
-                state.add_extra(labels, st, 1.0 if p.state == st else 0.0)
+            state.add_each(labels, POD_STATES, _POD_STATE_VALUES.get(p.state) or _NO_STATE[len(POD_STATES)])
             created.add(labels, p.created_at_ns / 1e9)
             live = None
             usage_from_snapshot = True
-            if p.state == "ready" and cgroup_backed(p):
+            backed = _backed(p, known)
+            if p.state == "ready" and backed:
                 live = readings.pods.get(p.k8s_uid)
                 usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_pods, p.k8s_uid, taken_at)
             s = stats.get(p.id)
             _add_values(values, labels, live, s, usage_from_snapshot)
             interfaces = None
             # hostNetwork pods' namespace holds the node's interfaces: CRI's word only.
-            if p.state == "ready" and cgroup_backed(p) and podnet and self.host_network.get(p.id) is False:
+            if p.state == "ready" and backed and podnet and self.host_network.get(p.id) is False:
                 interfaces = podnet.interfaces(p.id, p.k8s_uid)
                 snapshot_used = snapshot_used or interfaces is None
             if p.state == "ready" and live is None and usage:
@@ -292,7 +315,7 @@ class ContainersCollector:
                     v = getattr(iface, attr)
                     if v is not None:
                         family.add(iface_labels, float(v))
-        return [info, state, created] + [f for f, _, _ in values] + [f for f, _ in net], snapshot_used
+        return [info, state, created] + [row[0] for row in values] + [f for f, _ in net], snapshot_used
 
 
 # containerd 1.6.20 handles a container's exit and the kernel's OOM event
@@ -314,17 +337,18 @@ def _snapshot_not_older(denied: dict[str, CgroupUnreadable], key: str, taken_at:
 def _add_values(values, labels: Labels, live: Usage | None, snap, usage_from_snapshot: bool = True) -> None:
     """Each value from the live cgroup reading if it has it, else from the CRI
     snapshot; usage values (those a cgroup gives) only if `usage_from_snapshot`."""
-    for family, attr, per in values:
+    for family, live_attr, attr, per in values:
         v = None
-        if attr in _LIVE:
+        if live_attr is not None:
             if live is not None:
-                v = getattr(live, _LIVE[attr])
+                v = getattr(live, live_attr)
             if v is None and snap is not None and usage_from_snapshot:
                 v = getattr(snap, attr)
         elif snap is not None:
             v = getattr(snap, attr)
-        if v is not None:
-            family.add(labels, v / per)
+        if v is not None:  # Family.add, inlined: this runs for every row of every container and pod
+            family.labelsets.append(labels)
+            family.values.append(v / per)
 
 
 class StatsCollector:
