@@ -5,7 +5,7 @@ import math
 import platform
 import threading
 import time
-from typing import Mapping
+from typing import Mapping, cast
 
 import grpc
 import structlog
@@ -13,12 +13,12 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from cri_exporter import __version__, memory_tuning
 from cri_exporter.collectors.base import ScrapeContext, runs_for
@@ -29,6 +29,7 @@ from cri_exporter.doctor.metrics import DoctorCollector
 from cri_exporter.exposition import CONTENT_TYPE
 from cri_exporter.hostfs import HostFS
 from cri_exporter.httprequest import Headers, accepts_encoding
+from cri_exporter.request_histogram import RequestDurations
 from cri_exporter.scrape import Collection, Scraper
 from cri_exporter.settings import Settings
 
@@ -68,13 +69,14 @@ class Exporter:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(_BuildInfo())
-        self.request_duration = Histogram(
+        self.request_duration = RequestDurations(
             "cri_request_duration_seconds",
             "Latency of CRI calls the exporter made, by method.",
-            ["method"],
+            "method",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=self.registry,
         )
+        # A collector by shape; it yields a RenderedFamily, which the writer and filter take.
+        self.registry.register(cast(Collector, self.request_duration))
         self.request_errors = Counter(
             "cri_request_errors", "CRI calls that failed, by method and gRPC code.", ["method", "code"],
             registry=self.registry,
@@ -136,7 +138,7 @@ class Exporter:
         return ScrapeContext(self.client, self.hostfs, deadline, inventories=self.inventories, metrics=self.metrics)
 
     def _observe(self, method: str, seconds: float, code: str) -> None:
-        self.request_duration.labels(method).observe(seconds)
+        self.request_duration.observe(method, seconds)
         if code != "OK":
             self.request_errors.labels(method, code).inc()
 

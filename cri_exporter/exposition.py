@@ -336,8 +336,31 @@ class ExtraLabelFamily(Family):
                 for labels, extra, x in zip(self.labelsets, self.extras, self.values)]
 
 
-# What a collector yields and the writer writes: a prometheus_client family or a Family.
-AnyFamily = Metric | Family
+class RenderedFamily:
+    """A family that writes its own sample lines (`text`) and can still give
+    prometheus_client Samples (`samples`) for everything else: for the
+    exporter's own metrics whose library form costs more than the data
+    (request_histogram.py)."""
+
+    name: str
+    documentation: str
+    type: str
+    unit = ""
+
+    def text(self, mname: str) -> str:
+        """The sample lines; `mname` is the escaped family name (the header's)."""
+        raise NotImplementedError
+
+    def series(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def samples(self) -> list[Sample]:
+        raise NotImplementedError
+
+
+# What a collector yields and the writer writes: a prometheus_client family or one of ours.
+AnyFamily = Metric | Family | RenderedFamily
 
 
 class ExpositionWriter:
@@ -392,10 +415,10 @@ class ExpositionWriter:
         small: list[str] = []
         for metric in families:
             header, mname = self._header(metric)
-            if isinstance(metric, Family):
+            if isinstance(metric, (Family, RenderedFamily)):
                 # Family.sample_name is name (+ _total): the same escaped name as the header's.
                 text = metric.text(mname)
-                if len(metric.values) > 64:
+                if (len(metric.values) if isinstance(metric, Family) else metric.series()) > 64:
                     if small:
                         yield "".join(small)
                         small = []

@@ -276,3 +276,27 @@ def test_label_sets_rendered_by_plan_match_generate_latest(names, rows):
         g.add_metric(row[:len(names)], float(n))
     if len({tuple(r[:len(names)]) for r in rows}) == len(rows):
         assert ExpositionWriter().write([f]) == reference([g])
+
+
+def test_request_histogram_writes_what_the_library_histogram_does():
+    """request_histogram.RequestDurations against prometheus_client's Histogram fed
+    the same observations: the same text through generate_latest and through the
+    writer, bucket edges, overflow, NaN and hostile label values included."""
+    from cri_exporter.request_histogram import RequestDurations
+
+    buckets = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+    ours_reg, lib_reg = CollectorRegistry(auto_describe=False), CollectorRegistry(auto_describe=False)
+    ours = RequestDurations("cri_request_duration_seconds", "Latency of CRI calls, by method.", "method", buckets)
+    ours_reg.register(ours)
+    lib = Histogram("cri_request_duration_seconds", "Latency of CRI calls, by method.", ["method"], buckets=buckets,
+                    registry=lib_reg)
+    observations = [("ListContainers", 0.0004), ("Version", 0.001), ("ListContainers", 0.0011), ("Status", 31.0),
+                    ("Version", 1e-9), ('a"b\\c\nd', 2.5), ("Status", 0.0), ("NaNs", math.nan), ("ListContainers", 7.25)]
+    writer, lib_writer = ExpositionWriter(), ExpositionWriter()
+    for n, (method, seconds) in enumerate(observations):
+        ours.observe(method, seconds)
+        lib.labels(method).observe(seconds)
+        if n % 3 == 2:
+            assert generate_latest(ours_reg) == generate_latest(lib_reg)
+            assert writer.write(ours_reg.collect()) == lib_writer.write(lib_reg.collect()) == generate_latest(lib_reg)
+    assert b'method="a\\"b\\\\c\\nd"' in generate_latest(ours_reg)
