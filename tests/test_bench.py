@@ -33,6 +33,10 @@ def test_the_benchmark_runs_and_prints_its_tables_and_targets():
     assert re.search(r"^- container_fds at 100 fake containers .* agent CPU a scrape [\d.]+ ms with it, [\d.]+ ms without "
                      r".* a pass of \d+ entries", text, re.M), text
     assert budget["lean"][0] < budget["default"][0] and budget["lean"][2] < budget["default"][2]
+    # Issue 15's acceptance: the scrape with all of it against the one before it, in agent CPU
+    assert re.search(r"^- the scrape with all of issue 15 at 100 fake containers \(\d+ series, \d+ before it\) .* "
+                     r"[\d.]+ ms \([\d.]+x the floor's [\d.]+ ms\) against [\d.]+ ms .*: [\d.]+x \([+-][\d.]+%\) "
+                     r"\[(ok|MISSED)\]", text, re.M), text
     # The ephemeral-storage walk's cost: a fake node of 100 containers' kubelet layout, walked.
     walk = re.search(r"^- ephemeral_storage at 100 fake containers \(50 pods, (\d+) directory entries.* ([\d.]+) ms CPU a minute",
                      text, re.M)
