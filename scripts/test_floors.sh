@@ -33,7 +33,7 @@ if ! "$VENV/bin/python" -m pip install -q $floors >"$log" 2>&1 \
 fi
 rm -f "$log"
 echo "test_floors: $(echo $floors | tr '\n' ' ')" >&2
-# What the dependencies do for the agent: the exposition writer (prometheus-client),
+# What the dependencies do for the agent: the exposition writer (prometheus-client) and its gzip (isal),
 # the CRI client and fake runtime (grpcio, protobuf), cgroups, configs (PyYAML),
 # the web config (bcrypt), logs (structlog), the CLI (click).
 exec "$VENV/bin/python" -m pytest -m "not containerd and not slow" -p no:cacheprovider \

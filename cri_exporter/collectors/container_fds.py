@@ -12,7 +12,7 @@ from typing import Iterable
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from cri_exporter.collectors.base import ScrapeContext
-from cri_exporter.collectors.containers import C_LABELS, P_LABELS
+from cri_exporter.collectors.containers import C_LABELS, P_LABELS, cgroup_backed_cached
 from cri_exporter.container_fds import FdSample, FdSampler
 from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family
 from cri_exporter.fetch_once import FetchOnce
@@ -43,8 +43,9 @@ class ContainerFdsCollector:
         want_tcp = ctx.metrics.wants_any(TCP_FAMILIES)
         containers: dict[str, str] = {}
         if want_fds:
+            known: dict[str, bool] = {}  # runtime handler -> cgroup_backed
             for c in inv.current_containers.values():
-                if c.state == "running" and cgroup_backed(inv.pods_by_id.get(c.pod_sandbox_id)):
+                if c.state == "running" and cgroup_backed_cached(inv.pods_by_id.get(c.pod_sandbox_id), known):
                     containers[c.id] = inv.pod_uid(c)
         pods: dict[str, str] = {}
         if want_tcp:
@@ -82,13 +83,15 @@ class ContainerFdsCollector:
                                "TCP sockets in the pod's network namespace by state (/proc/<pid>/net/tcp and tcp6); "
                                "absent for hostNetwork pods and where the files outgrow the read limit.",
                                P_LABELS, "state")
+        states = tuple(STATE_NAMES)
         for pod_ident, p in inv.current_pods.items():
             tcp_reading = sample.pods.get(p.id) if p.id in pods else None
             if tcp_reading is None or tcp_reading.states is None:
                 continue
             labels = label(P_LABELS, (pod_ident.namespace, pod_ident.pod))
-            for state, n in zip(STATE_NAMES, tcp_reading.states):
-                tcp.add_extra(labels, state, float(n))
+            counts = tuple(map(float, tcp_reading.states))
+            n = min(len(counts), len(states))  # as zip: the states both know
+            tcp.add_each(labels, states[:n], counts[:n])
             oldest = tcp_reading.taken_at if oldest is None else min(oldest, tcp_reading.taken_at)
         yield from (fds, sockets, ratio, tcp)
         yield from self._sampler_health(sample, oldest)

@@ -104,7 +104,7 @@ _CONTAINER_STATE_VALUES = {s: tuple(1.0 if s == t else 0.0 for t in CONTAINER_ST
 _POD_STATE_VALUES = {s: tuple(1.0 if s == t else 0.0 for t in POD_STATES) for s in POD_STATES}
 
 
-def _backed(pod: model.PodSandbox | None, known: dict[str, bool]) -> bool:
+def cgroup_backed_cached(pod: model.PodSandbox | None, known: dict[str, bool]) -> bool:
     """inventory.cgroup_backed, once per runtime handler a scrape (`known`)."""
     handler = pod.runtime_handler if pod else ""
     backed = known.get(handler)
@@ -248,7 +248,7 @@ class ContainersCollector:
                 started.add(labels, status.started_at_ns / 1e9)
             live = None
             usage_from_snapshot = True
-            if c.state == "running" and _backed(pod, known):
+            if c.state == "running" and cgroup_backed_cached(pod, known):
                 live = readings.containers.get(c.id)
                 usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_containers, c.id, taken_at)
             if c.state == "running" and live is None:
@@ -294,7 +294,7 @@ class ContainersCollector:
             created.add(labels, p.created_at_ns / 1e9)
             live = None
             usage_from_snapshot = True
-            backed = _backed(p, known)
+            backed = cgroup_backed_cached(p, known)
             if p.state == "ready" and backed:
                 live = readings.pods.get(p.k8s_uid)
                 usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_pods, p.k8s_uid, taken_at)

@@ -17,9 +17,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 from cri_exporter.cri import CriError
 from cri_exporter.ephemeral_storage import REASONS, EphemeralStorageWalker
+from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCache
 from cri_exporter.inventory import pod_identity
 
-P_LABELS = ["namespace", "pod"]
+P_LABELS = ("namespace", "pod")
 
 # Families the walk feeds: all denied, the walker is never started (Exporter).
 WALK_FAMILIES = ("cri_pod_ephemeral_storage_bytes", "cri_pod_ephemeral_storage_inodes",
@@ -41,7 +42,7 @@ class EphemeralStorageCollector:
         self.walker = walker
         self.refresher = refresher
 
-    def collect(self, ctx: ScrapeContext) -> Iterable[Metric]:
+    def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         if not self.walker.started:
             # In-process (tests, the benchmark's floor): walk here, unpaced, once.
             if not self.walker.first.is_set():
@@ -49,32 +50,33 @@ class EphemeralStorageCollector:
         else:
             self.walker.first.wait(ctx.remaining())
         sample = self.walker.sample()
-        metrics = list(self._node(sample))
+        metrics: list[AnyFamily] = list(self._node(sample))
         try:
             inventory = ctx.inventory()
         except CriError as err:
             raise PartialCollection(f"pods unknown, CRI did not answer: {err}", metrics) from None
-        metrics.extend(self._pods(sample, inventory))
+        metrics.extend(self._pods(sample, inventory, ctx.labels))
         if self.walker.last_error:
             raise PartialCollection(self.walker.last_error, metrics)
         return metrics
 
-    def _pods(self, sample, inventory) -> Iterable[Metric]:
-        used = GaugeMetricFamily(
+    def _pods(self, sample, inventory, cache: LabelCache) -> tuple[AnyFamily, ...]:
+        """Per pod: the exposition's Family rows on the scrape's cached pod label
+        sets (the source or volume written into the line), not a library Sample
+        per series: 3,500 series at 1,000 containers took 4.1 ms a scrape."""
+        used = ExtraLabelFamily(
             "cri_pod_ephemeral_storage_bytes",
             "Ephemeral storage the kubelet counts against the pod, by source: writable_layer (CRI stats, its current "
             "containers summed), emptydir (disk-backed emptyDir volumes) and logs (its log directory), in allocated "
-            "blocks as du counts them.", labels=[*P_LABELS, "source"])
-        inodes = GaugeMetricFamily(
-            "cri_pod_ephemeral_storage_inodes", "Inodes of the pod's ephemeral storage, by source.",
-            labels=[*P_LABELS, "source"])
-        vol_bytes = GaugeMetricFamily(
+            "blocks as du counts them.", P_LABELS, "source")
+        inodes = ExtraLabelFamily(
+            "cri_pod_ephemeral_storage_inodes", "Inodes of the pod's ephemeral storage, by source.", P_LABELS, "source")
+        vol_bytes = ExtraLabelFamily(
             "cri_pod_emptydir_bytes", "Bytes of each disk-backed emptyDir volume of the pod (allocated blocks).",
-            labels=[*P_LABELS, "volume"])
-        vol_inodes = GaugeMetricFamily(
-            "cri_pod_emptydir_inodes", "Inodes of each disk-backed emptyDir volume of the pod.",
-            labels=[*P_LABELS, "volume"])
-        measured = GaugeMetricFamily(
+            P_LABELS, "volume")
+        vol_inodes = ExtraLabelFamily(
+            "cri_pod_emptydir_inodes", "Inodes of each disk-backed emptyDir volume of the pod.", P_LABELS, "volume")
+        measured = Family(
             "cri_pod_ephemeral_storage_measured_timestamp_seconds",
             "When the pod's emptyDirs and logs were last walked (Unix time): their numbers are this old.",
             labels=P_LABELS)
@@ -88,26 +90,27 @@ class EphemeralStorageCollector:
                 uid = inventory.pod_uid(c)
                 b, i = layers.get(uid, (0, 0))
                 layers[uid] = (b + st.writable_layer_bytes, i + (st.writable_layer_inodes or 0))
+        label = cache.get
         for p in sorted(inventory.current_pods.values(), key=lambda p: (p.k8s_namespace, p.k8s_name)):
             ident = pod_identity(p)
-            labels = [ident.namespace, ident.pod]
+            labels = label(P_LABELS, (ident.namespace, ident.pod))
             uid = p.k8s_uid
             if uid in layers:
-                used.add_metric([*labels, "writable_layer"], float(layers[uid][0]))
-                inodes.add_metric([*labels, "writable_layer"], float(layers[uid][1]))
+                used.add_extra(labels, "writable_layer", float(layers[uid][0]))
+                inodes.add_extra(labels, "writable_layer", float(layers[uid][1]))
             walked = sample.pods.get(uid)
             if walked is None:
                 continue
             if walked.emptydirs:
-                used.add_metric([*labels, "emptydir"], float(sum(u.bytes for u in walked.emptydirs.values())))
-                inodes.add_metric([*labels, "emptydir"], float(sum(u.inodes for u in walked.emptydirs.values())))
+                used.add_extra(labels, "emptydir", float(sum(u.bytes for u in walked.emptydirs.values())))
+                inodes.add_extra(labels, "emptydir", float(sum(u.inodes for u in walked.emptydirs.values())))
                 for name in sorted(walked.emptydirs):
-                    vol_bytes.add_metric([*labels, name], float(walked.emptydirs[name].bytes))
-                    vol_inodes.add_metric([*labels, name], float(walked.emptydirs[name].inodes))
+                    vol_bytes.add_extra(labels, name, float(walked.emptydirs[name].bytes))
+                    vol_inodes.add_extra(labels, name, float(walked.emptydirs[name].inodes))
             if walked.logs is not None:
-                used.add_metric([*labels, "logs"], float(walked.logs.bytes))
-                inodes.add_metric([*labels, "logs"], float(walked.logs.inodes))
-            measured.add_metric(labels, walked.measured_at)
+                used.add_extra(labels, "logs", float(walked.logs.bytes))
+                inodes.add_extra(labels, "logs", float(walked.logs.inodes))
+            measured.add(labels, walked.measured_at)
         return used, inodes, vol_bytes, vol_inodes, measured
 
     def _node(self, sample) -> Iterable[Metric]:
