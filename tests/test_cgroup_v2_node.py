@@ -416,3 +416,68 @@ def test_a_guest_stuck_before_its_payload_is_booted_once_more(sleeping_payload, 
     boot = vm.boot(vm.build_image(), sleeping_payload, tmp_path / "console.log", timeout=120, start_timeout=5)
     assert boot.timed_out and boot.stuck == "payload not started after 5 s" and boot.attempts == 2
     assert (tmp_path / "console.attempt1.log").exists() and boot.console.exists()
+
+
+# -- emptyDirs under project quotas (crilab/vm_quota.py; this host's kernel cannot mount them:
+# tests/test_project_quota.py). ext4 with prjquota on a loop device, project IDs set as the
+# kubelet sets them, the agent's walker run as root with and without CAP_SYS_ADMIN.
+
+def _quota(guest) -> dict:
+    q = guest.results.get("project_quota")
+    assert q is not None, "the guest ran no project quota step"
+    assert not q["errors"], "the project quota step failed in the guest:\n" + "\n".join(q["errors"])
+    return q
+
+
+def _volumes(q: dict, run: str):
+    for uid, vols in q[run]["pods"].items():
+        for name, v in vols.items():
+            yield uid, name, q["projects"][uid].get(name), v
+
+
+def test_emptydirs_with_a_project_are_read_from_the_quota_as_the_kernel_counts_them(guest):
+    q = _quota(guest)
+    assert "prjquota" in q["mount"]
+    assert q["with_cap"]["last_error"] is None
+    assert int(q["with_cap"]["cap_eff"], 16) & (1 << 21), "the measuring process lacked CAP_SYS_ADMIN"
+    seen = set()
+    for uid, name, project, v in _volumes(q, "with_cap"):
+        shared = sum(1 for p in q["projects"][uid].values() if p == project) > 1
+        # The walk of the same directory, and the kernel's quotactl on the loop device, agree with it.
+        assert (v["bytes"], v["inodes"]) == (v["walk"]["bytes"], v["walk"]["inodes"]), (name, v)
+        if project and not shared:
+            assert v["method"] == ["quota", ""], (name, v)
+            kernel = q["kernel_quota"][str(project)]
+            assert (v["bytes"], v["inodes"]) == (kernel["bytes"], kernel["inodes"]), (name, v, kernel)
+        elif project:
+            assert v["method"] == ["walk", "shared_project"], (name, v)
+        else:
+            assert v["method"] == ["walk", "no_project"], (name, v)
+        seen.add(name)
+    assert seen == {"cache", "scratch", "limited", "plain", "a", "b"}
+    assert q["with_cap"]["pods"]  # and the walker's numbers are not all zero
+    assert q["kernel_quota"][str(q["projects"][next(iter(q["projects"]))]["cache"])]["bytes"] > 300 * 1024
+
+
+def test_statfs_shows_a_project_only_under_a_limit_below_the_filesystems_size(guest):
+    """Why the agent does not use statfs: the kubelet's monitoring limit (2^58-1 bytes on
+    ext4) is above any filesystem, so statfs of its directory shows the whole filesystem."""
+    q = _quota(guest)
+    limited = q["kernel_quota"][str(q["projects"]["7d0c2a4e-0000-4000-8000-00000000a001"]["limited"])]
+    assert q["statfs"]["limited"]["used_bytes"] == limited["bytes"]
+    assert q["statfs"]["limited"]["blocks_bytes"] == limited["bhard_kib"] * 1024
+    assert q["statfs"]["cache"] == q["statfs"]["filesystem"]
+
+
+def test_without_cap_sys_admin_every_emptydir_is_walked_and_says_why(guest):
+    q = _quota(guest)
+    run = q["without_cap"]
+    assert run["last_error"] is None
+    assert not int(run["cap_eff"], 16) & (1 << 21), "the child kept CAP_SYS_ADMIN"
+    for uid, name, project, v in _volumes(q, "without_cap"):
+        assert (v["bytes"], v["inodes"]) == (v["walk"]["bytes"], v["walk"]["inodes"]), (name, v)
+        assert v["method"] == ["walk", "no_capability" if project else "no_project"], (name, v)
+        with_cap = q["with_cap"]["pods"][uid][name]
+        assert (v["bytes"], v["inodes"]) == (with_cap["bytes"], with_cap["inodes"]), (name, v, with_cap)
+    said = [line for line in q["without_cap_log"] if "CAP_SYS_ADMIN" in line]
+    assert len(said) == 1, q["without_cap_log"]
