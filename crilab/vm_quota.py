@@ -1,38 +1,40 @@
 """In the guest (crilab/vm_guest.py): emptyDirs under project quotas, made the
 way the kubelet makes them, measured by the agent's walker with and without
-CAP_SYS_ADMIN, against the kernel's own numbers.
+CAP_SYS_ADMIN, against the kernel's and the kubelet's own numbers.
 
 The lab's host kernel has no quota format (CONFIG_QFMT_V2) and no XFS quota,
 so neither ext4 nor XFS project quotas can be mounted there; Debian 12's kernel
-in the guest has both. The guest image has mkfs.ext4 but no xfsprogs or
-quota tools, so this is ext4 only, and the kernel's numbers come from
-quotactl() on the loop device (not quotactl_fd, which the agent uses) and, for a
-project with a small limit, from statfs() of its directory.
+in the guest has both. The guest image has mkfs.ext4 but no xfsprogs, so the
+host's mkfs.xfs and xfs_quota (Debian 12's xfsprogs, which scripts/setup.sh
+installs) and the libraries they need travel in the payload (`xfs_tools`).
 
-What the kubelet does (pkg/volume/util/fsquota, see cri_exporter/project_quota.py):
-one project ID per emptyDir, PROJINHERIT on its directory, and a block limit of
-the filesystem's largest quota (2^58-1 bytes on ext4) so it only monitors.
+On ext4 (`-O quota,project`, mounted `prjquota`) and on XFS (mounted
+`prjquota`), each on a loop device: projects are set with the kubelet's own
+commands (pkg/volume/util/fsquota/common: `xfs_quota -x -c 'limit -p bhard=N
+bsoft=N <id>'` with N its maxQuota for the filesystem, then `project -s -p
+<dir> <id>`), and the numbers are compared with the kubelet's own reading
+(`xfs_quota 'quota -p -N -n -v -b|-i <id>'`), with quotactl() on the loop
+device (not quotactl_fd, which the agent uses), with a walk, and, for a project
+with a small limit, with statfs() of its directory.
 """
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import json
 import os
-import struct
+import shutil
 import subprocess
 import sys
 import traceback
 from pathlib import Path
 
-FS_IOC_FSGETXATTR = 0x801C581F
-FS_IOC_FSSETXATTR = 0x401C5820
-FS_XFLAG_PROJINHERIT = 0x200
-_FSXATTR = struct.Struct("=IIIII8x")
-Q_GETQUOTA, Q_SETQUOTA, PRJQUOTA = 0x800007, 0x800008, 2
-QIF_BLIMITS = 1
+TOOLS = Path("/payload/tools")  # mkfs.xfs, xfs_quota and their libraries (xfs_tools)
+XFS_BINARIES = ("/usr/sbin/mkfs.xfs", "/usr/sbin/xfs_quota")
+
+Q_GETQUOTA, PRJQUOTA = 0x800007, 2
 SYS_QUOTACTL = 179  # x86_64: the guest
-EXT4_MAX_QUOTA = (1 << 58) - 1  # the kubelet's maxQuota for ext4fs, bytes (its (1<<63-1) & (1<<58-1))
+# The kubelet's maxQuota per filesystem (bytes): its monitoring-only limit.
+MAX_QUOTA = {"ext4": (1 << 58) - 1, "xfs": (1 << 63) - 1}
 KUBELET_FIRST_ID = 1048577  # where the kubelet starts looking for a free project ID (project.go)
 ROOT_DIR = "/var/lib/kubelet"
 POD = "7d0c2a4e-0000-4000-8000-00000000a001"  # projects of their own, as the kubelet makes them
@@ -62,19 +64,22 @@ def kernel_quota(device: str, project: int) -> dict:
     return {"bytes": q.curspace, "inodes": q.curinodes, "bhard_kib": q.bhard}
 
 
-def assign_project(path: Path, project: int, device: str, limit_bytes: int) -> None:
-    """What the kubelet's xfs_quota `limit -p bhard=N bsoft=N` and `project -s -p` do."""
-    q = _IfDqblk(bhard=limit_bytes // 1024, bsoft=limit_bytes // 1024, valid=QIF_BLIMITS)
-    quotactl(Q_SETQUOTA, device, project, q)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        buf = bytearray(_FSXATTR.size)
-        fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
-        xflags, extsize, nextents, _, cow = _FSXATTR.unpack(buf)
-        fcntl.ioctl(fd, FS_IOC_FSSETXATTR, _FSXATTR.pack(xflags | FS_XFLAG_PROJINHERIT, extsize, nextents, project,
-                                                         cow))
-    finally:
-        os.close(fd)
+def assign_project(mnt: Path, path: Path, project: int, limit_bytes: int) -> None:
+    """The kubelet's SetQuotaOnDir: its two xfs_quota commands, as it runs them."""
+    for command in (f"limit -p bhard={limit_bytes} bsoft={limit_bytes} {project}", f"project -s -p {path} {project}"):
+        xfs_quota(mnt, command)
+
+
+def xfs_quota(mnt: Path, command: str) -> str:
+    return run_cmd([str(TOOLS / "xfs_quota"), "-P/dev/null", "-D/dev/null", "-x", "-f", str(mnt), "-c", command])
+
+
+def kubelet_reading(mnt: Path, project: int) -> dict:
+    """GetConsumption and GetInodes as the kubelet reads them (bytes from KiB)."""
+    def first_number(out: str) -> int:
+        return int(out.split()[1])
+    return {"bytes": first_number(xfs_quota(mnt, f"quota -p -N -n -v -b {project}")) * 1024,
+            "inodes": first_number(xfs_quota(mnt, f"quota -p -N -n -v -i {project}"))}
 
 
 def write_files(top: Path, files: int, size: int) -> None:
@@ -88,8 +93,23 @@ def write_files(top: Path, files: int, size: int) -> None:
     os.symlink("/etc/passwd", top / "link")
 
 
+def xfs_tools(dest: Path) -> None:
+    """On the host: Debian 12's mkfs.xfs and xfs_quota into dest, with every library they
+    load that is not glibc's (the guest lacks libinih, liburcu, libedit...)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for binary in XFS_BINARIES:
+        if not Path(binary).exists():
+            raise RuntimeError(f"{binary} is missing: scripts/setup.sh installs xfsprogs")
+        shutil.copy(binary, dest)
+        for line in run_cmd(["ldd", binary]).splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] == "=>" and not parts[0].startswith(("libc.so", "ld-linux")):
+                shutil.copy(os.path.realpath(parts[2]), dest / parts[0])
+
+
 def run_cmd(cmd: list[str]) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "LD_LIBRARY_PATH": str(TOOLS)}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}")
     return r.stdout.strip()
@@ -123,46 +143,57 @@ def _cap_eff() -> str:
     return ""
 
 
-def run(work: Path) -> dict:
-    """Builds the filesystem, measures, returns the evidence (errors in it, never raised)."""
-    res: dict = {"errors": []}
-    mnt = work / "mnt"
-    device = None
+def make_fs(fstype: str, img: Path) -> str:
+    """A loop device holding a fresh `fstype` with project quota accounting; its path."""
+    run_cmd(["truncate", "-s", "320M", str(img)])  # mkfs.xfs 6.1 wants 300 MB at least
     try:
-        run_cmd(["modprobe", "loop"])
-        res["kernel"] = os.uname().release
-        img = work / "prj.img"
-        mnt.mkdir(parents=True, exist_ok=True)
-        run_cmd(["truncate", "-s", "96M", str(img)])
-        try:
-            device = run_cmd(["losetup", "-f", "--show", str(img)])
-        except RuntimeError as err:
-            raise RuntimeError(f"this lab cannot make a loop device: {err}") from None
+        device = run_cmd(["losetup", "-f", "--show", str(img)])
+    except RuntimeError as err:
+        raise RuntimeError(f"this lab cannot make a loop device: {err}") from None
+    if fstype == "ext4":
         run_cmd(["mkfs.ext4", "-q", "-F", "-O", "quota,project", "-E", "quotatype=prjquota", "-I", "256", device])
-        run_cmd(["mount", "-t", "ext4", "-o", "prjquota", device, str(mnt)])
+    else:
+        run_cmd([str(TOOLS / "mkfs.xfs"), "-q", "-f", device])
+    return device
+
+
+def run_fs(fstype: str, work: Path) -> dict:
+    """One filesystem's evidence (errors in it, never raised)."""
+    res: dict = {"errors": []}
+    mnt = work / fstype
+    device = None
+    mounted = False
+    try:
+        mnt.mkdir(parents=True, exist_ok=True)
+        device = make_fs(fstype, work / f"{fstype}.img")
+        run_cmd(["mount", "-t", fstype, "-o", "prjquota", device, str(mnt)])
+        mounted = True
         res["mount"] = next(line for line in Path("/proc/self/mounts").read_text().splitlines()
                             if line.startswith(device + " "))
+        res["state"] = xfs_quota(mnt, "state -p")
         base = mnt / ROOT_DIR.lstrip("/") / "pods"
         projects: dict[str, dict[str, int]] = {POD: {}, SHARED_POD: {}}
-        # POD: two volumes under the kubelet's monitoring limit, one with no project (gate off for it),
-        # one with a small limit (statfs then shows the project); SHARED_POD: two volumes in one project.
-        layout = {POD: {"cache": (KUBELET_FIRST_ID, EXT4_MAX_QUOTA, 40), "scratch": (KUBELET_FIRST_ID + 1,
-                                                                                   EXT4_MAX_QUOTA, 3),
+        top_limit = MAX_QUOTA[fstype]
+        # POD: two volumes under the kubelet's monitoring limit, one with no project (the gate off, or a pod
+        # in the host's user namespace), one with a small limit (statfs then shows the project);
+        # SHARED_POD: two volumes in one project.
+        layout = {POD: {"cache": (KUBELET_FIRST_ID, top_limit, 40), "scratch": (KUBELET_FIRST_ID + 1, top_limit, 3),
                         "plain": (0, 0, 5), "limited": (KUBELET_FIRST_ID + 2, 64 << 20, 7)},
-                  SHARED_POD: {"a": (KUBELET_FIRST_ID + 3, EXT4_MAX_QUOTA, 4), "b": (KUBELET_FIRST_ID + 3,
-                                                                                     EXT4_MAX_QUOTA, 6)}}
+                  SHARED_POD: {"a": (KUBELET_FIRST_ID + 3, top_limit, 4), "b": (KUBELET_FIRST_ID + 3, top_limit, 6)}}
         for uid, vols in layout.items():
             for name, (project, limit, files) in vols.items():
                 top = base / uid / "volumes/kubernetes.io~empty-dir" / name
                 top.mkdir(parents=True)
                 os.chmod(top, 0o777)
                 if project:
-                    assign_project(top, project, device, limit)
+                    assign_project(mnt, top, project, limit)
                     projects[uid][name] = project
                 write_files(top, files, 12345)
         os.sync()
         res["projects"] = projects
-        res["kernel_quota"] = {str(p): kernel_quota(device, p) for vols in projects.values() for p in vols.values()}
+        ids = sorted({p for vols in projects.values() for p in vols.values()})
+        res["kernel_quota"] = {str(p): kernel_quota(device, p) for p in ids}
+        res["kubelet_reading"] = {str(p): kubelet_reading(mnt, p) for p in ids}
         res["statfs"] = {}
         for name in ("limited", "cache"):
             st = os.statvfs(base / POD / "volumes/kubernetes.io~empty-dir" / name)
@@ -181,10 +212,23 @@ def run(work: Path) -> dict:
     except Exception:  # noqa: BLE001 - recorded for the test, which fails on it
         res["errors"].append(traceback.format_exc())
     finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=60)
+        if mounted:
+            subprocess.run(["umount", str(mnt)], capture_output=True, timeout=60)
         if device:
             subprocess.run(["losetup", "-d", device], capture_output=True, timeout=60)
     return res
+
+
+def run(work: Path) -> dict:
+    """Every filesystem's evidence: {"ext4": {...}, "xfs": {...}}."""
+    out: dict = {"kernel": os.uname().release}
+    try:
+        run_cmd(["modprobe", "loop"])
+    except RuntimeError as err:
+        return {**out, "ext4": {"errors": [str(err)]}, "xfs": {"errors": [str(err)]}}
+    for fstype in ("ext4", "xfs"):
+        out[fstype] = run_fs(fstype, work)
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -195,7 +239,7 @@ def main(argv: list[str]) -> int:
     res = run(Path("/var/tmp/crilab-quota"))
     (out / "quota.json").write_text(json.dumps(res))
     print(json.dumps(res, indent=1), file=sys.stderr)
-    return 1 if res["errors"] else 0
+    return 1 if res["ext4"]["errors"] or res["xfs"]["errors"] else 0
 
 
 if __name__ == "__main__":
