@@ -39,11 +39,10 @@ Reading it here, per emptyDir directory:
 - a project ID that two emptyDirs of one pod share would give each their sum:
   those are walked (the kubelet never shares one, see above).
 
-What the quota counts and the walk does not: nothing the walk would find is
-missed (every inode made under the directory carries its project ID;
-rename() and link() into it from another project fail with EXDEV), and the
-numbers are the kernel's own, including blocks reserved by delayed allocation
-not yet on disk. The walk's numbers are the same once written back.
+The quota and the walk count the same: every inode made under the directory
+carries its project ID (rename() and link() into it from another project fail
+with EXDEV), and both count allocated blocks, hard links once. Measured equal
+on ext4 and XFS, Debian 12's kernel 6.1 (tests/test_cgroup_v2_node.py).
 """
 from __future__ import annotations
 
@@ -87,7 +86,7 @@ REASONS = (NO_PROJECT, NOT_SUPPORTED, NO_CAPABILITY, ACCOUNTING_OFF, SHARED_PROJ
 
 
 class _IfDqblk(ctypes.Structure):
-    """struct if_dqblk (include/uapi/linux/quota.h): space in bytes, not blocks."""
+    """struct if_dqblk (include/uapi/linux/quota.h): dqb_curspace in bytes, limits in 1 KiB blocks."""
 
     _fields_ = [("dqb_bhardlimit", ctypes.c_uint64), ("dqb_bsoftlimit", ctypes.c_uint64),
                 ("dqb_curspace", ctypes.c_uint64), ("dqb_ihardlimit", ctypes.c_uint64),
@@ -105,7 +104,7 @@ class ProjectUsage:
     project: int
     bytes: int
     inodes: int
-    bhardlimit: int  # the project's hard limit in bytes (0: none)
+    bhardlimit: int  # the project's hard block limit in bytes (0: none)
 
 
 class QuotaUnavailable(Exception):
@@ -195,7 +194,7 @@ def get_project_quota(fd: int, project: int) -> ProjectUsage:
         err = ctypes.get_errno() if rc != 0 else 0
     if rc != 0:
         raise QuotaUnavailable(_reason(err), f"quotactl(Q_GETQUOTA, PRJQUOTA, {project}): {os.strerror(err)}")
-    return ProjectUsage(project, int(q.dqb_curspace), int(q.dqb_curinodes), int(q.dqb_bhardlimit))
+    return ProjectUsage(project, int(q.dqb_curspace), int(q.dqb_curinodes), int(q.dqb_bhardlimit) * 1024)
 
 
 @dataclass(frozen=True, slots=True)
