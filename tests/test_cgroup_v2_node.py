@@ -5,7 +5,8 @@ project's own wheel.
 The guest (crilab/vm_guest.py) runs pods through CRI with the cgroup_parent the
 kubelet sends for the systemd driver, scrapes /metrics with every cgroup's files
 read just before and just after, and runs the doctor on the healthy node and with a
-kubelet config that says cgroupfs; its evidence comes back on a second virtio disk
+kubelet config that says cgroupfs, and measures emptyDirs under ext4 and XFS project
+quotas (crilab/vm_quota.py); its evidence comes back on a second virtio disk
 (the guest has no network card). These tests judge that evidence. If the guest
 never comes up, every test here fails with the console's tail; nothing is skipped.
 
