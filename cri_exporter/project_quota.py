@@ -5,7 +5,7 @@ and an emptyDir's filesystem (XFS, or ext4 with the `project` feature) is
 mounted with project quota accounting, the kubelet gives each disk-backed
 emptyDir a project ID of its own and reads its usage from the quota, not from a
 walk (pkg/volume/util/fsquota, 1.15+). How it does it (quota_linux.go,
-common/quota_linux_common_impl.go, project.go; 1.15-1.36):
+common/quota_linux_common_impl.go, project.go, read in their 1.2x-1.3x sources):
 - one project ID per volume (AssignQuota replaces the pod UID by a fresh UUID:
   "set individual quotas on each volume"), chosen unused, recorded in
   /etc/projects and /etc/projid;
