@@ -35,10 +35,10 @@ Confinement: every directory is opened relative to its parent's descriptor
 with O_NOFOLLOW, from a top resolved inside --host-root (HostFS), so neither
 a symlink planted in a pod's volume nor one swapped in mid-walk leads out.
 
-Project quotas (the kubelet's LocalStorageCapacityIsolationFSQuotaMonitoring,
-where it reads usage from XFS/ext4 project quotas instead of walking) are not
-read: quotactl(Q_XGETQUOTA) needs CAP_SYS_ADMIN, which the agent does not
-hold. The walk gives the same numbers at its cost; docs/metrics.md says so.
+Project quotas: an emptyDir the kubelet gave a project ID (its
+LocalStorageCapacityIsolationFSQuotaMonitoring) is read from the quota instead
+of walked where the agent may (project_quota.py: CAP_SYS_ADMIN, an opt-in);
+each volume's method and the reason it was walked are kept for the metrics.
 """
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ from typing import Any, Callable
 import structlog
 
 from cri_exporter.hostfs import HostFS
+from cri_exporter.project_quota import ERROR as QUOTA_ERROR
+from cri_exporter.project_quota import QUOTA, WALK, ProjectQuotaReader
 
 log = structlog.get_logger(__name__)
 
@@ -85,6 +87,8 @@ class PodUsage:
     emptydirs: dict[str, Usage] = field(default_factory=dict)
     logs: Usage | None = None  # None: no log directory for it
     measured_at: float = 0.0
+    # volume -> (QUOTA or WALK, why it was walked; "" when read from its project quota)
+    emptydir_method: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +301,10 @@ class EphemeralStorageWalker:
 
     def __init__(self, hostfs: HostFS, interval: float, files_per_second: float,
                  imagefs_mounts: Callable[[], list[str]] | None = None,
-                 paths: Callable[[HostFS], KubeletPaths] = kubelet_paths):
+                 paths: Callable[[HostFS], KubeletPaths] = kubelet_paths,
+                 quotas: ProjectQuotaReader | None = None):
         self.hostfs = hostfs
+        self.quotas = quotas if quotas is not None else ProjectQuotaReader()
         self.interval = interval
         self.imagefs_mounts = imagefs_mounts or (lambda: [])
         self.find_paths = paths
@@ -342,7 +348,7 @@ class EphemeralStorageWalker:
                 seen.add(uid)
                 usage = PodUsage(uid)
                 if uid in uids:
-                    usage.emptydirs = self._emptydirs(paths.root_dir, uid)
+                    usage.emptydirs = self._emptydirs(paths.root_dir, uid, usage.emptydir_method)
                 if uid in logs:
                     usage.logs = self.walker.usage(logs[uid])
                 usage.measured_at = time.time()
@@ -404,7 +410,8 @@ class EphemeralStorageWalker:
                 out[parts[2]] = local
         return out
 
-    def _emptydirs(self, root_dir: str, uid: str) -> dict[str, Usage]:
+    def _emptydirs(self, root_dir: str, uid: str,
+                   methods: dict[str, tuple[str, str]] | None = None) -> dict[str, Usage]:
         plugin = f"{root_dir}/pods/{uid}/volumes/{EMPTY_DIR}"
         local = self._local(plugin)
         if local is None:
@@ -414,10 +421,19 @@ class EphemeralStorageWalker:
         except OSError:
             return {}  # a pod without emptyDirs
         out = {}
-        for name, path in self._list(plugin):
+        volumes = self._list(plugin)
+        from_quota, why = self.quotas.read_pod(volumes, dev)
+        for name, path in volumes:
+            if name in from_quota:
+                out[name] = Usage(from_quota[name].bytes, from_quota[name].inodes)
+                if methods is not None:
+                    methods[name] = (QUOTA, "")
+                continue
             used = self.walker.usage(path, top_dev=dev)
             if used is not None:
                 out[name] = used
+                if methods is not None:
+                    methods[name] = (WALK, why.get(name, QUOTA_ERROR))
         return out
 
     def _read_headroom(self, paths: KubeletPaths) -> None:

@@ -67,9 +67,10 @@ def build_wheel(dest: Path) -> Path:
     return found[-1]
 
 
-def make_payload(path: Path, run: str, size: str = "128M") -> Path:
+def make_payload(path: Path, run: str, size: str = "128M", tools: Path | None = None) -> Path:
     """An ext4 image holding the project's wheel installed in site/, crilab beside
-    it, the lab images (images.tar), `run` (a shell script) and an empty out/."""
+    it, the lab images (images.tar), `run` (a shell script), an empty out/, and
+    `tools` (a directory of host binaries the image lacks) as tools/."""
     with tempfile.TemporaryDirectory(prefix="crilab-payload-") as tmp:
         root = Path(tmp) / "payload"
         root.mkdir()
@@ -79,6 +80,8 @@ def make_payload(path: Path, run: str, size: str = "128M") -> Path:
         shutil.copytree(REPO / "crilab", root / "site/crilab", ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy(build_archive(), root / "images.tar")
         (root / "out").mkdir()
+        if tools is not None:
+            shutil.copytree(tools, root / "tools")
         (root / "run").write_text(run)
         (root / "run").chmod(0o755)
         run_checked(["mkfs.ext4", "-q", "-F", "-L", "crilab-payload", "-d", str(root), str(path), size],

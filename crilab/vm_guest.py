@@ -35,6 +35,7 @@ from cri_exporter.cri import api_pb2_grpc as api_grpc
 from crilab.containerd import _Deadline
 from crilab.pods import run_pod
 from crilab.vm_image import ENDPOINT, kubelet_config
+from crilab.vm_quota import run as project_quota_run
 
 SOCKET = ENDPOINT.removeprefix("unix://")
 KUBELET_CONFIG = Path("/var/lib/kubelet/config.yaml")
@@ -333,6 +334,9 @@ def main(out: Path) -> int:
         doctor("kubelet_cgroupfs_own_driver", results)
         KUBELET_CONFIG.write_text(kubelet_config("systemd"))
         mark("doctor")
+        # emptyDirs under ext4 project quotas (crilab/vm_quota.py): its own errors, its own tests.
+        results["project_quota"] = project_quota_run(Path("/var/tmp/crilab-quota"))
+        mark("project quota")
     except Exception:  # noqa: BLE001 - recorded for the test, which fails on it
         results["errors"].append(traceback.format_exc())
         log("failed:\n" + traceback.format_exc())

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 # systemd: only for `systemd-analyze verify` of deploy/systemd in the tests (nothing is enabled).
 # qemu-system-x86, debootstrap, kmod, cpio: the cgroup v2 + systemd guest (crilab/vm), built and booted
 # under emulation by tests/test_cgroup_v2_node.py. tmux: the terminal `cri-exporter top` is tested in.
-APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 curl systemd
+# xfsprogs: mkfs.xfs and xfs_quota carried into that guest for its project quota step (crilab/vm_quota.py).
+APT_PACKAGES=(containerd runc containernetworking-plugins busybox-static prometheus iproute2 curl systemd xfsprogs
               qemu-system-x86 debootstrap kmod cpio tmux buildah)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -410,3 +410,16 @@ def test_validation_rejects_unknown_fields():
     sm["spec"]["endpoints"][0]["scrapeTimout"] = "10s"
     with pytest.raises(AssertionError, match="scrapeTimout"):
         validate(sm)
+
+
+def test_project_quota_reading_adds_cap_sys_admin_to_the_agent_only_when_asked():
+    """Opt-in (values ephemeralStorage.projectQuotas): quotactl on another project needs
+    CAP_SYS_ADMIN. Off by default; on, only the agent container gets it, nothing else."""
+    def caps(values):
+        ds = by_kind(rendered_docs(values), "DaemonSet")[0]
+        return {c["name"]: c["securityContext"]["capabilities"] for c in ds["spec"]["template"]["spec"]["containers"]}
+    assert all(c == {"drop": ["ALL"]} for c in caps(None).values())
+    on = caps({"ephemeralStorage": {"projectQuotas": True}, "kubeRbacProxy": {"enabled": True}})
+    agent = agent_container(by_kind(rendered_docs({"ephemeralStorage": {"projectQuotas": True}}), "DaemonSet")[0])
+    assert on[agent["name"]] == {"drop": ["ALL"], "add": ["SYS_ADMIN"]}
+    assert all(c == {"drop": ["ALL"]} for name, c in on.items() if name != agent["name"])

@@ -86,6 +86,9 @@ def test_a_pod_writing_shows_its_emptydir_and_log_usage_within_an_interval(conta
     assert s.get1("cri_pod_ephemeral_storage_inodes", source="emptydir", **labels) == cache_truth[1]
     assert s.get1("cri_pod_emptydir_bytes", volume="cache", **labels) == cache_truth[0]
     assert s.get1("cri_pod_emptydir_inodes", volume="cache", **labels) == cache_truth[1]
+    # The lab's kubelet-less pods get no project ID: walked, and the metric says why.
+    assert s.get1("cri_pod_emptydir_method_info", volume="cache", method="walk", reason="no_project", **labels) == 1
+    assert len(s.find("cri_pod_emptydir_method_info", volume="cache", **labels)) == 1
     # The memory emptyDir (a tmpfs on its directory) is memory, not ephemeral storage.
     assert not s.find("cri_pod_emptydir_bytes", volume="mem")
     assert s.get1("cri_pod_ephemeral_storage_bytes", source="logs", **labels) == log_truth[0]

@@ -24,7 +24,7 @@ P_LABELS = ("namespace", "pod")
 
 # Families the walk feeds: all denied, the walker is never started (Exporter).
 WALK_FAMILIES = ("cri_pod_ephemeral_storage_bytes", "cri_pod_ephemeral_storage_inodes",
-                 "cri_pod_emptydir_bytes", "cri_pod_emptydir_inodes",
+                 "cri_pod_emptydir_bytes", "cri_pod_emptydir_inodes", "cri_pod_emptydir_method_info",
                  "cri_pod_ephemeral_storage_measured_timestamp_seconds",
                  "cri_ephemeral_storage_walk_files_total", "cri_ephemeral_storage_walk_errors_total",
                  "cri_ephemeral_storage_walk_cpu_seconds_total", "cri_ephemeral_storage_walks_total",
@@ -76,6 +76,12 @@ class EphemeralStorageCollector:
             P_LABELS, "volume")
         vol_inodes = ExtraLabelFamily(
             "cri_pod_emptydir_inodes", "Inodes of each disk-backed emptyDir volume of the pod.", P_LABELS, "volume")
+        method = Family(
+            "cri_pod_emptydir_method_info",
+            "How each disk-backed emptyDir was measured: method quota (its project quota, where the kubelet assigned "
+            "one and the agent may read it: CAP_SYS_ADMIN) or walk, with the reason it was walked (no_project, "
+            "no_capability, accounting_off, not_supported, shared_project, error; empty for quota).",
+            [*P_LABELS, "volume", "method", "reason"])
         measured = Family(
             "cri_pod_ephemeral_storage_measured_timestamp_seconds",
             "When the pod's emptyDirs and logs were last walked (Unix time): their numbers are this old.",
@@ -107,11 +113,13 @@ class EphemeralStorageCollector:
                 for name in sorted(walked.emptydirs):
                     vol_bytes.add_extra(labels, name, float(walked.emptydirs[name].bytes))
                     vol_inodes.add_extra(labels, name, float(walked.emptydirs[name].inodes))
+                    if name in walked.emptydir_method:
+                        method.add_metric((*labels.values, name, *walked.emptydir_method[name]), 1.0)
             if walked.logs is not None:
                 used.add_extra(labels, "logs", float(walked.logs.bytes))
                 inodes.add_extra(labels, "logs", float(walked.logs.inodes))
             measured.add(labels, walked.measured_at)
-        return used, inodes, vol_bytes, vol_inodes, measured
+        return used, inodes, vol_bytes, vol_inodes, method, measured
 
     def _node(self, sample) -> Iterable[Metric]:
         c = self.walker.counters
