@@ -316,6 +316,49 @@ def test_every_host_path_is_mounted_at_its_place_under_host_root(hardened):
             assert m["mountPath"] == os.path.normpath(root + "/" + host["path"]), m
 
 
+def _kubelet_mount(docs: list[dict]) -> tuple[dict, dict]:
+    (ds,) = by_kind(docs, "DaemonSet")
+    volume = next(v for v in ds["spec"]["template"]["spec"]["volumes"] if v["name"] == "kubelet")
+    return next(m for m in agent_container(ds)["volumeMounts"] if m["name"] == "kubelet"), volume
+
+
+@pytest.mark.parametrize("hardened", [False, True], ids=["plain", "hardened"])
+def test_kubelet_root_is_mounted_with_host_to_container_propagation(hardened):
+    """Mounts the kubelet makes after the agent started (a new pod's memory emptyDir) and its
+    unmounts reach the agent: HostToContainer (rslave) on the kubelet root, as node_exporter's
+    DaemonSets mount the node's /. tests/test_image.py shows a mount made after the start
+    reaching the running agent."""
+    mount, volume = _kubelet_mount(docs_of((MANIFESTS / ("hardened" if hardened else "") / "daemonset.yaml").read_text()))
+    assert mount["mountPropagation"] == "HostToContainer" and mount["readOnly"] is True
+    assert volume["hostPath"]["path"] == "/var/lib/kubelet"
+
+
+def test_no_mount_asks_for_recursive_read_only_with_propagation():
+    """The API server refuses a volumeMount whose recursiveReadOnly is IfPossible or Enabled and whose
+    mountPropagation is not None (kubernetes-validate's schemas cannot say so): every rendering keeps them apart."""
+    for name, values in {**VALUE_SETS, "kubelet-none": {"kubelet": {"mountPropagation": "None"}}}.items():
+        (ds,) = by_kind(rendered_docs(values), "DaemonSet")
+        for c in ds["spec"]["template"]["spec"]["containers"]:
+            for m in c.get("volumeMounts") or []:
+                if m.get("recursiveReadOnly", "Disabled") != "Disabled":
+                    assert m.get("mountPropagation", "None") == "None", (name, m)
+
+
+def test_kubelet_values_move_the_mount_and_choose_the_propagation():
+    """A kubelet with --root-dir=/data/kubelet: its root is mounted at /host/data/kubelet, where
+    the agent (--host-root=/host) reads what the kubelet's flags name; None gives the mount back
+    its recursiveReadOnly."""
+    mount, volume = _kubelet_mount(rendered_docs({"kubelet": {"rootDir": "/data/kubelet"}}))
+    assert (mount["mountPath"], volume["hostPath"]["path"]) == ("/host/data/kubelet", "/data/kubelet")
+    assert mount["mountPropagation"] == "HostToContainer"
+    mount, _ = _kubelet_mount(rendered_docs({"kubelet": {"mountPropagation": "None"}}))
+    assert "mountPropagation" not in mount and mount["recursiveReadOnly"] == "IfPossible"
+    schema = jsonschema.Draft7Validator(json.loads((CHART / "values.schema.json").read_text()))
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    for bad in ({"rootDir": "data/kubelet"}, {"mountPropagation": "Bidirectional"}, {"rootdir": "/x"}):
+        assert list(schema.iter_errors({**defaults, "kubelet": {**defaults["kubelet"], **bad}})), bad
+
+
 @pytest.mark.parametrize("hardened", [False, True], ids=["plain", "hardened"])
 def test_daemonset_args_are_serve_options(hardened):
     agent = agent_container(daemonset(hardened))
