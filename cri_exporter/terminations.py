@@ -354,9 +354,12 @@ class EventWatcher:
             if self._stop.is_set():
                 return False
             self.subscribed = True
-            log.info("following the runtime's container events", runtime=version.runtime_name,
-                     runtime_version=version.runtime_version)
             for ev in stream:
+                if self.events == received:
+                    # said once a stream delivers: CRI-O with enable_pod_events off ends each one
+                    # at once, empty, and a line a minute would say nothing
+                    log.info("following the runtime's container events", runtime=version.runtime_name,
+                             runtime_version=version.runtime_version)
                 self.events += 1
                 self.tracker.event(ev)
         except CriError as err:
