@@ -83,14 +83,29 @@ def broadcasts_events(version: model.RuntimeVersion) -> bool:
     subscribers both got all 15 events). containerd 1.7 hands each event to
     one subscriber only (1.7.24: 8 and 7 of 15, none in common; containerd
     issue 7318): a second subscriber steals events from the kubelet's evented
-    PLEG. CRI-O broadcasts in recent releases (server/container_events.go,
-    containerEventStreamBroadcaster) but read from one shared channel before,
-    and which release changed it is not established here: not subscribed.
+    PLEG. CRI-O, read in its source (server/container_events.go; not in the
+    lab: Debian packages no CRI-O):
+    - 1.26.0-1.27.x: every subscriber's call ranges over one shared channel,
+      so each event reaches one of them: as containerd 1.7, never subscribed;
+    - 1.28.0-1.32.x: one goroutine sends each event to every subscriber
+      (commit 8b230dec7e, "clients connected to container event stream now
+      receive the same data", first in v1.28.0), but a subscriber going away
+      can make CRI-O panic on its WaitGroup (cri-o issue 9004; the fix,
+      32854c9d19, is in v1.33.0 and no 1.32 release): not subscribed;
+    - from 1.33.0: broadcasts without that race: subscribed. Its events carry
+      the pod's container statuses as containerd's do. With enable_pod_events
+      off (its default) the stream ends at once, empty: the watcher asks again
+      a minute later and the poll counts everything meanwhile.
     """
-    if version.runtime_name != "containerd":
+    m = re.match(r"v?(\d+)\.(\d+)", version.runtime_version)
+    if m is None:
         return False
-    m = re.match(r"v?(\d+)\.", version.runtime_version)
-    return m is not None and int(m.group(1)) >= 2
+    release = (int(m.group(1)), int(m.group(2)))
+    if version.runtime_name == "containerd":
+        return release >= (2, 0)
+    if version.runtime_name == "cri-o":
+        return release >= (1, 33)
+    return False
 
 
 def _settled(status: model.ContainerStatus, now: float) -> bool:
@@ -339,9 +354,12 @@ class EventWatcher:
             if self._stop.is_set():
                 return False
             self.subscribed = True
-            log.info("following the runtime's container events", runtime=version.runtime_name,
-                     runtime_version=version.runtime_version)
             for ev in stream:
+                if self.events == received:
+                    # said once a stream delivers: CRI-O with enable_pod_events off ends each one
+                    # at once, empty, and a line a minute would say nothing
+                    log.info("following the runtime's container events", runtime=version.runtime_name,
+                             runtime_version=version.runtime_version)
                 self.events += 1
                 self.tracker.event(ev)
         except CriError as err:

@@ -22,6 +22,8 @@ What stands in for the node (the only departures, each in HostPaths):
   mount namespaces (Linux 3.18+), so the pod then sees there what the host sees:
   nothing.
 - emptyDir: a tmpfs of the manifest's sizeLimit (medium: Memory), as the kubelet mounts it.
+- the source of a HostToContainer mount is made a shared mount of its own
+  (HostPaths.propagate_from): systemd makes a node's / shared, this machine's is private.
 """
 from __future__ import annotations
 
@@ -99,6 +101,19 @@ def _profile(sc: dict | None) -> api.SecurityProfile | None:
                                              "Unconfined": api.SecurityProfile.Unconfined}[kind])
 
 
+def _propagates(path: str) -> bool:
+    """Whether the mount holding `path` is shared or a slave (mountinfo's optional
+    fields shared:N / master:N), so that mounts under it reach a HostToContainer mount."""
+    real = os.path.realpath(path)
+    best, tags = "", []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        point = fields[4].replace("\\040", " ")
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, tags = point, fields[6:fields.index("-")]
+    return any(t.startswith(("shared:", "master:")) for t in tags)
+
+
 @dataclass
 class HostPaths:
     """Where this machine keeps what the node keeps at each hostPath (see the module docstring)."""
@@ -109,6 +124,25 @@ class HostPaths:
     created: list[str] = field(default_factory=list)     # host directories made for the start, topmost first
     absent: set[str] = field(default_factory=set)        # hostPaths this machine lacks (made, then removed)
     mount_points: list[str] = field(default_factory=list)  # made for a stand-in, removed with the pod
+    shared: list[str] = field(default_factory=list)       # made shared mounts for propagation, unmounted with the pod
+
+    def propagate_from(self, host_path: str, volume_path: str) -> None:
+        """A HostToContainer (or Bidirectional) mount needs its source on a shared or
+        slave mount: containerd refuses it otherwise ("path ... is mounted on ... but
+        it is not a shared or slave mount": ensureSharedOrSlave, 1.6 to 2.1). systemd
+        makes / shared on every node; this machine's / is private and must stay so,
+        so the source is bound onto itself as a shared mount of its own (what it is
+        on a node), unmounted with the pod. A hostPath this machine lacks needs a
+        stand-in: the directory made for the start is removed once the pod runs,
+        which would take the shared mount with it."""
+        if volume_path in self.absent:
+            raise ValueError(f"hostPath {volume_path} with mount propagation: give it a stand-in "
+                             "(this machine lacks it, and its source must stay a shared mount while the pod runs)")
+        if _propagates(host_path):
+            return
+        subprocess.run(["mount", "--bind", host_path, host_path], check=True, capture_output=True)
+        self.shared.append(host_path)
+        subprocess.run(["mount", "--make-shared", host_path], check=True, capture_output=True)
 
     def resolve(self, name: str, volume: dict) -> str:
         if "hostPath" in volume:
@@ -152,6 +186,9 @@ class HostPaths:
 
     def release(self) -> None:
         self.forget_created()
+        for path in reversed(self.shared):
+            subprocess.run(["umount", "-l", path], capture_output=True)
+        self.shared.clear()
         for path in reversed(self.mount_points):
             try:
                 os.rmdir(path)
@@ -278,8 +315,14 @@ class ManifestPod:
             propagation = {None: api.PROPAGATION_PRIVATE, "None": api.PROPAGATION_PRIVATE,
                            "HostToContainer": api.PROPAGATION_HOST_TO_CONTAINER,
                            "Bidirectional": api.PROPAGATION_BIDIRECTIONAL}[m.get("mountPropagation")]
+            if mode in ("Enabled", "IfPossible") and propagation != api.PROPAGATION_PRIVATE:
+                # the API server's validation (VolumeMount.recursiveReadOnly, Kubernetes 1.30+)
+                raise ValueError(f"recursiveReadOnly {mode} with mountPropagation: the API server refuses the pod: {m}")
+            host_path = self.paths.resolve(m["name"], volumes[m["name"]])
+            if propagation != api.PROPAGATION_PRIVATE:
+                self.paths.propagate_from(host_path, volumes[m["name"]].get("hostPath", {}).get("path", host_path))
             out.append(api.Mount(container_path=m["mountPath"],
-                                 host_path=self.paths.resolve(m["name"], volumes[m["name"]]),
+                                 host_path=host_path,
                                  readonly=ro, propagation=propagation,
                                  recursive_read_only=ro and mode in ("Enabled", "IfPossible") and rro))
         # What the kubelet adds to every container: the termination log file, and

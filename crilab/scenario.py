@@ -1,8 +1,12 @@
 """The standard pod set that tests and the demo observe: one of each container
 state and of each resource signal an exporter must report."""
 
+import json
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from cri_exporter.cri import api_pb2 as api
 from crilab.containerd import Containerd
@@ -100,3 +104,47 @@ def start_oom_pod_counted(cd: Containerd, namespace: str = "default") -> OomPod:
         lost.append(status)
     raise RuntimeError(f"expected OOMKilled/137, got {status.reason}/{status.exit_code} "
                        f"(after {len(lost)} OOM kill(s) the runtime reported as Error/137)")
+
+
+@dataclass
+class WipedState:
+    """What a containerd whose state was wiped no longer knows of: its leaked
+    shims, and the pods' network namespaces and cgroups that cleanup() (which
+    asks CRI) cannot find. forget() removes those once the shims are gone."""
+    shim_pids: list[int]
+    netns: list[str]
+    cgroup_parents: list[str]
+
+    def forget(self) -> None:
+        for path in self.netns:
+            subprocess.run(["umount", "-l", path], capture_output=True)
+            Path(path).unlink(missing_ok=True)
+        for parent in self.cgroup_parents:
+            for ctl in Path("/sys/fs/cgroup").iterdir():
+                for d in sorted((ctl / parent.lstrip("/")).glob("**/"), key=lambda p: -len(p.parts)):
+                    try:
+                        d.rmdir()
+                    except OSError:
+                        pass
+
+
+def wipe_state(cd: Containerd) -> WipedState:
+    """Leak every running shim of `cd`: SIGKILL it, move its state and root
+    directories away, and start it again (a node whose runtime state was reset,
+    or a reinstall, while /run was not cleared). The shims keep serving; the
+    new containerd's CRI lists neither them nor their sandboxes (1.6.20, 1.7.24,
+    2.1.9: tests/test_runtime_processes_real.py). Call cd.cleanup() (it kills
+    the shims serving its socket), then forget() on the result."""
+    rt = cd.runtime_stub()
+    netns, cgroups = [], []
+    for sb in rt.ListPodSandbox(api.ListPodSandboxRequest()).items:
+        info = json.loads(rt.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sb.id, verbose=True)).info["info"])
+        netns += [ns["path"] for ns in info["runtimeSpec"]["linux"]["namespaces"]
+                  if ns["type"] == "network" and ns.get("path")]
+        cgroups.append(info["config"]["linux"]["cgroup_parent"])
+    shims = cd.shim_pids()
+    cd.kill()
+    for d in ("state", "root"):
+        shutil.move(cd.base / d, cd.base / f"{d}-wiped-{time.monotonic_ns()}")
+    cd.start()
+    return WipedState(shims, netns, cgroups)

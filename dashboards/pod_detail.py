@@ -57,13 +57,18 @@ def build() -> dict:
               "short",
               query(f"{BY} ({rate('cri_container_cpu_usage_seconds_total')})", "{{container}} usage"),
               query(f"{BY} (cri_container_spec_cpu_quota_seconds{{{CONTAINER}}} / "
-                    f"cri_container_spec_cpu_period_seconds{{{CONTAINER}}})", "{{container}} limit"), w=8, min_=0),
+                    f"cri_container_spec_cpu_period_seconds{{{CONTAINER}}})", "{{container}} limit"), w=6, min_=0),
+        graph("CPU user and system", "CPU cores each container spends in user mode and in the kernel on its behalf "
+              "(cpu.stat on cgroup v2, cpuacct.stat in 10 ms ticks on v1): a high system share is syscalls, page "
+              "faults or network work.", "short",
+              query(f"{BY} ({rate('cri_container_cpu_user_seconds_total')})", "{{container}} user"),
+              query(f"{BY} ({rate('cri_container_cpu_system_seconds_total')})", "{{container}} system"), w=6, min_=0),
         graph("CPU throttling ratio", "Share of CFS periods in which the container was throttled by its quota. "
               "Above 25% the workload waits for CPU it is not allowed to use.", "percentunit",
               query(f"{BY} ({rate('cri_container_cpu_cfs_throttled_periods_total')}) / "
-                    f"{BY} ({rate('cri_container_cpu_cfs_periods_total')})", "{{container}}"), w=8, min_=0, max_=1),
+                    f"{BY} ({rate('cri_container_cpu_cfs_periods_total')})", "{{container}}"), w=6, min_=0, max_=1),
         graph("Throttled time", "Seconds per second the container's tasks spent throttled.", "percentunit",
-              query(f"{BY} ({rate('cri_container_cpu_cfs_throttled_seconds_total')})", "{{container}}"), w=8, min_=0),
+              query(f"{BY} ({rate('cri_container_cpu_cfs_throttled_seconds_total')})", "{{container}}"), w=6, min_=0),
     )
     b.row(
         "Memory",

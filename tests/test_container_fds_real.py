@@ -13,7 +13,6 @@ agree, never with a tolerance.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 
@@ -26,11 +25,11 @@ from cri_exporter.collectors.base import ScrapeContext
 from cri_exporter.collectors.container_fds import ContainerFdsCollector
 from cri_exporter.container_fds import FdSampler
 from cri_exporter.cri import CriClient
-from cri_exporter.cri import api_pb2 as api
 from cri_exporter.exposition import ExpositionWriter
 from cri_exporter.hostfs import HostFS
 from cri_exporter.tcp_states import STATE_NAMES
 from tests.exporter_proc import parse, wait_for
+from tests.runtime_pids import init_pid, sandbox_pid
 
 pytestmark = pytest.mark.containerd
 
@@ -46,18 +45,6 @@ HOLDER = ("exec 3</etc/passwd 4</etc/group 5</etc/hostname 6</etc/passwd 7</etc/
           "sleep 3600 | nc 127.0.0.1 7000 & "
           "exec sleep 3600")
 KNOWN = {"LISTEN": 1, "ESTABLISHED": 2}
-
-
-def init_pid(cd: Containerd, container_id: str) -> int:
-    info = cd.runtime_stub().ContainerStatus(
-        api.ContainerStatusRequest(container_id=container_id, verbose=True)).info["info"]
-    return int(json.loads(info)["pid"])
-
-
-def sandbox_pid(cd: Containerd, sandbox_id: str) -> int:
-    info = cd.runtime_stub().PodSandboxStatus(
-        api.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True)).info["info"]
-    return int(json.loads(info)["pid"])
 
 
 def tree(pid: int) -> list[psutil.Process]:

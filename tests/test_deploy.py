@@ -28,6 +28,7 @@ from cri_exporter.doctor.cli import doctor
 REPO = Path(__file__).resolve().parents[1]
 
 DEPLOY = REPO / "deploy"
+CHART = DEPLOY / "helm" / "cri-exporter"
 MANIFESTS = DEPLOY / "kubernetes"
 # The oldest Kubernetes the chart declares (recursiveReadOnly appeared in
 # 1.30) and the newest kubernetes-validate knows.
@@ -144,7 +145,7 @@ VALUE_SETS = {
     "everything-set": {
         "runtimeEndpoint": "unix:///host/run/crio/crio.sock", "collectors": "-doctor",
         "extraArgs": ["--stats-interval=30", "--doctor-interval=600"], "priorityClassName": "system-node-critical",
-        "runtimeShimLeakGrace": 600,
+        "runtimeShimLeakGrace": 600, "agent": {"ephemeralStorageInterval": "120", "fdSampleBudget": "20000"},
         "runtimes": {"containerd": False}, "namespace": {"create": True},
         "serviceMonitor": {"labels": {"release": "kube-prometheus-stack"}, "interval": "1m", "scrapeTimeout": "20s"},
         "rules": {"labels": {"release": "kube-prometheus-stack"}},
@@ -177,6 +178,7 @@ def test_chart_values_switch_what_they_name():
     assert "--runtime-shim-leak-grace=600" in agent["args"]
     assert serve_options()["--runtime-shim-leak-grace"].type_cast_value(click.Context(serve), "600") == 600
     assert not [a for a in agent_container(daemonset(False))["args"] if "leak-grace" in a]  # default: the agent's
+    assert "--ephemeral-storage-interval=120" in agent["args"] and "--fd-sample-budget=20000" in agent["args"]
     assert agent["args"][-2:] == ["--stats-interval=30", "--doctor-interval=600"]
     assert agent["resources"]["requests"]["cpu"] == "50m"
     assert pod["priorityClassName"] == "system-node-critical"
@@ -185,6 +187,72 @@ def test_chart_values_switch_what_they_name():
     assert by_kind(docs, "ServiceMonitor")[0]["spec"]["endpoints"][0]["interval"] == "1m"
     assert by_kind(docs, "PrometheusRule")[0]["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert by_kind(docs, "Namespace")[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+# Every `serve` flag and how the chart sets it: a value of its own, or a fixed argument of the template.
+FIXED_BY_THE_CHART = {"--host-root": "/host, where the DaemonSet mounts the node", "--log-format": "json, for the log pipeline",
+                      "--listen-address": "from `port` (and 127.0.0.1 with kubeRbacProxy)"}
+
+
+def _agent_values() -> dict[str, tuple[str, str]]:
+    """values.yaml's `agent` keys -> (the flag its comment names, the default its comment states)."""
+    out, flag, default = {}, None, None
+    lines = (CHART / "values.yaml").read_text().split("\n")
+    start = lines.index("agent:")
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        if line.strip().startswith("# --"):
+            flag = line.strip()[2:].split(":")[0]
+            default = line.rsplit("(the agent's ", 1)[1].split(")")[0].split(":")[0] if "(the agent's" in line else None
+        else:
+            out[line.split(":")[0].strip()] = (flag, default)
+    return out
+
+
+def test_every_serve_flag_has_a_chart_value():
+    """A flag added to `serve` without a chart value is a setting Helm users can reach only through
+    extraArgs: the template names every flag, as an argument of its own value or a fixed one."""
+    template = (CHART / "templates" / "daemonset.yaml").read_text()
+    missing = [p.opts[0] for p in serve.params if p.opts[0] != "--help"
+               and not any(f"- {o}" in template for o in [*p.opts, *p.secondary_opts])]
+    assert not missing, f"serve flags the chart cannot set: {missing}"
+    assert all(f"- {flag}" in template for flag in FIXED_BY_THE_CHART)
+
+
+def test_agent_values_name_their_flag_and_its_default():
+    """Each `agent` value passes its flag as a string, and its comment states the agent's own default."""
+    options = serve_options()
+    values = _agent_values()
+    assert values and all(flag for flag, _ in values.values())
+    ctx = click.Context(serve)
+    for key, (flag, default) in values.items():
+        option = options[flag]
+        assert default is not None, f"{key}: its comment states no default"
+        want = option.default if option.default < 1 << 20 else f"{option.default // (1 << 20)} MiB"
+        assert default == str(want).removesuffix(".0"), (key, default, option.default)
+        (agent,) = by_kind(rendered_docs({"agent": {key: "0.5" if option.type.name != "integer range" else "4096"}}),
+                           "DaemonSet")[0]["spec"]["template"]["spec"]["containers"]
+        (arg,) = [a for a in agent["args"] if a.startswith(flag + "=")]
+        option.type_cast_value(ctx, arg.split("=", 1)[1])
+    # defaults: no flag, the agent's default applies
+    assert not [a for a in agent_container(daemonset(False))["args"] if a.split("=")[0] in {f for f, _ in values.values()}]
+
+
+def test_agent_values_are_strings_that_keep_a_zero():
+    """0 is a meaningful setting (--ephemeral-storage-files-per-second=0: unpaced) that Helm's `if`
+    would drop as a number, and a number from a values file is printed as a float (1.6777216e+07):
+    the schema takes strings only, and the string "0" reaches the agent."""
+    schema = jsonschema.Draft7Validator(json.loads((CHART / "values.schema.json").read_text()))
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert not list(schema.iter_errors(defaults))
+    for bad in (0, 16777216, "1e6", "ten", "-1"):
+        assert list(schema.iter_errors({**defaults, "agent": {"grpcMaxRecvBytes": bad}})), bad
+    assert list(schema.iter_errors({**defaults, "agent": {"statsIntervall": "30"}})), "a typo is no silent default"
+    assert not list(schema.iter_errors({**defaults, "agent": {"ephemeralStorageFilesPerSecond": "0"}}))
+    (agent,) = by_kind(rendered_docs({"agent": {"ephemeralStorageFilesPerSecond": "0"}}),
+                       "DaemonSet")[0]["spec"]["template"]["spec"]["containers"]
+    assert "--ephemeral-storage-files-per-second=0" in agent["args"]
 
 
 # ---- what the DaemonSet promises ------------------------------------------------
@@ -246,6 +314,49 @@ def test_every_host_path_is_mounted_at_its_place_under_host_root(hardened):
         host = volumes[m["name"]].get("hostPath")
         if host:
             assert m["mountPath"] == os.path.normpath(root + "/" + host["path"]), m
+
+
+def _kubelet_mount(docs: list[dict]) -> tuple[dict, dict]:
+    (ds,) = by_kind(docs, "DaemonSet")
+    volume = next(v for v in ds["spec"]["template"]["spec"]["volumes"] if v["name"] == "kubelet")
+    return next(m for m in agent_container(ds)["volumeMounts"] if m["name"] == "kubelet"), volume
+
+
+@pytest.mark.parametrize("hardened", [False, True], ids=["plain", "hardened"])
+def test_kubelet_root_is_mounted_with_host_to_container_propagation(hardened):
+    """Mounts the kubelet makes after the agent started (a new pod's memory emptyDir) and its
+    unmounts reach the agent: HostToContainer (rslave) on the kubelet root, as node_exporter's
+    DaemonSets mount the node's /. tests/test_image.py shows a mount made after the start
+    reaching the running agent."""
+    mount, volume = _kubelet_mount(docs_of((MANIFESTS / ("hardened" if hardened else "") / "daemonset.yaml").read_text()))
+    assert mount["mountPropagation"] == "HostToContainer" and mount["readOnly"] is True
+    assert volume["hostPath"]["path"] == "/var/lib/kubelet"
+
+
+def test_no_mount_asks_for_recursive_read_only_with_propagation():
+    """The API server refuses a volumeMount whose recursiveReadOnly is IfPossible or Enabled and whose
+    mountPropagation is not None (kubernetes-validate's schemas cannot say so): every rendering keeps them apart."""
+    for name, values in {**VALUE_SETS, "kubelet-none": {"kubelet": {"mountPropagation": "None"}}}.items():
+        (ds,) = by_kind(rendered_docs(values), "DaemonSet")
+        for c in ds["spec"]["template"]["spec"]["containers"]:
+            for m in c.get("volumeMounts") or []:
+                if m.get("recursiveReadOnly", "Disabled") != "Disabled":
+                    assert m.get("mountPropagation", "None") == "None", (name, m)
+
+
+def test_kubelet_values_move_the_mount_and_choose_the_propagation():
+    """A kubelet with --root-dir=/data/kubelet: its root is mounted at /host/data/kubelet, where
+    the agent (--host-root=/host) reads what the kubelet's flags name; None gives the mount back
+    its recursiveReadOnly."""
+    mount, volume = _kubelet_mount(rendered_docs({"kubelet": {"rootDir": "/data/kubelet"}}))
+    assert (mount["mountPath"], volume["hostPath"]["path"]) == ("/host/data/kubelet", "/data/kubelet")
+    assert mount["mountPropagation"] == "HostToContainer"
+    mount, _ = _kubelet_mount(rendered_docs({"kubelet": {"mountPropagation": "None"}}))
+    assert "mountPropagation" not in mount and mount["recursiveReadOnly"] == "IfPossible"
+    schema = jsonschema.Draft7Validator(json.loads((CHART / "values.schema.json").read_text()))
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    for bad in ({"rootDir": "data/kubelet"}, {"mountPropagation": "Bidirectional"}, {"rootdir": "/x"}):
+        assert list(schema.iter_errors({**defaults, "kubelet": {**defaults["kubelet"], **bad}})), bad
 
 
 @pytest.mark.parametrize("hardened", [False, True], ids=["plain", "hardened"])

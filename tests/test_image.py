@@ -10,8 +10,8 @@ the node's network namespace, a pid namespace of its own, the same args, the
 memory limit in the pod's cgroup. Nothing of the manifest is restated here.
 
 The lab containerd's socket and config directory stand in for the node's
-/run/containerd and /etc/containerd (crilab.manifest_pod.HostPaths); every
-other hostPath is this machine's own.
+/run/containerd and /etc/containerd, and an empty directory for the kubelet's
+root (crilab.manifest_pod.HostPaths); every other hostPath is this machine's own.
 """
 from __future__ import annotations
 
@@ -97,7 +97,11 @@ def agent(containerd, pods, built):
     subprocess.run([*ctr, "images", "rm", image], capture_output=True)
     subprocess.run([*ctr, "images", "tag", built.tag, image], check=True, capture_output=True)
     scratch = Path(tempfile.mkdtemp(prefix="crilab-ds-", dir="/tmp"))
-    paths = HostPaths({"/run/containerd": str(containerd.base), "/etc/containerd": str(containerd.base)}, scratch)
+    # No kubelet here: an empty root of its own stands in for /var/lib/kubelet, which the manifest
+    # mounts with HostToContainer (its source must stay a shared mount while the pod runs).
+    (scratch / "kubelet").mkdir()
+    paths = HostPaths({"/run/containerd": str(containerd.base), "/etc/containerd": str(containerd.base),
+                       "/var/lib/kubelet": str(scratch / "kubelet")}, scratch)
     pod = ManifestPod(containerd, DAEMONSET, image, paths)
     try:
         pod.run()
@@ -192,6 +196,43 @@ def test_pod_runs_with_the_manifests_settings(agent):
         if "memory" in cgroup else Path(f"/sys/fs/cgroup{cgroup['']}/cgroup.procs").read_text().split()
     exes = {os.readlink(f"/proc/{p}/exe") for p in procs if os.path.exists(f"/proc/{p}")}
     assert all(re.search(r"/python3\.\d+$", e) for e in exes), exes
+
+
+def _mount_types(pid: int) -> dict[str, str]:
+    """mount point -> filesystem type, as the container sees them."""
+    out = {}
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        f = line.split()
+        out[f[4]] = f[f.index("-") + 1]
+    return out
+
+
+def test_mounts_under_the_kubelet_root_reach_the_running_agent(agent):
+    """A mount the kubelet makes after the agent started (here a tmpfs where it mounts a new
+    pod's memory emptyDir) shows in the agent's /host<root-dir>, and its unmount too: the
+    manifest's HostToContainer. Without it the agent sees the empty directory beneath,
+    which the ephemeral-storage walk would count as a disk emptyDir."""
+    pid = agent.container_pid("cri-exporter")
+    (mount,) = [m for m in AGENT["volumeMounts"] if m["name"] == "kubelet"]
+    assert mount["mountPropagation"] == "HostToContainer"
+    volume = agent.paths.used["/var/lib/kubelet"]
+    memory = Path(volume) / "pods" / "d0c0ffee-0000-4000-8000-000000000001" / "volumes" / "kubernetes.io~empty-dir" / "mem"
+    memory.mkdir(parents=True)
+    inside = mount["mountPath"] + str(memory)[len(volume):]
+    try:
+        assert inside not in _mount_types(pid)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(memory)], check=True)
+        try:
+            wait_for(lambda: _mount_types(pid).get(inside) == "tmpfs", timeout=10,
+                     what=f"the host's new tmpfs at {inside} in the agent")
+            r = agent.exec_sync("cri-exporter", ["python", "-c", f"import os; print(os.stat({inside!r}).st_dev "
+                                                 f"!= os.stat({os.path.dirname(inside)!r}).st_dev)"])
+            assert r.stdout.strip() == b"True", r.stderr  # the agent sees a mount point on its own device
+        finally:
+            subprocess.run(["umount", str(memory)], check=True)
+        wait_for(lambda: inside not in _mount_types(pid), timeout=10, what="the unmount to reach the agent")
+    finally:
+        subprocess.run(["rm", "-rf", str(Path(volume) / "pods")], check=True)
 
 
 def test_the_image_needs_no_shell_and_writes_nowhere(agent):

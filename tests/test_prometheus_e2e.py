@@ -44,7 +44,7 @@ from dashboards import BOARDS, DIR as DASHBOARDS, lint
 from cri_exporter.hostfs import HostFS
 from cri_exporter.pod_logs import read_limits
 from tests.exporter_proc import parse, wait_for
-from tests.test_container_fds_real import init_pid
+from tests.runtime_pids import init_pid
 from tests.prometheus_proc import RELEASES, PrometheusProcess, PromQLError, release, release_id
 
 # On the newest containerd only: what these tests check (scrapes, rules, alerts, dashboards, each Prometheus

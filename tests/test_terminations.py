@@ -1,12 +1,16 @@
 """The termination tracker's rules on made-up inventories: what a real runtime
 cannot be made to do on demand (the 1.6.20 Error-then-OOMKilled race, a wild
-attempt number). Real counting is in test_terminations_real.py."""
+attempt number), and the event watcher's choice for CRI-O, which the lab does
+not have. Real counting is in test_terminations_real.py."""
 from __future__ import annotations
 
 from cri_exporter.cri import model
 from cri_exporter.inventory import ContainerIdentity, Inventory
-from cri_exporter.terminations import (MAX_GAP, SETTLE_SECONDS, TerminationTracker, broadcasts_events,
+import threading
+
+from cri_exporter.terminations import (MAX_GAP, SETTLE_SECONDS, EventWatcher, TerminationTracker, broadcasts_events,
                                        exit_code_label, reason_label)
+from tests.exporter_proc import wait_for
 
 UID = "u1"
 LABELS = {model.LABEL_POD_NAME: "p", model.LABEL_POD_NAMESPACE: "ns", model.LABEL_POD_UID: UID,
@@ -44,7 +48,14 @@ def test_only_runtimes_that_broadcast_are_subscribed():
     assert broadcasts_events(v("containerd", "2.1.9~ds1-5"))
     assert not broadcasts_events(v("containerd", "1.7.24~ds1-6"))  # one subscriber per event: steals the kubelet's
     assert not broadcasts_events(v("containerd", "v1.6.20"))
-    assert not broadcasts_events(v("cri-o", "1.33.0"))
+    # CRI-O, from its source (cri_exporter/terminations.py): one subscriber per event before 1.28, a
+    # broadcaster that can panic when a subscriber leaves from 1.28 to 1.32, fixed in 1.33.0
+    assert not broadcasts_events(v("cri-o", "1.27.8"))
+    assert not broadcasts_events(v("cri-o", "1.28.0"))
+    assert not broadcasts_events(v("cri-o", "1.32.13"))
+    assert broadcasts_events(v("cri-o", "1.33.0"))
+    assert broadcasts_events(v("cri-o", "1.35.2"))
+    assert not broadcasts_events(v("cri-dockerd", "0.3.15"))
     assert not broadcasts_events(v("containerd", "garbage"))
 
 
@@ -113,3 +124,59 @@ def test_instances_listed_newest_first_count_once():
     for _ in range(3):
         t.observe(Inventory([], [_c(1, "exited"), _c(0, "exited")]), answers.get)
     assert t.snapshot() == [(IDENT, "Error", "other", 1)]
+
+
+class _CrioAnswers:
+    """CRI-O's answers to the watcher's two calls (version() and container_events()), as its
+    source gives them: with enable_pod_events off (its default) GetContainerEvents returns at
+    once, so the stream ends empty. Counts the calls."""
+
+    def __init__(self, version: str):
+        self.version_answer = model.RuntimeVersion("0.1.0", "cri-o", version, "v1")
+        self.versions = self.subscriptions = 0
+        self.asked = threading.Event()
+
+    def version(self):
+        self.versions += 1
+        if self.versions >= 3:
+            self.asked.set()
+        return self.version_answer
+
+    def container_events(self):
+        self.subscriptions += 1
+
+        class _Empty:
+            def __iter__(self):
+                return iter(())
+
+            def cancel(self):
+                pass
+        return _Empty()
+
+
+def _watch(version: str) -> tuple[_CrioAnswers, EventWatcher]:
+    answers = _CrioAnswers(version)
+    watcher = EventWatcher(answers, TerminationTracker())
+    watcher.RECHECK_SECONDS = 0.01  # poll interval of its version checks, shortened (production: a minute)
+    watcher.start()
+    try:
+        wait_for(answers.asked.is_set, timeout=10, what="three version checks")
+    finally:
+        watcher.stop()
+    return answers, watcher
+
+
+def test_crio_before_1_33_is_never_subscribed():
+    """CRI-O 1.32 broadcasts but may panic when a subscriber leaves (cri-o issue 9004): asked its
+    version again and again, the watcher never calls GetContainerEvents."""
+    answers, watcher = _watch("1.32.13")
+    assert answers.subscriptions == 0 and watcher.events == 0 and not watcher.subscribed
+
+
+def test_crio_with_pod_events_off_ends_the_stream_empty_and_nothing_breaks():
+    """CRI-O 1.33 is subscribed; with enable_pod_events off each stream ends at once, empty: no
+    break is counted (nothing was delivered) and the watcher waits its recheck interval before
+    asking again, so the poll does the counting."""
+    answers, watcher = _watch("1.33.0")
+    assert answers.subscriptions >= 2
+    assert watcher.breaks == 0 and watcher.events == 0 and not watcher.subscribed

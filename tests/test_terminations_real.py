@@ -10,7 +10,6 @@ older instances) are known to the poll only by their attempt number, so on
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import uuid
@@ -25,6 +24,7 @@ from crilab import Containerd
 from crilab.pods import Pod, run_pod
 from crilab.scenario import OOM_LIMIT, SLEEP
 from tests.exporter_proc import ExporterProcess, wait_for
+from tests.runtime_pids import init_pid
 
 pytestmark = pytest.mark.containerd
 
@@ -168,11 +168,6 @@ def test_a_restarted_exporter_counts_old_exits_as_baseline(runtime, lab_dir):
     assert first and second
 
 
-def _pid(pod: Pod, cid: str) -> int:
-    info = pod.cd.runtime_stub().ContainerStatus(api.ContainerStatusRequest(container_id=cid, verbose=True)).info
-    return json.loads(info["info"])["pid"]
-
-
 def test_runtime_killed_mid_stream_loses_and_double_counts_nothing(runtime, lab_dir):
     version, cd = runtime
     pod = run_pod(cd, "killed", "term")
@@ -182,7 +177,7 @@ def test_runtime_killed_mid_stream_loses_and_double_counts_nothing(runtime, lab_
         _wait_counts(exporter, pod, "a", _truth(pod, [before]), "the first exit counted")
         # b ends with 4 when told (SIGTERM), so that it ends while containerd is down however slow the machine
         late = pod.add_container("b", ["sh", "-c", "trap 'exit 4' TERM; while :; do sleep 0.1; done"])
-        pid = _pid(pod, late)
+        pid = init_pid(pod.cd, late)
         assert pid > 0
         cd.kill()  # mid-stream: SIGKILL, the stream breaks, the shims live on
         os.kill(pid, signal.SIGTERM)

@@ -64,7 +64,7 @@ class TerminationsCollector:
             total.add(label(_LABELS, (ident.namespace, ident.pod, ident.container, reason, code)), float(n))
         subscribed = Family(
             "cri_container_events_subscribed",
-            "1 while the exporter follows the runtime's GetContainerEvents stream (containerd 2.x), 0 when "
+            "1 while the exporter follows the runtime's GetContainerEvents stream (containerd 2.x, CRI-O 1.33+), 0 when "
             "terminations come from polling ListContainers alone.",
         )
         subscribed.add_metric([], 1.0 if self.watcher is not None and self.watcher.subscribed else 0.0)
