@@ -8,9 +8,7 @@ reading taken just before and just after ours, retried until both agree
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ import psutil
 import pytest
 
 from crilab import Containerd, run_pod
+from crilab.scenario import WipedState, wipe_state
 from cri_exporter.collectors.runtime_processes import RuntimeProcessesCollector
 from cri_exporter.cri import CriClient
 from cri_exporter.cri import api_pb2 as api
@@ -180,29 +179,19 @@ def test_exporter_serves_them(exporter, lab):
 @pytest.fixture(scope="module")
 def own(lab_dir, runtime_version):
     cd = Containerd(os.path.join(lab_dir, f"rtproc-{runtime_version}"), version=runtime_version).start()
-    netns: list[str] = []
-    cgroups: list[str] = []
+    wiped: list[WipedState] = []
     try:
-        yield cd, netns, cgroups
+        yield cd, wiped
     finally:
         cd.cleanup()
-        # what a containerd with a wiped state no longer knows of, cleanup() cannot remove
-        for path in netns:
-            subprocess.run(["umount", "-l", path], capture_output=True)
-            Path(path).unlink(missing_ok=True)
-        for parent in cgroups:
-            for ctl in Path("/sys/fs/cgroup").iterdir():
-                for d in sorted((ctl / parent.lstrip("/")).glob("**/"), key=lambda p: -len(p.parts)):
-                    try:
-                        d.rmdir()
-                    except OSError:
-                        pass
+        for w in wiped:  # what a containerd with a wiped state no longer knows of, cleanup() cannot remove
+            w.forget()
 
 
 def test_zombies_under_a_shim(own):
     """`sleep 1 &` then exec: the background sleep's parent becomes a process
     that never waits, so it stays a zombie inside the container."""
-    cd, _, _ = own
+    cd, _ = own
     pod = run_pod(cd, "zombies", "rtproc")
     pod.add_container("leaky", ["sh", "-c", "sleep 1 & sleep 1 & exec sleep 2147483647"])
     reader = reader_for(cd)
@@ -213,7 +202,7 @@ def test_zombies_under_a_shim(own):
 
 
 def test_restart_changes_start_time(own):
-    cd, _, _ = own
+    cd, _ = own
     reader = reader_for(cd)
     first = reader.read().daemon
     assert first is not None and first.pid == cd.pid
@@ -232,16 +221,9 @@ def test_leaked_shim_is_reported(own):
     -address; the new containerd's CRI lists neither it nor its sandbox.
     Moving only the root (its metadata) away leaves the shim running too
     (1.6.20 and 2.1.9, 5 s after the restart)."""
-    cd, netns, cgroups = own
+    cd, wiped = own
     pod = run_pod(cd, "leaky", "rtproc")
     pod.add_container("c", ["sleep", "2147483647"])
-    rt = cd.runtime_stub()
-    for sb in rt.ListPodSandbox(api.ListPodSandboxRequest()).items:  # what cleanup() will not know of
-        status = rt.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sb.id, verbose=True))
-        info = json.loads(status.info["info"])
-        netns += [ns["path"] for ns in info["runtimeSpec"]["linux"]["namespaces"]
-                  if ns["type"] == "network" and ns.get("path")]
-        cgroups.append(info["config"]["linux"]["cgroup_parent"])
     reader = reader_for(cd)
     sampler = RuntimeProcessSampler(reader, 3600)
     collector = RuntimeProcessesCollector(sampler, leak_grace=0)
@@ -250,10 +232,8 @@ def test_leaked_shim_is_reported(own):
     before = {s.id: s.pid for s in sampler.latest.shims}
     assert pod.id in before
 
-    cd.kill()
-    for d in ("state", "root"):
-        shutil.move(cd.base / d, cd.base / f"{d}-wiped-{time.monotonic_ns()}")
-    cd.start()
+    wiped.append(wipe_state(cd))  # SIGKILL, state and root moved away, started again
+    assert sorted(wiped[-1].shim_pids) == sorted(before.values())
     healthy = run_pod(cd, "healthy", "rtproc")  # a shim the new containerd knows
     assert all(psutil.Process(pid).is_running() for pid in before.values())
     sampler.sample()
