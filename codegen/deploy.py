@@ -10,7 +10,7 @@ No helm binary can be installed here, so the chart sticks to a small subset of
 Go templates that `render` below implements exactly as Helm 3 does: actions
 with `{{-`/`-}}` trimming and `{{/* */}}` comments, `.Values`/`.Release`/
 `.Chart` fields, `.Files.Get`, pipelines, `if`/`else`/`with`/`end`, and the
-functions toYaml, nindent, indent, quote, default, not, eq. Anything else is a
+functions toYaml, nindent, indent, quote, default, not, eq, ne. Anything else is a
 TemplateError, so a template can't quietly use what this renderer does not
 do. A missing value is an error too (Helm would print nothing): typos fail.
 """
@@ -139,6 +139,7 @@ FUNCS: dict[str, Callable[..., object]] = {
     "default": lambda d, v=None: v if _truthy(v) else d,
     "not": lambda v: not _truthy(v),
     "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
 }
 
 

@@ -178,6 +178,9 @@ def test_chart_values_switch_what_they_name():
     assert "--runtime-shim-leak-grace=600" in agent["args"]
     assert serve_options()["--runtime-shim-leak-grace"].type_cast_value(click.Context(serve), "600") == 600
     assert not [a for a in agent_container(daemonset(False))["args"] if "leak-grace" in a]  # default: the agent's
+    # 0, a number as a values file gives it, reaches the agent (a bare `if` would drop it)
+    (zero,) = by_kind(rendered_docs({"runtimeShimLeakGrace": 0}), "DaemonSet")[0]["spec"]["template"]["spec"]["containers"]
+    assert "--runtime-shim-leak-grace=0" in zero["args"]
     assert "--ephemeral-storage-interval=120" in agent["args"] and "--fd-sample-budget=20000" in agent["args"]
     assert agent["args"][-2:] == ["--stats-interval=30", "--doctor-interval=600"]
     assert agent["resources"]["requests"]["cpu"] == "50m"
