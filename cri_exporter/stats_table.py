@@ -11,11 +11,9 @@ builds the model object again, which dies with the scrape that asked.
 from __future__ import annotations
 
 from array import array
-from typing import Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Iterable, Iterator, Mapping
 
 from cri_exporter.cri import model
-
-T = TypeVar("T", model.ContainerStats, model.PodStats)
 
 # A field the runtime left out (None). CRI's values are uint64: only 2**64-1
 # itself cannot be kept, and an object holding it (or anything not an int)
@@ -32,14 +30,14 @@ def _keepable(v) -> bool:
     return v is None or (type(v) is int and 0 <= v < _ABSENT)
 
 
-class StatsTable(Mapping[str, T]):
+class StatsTable(Mapping[str, Any]):
     """id -> model.ContainerStats or model.PodStats, read-only. A pod's
     interfaces are kept as they came (a tuple a pod); its `containers` are
     always () here (the refresher merges them into the containers' table)."""
 
     __slots__ = ("_cls", "_fields", "_index", "_columns", "_interfaces", "_whole")
 
-    def __init__(self, cls: type[T], fields: tuple[str, ...], items: Iterable[T]):
+    def __init__(self, cls: type, fields: tuple[str, ...], items: Iterable[Any]):
         self._cls = cls
         self._fields = fields
         self._index: dict[str, int] = {}
@@ -47,7 +45,7 @@ class StatsTable(Mapping[str, T]):
         self._columns = columns
         pods = cls is model.PodStats
         self._interfaces: list[tuple[model.InterfaceStats, ...]] | None = [] if pods else None
-        self._whole: dict[str, T] = {}
+        self._whole: dict[str, Any] = {}
         for item in items:
             values = [getattr(item, f) for f in fields]
             if not all(_keepable(v) for v in values) or (pods and item.containers):
@@ -59,7 +57,7 @@ class StatsTable(Mapping[str, T]):
             if self._interfaces is not None:
                 self._interfaces.append(item.interfaces)
 
-    def __getitem__(self, key: str) -> T:
+    def __getitem__(self, key: str) -> Any:
         i = self._index.get(key)
         if i is None:
             return self._whole[key]

@@ -105,7 +105,7 @@ class LimitFiles:
             slot = _SLOTS.setdefault(name, len(_SLOTS))
         texts = self._texts
         if slot < len(texts):
-            text = texts[slot]
+            text: str | None = texts[slot]
             if text is not _UNREAD:
                 return text
         text = read(directory, name)
