@@ -213,7 +213,7 @@ class CriClient:
                 attempt=p.metadata.attempt,
                 state=_SANDBOX_STATES.get(p.state, "unknown"),
                 created_at_ns=p.created_at,
-                labels=identity_labels(p.labels),
+                labels=_sandbox_labels(p.labels, p.metadata),
                 runtime_handler=intern(p.runtime_handler),
             )
             for p in r.items
@@ -342,6 +342,21 @@ def identity_labels(labels: Mapping[str, str]) -> dict[str, str]:
     kept whole, with the annotations nothing read either, they were
     megabytes per scrape at 1,000 pods."""
     return {k: intern(labels[k]) for k in _IDENTITY_LABELS if k in labels}
+
+
+_NO_LABELS: dict[str, str] = {}  # shared by every sandbox whose labels say what its metadata says: never written
+
+
+def _sandbox_labels(labels: Mapping[str, str], metadata: pb.PodSandboxMetadata) -> dict[str, str]:
+    """identity_labels of a sandbox, less those equal to its metadata (the
+    k8s_* properties fall back to it): the kubelet's sandboxes keep none,
+    one shared empty dict instead of 184 bytes a pod between scrapes."""
+    kept = {k: v for k, v in identity_labels(labels).items()
+            if k not in _SANDBOX_METADATA or v != getattr(metadata, _SANDBOX_METADATA[k])}
+    return kept if kept else _NO_LABELS
+
+
+_SANDBOX_METADATA = {model.LABEL_POD_NAME: "name", model.LABEL_POD_NAMESPACE: "namespace", model.LABEL_POD_UID: "uid"}
 
 
 def _container_labels(labels: Mapping[str, str], name: str, shared: dict[tuple, dict[str, str]]) -> dict[str, str]:
