@@ -36,8 +36,10 @@ from cri_exporter.cgroups.layout import CGROUPFS, DEFAULT_ROOT, SYSTEMD, CgroupU
 from cri_exporter.hostfs import HostFS
 
 
-class CgroupPaths:
-    """Where one cgroup's files are, as local paths ready to open.
+class CgroupPaths(LimitFiles):
+    """Where one cgroup's files are, as local paths ready to open, and what
+    is known of its limit files (`limits`: the object itself, one object a
+    cgroup rather than two: 0.3 MB at 7,500 cgroups).
 
     v1 has one directory per controller; v2 has one directory for all.
     `unified` on v1 is the hybrid tree's directory (PSI only), if it exists.
@@ -47,16 +49,21 @@ class CgroupPaths:
     about 1.4 KB, 10 MB at 5,000 containers).
     """
 
-    __slots__ = ("version", "relative", "roots", "unified_root", "limits", "read_at")
+    __slots__ = ("version", "relative", "roots", "unified_root", "read_at")
 
     def __init__(self, version: str, relative: str, roots: dict[str, str] | None = None,
                  unified_root: str | None = None):
+        super().__init__()
         self.version = version  # "v1" | "v2"
         self.relative = relative  # e.g. "kubepods/burstable/pod<uid>/<id>"
         self.roots = roots or {}  # controller -> local hierarchy root holding this cgroup (v1)
         self.unified_root = unified_root  # the v2 tree's local root, if it holds this cgroup
-        self.limits = LimitFiles()  # what is known of this cgroup's limit files
         self.read_at = 0.0  # wall-clock time of the last whole reading (NodeCgroups), 0.0: never
+
+    @property
+    def limits(self) -> LimitFiles:
+        """What is known of this cgroup's limit files (files.LimitFiles)."""
+        return self
 
     @property
     def unified(self) -> str | None:
