@@ -1,16 +1,15 @@
-"""A stats snapshot's values kept as columns of 64-bit numbers, not objects.
+"""A stats snapshot's values kept packed, a row of 64-bit numbers an id, not objects.
 
 The snapshot is held from one refresh to the next (minutes), but scrapes read
 a few of its values a container (the writable layer, a pod's process count;
 usage only where no cgroup answers). As model objects each container cost
-about 420 bytes: an object and nine int objects of 32 bytes. As one array
-column per field it costs 8 bytes a value plus its index entry (measured at
-5,000 fake containers: 2.6 MB -> see the commit that made it). A lookup
-builds the model object again, which dies with the scrape that asked.
+about 420 bytes: an object and nine int objects of 32 bytes. Packed, a row is
+one 105-byte bytes object. A lookup unpacks the row into the model object
+again (about a microsecond), which dies with the scrape that asked.
 """
 from __future__ import annotations
 
-from array import array
+import struct
 from typing import Any, Iterable, Iterator, Mapping
 
 from cri_exporter.cri import model
@@ -35,35 +34,37 @@ class StatsTable(Mapping[str, Any]):
     interfaces are kept as they came (a tuple a pod); its `containers` are
     always () here (the refresher merges them into the containers' table)."""
 
-    __slots__ = ("_cls", "_fields", "_index", "_columns", "_interfaces", "_whole")
+    __slots__ = ("_cls", "_unpack", "_rows", "_whole")
 
     def __init__(self, cls: type, fields: tuple[str, ...], items: Iterable[Any]):
         self._cls = cls
-        self._fields = fields
-        self._index: dict[str, int] = {}
-        columns = [array("Q") for _ in fields]
-        self._columns = columns
+        packer = struct.Struct(f"={len(fields)}Q")
+        self._unpack = packer.unpack
         pods = cls is model.PodStats
-        self._interfaces: list[tuple[model.InterfaceStats, ...]] | None = [] if pods else None
+        # id -> packed row (containers) or (packed row, interfaces) (pods)
+        self._rows: dict[str, Any] = {}
         self._whole: dict[str, Any] = {}
         for item in items:
             values = [getattr(item, f) for f in fields]
             if not all(_keepable(v) for v in values) or (pods and item.containers):
                 self._whole[item.id] = item
                 continue
-            self._index[item.id] = len(columns[0])
-            for column, v in zip(columns, values):
-                column.append(_ABSENT if v is None else v)
-            if self._interfaces is not None:
-                self._interfaces.append(item.interfaces)
+            row = packer.pack(*[_ABSENT if v is None else v for v in values])
+            self._rows[item.id] = (row, item.interfaces) if pods else row
 
     def __getitem__(self, key: str) -> Any:
-        i = self._index.get(key)
-        if i is None:
+        row = self._rows.get(key)
+        if row is None:
             return self._whole[key]
-        values = [None if (v := c[i]) == _ABSENT else v for c in self._columns]
-        if self._interfaces is not None:
-            return self._cls(key, *values, interfaces=self._interfaces[i])
+        if type(row) is tuple:
+            packed, interfaces = row
+            values = self._unpack(packed)
+            if _ABSENT in values:
+                return self._cls(key, *[None if v == _ABSENT else v for v in values], interfaces=interfaces)
+            return self._cls(key, *values, interfaces=interfaces)
+        values = self._unpack(row)
+        if _ABSENT in values:
+            return self._cls(key, *[None if v == _ABSENT else v for v in values])
         return self._cls(key, *values)
 
     def get(self, key, default=None):
@@ -73,11 +74,11 @@ class StatsTable(Mapping[str, Any]):
             return default
 
     def __contains__(self, key) -> bool:
-        return key in self._index or key in self._whole
+        return key in self._rows or key in self._whole
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._index
+        yield from self._rows
         yield from self._whole
 
     def __len__(self) -> int:
-        return len(self._index) + len(self._whole)
+        return len(self._rows) + len(self._whole)
