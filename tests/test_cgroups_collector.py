@@ -58,12 +58,12 @@ class FakeCri:
     def __init__(self, pods=PODS, containers=CONTAINERS, fail=False):
         self.pods, self.containers, self.fail = pods, containers, fail
 
-    def list_pod_sandboxes(self, timeout=None, known=None):
+    def list_pod_sandboxes(self, timeout=None):
         if self.fail:
             raise CriError("ListPodSandbox", "unix:///x.sock", "UNAVAILABLE", "connection refused")
         return list(self.pods)
 
-    def list_containers(self, timeout=None, known=None):
+    def list_containers(self, timeout=None):
         return list(self.containers)
 
     def container_status(self, cid, timeout=None):

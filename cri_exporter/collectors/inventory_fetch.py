@@ -65,19 +65,15 @@ class InventoryFetch:
                 fetch is not None and fetch.error is None and not fetch.taken
                 and self.clock() - fetch.finished_at <= MAX_LEFTOVER_AGE)
             start = not reuse
-            # The objects of the inventory this one replaces, for the list calls to return again.
-            previous = fetch.value if start and fetch is not None else None
             if start:
                 fetch = self._current = _Fetch()
         assert fetch is not None
         if start and inline:
-            self._run(fetch, previous)
-            previous = None
+            self._run(fetch)
             if self.clock() > until:  # nobody waits for it any more: the next scrape's
                 raise InventoryNotYet("the runtime's lists came after the scrape deadline; the next scrape takes them")
         elif start:
-            threading.Thread(target=self._run, args=(fetch, previous), name="inventory-fetch", daemon=True).start()
-            previous = None
+            threading.Thread(target=self._run, args=(fetch,), name="inventory-fetch", daemon=True).start()
         if not fetch.done.wait(max(0.0, wait)):
             raise InventoryNotYet("the scrape deadline came before the runtime's lists; "
                                   "the next scrape takes them when they come")
@@ -97,16 +93,10 @@ class InventoryFetch:
             return None
         return last[0]()
 
-    def _run(self, fetch: _Fetch, previous: Inventory | None = None) -> None:
-        """`previous`: the inventory this fetch replaces; the list calls return
-        its objects again for what did not change (CriClient's _REUSE)."""
+    def _run(self, fetch: _Fetch) -> None:
         try:
-            known_pods = previous.pods_by_id if previous is not None else None
-            known_containers = {c.id: c for c in previous.containers} if previous is not None else None
-            del previous
-            pods = self.client.list_pod_sandboxes(timeout=self.client.timeout, known=known_pods)
-            containers = self.client.list_containers(timeout=self.client.timeout, known=known_containers)
-            del known_pods, known_containers
+            pods = self.client.list_pod_sandboxes(timeout=self.client.timeout)
+            containers = self.client.list_containers(timeout=self.client.timeout)
             fetch.value = Inventory(pods, containers)
             self._last = (weakref.ref(fetch.value), self.clock())
         except Exception as err:  # noqa: BLE001 -- CriError or a bug: raised in each scrape that waits for it

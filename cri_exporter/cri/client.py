@@ -195,14 +195,6 @@ class CriClient:
             info=dict(r.info),
         )
 
-    # _REUSE: what a list call reads of an object its caller already holds
-    # (`known`) is its id, state and creation time; the rest of a sandbox or
-    # container (names, image, labels, attempt) never changes for one id, so
-    # the object already built is returned again, read-only as every model
-    # object: a scrape then builds only new or changed objects (ListContainers
-    # at 5,000 fake containers: see the commit), and its inventory shares them
-    # with the one before.
-
     # Ids, names, namespaces, uids and images are interned: they repeat
     # across a node's objects and the calls (a pod's uid and name are in its
     # sandbox and in each of its containers, most pods share a few images, a
@@ -210,30 +202,22 @@ class CriClient:
     # by a scrape's inventory, the stats snapshot, the status cache or the
     # rendered label sets. A 5,000-container inventory alone: 9.1 MB -> 5.8 MB.
 
-    def list_pod_sandboxes(self, timeout: float | None = None,
-                           known: Mapping[str, model.PodSandbox] | None = None) -> list[model.PodSandbox]:
-        """`known`: sandboxes of an earlier answer by id; one listed again with the
-        same state and creation time is returned as is (see _REUSE)."""
+    def list_pod_sandboxes(self, timeout: float | None = None) -> list[model.PodSandbox]:
         r: pb.ListPodSandboxResponse = self._call(self._runtime, "ListPodSandbox", pb.ListPodSandboxRequest(), timeout)
-        out = []
-        for p in r.items:
-            state = _SANDBOX_STATES.get(p.state, "unknown")
-            old = known.get(p.id) if known else None
-            if old is not None and old.state == state and old.created_at_ns == p.created_at:
-                out.append(old)
-                continue
-            out.append(model.PodSandbox(
+        return [
+            model.PodSandbox(
                 id=intern(p.id),
                 name=intern(p.metadata.name),
                 namespace=intern(p.metadata.namespace),
                 uid=intern(p.metadata.uid),
                 attempt=p.metadata.attempt,
-                state=state,
+                state=_SANDBOX_STATES.get(p.state, "unknown"),
                 created_at_ns=p.created_at,
                 labels=_sandbox_labels(p.labels, p.metadata),
                 runtime_handler=intern(p.runtime_handler),
-            ))
-        return out
+            )
+            for p in r.items
+        ]
 
     def pod_sandbox_uses_host_network(self, pod_sandbox_id: str, timeout: float | None = None) -> bool:
         """True for a hostNetwork pod: its network namespace is the node's."""
@@ -242,31 +226,23 @@ class CriClient:
         )
         return bool(r.status.linux.namespaces.options.network == pb.NODE)
 
-    def list_containers(self, timeout: float | None = None,
-                        known: Mapping[str, model.Container] | None = None) -> list[model.Container]:
-        """`known`: containers of an earlier answer by id; one listed again with the
-        same state and creation time is returned as is (see _REUSE)."""
+    def list_containers(self, timeout: float | None = None) -> list[model.Container]:
         r: pb.ListContainersResponse = self._call(self._runtime, "ListContainers", pb.ListContainersRequest(), timeout)
         shared: dict[tuple, dict[str, str]] = {}
-        out = []
-        for c in r.containers:
-            state = _CONTAINER_STATES.get(c.state, "unknown")
-            old = known.get(c.id) if known else None
-            if old is not None and old.state == state and old.created_at_ns == c.created_at:
-                out.append(old)
-                continue
-            out.append(model.Container(
+        return [
+            model.Container(
                 id=intern(c.id),
                 pod_sandbox_id=intern(c.pod_sandbox_id),
                 name=intern(c.metadata.name),
                 attempt=c.metadata.attempt,
                 image=intern(c.image.user_specified_image or c.image.image),
                 image_id=intern(c.image_id or c.image_ref),
-                state=state,
+                state=_CONTAINER_STATES.get(c.state, "unknown"),
                 created_at_ns=c.created_at,
                 labels=_container_labels(c.labels, c.metadata.name, shared),
-            ))
-        return out
+            )
+            for c in r.containers
+        ]
 
     def container_status(self, container_id: str, timeout: float | None = None) -> model.ContainerStatus:
         r: pb.ContainerStatusResponse = self._call(
