@@ -63,17 +63,15 @@ class CgroupUnreadable(Exception):
         self.read_at = 0.0
 
 
-# LimitFiles' texts, one slot per file name (the same few names in every
-# cgroup), kept as tuples shared node-wide: most cgroups hold the same texts
-# ("max", "100000", "1024"...), so a cgroup keeps one pointer to a tuple many
-# share instead of a dict of its own (a 5-entry dict is 184 bytes: 1.4 MB at
-# 7,500 cgroups). Bounded: past _SHARED_MAX distinct tuples the table starts
-# again (sharing is an economy, not a correctness matter).
-_UNREAD = object()
-_SLOTS: dict[str, int] = {}
-_SHARED: dict[tuple, tuple] = {}
+# LimitFiles' texts, kept as dicts shared node-wide: most cgroups hold the
+# same texts ("max", "100000", "1024"...), so a cgroup keeps one pointer to a
+# dict many share instead of a dict of its own (a 5-entry dict is 184 bytes:
+# 1.4 MB at 7,500 cgroups). A shared dict is never written: a new text makes
+# a new dict. Bounded: past _SHARED_MAX distinct dicts the table starts again
+# (sharing is an economy, not a correctness matter).
+_SHARED: dict[tuple, dict[str, str | None]] = {}
 _SHARED_MAX = 4096
-_NOTHING: tuple = ()
+_NOTHING: dict[str, str | None] = {}
 
 
 class LimitFiles:
@@ -90,7 +88,7 @@ class LimitFiles:
     __slots__ = ("_texts", "_expires")
 
     def __init__(self) -> None:
-        self._texts: tuple = _NOTHING  # by _SLOTS index: text, None (no such file) or _UNREAD
+        self._texts = _NOTHING
         self._expires = 0.0
 
     def due(self, now: float, refresh_seconds: float) -> None:
@@ -100,26 +98,18 @@ class LimitFiles:
             self._expires = now + refresh_seconds * random.uniform(0.75, 1.25)
 
     def read(self, directory: str, name: str) -> str | None:
-        slot = _SLOTS.get(name)
-        if slot is None:
-            slot = _SLOTS.setdefault(name, len(_SLOTS))
-        texts = self._texts
-        if slot < len(texts):
-            text: str | None = texts[slot]
-            if text is not _UNREAD:
-                return text
-        text = read(directory, name)
-        # Interned: one copy of each text node-wide instead of 37,500 strings at 5,000 containers.
-        text = intern(text) if text is not None else None
-        kept = list(texts)
-        if slot >= len(kept):
-            kept.extend([_UNREAD] * (slot + 1 - len(kept)))
-        kept[slot] = text
-        key = tuple(kept)
-        if len(_SHARED) >= _SHARED_MAX:
-            _SHARED.clear()
-        self._texts = _SHARED.setdefault(key, key)
-        return text
+        try:
+            return self._texts[name]
+        except KeyError:
+            text = read(directory, name)
+            # Interned: one copy of each text node-wide instead of 37,500 strings at 5,000 containers.
+            text = intern(text) if text is not None else None
+            kept = {**self._texts, name: text}
+            key = tuple(kept.items())
+            if len(_SHARED) >= _SHARED_MAX:
+                _SHARED.clear()
+            self._texts = _SHARED.setdefault(key, kept)
+            return text
 
 
 class _Unkept:

@@ -39,9 +39,9 @@ def read_all(paths: CgroupPaths, names: DeviceNames | None = None, keep_limits: 
     `keep_limits`: the limit files' text may be up to about
     LIMITS_REFRESH_SECONDS old (paths kept across scrapes, see NodeCgroups).
     `parts`: only these are read (PARTS); the others' values stay unknown (None)."""
-    limits = paths.limits if keep_limits else files.UNKEPT
+    limits = paths if keep_limits else files.UNKEPT  # the paths carry their limit files (paths.limits is paths)
     if keep_limits:
-        paths.limits.due(time.monotonic(), LIMITS_REFRESH_SECONDS)
+        paths.due(time.monotonic(), LIMITS_REFRESH_SECONDS)
     try:
         if parts is PARTS:
             return CgroupStats(
