@@ -29,12 +29,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import structlog
 
 from cri_exporter.cri import CriClient, CriError, model
-from cri_exporter.stats_table import CONTAINER_FIELDS, POD_FIELDS, StatsTable
 
 log = structlog.get_logger(__name__)
 
@@ -42,9 +40,8 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True)
 class StatsSnapshot:
     taken_at: float  # wall clock, seconds
-    # id -> stats; a refresh keeps them as a StatsTable (columns of numbers, not objects)
-    containers: Mapping[str, model.ContainerStats]
-    pods: Mapping[str, model.PodStats]
+    containers: dict[str, model.ContainerStats]
+    pods: dict[str, model.PodStats]
     container_error: str | None = None
     pod_list_error: str | None = None
     failed_pod_ids: tuple[str, ...] = ()
@@ -144,9 +141,7 @@ class StatsRefresher:
                 containers.setdefault(c.id, c)
             pod.containers = ()  # merged: kept in both places, a snapshot held every container twice
 
-        snap = StatsSnapshot(started, StatsTable(model.ContainerStats, CONTAINER_FIELDS, containers.values()),
-                             StatsTable(model.PodStats, POD_FIELDS, pods.values()),
-                             container_error, pod_list_error, tuple(failed), durations)
+        snap = StatsSnapshot(started, containers, pods, container_error, pod_list_error, tuple(failed), durations)
         self._snapshot = snap
         self.refreshes += 1
         return snap

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from sys import intern
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from cri_exporter.cgroups import CgroupUnreadable, NodeCgroups, Usage
 from cri_exporter.collectors.base import PartialCollection, ScrapeContext
@@ -211,7 +211,7 @@ class ContainersCollector:
         yield pods
 
     def _containers(self, cache: LabelCache, inv: Inventory, readings: Readings, last_exited: dict[ContainerIdentity, model.Container],
-                    stats: Mapping[str, model.ContainerStats], taken_at: float) -> tuple[list[Family], bool]:
+                    stats: dict[str, model.ContainerStats], taken_at: float) -> tuple[list[Family], bool]:
         """The container families, and whether any running container's usage came from the snapshot."""
         snapshot_used = False
         info = Family(
@@ -270,7 +270,7 @@ class ContainersCollector:
         families = [info, state, restarts, started, reason, exit_code, finished] + [row[0] for row in values]
         return families, snapshot_used
 
-    def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: Mapping[str, model.PodStats],
+    def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: dict[str, model.PodStats],
               taken_at: float, network: bool = True, usage: bool = True) -> tuple[list[Family], bool]:
         """The pod families, and whether any ready pod's usage or network came from the snapshot.
         `network` / `usage`: whether a network / usage family is served at all."""
