@@ -48,7 +48,7 @@ def runtime_alerts(s: Settings) -> list[Alert]:
               "runtime, container and doctor metrics are missing, and the alerts based on them cannot fire."),
         Alert("CriRuntimeDown", f"cri_up{s.sel()} == 0", "critical",
               "The container runtime does not answer CRI.",
-              f"The container runtime on {ON} has not answered CRI Version for {s.for_['CriRuntimeDown']}: "
+              f"The container runtime on {ON} has not answered CRI (Version or Status) for {s.for_['CriRuntimeDown']}: "
               "the kubelet cannot start, stop or inspect containers on this node."),
         Alert("CriRuntimeNotReady", "cri_runtime_condition" + s.sel('condition="RuntimeReady"') + " == 0",
               "critical",

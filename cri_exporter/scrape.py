@@ -150,7 +150,7 @@ class Collection:
         for step, seconds in sorted(self.ctx.step_seconds().items()):
             steps.add_metric([step], seconds)
         if self._runtime_collector is not None:
-            up = GaugeMetricFamily("cri_up", "1 if the container runtime answered CRI Version in this scrape, else 0.")
+            up = GaugeMetricFamily("cri_up", "1 if the container runtime answered CRI in this scrape (Version, or Status once its Version is known), else 0.")
             up.add_metric([], 1.0 if self.ctx.runtime_up else 0.0)
             metrics.append(up)
         metrics.extend([success, duration])

@@ -14,7 +14,7 @@ def build() -> dict:
               "the exporter's own scrapes. Data: cri-exporter.")
     b.row(
         "Runtime",
-        single("Runtime up", "cri_up: 1 when the container runtime answered CRI Version in the exporter's last scrape.",
+        single("Runtime up", "cri_up: 1 when the container runtime answered CRI (Version, or Status once its version is known) in the exporter's last scrape.",
                "none", query(f"cri_up{{{NODE}}}", instant=True), w=4, mapping=UP_DOWN),
         single("Runtime version", "The runtime's name and version from CRI Version (cri_runtime_info).", "none",
                query(f"cri_runtime_info{{{NODE}}}", "{{runtime_name}} {{runtime_version}} (CRI {{runtime_api_version}})",

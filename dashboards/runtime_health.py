@@ -29,7 +29,7 @@ def build() -> dict:
               "(DeadlineExceeded: the runtime is slow; Unavailable: it is down).", "reqps",
               query(f"sum by (method, code) (rate(cri_request_errors_total{{{NODE}}}[$__rate_interval]))",
                     "{{method}} {{code}}"), w=12, min_=0),
-        graph("Runtime up", "cri_up: whether the runtime answered CRI Version in each scrape.", "none",
+        graph("Runtime up", "cri_up: whether the runtime answered CRI (Version, or Status once its version is known) in each scrape.", "none",
               query(f"cri_up{{{NODE}}}", "runtime up"), w=12, min_=0, max_=1),
     )
     b.row(
