@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import struct
 from dataclasses import dataclass
 
@@ -105,6 +104,10 @@ def rpm_versions(hostfs: HostFS, names: tuple[str, ...]) -> dict[str, Version]:
     for path in RPMDB_PATHS:
         if not hostfs.is_file(path):
             continue
+        # Imported here: 1 MB resident in `serve`, whose log and ephemeral-storage
+        # readers load the kubelet's facts (this module among them), never an rpm database.
+        import sqlite3
+
         try:
             local = hostfs.path(path)  # resolved inside the root; a binary database, never bundled
             if os.stat(local).st_size > RPMDB_LIMIT:
