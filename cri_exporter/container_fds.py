@@ -45,8 +45,6 @@ from cri_exporter.tcp_states import READ_LIMIT, STATE_NAMES, read_states
 
 log = structlog.get_logger(__name__)
 
-_PROCS_LIMIT = 1024 * 1024  # cgroup.procs: ~100,000 pids
-
 
 @dataclass(frozen=True, slots=True)
 class FdCount:
@@ -181,22 +179,7 @@ class FdSampler:
 
     def pids(self, container_id: str, pod_uid: str) -> list[int] | None:
         """The processes of a container's cgroup; None: cgroup not found or gone."""
-        paths = self.cgroups.resolver.container(container_id, pod_uid)
-        if paths is None:
-            return None
-        directory = paths.procs_dir
-        if directory is None:
-            return None
-        try:
-            fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_RDONLY | os.O_NONBLOCK)
-            try:
-                raw = os.read(fd, _PROCS_LIMIT)
-            finally:
-                os.close(fd)
-        except OSError:
-            self.cgroups.resolver.forget(container_id=container_id)  # removed: found again if it comes back
-            return None
-        return [int(p) for p in raw.split() if p.isdigit()]
+        return self.cgroups.procs(container_id, pod_uid)
 
     def read_container(self, container_id: str, pod_uid: str) -> tuple[FdCount | None, int]:
         """(its fds, sockets and limit ratio; None if its cgroup or processes are gone), and the entries read."""

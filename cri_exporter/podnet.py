@@ -12,7 +12,6 @@ that a node where this never works pays for finding out once, not per scrape.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -87,22 +86,13 @@ class PodNetwork:
         pid = self._pids.get(sandbox_id)
         if pid is not None and self._still_in_sandbox(pid, sandbox_id):
             return pid
-        paths = self.cgroups.resolver.container(sandbox_id, pod_uid)
-        if paths is None:
+        pids = self.cgroups.procs(sandbox_id, pod_uid, first=True)
+        if not pids:
             return None
-        directory = paths.procs_dir
-        if directory is None:
-            return None
-        try:
-            with open(os.path.join(directory, "cgroup.procs")) as f:
-                first = f.readline().strip()
-        except OSError:
-            return None
-        if not first.isdigit():
-            return None
+        first = pids[0]
         with self._lock:
-            self._pids[sandbox_id] = int(first)
-        return int(first)
+            self._pids[sandbox_id] = first
+        return first
 
     def _still_in_sandbox(self, pid: int, sandbox_id: str) -> bool:
         """Guards against pid reuse: the cached pid must still be in the sandbox's cgroup."""

@@ -79,3 +79,28 @@ def test_pods_read_from_the_snapshot_keep_the_stats_refresh_at_its_interval(tmp_
             assert 'cri_pod_network_receive_bytes_total{interface="eth0",namespace="team-00"' in text
         finally:
             exp.stop()
+
+
+def test_one_cgroup_procs_reader_serves_podnet_and_the_fd_sampler(tmp_path, monkeypatch):
+    """NodeCgroups.procs reads cgroup.procs for both: the pod network's pause
+    pid (its first line) and the fd sampler's processes (every line), compared
+    with the file; a cgroup that went away is None and its path forgotten."""
+    from cri_exporter.container_fds import FdSampler
+
+    net, pods = node(tmp_path)
+    sampler = FdSampler(net.hostfs, net.cgroups, 30.0, 1000)
+    p = pods[0]
+    sandbox_dir = net.cgroups.resolver.container(p.sandbox.id, p.sandbox.metadata.uid).procs_dir
+    with open(os.path.join(sandbox_dir, "cgroup.procs"), "w") as f:
+        f.write("100000\n4242\n77\n")
+    reads = []
+    real_procs = net.cgroups.procs
+    monkeypatch.setattr(net.cgroups, "procs", lambda *a, **k: reads.append(a) or real_procs(*a, **k))
+    assert net._pid(p.sandbox.id, p.sandbox.metadata.uid) == 100_000
+    assert sampler.pids(p.sandbox.id, p.sandbox.metadata.uid) == [100_000, 4242, 77]
+    assert reads == [(p.sandbox.id, p.sandbox.metadata.uid)] * 2
+
+    os.rename(sandbox_dir, sandbox_dir + ".gone")
+    assert net.cgroups.procs(p.sandbox.id, p.sandbox.metadata.uid) is None
+    os.rename(sandbox_dir + ".gone", sandbox_dir)  # back: read again
+    assert net.cgroups.procs(p.sandbox.id, p.sandbox.metadata.uid, first=True) == [100_000]

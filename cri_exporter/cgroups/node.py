@@ -6,6 +6,7 @@ safe to call from both collector threads at once.
 """
 from __future__ import annotations
 
+import os
 import time
 
 from cri_exporter.cgroups import files
@@ -27,6 +28,9 @@ LIMITS_REFRESH_SECONDS = 60.0
 
 # The parts of a cgroup reading, each its own files: what --metrics-allow /
 # --metrics-deny can leave unread (collectors/cgroup_readings.Plan).
+# cgroup.procs is read up to this much (about 100,000 pids).
+PROCS_READ_LIMIT = 1024 * 1024
+
 PARTS = frozenset({"cpu", "memory", "pids", "io", "pressure_cpu", "pressure_memory", "pressure_io"})
 
 
@@ -92,6 +96,28 @@ class NodeCgroups:
         if stats is None:
             self.resolver.forget(container_id=container_id)
         return stats
+
+    def procs(self, container_id: str, pod_uid: str, first: bool = False) -> list[int] | None:
+        """The pids in a container's (or a sandbox's) cgroup.procs, in the
+        file's order; `first`: only the first line is needed (a sandbox's pause
+        process). None: no cgroup found, or it is gone (its path is forgotten,
+        found again if it comes back). The one reader of cgroup.procs, for the
+        pod network counters (podnet.py) and the fd sampler (container_fds.py)."""
+        paths = self.resolver.container(container_id, pod_uid)
+        directory = paths.procs_dir if paths is not None else None
+        if directory is None:
+            return None
+        try:
+            fd = os.open(os.path.join(directory, "cgroup.procs"), os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                raw = os.read(fd, 64 if first else PROCS_READ_LIMIT)
+            finally:
+                os.close(fd)
+        except OSError:
+            self.resolver.forget(container_id=container_id)
+            return None
+        lines = raw.split(b"\n", 1)[:1] if first else raw.split()
+        return [int(p) for p in lines if p.isdigit()]
 
     def pod_stats(self, pod_uid: str, parts: frozenset[str] = PARTS) -> CgroupStats | None:
         """As container_stats, for the pod's cgroup."""
