@@ -107,6 +107,7 @@ class Exporter:
             self.parts.container_fds = None  # likewise
         if not any(c.name == "ephemeral_storage" for c in collectors):
             self.parts.ephemeral_storage = None  # likewise its walker
+        self._share_caches(collectors)
         if self.metrics.active:
             log.info("metric families filtered", allow=self.metrics.allow_spec, deny=self.metrics.deny_spec,
                      pod_cgroup_metrics=settings.pod_cgroup_metrics,
@@ -119,6 +120,26 @@ class Exporter:
         self.scraper = Scraper(collectors, self._context, settings.scrape_timeout)
         self._release_lock = threading.Lock()
         self._released_at = 0.0
+
+    def _share_caches(self, collectors: list) -> None:
+        """Per-object CRI answers asked once, whoever needs them (fetch_once.py):
+        the log round takes its log paths from the ContainerStatus cache the
+        containers collector's scrapes keep (asking into it for a container
+        they did not ask about yet), and the fd collector shares its
+        PodSandboxStatus (hostNetwork) cache, both pruned by the same scrape's
+        inventory."""
+        from cri_exporter.collectors.containers import STATUS_FAMILIES, ContainersCollector
+
+        containers = next((c for c in collectors if isinstance(c, ContainersCollector)), None)
+        if containers is None:
+            return
+        sampler = self.parts.container_logs
+        if sampler is not None and self.metrics.wants_any(STATUS_FAMILIES):
+            sampler.statuses = containers.statuses
+            sampler.statuses_kept_by_scrape = True  # pruned by the scrapes, which ask every running container's
+        for fds in collectors:
+            if fds.name == "container_fds":
+                fds.host_network = containers.host_network
 
     def _reprobe(self) -> bool:
         """Probe crictl's sockets again (at most every REPROBE_SECONDS); switch

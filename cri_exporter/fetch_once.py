@@ -6,6 +6,12 @@ network; ContainerStatus and PodSandboxStatus do, one object per call. Those
 facts never change while a container stays in one state (or for a sandbox's
 whole life), so each is fetched once, when first seen, and kept until the
 object goes away: the scrape path pays for new objects only.
+
+One cache serves every reader of the same answers (the containers collector
+and the container log round share the ContainerStatus cache; the containers
+and container_fds collectors the PodSandboxStatus one), so the runtime is
+asked once per object, not once per reader. A key being fetched by one
+reader is waited for by another, never asked twice (they run side by side).
 """
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ class FetchOnce(Generic[V]):
         self._settled = settled
         self._lock = threading.Lock()
         self._entries: dict[Hashable, V] = {}
+        self._asking: dict[Hashable, threading.Event] = {}  # keys being fetched now, by whichever reader
 
     def get(self, key: Hashable) -> V | None:
         return self._entries.get(key)
@@ -43,9 +50,7 @@ class FetchOnce(Generic[V]):
 
         Stops at the scrape's deadline; what was not fetched comes next time.
         """
-        with self._lock:
-            for key in [k for k in self._entries if not keep(k)]:
-                del self._entries[key]
+        self.retain(keep)
         for key, object_id in wanted:
             known = self._entries.get(key)
             if known is not None and self._settled(known):
@@ -53,11 +58,37 @@ class FetchOnce(Generic[V]):
             t = timeout()
             if t <= 0.01:
                 return
-            try:
-                value = self._fetch(client, object_id, t)
-            except CriError as err:
-                # Removed between the list and this call, most likely.
-                log.debug("status call failed", id=object_id, error=str(err))
-                continue
+            self._ask(client, key, object_id, t)
+
+    def fetch(self, client: CriClient, key: Hashable, object_id: str, timeout: float) -> V | None:
+        """The answer for `key`, settled or not: kept, else asked now (and kept)."""
+        known = self._entries.get(key)
+        return known if known is not None else self._ask(client, key, object_id, timeout)
+
+    def retain(self, keep: Callable[[Hashable], bool]) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if not keep(k)]:
+                del self._entries[key]
+
+    def _ask(self, client: CriClient, key: Hashable, object_id: str, timeout: float) -> V | None:
+        with self._lock:
+            other = self._asking.get(key)
+            if other is None:
+                mine = self._asking[key] = threading.Event()
+        if other is not None:  # another reader is asking: its answer, not a second call
+            other.wait(timeout)
+            return self._entries.get(key)
+        try:
+            value = self._fetch(client, object_id, timeout)
+        except CriError as err:
+            # Removed between the list and this call, most likely.
+            log.debug("status call failed", id=object_id, error=str(err))
+            return None
+        else:
             with self._lock:
                 self._entries[key] = value
+            return value
+        finally:
+            with self._lock:
+                del self._asking[key]
+            mine.set()

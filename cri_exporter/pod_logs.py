@@ -31,12 +31,16 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Callable
 
 import structlog
 
-from cri_exporter.cri import CriClient, CriError
+from cri_exporter import memory_tuning
+from cri_exporter.cri import CriClient, model
+from cri_exporter.fetch_once import FetchOnce
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import ContainerIdentity, Inventory
 from cri_exporter.periodic import PeriodicReader
@@ -170,41 +174,60 @@ def read_log_files(hostfs: HostFS, log_path: str) -> LogFiles | None:
     return LogFiles(st.st_size, rotated_in_use(rotated), total, 1 + len(rotated))
 
 
+class LogTable(Mapping[ContainerIdentity, LogFiles]):
+    """A round's logs by identity, ordered by namespace, pod and container:
+    the identities in a list and their three numbers in one C array, not a
+    dict of 5,000 LogFiles and their ints (0.8 MB less at 5,000 containers,
+    and 20,000 fewer small objects made each round among the scrapes'). The
+    collector walks `rows()`; a lookup by identity (tests) indexes on first use."""
+
+    __slots__ = ("idents", "numbers", "_index")
+
+    def __init__(self, idents: list[ContainerIdentity], numbers: array):
+        self.idents = idents
+        self.numbers = numbers  # current bytes, rotated files, total bytes of each identity, in turn
+        self._index: dict[ContainerIdentity, int] | None = None
+
+    def rows(self) -> Iterator[tuple[ContainerIdentity, int, int, int]]:
+        v = self.numbers
+        for i, ident in enumerate(self.idents):
+            yield ident, v[3 * i], v[3 * i + 1], v[3 * i + 2]
+
+    def __getitem__(self, ident: ContainerIdentity) -> LogFiles:
+        if self._index is None:
+            self._index = {ident: i for i, ident in enumerate(self.idents)}
+        i = self._index[ident]
+        v = self.numbers
+        return LogFiles(v[3 * i], v[3 * i + 1], v[3 * i + 2], -1)
+
+    def __iter__(self) -> Iterator[ContainerIdentity]:
+        return iter(self.idents)
+
+    def __len__(self) -> int:
+        return len(self.idents)
+
+
 @dataclass(frozen=True, slots=True)
 class LogSample:
     """One round over every container's log."""
 
     taken_at: float
     duration: float
-    logs: dict[ContainerIdentity, LogFiles]  # by namespace, pod, container
+    logs: LogTable  # by namespace, pod, container
     limits: LogLimits | None
     files: int  # files stat'ed (its cost)
 
 
-@dataclass
-class _PathCache:
-    """Container id -> its log path from ContainerStatus ("" for none)."""
-
-    paths: dict[str, str] = field(default_factory=dict)
-
-    def get(self, container_id: str, fetch: Callable[[str], str | None]) -> str | None:
-        path = self.paths.get(container_id)
-        if path is None:
-            path = fetch(container_id)
-            if path is not None:
-                self.paths[container_id] = path
-        return path
-
-    def keep(self, ids: set[str]) -> None:
-        for gone in self.paths.keys() - ids:
-            del self.paths[gone]
+def _ask_status(client: CriClient, container_id: str, timeout: float) -> model.ContainerStatus:
+    return client.container_status(container_id, timeout=timeout)
 
 
 class ContainerLogSampler(PeriodicReader[LogSample]):
     """Every `interval` seconds in a thread of its own: take the runtime's
-    containers (the scrapes' latest inventory, else its own lists), ask
-    ContainerStatus for the log path of each new one, stat each current
-    container's log and its rotated files. The kubelet's limits
+    containers (the scrapes' latest inventory, else its own lists), take
+    each one's log path from the ContainerStatus cache the scrapes keep (asking
+    the runtime only for a container no scrape asked about yet, into that same
+    cache), stat each current container's log and its rotated files. The kubelet's limits
     are read at the first round and every LIMITS_INTERVAL after.
 
     The collector reads `latest`; the scrape never stats a log file."""
@@ -231,7 +254,13 @@ class ContainerLogSampler(PeriodicReader[LogSample]):
         self.limits: LogLimits | None = None
         self.limits_error: str | None = None
         self._limits_at = float("-inf")
-        self._paths = _PathCache()
+        # Container id and state -> ContainerStatus (its log_path never changes
+        # for an id). The Exporter hands over the containers collector's, which
+        # its scrapes fill and prune (`statuses_kept_by_scrape`): the runtime is
+        # asked once per container, whoever asks first, and no second copy of
+        # 5,000 paths is kept. Otherwise this one, pruned here each round.
+        self.statuses: FetchOnce[model.ContainerStatus] = FetchOnce(_ask_status)
+        self.statuses_kept_by_scrape = False
 
     def _read_limits(self) -> None:
         now = time.monotonic()
@@ -245,11 +274,9 @@ class ContainerLogSampler(PeriodicReader[LogSample]):
             self.limits_error = f"{type(err).__name__}: {err}"
             log.warning("kubelet log limits unreadable", error=self.limits_error)
 
-    def _log_path(self, container_id: str) -> str | None:
-        try:
-            return self.client.container_status(container_id, timeout=self.timeout).log_path
-        except CriError:
-            return None  # removed meanwhile, or the runtime is busy: asked again next round
+    def _log_path(self, c: model.Container) -> str | None:
+        status = self.statuses.fetch(self.client, (c.id, c.state), c.id, self.timeout)
+        return status.log_path if status is not None else None  # None: removed meanwhile, or a busy runtime
 
     def take(self) -> LogSample:
         started, t0 = time.time(), time.monotonic()
@@ -258,18 +285,27 @@ class ContainerLogSampler(PeriodicReader[LogSample]):
         if inventory is None:
             pods = self.client.list_pod_sandboxes(timeout=self.timeout)
             inventory = Inventory(pods, self.client.list_containers(timeout=self.timeout))
-        logs: dict[ContainerIdentity, LogFiles] = {}
+        if not self.statuses_kept_by_scrape:
+            listed = {(c.id, c.state) for c in inventory.containers}
+            self.statuses.retain(listed.__contains__)
+            del listed
+        found: list[tuple[ContainerIdentity, LogFiles]] = []
         files = 0
         for ident, c in inventory.current_containers.items():
-            path = self._paths.get(c.id, self._log_path)
+            path = self._log_path(c)
             if not path:
                 continue
-            found = read_log_files(self.hostfs, path)
-            if found is not None:
-                logs[ident] = found
-                files += found.files
-        self._paths.keep({c.id for c in inventory.containers})
+            log_files = read_log_files(self.hostfs, path)
+            if log_files is not None:
+                found.append((ident, log_files))
+                files += log_files.files
         del inventory
         # Ordered once here, not at every scrape that serves the round.
-        ordered = dict(sorted(logs.items(), key=lambda kv: (kv[0].namespace, kv[0].pod, kv[0].container)))
-        return LogSample(started, time.monotonic() - t0, ordered, self.limits, files)
+        found.sort(key=lambda row: (row[0].namespace, row[0].pod, row[0].container))
+        values = array("q", [n for _, f in found for n in (f.current_bytes, f.rotated_files, f.total_bytes)])
+        logs = LogTable([ident for ident, _ in found], values)
+        del found
+        # The round's temporaries are freed: hand their pages back now, not at the
+        # next scrape's answer (a round ending after it would be counted at rest).
+        memory_tuning.release_freed_memory()
+        return LogSample(started, time.monotonic() - t0, logs, self.limits, files)

@@ -45,11 +45,11 @@ class ContainerLogsCollector:
             "Bytes of the container's log on disk: the live file, its rotated and compressed files, and leftovers "
             "of an interrupted rotation.", labels=C_LABELS)
         label = ctx.labels.get
-        for ident, files in sample.logs.items():
+        for ident, current_bytes, rotated_files, total_bytes in sample.logs.rows():
             labels = label(C_LABELS, (ident.namespace, ident.pod, ident.container))
-            current.add(labels, float(files.current_bytes))
-            rotated.add(labels, float(files.rotated_files))
-            total.add(labels, float(files.total_bytes))
+            current.add(labels, float(current_bytes))
+            rotated.add(labels, float(rotated_files))
+            total.add(labels, float(total_bytes))
         metrics += [current, rotated, total]
         limits = sample.limits
         max_size = Family(

@@ -128,6 +128,7 @@ def _exposed(name: str, counter: bool) -> str:
 # denied, the calls are not made.
 _STATUS_FAMILIES = ("cri_container_start_time_seconds", "cri_container_last_terminated_reason",
                     "cri_container_last_terminated_exit_code", "cri_container_last_terminated_time_seconds")
+STATUS_FAMILIES = _STATUS_FAMILIES  # served: its scrapes keep the ContainerStatus cache (the log round shares it)
 # Families read from the pods' network namespaces (and PodSandboxStatus for hostNetwork).
 _NET_FAMILIES = tuple(_exposed(n, True) for n, _, _ in _POD_NET)
 _CONTAINER_USAGE = tuple(_exposed(n, c) for n, _, attr, _, c in _CONTAINER_STATS if attr in _LIVE)
