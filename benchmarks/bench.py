@@ -56,7 +56,7 @@ from cri_exporter.exporter import Exporter  # noqa: E402
 from cri_exporter.hostfs import HostFS  # noqa: E402
 from cri_exporter.settings import DEFAULTS, Settings  # noqa: E402
 from tests.exporter_proc import ExporterProcess, free_port, parse  # noqa: E402
-from tests.fakecri import FakeCRI, fleet, make_cgroup_tree  # noqa: E402
+from tests.fakecri import FakeCRI, fleet, make_cgroup_tree, make_log_tree  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 LOAD_AT_START = os.getloadavg()[0]
@@ -729,6 +729,76 @@ def issue15_lines(r: dict) -> list[str]:
             f"{ms(r['before_p50'])}"]
 
 
+# Issue 15's memory target: every collector (the doctor apart: a child process), its readers' rounds sped up.
+ALL_BUT_DOCTOR = ",".join(name for name in DEFAULTS.collectors if name != "doctor")
+ISSUE15_RSS_MB = 80
+ISSUE15_INTERVALS = ("--container-log-interval", "5", "--fd-sample-interval", "5",
+                     "--ephemeral-storage-interval", "10", "--runtime-process-interval", "5")
+EMPTYDIR_FILES = 20  # a pod's emptyDir: 20 small files in 4 directories (ephemeral_cost's common pod)
+
+
+def add_emptydirs(root: Path, pods) -> None:
+    """Under the fake tree, the kubelet's emptyDir of each pod (the logs are make_log_tree's)."""
+    from cri_exporter.ephemeral_storage import EMPTY_DIR
+
+    payload = b"x" * 700
+    for p in pods:
+        vols = root / "var/lib/kubelet/pods" / p.sandbox.metadata.uid / "volumes" / EMPTY_DIR / "data"
+        for v in range(EMPTYDIR_FILES):
+            d = vols / f"d{v // 5}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"f{v}").write_bytes(payload)
+
+
+def issue15_memory(n: int, scrapes: int = 10, gap: float = 3.0) -> dict:
+    """Resident memory with every collector enabled but the doctor, at `n` fake
+    containers with everything the background readers read: cgroups and pause
+    processes (make_cgroup_tree), logs with rotated files (make_log_tree), a
+    /proc of fds and TCP sockets (add_fake_proc), an emptyDir a pod. The
+    readers run every 5-10 s instead of 15-60 s, so that the scrapes (one every
+    `gap` s) see several rounds of each: what a round leaves behind shows."""
+    base = Path(tempfile.mkdtemp(prefix="i15b-", dir="/tmp"))
+    try:
+        root = base / "root"
+        pods = fleet(n)
+        t = time.monotonic()
+        make_cgroup_tree(root, pods)
+        make_log_tree(root, pods)
+        add_fake_proc(root, pods)
+        add_emptydirs(root, pods)
+        made = time.monotonic() - t
+        with FakeCRI(base / "cri.sock", pods) as fake:
+            exp = ExporterProcess(fake.endpoint, "--host-root", str(root), "--collectors", ALL_BUT_DOCTOR,
+                                  "--stats-interval", "3600", "--scrape-timeout", "30", "--runtime-timeout", "20",
+                                  *ISSUE15_INTERVALS, log_path=base / "exporter.log")
+            try:
+                cpu0, t0 = cpu_seconds([exp.proc.pid]), time.monotonic()
+                text = b""
+                for _ in range(scrapes):
+                    _, _, text = fetch(exp.url + "/metrics")
+                    time.sleep(gap)  # the readers' rounds between scrapes, as between Prometheus's
+                rss, hwm = rss_mb(exp.proc.pid)
+                cpu = cpu_seconds([exp.proc.pid]) - cpu0
+                samples = parse(text.decode())
+                failed = sorted(dict(k[1])["collector"] for k, v in samples.find("cri_scrape_collector_success").items()
+                                if v == 0)
+            finally:
+                exp.stop()
+        return {"n": n, "rss": rss, "hwm": hwm, "series": len(samples), "failed": failed, "made": made,
+                "cpu_per_s": cpu / (time.monotonic() - t0), "scrapes": scrapes, "gap": gap}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def issue15_memory_line(r: dict) -> str:
+    failed = f"; collectors failing: {', '.join(r['failed'])}" if r["failed"] else ""
+    return (f"- issue 15: RSS at {r['n']:,} fake containers with every collector enabled (doctor apart: "
+            f"{ALL_BUT_DOCTOR}) < {ISSUE15_RSS_MB} MB: {r['rss']:.1f} MB (peak {r['hwm']:.0f}) "
+            f"[{mark(r['rss'] < ISSUE15_RSS_MB)}] ({r['scrapes']} scrapes {r['gap']:g} s apart, log/fd/runtime-process "
+            f"rounds every 5 s, an ephemeral walk every 10 s; {r['series']} series; agent CPU "
+            f"{r['cpu_per_s'] * 100:.0f}% of a core meanwhile{failed})")
+
+
 def runtime_cpu(url: str, pids, seconds: float = RUNTIME_WINDOW) -> tuple[float, float, int]:
     """(the runtime's CPU seconds a second when nobody asks, its CPU seconds per
     scrape, scrapes measured). /proc/<pid>/stat counts in 10 ms ticks and
@@ -790,7 +860,8 @@ def mark(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
-def report(rows, expo, gz, notes, args, lean=(), term=(), logs=(), ephemeral=None, issue15=None) -> str:
+def report(rows, expo, gz, notes, args, lean=(), term=(), logs=(), ephemeral=None, issue15=None,
+           memory15=None) -> str:
     out = []
     cpu = platform.processor() or ""
     try:
@@ -949,6 +1020,10 @@ def report(rows, expo, gz, notes, args, lean=(), term=(), logs=(), ephemeral=Non
         out.append("")
         out.append("Target (issue 15: the scrape with all of it enabled):")
         out.extend(issue15_lines(issue15))
+    if memory15 is not None:
+        out.append("")
+        out.append("Target (issue 15: resident memory with all of it enabled):")
+        out.append(issue15_memory_line(memory15))
     if ephemeral is not None:
         from ephemeral_cost import report_lines
         out.append("")
@@ -973,6 +1048,8 @@ def main() -> None:
     ap.add_argument("--container-logs-only", action="store_true",
                     help="only the container_logs collector's cost (fake 1,000 and 5,000 containers)")
     ap.add_argument("--fds-only", action="store_true", help="only the container_fds collector's cost (fake 1,000)")
+    ap.add_argument("--issue15-memory-only", action="store_true",
+                    help="only issue 15's memory target: RSS at 5,000 fake containers, every collector but the doctor")
     ap.add_argument("--issue15-only", action="store_true",
                     help="only issue 15's target: the scrape with all of it against the one before it (fake 1,000)")
     args = ap.parse_args()
@@ -987,6 +1064,9 @@ def main() -> None:
         return
     if args.fds_only:
         print("\n".join(fds_report(fds_cost([1000], args.scrapes))))
+        return
+    if args.issue15_memory_only:
+        print(issue15_memory_line(issue15_memory(5000, min(args.scrapes, 10))))
         return
     if args.issue15_only:
         print("\n".join(issue15_lines(issue15_cost(1000, args.scrapes))))
@@ -1024,8 +1104,9 @@ def main() -> None:
     # at 1,000 containers, the issue's size (or the largest fake node below it: the smoke test's 100)
     small = [n for n in fakes if n <= 1000]
     issue15 = issue15_cost(max(small), args.scrapes) if small else None
+    memory15 = issue15_memory(5000, min(args.scrapes, 10)) if 5000 in fakes else None
     notes.append(f"benchmark ran in {time.monotonic() - started:.0f} s")
-    print(report(rows, expo, gz, notes, args, lean, term, logs, ephemeral, issue15))
+    print(report(rows, expo, gz, notes, args, lean, term, logs, ephemeral, issue15, memory15))
 
 
 if __name__ == "__main__":
