@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from cri_exporter import memory_tuning
 from cri_exporter.cgroups import NodeCgroups
 from cri_exporter.hostfs import HostFS
 from cri_exporter.runtime_processes import max_fds
@@ -176,6 +177,8 @@ class FdSampler:
             self._cpu += time.thread_time() - cpu0
             self._passes += 1
             self._exhausted += exhausted
+        del order
+        memory_tuning.release_freed_memory()  # the pass's freed heap back now, not at the next scrape's answer
 
     def pids(self, container_id: str, pod_uid: str) -> list[int] | None:
         """The processes of a container's cgroup; None: cgroup not found or gone."""

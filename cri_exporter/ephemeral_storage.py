@@ -51,6 +51,7 @@ from typing import Any, Callable
 
 import structlog
 
+from cri_exporter import memory_tuning
 from cri_exporter.hostfs import HostFS
 from cri_exporter.project_quota import ERROR as QUOTA_ERROR
 from cri_exporter.project_quota import QUOTA, WALK, ProjectQuotaReader
@@ -369,6 +370,7 @@ class EphemeralStorageWalker:
         finally:
             self._account_cpu()
             self.first.set()
+            memory_tuning.release_freed_memory()  # the walk's freed heap back now, not at the next scrape's answer
 
     def _account_cpu(self) -> None:
         now = time.thread_time()

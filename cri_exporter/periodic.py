@@ -11,6 +11,8 @@ from typing import Generic, Protocol, TypeVar
 
 import structlog
 
+from cri_exporter import memory_tuning
+
 log = structlog.get_logger(__name__)
 
 
@@ -49,6 +51,9 @@ class PeriodicReader(Generic[T]):
             log.warning(self.failure, error=self.last_error)
         finally:
             self.first.set()
+            # The reading's temporaries are freed by now: their heap pages go back
+            # at once, not at the next scrape's answer (memory_tuning; under 1 ms).
+            memory_tuning.release_freed_memory()
 
     def current(self, timeout: float) -> T | None:
         """The latest reading, waiting up to `timeout` (and `first_wait`) for

@@ -38,7 +38,6 @@ from typing import Callable
 
 import structlog
 
-from cri_exporter import memory_tuning
 from cri_exporter.cri import CriClient, model
 from cri_exporter.fetch_once import FetchOnce
 from cri_exporter.hostfs import HostFS
@@ -305,7 +304,4 @@ class ContainerLogSampler(PeriodicReader[LogSample]):
         values = array("q", [n for _, f in found for n in (f.current_bytes, f.rotated_files, f.total_bytes)])
         logs = LogTable([ident for ident, _ in found], values)
         del found
-        # The round's temporaries are freed: hand their pages back now, not at the
-        # next scrape's answer (a round ending after it would be counted at rest).
-        memory_tuning.release_freed_memory()
         return LogSample(started, time.monotonic() - t0, logs, self.limits, files)
