@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -395,7 +396,10 @@ class EphemeralStorageWalker:
                     self.counters.files += 1
                     self.pacer.tick()
                     if e.is_dir(follow_symlinks=False):
-                        out.append((e.name, os.path.join(local, e.name)))
+                        # Interned: a pod's uid (the scrapes' inventory holds the same, interned
+                        # by the CRI client) and its volumes' few names are kept between walks.
+                        name = sys.intern(e.name)
+                        out.append((name, os.path.join(local, name)))
         except OSError as err:
             self.walker._error(err)
         return out
@@ -409,7 +413,7 @@ class EphemeralStorageWalker:
         for name, local in self._list(logs_dir):
             parts = name.split("_")
             if len(parts) == 3 and parts[2]:
-                out[parts[2]] = local
+                out[sys.intern(parts[2])] = local
         return out
 
     def _emptydirs(self, root_dir: str, uid: str,
