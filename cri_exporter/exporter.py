@@ -135,6 +135,7 @@ class Exporter:
             return
         sampler = self.parts.container_logs
         if sampler is not None and self.metrics.wants_any(STATUS_FAMILIES):
+            containers.keep_log_paths = True  # kept once, here, instead of in a cache of the sampler's own
             sampler.statuses = containers.statuses
             sampler.statuses_kept_by_scrape = True  # pruned by the scrapes, which ask every running container's
         for fds in collectors:

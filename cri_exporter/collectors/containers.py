@@ -150,7 +150,11 @@ class ContainersCollector:
         self.cgroups = cgroups
         self.podnet = podnet
         # keyed by (container id, state)
-        self.statuses = FetchOnce(lambda client, cid, t: _kept(client.container_status(cid, timeout=t)), _status_settled)
+        self.statuses = FetchOnce(lambda client, cid, t: _kept(client.container_status(cid, timeout=t),
+                                                              self.keep_log_paths), _status_settled)
+        # Set by the Exporter when the container log round shares this cache: it
+        # needs the log path, which it then keeps nowhere else.
+        self.keep_log_paths = False
         # keyed by sandbox id
         self.host_network = FetchOnce(lambda client, sid, t: client.pod_sandbox_uses_host_network(sid, timeout=t))
 
@@ -326,11 +330,14 @@ class ContainersCollector:
 _EXIT_SETTLE_SECONDS = 10.0
 
 
-def _kept(status: model.ContainerStatus) -> model.ContainerStatus:
+def _kept(status: model.ContainerStatus, log_path: bool = False) -> model.ContainerStatus:
     """What the status cache keeps of an answer: the families read its times,
-    exit code and reason, never its message or log path (a path is some
-    140 bytes a container: 0.7 MB at 5,000, kept between scrapes)."""
-    status.message = status.log_path = ""
+    exit code and reason, never its message, nor its log path (a path is some
+    140 bytes a container: 0.7 MB at 5,000, kept between scrapes) unless the
+    container log round shares the cache (`log_path`), which needs it."""
+    status.message = ""
+    if not log_path:
+        status.log_path = ""
     status.reason = intern(status.reason)  # a few values node-wide (Completed, Error, OOMKilled)
     return status
 
