@@ -2,7 +2,7 @@
 
 prometheus_client's `generate_latest` formats every label set of every sample
 on every scrape: 266 ms for 1,000 containers' 61,000 samples on the
-benchmark's machine (README, Performance). Between two scrapes almost every
+benchmark's machine (docs/performance.md). Between two scrapes almost every
 series is the same series with a new value, so, like kube-state-metrics, the
 hot collectors keep each container's and pod's rendered `{label="value",...}`
 across scrapes (LabelCache, one object shared by the container's every
