@@ -15,6 +15,7 @@ root (crilab.manifest_pod.HostPaths); every other hostPath is this machine's own
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -83,9 +84,10 @@ def built():
     return agent_image.build()
 
 
-@pytest.fixture(scope="module")
-def agent(containerd, pods, built):
-    """The DaemonSet's pod, running the built image under the manifest's image name."""
+@contextlib.contextmanager
+def run_agent(containerd, built, ready: bool = True):
+    """The DaemonSet's pod, running the built image under the manifest's image name;
+    `ready`: once its first scrape has every collector succeeding."""
     with socket.socket() as s:
         try:
             s.bind(("0.0.0.0", PORT))
@@ -105,11 +107,18 @@ def agent(containerd, pods, built):
     pod = ManifestPod(containerd, DAEMONSET, image, paths)
     try:
         pod.run()
-        wait_for(_ready, timeout=90, what="the agent's first scrape with every collector succeeding")
+        if ready:
+            wait_for(_ready, timeout=90, what="the agent's first scrape with every collector succeeding")
         yield pod
     finally:
         pod.remove()
         subprocess.run(["rm", "-rf", str(scratch)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def agent(containerd, pods, built):
+    with run_agent(containerd, built) as pod:
+        yield pod
 
 
 def _ready():
