@@ -24,13 +24,19 @@ What stands in for the node (the only departures, each in HostPaths):
 - emptyDir: a tmpfs of the manifest's sizeLimit (medium: Memory), as the kubelet mounts it.
 - the source of a HostToContainer mount is made a shared mount of its own
   (HostPaths.propagate_from): systemd makes a node's / shared, this machine's is private.
+- the node's / (node_root): where this machine's / is private, a recursive bind of it
+  made recursively shared, unmounted with the pod, so that the manifest's
+  HostToContainer mount of / can be run and its propagation seen (mount and unmount
+  there, not on this machine's /).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +118,31 @@ def _propagates(path: str) -> bool:
         if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
             best, tags = point, fields[6:fields.index("-")]
     return any(t.startswith(("shared:", "master:")) for t in tags)
+
+
+@contextlib.contextmanager
+def node_root():
+    """A node's / for the pod's hostPath /: systemd makes it shared on a node, and
+    containerd refuses a HostToContainer mount from a private one. This machine's / is
+    used as is where it propagates (CI's systemd machines); where it is private (here)
+    and must stay so, it is bound recursively onto a directory of its own, made
+    recursively shared: mounts and unmounts made under that directory reach the pod
+    as a node's reach it. The copy holds the machine's mounts of its start until it
+    is lazily unmounted when the pod goes (as the agent's own recursive bind does).
+    Removed with rmdir only: never rm -r a directory the machine's / was bound on."""
+    if _propagates("/"):
+        yield "/"
+        return
+    point = tempfile.mkdtemp(prefix="crilab-root-", dir="/tmp")
+    try:
+        subprocess.run(["mount", "--rbind", "/", point], check=True, capture_output=True)
+        try:
+            subprocess.run(["mount", "--make-rshared", point], check=True, capture_output=True)
+            yield point
+        finally:
+            subprocess.run(["umount", "-l", point], check=True, capture_output=True)
+    finally:
+        os.rmdir(point)
 
 
 @dataclass

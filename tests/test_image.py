@@ -32,7 +32,7 @@ import yaml
 import cri_exporter
 from cri_exporter.cri import api_pb2 as api
 from crilab import agent_image
-from crilab.manifest_pod import HostPaths, ManifestPod, load_daemonset, quantity
+from crilab.manifest_pod import HostPaths, ManifestPod, load_daemonset, node_root, quantity
 from tests.exporter_proc import REPO, parse, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
 
@@ -85,9 +85,18 @@ def built():
 
 
 @contextlib.contextmanager
-def run_agent(containerd, built, ready: bool = True):
+def run_agent(containerd, built, root: str | None = None, ready: bool = True):
     """The DaemonSet's pod, running the built image under the manifest's image name;
+    `root`: the node's / (crilab.manifest_pod.node_root, made here if not given), which
+    the lab containerd's directory is reached through (the manifest mounts / and
+    /run/containerd with HostToContainer: their sources must be shared, as on a node);
     `ready`: once its first scrape has every collector succeeding."""
+    if root is None:
+        with node_root() as root:
+            with run_agent(containerd, built, root, ready) as pod:
+                yield pod
+        return
+    base = str(containerd.base) if root == "/" else root + str(containerd.base)
     with socket.socket() as s:
         try:
             s.bind(("0.0.0.0", PORT))
@@ -102,7 +111,7 @@ def run_agent(containerd, built, ready: bool = True):
     # No kubelet here: an empty root of its own stands in for /var/lib/kubelet, which the manifest
     # mounts with HostToContainer (its source must stay a shared mount while the pod runs).
     (scratch / "kubelet").mkdir()
-    paths = HostPaths({"/run/containerd": str(containerd.base), "/etc/containerd": str(containerd.base),
+    paths = HostPaths({"/": root, "/run/containerd": base, "/etc/containerd": base,
                        "/var/lib/kubelet": str(scratch / "kubelet")}, scratch)
     pod = ManifestPod(containerd, DAEMONSET, image, paths)
     try:

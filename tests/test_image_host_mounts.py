@@ -2,23 +2,20 @@
 
 The manifest bind-mounts the node's / at /host recursively: every mount the node has
 when the agent starts (pod volumes, CSI staging mounts, container rootfs overlays) is
-copied into the agent's mount namespace. Unless the host's unmounts propagate to the
-copies, a block device's filesystem stays mounted in the agent after the host unmounted
+copied into the agent's mount namespace, and /run/containerd too, which holds the
+agent's own rootfs with its /host (mounted first), so every node mount is copied twice.
+Unless the node's unmounts propagate to the copies (mountPropagation: HostToContainer on
+both), a block device's filesystem stays mounted in the agent after the node unmounted
 it, and the device stays busy (detach, rbd unmap, iSCSI logout fail with EBUSY) until
 its mount point directory is removed (Linux 3.18+ detaches other namespaces' mounts on
-rmdir). Here a loop device's ext4 stands in for such a volume, mounted on the host
-before the agent starts, under /tmp (on the node's / here).
+rmdir). Here a loop device's ext4 stands in for such a volume, mounted on the node
+before the agent starts.
 
-Not yet so (the test is a strict xfail: it turns into a failure once fixed, to be unmarked
-then). The agent, started after the mount, keeps it at /host/<path> after the host's
-unmount, and more copies of it: /host/run/containerd holds the agent's own rootfs (the
-task's state dir), whose /host was mounted before it, so the recursive bind of the
-socket directory copies /host again, with every node mount under it (a node's
-/run/containerd holds the task state too; here also /host/etc/containerd, whose stand-in
-is the lab containerd's base dir). `mountPropagation: HostToContainer` on /host alone
-(tried with a shared recursive bind of this machine's private / standing in for a node's
-shared /, as containerd requires) removes the first copy only, not the ones under
-/host/run/containerd.
+The node: a directory bound onto itself as a shared mount (systemd makes a node's /
+shared; this machine's is private and stays so), holding a containerd of its own
+whose directory stands in for /run/containerd, so the agent's rootfs lies under the
+node's /run/containerd as on a node (the shared lab containerd's does not: its
+directory is reached through a copy of /, crilab.manifest_pod.node_root).
 
 A module of its own: the agent must start after the mount, and the pod listens on the
 manifest's host port, which test_image's module-scoped agent holds while it runs.
@@ -34,7 +31,9 @@ from pathlib import Path
 import pytest
 
 from tests.exporter_proc import wait_for
-from tests.test_image import AGENT, built, run_agent  # noqa: F401 (built: the fixture)
+from crilab.containerd import Containerd
+from crilab.manifest_pod import HostPaths, ManifestPod
+from tests.test_image import AGENT, DAEMONSET, built  # noqa: F401 (built: the fixture)
 
 pytestmark = [pytest.mark.containerd, pytest.mark.newest_runtime]
 
@@ -47,10 +46,6 @@ def _mountinfo(pid: int) -> dict[str, tuple[str, str]]:
         sep = f.index("-")
         out[f[4]] = (f[sep + 1], f[sep + 2])
     return out
-
-
-class StillHeld(AssertionError):
-    """The agent keeps the host's unmounted filesystem (the xfail: any other failure counts)."""
 
 
 def _holders(device: str) -> dict[int, list[str]]:
@@ -82,10 +77,32 @@ def _busy(device: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def volume():
-    """A loop device's ext4, mounted on the host (a block-device pod volume's stand-in):
-    the device and its mount point."""
-    scratch = Path(tempfile.mkdtemp(prefix="crilab-vol-", dir="/tmp"))
+def node(runtime_version):
+    """The node's / (a shared mount) and its containerd, its directory at <node>/run/containerd."""
+    root = Path(tempfile.mkdtemp(prefix="crilab-node-", dir="/tmp"))
+    subprocess.run(["mount", "--bind", str(root), str(root)], check=True, capture_output=True)
+    cd = None
+    try:
+        subprocess.run(["mount", "--make-shared", str(root)], check=True, capture_output=True)
+        for d in ("proc", "sys", "tmp", "var/lib/kubelet", "etc/containerd", "etc/crio", "run/crio"):
+            (root / d).mkdir(parents=True)
+        cd = Containerd(str(root / "run" / "containerd"), version=runtime_version).start()
+        # Its configuration only: the lab's stand-in for /etc/containerd elsewhere is its whole directory.
+        (root / "etc" / "containerd" / "config.toml").write_bytes((cd.base / "config.toml").read_bytes())
+        yield root, cd
+    finally:
+        if cd is not None:
+            cd.cleanup()
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(root)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def volume(node):
+    """A loop device's ext4, mounted on the node (a block-device pod volume's stand-in):
+    the device, its mount point on this machine and its path on the node."""
+    root, _ = node
+    scratch = Path(tempfile.mkdtemp(prefix="crilab-vol-", dir=root / "tmp"))
     image, point = scratch / "disk.img", scratch / "mnt"
     point.mkdir()
     with open(image, "wb") as f:
@@ -95,7 +112,7 @@ def volume():
                             capture_output=True, text=True).stdout.strip()
     try:
         subprocess.run(["mount", device, str(point)], check=True, capture_output=True)
-        yield device, point
+        yield device, point, "/" + str(point.relative_to(root))
     finally:
         subprocess.run(["umount", str(point)], capture_output=True)
         subprocess.run(["rm", "-rf", "--one-file-system", str(scratch)], capture_output=True)  # rmdir: detaches copies left
@@ -103,19 +120,31 @@ def volume():
 
 
 @pytest.fixture(scope="module")
-def agent_after_volume(volume, containerd, built):  # noqa: F811
-    # Running is enough: the mounts are the subject, not the scrape.
-    with run_agent(containerd, built, ready=False) as pod:
+def agent_after_volume(node, volume, built):  # noqa: F811
+    """The DaemonSet's pod on the node, started after the volume's mount. Running is
+    enough: the mounts are the subject, not the scrape."""
+    root, cd = node
+    ctr = [str(cd.version.bin_dir() / "ctr"), "-a", cd.socket_path, "-n", "k8s.io"]
+    subprocess.run([*ctr, "images", "import", str(built.archive)], check=True, capture_output=True)
+    subprocess.run([*ctr, "images", "tag", built.tag, AGENT["image"]], check=True, capture_output=True)
+    scratch = Path(tempfile.mkdtemp(prefix="crilab-ds-", dir="/tmp"))
+    (scratch / "kubelet").mkdir()
+    paths = HostPaths({"/": str(root), "/run/containerd": str(cd.base), "/etc/containerd": str(root / "etc" / "containerd"),
+                       "/var/lib/kubelet": str(scratch / "kubelet")}, scratch)
+    pod = ManifestPod(cd, DAEMONSET, AGENT["image"], paths)
+    try:
+        pod.run()
         yield pod
+    finally:
+        pod.remove()
+        subprocess.run(["rm", "-rf", str(scratch)], capture_output=True)
 
 
-@pytest.mark.xfail(strict=True, reason="the DaemonSet's private recursive binds of / and /run/containerd keep "
-                   "the node's mounts of the agent's start (see the module docstring)", raises=StillHeld)
 def test_a_host_unmount_releases_the_device_while_the_agent_runs(volume, agent_after_volume):
-    device, point = volume
+    device, point, on_node = volume
     pid = agent_after_volume.container_pid("cri-exporter")
     (host,) = [m["mountPath"] for m in AGENT["volumeMounts"] if m["name"] == "host-root"]
-    inside = host + str(point)
+    inside = host + on_node
     # The agent's copy of the mount made before it started: the precondition.
     assert _mountinfo(pid).get(inside) == ("ext4", device), _mountinfo(pid).get(inside)
     assert _busy(device)
@@ -125,7 +154,7 @@ def test_a_host_unmount_releases_the_device_while_the_agent_runs(volume, agent_a
     assert point.is_dir()
     try:
         wait_for(lambda: inside not in _mountinfo(pid) and not _busy(device), timeout=10,
-                 what=f"the host's unmount of {point} to reach the agent's {inside} and free {device}")
+                 what=f"the node's unmount of {point} to reach the agent's {inside} and free {device}")
     except AssertionError as err:
-        raise StillHeld(f"{err}: the agent still has {inside}: {_mountinfo(pid).get(inside)}, "
+        raise AssertionError(f"{err}: the agent still has {inside}: {_mountinfo(pid).get(inside)}, "
                              f"{device} busy: {_busy(device)}, mounted for {_holders(device)}") from None
