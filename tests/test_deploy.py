@@ -339,7 +339,8 @@ def test_kubelet_root_is_mounted_with_host_to_container_propagation(hardened):
 def test_no_mount_asks_for_recursive_read_only_with_propagation():
     """The API server refuses a volumeMount whose recursiveReadOnly is IfPossible or Enabled and whose
     mountPropagation is not None (kubernetes-validate's schemas cannot say so): every rendering keeps them apart."""
-    for name, values in {**VALUE_SETS, "kubelet-none": {"kubelet": {"mountPropagation": "None"}}}.items():
+    for name, values in {**VALUE_SETS, "kubelet-none": {"kubelet": {"mountPropagation": "None"}},
+                         "host-root-none": {"hostRoot": {"mountPropagation": "None"}}}.items():
         (ds,) = by_kind(rendered_docs(values), "DaemonSet")
         for c in ds["spec"]["template"]["spec"]["containers"]:
             for m in c.get("volumeMounts") or []:
@@ -360,6 +361,26 @@ def test_kubelet_values_move_the_mount_and_choose_the_propagation():
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     for bad in ({"rootDir": "data/kubelet"}, {"mountPropagation": "Bidirectional"}, {"rootdir": "/x"}):
         assert list(schema.iter_errors({**defaults, "kubelet": {**defaults["kubelet"], **bad}})), bad
+
+
+def test_host_root_and_containerd_run_propagate_the_nodes_unmounts():
+    """The node's / and /run/containerd (which holds the agent's rootfs with its /host) are
+    HostToContainer, so the agent keeps no node mount the node unmounted
+    (tests/test_image_host_mounts.py); hostRoot.mountPropagation=None gives / back its
+    recursiveReadOnly and leaves /run/containerd private."""
+    def mounts(docs):
+        (ds,) = by_kind(docs, "DaemonSet")
+        return {m["name"]: m for m in agent_container(ds)["volumeMounts"]}
+    for hardened in (False, True):
+        m = mounts(docs_of((MANIFESTS / ("hardened" if hardened else "") / "daemonset.yaml").read_text()))
+        for name in ("host-root", "containerd-run"):
+            assert m[name]["mountPropagation"] == "HostToContainer" and m[name]["readOnly"] is True, m[name]
+    m = mounts(rendered_docs({"hostRoot": {"mountPropagation": "None"}}))
+    assert "mountPropagation" not in m["host-root"] and m["host-root"]["recursiveReadOnly"] == "IfPossible"
+    assert "mountPropagation" not in m["containerd-run"]
+    schema = jsonschema.Draft7Validator(json.loads((CHART / "values.schema.json").read_text()))
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert list(schema.iter_errors({**defaults, "hostRoot": {"mountPropagation": "Bidirectional"}}))
 
 
 @pytest.mark.parametrize("hardened", [False, True], ids=["plain", "hardened"])
