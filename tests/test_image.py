@@ -11,7 +11,10 @@ memory limit in the pod's cgroup. Nothing of the manifest is restated here.
 
 The lab containerd's socket and config directory stand in for the node's
 /run/containerd and /etc/containerd, and an empty directory for the kubelet's
-root (crilab.manifest_pod.HostPaths); every other hostPath is this machine's own.
+root (crilab.manifest_pod.HostPaths); the node's / is this machine's, through a
+shared recursive bind of it where this machine's / is private (node_root: the
+manifest mounts / and /run/containerd with HostToContainer); every other hostPath
+is this machine's own.
 """
 from __future__ import annotations
 
