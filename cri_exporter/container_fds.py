@@ -41,6 +41,7 @@ import structlog
 from cri_exporter import memory_tuning
 from cri_exporter.cgroups import NodeCgroups
 from cri_exporter.hostfs import HostFS
+from cri_exporter.reading_rows import NAN, ReadingRows
 from cri_exporter.runtime_processes import max_fds
 from cri_exporter.tcp_states import READ_LIMIT, STATE_NAMES, read_states
 
@@ -66,12 +67,32 @@ class TcpReading:
     taken_at: float
 
 
+# A container's row in FdSampler's table: fds, sockets, limit ratio, processes, taken at (NaN: None).
+FD_COLUMNS = 5
+FDS, SOCKETS, LIMIT_RATIO, PROCESSES, FD_TAKEN_AT = range(FD_COLUMNS)
+# A pod's row: its STATE_NAMES counts (NaN each: a tcp file over the read limit), then taken at.
+TCP_TAKEN_AT = len(STATE_NAMES)
+
+
+def _none(x: float | None) -> float:
+    return NAN if x is None else float(x)
+
+
+def fd_row(count: FdCount) -> tuple[float, ...]:
+    return (_none(count.fds), _none(count.sockets), _none(count.limit_ratio), float(count.processes), count.taken_at)
+
+
+def tcp_row(reading: TcpReading) -> tuple[float, ...]:
+    states = reading.states if reading.states is not None else (NAN,) * len(STATE_NAMES)
+    return (*map(float, states), reading.taken_at)
+
+
 @dataclass(frozen=True)
 class FdSample:
-    """What the collector serves: the latest reading of each target."""
+    """What the collector serves: the latest reading of each target (a copy)."""
 
-    containers: dict[str, FdCount]  # container id ->
-    pods: dict[str, TcpReading]  # sandbox id ->
+    containers: ReadingRows  # container id -> FD_COLUMNS numbers
+    pods: ReadingRows  # sandbox id -> the states' counts and TCP_TAKEN_AT
     pending: int  # targets not read yet (new, or left out by the budget so far)
     last_pass_duration: float
     last_pass_entries: int
@@ -98,8 +119,9 @@ class FdSampler:
         self.budget = budget
         self.tcp_limit = tcp_limit
         self._targets = _Targets()
-        self._fds: dict[str, FdCount] = {}
-        self._tcp: dict[str, TcpReading] = {}
+        # The latest readings (7,500 targets at 5,000 containers): rows of one array each.
+        self._fds = ReadingRows(FD_COLUMNS)
+        self._tcp = ReadingRows(len(STATE_NAMES) + 1)
         self._lock = threading.Lock()
         self._pass_lock = threading.Lock()
         self._last_pass_at: float | None = None
@@ -120,10 +142,8 @@ class FdSampler:
         with self._lock:
             first = not self._targets.containers and not self._targets.pods
             self._targets = _Targets(dict(containers), dict(pods))
-            for gone in self._fds.keys() - containers.keys():
-                del self._fds[gone]
-            for gone in self._tcp.keys() - pods.keys():
-                del self._tcp[gone]
+            self._fds.keep(containers)
+            self._tcp.keep(pods)
         if first and (containers or pods):
             self._wake.set()
 
@@ -137,7 +157,7 @@ class FdSampler:
         with self._lock:
             t = self._targets
             pending = sum(1 for c in t.containers if c not in self._fds) + sum(1 for p in t.pods if p not in self._tcp)
-            return FdSample(dict(self._fds), dict(self._tcp), pending, self._last_duration, self._last_entries,
+            return FdSample(self._fds.copy(), self._tcp.copy(), pending, self._last_duration, self._last_entries,
                             self._cpu, self._passes, self._exhausted)
 
     # ---- one pass ----
@@ -147,9 +167,9 @@ class FdSampler:
         t0, cpu0 = time.monotonic(), time.thread_time()
         with self._lock:
             targets = self._targets
-            order = [(self._fds[c].taken_at if c in self._fds else 0.0, 0, c, uid)
-                     for c, uid in targets.containers.items()]
-            order += [(self._tcp[p].taken_at if p in self._tcp else 0.0, 1, p, uid) for p, uid in targets.pods.items()]
+            fds, tcp = self._fds, self._tcp
+            order = [(fds.at(c, FD_TAKEN_AT) or 0.0, 0, c, uid) for c, uid in targets.containers.items()]
+            order += [(tcp.at(p, TCP_TAKEN_AT) or 0.0, 1, p, uid) for p, uid in targets.pods.items()]
         order.sort(key=lambda item: item[0])
         spent, exhausted = 0, False
         for _, kind, object_id, pod_uid in order:
@@ -162,14 +182,14 @@ class FdSampler:
                 if count is not None:
                     with self._lock:
                         if object_id in self._targets.containers:
-                            self._fds[object_id] = count
+                            self._fds.put(object_id, fd_row(count))
             else:
                 reading, cost = self.read_pod(object_id, pod_uid)
                 spent += cost
                 if reading is not None:
                     with self._lock:
                         if object_id in self._targets.pods:
-                            self._tcp[object_id] = reading
+                            self._tcp.put(object_id, tcp_row(reading))
         with self._lock:
             self._last_pass_at = time.monotonic()
             self._last_duration = self._last_pass_at - t0

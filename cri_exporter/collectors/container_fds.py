@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from cri_exporter.collectors.base import ScrapeContext
 from cri_exporter.collectors.containers import C_LABELS, P_LABELS, cgroup_backed_cached
-from cri_exporter.container_fds import FdSample, FdSampler
+from cri_exporter.container_fds import FD_COLUMNS, TCP_TAKEN_AT, FdSample, FdSampler
 from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family
 from cri_exporter.fetch_once import FetchOnce
 from cri_exporter.inventory import cgroup_backed
@@ -67,32 +67,39 @@ class ContainerFdsCollector:
                        "The highest share of its soft RLIMIT_NOFILE that one process of the container has open: "
                        "at 1 its open(), socket() and accept() fail with EMFILE.", labels=C_LABELS)
         oldest: float | None = None
+        rows, v = sample.containers.index, sample.containers.values
         for ident, c in inv.current_containers.items():
-            reading = sample.containers.get(c.id) if c.id in containers else None
-            if reading is None:
+            i = rows.get(c.id) if c.id in containers else None
+            if i is None:
                 continue
+            # NaN (x != x): not known
+            n_fds, n_sockets, limit_ratio, _, taken_at = v[i * FD_COLUMNS:(i + 1) * FD_COLUMNS]
             labels = label(C_LABELS, (ident.namespace, ident.pod, ident.container))
-            if reading.fds is not None:
-                fds.add(labels, float(reading.fds))
-            if reading.sockets is not None:
-                sockets.add(labels, float(reading.sockets))
-            if reading.limit_ratio is not None:
-                ratio.add(labels, reading.limit_ratio)
-            oldest = reading.taken_at if oldest is None else min(oldest, reading.taken_at)
+            if n_fds == n_fds:
+                fds.add(labels, n_fds)
+            if n_sockets == n_sockets:
+                sockets.add(labels, n_sockets)
+            if limit_ratio == limit_ratio:
+                ratio.add(labels, limit_ratio)
+            oldest = taken_at if oldest is None else min(oldest, taken_at)
         tcp = ExtraLabelFamily("cri_pod_tcp_connections",
                                "TCP sockets in the pod's network namespace by state (/proc/<pid>/net/tcp and tcp6); "
                                "absent for hostNetwork pods and where the files outgrow the read limit.",
                                P_LABELS, "state")
         states = tuple(STATE_NAMES)
+        width = TCP_TAKEN_AT + 1
+        rows, v = sample.pods.index, sample.pods.values
         for pod_ident, p in inv.current_pods.items():
-            tcp_reading = sample.pods.get(p.id) if p.id in pods else None
-            if tcp_reading is None or tcp_reading.states is None:
+            i = rows.get(p.id) if p.id in pods else None
+            if i is None:
+                continue
+            row = v[i * width:(i + 1) * width]
+            if row[0] != row[0]:  # a tcp file over the read limit
                 continue
             labels = label(P_LABELS, (pod_ident.namespace, pod_ident.pod))
-            counts = tuple(map(float, tcp_reading.states))
-            n = min(len(counts), len(states))  # as zip: the states both know
-            tcp.add_each(labels, states[:n], counts[:n])
-            oldest = tcp_reading.taken_at if oldest is None else min(oldest, tcp_reading.taken_at)
+            tcp.add_each(labels, states, row[:TCP_TAKEN_AT])
+            taken_at = row[TCP_TAKEN_AT]
+            oldest = taken_at if oldest is None else min(oldest, taken_at)
         yield from (fds, sockets, ratio, tcp)
         yield from self._sampler_health(sample, oldest)
 
