@@ -111,10 +111,11 @@ class EphemeralStorageCollector:
                 used.add_extra(labels, "emptydir", float(sum(u.bytes for u in walked.emptydirs.values())))
                 inodes.add_extra(labels, "emptydir", float(sum(u.inodes for u in walked.emptydirs.values())))
                 for name in sorted(walked.emptydirs):
-                    vol_bytes.add_extra(labels, name, float(walked.emptydirs[name].bytes))
-                    vol_inodes.add_extra(labels, name, float(walked.emptydirs[name].inodes))
-                    if name in walked.emptydir_method:
-                        method.add_metric((*labels.values, name, *walked.emptydir_method[name]), 1.0)
+                    volume = walked.emptydirs[name]
+                    vol_bytes.add_extra(labels, name, float(volume.bytes))
+                    vol_inodes.add_extra(labels, name, float(volume.inodes))
+                    if volume.method is not None:
+                        method.add_metric((*labels.values, name, *volume.method), 1.0)
             if walked.logs is not None:
                 used.add_extra(labels, "logs", float(walked.logs.bytes))
                 inodes.add_extra(labels, "logs", float(walked.logs.inodes))
