@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from array import array
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from prometheus_client.core import Metric
 from prometheus_client.openmetrics import exposition as _om
@@ -286,7 +286,7 @@ class ExtraLabelFamily(Family):
         self.extras.append(extra)
         self.values.append(value)
 
-    def add_each(self, labels: Labels, extras: tuple[str, ...], values: tuple[float, ...]) -> None:
+    def add_each(self, labels: Labels, extras: tuple[str, ...], values: Sequence[float]) -> None:
         """One series per extra value, all of `labels`: a container's four
         states in one call rather than four."""
         self.labelsets.extend([labels] * len(extras))
