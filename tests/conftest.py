@@ -98,6 +98,17 @@ def containerd(lab_dir, runtime_version) -> Containerd:
         cd.cleanup()
 
 
+@pytest.fixture
+def victim(lab_dir, request, runtime_version) -> Containerd:
+    """A containerd of the test's own, for tests that kill, restart or break it
+    (the shared one serves every other test of the session)."""
+    cd = Containerd(os.path.join(lab_dir, f"v{runtime_version}-{request.node.originalname[:20]}"), version=runtime_version).start()
+    try:
+        yield cd
+    finally:
+        cd.cleanup()
+
+
 @pytest.fixture(scope="session")
 def pods(containerd) -> StandardPods:
     return start_standard_pods(containerd)

@@ -19,15 +19,6 @@ pytestmark = pytest.mark.containerd
 SLEEP = ["sleep", "2147483647"]
 
 
-@pytest.fixture
-def victim(lab_dir, request, runtime_version):
-    cd = Containerd(os.path.join(lab_dir, f"v{runtime_version}-{request.node.originalname[:20]}"), version=runtime_version).start()
-    try:
-        yield cd
-    finally:
-        cd.cleanup()
-
-
 def timed_scrape(exp):
     start = time.monotonic()
     s = exp.scrape()

@@ -3,24 +3,13 @@
 again, and Status, asked every scrape, keeps cri_up honest meanwhile."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from cri_exporter.collectors.runtime import _socket_identity
-from crilab import Containerd, run_pod
+from crilab import run_pod
 from tests.exporter_proc import ExporterProcess, wait_for
 
 pytestmark = pytest.mark.containerd
-
-
-@pytest.fixture
-def victim(lab_dir, request, runtime_version):
-    cd = Containerd(os.path.join(lab_dir, f"v{runtime_version}-{request.node.originalname[:20]}"), version=runtime_version).start()
-    try:
-        yield cd
-    finally:
-        cd.cleanup()
 
 
 def _calls(s, method: str) -> float:
