@@ -5,7 +5,8 @@
 #
 # Both stages use the same base so the virtualenv's interpreter path
 # (/usr/local/bin/python3.11) exists in the final one. Every dependency has a
-# manylinux wheel for CPython 3.11 (grpcio, protobuf, psutil, isal), so no compiler.
+# wheel for CPython 3.11 (the compiled ones manylinux: grpcio, protobuf, bcrypt,
+# PyYAML, isal), so no compiler.
 #
 # The released image uses the official python:3.11-slim-bookworm. The tests
 # (tests/test_image.py, no registry reachable) build this same file on a

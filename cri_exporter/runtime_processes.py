@@ -2,7 +2,7 @@
 the CRI socket (containerd, CRI-O), its shims (containerd-shim-runc-v2 and the
 other containerd-shim-*, conmon, conmonrs), and the zombies under them.
 
-Read by hand, not with psutil (the project's declared dependency for this):
+Read by hand, not with psutil (the tests' independent reader, not a dependency of the agent):
 - Cost. One walk reads /proc/<pid>/stat of every process on the node (to find
   the shims and the zombies in their subtrees). Measured on the development
   machine: 7 us a process read bare, 40 us through psutil.process_iter, 68 us

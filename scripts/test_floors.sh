@@ -35,7 +35,8 @@ rm -f "$log"
 echo "test_floors: $(echo $floors | tr '\n' ' ')" >&2
 # What the dependencies do for the agent: the exposition writer (prometheus-client) and its gzip (isal),
 # the CRI client and fake runtime (grpcio, protobuf), cgroups, configs (PyYAML),
-# the web config (bcrypt), logs (structlog), the CLI (click).
-exec "$VENV/bin/python" -m pytest -m "not containerd and not slow" -p no:cacheprovider \
+# the web config (bcrypt), logs (structlog), the CLI (click); and every module of the package imports
+# with only the declared dependencies, at their floors (tests/test_dependencies.py).
+exec "$VENV/bin/python" -m pytest -m "not containerd and not slow" -p no:cacheprovider tests/test_dependencies.py \
   tests/test_exposition.py tests/test_units.py tests/test_cgroups_collector.py tests/test_cgroups_unreadable.py \
   tests/test_webconfig.py tests/test_doctor_kubelet.py tests/test_doctor_metrics.py tests/test_http_parsing.py "$@"
