@@ -19,6 +19,7 @@ memory limit). Measured:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from crilab import Containerd, agent_image, run_pod, versions  # noqa: E402
-from crilab.manifest_pod import HostPaths, ManifestPod, load_daemonset, quantity  # noqa: E402
+from crilab.manifest_pod import ManifestPod, lab_host_paths, load_daemonset, node_root, quantity  # noqa: E402
 from tests.exporter_proc import parse  # noqa: E402
 
 SLEEP = ["sleep", "2147483647"]
@@ -95,7 +96,10 @@ def main() -> None:
     size = agent_image.sizes(built.archive)
     base = tempfile.mkdtemp(prefix="crim-", dir="/tmp")
     cd = Containerd(os.path.join(base, "cd"), version=args.containerd).start()
-    paths = HostPaths({"/run/containerd": str(cd.base), "/etc/containerd": str(cd.base)}, Path(base) / "scratch")
+    # The manifest mounts / (and more) with HostToContainer: their sources must be shared
+    # mounts, as on a node; node_root() gives a shared copy of this machine's private /.
+    node = contextlib.ExitStack()
+    paths = lab_host_paths(node.enter_context(node_root()), cd, Path(base) / "scratch")
     pod = None
     try:
         ctr = [str(cd.version.bin_dir() / "ctr"), "-a", cd.socket_path, "-n", "k8s.io"]
@@ -130,6 +134,7 @@ def main() -> None:
             pod.remove()
         cd.cleanup()
         paths.release()
+        node.close()
         shutil.rmtree(base, ignore_errors=True)
     print("| what | measured |")
     print("|---|---|")

@@ -231,6 +231,20 @@ class HostPaths:
         self.tmpfs.clear()
 
 
+def lab_host_paths(root: str, cd: Containerd, scratch: Path) -> HostPaths:
+    """The stand-ins for the DaemonSet's pod on this machine, whose node's / is `root`
+    (node_root()) and whose runtime is the lab containerd `cd`: its directory for
+    /run/containerd and /etc/containerd, reached through `root`, and an empty directory of
+    `scratch` for each HostToContainer hostPath this machine lacks (no kubelet, no CRI-O
+    here): the source of a propagating mount must stay a shared mount while the pod runs."""
+    base = str(cd.base) if root == "/" else root + str(cd.base)
+    stand_ins = {"/": root, "/run/containerd": base, "/etc/containerd": base}
+    for host_path, name in (("/var/lib/kubelet", "kubelet"), ("/run/crio", "crio-run")):
+        (scratch / name).mkdir(parents=True, exist_ok=True)
+        stand_ins[host_path] = str(scratch / name)
+    return HostPaths(stand_ins, scratch)
+
+
 @dataclass
 class ManifestPod:
     """The DaemonSet's pod on this node: configs built from the manifest, then run."""

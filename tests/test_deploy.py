@@ -295,7 +295,31 @@ def test_daemonset_is_locked_down(hardened):
     assert not pod.get("hostPID") and not pod.get("hostIPC")
     assert pod["enableServiceLinks"] is False, "a Service's CRI_EXPORTER_* variables would read as settings"
     assert pod["tolerations"] == [{"operator": "Exists"}], "must tolerate every taint"
-    assert pod["automountServiceAccountToken"] is hardened, "only kube-rbac-proxy talks to the API server"
+    # The agent never talks to the API server: no token in its container, in either variant. The
+    # pod-wide automount would mount one in every container; kube-rbac-proxy gets its own instead.
+    assert pod["automountServiceAccountToken"] is False
+    (sa,) = by_kind(docs_of((MANIFESTS / ("hardened" if hardened else "") / "serviceaccount.yaml").read_text()),
+                    "ServiceAccount")
+    assert sa["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    tokens = {v["name"] for v in pod["volumes"]
+              if any("serviceAccountToken" in src for src in v.get("projected", {}).get("sources", []))}
+    for c in pod["containers"]:
+        held = {m["name"] for m in c.get("volumeMounts") or []} & tokens
+        assert held == ({"kube-api-access"} if c["name"] == "kube-rbac-proxy" else set()), (c["name"], held)
+        for m in c.get("volumeMounts") or []:
+            # Read-only wherever it can be: /tmp (the doctor's --bundle) is the one writable mount.
+            assert m.get("readOnly") is True or volumes[m["name"]] == {
+                "name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}, (c["name"], m)
+    assert bool(tokens) is hardened
+    if hardened:
+        proxy = next(c for c in pod["containers"] if c["name"] == "kube-rbac-proxy")
+        (m,) = [m for m in proxy["volumeMounts"] if m["name"] == "kube-api-access"]
+        assert m["mountPath"] == "/var/run/secrets/kubernetes.io/serviceaccount", "where client-go's in-cluster config reads"
+        paths = {item["path"] if "path" in item else item.get("serviceAccountToken", {}).get("path")
+                 for src in volumes["kube-api-access"]["projected"]["sources"]
+                 for item in (src.get("configMap", src.get("downwardAPI", {})).get("items") or [src])}
+        assert {"token", "ca.crt", "namespace"} <= paths, paths
     mounts = {m["name"]: m for m in agent_container(ds)["volumeMounts"]}
     for v in pod["volumes"]:
         if "hostPath" in v:
@@ -376,11 +400,61 @@ def test_host_root_and_containerd_run_propagate_the_nodes_unmounts():
         for name in ("host-root", "containerd-run"):
             assert m[name]["mountPropagation"] == "HostToContainer" and m[name]["readOnly"] is True, m[name]
     m = mounts(rendered_docs({"hostRoot": {"mountPropagation": "None"}}))
-    assert "mountPropagation" not in m["host-root"] and m["host-root"]["recursiveReadOnly"] == "IfPossible"
-    assert "mountPropagation" not in m["containerd-run"]
+    for name in ("host-root", "containerd-run", "crio-run"):
+        assert "mountPropagation" not in m[name] and m[name]["recursiveReadOnly"] == "IfPossible", m[name]
     schema = jsonschema.Draft7Validator(json.loads((CHART / "values.schema.json").read_text()))
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     assert list(schema.iter_errors({**defaults, "hostRoot": {"mountPropagation": "Bidirectional"}}))
+
+
+# hostPaths that hold mounts on a node: the node's /, the runtimes' state directories under /run
+# (containerd's holds every task's rootfs, the agent's own with its /host among them), the
+# kubelet's root (pods' volumes). /proc and /sys hold only virtual filesystems (cgroup, bpf,
+# debugfs, binfmt_misc) that pin no device, and writable ones the agent must not write (a
+# cgroup's memory.max): recursively read-only instead. /etc/containerd and /etc/crio: configs.
+PROPAGATED = {"/", "/run/containerd", "/run/crio", "/var/lib/kubelet"}
+
+
+@pytest.mark.parametrize("name", ["defaults", "hardened", "host-root-none", "kubelet-none"])
+def test_every_host_path_propagates_or_is_recursively_read_only(name):
+    """Every hostPath mount is read-only, and either follows the node's mounts (HostToContainer:
+    the node's unmounts reach the agent, tests/test_image_host_mounts.py) or is recursively
+    read-only (Kubernetes allows recursiveReadOnly only without propagation): never a private
+    bind that is read-only at its top alone. By default exactly the directories that hold node
+    mounts propagate; each Helm value that turns propagation off turns recursiveReadOnly on."""
+    values = {"defaults": {}, "hardened": HARDENED, "host-root-none": {"hostRoot": {"mountPropagation": "None"}},
+              "kubelet-none": {"kubelet": {"mountPropagation": "None"}}}[name]
+    (ds,) = by_kind(rendered_docs(values), "DaemonSet")
+    paths = {v["name"]: v["hostPath"]["path"] for v in ds["spec"]["template"]["spec"]["volumes"] if "hostPath" in v}
+    propagated = set()
+    for m in agent_container(ds)["volumeMounts"]:
+        if m["name"] not in paths:
+            continue
+        assert m["readOnly"] is True, m
+        if m.get("mountPropagation", "None") == "None":
+            assert m.get("recursiveReadOnly") == "IfPossible", m
+        else:
+            assert m["mountPropagation"] == "HostToContainer" and "recursiveReadOnly" not in m, m
+            propagated.add(paths[m["name"]])
+    assert paths.keys() >= {"host-root", "host-proc", "host-sys", "containerd-run", "crio-run", "kubelet"}
+    want = {"host-root-none": {"/var/lib/kubelet"}, "kubelet-none": PROPAGATED - {"/var/lib/kubelet"}}
+    assert propagated == want.get(name, PROPAGATED)
+
+
+def test_install_doc_mounts_k3s_and_microk8s_directories_with_propagation():
+    """The docs' snippet for mounting k3s/RKE2's (or microk8s's) containerd directory: it holds
+    the tasks' rootfs like /run/containerd, so a private bind of it would pin the node's mounts."""
+    text = (REPO / "docs" / "install.md").read_text()
+    section = text[text.index("### k3s, RKE2 and microk8s"):]
+    snippet = section[section.index("```yaml") + len("```yaml"):]
+    items = yaml.safe_load(snippet[:snippet.index("```")])
+    mounts = [i for i in items if "mountPath" in i]
+    volumes = {i["name"]: i for i in items if "hostPath" in i}
+    assert mounts and {m["name"] for m in mounts} == volumes.keys()
+    for m in mounts:
+        host = volumes[m["name"]]["hostPath"]["path"]
+        assert host.startswith(("/run/k3s", "/var/snap/microk8s")) and m["mountPath"] == "/host" + host, m
+        assert m["readOnly"] is True and m["mountPropagation"] == "HostToContainer", m
 
 
 @pytest.mark.parametrize("hardened", [False, True], ids=["plain", "hardened"])

@@ -130,7 +130,7 @@ def agent_after_volume(node, volume, built):  # noqa: F811
     scratch = Path(tempfile.mkdtemp(prefix="crilab-ds-", dir="/tmp"))
     (scratch / "kubelet").mkdir()
     paths = HostPaths({"/": str(root), "/run/containerd": str(cd.base), "/etc/containerd": str(root / "etc" / "containerd"),
-                       "/var/lib/kubelet": str(scratch / "kubelet")}, scratch)
+                       "/run/crio": str(root / "run" / "crio"), "/var/lib/kubelet": str(scratch / "kubelet")}, scratch)
     pod = ManifestPod(cd, DAEMONSET, AGENT["image"], paths)
     try:
         pod.run()
