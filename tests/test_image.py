@@ -35,7 +35,7 @@ import yaml
 import cri_exporter
 from cri_exporter.cri import api_pb2 as api
 from crilab import agent_image
-from crilab.manifest_pod import HostPaths, ManifestPod, load_daemonset, node_root, quantity
+from crilab.manifest_pod import ManifestPod, lab_host_paths, load_daemonset, node_root, quantity
 from tests.exporter_proc import REPO, parse, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
 
@@ -99,7 +99,6 @@ def run_agent(containerd, built, root: str | None = None, ready: bool = True):
             with run_agent(containerd, built, root, ready) as pod:
                 yield pod
         return
-    base = str(containerd.base) if root == "/" else root + str(containerd.base)
     with socket.socket() as s:
         try:
             s.bind(("0.0.0.0", PORT))
@@ -111,12 +110,7 @@ def run_agent(containerd, built, root: str | None = None, ready: bool = True):
     subprocess.run([*ctr, "images", "rm", image], capture_output=True)
     subprocess.run([*ctr, "images", "tag", built.tag, image], check=True, capture_output=True)
     scratch = Path(tempfile.mkdtemp(prefix="crilab-ds-", dir="/tmp"))
-    # No kubelet here: an empty root of its own stands in for /var/lib/kubelet, which the manifest
-    # mounts with HostToContainer (its source must stay a shared mount while the pod runs).
-    (scratch / "kubelet").mkdir()
-    paths = HostPaths({"/": root, "/run/containerd": base, "/etc/containerd": base,
-                       "/var/lib/kubelet": str(scratch / "kubelet")}, scratch)
-    pod = ManifestPod(containerd, DAEMONSET, image, paths)
+    pod = ManifestPod(containerd, DAEMONSET, image, lab_host_paths(root, containerd, scratch))
     try:
         pod.run()
         if ready:
@@ -228,6 +222,21 @@ def _mount_types(pid: int) -> dict[str, str]:
     return out
 
 
+@contextlib.contextmanager
+def _node_tmpfs_in_agent(pid: int, point: Path, inside: str):
+    """A tmpfs the node mounts at `point` after the agent (`pid`) started, which must show at
+    `inside` in the agent while the block runs, and be gone from there after the node's unmount."""
+    assert inside not in _mount_types(pid)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], check=True)
+    try:
+        wait_for(lambda: _mount_types(pid).get(inside) == "tmpfs", timeout=10,
+                 what=f"the node's new tmpfs at {point} in the agent's {inside}")
+        yield
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+    wait_for(lambda: inside not in _mount_types(pid), timeout=10, what=f"the unmount to reach the agent's {inside}")
+
+
 def test_mounts_under_the_kubelet_root_reach_the_running_agent(agent):
     """A mount the kubelet makes after the agent started (here a tmpfs where it mounts a new
     pod's memory emptyDir) shows in the agent's /host<root-dir>, and its unmount too: the
@@ -241,19 +250,36 @@ def test_mounts_under_the_kubelet_root_reach_the_running_agent(agent):
     memory.mkdir(parents=True)
     inside = mount["mountPath"] + str(memory)[len(volume):]
     try:
-        assert inside not in _mount_types(pid)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(memory)], check=True)
-        try:
-            wait_for(lambda: _mount_types(pid).get(inside) == "tmpfs", timeout=10,
-                     what=f"the host's new tmpfs at {inside} in the agent")
+        with _node_tmpfs_in_agent(pid, memory, inside):
             r = agent.exec_sync("cri-exporter", ["python", "-c", f"import os; print(os.stat({inside!r}).st_dev "
                                                  f"!= os.stat({os.path.dirname(inside)!r}).st_dev)"])
             assert r.stdout.strip() == b"True", r.stderr  # the agent sees a mount point on its own device
-        finally:
-            subprocess.run(["umount", str(memory)], check=True)
-        wait_for(lambda: inside not in _mount_types(pid), timeout=10, what="the unmount to reach the agent")
     finally:
         subprocess.run(["rm", "-rf", str(Path(volume) / "pods")], check=True)
+
+
+PROPAGATED = [m["name"] for m in AGENT["volumeMounts"] if m.get("mountPropagation") == "HostToContainer"]
+
+
+@pytest.mark.parametrize("name", PROPAGATED)
+def test_every_host_to_container_mount_follows_the_nodes_mounts(agent, name):
+    """Each mount the manifest asks HostToContainer for (the node's /, the runtimes' socket
+    directories, the kubelet's root) is a slave of the node's: a mount the node makes under it
+    after the agent started reaches the agent, and its unmount does too, so the agent never holds
+    a node mount the node let go (tests/test_image_host_mounts.py: a block device's)."""
+    pid = agent.container_pid("cri-exporter")
+    (mount,) = [m for m in AGENT["volumeMounts"] if m["name"] == name]
+    volumes = {v["name"]: v for v in DAEMONSET["spec"]["template"]["spec"]["volumes"]}
+    host_path = volumes[name]["hostPath"]["path"]
+    source = agent.paths.used[host_path]
+    # Under the node's /tmp for its /: this machine's own / (node_root) stays as it was.
+    probe = Path(tempfile.mkdtemp(prefix="crilab-probe-", dir=source + "/tmp" if host_path == "/" else source))
+    inside = os.path.normpath(mount["mountPath"] + "/" + str(probe)[len(source):])
+    try:
+        with _node_tmpfs_in_agent(pid, probe, inside):
+            pass
+    finally:
+        probe.rmdir()
 
 
 def test_the_image_needs_no_shell_and_writes_nowhere(agent):
