@@ -1,6 +1,7 @@
 """Run `cri-exporter serve` as a subprocess and read its /metrics like Prometheus does."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import socket
@@ -11,7 +12,8 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import IO
+from collections.abc import Callable, Iterator
+from typing import IO, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -54,6 +56,17 @@ def parse(text: str) -> Samples:
     return out
 
 
+def terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """Stop a child: TERM, and KILL if it is still there after `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ManagedProcess:
     """A server the tests start: its log file, stop (TERM, then KILL) and `with`."""
 
@@ -71,13 +84,7 @@ class ManagedProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 10)
         self._log.close()
 
     def __enter__(self):
@@ -148,3 +155,28 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.2, what: str 
             return last
         time.sleep(interval)  # poll interval
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+M = TypeVar("M", bound=ManagedProcess)
+
+
+@contextlib.contextmanager
+def processes(tail: int = 3000) -> Iterator[Callable[[M], M]]:
+    """A fixture's servers: `keep(ExporterProcess(...))` inside the block. If the block raises
+    (a fixture's setup failed), the tail of each one's log is printed, the last started first,
+    for the test's report; either way they are stopped, the last started first."""
+    started: list[ManagedProcess] = []
+
+    def keep(p: M) -> M:
+        started.append(p)
+        return p
+
+    try:
+        yield keep
+    except BaseException:
+        for p in reversed(started):
+            print(p.log()[-tail:])
+        raise
+    finally:
+        for p in reversed(started):
+            p.stop()

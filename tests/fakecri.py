@@ -14,12 +14,14 @@ UTF-8) can be spliced into a serialized answer with `raw_list_containers`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -430,3 +432,13 @@ def main() -> None:  # pragma: no cover - manual use: python -m tests.fakecri SO
 
 if __name__ == "__main__":
     main()
+
+
+@contextlib.contextmanager
+def fake_node(host_root: Path, containers: int) -> Iterator[FakeCRI]:
+    """A node of `containers` containers (fleet()) under host_root: their cgroup tree, and the
+    fake runtime serving them at host_root/cri.sock."""
+    pods = fleet(containers)
+    make_cgroup_tree(host_root, pods)
+    with FakeCRI(host_root / "cri.sock", pods) as fake:
+        yield fake

@@ -31,7 +31,7 @@ from cri_exporter.cri.client import CriClient, CriError
 from cri_exporter.doctor import run_doctor
 from cri_exporter.doctor.facts import containerd as cfacts
 from cri_exporter.hostfs import HostFS
-from tests.exporter_proc import REPO, ExporterProcess, wait_for
+from tests.exporter_proc import REPO, ExporterProcess, terminate, wait_for
 
 pytestmark = pytest.mark.containerd
 
@@ -219,13 +219,7 @@ class K3sNode:
         return {r["id"]: r for r in json.loads(out.stdout)["checks"]}
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 30)
         self.log.close()
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -18,7 +18,7 @@ import pytest
 
 from cri_exporter.server import MAX_CONNECTIONS, REQUEST_TIMEOUT, WRITE_TIMEOUT
 from tests.exporter_proc import ExporterProcess, parse, wait_for
-from tests.fakecri import FakeCRI, fleet, make_cgroup_tree
+from tests.fakecri import fake_node
 
 COLLECTORS = "runtime,containers,stats,imagefs,cgroups"
 MARGIN = 15.0  # seconds on top of a server deadline before a test calls it missed
@@ -26,9 +26,7 @@ MARGIN = 15.0  # seconds on top of a server deadline before a test calls it miss
 
 @pytest.fixture
 def node(tmp_path):
-    pods = fleet(40)
-    make_cgroup_tree(tmp_path, pods)
-    with FakeCRI(tmp_path / "cri.sock", pods) as fake:
+    with fake_node(tmp_path, 40) as fake:
         yield fake, tmp_path
 
 

@@ -30,7 +30,7 @@ from alerts.settings import fast
 from crilab import run_pod
 from cri_exporter.ephemeral_storage import EMPTY_DIR
 from tests.ephemeral_truth import du, kubelet_unit
-from tests.exporter_proc import ExporterProcess, wait_for
+from tests.exporter_proc import ExporterProcess, processes, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
 
 # On the newest containerd only, like tests/test_prometheus_e2e.py: what is checked is the rule on Prometheus.
@@ -72,34 +72,25 @@ def node(request, containerd, tmp_path):
     threshold_ki = (st.f_bavail * st.f_frsize - HEADROOM) // 1024
     kubelet_unit(host, ROOT_DIR, LOGS_DIR, eviction=f"evictionHard:\n  nodefs.available: {threshold_ki}Ki\n")
     pods = []
-    exporter = prom = None
     try:
-        still, still_cache = _emptydir_pod(containerd, host, "still", STILL)
-        pods.append(still)
-        wait_for(lambda: (still_cache / "done").exists(), timeout=60, what="the still pod to write its 1 MiB")
-        exporter = ExporterProcess(containerd.endpoint, "--host-root", str(host),
-                                   "--collectors", "ephemeral_storage,stats", "--stats-interval", "1",
-                                   "--ephemeral-storage-interval", "1")
-        prom = PrometheusProcess([f"127.0.0.1:{exporter.port}"], job=JOB, scrape_interval="1s",
-                                 rule_groups=groups(fast()), release=release(request.param))
-        prom.wait_targets_up()
+        # Logs printed if the setup fails; stopped before the pods go.
+        with processes() as keep:
+            still, still_cache = _emptydir_pod(containerd, host, "still", STILL)
+            pods.append(still)
+            wait_for(lambda: (still_cache / "done").exists(), timeout=60, what="the still pod to write its 1 MiB")
+            exporter = keep(ExporterProcess(containerd.endpoint, "--host-root", str(host),
+                                            "--collectors", "ephemeral_storage,stats", "--stats-interval", "1",
+                                            "--ephemeral-storage-interval", "1"))
+            prom = keep(PrometheusProcess([f"127.0.0.1:{exporter.port}"], job=JOB, scrape_interval="1s",
+                                          rule_groups=groups(fast()), release=release(request.param)))
+            prom.wait_targets_up()
 
-        def start_grower():
-            for name, command in (("slow", SLOW), ("grower", GROWER)):
-                pods.append(_emptydir_pod(containerd, host, name, command)[0])
+            def start_grower():
+                for name, command in (("slow", SLOW), ("grower", GROWER)):
+                    pods.append(_emptydir_pod(containerd, host, name, command)[0])
 
-        yield prom, threshold_ki * 1024, still_cache, start_grower
-    except BaseException:
-        if prom:
-            print(prom.log()[-3000:])
-        if exporter:
-            print(exporter.log()[-3000:])
-        raise
+            yield prom, threshold_ki * 1024, still_cache, start_grower
     finally:
-        if prom:
-            prom.stop()
-        if exporter:
-            exporter.stop()
         for pod in pods:
             pod.remove()
 

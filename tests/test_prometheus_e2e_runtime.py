@@ -34,7 +34,7 @@ from alerts.rules import groups
 from alerts.settings import fast
 from crilab import Containerd, run_pod
 from crilab.scenario import SLEEP, wipe_state
-from tests.exporter_proc import ExporterProcess, wait_for
+from tests.exporter_proc import ExporterProcess, processes, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
 
 # On the newest containerd only, like the other Prometheus tests: the subject is the rules on Prometheus.
@@ -67,48 +67,41 @@ def broken(request, runtime_version, lab_dir):
     """(Prometheus, the exporter, the containerd, the leaked shims' pids): a containerd of its own
     (this one is killed and wiped), an exporter and a Prometheus over it, then the breakage."""
     cd = Containerd(os.path.join(lab_dir, f"e2e-rt-{uuid.uuid4().hex[:6]}"), version=runtime_version).start()
-    wiped = exporter = prom = None
+    wiped = None
     lowered: tuple[int, tuple[int, int]] | None = None
     try:
-        before = run_pod(cd, "before-wipe", "e2e-runtime")
-        before.add_container("app", SLEEP)
-        exporter = ExporterProcess(cd.endpoint, "--host-root", "/", "--collectors", "runtime,runtime_processes",
-                                   "--runtime-process-interval", "0.5", "--runtime-shim-leak-grace", str(LEAK_GRACE))
-        prom = PrometheusProcess([f"127.0.0.1:{exporter.port}"], job=JOB, scrape_interval="1s",
-                                 rule_groups=groups(fast()), release=release(request.param))
-        prom.wait_targets_up()
-        daemon = f'job="{JOB}", process="containerd"'
-        # history from before: changes() needs the first start time, and the fd share sampled unalarmed
-        wait_for(lambda: prom.query(f'count_over_time(cri_runtime_process_start_time_seconds{{{daemon}}}[1m]) >= 5 '
-                                    f'and on () count_over_time(cri_runtime_shims_leaked{{job="{JOB}"}}[1m]) >= 5'),
-                 timeout=60, interval=0.5, what="five samples of containerd's start time and of the leaked shims")
-        quiet = [a for a in prom.alerts() if a["labels"]["alertname"] in ALERTS]
-        assert not quiet, f"pending or firing before anything broke: {quiet}"
+        # The exporter and Prometheus: logs printed if the setup fails, stopped before the containerd goes.
+        with processes() as keep:
+            before = run_pod(cd, "before-wipe", "e2e-runtime")
+            before.add_container("app", SLEEP)
+            exporter = keep(ExporterProcess(cd.endpoint, "--host-root", "/", "--collectors", "runtime,runtime_processes",
+                                            "--runtime-process-interval", "0.5",
+                                            "--runtime-shim-leak-grace", str(LEAK_GRACE)))
+            prom = keep(PrometheusProcess([f"127.0.0.1:{exporter.port}"], job=JOB, scrape_interval="1s",
+                                          rule_groups=groups(fast()), release=release(request.param)))
+            prom.wait_targets_up()
+            daemon = f'job="{JOB}", process="containerd"'
+            # history from before: changes() needs the first start time, and the fd share sampled unalarmed
+            wait_for(lambda: prom.query(f'count_over_time(cri_runtime_process_start_time_seconds{{{daemon}}}[1m]) >= 5 '
+                                        f'and on () count_over_time(cri_runtime_shims_leaked{{job="{JOB}"}}[1m]) >= 5'),
+                     timeout=60, interval=0.5, what="five samples of containerd's start time and of the leaked shims")
+            quiet = [a for a in prom.alerts() if a["labels"]["alertname"] in ALERTS]
+            assert not quiet, f"pending or firing before anything broke: {quiet}"
 
-        wiped = wipe_state(cd)  # SIGKILL, state moved away, started again: a restart and leaked shims
-        assert wiped.shim_pids and all(psutil.pid_exists(pid) for pid in wiped.shim_pids)
-        after = run_pod(cd, "after-wipe", "e2e-runtime")  # a shim the new containerd knows
-        after.add_container("app", SLEEP)
-        pid = cd.pid
-        assert pid is not None
-        original = resource.prlimit(pid, resource.RLIMIT_NOFILE)
-        soft = math.ceil(_fds(pid) / FD_SHARE)
-        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, original[1]))
-        lowered = (pid, original)
-        yield prom, exporter, cd, wiped.shim_pids, soft
-    except BaseException:
-        if prom:
-            print(prom.log()[-3000:])
-        if exporter:
-            print(exporter.log()[-3000:])
-        raise
+            wiped = wipe_state(cd)  # SIGKILL, state moved away, started again: a restart and leaked shims
+            assert wiped.shim_pids and all(psutil.pid_exists(pid) for pid in wiped.shim_pids)
+            after = run_pod(cd, "after-wipe", "e2e-runtime")  # a shim the new containerd knows
+            after.add_container("app", SLEEP)
+            pid = cd.pid
+            assert pid is not None
+            original = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+            soft = math.ceil(_fds(pid) / FD_SHARE)
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, original[1]))
+            lowered = (pid, original)
+            yield prom, exporter, cd, wiped.shim_pids, soft
     finally:
         if lowered and cd.pid == lowered[0]:
             resource.prlimit(lowered[0], resource.RLIMIT_NOFILE, lowered[1])  # cleanup starts shims again
-        if prom:
-            prom.stop()
-        if exporter:
-            exporter.stop()
         cd.cleanup()  # kills the shims serving its socket, the leaked ones too
         if wiped:
             wiped.forget()

@@ -19,7 +19,7 @@ from cri_exporter.cri import api_pb2 as api
 from cri_exporter.exporter import Exporter
 from cri_exporter.settings import Settings
 from tests.exporter_proc import ExporterProcess, parse, wait_for
-from tests.fakecri import FakeCRI, fleet, make_cgroup_tree, make_pod
+from tests.fakecri import FakeCRI, fake_node, fleet, make_cgroup_tree, make_pod
 
 COLLECTORS = "runtime,containers,stats,imagefs,cgroups"
 
@@ -46,9 +46,7 @@ def cpu_seconds(pid: int) -> float:
 @pytest.fixture
 def node(tmp_path):
     """A fake runtime with 40 containers and their cgroup tree."""
-    pods = fleet(40)
-    make_cgroup_tree(tmp_path, pods)
-    with FakeCRI(tmp_path / "cri.sock", pods) as fake:
+    with fake_node(tmp_path, 40) as fake:
         yield fake, tmp_path
 
 
