@@ -14,6 +14,8 @@ from grafana_foundation_sdk.builders import bargauge, common as cb, dashboard as
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common, dashboard as dm
 
+from dashboards.lint import DEFAULT_ONLY_NOTE, DEFAULT_ONLY_TITLE
+
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 
 #: The selector every query starts from: one exporter instance (one node).
@@ -32,9 +34,39 @@ def query(expr: str, legend: str = "", instant: bool = False) -> prometheus.Data
     return q.instant() if instant else q.range()
 
 
-def _common(panel, title: str, description: str, unit: str, queries, w: int, h: int):
+@dataclass(frozen=True)
+class LeanGap:
+    """The families a panel reads that the lean profile (cri_exporter/metric_profiles.py)
+    leaves out, and why it does: the panel is then titled and described as empty under
+    that profile (tests/test_metric_budget.py holds every such panel to it)."""
+
+    families: tuple[str, ...]
+    why: str
+
+    def mark(self, title: str, description: str) -> tuple[str, str]:
+        names = ", ".join(f"`{f}`" for f in self.families)
+        verb = "is" if len(self.families) == 1 else "are"
+        return (title + DEFAULT_ONLY_TITLE,
+                f"{description} {DEFAULT_ONLY_NOTE} (the --metrics-allow set of docs/metrics.md, \"Series budget\"): "
+                f"{names} {verb} left out of it because {self.why}. Served by default.")
+
+
+# The families the boards show though the lean profile leaves them out, and why (docs/metrics.md).
+TCP_GAP = LeanGap(("cri_pod_tcp_connections",),
+                  "it is 11 series a pod (one per state), as many as the lean set's whole per-pod budget")
+INODE_GAP = LeanGap(("cri_pod_ephemeral_storage_inodes", "cri_eviction_headroom_inodes"),
+                    "inodes run out far more rarely than bytes and cost 3 series a pod; the headroom to the "
+                    "kubelet's eviction in bytes (which the lean set keeps) is what fills first on most nodes")
+LAYER_INODE_GAP = LeanGap(("cri_pod_emptydir_inodes", "cri_container_writable_layer_inodes"),
+                          "they cost a series per emptyDir volume and per container; the pod's bytes per volume "
+                          "and per writable layer (which the lean set keeps) say where space goes")
+
+
+def _common(panel, title: str, description: str, unit: str, queries, w: int, h: int, gap: LeanGap | None = None):
     if not (title and description and unit):
         raise ValueError(f"panel {title!r}: title, description and unit are all required")
+    if gap:
+        title, description = gap.mark(title, description)
     panel = panel.title(title).description(description).unit(unit).datasource(DATASOURCE).span(w).height(h)
     for ref, q in zip("ABCDEFGHIJ", queries):
         panel = panel.with_target(q.ref_id(ref))
@@ -43,8 +75,8 @@ def _common(panel, title: str, description: str, unit: str, queries, w: int, h: 
 
 def graph(title: str, description: str, unit: str, *queries: prometheus.Dataquery, w: int = 12, h: int = 8,
           min_: float | None = None, max_: float | None = None, stack: bool = False,
-          bars: bool = False) -> timeseries.Panel:
-    p: timeseries.Panel = _common(timeseries.Panel(), title, description, unit, queries, w, h).fill_opacity(10 if not stack else 40)
+          bars: bool = False, gap: LeanGap | None = None) -> timeseries.Panel:
+    p: timeseries.Panel = _common(timeseries.Panel(), title, description, unit, queries, w, h, gap).fill_opacity(10 if not stack else 40)
     p = p.legend(cb.VizLegendOptions().display_mode(common.LegendDisplayMode.TABLE)
                  .placement(common.LegendPlacement.BOTTOM).show_legend(True).calcs(["lastNotNull", "max"]))
     if min_ is not None:
@@ -90,8 +122,8 @@ def states(title: str, description: str, unit: str, *queries: prometheus.Dataque
 
 
 def bars(title: str, description: str, unit: str, *queries: prometheus.Dataquery, w: int = 12, h: int = 8,
-         min_: float | None = None, max_: float | None = None) -> bargauge.Panel:
-    p: bargauge.Panel = _common(bargauge.Panel(), title, description, unit, queries, w, h)
+         min_: float | None = None, max_: float | None = None, gap: LeanGap | None = None) -> bargauge.Panel:
+    p: bargauge.Panel = _common(bargauge.Panel(), title, description, unit, queries, w, h, gap)
     p = (p.orientation(common.VizOrientation.HORIZONTAL).display_mode(common.BarGaugeDisplayMode.BASIC)
          .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False)))
     if min_ is not None:

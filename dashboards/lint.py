@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 RATE_FUNCTIONS = {"rate", "irate", "increase"}
@@ -223,6 +224,62 @@ def board_problems(board: dict) -> list[str]:
             for s in selectors(expr):
                 if 'job = "$job"' not in s.matchers or 'instance = "$instance"' not in s.matchers:
                     problems.append(f"{here}: selector {s.metric}{{{s.matchers}}} is not scoped to $job and $instance")
+    return problems
+
+
+# A panel that reads families the lean profile (cri_exporter/metric_profiles.py) leaves
+# out says so where an operator looks: its title ends with DEFAULT_ONLY_TITLE and its
+# description holds DEFAULT_ONLY_NOTE, the families and why (dashboards.common builds both).
+DEFAULT_ONLY_TITLE = " (default profile)"
+DEFAULT_ONLY_NOTE = "Empty under the lean profile"
+
+
+def panel_metrics(panel: dict) -> set[str]:
+    """Metric names every selector of the panel's queries names."""
+    return {s.metric for t in panel.get("targets") or [] for s in selectors(substitute(t.get("expr", ""), {}))}
+
+
+def is_marked_default_only(panel: dict) -> bool:
+    return (panel.get("title") or "").endswith(DEFAULT_ONLY_TITLE) or DEFAULT_ONLY_NOTE in (panel.get("description") or "")
+
+
+def profile_problems(board: dict, in_profile: Callable[[str], bool]) -> list[str]:
+    """A panel may read a family outside the profile (`in_profile(name)` false) only
+    when marked so, naming each such family in its description; a marked panel must
+    need the mark (else the mark misleads); a template variable must stay inside
+    (outside it, the whole board is empty)."""
+    problems = []
+    for p in panels(board):
+        where = f"panel {p.get('title')!r}"
+        outside = sorted(m for m in panel_metrics(p) if not in_profile(m))
+        title, description = p.get("title") or "", p.get("description") or ""
+        if outside and not is_marked_default_only(p):
+            problems.append(f"{where}: reads {outside}, outside the lean profile, and is not marked "
+                            f"(title ending {DEFAULT_ONLY_TITLE!r}, description saying {DEFAULT_ONLY_NOTE!r})")
+            continue
+        if not is_marked_default_only(p):
+            continue
+        if not outside:
+            problems.append(f"{where}: marked as empty under the lean profile, but reads only families it serves")
+            continue
+        if not title.endswith(DEFAULT_ONLY_TITLE):
+            problems.append(f"{where}: reads {outside}, outside the lean profile: its title must end {DEFAULT_ONLY_TITLE!r}")
+        if DEFAULT_ONLY_NOTE not in description:
+            problems.append(f"{where}: reads {outside}, outside the lean profile: its description must say "
+                            f"{DEFAULT_ONLY_NOTE!r} and why")
+        unnamed = [m for m in outside if m not in description]
+        if unnamed:
+            problems.append(f"{where}: its description does not name {unnamed}, which the lean profile leaves out")
+    for v in board.get("templating", {}).get("list", []):
+        q = v.get("query")
+        expr = q.get("query", "") if isinstance(q, dict) else q if isinstance(q, str) else ""
+        if v.get("type") != "query" or not expr.startswith("label_values("):
+            continue
+        inner = expr[len("label_values("):].rsplit(",", 1)[0] if "," in expr else expr[len("label_values("):-1]
+        outside = sorted(s.metric for s in selectors(substitute(inner, {})) if not in_profile(s.metric))
+        if outside:
+            problems.append(f"variable {v.get('name')!r}: reads {outside}, outside the lean profile: "
+                            "every panel of the board would be empty under it")
     return problems
 
 

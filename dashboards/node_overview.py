@@ -2,7 +2,8 @@
 and is the exporter itself keeping up. One exporter instance = one node."""
 from __future__ import annotations
 
-from dashboards.common import NODE, PASS_FAIL, TRUE_FALSE, UP_DOWN, Board, bars, graph, query, single
+from dashboards.common import (INODE_GAP, NODE, PASS_FAIL, TCP_GAP, TRUE_FALSE, UP_DOWN, Board, bars, graph, query,
+                               single)
 
 UID = "cri-node-overview"
 
@@ -94,6 +95,26 @@ def build() -> dict:
              "disk-backed emptyDirs and logs; the first it evicts under disk pressure.", "bytes",
              query(f"topk(10, sum by (namespace, pod) (cri_pod_ephemeral_storage_bytes{{{NODE}}}))",
                    "{{namespace}}/{{pod}}", instant=True), w=12, h=8),
+        graph("Inode headroom to disk eviction", "Free inodes above the kubelet's hard eviction thresholds "
+              "(nodefs.inodesFree, imagefs.inodesFree; 5% by default). At 0 the kubelet sets DiskPressure and evicts "
+              "pods, whatever the free space: many small files (caches, sessions, mail queues) run out of inodes "
+              "first.", "short", query(f"cri_eviction_headroom_inodes{{{NODE}}}", "{{signal}} ({{path}})"),
+              w=12, min_=0, gap=INODE_GAP),
+        bars("Pods by ephemeral inodes (top 10)", "Inodes of each pod's writable layers, disk-backed emptyDirs and "
+             "logs: the pods the kubelet evicts first when it is short of inodes.", "short",
+             query(f"topk(10, sum by (namespace, pod) (cri_pod_ephemeral_storage_inodes{{{NODE}}}))",
+                   "{{namespace}}/{{pod}}", instant=True), w=12, h=8, gap=INODE_GAP),
+    )
+    b.row(
+        "Pod TCP connections",
+        graph("TCP connections by state", "TCP sockets in the pods' network namespaces on this node, summed by "
+              "state (hostNetwork pods' are the node's and not counted). A rising CLOSE_WAIT is connections an "
+              "application does not close; SYN_RECV, backlogs not drained.", "short",
+              query(f"sum by (state) (cri_pod_tcp_connections{{{NODE}}})", "{{state}}"), w=12, min_=0, gap=TCP_GAP),
+        bars("Pods by TCP connections (top 10)", "TCP sockets of each pod other than its listening ones; the pod "
+             "detail board shows them by state.", "short",
+             query(f"topk(10, sum by (namespace, pod) (cri_pod_tcp_connections{{{NODE}, state!=\"LISTEN\"}}))",
+                   "{{namespace}}/{{pod}}", instant=True), w=12, h=8, gap=TCP_GAP),
     )
     b.row(
         "Doctor",

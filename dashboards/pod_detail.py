@@ -2,13 +2,14 @@
 the CRI stats and the cgroup files."""
 from __future__ import annotations
 
-from dashboards.common import NODE, Board, graph, query, single
+from dashboards.common import INODE_GAP, LAYER_INODE_GAP, NODE, TCP_GAP, Board, graph, query, single
 
 UID = "cri-pod-detail"
 
 POD = NODE + ', namespace="$namespace", pod="$pod"'
 CONTAINER = POD + ', container=~"$container"'
 BY = "sum by (container)"
+
 
 
 def rate(metric: str, sel: str = CONTAINER) -> str:
@@ -18,7 +19,7 @@ def rate(metric: str, sel: str = CONTAINER) -> str:
 def build() -> dict:
     b = Board(UID, "CRI / Pod and container detail",
               "One pod's containers: CPU against the quota and throttling, memory against the limit, "
-              "open files and sockets against the fd limit, "
+              "open files and sockets against the fd limit, TCP connection states, "
               "OOM kills, pressure stalls, network, block I/O, writable layer, logs and restarts. Data: cri-exporter.",
               extra_variables=[
                   ("namespace", "Namespace", f'label_values(cri_pod_info{{{NODE}}}, namespace)'),
@@ -114,16 +115,23 @@ def build() -> dict:
               w=12, min_=0),
     )
     b.row(
-        "Files and sockets",
+        "Files, sockets and TCP",
         graph("Open files and sockets", "File descriptors each container's processes hold open, summed, and of "
               "them sockets (read every --fd-sample-interval off the scrape path, so up to a few intervals old).",
               "short",
               query(f"{BY} (cri_container_file_descriptors{{{CONTAINER}}})", "{{container}} fds"),
-              query(f"{BY} (cri_container_sockets{{{CONTAINER}}})", "{{container}} sockets"), w=12, min_=0),
+              query(f"{BY} (cri_container_sockets{{{CONTAINER}}})", "{{container}} sockets"), w=8, min_=0),
         graph("Open file limit used", "The highest share of its soft open-file limit (RLIMIT_NOFILE) one process "
               "of each container holds: at 100% its open(), socket() and accept() fail with EMFILE.", "percentunit",
               query(f"max by (container) (cri_container_file_descriptors_limit_ratio{{{CONTAINER}}})", "{{container}}"),
-              w=12, min_=0, max_=1),
+              w=8, min_=0, max_=1),
+        graph("TCP connections by state", "TCP sockets in the pod's network namespace (all its containers), IPv4 "
+              "and IPv6, by state (/proc/<pid>/net/tcp and tcp6, read every --fd-sample-interval). A CLOSE_WAIT "
+              "count that only grows is connections the application never closes (it ends at the fd limit); many "
+              "SYN_RECV, a listen backlog not drained or a SYN flood; TIME_WAIT follows connections this side "
+              "closed. hostNetwork pods have none (their namespace is the node's), nor pods past 4 MiB of tcp "
+              "file (some 23,000 sockets).", "short",
+              query(f"sum by (state) (cri_pod_tcp_connections{{{POD}}})", "{{state}}"), w=8, min_=0, gap=TCP_GAP),
     )
     b.row(
         "Network (pod)",
@@ -187,5 +195,18 @@ def build() -> dict:
                     "node headroom: imagefs (writable layers)"), w=12, min_=0),
         graph("emptyDir volumes", "Bytes of each disk-backed emptyDir of the pod (memory-backed ones are memory).",
               "bytes", query(f"sum by (volume) (cri_pod_emptydir_bytes{{{POD}}})", "{{volume}}"), w=12, min_=0),
+        graph("Ephemeral storage inodes", "Inodes of the same sources (one per file, directory or link; a hard-linked "
+              "file once), against the node's free inodes above the kubelet's inodesFree eviction threshold: the "
+              "kubelet evicts on inodes as on bytes, ranking pods by their inodes then.", "short",
+              query(f"sum by (source) (cri_pod_ephemeral_storage_inodes{{{POD}}})", "{{source}}"),
+              query(f"max(cri_eviction_headroom_inodes{{{NODE}, signal=\"nodefs.inodesFree\"}})",
+                    "node headroom: nodefs (emptyDirs, logs)"),
+              query(f"max(cri_eviction_headroom_inodes{{{NODE}, signal=\"imagefs.inodesFree\"}})",
+                    "node headroom: imagefs (writable layers)"), w=12, min_=0, gap=INODE_GAP),
+        graph("Inodes by emptyDir and writable layer", "Inodes of each disk-backed emptyDir of the pod and of each "
+              "container's writable layer: which one makes the pod's files.", "short",
+              query(f"sum by (volume) (cri_pod_emptydir_inodes{{{POD}}})", "emptyDir {{volume}}"),
+              query(f"{BY} (cri_container_writable_layer_inodes{{{CONTAINER}}})", "{{container}} writable layer"),
+              w=12, min_=0, gap=LAYER_INODE_GAP),
     )
     return b.build()

@@ -138,15 +138,79 @@ def _family_of(sample_name: str, lean: MetricFilter) -> str:
     return sample_name
 
 
-def test_every_metric_the_dashboards_and_alerts_use_is_in_the_lean_set():
-    lean = MetricFilter(allow=LEAN_ALLOW)
+LEAN = MetricFilter(allow=LEAN_ALLOW)
+
+
+def in_lean(sample_name: str) -> bool:
+    return sample_name in PROMETHEUS_OWN or LEAN.wants(_family_of(sample_name, LEAN))
+
+
+def _boards() -> dict[str, dict]:
+    boards = {p.name: json.loads(p.read_text()) for p in sorted((REPO / "dashboards").glob("*.json"))}
+    assert boards
+    return boards
+
+
+def marked_families() -> set[str]:
+    """Families outside the lean set that marked panels read (empty under the lean profile)."""
+    return {m for board in _boards().values() for p in lint.panels(board) if lint.is_marked_default_only(p)
+            for m in lint.panel_metrics(p) if not in_lean(m)}
+
+
+def test_the_alerts_and_dashboard_variables_use_only_the_lean_set():
     used = used_metrics()
     assert len(used) > 40  # the parse found the queries
     assert {"cri_up", "cri_container_cpu_usage_seconds_total", "cri_container_memory_oom_kills_total",
             "cri_request_duration_seconds_bucket"} <= set(used)
-    outside = {name: where for name, where in used.items()
-               if name not in PROMETHEUS_OWN and not lean.wants(_family_of(name, lean))}
-    assert not outside, f"used by dashboards/alerts but not in the lean set (metric_profiles.py): {outside}"
+    outside = {s.metric for expr in _alert_exprs() for s in lint.selectors(expr) if not in_lean(s.metric)}
+    assert not outside, f"used by alerts but not in the lean set (metric_profiles.py): {sorted(outside)}"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "dashboards").glob("*.json")))
+def test_dashboard_panels_use_only_the_lean_set_but_for_marked_ones(name):
+    """A panel on a family the lean set leaves out is titled "(default profile)" and says in its
+    description that it is empty under the lean profile, naming the family and why."""
+    assert lint.profile_problems(_boards()[name], in_lean) == []
+
+
+def test_marked_panels_show_the_families_kept_out_of_the_lean_set_for_their_cost():
+    """Issue 15: TCP states and ephemeral inodes have panels, though not in the lean set."""
+    assert {"cri_pod_tcp_connections", "cri_pod_ephemeral_storage_inodes", "cri_pod_emptydir_inodes",
+            "cri_container_writable_layer_inodes", "cri_eviction_headroom_inodes"} <= marked_families()
+
+
+def test_the_profile_check_fails_for_an_unmarked_panel_and_a_needless_mark():
+    """The check itself, on a copy of a shipped board: each way to get the marking wrong once."""
+    board = _boards()["pod-detail.json"]
+    panels = lint.panels(board)
+    marked = next(p for p in panels if "cri_pod_tcp_connections" in lint.panel_metrics(p))
+    plain = next(p for p in panels if lint.panel_metrics(p) == {"cri_container_pids"})
+    assert lint.profile_problems(board, in_lean) == []  # as shipped
+
+    marked["title"] = marked["title"].removesuffix(lint.DEFAULT_ONLY_TITLE)
+    marked["description"] = marked["description"].split(lint.DEFAULT_ONLY_NOTE)[0]
+    (problem,) = lint.profile_problems(board, in_lean)
+    assert "reads ['cri_pod_tcp_connections'], outside the lean profile, and is not marked" in problem
+
+    marked["title"] += lint.DEFAULT_ONLY_TITLE  # the title alone: the description must say it too
+    assert f"its description must say {lint.DEFAULT_ONLY_NOTE!r}" in "\n".join(lint.profile_problems(board, in_lean))
+
+    marked["description"] += f" {lint.DEFAULT_ONLY_NOTE}: too many series."  # ...and name the family
+    (problem,) = lint.profile_problems(board, in_lean)
+    assert "does not name ['cri_pod_tcp_connections']" in problem
+
+    plain["title"] += lint.DEFAULT_ONLY_TITLE  # a mark on a panel the lean profile fills misleads
+    assert any("reads only families it serves" in p for p in lint.profile_problems(board, in_lean))
+
+    plain["title"] = plain["title"].removesuffix(lint.DEFAULT_ONLY_TITLE)
+    plain["targets"][0]["expr"] = plain["targets"][0]["expr"].replace("cri_container_pids", "cri_container_spec_pids_limit")
+    assert any("reads ['cri_container_spec_pids_limit'], outside the lean profile, and is not marked" in p
+               for p in lint.profile_problems(board, in_lean))
+
+    variable = board["templating"]["list"][-1]
+    variable["query"]["query"] = variable["query"]["query"].replace("cri_container_info", "cri_container_start_time_seconds")
+    assert any("variable 'container': reads ['cri_container_start_time_seconds']" in p
+               for p in lint.profile_problems(board, in_lean))
 
 
 def test_no_pod_cgroup_metrics_costs_no_shipped_panel_or_alert():
@@ -183,6 +247,11 @@ def test_the_lean_profile_serves_exactly_the_allowed_families(containerd, pods, 
     # The pod twins of the cgroup families are gone, the containers' stay.
     assert not served & set(POD_CGROUP_FAMILIES)
     assert "cri_container_cpu_cfs_throttled_periods_total" in served
+    # The marked panels' families: served by default (in the lab; emptyDirs and the kubelet's thresholds
+    # need a kubelet), never under the lean profile, whose nodes show those panels empty.
+    assert {"cri_pod_tcp_connections", "cri_pod_ephemeral_storage_inodes",
+            "cri_container_writable_layer_inodes"} <= default_families
+    assert not served & marked_families()
 
 
 @pytest.mark.containerd
