@@ -2,7 +2,7 @@
 fail, and the doctor's checks over time."""
 from __future__ import annotations
 
-from dashboards.common import NODE, PASS_FAIL, Board, graph, query, states
+from dashboards.common import NODE, PASS_FAIL, SAMPLER_GAP, Board, graph, query, states
 
 UID = "cri-runtime-health"
 
@@ -10,7 +10,8 @@ UID = "cri-runtime-health"
 def build() -> dict:
     b = Board(UID, "CRI / Runtime health",
               "How the container runtime answers: CRI request latency, rate and errors, its own processes "
-              "(memory, CPU, open files, restarts, shims), the background stats refresh, collector failures, and the doctor's checks over time. Data: cri-exporter.")
+              "(memory, CPU, open files, restarts, shims), the background stats refresh and samplers, the "
+              "termination event stream, collector failures, and the doctor's checks over time. Data: cri-exporter.")
     b.row(
         "CRI requests",
         graph("CRI request latency p99", "99th percentile latency of the CRI calls the exporter made, by method. "
@@ -76,6 +77,38 @@ def build() -> dict:
         graph("Stats snapshot age", "Age of the CRI stats snapshot container and pod stats come from; it should stay "
               "near --stats-interval.", "s",
               query(f"cri_stats_snapshot_age_seconds{{{NODE}}}", "age"), w=8, min_=0),
+    )
+    b.row(
+        "Background samplers",
+        graph("Age of the background readings", "How old the numbers off the scrape path are: the oldest container "
+              "fd, socket and TCP reading "
+              "(--fd-sample-interval, paced by --fd-sample-budget), the container log round "
+              "(--container-log-interval) and the last complete ephemeral storage walk "
+              "(--ephemeral-storage-interval, paced by --ephemeral-storage-files-per-second). One that keeps "
+              "growing past a few intervals is a sampler behind its budget, or stuck: the panels and alerts on its "
+              "numbers (CriPodEphemeralStorageFillingNode, CriContainerFdsNearLimit, CriContainerLogNotRotated) "
+              "see old data.", "s",
+              query(f"time() - cri_fd_sampler_oldest_reading_timestamp_seconds{{{NODE}}}", "open files and TCP"),
+              query(f"time() - cri_container_log_sample_timestamp_seconds{{{NODE}}}", "container logs"),
+              query(f"time() - cri_ephemeral_storage_walk_last_completed_timestamp_seconds{{{NODE}}}",
+                    "ephemeral storage walk"), w=8, min_=0, gap=SAMPLER_GAP),
+        graph("Background sampler cost", "CPU cores the fd/TCP sampler and the ephemeral storage walker spend "
+              "(thread CPU time), and the entries they read per second: what the budgets bound.", "short",
+              query(f"rate(cri_fd_sampler_cpu_seconds_total{{{NODE}}}[$__rate_interval])", "fd sampler CPU"),
+              query(f"rate(cri_ephemeral_storage_walk_cpu_seconds_total{{{NODE}}}[$__rate_interval])", "walk CPU"),
+              query(f"rate(cri_ephemeral_storage_walk_files_total{{{NODE}}}[$__rate_interval])", "walk entries/s"),
+              query(f"cri_fd_sampler_pass_entries{{{NODE}}}", "fd sampler entries, last pass"),
+              w=8, min_=0, gap=SAMPLER_GAP),
+        graph("Termination events and walk errors", "Whether the exporter follows the runtime's event stream "
+              "(1: containerd 2.x, CRI-O 1.33+; 0: it polls, as on containerd 1.7, where subscribing would take "
+              "events from the kubelet), events received and stream breaks per second (a break is a runtime "
+              "restart: terminations are then found by polling, none lost), and entries the ephemeral storage "
+              "walk could not measure, by reason (permission: a directory it may not list).", "short",
+              query(f"cri_container_events_subscribed{{{NODE}}}", "events subscribed"),
+              query(f"rate(cri_container_events_received_total{{{NODE}}}[$__rate_interval])", "events/s"),
+              query(f"rate(cri_container_events_stream_breaks_total{{{NODE}}}[$__rate_interval])", "stream breaks/s"),
+              query(f"sum by (reason) (rate(cri_ephemeral_storage_walk_errors_total{{{NODE}}}[$__rate_interval]))",
+                    "walk errors/s: {{reason}}"), w=8, min_=0, gap=SAMPLER_GAP),
     )
     b.row(
         "Doctor",

@@ -11,7 +11,9 @@ bind-mounted into their containers), and runs an exporter of its own with
 that host root. The config's evictionHard nodefs.available is set, from
 statvfs of that filesystem at test time, to what is available less
 HEADROOM: the node is HEADROOM away from the kubelet's eviction, give or
-take what other processes write meanwhile. The grower adds ~1 MiB a second,
+take what other processes write meanwhile (and nodefs.inodesFree at 5%, for
+the inode panels, which are checked here to show data with the emptyDir
+panels, as the shared lab has neither emptyDirs nor nodefs thresholds). The grower adds ~1 MiB a second,
 which over the rule's 4h horizon (~14 GiB) is far more than that; the slow
 pod 16 KiB a second (~225 MiB in 4h), well under it; the still pod adds
 nothing (deriv 0: a pod that does not grow never fires, whatever the headroom,
@@ -21,6 +23,7 @@ which deriv fits the few seconds of samples there are.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -29,6 +32,7 @@ from alerts.rules import groups
 from alerts.settings import fast
 from crilab import run_pod
 from cri_exporter.ephemeral_storage import EMPTY_DIR
+from dashboards import DIR as DASHBOARDS, lint
 from tests.ephemeral_truth import du, kubelet_unit
 from tests.exporter_proc import ExporterProcess, processes, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
@@ -70,7 +74,8 @@ def node(request, containerd, tmp_path):
     root.mkdir(parents=True)
     st = os.statvfs(root)
     threshold_ki = (st.f_bavail * st.f_frsize - HEADROOM) // 1024
-    kubelet_unit(host, ROOT_DIR, LOGS_DIR, eviction=f"evictionHard:\n  nodefs.available: {threshold_ki}Ki\n")
+    kubelet_unit(host, ROOT_DIR, LOGS_DIR, eviction=f"evictionHard:\n  nodefs.available: {threshold_ki}Ki\n"
+                 "  nodefs.inodesFree: 5%\n")
     pods = []
     try:
         # Logs printed if the setup fails; stopped before the pods go.
@@ -79,8 +84,8 @@ def node(request, containerd, tmp_path):
             pods.append(still)
             wait_for(lambda: (still_cache / "done").exists(), timeout=60, what="the still pod to write its 1 MiB")
             exporter = keep(ExporterProcess(containerd.endpoint, "--host-root", str(host),
-                                            "--collectors", "ephemeral_storage,stats", "--stats-interval", "1",
-                                            "--ephemeral-storage-interval", "1"))
+                                            "--collectors", "ephemeral_storage,stats,containers",
+                                            "--stats-interval", "1", "--ephemeral-storage-interval", "1"))
             prom = keep(PrometheusProcess([f"127.0.0.1:{exporter.port}"], job=JOB, scrape_interval="1s",
                                           rule_groups=groups(fast()), release=release(request.param)))
             prom.wait_targets_up()
@@ -141,3 +146,45 @@ def test_ephemeral_storage_alert_fires_for_a_growing_pod_only(node):
     assert float(projected["value"][1]) < float(headroom["value"][1])
     named = [a["labels"]["pod"] for a in prom.alerts() if a["labels"]["alertname"] == ALERT]
     assert "slow" not in named and "still" not in named, prom.alerts()
+
+
+# The dashboard panels on what this test's kubelet layout has and the shared lab's lacks (emptyDirs,
+# the kubelet's nodefs thresholds: tests/test_prometheus_e2e.py's NO_DATA_HERE), those of the
+# lean profile and those marked "(default profile)" alike.
+EPHEMERAL_FAMILIES = {"cri_pod_ephemeral_storage_bytes", "cri_pod_ephemeral_storage_inodes", "cri_pod_emptydir_bytes",
+                      "cri_pod_emptydir_inodes", "cri_eviction_headroom_bytes", "cri_eviction_headroom_inodes"}
+
+
+def _ephemeral_queries() -> list[tuple[str, str, str, str]]:
+    out = []
+    for name in ("pod-detail.json", "node-overview.json"):
+        for panel in lint.panels(json.loads((DASHBOARDS / name).read_text())):
+            if lint.panel_metrics(panel) & EPHEMERAL_FAMILIES:
+                out += [(name, panel["title"], t["refId"], t["expr"]) for t in panel["targets"]]
+    return out
+
+
+def test_ephemeral_panels_show_the_pods_emptydir_and_the_nodefs_headroom(node):
+    prom, _, still_cache, _ = node
+    queries = _ephemeral_queries()
+    assert {title for _, title, _, _ in queries} >= {
+        "Ephemeral storage", "emptyDir volumes", "Ephemeral storage inodes (default profile)",
+        "Inodes by emptyDir and writable layer (default profile)", "Headroom to disk eviction",
+        "Inode headroom to disk eviction (default profile)", "Pods by ephemeral inodes (top 10)"
+        " (default profile)", "Pods by ephemeral storage (top 10)"}
+    instance = prom.query(f'up{{job="{JOB}"}}')[0]["metric"]["instance"]
+    values = {"job": JOB, "instance": instance, "namespace": NAMESPACE, "pod": "still", "container": ".*",
+              "__rate_interval": "5s"}
+    # The still pod's emptyDir as du counts it, bytes and inodes, in Prometheus.
+    still_bytes, still_inodes = du(still_cache)
+    sel = f'job="{JOB}", namespace="{NAMESPACE}", pod="still", volume="cache"'
+    wait_for(lambda: prom.query(f'cri_pod_emptydir_bytes{{{sel}}} == {still_bytes} '
+                                f'and on () cri_pod_emptydir_inodes{{{sel}}} == {still_inodes}'),
+             timeout=60, interval=0.5, what=f"the still pod's emptyDir at {still_bytes} bytes, {still_inodes} inodes")
+    wait_for(lambda: prom.query(f'cri_eviction_headroom_inodes{{job="{JOB}", signal="nodefs.inodesFree"}} > 0'),
+             timeout=60, what="the nodefs inode headroom")
+    # The imagefs signals are not here: the runtime's image filesystem is not under this host root
+    # (test_prometheus_e2e.py, over the lab's own, holds those queries to data).
+    empty = [(name, title, ref) for name, title, ref, expr in queries
+             if "imagefs" not in expr and not prom.query(lint.substitute(expr, values))]
+    assert not empty, f"ephemeral panels' queries without data: {empty}"
