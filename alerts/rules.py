@@ -239,6 +239,28 @@ def filesystem_alerts(s: Settings) -> list[Alert]:
     ]
 
 
+def eviction_alerts(s: Settings) -> list[Alert]:
+    """The kubelet's own disk eviction thresholds, from the ephemeral_storage collector."""
+    signal = s.sel('signal="nodefs.inodesFree"')
+    ratio = s.nodefs_inodes_headroom_ratio
+    than = "the threshold itself" if ratio == 1 else f"{ratio:g} times the threshold"
+    return [
+        # Bytes are watched by the pods that grow (CriPodEphemeralStorageFillingNode), imagefs inodes by
+        # CriImageFsInodesLow; nodefs inodes (emptyDirs, logs: --root-dir) had nothing. A ratio of the
+        # kubelet's own threshold, not a fit: free inodes move with every process of the node.
+        Alert("CriNodefsInodesNearEviction",
+              f"cri_eviction_headroom_inodes{signal}\n"
+              f"  < on ({s.by('signal', 'path')})\n"
+              f"cri_eviction_threshold_inodes{signal} * {s.nodefs_inodes_headroom_ratio:g}",
+              "warning",
+              "The node's kubelet filesystem is close to the kubelet's inode eviction threshold.",
+              f"The kubelet's filesystem ({{{{ $labels.path }}}}: emptyDirs, pod logs) on {ON} has only "
+              "{{ $value | humanize }} free inodes above the kubelet's nodefs.inodesFree eviction threshold, fewer "
+              f"than {than}: once they are gone the kubelet "
+              "sets DiskPressure and evicts pods, the largest inode users first, whatever the free space."),
+    ]
+
+
 def _growth_over_headroom(s: Settings, sources: str, signal: str) -> str:
     """Bytes a pod adds in the horizon at its recent rate, where that exceeds
     the node's headroom to `signal` (growth only: a shrinking pod never fires)."""
@@ -337,6 +359,7 @@ def groups(s: Settings = PRODUCTION) -> list[dict]:
             ("cri-exporter.container-fds", container_fd_alerts),
             ("cri-exporter.filesystems", filesystem_alerts),
             ("cri-exporter.pods", pod_alerts),
+            ("cri-exporter.eviction", eviction_alerts),
             ("cri-exporter.exporter", exporter_alerts),
         )
     ]

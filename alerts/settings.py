@@ -57,6 +57,13 @@ class Settings:
     #: DiskPressure (the kubelet's volume stats refresh every minute).
     ephemeral_growth_window: str = "1h"
     ephemeral_growth_horizon_seconds: int = 4 * 3600
+    #: Free inodes above the kubelet's nodefs.inodesFree eviction threshold,
+    #: as a share of that threshold, below which the node is close to inode
+    #: eviction: 1.0 = fewer free inodes than twice the threshold (under 10%
+    #: free with the kubelet's default 5%). Inodes are rarely near it at all;
+    #: a pod making small files (caches, sessions) uses them up at a rate no
+    #: byte-based alert sees.
+    nodefs_inodes_headroom_ratio: float = 1.0
     #: Receive + transmit errors per second on one pod interface.
     network_errors_per_second: float = 0.1
     #: The runtime daemon's open fds / its soft limit above which it is near it
@@ -99,6 +106,7 @@ class Settings:
         "CriImageFsInodesLow": "15m",
         "CriPodNetworkErrors": "15m",
         "CriPodEphemeralStorageFillingNode": "15m",
+        "CriNodefsInodesNearEviction": "15m",
         "CriDoctorCheckFailing": "15m",
         "CriCollectorFailing": "15m",
         "CriExporterScrapeSlow": "15m",

@@ -98,8 +98,9 @@ def build() -> dict:
         graph("Inode headroom to disk eviction", "Free inodes above the kubelet's hard eviction thresholds "
               "(nodefs.inodesFree, imagefs.inodesFree; 5% by default). At 0 the kubelet sets DiskPressure and evicts "
               "pods, whatever the free space: many small files (caches, sessions, mail queues) run out of inodes "
-              "first.", "short", query(f"cri_eviction_headroom_inodes{{{NODE}}}", "{{signal}} ({{path}})"),
-              w=12, min_=0, gap=INODE_GAP),
+              "first (CriNodefsInodesNearEviction: nodefs headroom under its threshold).", "short",
+              query(f"cri_eviction_headroom_inodes{{{NODE}}}", "{{signal}} ({{path}})"),
+              query(f"cri_eviction_threshold_inodes{{{NODE}}}", "{{signal}} threshold"), w=12, min_=0),
         bars("Pods by ephemeral inodes (top 10)", "Inodes of each pod's writable layers, disk-backed emptyDirs and "
              "logs: the pods the kubelet evicts first when it is short of inodes.", "short",
              query(f"topk(10, sum by (namespace, pod) (cri_pod_ephemeral_storage_inodes{{{NODE}}}))",

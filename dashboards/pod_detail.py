@@ -196,13 +196,10 @@ def build() -> dict:
         graph("emptyDir volumes", "Bytes of each disk-backed emptyDir of the pod (memory-backed ones are memory).",
               "bytes", query(f"sum by (volume) (cri_pod_emptydir_bytes{{{POD}}})", "{{volume}}"), w=12, min_=0),
         graph("Ephemeral storage inodes", "Inodes of the same sources (one per file, directory or link; a hard-linked "
-              "file once), against the node's free inodes above the kubelet's inodesFree eviction threshold: the "
-              "kubelet evicts on inodes as on bytes, ranking pods by their inodes then.", "short",
+              "file once): the kubelet evicts on inodes as on bytes (nodefs.inodesFree, imagefs.inodesFree), ranking "
+              "pods by their inodes then. The node's inode headroom is on the node overview board.", "short",
               query(f"sum by (source) (cri_pod_ephemeral_storage_inodes{{{POD}}})", "{{source}}"),
-              query(f"max(cri_eviction_headroom_inodes{{{NODE}, signal=\"nodefs.inodesFree\"}})",
-                    "node headroom: nodefs (emptyDirs, logs)"),
-              query(f"max(cri_eviction_headroom_inodes{{{NODE}, signal=\"imagefs.inodesFree\"}})",
-                    "node headroom: imagefs (writable layers)"), w=12, min_=0, gap=INODE_GAP),
+              w=12, min_=0, gap=INODE_GAP),
         graph("Inodes by emptyDir and writable layer", "Inodes of each disk-backed emptyDir of the pod and of each "
               "container's writable layer: which one makes the pod's files.", "short",
               query(f"sum by (volume) (cri_pod_emptydir_inodes{{{POD}}})", "emptyDir {{volume}}"),

@@ -34,6 +34,7 @@ REQUIRED = {
     "container near its fd limit": "CriContainerFdsNearLimit",
     # issue 15.2
     "pod pushing the node over the eviction thresholds": "CriPodEphemeralStorageFillingNode",
+    "kubelet filesystem near its inode eviction threshold": "CriNodefsInodesNearEviction",
 }
 
 

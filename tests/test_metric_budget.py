@@ -176,7 +176,7 @@ def test_dashboard_panels_use_only_the_lean_set_but_for_marked_ones(name):
 def test_marked_panels_show_the_families_kept_out_of_the_lean_set_for_their_cost():
     """Issue 15: TCP states and ephemeral inodes have panels, though not in the lean set."""
     assert {"cri_pod_tcp_connections", "cri_pod_ephemeral_storage_inodes", "cri_pod_emptydir_inodes",
-            "cri_container_writable_layer_inodes", "cri_eviction_headroom_inodes"} <= marked_families()
+            "cri_container_writable_layer_inodes"} <= marked_families()
 
 
 def test_the_profile_check_fails_for_an_unmarked_panel_and_a_needless_mark():

@@ -74,8 +74,18 @@ def node(request, containerd, tmp_path):
     root.mkdir(parents=True)
     st = os.statvfs(root)
     threshold_ki = (st.f_bavail * st.f_frsize - HEADROOM) // 1024
-    kubelet_unit(host, ROOT_DIR, LOGS_DIR, eviction=f"evictionHard:\n  nodefs.available: {threshold_ki}Ki\n"
-                 "  nodefs.inodesFree: 5%\n")
+
+    def set_inodes_free(threshold: str | float) -> tuple[int, int]:
+        """The config's nodefs.inodesFree (the exporter reads the config again at each walk); a float
+        is that share of the free inodes now, as an absolute threshold. -> (free inodes, threshold)."""
+        free = os.statvfs(root).f_ffree
+        if isinstance(threshold, float):
+            threshold = str(int(free * threshold))
+        kubelet_unit(host, ROOT_DIR, LOGS_DIR, eviction=f"evictionHard:\n  nodefs.available: {threshold_ki}Ki\n"
+                     f"  nodefs.inodesFree: \"{threshold}\"\n")
+        return free, int(threshold) if threshold.isdigit() else -1
+
+    set_inodes_free("5%")
     pods = []
     try:
         # Logs printed if the setup fails; stopped before the pods go.
@@ -94,7 +104,7 @@ def node(request, containerd, tmp_path):
                 for name, command in (("slow", SLOW), ("grower", GROWER)):
                     pods.append(_emptydir_pod(containerd, host, name, command)[0])
 
-            yield prom, threshold_ki * 1024, still_cache, start_grower
+            yield prom, threshold_ki * 1024, still_cache, start_grower, set_inodes_free
     finally:
         for pod in pods:
             pod.remove()
@@ -106,7 +116,7 @@ def _firing(prom: PrometheusProcess, pod: str) -> list[dict]:
 
 
 def test_ephemeral_storage_alert_fires_for_a_growing_pod_only(node):
-    prom, threshold, still_cache, start_grower = node
+    prom, threshold, still_cache, start_grower, _ = node
     pod_sel = f'job="{JOB}", namespace="{NAMESPACE}"'
     # Prometheus holds the kubelet's threshold as the exporter read it from the config...
     wait_for(lambda: prom.query(f'cri_eviction_threshold_bytes{{job="{JOB}", signal="nodefs.available", '
@@ -165,12 +175,12 @@ def _ephemeral_queries() -> list[tuple[str, str, str, str]]:
 
 
 def test_ephemeral_panels_show_the_pods_emptydir_and_the_nodefs_headroom(node):
-    prom, _, still_cache, _ = node
+    prom, _, still_cache, _, _ = node
     queries = _ephemeral_queries()
     assert {title for _, title, _, _ in queries} >= {
         "Ephemeral storage", "emptyDir volumes", "Ephemeral storage inodes (default profile)",
         "Inodes by emptyDir and writable layer (default profile)", "Headroom to disk eviction",
-        "Inode headroom to disk eviction (default profile)", "Pods by ephemeral inodes (top 10)"
+        "Inode headroom to disk eviction", "Pods by ephemeral inodes (top 10)"
         " (default profile)", "Pods by ephemeral storage (top 10)"}
     instance = prom.query(f'up{{job="{JOB}"}}')[0]["metric"]["instance"]
     values = {"job": JOB, "instance": instance, "namespace": NAMESPACE, "pod": "still", "container": ".*",
@@ -188,3 +198,32 @@ def test_ephemeral_panels_show_the_pods_emptydir_and_the_nodefs_headroom(node):
     empty = [(name, title, ref) for name, title, ref, expr in queries
              if "imagefs" not in expr and not prom.query(lint.substitute(expr, values))]
     assert not empty, f"ephemeral panels' queries without data: {empty}"
+
+
+def test_nodefs_inodes_alert_fires_once_free_inodes_fall_under_twice_the_threshold(node):
+    """CriNodefsInodesNearEviction: not at the default 5% on this disk (far more inodes free),
+    and firing once the kubelet's threshold is set to 60% of the free inodes (the headroom is
+    then about 40% of them, less than the threshold)."""
+    prom, _, _, _, set_inodes_free = node
+    alert, sel = "CriNodefsInodesNearEviction", f'job="{JOB}", signal="nodefs.inodesFree", path="{ROOT_DIR}"'
+    # first the default threshold, under half the free inodes here, for several evaluations
+    wait_for(lambda: prom.query(f'count_over_time(cri_eviction_threshold_inodes{{{sel}}}[1h]) >= 5 '
+                                f'and cri_eviction_headroom_inodes{{{sel}}} > cri_eviction_threshold_inodes{{{sel}}}'),
+             timeout=60, interval=0.5, what="five samples of the nodefs inode threshold, well under the headroom")
+    assert not [a for a in prom.alerts() if a["labels"]["alertname"] == alert], prom.alerts()
+    free, threshold = set_inodes_free(0.6)
+    try:
+        (firing,) = wait_for(lambda: [a for a in prom.alerts() if a["labels"]["alertname"] == alert
+                                      and a["state"] == "firing"], timeout=90, interval=0.5, what=f"{alert} to fire")
+    except AssertionError:
+        print(prom.query(f'cri_eviction_headroom_inodes{{job="{JOB}"}}'), prom.query(f'cri_eviction_threshold_inodes{{job="{JOB}"}}'))
+        raise
+    assert firing["labels"]["path"] == ROOT_DIR and firing["labels"]["severity"] == "warning"
+    assert firing["annotations"]["runbook_url"].endswith(f"/alerts/runbooks/{alert}.md")
+    (held,) = prom.query(f'cri_eviction_threshold_inodes{{{sel}}}')
+    assert float(held["value"][1]) == threshold
+    # Its value is the headroom: the free inodes less the threshold, as statvfs says (other processes
+    # on this disk move it by some thousands at most; the threshold is millions here).
+    headroom = float(firing["value"])
+    assert 0 < headroom < threshold
+    assert abs(headroom - (free - threshold)) < 0.05 * free
