@@ -11,7 +11,8 @@ UID = "cri-node-overview"
 def build() -> dict:
     b = Board(UID, "CRI / Node overview",
               "One node as its container runtime sees it: runtime health, containers and pods, "
-              "CPU and memory by namespace, image and container filesystems, doctor findings and "
+              "CPU and memory by namespace, image and container filesystems, ephemeral storage and the "
+              "kubelet's eviction headroom, the pods' TCP connections, doctor findings and "
               "the exporter's own scrapes. Data: cri-exporter.")
     b.row(
         "Runtime",
