@@ -57,6 +57,12 @@ def build() -> dict:
               query(f"cri_runtime_zombie_processes{{{NODE}}}", "{{process}} zombies"), w=8, min_=0),
         graph("Runtime threads", "Threads of the runtime daemon and of each shim binary's processes together.",
               "short", query(f"cri_runtime_process_threads{{{NODE}}}", "{{process}}"), w=8, min_=0),
+        graph("Runtime process walk", "Age of the numbers above (the /proc walk runs every "
+              "--runtime-process-interval, off the scrape path) and what the last walk took; it grows with the "
+              "processes it reads (cri_runtime_process_sample_processes). An age that keeps growing is a walk "
+              "that no longer runs: the panels above and the runtime alerts see old data.", "s",
+              query(f"time() - cri_runtime_process_sample_timestamp_seconds{{{NODE}}}", "age"),
+              query(f"cri_runtime_process_sample_duration_seconds{{{NODE}}}", "last walk took"), w=24, h=6, min_=0),
     )
     b.row(
         "Collectors and stats refresh",
