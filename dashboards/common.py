@@ -70,6 +70,7 @@ SAMPLER_GAP = LeanGap(("cri_fd_sampler_oldest_reading_timestamp_seconds", "cri_c
                       "they are the background samplers' own bookkeeping, which the lean set leaves out to hold "
                       "what the usage panels and the alerts need")
 
+
 def _common(panel, title: str, description: str, unit: str, queries, w: int, h: int, gap: LeanGap | None = None):
     if not (title and description and unit):
         raise ValueError(f"panel {title!r}: title, description and unit are all required")

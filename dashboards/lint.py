@@ -246,8 +246,8 @@ def is_marked_default_only(panel: dict) -> bool:
 def profile_problems(board: dict, in_profile: Callable[[str], bool]) -> list[str]:
     """A panel may read a family outside the profile (`in_profile(name)` false) only
     when marked so, naming each such family in its description; a marked panel must
-    need the mark (else the mark misleads); a template variable must stay inside
-    (outside it, the whole board is empty)."""
+    need the mark for every query (else "empty" misleads); a template variable must
+    stay inside (outside it, the whole board is empty)."""
     problems = []
     for p in panels(board):
         where = f"panel {p.get('title')!r}"
@@ -270,6 +270,10 @@ def profile_problems(board: dict, in_profile: Callable[[str], bool]) -> list[str
         unnamed = [m for m in outside if m not in description]
         if unnamed:
             problems.append(f"{where}: its description does not name {unnamed}, which the lean profile leaves out")
+        for t in p.get("targets") or []:  # "empty" must hold for every line of the panel
+            if all(in_profile(s.metric) for s in selectors(substitute(t.get("expr", ""), {}))):
+                problems.append(f"{where} {t.get('refId')}: reads only families of the lean profile, so the marked "
+                                "panel is not empty under it: move that query to an unmarked panel")
     for v in board.get("templating", {}).get("list", []):
         q = v.get("query")
         expr = q.get("query", "") if isinstance(q, dict) else q if isinstance(q, str) else ""

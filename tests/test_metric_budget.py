@@ -202,6 +202,11 @@ def test_the_profile_check_fails_for_an_unmarked_panel_and_a_needless_mark():
     plain["title"] += lint.DEFAULT_ONLY_TITLE  # a mark on a panel the lean profile fills misleads
     assert any("reads only families it serves" in p for p in lint.profile_problems(board, in_lean))
 
+    marked["targets"].append(dict(plain["targets"][0], refId="Z"))  # ...and so does a lean query on a marked one
+    assert any(f"panel {marked['title']!r} Z: reads only families of the lean profile" in p
+               for p in lint.profile_problems(board, in_lean))
+    marked["targets"].pop()
+
     plain["title"] = plain["title"].removesuffix(lint.DEFAULT_ONLY_TITLE)
     plain["targets"][0]["expr"] = plain["targets"][0]["expr"].replace("cri_container_pids", "cri_container_spec_pids_limit")
     assert any("reads ['cri_container_spec_pids_limit'], outside the lean profile, and is not marked" in p
