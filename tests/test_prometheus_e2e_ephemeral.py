@@ -67,8 +67,9 @@ def _emptydir_pod(containerd, host, name: str, command: str):
 
 @pytest.fixture(params=list(RELEASES), ids=release_id)
 def node(request, containerd, tmp_path):
-    """(Prometheus, the nodefs threshold in bytes, the still pod's emptyDir, start_grower) over an
-    exporter whose host root says the node is HEADROOM above the kubelet's nodefs.available eviction."""
+    """(Prometheus, the nodefs threshold in bytes, the still pod's emptyDir, start_grower,
+    set_inodes_free) over an exporter whose host root says the node is HEADROOM above the
+    kubelet's nodefs.available eviction (and nodefs.inodesFree at 5% until set otherwise)."""
     host = tmp_path / "host"
     root = host / ROOT_DIR.lstrip("/")
     root.mkdir(parents=True)
