@@ -1,4 +1,7 @@
-"""One scrape: every collector side by side, under one deadline, in flight once.
+"""One scrape: every collector under one deadline, in flight once.
+
+Collectors run one after another in one thread while they keep finishing,
+side by side when one stalls (STALL_SECONDS).
 
 A scrape never waits past its deadline: collectors still running then are
 reported as failed (`cri_scrape_collector_success 0`) and what is ready is
@@ -9,6 +12,7 @@ multiplying the load on the runtime; each still answers by its own deadline
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import threading
 import time
@@ -28,6 +32,14 @@ from cri_exporter.cri import CriError
 from cri_exporter.exposition import AnyFamily, ExpositionWriter, LabelCache
 
 log = structlog.get_logger(__name__)
+
+# A collection's collectors run one after another in one thread, as long as
+# one finishes at least this often; when none has for this long (one waits on
+# a slow or hung runtime, or reads a large node), the next ones start beside
+# it in another thread, and so on, up to a thread each, as before issue 13's
+# fixed-cost work. One thread a scrape instead of eight hands the GIL far less
+# (docs/performance.md, "Fixed cost a scrape").
+STALL_SECONDS = 0.02
 
 
 @dataclass
@@ -79,12 +91,37 @@ class Collection:
         scraper.labels.next_scrape()
         self.ctx.labels = scraper.labels
         self._runtime_collector = scraper.runtime_collector
-        self._futures = {c.name: scraper._pool.submit(_run, c, self.ctx) for c in scraper.collectors}
+        self._futures: dict[str, cf.Future] = {c.name: cf.Future() for c in scraper.collectors}
+        # Collectors not started yet, taken in order by the runners (popleft is atomic).
+        self._todo = collections.deque(scraper.collectors)
+        self._pool = scraper._pool
+        self._count_lock = threading.Lock()
+        self._finished = 0
+        self._runners = 1
+        self._all_done = threading.Event()
+        if not self._futures:
+            self._all_done.set()
+        self._pool.submit(self._drain)
         self._partial: dict[frozenset, ScrapeResult] = {}
         self._partial_lock = threading.Lock()
         # Set (by the leader thread) to the full result once every collector
         # is done or the deadline has passed.
         self.done: cf.Future[ScrapeResult] = scraper._leader.submit(self._finish)
+
+    def _drain(self) -> None:
+        """Run the collectors not started yet, one after another."""
+        while True:
+            try:
+                collector = self._todo.popleft()
+            except IndexError:
+                return
+            future = self._futures[collector.name]
+            if future.set_running_or_notify_cancel():
+                future.set_result(_run(collector, self.ctx))
+            with self._count_lock:
+                self._finished += 1
+                if self._finished == len(self._futures):
+                    self._all_done.set()
 
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the full result; True if it is there."""
@@ -110,7 +147,16 @@ class Collection:
             return result
 
     def _finish(self) -> ScrapeResult:
-        cf.wait(list(self._futures.values()), timeout=max(0.0, self.started + self.timeout - time.monotonic()))
+        end = self.started + self.timeout
+        seen = 0
+        while not self._all_done.wait(max(0.0, min(STALL_SECONDS, end - time.monotonic()))):
+            if time.monotonic() >= end:
+                break
+            # No collector finished for STALL_SECONDS: the next ones start beside it.
+            if self._finished == seen and self._todo and self._runners < len(self._futures):
+                self._runners += 1
+                self._pool.submit(self._drain)
+            seen = self._finished
         ready = frozenset(name for name, fut in self._futures.items() if fut.done())
         result = self._build(ready, final=True)
         with self._partial_lock:

@@ -12,7 +12,6 @@ scraper depends on it and on nothing collector-specific.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from typing import Callable, Iterable, Protocol, TypeVar, cast
@@ -61,54 +60,28 @@ class StepNotDone(Exception):
     """The scrape's deadline came before a step its collector waited for."""
 
 
-class _StepThreads:
-    """Threads for the scrapes' steps, kept idle between scrapes: starting
-    two threads a scrape cost 50 us of CPU each, handing work to an idle
-    one 17 (measured, Python 3.11). A step never waits for a thread: with
-    none idle (the last scrape's still running, stuck on a hung runtime)
-    it gets a new one, as before; at most KEEP stay idle."""
-
-    KEEP = 4
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._idle: list[queue.SimpleQueue] = []
-
-    def run(self, work: Callable[[], None]) -> None:
-        with self._lock:
-            inbox = self._idle.pop() if self._idle else None
-        if inbox is None:
-            inbox = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(inbox,), name="step", daemon=True).start()
-        inbox.put(work)
-
-    def _serve(self, inbox: queue.SimpleQueue) -> None:
-        while True:
-            inbox.get()()
-            with self._lock:
-                if len(self._idle) >= self.KEEP:
-                    return
-                self._idle.append(inbox)
-
-
-_STEP_THREADS = _StepThreads()
-
-
 class _Step:
-    """One reading of a scrape, made in a thread of its own whoever asks first."""
+    """One reading of a scrape, made by the first collector that asks for it,
+    in that collector's thread; the others wait for it without the GIL.
+
+    Until issue 13's fixed-cost work a step ran in a thread of its own (kept
+    idle between scrapes): two more threads handed the GIL at every scrape,
+    for nothing a waiter could not do itself. Its time is still the step's
+    own, never the asker's (ScrapeContext.step)."""
 
     __slots__ = ("started", "ended", "value", "error", "done")
 
-    def __init__(self, compute: Callable[[], object], name: str):
+    def __init__(self) -> None:
         self.started = time.monotonic()
         self.ended: float | None = None
         self.value: object = None
         self.error: BaseException | None = None
         self.done = threading.Event()
-        _STEP_THREADS.run(lambda: self._run(compute, name))
 
-    def _run(self, compute: Callable[[], object], name: str) -> None:
-        threading.current_thread().name = f"step-{name}"  # in logs and profiles: which step
+    def run(self, compute: Callable[[], object], name: str) -> None:
+        thread = threading.current_thread()
+        own = thread.name
+        thread.name = f"step-{name}"  # in logs and profiles: which step
         try:
             self.value = compute()
         except (CriError, StepNotDone) as err:
@@ -119,6 +92,7 @@ class _Step:
         finally:
             self.ended = time.monotonic()
             self.done.set()
+            thread.name = own
 
     def seconds(self) -> float:
         return (self.ended if self.ended is not None else time.monotonic()) - self.started
@@ -129,9 +103,8 @@ class ScrapeContext:
     sets, and the steps: readings several collectors use, made once per scrape.
 
     A step (the inventory: ListPodSandbox + ListContainers; the node's cgroup
-    reading, collectors/cgroup_readings.py) runs in a thread of its own,
-    started by the first collector that asks; every asker waits for it without
-    holding the GIL. Its time is the step's own
+    reading, collectors/cgroup_readings.py) is made by the first collector that
+    asks, in its thread; every other asker waits for it without holding the GIL. Its time is the step's own
     (`cri_scrape_step_duration_seconds`), never a collector's: a collector's
     duration leaves out what it spent waiting for steps (`waited()`).
     `labels` is the Scraper's, kept across scrapes: a container's label set
@@ -168,21 +141,29 @@ class ScrapeContext:
         return max(0.001, min(self.client.timeout, self.remaining()))
 
     def step(self, name: str, compute: Callable[[], T]) -> T:
-        """`compute()` once per scrape for `name`, in a thread of its own.
+        """`compute()` once per scrape for `name`, in the thread of the first
+        caller; later callers wait for it up to the deadline.
 
-        Waits for it up to the deadline; raises what it raised, or StepNotDone
-        if the deadline came first.
+        Raises what it raised, or StepNotDone if the deadline came first (for
+        the caller that made it: if it ended past the deadline). The time spent
+        making or waiting counts as waited (`waited()`), once even when a step
+        asks for another.
         """
         with self._steps_lock:
             step = self._steps.get(name)
+            first = step is None
             if step is None:
-                step = self._steps[name] = _Step(compute, name)
-        start = time.monotonic()
+                step = self._steps[name] = _Step()
+        start, before = time.monotonic(), self.waited()
         try:
-            if not step.done.wait(self.remaining()):
+            if first:
+                step.run(compute, name)
+                if step.ended is not None and step.ended > self.deadline and step.error is None:
+                    raise StepNotDone(f"{name}: the scrape deadline came before it was done")
+            elif not step.done.wait(self.remaining()):
                 raise StepNotDone(f"{name}: the scrape deadline came before it was done")
         finally:
-            self._waits.seconds = self.waited() + time.monotonic() - start
+            self._waits.seconds = before + time.monotonic() - start
         if step.error is not None:
             raise step.error
         return cast(T, step.value)
