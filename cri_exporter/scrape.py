@@ -220,6 +220,7 @@ class Scraper:
         # One worker per collector; a collector still stuck from an earlier
         # scrape makes later ones queue and time out rather than add threads.
         self._pool = cf.ThreadPoolExecutor(max_workers=max(1, len(collectors)), thread_name_prefix="collector")
+        _start_workers(self._pool, max(1, len(collectors)))
         # Reentrant: a collection that finishes before add_done_callback runs
         # calls _forget at once, in the thread that holds this lock.
         self._lock = threading.RLock()
@@ -283,3 +284,22 @@ def _run(collector: Collector, ctx: ScrapeContext) -> tuple[list[AnyFamily], flo
     except Exception as err:  # a collector bug: report it, keep serving the rest
         log.exception("collector crashed", collector=collector.name)
         return [], elapsed(), f"{type(err).__name__}: {err}"
+
+
+def _start_workers(pool: cf.ThreadPoolExecutor, n: int) -> None:
+    """Start the pool's `n` threads now, each held until all are up (or a
+    second passed). Collectors run in one of them while they keep finishing,
+    so the pool would otherwise grow only when a scrape first stalls (a slow
+    runtime, a loaded machine): a thread count that steps up at the first
+    bad moment reads like a leak. Idle, they cost their stacks, as the eight
+    threads a scrape started before did."""
+    barrier = threading.Barrier(n)
+
+    def hold() -> None:
+        try:
+            barrier.wait(1.0)
+        except threading.BrokenBarrierError:
+            pass
+
+    for _ in range(n):
+        pool.submit(hold)
