@@ -118,6 +118,9 @@ class Exporter:
                             "cri_scrape_* are never filtered: without them a failing source looks like a quiet node)",
                             kept=",".join(kept))
         self.scraper = Scraper(collectors, self._context, settings.scrape_timeout)
+        # CPU seconds the last collection's text took to make (ScrapeResult.encode_seconds):
+        # the server renders small answers on its loop (server.LOOP_RENDER_SECONDS).
+        self.encode_seconds = math.inf
         self._release_lock = threading.Lock()
         self._released_at = 0.0
 
@@ -227,6 +230,8 @@ class Exporter:
         gzip_ok = accepts_encoding(headers.get("Accept-Encoding"), "gzip")
         level = GZIP_LEVEL if gzip_ok else None
         body = result.encoded(self.scraper.exposition, level)
+        if result.encode_seconds is not None:
+            self.encode_seconds = result.encode_seconds
         own_metrics = self.metrics.filter(self.registry.collect())
         if level is None:
             own = self.scraper.own_exposition.write(own_metrics)

@@ -53,6 +53,9 @@ class ScrapeResult:
     metrics: list[AnyFamily]
     _encoded: dict = field(default_factory=dict, repr=False, compare=False)
     _encode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    # CPU seconds the last text made of it took (None before any): what its
+    # size costs to render, whoever asks later.
+    encode_seconds: float | None = field(default=None, repr=False, compare=False)
 
     def encoded(self, writer: ExpositionWriter, gzip_level: int | None = None) -> bytes:
         """The text `writer` makes of the metrics, gzip-compressed at `gzip_level` if
@@ -61,11 +64,13 @@ class ScrapeResult:
         with self._encode_lock:
             body = self._encoded.get(gzip_level)
             if body is None:
+                started = time.thread_time()
                 if gzip_level is None:
                     body = writer.write(self.metrics)
                 else:
                     body = writer.write_gzip(self.metrics, gzip_level)
                 self._encoded[gzip_level] = body
+                self.encode_seconds = time.thread_time() - started
             return body
 
 
