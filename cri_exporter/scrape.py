@@ -42,17 +42,18 @@ class ScrapeResult:
     _encoded: dict = field(default_factory=dict, repr=False, compare=False)
     _encode_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def encoded(self, writer: ExpositionWriter, gzip_level: int | None = None) -> bytes:
+    def encoded(self, writer: ExpositionWriter, gzip_level: int | None = None) -> list[bytes]:
         """The text `writer` makes of the metrics, gzip-compressed at `gzip_level` if
-        given; each made once. Prometheus asks for gzip: the plain text is then
-        never made at all."""
+        given, as parts to send in order (never joined: exposition.py); each
+        made once. Prometheus asks for gzip: the plain text is then never made
+        at all."""
         with self._encode_lock:
             body = self._encoded.get(gzip_level)
             if body is None:
                 if gzip_level is None:
-                    body = writer.write(self.metrics)
+                    body = writer.write_parts(self.metrics)
                 else:
-                    body = writer.write_gzip(self.metrics, gzip_level)
+                    body = writer.write_gzip_parts(self.metrics, gzip_level)
                 self._encoded[gzip_level] = body
             return body
 
