@@ -212,12 +212,13 @@ class Exporter:
         order, and its response headers. Content negotiation (Accept-Encoding,
         and whatever else a request's headers choose) happens here.
 
-        The first part is the collection's text, rendered once per collection
+        The first parts are the collection's text, rendered once per collection
         and shared by all its scrapers (series prefixes cached across scrapes,
-        see exposition.py); the second the exporter's own metrics. With gzip,
-        each part is one gzip member: a concatenation of members is one valid
-        gzip stream (RFC 1952). Kept apart, a slow reader holds no copy of
-        the shared part.
+        see exposition.py), never joined (42 MB of text at 5,000 containers);
+        the last the exporter's own metrics. With gzip, the collection's parts
+        are one gzip member and the last another: a concatenation of members
+        is one valid gzip stream (RFC 1952). Kept apart, a slow reader holds
+        no copy of the shared parts.
 
         `collection`: the one to answer from, already waited for up to this
         scraper's deadline (the server waits without a thread); its full result
@@ -240,7 +241,7 @@ class Exporter:
         response_headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
         if gzip_ok:
             response_headers["Content-Encoding"] = "gzip"
-        return [body, own], response_headers
+        return [*body, own], response_headers
 
 
 class _BuildInfo:

@@ -57,18 +57,19 @@ class ScrapeResult:
     # size costs to render, whoever asks later.
     encode_seconds: float | None = field(default=None, repr=False, compare=False)
 
-    def encoded(self, writer: ExpositionWriter, gzip_level: int | None = None) -> bytes:
+    def encoded(self, writer: ExpositionWriter, gzip_level: int | None = None) -> list[bytes]:
         """The text `writer` makes of the metrics, gzip-compressed at `gzip_level` if
-        given; each made once. Prometheus asks for gzip: the plain text is then
-        never made at all."""
+        given, as parts to send in order (never joined: exposition.py); each
+        made once. Prometheus asks for gzip: the plain text is then never made
+        at all."""
         with self._encode_lock:
             body = self._encoded.get(gzip_level)
             if body is None:
                 started = time.thread_time()
                 if gzip_level is None:
-                    body = writer.write(self.metrics)
+                    body = writer.write_parts(self.metrics)
                 else:
-                    body = writer.write_gzip(self.metrics, gzip_level)
+                    body = writer.write_gzip_parts(self.metrics, gzip_level)
                 self._encoded[gzip_level] = body
                 self.encode_seconds = time.thread_time() - started
             return body
