@@ -17,8 +17,11 @@ default one: a test process imports both, which declare the same names.
 
 Needs grpcio-tools (a test dependency, pinned: its version is written into
 the generated code). The generated files are committed so the agent needs no
-compiler at install time, and tests/test_units.py::test_generated_proto_code_is_current
-fails when they drift from the .proto or from client.py.
+compiler at install time; tests/test_units.py::test_generated_proto_code_is_current
+(api_pb2*) and tests/test_agent_descriptor.py::test_generated_agent_code_is_current
+(agent_pb2*, which also follows client.py) fail when they drift. Under protobuf's
+pure-Python backend one process cannot load both modules (its symbol database is
+keyed by name); the agent loads only agent_pb2, and the project runs upb.
 """
 from __future__ import annotations
 
