@@ -4,7 +4,8 @@
     .venv/bin/python -m codegen --check   # exit 1 naming each stale file (CI)
 
 Targets run in dependency order: the protobuf code from cri_exporter/cri/api.proto
-(codegen/proto.py), the Grafana dashboards (dashboards/), the alert rules
+(codegen/proto.py: all of it for the tests, and the agent's read-only cut, which
+follows the calls and fields of cri_exporter/cri/client.py), the Grafana dashboards (dashboards/), the alert rules
 (alerts/), and the deploy manifests (codegen/deploy.py), which embed the alert
 rules and so come after them. Generated files are committed so installing
 the agent needs no generator; tests fail when one drifts from its source.

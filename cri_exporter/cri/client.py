@@ -1,8 +1,11 @@
 """A read-only CRI client with a deadline on every call.
 
 Only the read-only RPCs of runtime.v1 are exposed here: the agent inspects a
-node, it never changes it (tests/test_units.py::test_the_agent_calls_no_mutating_rpc
-holds the agent to it).
+node, it never changes it. Its stubs come from agent_pb2*, the descriptor
+codegen/proto.py cuts out of api.proto: the RPCs this module calls and the
+fields it names, nothing else, so a mutating call has no method on the stub
+at all (tests/test_agent_descriptor.py; tests/test_units.py::test_the_agent_calls_no_mutating_rpc
+holds the rest of the agent to it). The full api_pb2 is for the tests and crilab.
 """
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from typing import Callable, Iterable, Mapping
 import grpc
 from google.protobuf.message import Message
 
-from cri_exporter.cri import api_pb2 as pb
-from cri_exporter.cri import api_pb2_grpc as pb_grpc
+from cri_exporter.cri import agent_pb2 as pb
+from cri_exporter.cri import agent_pb2_grpc as pb_grpc
 from cri_exporter.cri import model
 from cri_exporter.hostfs import HostFS
 
