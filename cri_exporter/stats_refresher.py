@@ -27,12 +27,14 @@ are counted and named in the log, so the rest are served.
 from __future__ import annotations
 
 import threading
+from itertools import chain
 import time
 from dataclasses import dataclass, field
 
 import structlog
 
 from cri_exporter.cri import CriClient, CriError, model
+from cri_exporter.stats_rows import CONTAINER_FIELDS, POD_FIELDS, StatsRows
 
 log = structlog.get_logger(__name__)
 
@@ -40,8 +42,9 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True)
 class StatsSnapshot:
     taken_at: float  # wall clock, seconds
-    containers: dict[str, model.ContainerStats]
-    pods: dict[str, model.PodStats]
+    # id -> a row of numbers (stats_rows.py): the answers' objects are not kept
+    containers: StatsRows
+    pods: StatsRows
     container_error: str | None = None
     pod_list_error: str | None = None
     failed_pod_ids: tuple[str, ...] = ()
@@ -135,13 +138,13 @@ class StatsRefresher:
         durations["ListPodSandboxStats"] = time.monotonic() - t
 
         # A container missing from ListContainerStats (or all of them, when it
-        # failed) may still be in its pod's answer.
-        for pod in pods.values():
-            for c in pod.containers:
-                containers.setdefault(c.id, c)
-            pod.containers = ()  # merged: kept in both places, a snapshot held every container twice
+        # failed) may still be in its pod's answer: the first of an id wins.
+        container_rows = StatsRows.build(
+            CONTAINER_FIELDS, chain(containers.values(), (c for p in pods.values() for c in p.containers)))
+        pod_rows = StatsRows.build(POD_FIELDS, pods.values(), interfaces=True)
+        del containers, pods  # the answers' objects go before the snapshot is published
 
-        snap = StatsSnapshot(started, containers, pods, container_error, pod_list_error, tuple(failed), durations)
+        snap = StatsSnapshot(started, container_rows, pod_rows, container_error, pod_list_error, tuple(failed), durations)
         self._snapshot = snap
         self.refreshes += 1
         return snap

@@ -36,6 +36,7 @@ from cri_exporter.fetch_once import FetchOnce
 from cri_exporter.inventory import ContainerIdentity, Inventory, cgroup_backed
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.stats_refresher import StatsRefresher
+from cri_exporter.stats_rows import EMPTY_CONTAINERS, EMPTY_PODS, StatsRows
 
 CONTAINER_STATES = ("created", "running", "exited", "unknown")
 POD_STATES = ("ready", "notready")
@@ -114,10 +115,12 @@ def cgroup_backed_cached(pod: model.PodSandbox | None, known: dict[str, bool]) -
     return backed
 
 
-def _value_rows(stats: tuple) -> list:
+def _value_rows(stats: tuple, fields: tuple[str, ...]) -> list:
     """This scrape's families of a stats table, each with what _add_values
-    needs: (family, live cgroup attribute or None, CRI attribute, units per base unit)."""
-    return [(Family(n, d, labels, counter), _LIVE.get(attr), attr, per) for n, d, labels, attr, per, counter in stats]
+    needs: (family, live cgroup attribute or None, the CRI value's column in a
+    StatsRows row of `fields`, units per base unit)."""
+    return [(Family(n, d, labels, counter), _LIVE.get(attr), fields.index(attr), per)
+            for n, d, labels, attr, per, counter in stats]
 
 
 def _exposed(name: str, counter: bool) -> str:
@@ -168,8 +171,9 @@ class ContainersCollector:
         readings = cgroup_readings(ctx, self.cgroups) if self.cgroups else Readings({}, {})
         taken_at = snapshot.taken_at if snapshot else 0.0
         containers, containers_used = self._containers(ctx.labels, inv, readings, last_exited,
-                                                       snapshot.containers if snapshot else {}, taken_at)
-        pods, pods_used = self._pods(ctx.labels, inv, readings, snapshot.pods if snapshot else {}, taken_at, network,
+                                                       snapshot.containers if snapshot else EMPTY_CONTAINERS, taken_at)
+        pods, pods_used = self._pods(ctx.labels, inv, readings, snapshot.pods if snapshot else EMPTY_PODS, taken_at,
+                                     network,
                                      ctx.metrics.wants_any(_POD_USAGE))
         if self.refresher:
             # Only a family served makes the snapshot a source worth refreshing often.
@@ -216,7 +220,7 @@ class ContainersCollector:
         yield pods
 
     def _containers(self, cache: LabelCache, inv: Inventory, readings: Readings, last_exited: dict[ContainerIdentity, model.Container],
-                    stats: dict[str, model.ContainerStats], taken_at: float) -> tuple[list[Family], bool]:
+                    stats: StatsRows, taken_at: float) -> tuple[list[Family], bool]:
         """The container families, and whether any running container's usage came from the snapshot."""
         snapshot_used = False
         info = Family(
@@ -235,7 +239,9 @@ class ContainersCollector:
         )
         exit_code = Family("cri_container_last_terminated_exit_code", "Exit code of the container's latest exited instance.", labels=C_LABELS)
         finished = Family("cri_container_last_terminated_time_seconds", "Unix time the container's latest exited instance ended.", labels=C_LABELS)
-        values = _value_rows(tuple((n, d, C_LABELS, attr, per, counter) for n, d, attr, per, counter in _CONTAINER_STATS))
+        values = _value_rows(tuple((n, d, C_LABELS, attr, per, counter) for n, d, attr, per, counter in _CONTAINER_STATS),
+                             stats.fields)
+        row_of, numbers = stats.index.get, stats.values
         label = cache.get
         known: dict[str, bool] = {}
 
@@ -259,7 +265,7 @@ class ContainersCollector:
                 usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_containers, c.id, taken_at)
             if c.state == "running" and live is None:
                 snapshot_used = True
-            _add_values(values, labels, live, stats.get(c.id), usage_from_snapshot)
+            _add_values(values, labels, live, numbers, row_of(c.id), usage_from_snapshot)
 
         for ident, c in last_exited.items():
             status = self.statuses.get((c.id, c.state))
@@ -275,7 +281,7 @@ class ContainersCollector:
         families = [info, state, restarts, started, reason, exit_code, finished] + [row[0] for row in values]
         return families, snapshot_used
 
-    def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: dict[str, model.PodStats],
+    def _pods(self, cache: LabelCache, inv: Inventory, readings: Readings, stats: StatsRows,
               taken_at: float, network: bool = True, usage: bool = True) -> tuple[list[Family], bool]:
         """The pod families, and whether any ready pod's usage or network came from the snapshot.
         `network` / `usage`: whether a network / usage family is served at all."""
@@ -284,7 +290,9 @@ class ContainersCollector:
         state = ExtraLabelFamily("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.",
                                  P_LABELS, "state")
         created = Family("cri_pod_created_time_seconds", "Unix time the pod's current sandbox was created.", labels=P_LABELS)
-        values = _value_rows(tuple((n, d, P_LABELS, attr, per, counter) for n, d, attr, per, counter in _POD_STATS))
+        values = _value_rows(tuple((n, d, P_LABELS, attr, per, counter) for n, d, attr, per, counter in _POD_STATS),
+                             stats.fields)
+        row_of, numbers = stats.index.get, stats.values
         net = [(Family(n, d, _P_NET, counter=True), attr) for n, d, attr in _POD_NET]
         label = cache.get
         known: dict[str, bool] = {}
@@ -304,8 +312,8 @@ class ContainersCollector:
             if p.state == "ready" and backed:
                 live = readings.pods.get(p.k8s_uid)
                 usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_pods, p.k8s_uid, taken_at)
-            s = stats.get(p.id)
-            _add_values(values, labels, live, s, usage_from_snapshot)
+            row = row_of(p.id)
+            _add_values(values, labels, live, numbers, row, usage_from_snapshot)
             interfaces = None
             # hostNetwork pods' namespace holds the node's interfaces: CRI's word only.
             if p.state == "ready" and backed and podnet and self.host_network.get(p.id) is False:
@@ -314,7 +322,7 @@ class ContainersCollector:
             if p.state == "ready" and live is None and usage:
                 snapshot_used = True
             if interfaces is None:
-                interfaces = s.interfaces if s is not None and network else ()
+                interfaces = stats.interfaces(p.id) if row is not None and network else ()
             for iface in interfaces:
                 iface_labels = label(_P_NET, key + (iface.name,))
                 for family, attr in net:
@@ -352,18 +360,25 @@ def _snapshot_not_older(denied: dict[str, CgroupUnreadable], key: str, taken_at:
     return err is None or taken_at >= err.read_at
 
 
-def _add_values(values, labels: Labels, live: Usage | None, snap, usage_from_snapshot: bool = True) -> None:
+def _add_values(values, labels: Labels, live: Usage | None, numbers, row: int | None,
+                usage_from_snapshot: bool = True) -> None:
     """Each value from the live cgroup reading if it has it, else from the CRI
-    snapshot; usage values (those a cgroup gives) only if `usage_from_snapshot`."""
-    for family, live_attr, attr, per in values:
+    snapshot (`numbers[row + column]`, NaN for none: stats_rows.py; `row` None
+    when the snapshot has no row); usage values (those a cgroup gives) only if
+    `usage_from_snapshot`."""
+    for family, live_attr, column, per in values:
         v = None
         if live_attr is not None:
             if live is not None:
                 v = getattr(live, live_attr)
-            if v is None and snap is not None and usage_from_snapshot:
-                v = getattr(snap, attr)
-        elif snap is not None:
-            v = getattr(snap, attr)
+            if v is None and row is not None and usage_from_snapshot:
+                v = numbers[row + column]
+                if v != v:
+                    v = None
+        elif row is not None:
+            v = numbers[row + column]
+            if v != v:
+                v = None
         if v is not None:  # Family.add, inlined: this runs for every row of every container and pod
             family.labelsets.append(labels)
             family.values.append(v / per)

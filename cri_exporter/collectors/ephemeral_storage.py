@@ -89,13 +89,20 @@ class EphemeralStorageCollector:
         snapshot = self.refresher.snapshot if self.refresher is not None else None
         layers: dict[str, tuple[int, int]] = {}
         if snapshot is not None:
+            rows = snapshot.containers
+            row_of, numbers = rows.index.get, rows.values
+            col_b, col_i = rows.column("writable_layer_bytes"), rows.column("writable_layer_inodes")
             for c in inventory.current_containers.values():
-                st = snapshot.containers.get(c.id)
-                if st is None or st.writable_layer_bytes is None:
+                row = row_of(c.id)
+                if row is None:
                     continue
+                used_b = numbers[row + col_b]
+                if used_b != used_b:  # NaN: no writable layer in the answer
+                    continue
+                used_i = numbers[row + col_i]
                 uid = inventory.pod_uid(c)
                 b, i = layers.get(uid, (0, 0))
-                layers[uid] = (b + st.writable_layer_bytes, i + (st.writable_layer_inodes or 0))
+                layers[uid] = (b + int(used_b), i + (int(used_i) if used_i == used_i else 0))
         label = cache.get
         for p in sorted(inventory.current_pods.values(), key=lambda p: (p.k8s_namespace, p.k8s_name)):
             ident = pod_identity(p)
