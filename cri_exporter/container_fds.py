@@ -99,6 +99,7 @@ class FdSample:
     cpu_seconds: float  # the passes' CPU so far (thread time)
     passes: int
     budget_exhausted: int  # passes cut short by the budget
+    last_pass_at: float | None = None  # Unix time the last pass ended
 
 
 @dataclass
@@ -125,6 +126,7 @@ class FdSampler:
         self._lock = threading.Lock()
         self._pass_lock = threading.Lock()
         self._last_pass_at: float | None = None
+        self._last_pass_wall: float | None = None
         self._last_duration = 0.0
         self._last_entries = 0
         self._cpu = 0.0
@@ -158,7 +160,7 @@ class FdSampler:
             t = self._targets
             pending = sum(1 for c in t.containers if c not in self._fds) + sum(1 for p in t.pods if p not in self._tcp)
             return FdSample(self._fds.copy(), self._tcp.copy(), pending, self._last_duration, self._last_entries,
-                            self._cpu, self._passes, self._exhausted)
+                            self._cpu, self._passes, self._exhausted, self._last_pass_wall)
 
     # ---- one pass ----
 
@@ -192,6 +194,7 @@ class FdSampler:
                             self._tcp.put(object_id, tcp_row(reading))
         with self._lock:
             self._last_pass_at = time.monotonic()
+            self._last_pass_wall = time.time()
             self._last_duration = self._last_pass_at - t0
             self._last_entries = spent
             self._cpu += time.thread_time() - cpu0

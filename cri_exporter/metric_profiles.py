@@ -28,6 +28,11 @@ LEAN_PATTERNS: tuple[str, ...] = (
     "cri_eviction_headroom_(bytes|inodes)",
     "cri_eviction_threshold_inodes",
     "cri_stats_(refresh_duration_seconds|refresh_failures_total|snapshot_age_seconds)",
+    # The background readers' clocks: CriBackgroundReadingStale (the runtime processes' are cri_runtime_.*).
+    "cri_stats_(snapshot_timestamp|refresh_interval)_seconds",
+    "cri_container_log_sample_(timestamp|duration|interval)_seconds",
+    "cri_fd_sampler_(last_pass_timestamp|pass_duration|interval)_seconds",
+    "cri_ephemeral_storage_walk_(last_completed_timestamp|last_duration|interval)_seconds",
     "cri_imagefs_.*",
     "cri_images.*",
     "cri_node_cgroup_info",

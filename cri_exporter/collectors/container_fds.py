@@ -24,7 +24,8 @@ FD_FAMILIES = ("cri_container_file_descriptors", "cri_container_sockets",
 TCP_FAMILIES = ("cri_pod_tcp_connections",)
 SAMPLER_FAMILIES = ("cri_fd_sampler_oldest_reading_timestamp_seconds", "cri_fd_sampler_pending",
                     "cri_fd_sampler_pass_duration_seconds", "cri_fd_sampler_pass_entries",
-                    "cri_fd_sampler_cpu_seconds_total", "cri_fd_sampler_budget_exhausted_total")
+                    "cri_fd_sampler_cpu_seconds_total", "cri_fd_sampler_budget_exhausted_total",
+                    "cri_fd_sampler_last_pass_timestamp_seconds", "cri_fd_sampler_interval_seconds")
 
 
 class ContainerFdsCollector:
@@ -101,10 +102,10 @@ class ContainerFdsCollector:
             taken_at = row[TCP_TAKEN_AT]
             oldest = taken_at if oldest is None else min(oldest, taken_at)
         yield from (fds, sockets, ratio, tcp)
-        yield from self._sampler_health(sample, oldest)
+        yield from self._sampler_health(sample, oldest, self.sampler.interval)
 
     @staticmethod
-    def _sampler_health(sample: FdSample, oldest: float | None) -> Iterable[AnyFamily]:
+    def _sampler_health(sample: FdSample, oldest: float | None, interval: float) -> Iterable[AnyFamily]:
         age = GaugeMetricFamily(
             "cri_fd_sampler_oldest_reading_timestamp_seconds",
             "When the oldest fd, socket or TCP reading served was taken (Unix time): the budget "
@@ -126,4 +127,12 @@ class ContainerFdsCollector:
             "cri_fd_sampler_budget_exhausted",
             "Passes that stopped at --fd-sample-budget before reading every target (those come first next pass).")
         exhausted.add_metric([], float(sample.budget_exhausted))
-        yield from (age, pending, took, entries, cpu, exhausted)
+        # The pass's own clock, apart from the readings': with the budget spent, the oldest
+        # reading is legitimately several intervals old; a pass that stops ending is not.
+        passed = GaugeMetricFamily("cri_fd_sampler_last_pass_timestamp_seconds",
+                                   "When the last pass ended (Unix time).")
+        if sample.last_pass_at is not None:
+            passed.add_metric([], sample.last_pass_at)
+        every = GaugeMetricFamily("cri_fd_sampler_interval_seconds", "Seconds between passes (--fd-sample-interval).")
+        every.add_metric([], interval)
+        yield from (age, pending, took, entries, cpu, exhausted, passed, every)

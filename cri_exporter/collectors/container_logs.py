@@ -22,7 +22,7 @@ class ContainerLogsCollector:
     families = ("cri_container_log_file_bytes", "cri_container_log_rotated_files", "cri_container_log_bytes",
                 "cri_container_log_max_size_bytes", "cri_container_log_max_files",
                 "cri_container_log_sample_timestamp_seconds", "cri_container_log_sample_duration_seconds",
-                "cri_container_log_sample_files")
+                "cri_container_log_sample_files", "cri_container_log_sample_interval_seconds")
 
     def __init__(self, sampler: ContainerLogSampler):
         self.sampler = sampler
@@ -73,7 +73,10 @@ class ContainerLogsCollector:
         took.add_metric([], sample.duration)
         files_n = Family("cri_container_log_sample_files", "Log files stat'ed in the last round (its cost grows with them).")
         files_n.add_metric([], float(sample.files))
-        metrics += [taken, took, files_n]
+        every = Family("cri_container_log_sample_interval_seconds",
+                       "Seconds between rounds over the container logs (--container-log-interval).")
+        every.add_metric([], self.sampler.interval)
+        metrics += [taken, took, files_n, every]
         if self.sampler.last_error is not None:
             raise PartialCollection(f"the last round failed, serving the one before: {self.sampler.last_error}", metrics)
         if self.sampler.limits_error is not None:

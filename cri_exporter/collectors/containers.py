@@ -390,7 +390,7 @@ class StatsCollector:
     name = "stats"
     families = ("cri_stats_refreshes_total", "cri_stats_refresh_failures_total", "cri_stats_snapshot_age_seconds",
                 "cri_stats_snapshot_timestamp_seconds", "cri_stats_refresh_duration_seconds",
-                "cri_stats_pod_sandbox_failures")
+                "cri_stats_pod_sandbox_failures", "cri_stats_refresh_interval_seconds")
 
     def __init__(self, refresher: StatsRefresher):
         self.refresher = refresher
@@ -403,7 +403,11 @@ class StatsCollector:
         failures = Family("cri_stats_refresh_failures", "Failed CRI stats calls in background refreshes.", ["method"], counter=True)
         for method, n in sorted(self.refresher.failures.items()):
             failures.add_metric([method], float(n))
-        out += [refreshes, failures]
+        interval = Family("cri_stats_refresh_interval_seconds",
+                          "Seconds between background refreshes now in force: --stats-interval while the snapshot "
+                          "feeds usage values, else --stats-idle-interval.")
+        interval.add_metric([], self.refresher.current_interval)
+        out += [refreshes, failures, interval]
         if snap is None:
             raise PartialCollection("no stats snapshot yet", out)
         age = Family("cri_stats_snapshot_age_seconds", "Age of the CRI stats snapshot the container and pod stats come from.")

@@ -30,6 +30,7 @@ WALK_FAMILIES = ("cri_pod_ephemeral_storage_bytes", "cri_pod_ephemeral_storage_i
                  "cri_ephemeral_storage_walk_cpu_seconds_total", "cri_ephemeral_storage_walks_total",
                  "cri_ephemeral_storage_walk_last_completed_timestamp_seconds",
                  "cri_ephemeral_storage_walk_last_duration_seconds",
+                 "cri_ephemeral_storage_walk_interval_seconds",
                  "cri_eviction_threshold_bytes", "cri_eviction_threshold_inodes",
                  "cri_eviction_headroom_bytes", "cri_eviction_headroom_inodes")
 
@@ -145,7 +146,11 @@ class EphemeralStorageCollector:
         cpu.add_metric([], c.cpu_seconds)
         walks = CounterMetricFamily("cri_ephemeral_storage_walks", "Walks of every pod's emptyDirs and logs completed.")
         walks.add_metric([], float(c.walks))
-        out: list[Metric] = [files, errors, cpu, walks]
+        every = GaugeMetricFamily("cri_ephemeral_storage_walk_interval_seconds",
+                                  "Seconds from the start of one walk to the next (--ephemeral-storage-interval); "
+                                  "a longer walk goes on, the next starts when it ends.")
+        every.add_metric([], self.walker.interval)
+        out: list[Metric] = [files, errors, cpu, walks, every]
         if c.last_completed_at is not None and c.last_duration is not None:
             done = GaugeMetricFamily("cri_ephemeral_storage_walk_last_completed_timestamp_seconds",
                                      "When the last complete walk of every pod ended (Unix time).")

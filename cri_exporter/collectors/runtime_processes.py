@@ -59,7 +59,8 @@ class RuntimeProcessesCollector:
                 "cri_runtime_process_threads", "cri_runtime_process_open_fds", "cri_runtime_process_max_fds",
                 "cri_runtime_process_start_time_seconds", "cri_runtime_shims", "cri_runtime_zombie_processes",
                 "cri_runtime_process_sample_timestamp_seconds", "cri_runtime_process_sample_duration_seconds",
-                "cri_runtime_process_sample_processes", "cri_runtime_shims_leaked")
+                "cri_runtime_process_sample_processes", "cri_runtime_shims_leaked",
+                "cri_runtime_process_sample_interval_seconds")
 
     def __init__(self, sampler: RuntimeProcessSampler, leak_grace: float = LEAK_GRACE_SECONDS):
         self.sampler = sampler
@@ -152,4 +153,7 @@ class RuntimeProcessesCollector:
         walked = GaugeMetricFamily(
             "cri_runtime_process_sample_processes", "Processes read in the last walk of /proc (its cost grows with them).")
         walked.add_metric([], float(sample.processes))
-        yield from (rss, cpu, threads, fds, max_fds, start, shims, zombies, taken, took, walked)
+        every = GaugeMetricFamily(
+            "cri_runtime_process_sample_interval_seconds", "Seconds between walks of /proc (--runtime-process-interval).")
+        every.add_metric([], self.sampler.interval)
+        yield from (rss, cpu, threads, fds, max_fds, start, shims, zombies, taken, took, walked, every)
