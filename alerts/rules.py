@@ -347,6 +347,43 @@ def exporter_alerts(s: Settings) -> list[Alert]:
     ]
 
 
+#: Each background reader (named as its collector): the Unix time its numbers are from, its
+#: configured interval, and what its last complete reading took (docs/metrics.md).
+BACKGROUND_READERS: tuple[tuple[str, str, str, str], ...] = (
+    ("stats", "cri_stats_snapshot_timestamp_seconds", "cri_stats_refresh_interval_seconds",
+     "sum without (method) (cri_stats_refresh_duration_seconds{sel})"),
+    ("runtime_processes", "cri_runtime_process_sample_timestamp_seconds",
+     "cri_runtime_process_sample_interval_seconds", "cri_runtime_process_sample_duration_seconds{sel}"),
+    ("container_logs", "cri_container_log_sample_timestamp_seconds",
+     "cri_container_log_sample_interval_seconds", "cri_container_log_sample_duration_seconds{sel}"),
+    ("container_fds", "cri_fd_sampler_last_pass_timestamp_seconds",
+     "cri_fd_sampler_interval_seconds", "cri_fd_sampler_pass_duration_seconds{sel}"),
+    ("ephemeral_storage", "cri_ephemeral_storage_walk_last_completed_timestamp_seconds",
+     "cri_ephemeral_storage_walk_interval_seconds", "cri_ephemeral_storage_walk_last_duration_seconds{sel}"),
+)
+
+
+def _stale(s: Settings, collector: str, taken: str, interval: str, took: str) -> str:
+    return (f"label_replace(\n"
+            f"  time() - {taken}{s.sel()}\n"
+            f"  > {s.stale_periods} * ({interval}{s.sel()} + {took.format(sel=s.sel())}) + {s.stale_margin_seconds},\n"
+            f'  "collector", "{collector}", "", ""\n)')
+
+
+def background_alerts(s: Settings) -> list[Alert]:
+    """The readers off the scrape path: one stuck freezes its numbers, and the alerts on them go quiet."""
+    return [
+        Alert("CriBackgroundReadingStale",
+              "\nor\n".join(_stale(s, *reader) for reader in BACKGROUND_READERS),
+              "warning",
+              "A cri-exporter background reader has stopped updating its numbers.",
+              f"The {{{{ $labels.collector }}}} reader of cri-exporter on {ON} last finished a reading "
+              f"{{{{ $value | humanizeDuration }}}} ago, more than {s.stale_periods} of its periods (interval plus "
+              "its last duration): its series are frozen at old values and the alerts and panels built on them "
+              "cannot see what happens now."),
+    ]
+
+
 def groups(s: Settings = PRODUCTION) -> list[dict]:
     """The rule groups, as in a Prometheus rule file."""
     return [
@@ -361,6 +398,7 @@ def groups(s: Settings = PRODUCTION) -> list[dict]:
             ("cri-exporter.pods", pod_alerts),
             ("cri-exporter.eviction", eviction_alerts),
             ("cri-exporter.exporter", exporter_alerts),
+            ("cri-exporter.background", background_alerts),
         )
     ]
 

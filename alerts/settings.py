@@ -84,6 +84,12 @@ class Settings:
     #: Seconds a scrape may take on average before it counts as slow
     #: (the exporter's --scrape-timeout default is 8 s).
     scrape_duration_seconds: float = 5.0
+    #: A background reader's numbers are stale when older than this many of its
+    #: periods (its configured interval plus what its last reading took: a walk
+    #: on a big node legitimately takes minutes) plus the margin (a reading in
+    #: flight when scraped, the scrape interval).
+    stale_periods: int = 3
+    stale_margin_seconds: int = 120
 
     #: `for` window of each alert.
     for_: dict[str, str] = field(default_factory=lambda: {
@@ -112,6 +118,7 @@ class Settings:
         "CriExporterScrapeSlow": "15m",
         "CriCgroupsUnreadable": "15m",
         "CriExporterWebConfigReloadFailed": "10m",
+        "CriBackgroundReadingStale": "5m",
     })
 
     def by(self, *labels: str) -> str:

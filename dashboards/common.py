@@ -61,8 +61,7 @@ LAYER_INODE_GAP = LeanGap(("cri_pod_emptydir_inodes", "cri_container_writable_la
                           "they cost a series per emptyDir volume and per container; the pod's bytes per volume "
                           "and per writable layer (which the lean set keeps) say where space goes")
 
-SAMPLER_GAP = LeanGap(("cri_fd_sampler_oldest_reading_timestamp_seconds", "cri_container_log_sample_timestamp_seconds",
-                       "cri_ephemeral_storage_walk_last_completed_timestamp_seconds", "cri_fd_sampler_cpu_seconds_total",
+SAMPLER_GAP = LeanGap(("cri_fd_sampler_oldest_reading_timestamp_seconds", "cri_fd_sampler_cpu_seconds_total",
                        "cri_ephemeral_storage_walk_cpu_seconds_total", "cri_ephemeral_storage_walk_files_total",
                        "cri_ephemeral_storage_walk_errors_total", "cri_fd_sampler_pass_entries",
                        "cri_container_events_subscribed", "cri_container_events_stream_breaks_total",

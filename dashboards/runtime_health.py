@@ -4,6 +4,20 @@ from __future__ import annotations
 
 from dashboards.common import NODE, PASS_FAIL, SAMPLER_GAP, Board, graph, query, states
 
+# Each background reader: legend, its clock, its interval, its last duration (as CriBackgroundReadingStale).
+READERS = (
+    ("stats refresh", "cri_stats_snapshot_timestamp_seconds", "cri_stats_refresh_interval_seconds",
+     f"sum without (method) (cri_stats_refresh_duration_seconds{{{NODE}}})"),
+    ("runtime process walk", "cri_runtime_process_sample_timestamp_seconds",
+     "cri_runtime_process_sample_interval_seconds", f"cri_runtime_process_sample_duration_seconds{{{NODE}}}"),
+    ("container logs", "cri_container_log_sample_timestamp_seconds", "cri_container_log_sample_interval_seconds",
+     f"cri_container_log_sample_duration_seconds{{{NODE}}}"),
+    ("open files and TCP", "cri_fd_sampler_last_pass_timestamp_seconds", "cri_fd_sampler_interval_seconds",
+     f"cri_fd_sampler_pass_duration_seconds{{{NODE}}}"),
+    ("ephemeral storage walk", "cri_ephemeral_storage_walk_last_completed_timestamp_seconds",
+     "cri_ephemeral_storage_walk_interval_seconds", f"cri_ephemeral_storage_walk_last_duration_seconds{{{NODE}}}"),
+)
+
 UID = "cri-runtime-health"
 
 
@@ -86,24 +100,25 @@ def build() -> dict:
     )
     b.row(
         "Background samplers",
-        graph("Age of the background readings", "How old the numbers off the scrape path are: the oldest container "
-              "fd, socket and TCP reading "
-              "(--fd-sample-interval, paced by --fd-sample-budget), the container log round "
-              "(--container-log-interval) and the last complete ephemeral storage walk "
-              "(--ephemeral-storage-interval, paced by --ephemeral-storage-files-per-second). One that keeps "
-              "growing past a few intervals is a sampler behind its budget, or stuck: the panels and alerts on its "
-              "numbers (CriPodEphemeralStorageFillingNode, CriContainerFdsNearLimit, CriContainerLogNotRotated) "
-              "see old data.", "s",
-              query(f"time() - cri_fd_sampler_oldest_reading_timestamp_seconds{{{NODE}}}", "open files and TCP"),
-              query(f"time() - cri_container_log_sample_timestamp_seconds{{{NODE}}}", "container logs"),
-              query(f"time() - cri_ephemeral_storage_walk_last_completed_timestamp_seconds{{{NODE}}}",
-                    "ephemeral storage walk"), w=8, min_=0, gap=SAMPLER_GAP),
+        graph("Background readings, in periods", "How far behind each reader off the scrape path is, in its "
+              "periods: the age of its numbers over its configured interval (the *_interval_seconds families, "
+              "from its flag) plus what its last reading took. A reader that runs stays under 1 to 2; one that "
+              "keeps climbing has stopped (a hung filesystem under a walk, a failing source) and its numbers are "
+              "frozen: CriBackgroundReadingStale fires past 3 periods plus 2 minutes, and the panels and alerts on "
+              "it (CriPodEphemeralStorageFillingNode, CriContainerFdsNearLimit, CriContainerLogNotRotated, the "
+              "runtime alerts) see old data.", "short",
+              *[query(f"(time() - {taken}{{{NODE}}}) / ({interval}{{{NODE}}} + {took})", reader)
+                for reader, taken, interval, took in READERS], w=8, min_=0),
         graph("Background sampler cost", "CPU cores the fd/TCP sampler and the ephemeral storage walker spend "
-              "(thread CPU time), and the entries they read per second: what the budgets bound.", "short",
+              "(thread CPU time), the entries they read per second: what the budgets bound, and how many "
+              "--fd-sample-interval old the oldest fd reading served is (the budget spreads a node's reads over "
+              "several passes).", "short",
               query(f"rate(cri_fd_sampler_cpu_seconds_total{{{NODE}}}[$__rate_interval])", "fd sampler CPU"),
               query(f"rate(cri_ephemeral_storage_walk_cpu_seconds_total{{{NODE}}}[$__rate_interval])", "walk CPU"),
               query(f"rate(cri_ephemeral_storage_walk_files_total{{{NODE}}}[$__rate_interval])", "walk entries/s"),
               query(f"cri_fd_sampler_pass_entries{{{NODE}}}", "fd sampler entries, last pass"),
+              query(f"(time() - cri_fd_sampler_oldest_reading_timestamp_seconds{{{NODE}}}) / "
+                    f"cri_fd_sampler_interval_seconds{{{NODE}}}", "oldest fd reading, in intervals"),
               w=8, min_=0, gap=SAMPLER_GAP),
         graph("Termination events and walk errors", "Whether the exporter follows the runtime's event stream "
               "(1: containerd 2.x, CRI-O 1.33+; 0: it polls, as on containerd 1.7, where subscribing would take "
