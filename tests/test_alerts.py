@@ -35,6 +35,8 @@ REQUIRED = {
     # issue 15.2
     "pod pushing the node over the eviction thresholds": "CriPodEphemeralStorageFillingNode",
     "kubelet filesystem near its inode eviction threshold": "CriNodefsInodesNearEviction",
+    # issue 15: the readers off the scrape path behind 15.2-15.5
+    "background reader stuck, its numbers frozen": "CriBackgroundReadingStale",
 }
 
 
