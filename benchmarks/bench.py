@@ -19,12 +19,13 @@ a generated cgroup v1 tree passed as --host-root.
 The floor: the same CRI list calls and the same cgroup and /proc files
 (recorded from one in-process scrape) read bare, no parsing, no metrics, no
 exposition.
-Scrapes ask for gzip, as Prometheus does.
+Scrapes ask for gzip over one kept-alive HTTP/1.1 connection per agent, as Prometheus does.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
+import http.client
 import json
 import os
 import platform
@@ -34,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+import urllib.parse
 from array import array
 from pathlib import Path
 from unittest.mock import patch
@@ -116,14 +117,44 @@ def pct(values: list[float], q: float) -> float:
     return v[min(len(v) - 1, max(0, round(q * (len(v) - 1))))]
 
 
+# One kept-alive HTTP/1.1 connection per agent (host:port), as Prometheus
+# scrapes: until 2026-12 each scrape opened its own (urllib), so the bench never
+# saw what a kept-alive connection costs (Nagle's 40 ms a scrape,
+# tests/test_http_nodelay.py).
+_CONNECTIONS: dict[str, http.client.HTTPConnection] = {}
+
+
 def fetch(url: str, gz: bool = True) -> tuple[float, bytes, bytes]:
-    req = urllib.request.Request(url, headers={"Accept-Encoding": "gzip"} if gz else {})
-    t = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=60) as r:
-        raw = r.read()
-        enc = r.headers.get("Content-Encoding")
-    took = time.perf_counter() - t
-    return took, raw, gzip.decompress(raw) if enc == "gzip" else raw
+    """(seconds, body as sent, body ungzipped) of one GET over the agent's kept-alive
+    connection; a new connection when the server closed the last one (or the agent
+    on that port was restarted), the timing that of the attempt that answered."""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    headers = {"Accept-Encoding": "gzip"} if gz else {}
+    for attempt in range(2):
+        conn = _CONNECTIONS.get(parts.netloc)
+        fresh = conn is None
+        if conn is None:
+            conn = _CONNECTIONS[parts.netloc] = http.client.HTTPConnection(parts.netloc, timeout=60)
+        t = time.perf_counter()
+        try:
+            conn.request("GET", path, headers=headers)
+            r = conn.getresponse()
+            raw = r.read()
+        except (http.client.RemoteDisconnected, http.client.BadStatusLine, ConnectionError):
+            conn.close()
+            del _CONNECTIONS[parts.netloc]
+            if fresh or attempt:
+                raise
+            continue  # the server closed the kept-alive connection: once more on a new one
+        took = time.perf_counter() - t
+        if r.status != 200:
+            raise RuntimeError(f"GET {url}: HTTP {r.status} {raw[:200]!r}")
+        if r.will_close:  # the server said Connection: close; http.client opens anew next time
+            conn.close()
+        enc = r.getheader("Content-Encoding")
+        return took, raw, gzip.decompress(raw) if enc == "gzip" else raw
+    raise AssertionError("unreachable")
 
 
 def scrape_series(url: str, n: int, pids: list[int]) -> dict:
