@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # puts the repository on sys.path
+import parse_floor
 from tests.exporter_proc import ExporterProcess
 from tests.fakecri import FakeCRI, fleet, make_cgroup_tree
 
@@ -49,10 +50,17 @@ def in_turn(endpoint: str, root: str, checkouts: list[str], scrapes: int, base: 
 
 def report(where: str, endpoint: str, root: str, args, base: Path) -> None:
     cpus = in_turn(endpoint, root, args.checkouts, args.scrapes, base)
-    floor = bench.floor(endpoint, bench.recorded_files(endpoint, root)[0], max(20, args.scrapes // 3))[1]
+    paths, families = bench.recorded_files(endpoint, root)
+    floor = bench.floor(endpoint, paths, max(20, args.scrapes // 3))[1]
     cells = ", ".join(f"{c}: {cpu * 1000:.2f} ms ({cpu / floor:.2f}x)" for c, cpu in zip(args.checkouts, cpus))
     print(f"{where}: load {os.getloadavg()[0]:.1f}; floor CPU {floor * 1000:.2f} ms; agent CPU a scrape: {cells}",
           flush=True)
+    if args.parse_floor:
+        f = parse_floor.floors(endpoint, paths, families, max(20, args.scrapes // 3))
+        print(f"{where}: in one child, floor {f['floor'] * 1000:.2f} / {f['floor2'] * 1000:.2f} ms (first / last), "
+              f"parse floor {f['parse'] * 1000:.2f} ms ({f['parse'] / f['floor']:.2f}x), write floor "
+              f"{f['write'] * 1000:.2f} ms ({f['write'] / f['floor']:.2f}x); agent / write floor: "
+              + ", ".join(f"{cpu / f['write']:.2f}x" for cpu in cpus), flush=True)
 
 
 def main() -> None:
@@ -61,6 +69,8 @@ def main() -> None:
     ap.add_argument("--real", type=int, default=0, help="real containerd containers (0: none)")
     ap.add_argument("--fake", type=int, default=0, help="fake CRI containers (0: none)")
     ap.add_argument("--scrapes", type=int, default=100)
+    ap.add_argument("--parse-floor", action="store_true",
+                    help="also the parse and write floors (benchmarks/parse_floor.py)")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="inturn-", dir="/tmp"))
     try:
