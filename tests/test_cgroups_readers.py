@@ -16,7 +16,7 @@ from cri_exporter.cgroups import (
     CgroupPaths, CgroupResolver, DeviceIO, NodeCgroups, PsiTotals, Usage, read_all, read_cpu, read_io,
     read_memory, read_pids, read_pressure, usage_from,
 )
-from cri_exporter.cgroups import files
+from cri_exporter.cgroups import files, memory
 from cri_exporter.cgroups.blkio import parse_io_stat, parse_v1_blkio
 from cri_exporter.cgroups.devices import DeviceNames
 from cri_exporter.cgroups.pressure import parse_psi
@@ -136,6 +136,30 @@ def test_pids(tree):
     assert read_pids(paths(tree, E_ID, E_UID)).limit is None  # "max"
 
 
+def test_device_without_uevent_is_asked_once_a_window_and_named_when_it_appears(tmp_path, monkeypatch):
+    """A maj:min without /sys/dev/block/<maj:min>/uevent is asked at most once
+    every MISS_RETRY_SECONDS (a scrape asks for it once per cgroup), and gets
+    its name once the uevent is there and the window has passed."""
+    from cri_exporter.cgroups import devices
+    fs = HostFS(str(tmp_path))
+    names = DeviceNames(fs)
+    opened = []
+    real_open = HostFS.open
+    monkeypatch.setattr(HostFS, "open", lambda self, p, *a: opened.append(p) or real_open(self, p, *a))
+    now = [1000.0]
+    monkeypatch.setattr(devices.time, "monotonic", lambda: now[0])
+    assert [names.name("253:0") for _ in range(3)] == ["253:0"] * 3
+    assert opened == ["/sys/dev/block/253:0/uevent"]
+    uevent = tmp_path / "sys/dev/block/253:0/uevent"
+    uevent.parent.mkdir(parents=True)
+    uevent.write_text("MAJOR=253\nMINOR=0\nDEVNAME=dm-0\nDEVTYPE=disk\n")
+    now[0] += devices.MISS_RETRY_SECONDS - 0.1
+    assert names.name("253:0") == "253:0" and len(opened) == 1
+    now[0] += 0.2
+    assert names.name("253:0") == "dm-0" and len(opened) == 2
+    assert names.name("253:0") == "dm-0" and len(opened) == 2  # found names are kept
+
+
 @pytest.mark.parametrize("tree", TREES)
 def test_io_per_device_with_names(tree):
     fs = HostFS(str(FIXTURES / tree))
@@ -245,6 +269,47 @@ def test_flat_keyed_with_a_broken_line_keeps_every_good_line(lines):
     text = "\n".join(lines)
     if sum(1 for line in lines if len(line.split()) != 2) <= 1:
         assert files.flat_keyed(text) == _flat_keyed_line_by_line(text)
+
+
+def _normalized_stat_from_every_line(version, text):
+    """memory.normalized_stat as it was: every line into a dict of ints, then the keys used."""
+    raw = _flat_keyed_line_by_line(text)
+    out = {}
+    for name, (v1_key, v2_key) in memory._STAT_KEYS.items():
+        value = (raw.get(v2_key) if v2_key else None) if version == "v2" else raw.get(f"total_{v1_key}", raw.get(v1_key))
+        if value is not None:
+            out[name] = value
+    return out
+
+
+_FIXTURE_STATS = sorted(Path(__file__).parent.joinpath("fixtures").rglob("memory.stat"))
+
+
+@pytest.mark.parametrize("path", _FIXTURE_STATS, ids=lambda p: str(p.relative_to(Path(__file__).parent)))
+def test_memory_stat_picks_what_every_line_read_gives_on_each_fixture(path):
+    text = path.read_text()
+    assert _FIXTURE_STATS
+    for version in ("v1", "v2"):
+        assert memory.normalized_stat(version, text) == _normalized_stat_from_every_line(version, text)
+    assert memory.normalized_stat("v1" if "total_rss" in text else "v2", text)  # the fixture has values to pick
+
+
+stat_key = st.sampled_from(["rss", "total_rss", "cache", "total_cache", "anon", "file", "file_mapped", "mapped_file",
+                            "total_mapped_file", "active_file", "total_inactive_file", "inactive_file", "swap",
+                            "total_swap", "pgfault", "total_pgmajfault", "pgmajfault", "anon_thp", "shmem"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(stat_key, st.integers(-5, 2**64)).map(lambda kv: f"{kv[0]} {kv[1]}"),
+    st.tuples(stat_key, st.sampled_from(["", " 1 2", " 12ab", "  7", "\t8 ", " -", " +3", "x 4"])).map("".join),
+    st.sampled_from(["", "12 34", "k v", " rss 9", "total_rss"]),
+), max_size=16), st.sampled_from(["v1", "v2"]))
+def test_memory_stat_with_broken_lines_reads_as_every_line_did(lines, version):
+    """The regex pass over the keys used gives what splitting every line gave,
+    broken lines (truncated, garbage, a repeated key) included."""
+    text = "\n".join(lines)
+    assert memory.normalized_stat(version, text) == _normalized_stat_from_every_line(version, text)
 
 
 @settings(max_examples=200, deadline=None)

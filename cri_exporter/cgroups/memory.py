@@ -56,14 +56,23 @@ def normalized_stat(version: str, text: str | None) -> dict[str, int]:
     """memory.stat under one naming for both versions (keys of _STAT_KEYS)."""
     raw = files.flat_keyed(text, "memory.stat")
     out: dict[str, int] = {}
-    for name, (v1_key, v2_key) in _STAT_KEYS.items():
-        if version == "v2":
-            value = raw.get(v2_key) if v2_key else None
-        else:
-            value = raw.get(f"total_{v1_key}", raw.get(v1_key))
-        if value is not None:
-            out[name] = value
+    for name, keys in _STAT_LOOKUP[version]:
+        for key in keys:
+            value = raw.get(key)
+            if value is not None:
+                out[name] = value
+                break
     return out
+
+
+# normalized name -> the memory.stat keys to try, in order, made once (not a
+# key string per lookup): v1 takes the hierarchical total_* (a pod cgroup
+# counts its containers) and falls back to the local key; v2's keys are
+# hierarchical already.
+_STAT_LOOKUP = {
+    "v1": tuple((name, (f"total_{v1}", v1)) for name, (v1, _) in _STAT_KEYS.items()),
+    "v2": tuple((name, (v2,)) for name, (_, v2) in _STAT_KEYS.items() if v2),
+}
 
 
 def working_set(usage: int | None, inactive_file: int | None) -> int | None:
