@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/in_turn.py --real 10 --scrapes 300 /tmp/before .   # root: a real containerd
     .venv/bin/python benchmarks/in_turn.py --fake 100 --scrapes 60 /tmp/before . /tmp/before .
+    .venv/bin/python benchmarks/in_turn.py --fake 1000 --scrapes 20 --parse-floor .   # and the parse and write floors
 
 Each checkout (a directory with `cri_exporter/`, e.g. `git archive main | tar -x -C /tmp/before`) runs as
 its own `serve` process with bench.py's collectors; they are asked one after the other, round after round,

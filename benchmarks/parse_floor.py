@@ -16,7 +16,7 @@ Neither counts HTTP, gRPC beyond the two list calls, the inventory's model, stat
 cache or the agent's own metrics. So an agent at 1.5x the floor needs parse-floor / floor well below
 1.5: the rest of its work has to fit in what is left.
 
-    .venv/bin/python benchmarks/in_turn.py --fake 1000 --scrapes 20 .    # prints all three floors
+    .venv/bin/python benchmarks/in_turn.py --fake 1000 --scrapes 20 --parse-floor .   # all three floors
 """
 from __future__ import annotations
 
