@@ -41,3 +41,18 @@ def test_the_benchmark_runs_and_prints_its_tables_and_targets():
     walk = re.search(r"^- ephemeral_storage at 100 fake containers \(50 pods, (\d+) directory entries.* ([\d.]+) ms CPU a minute",
                      text, re.M)
     assert walk and int(walk.group(1)) > 1000, text
+
+
+def test_in_turn_prints_the_agents_and_the_parse_and_write_floors():
+    """benchmarks/in_turn.py --parse-floor (issue 13's floors, benchmarks/parse_floor.py) still runs: one
+    checkout scraped on a small fake node, the floor, the parse floor and the write floor printed."""
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "in_turn.py"), "--fake", "20", "--scrapes", "3",
+                          "--parse-floor", str(REPO)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    agent = re.search(r"^fake 20: load [\d.]+; floor CPU ([\d.]+) ms; agent CPU a scrape: .*: ([\d.]+) ms \([\d.]+x\)$",
+                      out.stdout, re.M)
+    floors = re.search(r"^fake 20: in one child, floor ([\d.]+) / ([\d.]+) ms \(before / after\), parse floor ([\d.]+) ms "
+                       r"\([\d.]+x their mean\), write floor ([\d.]+) ms \([\d.]+x\); agent / write floor: [\d.]+x$",
+                       out.stdout, re.M)
+    assert agent and floors, out.stdout + out.stderr[-3000:]
+    assert float(agent.group(2)) > 0 and all(float(v) > 0 for v in floors.groups())
