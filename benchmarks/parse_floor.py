@@ -93,7 +93,8 @@ def floors(endpoint: str, paths: list[tuple[str, str]], families, n: int) -> dic
         json.dump({"endpoint": endpoint, "paths": [[d, name] for d, name in paths], "lines": lines, "n": n}, spec)
         spec.flush()
         out = subprocess.run([sys.executable, __file__, spec.name], check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    got: dict = json.loads(out.strip().splitlines()[-1])
+    return got
 
 
 def _child(spec_path: str) -> None:
