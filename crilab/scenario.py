@@ -107,11 +107,12 @@ def start_oom_pod_counted(cd: Containerd, namespace: str = "default") -> OomPod:
 
 
 @dataclass
-class WipedState:
-    """What a containerd whose state was wiped no longer knows of: its leaked
-    shims, and the pods' network namespaces and cgroups that cleanup() (which
-    asks CRI) cannot find. forget() removes those once the shims are gone."""
-    shim_pids: list[int]
+class LeakedSandbox:
+    """A sandbox whose containerd state leak_sandbox removed: its shim (still
+    running), and the pod's network namespace and cgroups that cleanup()
+    (which asks CRI) cannot find. forget() removes those once the shim is gone."""
+    sandbox_id: str
+    shim_pid: int
     netns: list[str]
     cgroup_parents: list[str]
 
@@ -128,23 +129,48 @@ class WipedState:
                         pass
 
 
-def wipe_state(cd: Containerd) -> WipedState:
-    """Leak every running shim of `cd`: SIGKILL it, move its state and root
-    directories away, and start it again (a node whose runtime state was reset,
-    or a reinstall, while /run was not cleared). The shims keep serving; the
-    new containerd's CRI lists neither them nor their sandboxes (1.6.20, 1.7.24,
-    2.1.9: tests/test_runtime_processes_real.py). Call cd.cleanup() (it kills
-    the shims serving its socket), then forget() on the result."""
+# Where containerd's runtime v2 keeps a task's bundle (state) and work dir (root), per namespace.
+TASK_DIR = "io.containerd.runtime.v2.task/k8s.io"
+
+
+def leak_sandbox(cd: Containerd, pod: Pod) -> LeakedSandbox:
+    """Leak the shim of `pod`, and only it: SIGKILL containerd, move the task
+    bundles of the pod's sandbox and containers away, start containerd again,
+    and stop and remove the sandbox over CRI, as the kubelet does with a
+    sandbox that is no longer ready.
+
+    Measured on 1.6.20, 1.7.24 and 2.1.9 (tests/test_runtime_processes_real.py):
+    containerd starts again knowing no task of the pod (it finds a running
+    task through its bundle: `address` on 1.6 and 1.7, `bootstrap.json` on
+    2.1, where a container's bundle names its sandbox in `sandbox`). Every
+    bundle of the pod goes: through a container's bundle left behind
+    containerd reaches the shim again, that container reads RUNNING and
+    StopPodSandbox kills it (1.6.20, 2.1.9). CRI lists the sandbox NOTREADY
+    and its containers EXITED from their metadata; StopPodSandbox finds no task to kill and RemovePodSandbox drops
+    the metadata. The shim, its pause and its containers keep running; CRI
+    lists neither the sandbox nor its containers, and every other pod keeps
+    running, is READY and serves Exec. Call cd.cleanup() (it kills the shims
+    serving its socket, this one too, and unmounts the moved bundles' rootfs),
+    then forget() on the result."""
     rt = cd.runtime_stub()
-    netns, cgroups = [], []
-    for sb in rt.ListPodSandbox(api.ListPodSandboxRequest()).items:
-        info = json.loads(rt.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=sb.id, verbose=True)).info["info"])
-        netns += [ns["path"] for ns in info["runtimeSpec"]["linux"]["namespaces"]
-                  if ns["type"] == "network" and ns.get("path")]
-        cgroups.append(info["config"]["linux"]["cgroup_parent"])
-    shims = cd.shim_pids()
+    info = json.loads(rt.PodSandboxStatus(api.PodSandboxStatusRequest(pod_sandbox_id=pod.id, verbose=True)).info["info"])
+    netns = [ns["path"] for ns in info["runtimeSpec"]["linux"]["namespaces"]
+             if ns["type"] == "network" and ns.get("path")]
+    shims = [pid for pid in cd.shim_pids() if f"-id\0{pod.id}\0" in Path(f"/proc/{pid}/cmdline").read_text()]
+    if len(shims) != 1:
+        raise RuntimeError(f"expected one shim serving sandbox {pod.id}, found {shims}")
+    ids = [pod.id, *(c.id for c in rt.ListContainers(api.ListContainersRequest(
+        filter=api.ContainerFilter(pod_sandbox_id=pod.id))).containers)]
     cd.kill()
-    for d in ("state", "root"):
-        shutil.move(cd.base / d, cd.base / f"{d}-wiped-{time.monotonic_ns()}")
+    away = cd.base / f"leaked-{pod.id[:12]}"
+    for top in ("state", "root"):
+        for id_ in ids:
+            bundle = cd.base / top / TASK_DIR / id_
+            if bundle.exists():  # rootfs stays mounted: a rename moves the mount with it
+                away.mkdir(exist_ok=True)
+                shutil.move(bundle, away / f"{top}-{id_}")
     cd.start()
-    return WipedState(shims, netns, cgroups)
+    rt = cd.runtime_stub()
+    rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod.id))
+    rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
+    return LeakedSandbox(pod.id, shims[0], netns, [info["config"]["linux"]["cgroup_parent"]])

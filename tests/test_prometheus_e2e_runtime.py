@@ -4,17 +4,17 @@ name, against a containerd the test breaks in three ways:
 
 - CriRuntimeRestarted: the containerd is SIGKILLed and started again (its
   start time, which Prometheus held from before, changes once);
-- CriRuntimeShimsLeaked: it comes back with its state and root directories
-  moved away (crilab.scenario.wipe_state), so the shims of the pods it ran
-  before serve sandboxes its CRI no longer lists; a pod started afterwards is
-  known and its shim is not counted;
+- CriRuntimeShimsLeaked: it comes back without the task bundles of one pod,
+  which is then removed over CRI (crilab.scenario.leak_sandbox), so that pod's
+  shim serves a sandbox its CRI no longer lists; the pod kept from before and
+  a pod started afterwards are known and their shims are not counted;
 - CriRuntimeFdsNearLimit: its soft RLIMIT_NOFILE is lowered (prlimit, as a
   unit's LimitNOFILE= would set it) to just above the descriptors it holds,
   so that they are over 80% of it.
 
 Before the breakage none of the three is even pending. Each alert's value is
 held to ground truth: one restart; as many leaked shims as were running
-before the wipe (still alive, per /proc); the open/limit share that
+the leaked pod's one (still alive, per /proc); the open/limit share that
 /proc/<pid>/fd and /proc/<pid>/limits give, limit as set. Rules are the
 production expressions with the `for` windows shortened
 (alerts.settings.fast).
@@ -33,7 +33,7 @@ import pytest
 from alerts.rules import groups
 from alerts.settings import fast
 from crilab import Containerd, run_pod
-from crilab.scenario import SLEEP, wipe_state
+from crilab.scenario import SLEEP, leak_sandbox
 from tests.exporter_proc import ExporterProcess, processes, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
 
@@ -65,15 +65,17 @@ def _soft_nofile(pid: int) -> int:
 @pytest.fixture(params=list(RELEASES), ids=release_id)
 def broken(request, runtime_version, lab_dir):
     """(Prometheus, the exporter, the containerd, the leaked shims' pids): a containerd of its own
-    (this one is killed and wiped), an exporter and a Prometheus over it, then the breakage."""
+    (this one is killed and loses a pod's state), an exporter and a Prometheus over it, then the breakage."""
     cd = Containerd(os.path.join(lab_dir, f"e2e-rt-{uuid.uuid4().hex[:6]}"), version=runtime_version).start()
-    wiped = None
+    leaked_pod = None
     lowered: tuple[int, tuple[int, int]] | None = None
     try:
         # The exporter and Prometheus: logs printed if the setup fails, stopped before the containerd goes.
         with processes() as keep:
-            before = run_pod(cd, "before-wipe", "e2e-runtime")
-            before.add_container("app", SLEEP)
+            kept = run_pod(cd, "kept", "e2e-runtime")
+            kept.add_container("app", SLEEP)
+            leaky = run_pod(cd, "leaky", "e2e-runtime")
+            leaky.add_container("app", SLEEP)
             exporter = keep(ExporterProcess(cd.endpoint, "--host-root", "/", "--collectors", "runtime,runtime_processes",
                                             "--runtime-process-interval", "0.5",
                                             "--runtime-shim-leak-grace", str(LEAK_GRACE)))
@@ -88,9 +90,10 @@ def broken(request, runtime_version, lab_dir):
             quiet = [a for a in prom.alerts() if a["labels"]["alertname"] in ALERTS]
             assert not quiet, f"pending or firing before anything broke: {quiet}"
 
-            wiped = wipe_state(cd)  # SIGKILL, state moved away, started again: a restart and leaked shims
-            assert wiped.shim_pids and all(psutil.pid_exists(pid) for pid in wiped.shim_pids)
-            after = run_pod(cd, "after-wipe", "e2e-runtime")  # a shim the new containerd knows
+            # SIGKILL, the pod's bundles moved away, started again, the pod removed: a restart and a leaked shim
+            leaked_pod = leak_sandbox(cd, leaky)
+            assert psutil.pid_exists(leaked_pod.shim_pid)
+            after = run_pod(cd, "after-leak", "e2e-runtime")  # a shim the new containerd knows
             after.add_container("app", SLEEP)
             pid = cd.pid
             assert pid is not None
@@ -98,13 +101,13 @@ def broken(request, runtime_version, lab_dir):
             soft = math.ceil(_fds(pid) / FD_SHARE)
             resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, original[1]))
             lowered = (pid, original)
-            yield prom, exporter, cd, wiped.shim_pids, soft
+            yield prom, exporter, cd, [leaked_pod.shim_pid], soft
     finally:
         if lowered and cd.pid == lowered[0]:
             resource.prlimit(lowered[0], resource.RLIMIT_NOFILE, lowered[1])  # cleanup starts shims again
         cd.cleanup()  # kills the shims serving its socket, the leaked ones too
-        if wiped:
-            wiped.forget()
+        if leaked_pod:
+            leaked_pod.forget()
 
 
 def _firing(prom: PrometheusProcess, name: str) -> list[dict]:
@@ -137,12 +140,12 @@ def test_runtime_alerts_fire_for_a_restart_leaked_shims_and_fds_near_the_limit(b
     assert restarted["labels"]["process"] == "containerd"
     assert float(restarted["value"]) == 1
 
-    # every shim from before the wipe, still alive; the one of the pod started after it is known
+    # the leaky pod's shim, still alive; those of the pod kept and of the pod started after are known
     (shims,) = found["CriRuntimeShimsLeaked"]
     assert shims["labels"]["process"] == SHIM
     alive = [pid for pid in leaked if psutil.pid_exists(pid)]
     assert float(shims["value"]) == len(alive) == len(leaked)
-    assert len(cd.shim_pids()) == len(leaked) + 1
+    assert len(cd.shim_pids()) == len(leaked) + 2
 
     # the daemon's open/limit share, against /proc: read before and after the alert, until they agree
     (fds,) = found["CriRuntimeFdsNearLimit"]

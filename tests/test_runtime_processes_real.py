@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from crilab import Containerd, run_pod
-from crilab.scenario import WipedState, wipe_state
+from crilab.scenario import SLEEP, LeakedSandbox, leak_sandbox
 from cri_exporter.collectors.runtime_processes import RuntimeProcessesCollector
 from cri_exporter.cri import CriClient
 from cri_exporter.cri import api_pb2 as api
@@ -179,13 +179,13 @@ def test_exporter_serves_them(exporter, lab):
 @pytest.fixture(scope="module")
 def own(lab_dir, runtime_version):
     cd = Containerd(os.path.join(lab_dir, f"rtproc-{runtime_version}"), version=runtime_version).start()
-    wiped: list[WipedState] = []
+    leaked: list[LeakedSandbox] = []
     try:
-        yield cd, wiped
+        yield cd, leaked
     finally:
         cd.cleanup()
-        for w in wiped:  # what a containerd with a wiped state no longer knows of, cleanup() cannot remove
-            w.forget()
+        for sandbox in leaked:  # what containerd no longer knows of, cleanup() cannot remove
+            sandbox.forget()
 
 
 def test_zombies_under_a_shim(own):
@@ -213,33 +213,63 @@ def test_restart_changes_start_time(own):
     assert second.start_time_seconds > first.start_time_seconds
 
 
+def _pods_and_containers(cd: Containerd) -> tuple[dict[str, int], dict[str, int]]:
+    """CRI's sandboxes and containers, id -> state."""
+    rt = cd.runtime_stub()
+    return ({sb.id: sb.state for sb in rt.ListPodSandbox(api.ListPodSandboxRequest()).items},
+            {c.id: c.state for c in rt.ListContainers(api.ListContainersRequest()).containers})
+
+
 def test_leaked_shim_is_reported(own):
-    """What leaks a shim here (containerd 1.6.20, 1.7.24, 2.1.9): containerd
-    SIGKILLed while a pod runs, then started with its state and root
-    directories moved away (a node whose runtime state was reset, or a
-    reinstall, while /run was not cleared). The shim keeps serving its
-    -address; the new containerd's CRI lists neither it nor its sandbox.
-    Moving only the root (its metadata) away leaves the shim running too
-    (1.6.20 and 2.1.9, 5 s after the restart)."""
-    cd, wiped = own
+    """A shim outlives its sandbox's containerd state (crilab.scenario.leak_sandbox:
+    the task bundles of one pod moved away while containerd was down, then the
+    sandbox, NOTREADY, removed over CRI as the kubelet does): that shim alone is
+    reported, on 1.6.20, 1.7.24 and 2.1.9, and every other pod of the runtime
+    keeps running, READY, its shim known."""
+    cd, leaked = own
+    bystander = run_pod(cd, "bystander", "rtproc")
+    bystander.add_container("c", SLEEP)
     pod = run_pod(cd, "leaky", "rtproc")
-    pod.add_container("c", ["sleep", "2147483647"])
+    pod.add_container("c", SLEEP)
+    pod.add_container("d", SLEEP)  # two containers: one shim serves the pod's sandbox and both (1.6 to 2.1)
     reader = reader_for(cd)
     sampler = RuntimeProcessSampler(reader, 3600)
     collector = RuntimeProcessesCollector(sampler, leak_grace=0)
     sampler.sample()
     assert collect(collector, cd).get1("cri_runtime_shims_leaked", process=SHIM) == 0
-    before = {s.id: s.pid for s in sampler.latest.shims}
-    assert pod.id in before
+    shims = {s.id: s.pid for s in sampler.latest.shims}
+    assert pod.id in shims and bystander.id in shims
+    pods_before, containers_before = _pods_and_containers(cd)
+    others = {id_: state for id_, state in pods_before.items() if id_ != pod.id}
+    leaky_containers = {i for ids in pod.containers.values() for i in ids}
+    other_containers = {id_: state for id_, state in containers_before.items() if id_ not in leaky_containers}
+    assert bystander.id in others and set(bystander.containers["c"]) <= set(other_containers)
+    old_daemon = cd.pid
 
-    wiped.append(wipe_state(cd))  # SIGKILL, state and root moved away, started again
-    assert sorted(wiped[-1].shim_pids) == sorted(before.values())
-    healthy = run_pod(cd, "healthy", "rtproc")  # a shim the new containerd knows
-    assert all(psutil.Process(pid).is_running() for pid in before.values())
+    leaked.append(leak_sandbox(cd, pod))
+    assert cd.pid != old_daemon  # it was restarted
+    assert leaked[-1].shim_pid == shims[pod.id]
+    # the shim and what it runs outlive the pod's state: still running, not a zombie
+    shim = psutil.Process(shims[pod.id])
+    assert shim.status() != psutil.STATUS_ZOMBIE
+    assert [p.status() for p in shim.children()] == [psutil.STATUS_SLEEPING] * 3  # pause, c, d
+    pods_after, containers_after = _pods_and_containers(cd)
+    assert pod.id not in pods_after and not leaky_containers & set(containers_after)
+    # every other pod: as it was (READY stays READY, a running container keeps running), and it still works
+    assert {id_: pods_after.get(id_) for id_ in others} == others
+    assert {id_: containers_after.get(id_) for id_ in other_containers} == other_containers
+    assert pods_after[bystander.id] == api.SANDBOX_READY
+    cid = bystander.containers["c"][0]
+    out = cd.runtime_stub().ExecSync(api.ExecSyncRequest(container_id=cid, cmd=["echo", "alive"], timeout=20))
+    assert (out.exit_code, out.stdout) == (0, b"alive\n")
+    assert bystander.container_status(bystander.add_container("e", SLEEP)).state == api.CONTAINER_RUNNING
+    healthy = run_pod(cd, "healthy", "rtproc")  # a shim the restarted containerd started
+
     sampler.sample()
     samples = collect(collector, cd)
-    assert {s.id for s in sampler.latest.shims} == {*before, healthy.id}
-    assert samples.get1("cri_runtime_shims", process=SHIM) == len(cd.shim_pids()) == len(before) + 1
-    assert samples.get1("cri_runtime_shims_leaked", process=SHIM) == len(before)
+    now = {s.id: s.pid for s in sampler.latest.shims}
+    assert now == {**shims, healthy.id: now[healthy.id]}  # every shim as before, plus the new pod's
+    assert samples.get1("cri_runtime_shims", process=SHIM) == len(cd.shim_pids()) == len(shims) + 1
+    assert samples.get1("cri_runtime_shims_leaked", process=SHIM) == 1  # the leaky pod's, no other
     # not yet leaked: younger than the grace a sandbox gets to appear in CRI's list
     assert collect(RuntimeProcessesCollector(sampler), cd).get1("cri_runtime_shims_leaked", process=SHIM) == 0
