@@ -71,6 +71,7 @@ class StatsRefresher:
         self._snapshot: StatsSnapshot | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started = 0.0  # monotonic, when start() ran
 
     def snapshot_feeds_usage(self, feeds: bool) -> None:
         """Called by each scrape: does any usage value come from the snapshot?"""
@@ -88,8 +89,18 @@ class StatsRefresher:
         return self._snapshot
 
     def start(self) -> None:
+        self._started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="stats-refresher", daemon=True)
         self._thread.start()
+
+    def why_no_snapshot(self) -> str:
+        """Why `snapshot` is None, for the scrape that finds it so: on a freshly
+        started agent the first refresh may still run (seconds on a large node:
+        this module's docstring), and the log says so rather than only "failed"."""
+        if self._thread is None:
+            return "no stats snapshot: the background refresh was never started"
+        return (f"no stats snapshot yet: the first background refresh, started "
+                f"{time.monotonic() - self._started:.1f} s ago, has not finished")
 
     def stop(self) -> None:
         """Ask the loop to end; a call in flight is cut when the client closes."""

@@ -119,7 +119,8 @@ class FakeCRI:
     """A CRI runtime that answers from `self.pods`; start() / stop().
 
     `hang` makes every call block until it is cleared or the caller gives up;
-    `list_delay` slows the list calls; `fail` maps a method name to a gRPC
+    `held` does that to the calls of the methods it names, until the name is
+    removed (a runtime slow to answer one call); `list_delay` slows the list calls; `fail` maps a method name to a gRPC
     status code to answer with.
     """
 
@@ -127,6 +128,7 @@ class FakeCRI:
         self.socket_path = str(socket_path)
         self.pods: list[FakePod] = list(pods or [])
         self.hang = threading.Event()
+        self.held: set[str] = set()
         self.list_delay = 0.0
         self.fail: dict[str, grpc.StatusCode] = {}
         self.raw_list_containers: bytes | None = None
@@ -247,7 +249,7 @@ class FakeCRI:
         def handle(request, context):
             with self._lock:
                 self.calls[method] = self.calls.get(method, 0) + 1
-            while self.hang.is_set() and context.is_active():
+            while (self.hang.is_set() or method in self.held) and context.is_active():
                 time.sleep(0.02)  # the behaviour under test: a hung runtime, until the client gives up
             if not context.is_active():
                 return b""
@@ -281,6 +283,7 @@ class FakeCRI:
 
     def stop(self) -> None:
         self.hang.clear()
+        self.held.clear()
         if self._server is not None:
             self._server.stop(grace=0).wait(5)
             self._server = None

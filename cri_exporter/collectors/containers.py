@@ -409,7 +409,7 @@ class StatsCollector:
         interval.add_metric([], self.refresher.current_interval)
         out += [refreshes, failures, interval]
         if snap is None:
-            raise PartialCollection("no stats snapshot yet", out)
+            raise PartialCollection(self.refresher.why_no_snapshot(), out)
         age = Family("cri_stats_snapshot_age_seconds", "Age of the CRI stats snapshot the container and pod stats come from.")
         age.add_metric([], max(0.0, time.time() - snap.taken_at))
         ts = Family("cri_stats_snapshot_timestamp_seconds", "Unix time the CRI stats snapshot was taken.")
