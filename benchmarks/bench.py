@@ -157,9 +157,27 @@ def fetch(url: str, gz: bool = True) -> tuple[float, bytes, bytes]:
     raise AssertionError("unreachable")
 
 
-def scrape_series(url: str, n: int, pids: list[int]) -> dict:
-    fetch(url)  # warm: first scrape resolves cgroup paths, fetches statuses
+# The stats collector's families, present once the agent's first background
+# stats refresh has finished (collectors/containers.py StatsCollector).
+SNAPSHOT_TAKEN = b"\ncri_stats_snapshot_timestamp_seconds "
+
+
+def warm_up(url: str, timeout: float = 120.0) -> None:
+    """Scrape until the agent's first background stats refresh has finished
+    (its snapshot's timestamp is served), then once more. Before it, a scrape
+    serves no snapshot values (writable layers, process counts) and the agent
+    logs "no stats snapshot yet": a measurement then would be of another
+    scrape. The first scrape also resolves cgroup paths and fetches statuses."""
+    end = time.monotonic() + timeout
+    while SNAPSHOT_TAKEN not in fetch(url)[2]:
+        if time.monotonic() > end:
+            raise RuntimeError(f"{url}: no stats snapshot after {timeout:g} s")
+        time.sleep(0.2)  # poll interval of the wait for the first refresh, bounded by `end`
     fetch(url)
+
+
+def scrape_series(url: str, n: int, pids: list[int]) -> dict:
+    warm_up(url)
     times, cpu0 = [], cpu_seconds(pids)
     raw = text = b""
     for _ in range(n):
@@ -195,7 +213,6 @@ def lean_row(where: str, n: int, endpoint: str, host_root: str, scrapes: int, lo
     exp = ExporterProcess(endpoint, "--host-root", host_root, "--collectors", BENCH_COLLECTORS,
                           "--stats-interval", "3600", *extra, *LEAN_ARGS, log_path=log_path)
     try:
-        time.sleep(1.0)
         r = scrape_series(exp.url + "/metrics", scrapes, [exp.proc.pid])
         lean_samples = parse(r.pop("text").decode())
     finally:
@@ -223,6 +240,11 @@ def recorded_files(endpoint: str, host_root: str) -> tuple[list[tuple[str, str]]
         exp = Exporter(Settings(runtime_endpoint=endpoint, host_root=host_root,
                                 # the floor is what a scrape reads: the runtime_processes walk is off its path
                                 collectors=tuple(BEFORE_RUNTIME_PROCESSES.split(",")), stats_interval=3600))
+        # Its background parts are not started (their reads are off the scrape path): one
+        # stats refresh (CRI calls only), so the scrape serves the snapshot's values as an
+        # agent's does, not "no stats snapshot yet".
+        if exp.refresher is not None:
+            exp.refresher.refresh()
         exp.render()
         seen.clear()
         # One scrape's reads only: until 2026-12 a render and then a scrape
@@ -340,7 +362,6 @@ def run_real(counts: list[int], scrapes: int, budget: float, rows: list, notes: 
             exp = ExporterProcess(cd.endpoint, "--host-root", "/", "--collectors", BENCH_COLLECTORS,
                                   "--stats-interval", "3600", log_path=Path(base) / f"exporter-{made}.log")
             try:
-                time.sleep(1.5)  # first background stats refresh done
                 rt_pids = lambda: [cd.pid, *cd.shim_pids()]  # noqa: E731
                 r = scrape_series(exp.url + "/metrics", scrapes, [exp.proc.pid])
                 rt_idle, rt_scrape, n_rt = runtime_cpu(exp.url + "/metrics", rt_pids)
@@ -405,10 +426,8 @@ def runtime_process_cost(endpoint: str, base: Path, made: int, scrapes: int) -> 
     b = ExporterProcess(endpoint, "--host-root", "/", "--collectors", BENCH_COLLECTORS,
                         "--stats-interval", "3600", log_path=base / f"exporter-{made}-after.log")
     try:
-        time.sleep(1.5)
         for url in (a.url, b.url):
-            fetch(url + "/metrics")
-            fetch(url + "/metrics")
+            warm_up(url + "/metrics")
         # B's agent CPU includes its background walks (every 15 s) while measured
         paired = scrape_in_turn(a, b, scrapes, "runtime_processes")
     finally:
@@ -532,7 +551,6 @@ def _run_fake(base: Path, counts: list[int], scrapes: int, rows: list, notes: li
                                   "--stats-interval", "3600", "--scrape-timeout", "30", "--runtime-timeout", "20",
                                   log_path=base / f"exporter-{n}.log")
             try:
-                time.sleep(1.0)
                 r = scrape_series(exp.url + "/metrics", k, [exp.proc.pid])
                 r["rss"], r["hwm"] = rss_mb(exp.proc.pid)
                 text = r.pop("text")
@@ -670,7 +688,7 @@ def fds_cost(counts: list[int], scrapes: int) -> list[dict]:
                                     log_path=base / f"exporter-{n}-fds.log")
                 try:
                     for url in (a.url, b.url):
-                        fetch(url + "/metrics")
+                        warm_up(url + "/metrics")
                     wait_until = time.monotonic() + 60  # the first pass, woken by the first scrape's targets
                     while time.monotonic() < wait_until:
                         got = parse(fetch(b.url + "/metrics")[2].decode())
@@ -731,7 +749,7 @@ def issue15_cost(n: int, scrapes: int) -> dict:
             b = ExporterProcess(fake.endpoint, "--collectors", ISSUE15_ALL, *common, log_path=base / "exporter-all.log")
             try:
                 for url in (a.url, b.url):
-                    fetch(url + "/metrics")
+                    warm_up(url + "/metrics")
                 wait_until = time.monotonic() + 60  # the fd sampler's first pass, woken by the first scrape's targets
                 while time.monotonic() < wait_until:
                     got = parse(fetch(b.url + "/metrics")[2].decode())
