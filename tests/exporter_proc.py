@@ -87,6 +87,20 @@ class ManagedProcess:
         terminate(self.proc, 10)
         self._log.close()
 
+    def _wait_answering(self, probe: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+        """Until `probe()` is true (an OSError counts as not yet); fails at once if the process exits."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{what} exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                if probe():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)  # poll interval
+        raise RuntimeError(f"{what} did not come up:\n{self.log()}")
+
     def __enter__(self):
         return self
 
@@ -115,17 +129,8 @@ class ExporterProcess(ManagedProcess):
         self._start(cmd, env=full_env, cwd="/")
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 20.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exporter exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                self.get("/healthz", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.1)  # poll interval
-        raise RuntimeError(f"exporter did not come up:\n{self.log()}")
+    def _wait_ready(self) -> None:
+        self._wait_answering(lambda: bool(self.get("/healthz", timeout=1)), "exporter")
 
     def get(self, path: str, headers: dict | None = None, timeout: float = 15) -> tuple[int, dict, bytes]:
         req = urllib.request.Request(self.url + path, headers={**self.auth, **(headers or {})})

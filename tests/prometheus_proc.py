@@ -15,7 +15,6 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -129,19 +128,11 @@ class PrometheusProcess(ManagedProcess):
         )
         self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 20.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)  # poll interval
-        raise RuntimeError(f"prometheus did not become ready:\n{self.log()}")
+    def _wait_ready(self) -> None:
+        def ready() -> bool:
+            with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
+                return bool(r.status == 200)
+        self._wait_answering(ready, "prometheus")
 
     # --- HTTP API -------------------------------------------------------
     def api(self, path: str, **params) -> Any:
