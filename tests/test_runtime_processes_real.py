@@ -252,7 +252,8 @@ def test_leaked_shim_is_reported(own):
     # the shim and what it runs outlive the pod's state: still running, not a zombie
     shim = psutil.Process(shims[pod.id])
     assert shim.status() != psutil.STATUS_ZOMBIE
-    assert [p.status() for p in shim.children()] == [psutil.STATUS_SLEEPING] * 3  # pause, c, d
+    children = shim.children()  # pause, c and d
+    assert len(children) == 3 and not {p.status() for p in children} & {psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD}
     pods_after, containers_after = _pods_and_containers(cd)
     assert pod.id not in pods_after and not leaky_containers & set(containers_after)
     # every other pod: as it was (READY stays READY, a running container keeps running), and it still works
