@@ -10,7 +10,8 @@ the dashboard's real queries on real data, not a mock-up.
     # against a Prometheus that scrapes cri-exporter already
     python scripts/render_overview.py --prometheus http://localhost:9090 --instance node1:9920
 
-    # or a lab of its own (root): private containerd, the standard demo pods,
+    # or a lab of its own (root): private containerd (the newest of the lab's
+    # versions unless --runtime-version says otherwise), the standard demo pods,
     # cri-exporter and Prometheus, observed for --lab seconds
     python scripts/render_overview.py --lab 180
 
@@ -42,6 +43,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.gridspec import GridSpec  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
+from crilab import versions  # noqa: E402
 from dashboards import lint  # noqa: E402
 
 BOARD = REPO / "dashboards" / "node-overview.json"
@@ -218,13 +220,15 @@ def render(prom: Prom, job: str, instance: str, start: float, end: float, rate_i
     step = max(1.0, (end - start) / 300)
     panels = board["panels"]
     total_h = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    fig = plt.figure(figsize=(20, total_h * 0.4 + 0.8), facecolor=BG)
-    gs = GridSpec(total_h, 24, figure=fig, left=0.03, right=0.99, top=1 - 0.6 / (total_h * 0.4 + 0.8), bottom=0.01,
+    height = total_h * 0.4 + 0.8  # inches
+    fig = plt.figure(figsize=(20, height), facecolor=BG)
+    gs = GridSpec(total_h, 24, figure=fig, left=0.03, right=0.99, top=1 - 0.6 / height, bottom=0.01,
                   hspace=3.2, wspace=1.2)
     fig.suptitle(f"{board['title']}  ·  job={job}  instance={instance}  ·  "
                  f"{datetime.fromtimestamp(start):%Y-%m-%d %H:%M} – {datetime.fromtimestamp(end):%H:%M}  "
                  f"(rendered from Prometheus by scripts/render_overview.py)",
-                 color=TEXT, fontsize=11, x=0.01, ha="left")
+                 color=TEXT, fontsize=11, x=0.01, ha="left",
+                 y=1 - 0.2 / height, va="top")  # in the top margin whatever the height (80 rows: it overlapped row 1)
     for p in panels:
         g = p["gridPos"]
         if p["type"] == "row":
@@ -246,19 +250,21 @@ def render(prom: Prom, job: str, instance: str, start: float, end: float, rate_i
 
 
 # --- a lab of its own -------------------------------------------------------
-def lab(seconds: float, out: Path) -> None:
+def lab(seconds: float, out: Path, version: str) -> None:
     from crilab import Containerd, run_pod
     from crilab.scenario import OOM_LIMIT, start_oom_pod, start_standard_pods
     from tests.exporter_proc import ExporterProcess, wait_for
     from tests.prometheus_proc import PrometheusProcess
 
     base = tempfile.mkdtemp(prefix="crilab-render-", dir="/tmp")
-    cd = Containerd(os.path.join(base, "c")).start()
+    cd = Containerd(os.path.join(base, "c"), version=version).start()
     exporter = prom = None
     try:
         start_standard_pods(cd)
-        exporter = ExporterProcess(cd.endpoint, "--stats-interval", "2", "--doctor-interval", "30",
-                                   log_path=Path(base) / "exporter.log")
+        # The snapshot (writable layers: the pods' disk panels) every 2 s, not every 300 s: a pod
+        # started during the short observation shows there at once.
+        exporter = ExporterProcess(cd.endpoint, "--stats-interval", "2", "--stats-idle-interval", "2",
+                                   "--doctor-interval", "30", log_path=Path(base) / "exporter.log")
         prom = PrometheusProcess([f"127.0.0.1:{exporter.port}"], scrape_interval="2s")
         wait_for(prom.targets_up, timeout=20, what="the first scrape")
         start = time.time()
@@ -267,13 +273,25 @@ def lab(seconds: float, out: Path) -> None:
         # something happens: a memory hog is OOM-killed, a second app arrives
         start_oom_pod(cd, namespace="batch")
         shop = run_pod(cd, "checkout", "shop")
-        shop.add_container("app", ["sh", "-c", "head -c 24m /dev/urandom > /cache; exec sleep 2147483647"],
+        # ... which serves on :8080 and holds a connection to itself (busybox nc accepts one client, then
+        # closes its listener; each reads a pipe from sleep, so no EOF ends the connection): the TCP panels
+        shop.add_container("app", ["sh", "-c", "head -c 24m /dev/urandom > /cache; "
+                                   "sleep 2147483647 | nc -l -p 8081 & sleep 2147483647 | nc -l -p 8080 & "
+                                   "while ! grep -q ':1F90 ' /proc/net/tcp /proc/net/tcp6; do sleep 0.1; done; "
+                                   "sleep 2147483647 | nc 127.0.0.1 8080 & exec sleep 2147483647"],
                            memory_limit=OOM_LIMIT * 4)
         time.sleep(seconds / 3)
         hog = run_pod(cd, "cruncher", "analytics")
         hog.add_container("crunch", ["sh", "-c", "while :; do :; done"], cpu_quota=50000, cpu_period=100000)
         time.sleep(seconds / 3)
-        render(Prom(prom.url), "cri-exporter", f"127.0.0.1:{exporter.port}", start, time.time(), "10s", out)
+        end = time.time()
+        render(Prom(prom.url), "cri-exporter", f"127.0.0.1:{exporter.port}", start, end, "10s", out)
+        # What the picture shows failing, and where to read why, before the lab goes
+        failed = Prom(prom.url).instant(
+            f"min_over_time(cri_scrape_collector_success[{math.ceil(end - start)}s]) == 0", end)
+        for series in failed:
+            print(f"render: collector {series['metric']['collector']} failed in some scrapes "
+                  f"(see {exporter.log_path})", flush=True)
     finally:
         if prom:
             prom.stop()
@@ -290,10 +308,13 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=30, help="time range to plot, ending now")
     parser.add_argument("--rate-interval", default="1m", help="what $__rate_interval stands for")
     parser.add_argument("--lab", type=float, metavar="SECONDS", help="start a lab of its own and observe it this long")
+    parser.add_argument("--runtime-version", default=versions.NAMES[-1], choices=versions.NAMES,
+                        help="with --lab: the containerd version it runs (default: the newest, as the Prometheus "
+                             "tests run)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if args.lab:
-        lab(args.lab, args.out)
+        lab(args.lab, args.out, args.runtime_version)
     elif args.prometheus and args.instance:
         end = time.time()
         render(Prom(args.prometheus), args.job, args.instance, end - args.minutes * 60, end, args.rate_interval,
