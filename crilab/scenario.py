@@ -140,13 +140,13 @@ def leak_sandbox(cd: Containerd, pod: Pod) -> LeakedSandbox:
     sandbox that is no longer ready.
 
     Measured on 1.6.20, 1.7.24 and 2.1.9 (tests/test_runtime_processes_real.py):
-    containerd starts again knowing no task of the pod (it finds a running
-    task through its bundle: `address` on 1.6 and 1.7, `bootstrap.json` on
-    2.1, where a container's bundle names its sandbox in `sandbox`). Every
-    bundle of the pod goes: through a container's bundle left behind
-    containerd reaches the shim again, that container reads RUNNING and
-    StopPodSandbox kills it (1.6.20, 2.1.9). CRI lists the sandbox NOTREADY
-    and its containers EXITED from their metadata; StopPodSandbox finds no task to kill and RemovePodSandbox drops
+    containerd starts again knowing no task of the pod (a bundle holds the
+    shim's address: `address` on 1.6 and 1.7, `bootstrap.json` on 2.1, where
+    a container's bundle also names its sandbox in `sandbox`). Every bundle
+    of the pod goes: through a container's bundle left behind containerd
+    reaches the shim again and that container reads RUNNING (1.6.20, 2.1.9).
+    CRI lists the sandbox NOTREADY and its containers EXITED from their
+    metadata; StopPodSandbox finds no task to stop and RemovePodSandbox drops
     the metadata. The shim, its pause and its containers keep running; CRI
     lists neither the sandbox nor its containers, and every other pod keeps
     running, is READY and serves Exec. Call cd.cleanup() (it kills the shims
