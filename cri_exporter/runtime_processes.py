@@ -134,7 +134,7 @@ class Shims(Sequence[ProcessInfo]):
     def __len__(self) -> int:
         return len(self.pids)
 
-    def __getitem__(self, i):  # type: ignore[override]
+    def __getitem__(self, i):
         if isinstance(i, slice):
             return tuple(self[k] for k in range(*i.indices(len(self))))
         fds, limit = self.open_fds[i], self.max_fds[i]
