@@ -648,6 +648,70 @@ def add_fake_proc(root: Path, pods) -> None:
                 os.symlink(f"socket:[{i}]" if i < FAKE_SOCKETS else f"/app/data/{i}", proc / "fd" / str(i))
 
 
+# The fake node's runtime, as runtime_processes.py finds it under <root>/proc: a
+# containerd serving the socket FakeCRI listens on, one shim a pod.
+FAKE_RUNTIME_SOCKET = "/run/containerd/containerd.sock"
+FAKE_DAEMON_PID, FAKE_SHIM_PID, FAKE_OTHER_PROCESSES = 1000, 300_000, 150
+FAKE_SHIM = "/usr/bin/containerd-shim-runc-v2"
+
+
+def _stat_line(pid: int, comm: str, ppid: int, threads: int, start: int, rss: int, ticks: int = 0) -> str:
+    f = ["S", ppid, 0, 0, 0, 0, 0, 0, 0, 0, 0, ticks, ticks // 3, 0, 0, 20, 0, threads, 0, start, 0, rss]
+    return f"{pid} ({comm}) " + " ".join(map(str, f)) + " 0 0 0\n"
+
+
+def _fake_process(root: Path, pid: int, comm: str, ppid: int, argv: list[str] | None = None, threads: int = 1,
+                  rss: int = 200, fds: int = 0, ticks: int = 0) -> None:
+    """/proc/<pid> of one process under the fake tree: stat, and for the runtime's
+    own (argv given) cmdline, status, statm, limits and `fds` fd entries."""
+    d = root / "proc" / str(pid)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "stat").write_text(_stat_line(pid, comm, ppid, threads, 1000 + pid % 997, rss, ticks))
+    if argv is None:
+        return
+    (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    uid = os.geteuid()
+    (d / "status").write_text(f"Name:\t{comm}\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\nNSpid:\t{pid}\n")
+    (d / "statm").write_text(f"{rss * 4} {rss} 500 100 0 {rss} 0\n")
+    (d / "limits").write_text("Limit                     Soft Limit           Hard Limit           Units     \n"
+                              "Max open files            1048576              1048576              files     \n")
+    (d / "fd").mkdir(exist_ok=True)
+    for i in range(fds):
+        (d / "fd" / str(i)).touch()
+
+
+def add_fake_runtime(root: Path, pods) -> Path:
+    """The runtime's own processes under the fake tree's <root>/proc, so that the
+    runtime_processes collector finds its daemon and shims (by name, command line
+    and the socket's owner, as on a node) and the bench pays its walk: a containerd
+    (its config naming FAKE_RUNTIME_SOCKET), a containerd-shim-runc-v2 a pod
+    (-namespace k8s.io -id <sandbox>) parent of the pod's pause process and of
+    its containers' processes (add_fake_proc's pids), and FAKE_OTHER_PROCESSES
+    other processes of the node. Returns where FakeCRI is to listen: the socket
+    the daemon names, under the root (the agent's endpoint, as in the DaemonSet)."""
+    (root / "proc").mkdir(parents=True, exist_ok=True)
+    (root / "proc" / "stat").write_text(f"cpu  1 2 3 4 5 6 7 0 0 0\nbtime {int(time.time()) - 86400}\n")
+    conf = root / "etc" / "containerd" / "config.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(f'version = 2\n\n[grpc]\n  address = "{FAKE_RUNTIME_SOCKET}"\n')
+    _fake_process(root, 1, "systemd", 0, ["/sbin/init"], fds=0)
+    for i in range(FAKE_OTHER_PROCESSES):
+        _fake_process(root, 2000 + i, f"worker{i % 7}", 1)
+    _fake_process(root, FAKE_DAEMON_PID, "containerd", 1, ["/usr/bin/containerd"], threads=60, rss=60_000,
+                  fds=30 + 3 * len(pods), ticks=500_000)
+    for n, p in enumerate(pods):
+        shim = FAKE_SHIM_PID + n
+        _fake_process(root, shim, "containerd-shim", 1,
+                      [FAKE_SHIM, "-namespace", "k8s.io", "-id", p.sandbox.id, "-address", FAKE_RUNTIME_SOCKET],
+                      threads=11, rss=3000, fds=12, ticks=300)
+        _fake_process(root, 100_000 + n, "pause", shim)
+        for k, _ in enumerate(p.containers):
+            _fake_process(root, 200_000 + n * 8 + k, "sleep", shim)
+    sock = root / FAKE_RUNTIME_SOCKET.lstrip("/")
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    return sock
+
+
 def fds_cost(counts: list[int], scrapes: int) -> list[dict]:
     """The container_fds collector's price on a fake fleet with a fake /proc
     (add_fake_proc): agent CPU and p50 a scrape with it and without (two agents
@@ -665,7 +729,7 @@ def fds_cost(counts: list[int], scrapes: int) -> list[dict]:
             pods = fleet(n)
             make_cgroup_tree(root, pods)
             add_fake_proc(root, pods)
-            with FakeCRI(base / f"cri{n}.sock", pods) as fake:
+            with FakeCRI(add_fake_runtime(root, pods), pods) as fake:
                 hostfs = HostFS(str(root))
                 sampler = FdSampler(hostfs, NodeCgroups(hostfs), 0.0, DEFAULTS.fd_sample_budget)
                 client = CriClient(fake.endpoint, timeout=30)
@@ -740,7 +804,7 @@ def issue15_cost(n: int, scrapes: int) -> dict:
         pods = fleet(n)
         make_cgroup_tree(root, pods)
         add_fake_proc(root, pods)
-        with FakeCRI(base / "cri.sock", pods) as fake:
+        with FakeCRI(add_fake_runtime(root, pods), pods) as fake:
             common = ("--host-root", str(root), "--stats-interval", "3600", "--scrape-timeout", "30",
                       "--runtime-timeout", "20", "--fd-sample-interval", "3600", "--container-log-interval", "3600",
                       "--runtime-process-interval", "3600", "--ephemeral-storage-interval", "3600")
@@ -817,8 +881,9 @@ def issue15_memory(n: int, scrapes: int = 10, gap: float = 3.0) -> dict:
         make_log_tree(root, pods)
         add_fake_proc(root, pods)
         add_emptydirs(root, pods)
+        sock = add_fake_runtime(root, pods)
         made = time.monotonic() - t
-        with FakeCRI(base / "cri.sock", pods) as fake:
+        with FakeCRI(sock, pods) as fake:
             exp = ExporterProcess(fake.endpoint, "--host-root", str(root), "--collectors", ALL_BUT_DOCTOR,
                                   "--stats-interval", "3600", "--scrape-timeout", "30", "--runtime-timeout", "20",
                                   *ISSUE15_INTERVALS, log_path=base / "exporter.log")
@@ -835,8 +900,9 @@ def issue15_memory(n: int, scrapes: int = 10, gap: float = 3.0) -> dict:
                                 if v == 0)
             finally:
                 exp.stop()
+        shims = sum(v for k, v in samples.find("cri_runtime_shims").items())
         return {"n": n, "rss": rss, "hwm": hwm, "series": len(samples), "failed": failed, "made": made,
-                "cpu_per_s": cpu / (time.monotonic() - t0), "scrapes": scrapes, "gap": gap}
+                "cpu_per_s": cpu / (time.monotonic() - t0), "scrapes": scrapes, "gap": gap, "shims": shims}
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -846,7 +912,8 @@ def issue15_memory_line(r: dict) -> str:
     return (f"- issue 15: RSS at {r['n']:,} fake containers with every collector enabled (doctor apart: "
             f"{ALL_BUT_DOCTOR}) < {ISSUE15_RSS_MB} MB: {r['rss']:.1f} MB (peak {r['hwm']:.0f}) "
             f"[{mark(r['rss'] < ISSUE15_RSS_MB)}] ({r['scrapes']} scrapes {r['gap']:g} s apart, log/fd/runtime-process "
-            f"rounds every 5 s, an ephemeral walk every 10 s; {r['series']} series; agent CPU "
+            f"rounds every 5 s, an ephemeral walk every 10 s; {r['series']} series; the fake runtime's daemon and "
+            f"{r['shims']:.0f} shims found; agent CPU "
             f"{r['cpu_per_s'] * 100:.0f}% of a core meanwhile{failed})")
 
 

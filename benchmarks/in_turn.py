@@ -95,7 +95,8 @@ def main() -> None:
         if args.fake:
             fleet_pods = fleet(args.fake)
             root = make_cgroup_tree(base / "root", fleet_pods)
-            with FakeCRI(base / "cri.sock", fleet_pods) as fake:
+            # its runtime under <root>/proc, so the runtime_processes collector finds it (bench.add_fake_runtime)
+            with FakeCRI(bench.add_fake_runtime(root, fleet_pods), fleet_pods) as fake:
                 report(f"fake {args.fake}", fake.endpoint, str(root), args, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -114,6 +114,14 @@ def _settled(status: model.ContainerStatus, now: float) -> bool:
 
 
 _NONE: frozenset[int] = frozenset()
+# (a,) for the attempts most containers are at: a track's `started` is one of
+# these, not a tuple of its own (48 bytes a container, made anew at every poll).
+_ONE = tuple((a,) for a in range(256))
+
+
+def _attempts(attempts) -> tuple[int, ...]:
+    t = tuple(attempts)
+    return _ONE[t[0]] if len(t) == 1 and 0 <= t[0] < 256 else t
 
 
 @dataclass(slots=True)
@@ -122,15 +130,27 @@ class _Track:
 
     Immutable small values, shared when empty: one is kept per container of the
     node (an empty set costs 216 bytes; with sets the tracker held 4.7 MB at
-    5,000 containers)."""
+    5,000 containers). Its identity's three strings (the client's interned
+    ones) are fields of its own: a ContainerIdentity a container was 48 bytes
+    more; one is made when a termination is counted (`ident`)."""
 
-    ident: ContainerIdentity
+    namespace: str
+    pod: str
+    container: str
     floor: int | None = None  # attempts below it are history (the baseline); None: the poll has not seen it yet
     accounted: frozenset[int] = _NONE  # at or above the floor
     started: tuple[int, ...] = ()  # attempts last listed running or exited, not accounted
     suspects: tuple[int, ...] = ()  # missing last time, not accounted
     pending: dict[int, model.ContainerStatus] | None = None  # exited, not settled
     last_listed: float = 0.0
+
+    @classmethod
+    def of(cls, ident: ContainerIdentity, **kw) -> "_Track":
+        return cls(ident.namespace, ident.pod, ident.container, **kw)
+
+    @property
+    def ident(self) -> ContainerIdentity:
+        return ContainerIdentity(self.namespace, self.pod, self.container)
 
 
 StatusFetch = Callable[[str], "model.ContainerStatus | None"]
@@ -180,7 +200,7 @@ class TerminationTracker:
             for key, listed in groups.items():
                 track = self._tracks.get(key)
                 if track is None:
-                    track = self._tracks[key] = _Track(inv.container_identity(next(iter(listed.values()))))
+                    track = self._tracks[key] = _Track.of(inv.container_identity(next(iter(listed.values()))))
                 track.last_listed = now
                 if track.floor is None:
                     track.floor = max(listed) if baseline else 0
@@ -196,9 +216,11 @@ class TerminationTracker:
                     self._observe_track(track, {}, fetch, now)
                 if now - track.last_listed > RETAIN_SECONDS:
                     del self._tracks[key]
-            live = {t.ident for t in self._tracks.values()}
-            for ident in [i for i in self.counts if i not in live]:
-                del self.counts[ident]
+            if self.counts:
+                counted = {(i.namespace, i.pod, i.container) for i in self.counts}
+                live = {k for t in self._tracks.values() if (k := (t.namespace, t.pod, t.container)) in counted}
+                for ident in [i for i in self.counts if (i.namespace, i.pod, i.container) not in live]:
+                    del self.counts[ident]
             self.baselined = True
 
     def event(self, ev: model.ContainerEvent) -> None:
@@ -213,7 +235,7 @@ class TerminationTracker:
         with self._lock:
             track = self._tracks.get((ev.pod_uid, ev.container))
             if track is None:
-                track = self._tracks[(ev.pod_uid, ev.container)] = _Track(ident, last_listed=self._clock())
+                track = self._tracks[(ev.pod_uid, ev.container)] = _Track.of(ident, last_listed=self._clock())
             a = ev.attempt
             if a in track.accounted or (track.floor is not None and a < track.floor):
                 return
@@ -232,7 +254,7 @@ class TerminationTracker:
                 and all(a == floor for a in track.started)):
             # the common case, a live first instance: nothing ended
             if c.state == "running" and not track.started:
-                track.started = (floor,)
+                track.started = _attempts((floor,))
             return
         for a, c in listed.items():
             # the live floor: counting one attempt may raise it past others (and forget them)
@@ -263,8 +285,8 @@ class TerminationTracker:
                 suspects.append(a)
         track.suspects = tuple(suspects)
         floor = track.floor or 0
-        track.started = tuple(a for a, c in listed.items()
-                              if c.state in ("running", "exited") and a >= floor and a not in track.accounted)
+        track.started = _attempts(a for a, c in listed.items()
+                                  if c.state in ("running", "exited") and a >= floor and a not in track.accounted)
 
     def _count(self, track: _Track, attempt: int, status: model.ContainerStatus | None) -> None:
         accounted = track.accounted | {attempt}
@@ -279,13 +301,13 @@ class TerminationTracker:
         if attempt in track.suspects:
             track.suspects = tuple(a for a in track.suspects if a != attempt)
         if attempt in track.started:
-            track.started = tuple(a for a in track.started if a != attempt)
+            track.started = _attempts(a for a in track.started if a != attempt)
         if status is None:
             key = (UNKNOWN, "unknown")
         else:
             key = (reason_label(status.reason), exit_code_label(status.exit_code))
-        log.debug("termination counted", namespace=track.ident.namespace, pod=track.ident.pod,
-                  container=track.ident.container, attempt=attempt, reason=key[0], exit_code=key[1],
+        log.debug("termination counted", namespace=track.namespace, pod=track.pod,
+                  container=track.container, attempt=attempt, reason=key[0], exit_code=key[1],
                   floor=track.floor, accounted=sorted(track.accounted))
         per = self.counts.setdefault(track.ident, {})
         per[key] = per.get(key, 0) + 1

@@ -40,14 +40,15 @@ def leaked_shims(sample: RuntimeSample, known_ids: set[str], alive, now: float,
     forgets the pod). Only shims of CRI's containerd namespace (k8s.io) or
     CRI-O's conmon are compared: a shim of docker's `moby` namespace is no
     CRI pod and never leaked."""
-    out = {shim.name: 0 for shim in sample.shims}
-    for shim in sample.shims:
-        if not shim.id or shim.namespace not in ("", CRI_NAMESPACE):
+    shims = sample.shims  # read by column (runtime_processes.Shims)
+    out = {name: 0 for name in shims.names}
+    for i, id_ in enumerate(shims.ids):
+        if not id_ or shims.namespaces[i] not in ("", CRI_NAMESPACE):
             continue
-        if shim.id in known_ids or now - shim.start_time_seconds < grace:
+        if id_ in known_ids or now - shims.start_time_seconds[i] < grace:
             continue
-        if alive(shim.pid, shim.start_ticks):
-            out[shim.name] += 1
+        if alive(shims.pids[i], shims.start_ticks[i]):
+            out[shims.names[i]] += 1
     return out
 
 
@@ -127,17 +128,18 @@ class RuntimeProcessesCollector:
             if d.max_fds is not None:
                 max_fds.add_metric([d.name], float(d.max_fds))
             start.add_metric([d.name], d.start_time_seconds)
-        groups: dict[str, list] = {}
-        for shim in sample.shims:
-            groups.setdefault(shim.name, []).append(shim)
+        s = sample.shims  # read by column (runtime_processes.Shims)
+        groups: dict[str, list[int]] = {}
+        for i, name in enumerate(s.names):
+            groups.setdefault(name, []).append(i)
         for name in sorted(groups):
             members = groups[name]
             if d is not None and name == d.name:
                 continue  # never two series of one name (cannot happen with real binaries)
-            rss.add_metric([name], float(sum(s.resident_bytes for s in members)))
+            rss.add_metric([name], float(sum(s.resident_bytes[i] for i in members)))
             cpu.add_metric([name], sample.shim_cpu_seconds.get(name, 0.0))
-            threads.add_metric([name], float(sum(s.threads for s in members)))
-            counted = [s.open_fds for s in members if s.open_fds is not None]
+            threads.add_metric([name], float(sum(s.threads[i] for i in members)))
+            counted = [s.open_fds[i] for i in members if s.open_fds[i] >= 0]
             if len(counted) == len(members):
                 fds.add_metric([name], float(sum(counted)))
             shims.add_metric([name], float(len(members)))
