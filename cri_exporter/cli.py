@@ -142,6 +142,11 @@ def main() -> None:
               help="Serve the cri_pod_* twins of the cgroup families (throttling, limits, memory composition, "
                    "events, pids, pressure, block I/O of each pod's cgroup); off, pod cgroups are read only "
                    "for the pods' CPU and memory usage.")
+@click.option("--confine/--no-confine", envvar=env("confine"), show_envvar=True, default=DEFAULTS.confine, show_default=True,
+              help="Restrict the agent with Landlock at start (kernel 5.13+): nothing written, no file read outside "
+                   "its own and the host root, and none of the host root's secrets (pods' volumes, kubelet and "
+                   "control-plane keys, kubeconfigs, /etc/shadow...) read; where the kernel cannot, a warning and "
+                   "cri_exporter_confinement_info{state=\"unavailable\"}.")
 @click.option("--log-format", envvar=env("log-format"), show_envvar=True, type=click.Choice(["auto", "json", "console"]), default=DEFAULTS.log_format,
               show_default=True, help="auto: console on a terminal, JSON lines otherwise.")
 @click.option("--log-level", envvar=env("log-level"), show_envvar=True, type=click.Choice(["debug", "info", "warning", "error"]), default=DEFAULTS.log_level,
@@ -150,8 +155,9 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
           stats_interval, stats_idle_interval, stats_timeout, runtime_process_interval, runtime_shim_leak_grace, container_log_interval,
           fd_sample_interval, fd_sample_budget, ephemeral_storage_interval, ephemeral_storage_files_per_second,
           grpc_max_recv_bytes, doctor_interval, web_config, doctor_endpoint,
-          metrics_allow, metrics_deny, pod_cgroup_metrics, log_format, log_level) -> None:
+          metrics_allow, metrics_deny, pod_cgroup_metrics, confine, log_format, log_level) -> None:
     """Serve Prometheus metrics on /metrics."""
+    from cri_exporter import confine as confinement
     from cri_exporter import memory_tuning
     from cri_exporter.exporter import Exporter
     from cri_exporter.logsetup import configure
@@ -173,8 +179,19 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
         log_format=log_format, log_level=log_level,
         web_config_file=web_config.path if web_config is not None else None, doctor_endpoint=doctor_endpoint,
         metrics_allow=metrics_allow, metrics_deny=metrics_deny, pod_cgroup_metrics=pod_cgroup_metrics,
+        confine=confine,
     )
+    # Before any thread (grpc's come with the client): Landlock restricts the
+    # calling thread and what it starts afterwards, never threads already running.
+    if confine:
+        confined = confinement.apply(confinement.build_policy(
+            host_root, read_files=web_config.config.files if web_config is not None else (),
+            listen_port=listen_address[1]))
+    else:
+        confined = confinement.disabled()
+    confinement.log_result(confined)
     exporter = Exporter(settings)
+    exporter.registry.register(confinement.ConfinementCollector(confined))
     try:
         server = Server(listen_address, exporter, web=web_config, doctor_endpoint=settings.doctor_endpoint)
     except OSError as err:

@@ -65,6 +65,8 @@ class Settings:
     metrics_deny: str = ""
     # The cri_pod_* twins of the cgroup collector's cri_container_* families.
     pod_cgroup_metrics: bool = True
+    # Landlock at start (confine.py): no writes, no secrets of the host root read.
+    confine: bool = True
 
     def metric_filter(self):
         """The MetricFilter these settings ask for; raises MetricFilterError naming the flag."""
