@@ -240,7 +240,12 @@ def test_exporter_serves_them(exporter, containerd, holder):
         return s if got and list(got.values())[0] == want[0] and tcp else None
     s = wait_for(served, timeout=DEADLINE, what="the holder's fds and TCP states served")
     assert s.get1("cri_scrape_collector_success", collector="container_fds") == 1
-    assert s.get1("cri_container_sockets", namespace="fds", pod="fds-holder", container="holder") == want[1]
+    # The served exporter is confined by Landlock (confine.py), whose ptrace scope
+    # denies fd links of processes outside its domain, as the deployments' lack of
+    # CAP_SYS_PTRACE does: fds are counted, sockets are absent (not 0). The links
+    # themselves are read unconfined by test_fds_and_sockets_match_the_processes.
+    assert want[1] > 0
+    assert not s.find("cri_container_sockets", namespace="fds", pod="fds-holder", container="holder")
     assert s.get1("cri_pod_tcp_connections", namespace="fds", pod="fds-holder", state="ESTABLISHED") == 2
     assert s.get1("cri_fd_sampler_cpu_seconds_total") > 0
 

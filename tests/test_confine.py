@@ -1,0 +1,149 @@
+"""serve's Landlock confinement (cri_exporter/confine.py), applied for real in
+a child process to a planted host root: secrets cannot be opened, what the
+collectors read still can, nothing can be written anywhere."""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+POD = "0b4c7f2e-6a1d-4e55-9d7e-1f0c2a3b4c5d"
+
+
+def kernel_abi() -> int:
+    """The kernel's Landlock ABI, asked here independently of the package."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return int(libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+
+
+@pytest.fixture
+def host(tmp_path) -> Path:
+    root = tmp_path / "host"
+    pod = root / "var/lib/kubelet/pods" / POD
+    token = pod / "volumes/kubernetes.io~projected/kube-api-access-abcde/token"
+    empty = pod / "volumes/kubernetes.io~empty-dir/cache"
+    for d in (token.parent, empty / "sub", root / "var/lib/kubelet/pki", root / "etc/kubernetes/pki",
+              root / "sys/fs/cgroup/kubepods/pod" / POD, root / "etc/containerd", root / "var/log/pods"):
+        d.mkdir(parents=True, exist_ok=True)
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.planted")
+    (empty / "data.bin").write_bytes(b"x" * 4096)
+    (empty / "sub/more").write_text("y")
+    (pod / "etc-hosts").write_text("127.0.0.1 localhost\n")
+    (root / "var/lib/kubelet/pki/kubelet-client-current.pem").write_text("-----BEGIN EC PRIVATE KEY-----\n")
+    (root / "var/lib/kubelet/pki/kubelet.key").write_text("-----BEGIN RSA PRIVATE KEY-----\n")
+    (root / "var/lib/kubelet/pki/kubelet.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (root / "var/lib/kubelet/config.yaml").write_text("kind: KubeletConfiguration\n")
+    (root / "etc/kubernetes/pki/ca.key").write_text("key")
+    (root / "etc/kubernetes/admin.conf").write_text("client-key-data: c2VjcmV0\n")
+    (root / "etc/shadow").write_text("root:$6$planted:19000::::::\n")
+    (root / "etc/containerd/config.toml").write_text("version = 2\n")
+    (root / "sys/fs/cgroup/kubepods/pod" / POD / "memory.current").write_text("12345\n")
+    (root / "sys/fs/cgroup/kubepods/pod" / POD / "cpu.stat").write_text("usage_usec 10\n")
+    return root
+
+
+def probe(host: Path, ops: list[tuple[str, str]], plant=None) -> tuple[dict, list[str]]:
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests/confine_probe.py"), str(host), json.dumps(ops)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd="/")
+    assert proc.stdin is not None and proc.stdout is not None
+    header = json.loads(proc.stdout.readline() or "null")
+    if plant is not None:
+        plant()
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return header, json.loads(out)
+
+
+def test_policy_hides_secrets_keeps_what_collectors_read_and_denies_writes(host, tmp_path):
+    pod = host / "var/lib/kubelet/pods" / POD
+    token = pod / "volumes/kubernetes.io~projected/kube-api-access-abcde/token"
+    empty = pod / "volumes/kubernetes.io~empty-dir/cache"
+    cgroup = host / "sys/fs/cgroup/kubepods/pod" / POD
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not under the host root")
+    cases = [
+        # secrets: not a byte
+        (("read", str(token)), "PermissionError"),
+        (("read", str(pod / "etc-hosts")), "PermissionError"),
+        (("read", str(host / "var/lib/kubelet/pki/kubelet-client-current.pem")), "PermissionError"),
+        (("read", str(host / "var/lib/kubelet/pki/kubelet.key")), "PermissionError"),
+        (("read", str(host / "etc/kubernetes/pki/ca.key")), "PermissionError"),
+        (("read", str(host / "etc/kubernetes/admin.conf")), "PermissionError"),
+        (("read", str(host / "etc/shadow")), "PermissionError"),
+        (("read", str(outside)), "PermissionError"),  # not the host root's, not the process's own
+        # the ephemeral-storage walker: list, stat, a directory fd
+        (("list", str(host / "var/lib/kubelet/pods")), "ok"),
+        (("list", str(empty)), "ok"),
+        (("list", str(empty / "sub")), "ok"),
+        (("stat", str(empty / "data.bin")), "ok"),
+        (("stat", str(token)), "ok"),
+        (("opendir", str(empty)), "ok"),
+        # what the collectors and the doctor read
+        (("read", str(cgroup / "memory.current")), "ok"),
+        (("read", str(cgroup / "cpu.stat")), "ok"),
+        (("list", str(cgroup)), "ok"),
+        (("read", str(host / "var/lib/kubelet/config.yaml")), "ok"),
+        (("read", str(host / "var/lib/kubelet/pki/kubelet.crt")), "ok"),
+        (("read", str(host / "etc/containerd/config.toml")), "ok"),
+        (("read", "/proc/self/status"), "ok"),
+        (("read", "/dev/null"), "ok"),
+        # writes: nowhere
+        (("write", str(cgroup / "memory.current")), "PermissionError"),
+        (("create", str(host / "etc/containerd/new.toml")), "PermissionError"),
+        (("create", str(empty / "new")), "PermissionError"),
+        (("mkdir", str(host / "var/log/pods/new")), "PermissionError"),
+        (("truncate", str(host / "etc/containerd/config.toml")), "PermissionError"),
+        (("unlink", str(host / "etc/containerd/config.toml")), "PermissionError"),
+        (("rename", str(host / "etc/containerd/config.toml")), "PermissionError"),
+        (("create", "/tmp/cri-exporter-confine-probe-%d" % os.getpid()), "PermissionError"),
+        (("create", str(tmp_path / "new")), "PermissionError"),
+        (("write", str(outside)), "PermissionError"),
+        # made after the restriction: beneath an unsplit directory it is read
+        # as before; directly in a split one it is only listed (confine.py says why)
+        (("read", str(host / "etc/containerd/late.toml")), "ok"),
+        (("stat", str(host / "var/lib/kubelet/late.yaml")), "ok"),
+        (("read", str(host / "var/lib/kubelet/late.yaml")), "PermissionError"),
+        (("read", str(empty / "late")), "PermissionError"),
+    ]
+
+    def plant():
+        (host / "etc/containerd/late.toml").write_text("version = 2\n")
+        (host / "var/lib/kubelet/late.yaml").write_text("late: true\n")
+        (empty / "late").write_text("late")
+
+    header, results = probe(host, [op for op, _ in cases], plant)
+    abi = kernel_abi()
+    assert abi >= 1, "this machine's kernel has no Landlock: the confinement cannot be tested (nor enforced)"
+    assert header["abi"] == abi
+    assert header["state"] == ("enforced" if abi >= 3 else "partial")
+    assert header["rules"] > 0
+    got = {f"{op} {path}": r for (op, path), r in zip([op for op, _ in cases], results)}
+    want = {f"{op} {path}": r for (op, path), r in cases}
+    assert got == want
+    assert token.read_text().endswith("planted")  # the files themselves are untouched
+    assert (host / "etc/containerd/config.toml").read_text() == "version = 2\n"
+
+
+def test_unreadable_secret_pattern_absent_at_start_still_hides_what_appears_later(tmp_path):
+    """/etc/kubernetes does not exist yet (a node before kubeadm init): /etc is
+    split, so the pki made later is not readable either."""
+    host = tmp_path / "host"
+    (host / "etc/containerd").mkdir(parents=True)
+    late = host / "etc/kubernetes/pki/ca.key"
+
+    def plant():
+        late.parent.mkdir(parents=True)
+        late.write_text("key")
+
+    _, results = probe(host, [("read", str(late)), ("list", str(late.parent))], plant)
+    assert results == ["PermissionError", "ok"]
