@@ -56,6 +56,7 @@ _VOLATILE = re.compile(r"cri_(scrape_collector_duration_seconds|scrape_step_dura
                        r"|pod_emptydir_bytes|pod_ephemeral_storage_bytes)")
 # Label values of the machine or the run: versions, the socket under a temporary directory.
 _VERSION_LABELS = re.compile(r'((?<![a-z_])version|python_version|grpc_version|endpoint)="[^"]*"')
+_CONFINEMENT_LABELS = re.compile(r'(abi|state)="[^"]*"')
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$")
 
 
@@ -72,6 +73,8 @@ def normalize(text: str) -> str:
         if _DROPPED.match(family):
             continue
         labels = _VERSION_LABELS.sub(r'\1="<volatile>"', m.group(2) or "")
+        if family == "cri_exporter_confinement_info":  # the kernel's Landlock: what CI's kernel has
+            labels = _CONFINEMENT_LABELS.sub(r'\1="<volatile>"', labels)
         value = "<volatile>" if _VOLATILE.fullmatch(family) else m.group(3)
         out.append(f"{m.group(1)}{labels} {value}\n")
     return "".join(out)
