@@ -129,6 +129,13 @@ def test_node_cgroup_info_says_v2_and_systemd(guest):
         ("cri_node_cgroup_info", frozenset({("version", "v2"), ("driver", "systemd")}))]
 
 
+def test_serve_is_confined_by_the_guest_kernels_landlock(guest):
+    """Debian 12's 6.1 kernel has Landlock ABI 2 (in its default lsm= list): serve restricts
+    itself, but truncate(2) is not controlled before ABI 3, so the state says partial."""
+    assert [dict(ls) for (n, ls) in guest.samples if n == "cri_exporter_confinement_info"] == [
+        {"state": "partial", "abi": "2"}]
+
+
 def test_every_collector_succeeds_and_the_stats_calls_work_on_the_systemd_layout(guest):
     """ListPodSandboxStats fails on a bare slice name as cgroup_parent ("invalid group path",
     containerd 2.1.9); with the kubelet's expanded path it must work."""

@@ -314,6 +314,10 @@ def test_metrics_from_the_host(agent, pods):
     assert s.find("cri_pod_network_transmit_bytes_total", namespace="shop", pod="web")
     assert s.find("cri_imagefs_capacity_bytes")
     assert s.get1("cri_doctor_run_failures_total") == 0
+    # Under the manifest's RuntimeDefault seccomp profile the agent confined itself (Landlock).
+    from tests.test_confine import kernel_abi
+    abi = kernel_abi()
+    assert s.get1("cri_exporter_confinement_info", state="enforced" if abi >= 3 else "partial", abi=str(abi)) == 1
 
 
 def _doctor_statuses(report: dict) -> dict[str, str]:
