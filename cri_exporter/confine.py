@@ -181,7 +181,8 @@ def build_policy(host_root: str, *, read_files: Iterable[str] = (), listen_port:
     """The serve policy for this host root; `read_files`: the web config and
     the files it names (their directories are allowed)."""
     p = Policy()
-    for root in {os.path.abspath(host_root), "/"}:
+    host_root = os.path.realpath(host_root)  # rules hold inodes: a symlinked root is ruled at its target
+    for root in {host_root, "/"}:
         for pattern in SECRETS:
             p.exclude(root, pattern)
     p.grants.append((host_root, ll.READ))

@@ -120,6 +120,9 @@ NO_DATA_HERE = {
     ("pod-detail.json", "Block I/O throughput", "B"): "as A: no blkio series on this VM",
     ("pod-detail.json", "Block I/O operations", "A"): "as throughput: no blkio series on this VM",
     ("pod-detail.json", "Block I/O operations", "B"): "as throughput: no blkio series on this VM",
+    ("pod-detail.json", "Open files and sockets", "B"): "cri_container_sockets is absent from a confined agent "
+    "(Landlock denies the fd links of processes outside it, as the deployments' lack of CAP_SYS_PTRACE does; "
+    "docs/install.md, Confinement)",
     ("runtime-health.json", "CRI request errors", "A"): "no CRI call fails against the healthy lab runtime, and "
     "cri_request_errors_total has no series until one does",
     ("pod-detail.json", "Terminations by reason", "B"): "cgroup v1 here: a v1 pod cgroup's oom_kill count is "
