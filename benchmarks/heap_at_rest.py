@@ -6,9 +6,9 @@
 The fake runtime (tests/fakecri.py) runs in a child process; this process builds the Exporter as
 `serve` does (malloc tuning, start, frozen start-up objects) and renders /metrics N times with gzip,
 trimming after each answer as the server does, `--gap` seconds apart. At rest it prints RSS (the lowest
-over 3 s), pymalloc's arenas and what is free inside them (`sys._debugmallocstats`), and with `--trace`
-the allocations the last scrape made and still holds (tracemalloc's traces are cleared before it), by
-line: what a scrape keeps among its temporaries, the pins of the holes.
+over 3 s), pymalloc's arenas and what is free inside them (`sys._debugmallocstats`, after each scrape
+too), and with `--trace` the allocations the last scrape made and still holds (tracemalloc runs from its
+start; `--trace-from 1`: from the first scrape on), by line: what scrapes keep among their temporaries.
 """
 from __future__ import annotations
 
@@ -134,10 +134,12 @@ def measure(endpoint: str, root: str, collectors: str, args) -> None:
             del parts
             exporter.release_memory()
             cpu = time.process_time() - t
-            st = mallocstats()
-            print(f"scrape {i + 1}: {cpu * 1000:.0f} ms CPU, {size} bytes; pymalloc {st['arenas']:.0f} arenas, "
-                  f"live {st['allocated'] / 2**20:.2f} MB, free in used pools {st['free_in_pools'] / 2**20:.2f} MB, "
-                  f"empty pools {st['empty_pools'] / 2**20:.2f} MB", flush=True)
+            heap = ""
+            if not tracemalloc.is_tracing():  # tracemalloc's hooks hide pymalloc from _debugmallocstats
+                st = mallocstats()
+                heap = (f"; pymalloc {st['arenas']:.0f} arenas, live {st['allocated'] / 2**20:.2f} MB, free in used "
+                        f"pools {st['free_in_pools'] / 2**20:.2f} MB, empty pools {st['empty_pools'] / 2**20:.2f} MB")
+            print(f"scrape {i + 1}: {cpu * 1000:.0f} ms CPU, {size} bytes{heap}", flush=True)
             time.sleep(args.gap)
         gc.collect()  # what a cycle kept is not a pin; the server's gc would find it too
         memory_tuning.release_freed_memory()
