@@ -17,10 +17,10 @@ from cri_exporter.cri import model
 
 _LIVE_CONTAINER_STATES = ("running", "created")
 
-# Handlers whose host-side cgroup holds a VM or a user-space kernel, not the
-# container's processes: their cgroup readings would describe the sandbox.
 T = TypeVar("T")
 
+# Handlers whose host-side cgroup holds a VM or a user-space kernel, not the
+# container's processes: their cgroup readings would describe the sandbox.
 VM_HANDLER_HINTS = ("kata", "gvisor", "runsc", "firecracker", "clh", "qemu", "vm")
 
 
