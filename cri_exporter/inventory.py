@@ -10,11 +10,14 @@ termination.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
+from typing import Iterable, TypeVar
 
 from cri_exporter.cri import model
 
 _LIVE_CONTAINER_STATES = ("running", "created")
+
+T = TypeVar("T")
 
 # Handlers whose host-side cgroup holds a VM or a user-space kernel, not the
 # container's processes: their cgroup readings would describe the sandbox.
@@ -46,20 +49,35 @@ class Inventory:
     # (for last-termination facts). Only identities with several: a list for
     # every container was 0.56 MB of a 5,000-container inventory, held between scrapes.
     older_instances: dict[ContainerIdentity, list[model.Container]] = field(init=False)
+    # An earlier inventory of the same runtime: its identities (and lists of
+    # older instances) equal to this one's are taken instead of new equal ones,
+    # so that an inventory of an unchanged node makes nothing that outlives the
+    # scrape (cri/list_reuse.py says why).
+    previous: InitVar[Inventory | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, previous: Inventory | None) -> None:
         self.pods_by_id = {p.id: p for p in self.pods}
         self.current_pods = {}
+        pod_idents = _canonical(previous.current_pods if previous is not None else None)
         for p in sorted(self.pods, key=lambda p: (p.state == "ready", p.created_at_ns)):
-            self.current_pods[pod_identity(p)] = p  # the best-ranked comes last and wins
+            pod_ident = pod_identity(p)
+            self.current_pods[pod_idents.get(pod_ident, pod_ident)] = p  # the best-ranked comes last and wins
         current: dict[ContainerIdentity, model.Container] = {}
         older: dict[ContainerIdentity, list[model.Container]] = {}
+        idents = _canonical(previous.current_containers if previous is not None else None)
         for c in sorted(self.containers, key=_container_rank, reverse=True):
             ident = self.container_identity(c)
+            ident = idents.get(ident, ident)
             if ident in current:
                 older.setdefault(ident, []).append(c)
             else:
                 current[ident] = c  # the best-ranked comes first and wins
+        if previous is not None and older:
+            before = previous.older_instances
+            for ident, instances in older.items():
+                kept = before.get(ident)
+                if kept is not None and len(kept) == len(instances) and all(a is b for a, b in zip(kept, instances)):
+                    older[ident] = kept
         self.current_containers, self.older_instances = current, older
 
     @property
@@ -93,6 +111,11 @@ class Inventory:
             if exited:
                 out[ident] = max(exited, key=lambda c: (c.attempt, c.created_at_ns))
         return out
+
+
+def _canonical(keys: Iterable[T] | None) -> dict[T, T]:
+    """key -> itself, for the keys of an earlier inventory's dict (empty if none)."""
+    return {} if keys is None else {k: k for k in keys}
 
 
 def cgroup_backed(pod: model.PodSandbox | None) -> bool:

@@ -20,10 +20,10 @@ class SlowLists:
         self.calls = 0
         self.fail = fail
 
-    def list_pod_sandboxes(self, timeout=None):
+    def list_pod_sandboxes(self, timeout=None, reuse=None):
         return []
 
-    def list_containers(self, timeout=None):
+    def list_containers(self, timeout=None, reuse=None):
         self.calls += 1
         assert timeout == self.timeout, "the runtime's own deadline, not the scrape's"
         self.release.wait(10)
@@ -75,7 +75,7 @@ def test_a_fetch_run_inline_past_the_deadline_is_left_for_the_next_scrape():
     now = [0.0]
 
     class Late(SlowLists):
-        def list_containers(self, timeout=None):
+        def list_containers(self, timeout=None, reuse=None):
             self.calls += 1
             now[0] += 3.0  # the lists take 3 s of a 2 s scrape
             return []

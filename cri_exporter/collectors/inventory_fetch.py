@@ -49,6 +49,10 @@ class InventoryFetch:
         self._lock = threading.Lock()
         self._current: _Fetch | None = None
         self._last: tuple[weakref.ref[Inventory], float] | None = None
+        # The newest inventory fetched: the next fetch keeps its objects where
+        # the runtime's answer is unchanged (cri/list_reuse.py). Held anyway
+        # until the next fetch replaces it, by the fetch and the scrapes.
+        self._previous: Inventory | None = None
 
     def get(self, wait: float, inline: bool = False) -> Inventory:
         """The inventory: a fresh answer no scrape took yet, the fetch in flight,
@@ -95,9 +99,16 @@ class InventoryFetch:
 
     def _run(self, fetch: _Fetch) -> None:
         try:
-            pods = self.client.list_pod_sandboxes(timeout=self.client.timeout)
-            containers = self.client.list_containers(timeout=self.client.timeout)
-            fetch.value = Inventory(pods, containers)
+            previous = self._previous
+            timeout = self.client.timeout
+            if previous is None:
+                pods = self.client.list_pod_sandboxes(timeout=timeout)
+                containers = self.client.list_containers(timeout=timeout)
+            else:
+                pods = self.client.list_pod_sandboxes(timeout=timeout, reuse=previous.pods_by_id)
+                containers = self.client.list_containers(
+                    timeout=timeout, reuse={c.id: c for c in previous.containers})
+            fetch.value = self._previous = Inventory(pods, containers, previous)
             self._last = (weakref.ref(fetch.value), self.clock())
         except Exception as err:  # noqa: BLE001 -- CriError or a bug: raised in each scrape that waits for it
             fetch.error = err
