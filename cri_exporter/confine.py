@@ -2,7 +2,9 @@
 
 HostFS keeps the agent's own reads inside --host-root, but uid 0 can still
 open every pod's service-account token, the kubelet's client key and the
-control plane's keys: a bug or an RCE would leak them. At start, before any
+control plane's keys: a bug (a path taken from a config, a finding quoting
+a file) would leak them. Code run inside the agent would still hold the CRI
+socket; this guards against the agent's mistakes, not its owner. At start, before any
 thread exists (Landlock restricts the calling thread and what it starts
 afterwards, so grpc's threads must come later), serve restricts itself:
 
@@ -62,8 +64,9 @@ SECRETS = (
     # the kubelet's client and serving keys (kubelet-*.pem holds cert and key), its kubeconfigs
     "var/lib/kubelet/pki/*.key", "var/lib/kubelet/pki/*.pem", "var/lib/kubelet/kubeconfig",
     "var/lib/kubelet/bootstrap-kubeconfig",
-    # kubeadm: the cluster CA, service-account and etcd keys, the admin/controller/kubelet kubeconfigs
-    "etc/kubernetes/pki", "etc/kubernetes/*.conf", "var/lib/etcd",
+    # kubeadm: the cluster CA's, service-account and etcd keys (their certificates stay readable:
+    # the doctor checks the CA's expiry), the admin/controller/kubelet kubeconfigs
+    "etc/kubernetes/pki/*.key", "etc/kubernetes/pki/*/*.key", "etc/kubernetes/*.conf", "var/lib/etcd",
     # k3s / RKE2: the server's TLS, tokens, datastore, and the agents' keys and kubeconfigs
     "var/lib/rancher/*/server", "var/lib/rancher/*/agent/*.key", "var/lib/rancher/*/agent/*.kubeconfig",
     "etc/rancher/*/*.yaml.kubeconfig", "etc/rancher/k3s/k3s.yaml", "etc/rancher/rke2/rke2.yaml",

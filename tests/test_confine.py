@@ -147,3 +147,30 @@ def test_unreadable_secret_pattern_absent_at_start_still_hides_what_appears_late
 
     _, results = probe(host, [("read", str(late)), ("list", str(late.parent))], plant)
     assert results == ["PermissionError", "ok"]
+
+
+CERTS_CHILD = """
+import json, sys
+from cri_exporter import confine
+from tests.test_doctor_support import results
+state = confine.apply(confine.build_policy(sys.argv[1])).state
+f = results(sys.argv[1], checks=["certs.kubelet"])["certs.kubelet"].finding
+print(json.dumps({"state": state, "status": f.status.value, "summary": f.summary, "seen": f.seen}))
+"""
+
+
+def test_the_certs_check_says_what_confinement_kept_it_from_reading(tmp_path):
+    """Confined, the kubelet's client certificate (its file holds the key) cannot be
+    read: the check says so and passes on the others, never counting it valid and
+    never raising an alarm over a file the agent may not open."""
+    from tests.test_doctor_support import copy_fixture
+
+    root = copy_fixture("kubeadm-containerd-v2", tmp_path)
+    out = subprocess.run([sys.executable, "-c", CERTS_CHILD, str(root)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, cwd="/").stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["state"] in ("enforced", "partial"), got
+    assert got["status"] == "pass", got
+    assert got["summary"].startswith("2 kubelet certificate(s) valid") and "not read: kubelet client certificate" in got["summary"]
+    assert "permission denied" in got["summary"]
+    assert "cluster CA: /etc/kubernetes/pki/ca.crt CN=kubernetes" in got["seen"]
