@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from cri_exporter import confine_landlock as ll
+from cri_exporter import confined_read
 
 log = structlog.get_logger(__name__)
 
@@ -271,6 +272,7 @@ def apply(policy: Policy) -> Confinement:
     finally:
         rs.close()
     state = ENFORCED if abi >= FULL_ABI and threads <= 1 else PARTIAL
+    confined_read.mark_confined(state)  # the doctor child inherits it: a denied read is no finding
     return Confinement(state, abi=abi, rules=rs.rules, seconds=time.monotonic() - start, limits=limits)
 
 

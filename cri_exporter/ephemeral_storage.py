@@ -53,6 +53,7 @@ from typing import Any, Callable
 import structlog
 
 from cri_exporter import memory_tuning
+from cri_exporter.confined_read import DeniedByConfinement
 from cri_exporter.hostfs import HostFS
 from cri_exporter.project_quota import ERROR as QUOTA_ERROR
 from cri_exporter.project_quota import QUOTA, WALK, ProjectQuotaReader
@@ -292,6 +293,8 @@ def kubelet_paths(hostfs: HostFS) -> KubeletPaths:
 
     try:
         settings = kubelet.load(hostfs, None, procfs.find_processes(hostfs, ("kubelet",)))
+    except DeniedByConfinement:
+        raise  # the walker keeps the paths it read before (walk_once)
     except Exception as err:  # noqa: BLE001 -- a config the facts cannot read leaves the defaults
         log.warning("kubelet settings unreadable, using its defaults", error=str(err))
         settings = kubelet.KubeletSettings()
@@ -351,7 +354,13 @@ class EphemeralStorageWalker:
         files0 = self.counters.files
         self.pacer.restart()
         try:
-            paths = self.find_paths(self.hostfs)
+            try:
+                paths = self.find_paths(self.hostfs)
+            except DeniedByConfinement as err:  # replaced since serve started: what was read before still holds
+                if self.paths is None:
+                    raise
+                log.info("kubelet paths kept from the last read", reason=str(err))
+                paths = self.paths
             with self._lock:
                 self.paths = paths
             self._read_headroom(paths)

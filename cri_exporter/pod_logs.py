@@ -40,6 +40,7 @@ import structlog
 
 from cri_exporter.cri import CriClient, model
 from cri_exporter.fetch_once import FetchOnce
+from cri_exporter.confined_read import DeniedByConfinement
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import ContainerIdentity, Inventory
 from cri_exporter.periodic import PeriodicReader
@@ -269,6 +270,8 @@ class ContainerLogSampler(PeriodicReader[LogSample]):
         try:
             self.limits = self.limits_reader(self.hostfs)
             self.limits_error = None
+        except DeniedByConfinement as err:  # replaced since serve started: the limits read before still hold
+            log.info("kubelet log limits kept from the last read", reason=str(err))
         except Exception as err:  # noqa: BLE001 -- a config the parser chokes on: keep serving the sizes
             self.limits_error = f"{type(err).__name__}: {err}"
             log.warning("kubelet log limits unreadable", error=self.limits_error)

@@ -174,3 +174,67 @@ def test_the_certs_check_says_what_confinement_kept_it_from_reading(tmp_path):
     assert got["summary"].startswith("2 kubelet certificate(s) valid") and "not read: kubelet client certificate" in got["summary"]
     assert "permission denied" in got["summary"]
     assert "cluster CA: /etc/kubernetes/pki/ca.crt CN=kubernetes" in got["seen"]
+
+
+REPLACED_CHILD = """
+import json, sys
+from cri_exporter import confine
+from tests.test_doctor_support import results
+root, confined = sys.argv[1], sys.argv[2] == "confined"
+state = confine.apply(confine.build_policy(root)).state if confined else "unconfined"
+print(json.dumps({"state": state}), flush=True)
+sys.stdin.readline()  # the parent replaces the files now, after the restriction
+found = {cid: {"status": r.status.value, "summary": r.finding.summary}
+         for cid, r in results(root, checks=["crictl", "kubelet"]).items()}
+print(json.dumps(found), flush=True)
+"""
+
+# Rewritten as editors and tools do (a new file renamed over the old one: a
+# new inode), each directly inside a directory the policy splits.
+REPLACED = ("etc/crictl.yaml", "var/lib/kubelet/config.yaml", "var/lib/kubelet/kubeadm-flags.env")
+
+
+def _doctor_after_replacing(root: Path, mode: str) -> dict:
+    proc = subprocess.Popen([sys.executable, "-c", REPLACED_CHILD, str(root), mode], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, cwd="/")
+    assert proc.stdin is not None and proc.stdout is not None
+    header = json.loads(proc.stdout.readline() or "null")
+    assert header is not None, proc.communicate(timeout=60)[1]
+    for rel in REPLACED:
+        path = root / rel
+        new = path.with_name(path.name + ".new")
+        new.write_bytes(path.read_bytes())  # the same content: the node is as healthy as before
+        os.replace(new, path)
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    return {"state": header["state"], **json.loads(out.strip().splitlines()[-1])}
+
+
+def test_a_config_replaced_after_start_is_no_warning_and_names_the_cause(tmp_path):
+    """crictl.yaml, the kubelet's config.yaml and kubeadm-flags.env replaced by
+    rename after serve confined itself cannot be opened (they sit directly in
+    split directories): the checks that read them say so and skip, never warn
+    or fail; run unconfined over the same tree, the checks judge the files."""
+    from tests.test_doctor_support import copy_fixture
+
+    confined = _doctor_after_replacing(copy_fixture("kubeadm-containerd-v2", tmp_path / "a"), "confined")
+    plain = _doctor_after_replacing(copy_fixture("kubeadm-containerd-v2", tmp_path / "b"), "unconfined")
+    assert confined.pop("state") in ("enforced", "partial")
+    assert plain.pop("state") == "unconfined"
+    assert set(confined) == set(plain) and "crictl.endpoint" in confined and "kubelet.config.parse" in confined
+    for cid in ("crictl.endpoint", "kubelet.config.parse", "kubelet.runtime_endpoint", "kubelet.removed_flags"):
+        got = confined[cid]
+        assert got["status"] == "skip", (cid, got)
+        assert "exists but the confined agent could not open it" in got["summary"], (cid, got)
+        assert "replaced" in got["summary"] and "restarting the agent" in got["summary"], (cid, got)
+        assert plain[cid]["status"] != "skip", (cid, plain[cid])  # unconfined, the same file is judged
+    assert "/etc/crictl.yaml" in confined["crictl.endpoint"]["summary"]
+    assert any(f"/var/lib/kubelet/{f} exists" in confined["kubelet.config.parse"]["summary"]
+               for f in ("config.yaml", "kubeadm-flags.env"))
+    # Confinement raises no warning or failure of its own: each one it leaves is one the node has unconfined.
+    for cid, got in confined.items():
+        if got["status"] in ("warn", "fail"):
+            assert got == plain[cid], cid

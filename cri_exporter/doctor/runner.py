@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import traceback
 
+from cri_exporter.confined_read import DeniedByConfinement
 from cri_exporter.doctor import requirements
 from cri_exporter.doctor.context import Context
 from cri_exporter.doctor.model import Check, CheckResult, Finding, Report, Status, skipped
@@ -61,6 +62,8 @@ def run_check(check: Check, ctx: Context, decided: Finding | Exception | None = 
         finding = decided or check.func(ctx)
         if not isinstance(finding, Finding):
             raise TypeError(f"check returned {type(finding).__name__}, not a Finding")
+    except DeniedByConfinement as e:  # serve's own confinement, not the node: never a warn or fail
+        finding = skipped(f"not judged: {e}", seen=f"{e.host_path}: opening it was denied to the confined agent")
     except Exception as e:  # noqa: BLE001 -- the point: a broken check is a finding
         last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
         where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})" if last else ""

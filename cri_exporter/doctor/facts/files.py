@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from cri_exporter import confined_read
 from cri_exporter.hostfs import HostFS
 
 # No config file a runtime reads is anywhere near this; a larger one is a
@@ -20,11 +21,16 @@ class FileTooLarge(Exception):
 
 
 def read_config(hostfs: HostFS, host_path: str, max_bytes: int = MAX_CONFIG_BYTES) -> str:
-    """The text of a config file; OSError when unreadable, FileTooLarge past `max_bytes`.
+    """The text of a config file; OSError when unreadable, FileTooLarge past `max_bytes`,
+    DeniedByConfinement when serve's confinement kept it closed (confined_read.py).
 
     At most one byte past the limit is read, whatever the file claims to be
     (a FIFO, a sparse 10 GB file, one that grows while read)."""
-    data = hostfs.read_bytes(host_path, max_bytes + 1, record=True)
+    try:
+        data = hostfs.read_bytes(host_path, max_bytes + 1, record=True)
+    except PermissionError as err:
+        confined_read.check(hostfs.root, host_path, err)
+        raise
     if len(data) > max_bytes:
         try:
             size = f"{os.stat(hostfs.path(host_path)).st_size} bytes"
