@@ -189,19 +189,18 @@ found = {cid: {"status": r.status.value, "summary": r.finding.summary}
 print(json.dumps(found), flush=True)
 """
 
-# Rewritten as editors and tools do (a new file renamed over the old one: a
-# new inode), each directly inside a directory the policy splits.
-REPLACED = ("etc/crictl.yaml", "var/lib/kubelet/config.yaml", "var/lib/kubelet/kubeadm-flags.env")
 
-
-def _doctor_after_replacing(root: Path, mode: str) -> dict:
+def _doctor_after_replacing(root: Path, mode: str, replaced: tuple[str, ...]) -> dict:
+    """The crictl and kubelet checks over `root` after each of `replaced` was
+    rewritten as editors and tools do (a new file renamed over the old one: a
+    new inode), once the child is confined (or not: `mode`)."""
     proc = subprocess.Popen([sys.executable, "-c", REPLACED_CHILD, str(root), mode], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, cwd="/")
     assert proc.stdin is not None and proc.stdout is not None
     header = json.loads(proc.stdout.readline() or "null")
     assert header is not None, proc.communicate(timeout=60)[1]
-    for rel in REPLACED:
+    for rel in replaced:
         path = root / rel
         new = path.with_name(path.name + ".new")
         new.write_bytes(path.read_bytes())  # the same content: the node is as healthy as before
@@ -213,27 +212,32 @@ def _doctor_after_replacing(root: Path, mode: str) -> dict:
     return {"state": header["state"], **json.loads(out.strip().splitlines()[-1])}
 
 
-def test_a_config_replaced_after_start_is_no_warning_and_names_the_cause(tmp_path):
-    """crictl.yaml, the kubelet's config.yaml and kubeadm-flags.env replaced by
-    rename after serve confined itself cannot be opened (they sit directly in
-    split directories): the checks that read them say so and skip, never warn
-    or fail; run unconfined over the same tree, the checks judge the files."""
+@pytest.mark.parametrize("fixture, replaced, skipped", [
+    # each file directly inside a directory the policy splits (/etc, /var/lib/kubelet, /etc/kubernetes, /etc/rancher/k3s)
+    ("kubeadm-containerd-v2", ("etc/crictl.yaml", "var/lib/kubelet/config.yaml", "var/lib/kubelet/kubeadm-flags.env"),
+     ("crictl.endpoint", "kubelet.config.parse", "kubelet.runtime_endpoint", "kubelet.removed_flags")),
+    ("kubespray", ("etc/kubernetes/kubelet-config.yaml", "etc/kubernetes/kubelet.env"),
+     ("kubelet.config.parse", "kubelet.runtime_endpoint", "kubelet.removed_flags")),
+    ("k3s-healthy", ("etc/rancher/k3s/config.yaml",), ("kubelet.config.parse", "kubelet.runtime_endpoint")),
+])
+def test_a_config_replaced_after_start_is_no_warning_and_names_the_cause(tmp_path, fixture, replaced, skipped):
+    """A config replaced by rename after serve confined itself cannot be opened:
+    the checks that read it say so and skip, never warn or fail; run unconfined
+    over the same tree, the same checks judge the file."""
     from tests.test_doctor_support import copy_fixture
 
-    confined = _doctor_after_replacing(copy_fixture("kubeadm-containerd-v2", tmp_path / "a"), "confined")
-    plain = _doctor_after_replacing(copy_fixture("kubeadm-containerd-v2", tmp_path / "b"), "unconfined")
+    confined = _doctor_after_replacing(copy_fixture(fixture, tmp_path / "a"), "confined", replaced)
+    plain = _doctor_after_replacing(copy_fixture(fixture, tmp_path / "b"), "unconfined", replaced)
     assert confined.pop("state") in ("enforced", "partial")
     assert plain.pop("state") == "unconfined"
-    assert set(confined) == set(plain) and "crictl.endpoint" in confined and "kubelet.config.parse" in confined
-    for cid in ("crictl.endpoint", "kubelet.config.parse", "kubelet.runtime_endpoint", "kubelet.removed_flags"):
+    assert set(confined) == set(plain)
+    for cid in skipped:
         got = confined[cid]
         assert got["status"] == "skip", (cid, got)
         assert "exists but the confined agent could not open it" in got["summary"], (cid, got)
         assert "replaced" in got["summary"] and "restarting the agent" in got["summary"], (cid, got)
+        assert any(f"/{rel} exists" in got["summary"] for rel in replaced), (cid, got)
         assert plain[cid]["status"] != "skip", (cid, plain[cid])  # unconfined, the same file is judged
-    assert "/etc/crictl.yaml" in confined["crictl.endpoint"]["summary"]
-    assert any(f"/var/lib/kubelet/{f} exists" in confined["kubelet.config.parse"]["summary"]
-               for f in ("config.yaml", "kubeadm-flags.env"))
     # Confinement raises no warning or failure of its own: each one it leaves is one the node has unconfined.
     for cid, got in confined.items():
         if got["status"] in ("warn", "fail"):
