@@ -185,7 +185,7 @@ state = confine.apply(confine.build_policy(root)).state if confined else "unconf
 print(json.dumps({"state": state}), flush=True)
 sys.stdin.readline()  # the parent replaces the files now, after the restriction
 found = {cid: {"status": r.status.value, "summary": r.finding.summary}
-         for cid, r in results(root, checks=["crictl", "kubelet"]).items()}
+         for cid, r in results(root, checks=["crictl", "kubelet", "certs"]).items()}
 print(json.dumps(found), flush=True)
 """
 
@@ -242,3 +242,22 @@ def test_a_config_replaced_after_start_is_no_warning_and_names_the_cause(tmp_pat
     for cid, got in confined.items():
         if got["status"] in ("warn", "fail"):
             assert got == plain[cid], cid
+
+
+def test_a_certificate_renewed_after_start_is_named_not_read_with_the_cause(tmp_path):
+    """k3s rewrites its agent's certificates (directly in the split agent
+    directory) when it renews them: confined, the certs check names the one it
+    could not open and why, and passes on the others."""
+    from tests.test_doctor_support import copy_fixture
+
+    replaced = ("var/lib/rancher/k3s/agent/serving-kubelet.crt",)
+    confined = _doctor_after_replacing(copy_fixture("k3s-healthy", tmp_path / "a"), "confined", replaced)
+    plain = _doctor_after_replacing(copy_fixture("k3s-healthy", tmp_path / "b"), "unconfined", replaced)
+    assert confined.pop("state") in ("enforced", "partial") and plain.pop("state") == "unconfined"
+    got = confined["certs.kubelet"]
+    assert plain["certs.kubelet"]["status"] == "pass" and "not read" not in plain["certs.kubelet"]["summary"]
+    assert got["status"] == "pass", got
+    assert "not read: kubelet serving certificate" in got["summary"] and "renewed since it started" in got["summary"]
+    for cid, f in confined.items():
+        if f["status"] in ("warn", "fail"):
+            assert f == plain[cid], cid

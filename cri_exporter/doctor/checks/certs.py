@@ -57,8 +57,9 @@ def _valid_summary(what: str, seen: list[str], unread: list[str]):
     if unread:
         summary += f"; not read: {', '.join(unread)}"
         if any("ermission denied" in line for line in seen):
-            summary += (" (permission denied: serve's confinement keeps files holding a key unreadable; "
-                        "`cri-exporter doctor` run by hand reads them)")
+            summary += (" (permission denied: serve's confinement keeps files holding a key, and files renewed "
+                        "since it started, unreadable; `cri-exporter doctor` run by hand, or restarting the agent, "
+                        "reads them; `seen` says which)")
     return passed(summary, seen="\n".join(seen))
 
 

@@ -14,6 +14,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from cri_exporter import confined_read
 from cri_exporter.hostfs import HostFS
 
 MAX_PEM_BYTES = 1 << 20
@@ -84,6 +85,12 @@ def read_certs(hostfs: HostFS, path: str) -> tuple[list[Cert], str]:
     skipped undecoded), or ([], why not)."""
     try:
         data = hostfs.read_bytes(path, MAX_PEM_BYTES)
+    except PermissionError as e:  # a key's file, or one renewed since serve confined itself: say which
+        try:
+            confined_read.check(hostfs.root, path, e)
+        except confined_read.DeniedByConfinement as denied:
+            return [], str(denied)
+        return [], f"{path}: {e.strerror or e}"
     except OSError as e:
         return [], f"{path}: {e.strerror or e}"
     certs: list = []
