@@ -179,22 +179,27 @@ def test_the_certs_check_says_what_confinement_kept_it_from_reading(tmp_path):
 REPLACED_CHILD = """
 import json, sys
 from cri_exporter import confine
-from tests.test_doctor_support import results
 root, confined = sys.argv[1], sys.argv[2] == "confined"
 state = confine.apply(confine.build_policy(root)).state if confined else "unconfined"
 print(json.dumps({"state": state}), flush=True)
 sys.stdin.readline()  # the parent replaces the files now, after the restriction
-found = {cid: {"status": r.status.value, "summary": r.finding.summary}
-         for cid, r in results(root, checks=["crictl", "kubelet", "certs"]).items()}
+if sys.argv[3] == "child":  # as serve runs it: `cri-exporter doctor` as a child, inheriting the confinement
+    from cri_exporter.doctor.child import DoctorChild
+    report = DoctorChild(root, lambda: None, cri_timeout=2.0).run()
+else:
+    from tests.test_doctor_support import run_doctor, HostFS
+    report = run_doctor(HostFS(root), None, checks=["crictl", "kubelet", "certs"], cri_timeout=2.0)
+found = {r.id: {"status": r.finding.status.value, "summary": r.finding.summary} for r in report.results
+         if r.id.split(".")[0] in ("crictl", "kubelet", "certs")}
 print(json.dumps(found), flush=True)
 """
 
 
-def _doctor_after_replacing(root: Path, mode: str, replaced: tuple[str, ...]) -> dict:
+def _doctor_after_replacing(root: Path, mode: str, replaced: tuple[str, ...], how: str = "in-process") -> dict:
     """The crictl and kubelet checks over `root` after each of `replaced` was
     rewritten as editors and tools do (a new file renamed over the old one: a
     new inode), once the child is confined (or not: `mode`)."""
-    proc = subprocess.Popen([sys.executable, "-c", REPLACED_CHILD, str(root), mode], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", REPLACED_CHILD, str(root), mode, how], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, cwd="/")
     assert proc.stdin is not None and proc.stdout is not None
@@ -261,3 +266,17 @@ def test_a_certificate_renewed_after_start_is_named_not_read_with_the_cause(tmp_
     for cid, f in confined.items():
         if f["status"] in ("warn", "fail"):
             assert f == plain[cid], cid
+
+
+def test_serves_doctor_child_inherits_the_confinement_and_says_so(tmp_path):
+    """serve's own path: the confined process runs `cri-exporter doctor` as a
+    child (DoctorChild); the child inherits the restriction and the mark, so a
+    crictl.yaml replaced after start is a skip naming the cause there too."""
+    from tests.test_doctor_support import copy_fixture
+
+    got = _doctor_after_replacing(copy_fixture("kubeadm-containerd-v2", tmp_path), "confined",
+                                  ("etc/crictl.yaml",), how="child")
+    assert got.pop("state") in ("enforced", "partial")
+    assert got["crictl.endpoint"]["status"] == "skip", got["crictl.endpoint"]
+    assert "/etc/crictl.yaml exists but the confined agent could not open it" in got["crictl.endpoint"]["summary"]
+    assert got["kubelet.config.parse"]["status"] == "pass", got["kubelet.config.parse"]  # not replaced: read
