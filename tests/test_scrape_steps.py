@@ -86,3 +86,28 @@ def test_a_step_the_deadline_passes_fails_its_collectors_not_the_scrape(tmp_path
     success = {s.labels["collector"]: s.value for m in result.metrics for s in m.samples
                if s.name == "cri_scrape_collector_success"}
     assert success == {"waits": 0.0}
+
+
+def test_a_snapshot_published_mid_scrape_is_not_the_one_the_age_describes(tmp_path):
+    """The containers collector serves the values of the snapshot it found; a
+    refresh published before the stats collector runs in the same scrape must
+    not make cri_stats_snapshot_age_seconds and _timestamp_seconds describe the
+    newer one (seen on a loaded machine: the age then understated how old the
+    served CPU time was)."""
+    from cri_exporter.collectors.containers import StatsCollector, stats_snapshot
+    from cri_exporter.stats_refresher import StatsRefresher, StatsSnapshot
+    from cri_exporter.stats_rows import EMPTY_CONTAINERS, EMPTY_PODS
+
+    refresher = StatsRefresher(NoRuntime(), interval=1.0, timeout=1.0)  # type: ignore[arg-type]
+    older = StatsSnapshot(1_000.0, EMPTY_CONTAINERS, EMPTY_PODS)
+    newer = StatsSnapshot(2_000.0, EMPTY_CONTAINERS, EMPTY_PODS)
+    refresher._snapshot = older
+    ctx = ScrapeContext(NoRuntime(), HostFS(str(tmp_path)), time.monotonic() + 5)  # type: ignore[arg-type]
+    assert stats_snapshot(ctx, refresher) is older  # what the containers collector serves
+    refresher._snapshot = newer  # a refresh lands mid-scrape
+    families = {f.name: f for f in StatsCollector(refresher).collect(ctx)}
+    assert families["cri_stats_snapshot_timestamp_seconds"].samples[0].value == 1_000.0
+    assert families["cri_stats_snapshot_age_seconds"].samples[0].value >= time.time() - 1_000.0 - 1
+    # the next scrape takes the newer one
+    ctx2 = ScrapeContext(NoRuntime(), HostFS(str(tmp_path)), time.monotonic() + 5)  # type: ignore[arg-type]
+    assert stats_snapshot(ctx2, refresher) is newer

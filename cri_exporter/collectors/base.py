@@ -127,6 +127,7 @@ class ScrapeContext:
         self.inventories = inventories
         self._steps_lock = threading.Lock()
         self._steps: dict[str, _Step] = {}
+        self._shared: dict[str, object] = {}
         self._waits = threading.local()
 
     def wants(self, name: str) -> bool:
@@ -167,6 +168,17 @@ class ScrapeContext:
         if step.error is not None:
             raise step.error
         return cast(T, step.value)
+
+    def shared(self, name: str, read: Callable[[], T]) -> T:
+        """`read()` once per scrape for `name`, for a value that is only
+        fetched, not made (no step time): every collector of the scrape sees
+        the same one. The stats snapshot: one published between the containers
+        collector and the stats collector made cri_stats_snapshot_age_seconds
+        describe a newer snapshot than the values served."""
+        with self._steps_lock:
+            if name not in self._shared:
+                self._shared[name] = read()
+            return cast(T, self._shared[name])
 
     def waited(self) -> float:
         """Seconds the calling thread spent waiting for steps in this scrape."""

@@ -35,7 +35,7 @@ from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCa
 from cri_exporter.fetch_once import FetchOnce
 from cri_exporter.inventory import ContainerIdentity, Inventory, cgroup_backed
 from cri_exporter.podnet import PodNetwork
-from cri_exporter.stats_refresher import StatsRefresher
+from cri_exporter.stats_refresher import StatsRefresher, StatsSnapshot
 from cri_exporter.stats_rows import EMPTY_CONTAINERS, EMPTY_PODS, StatsRows
 
 CONTAINER_STATES = ("created", "running", "exited", "unknown")
@@ -163,7 +163,7 @@ class ContainersCollector:
 
     def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         inv = ctx.inventory()
-        snapshot = self.refresher.snapshot if self.refresher else None
+        snapshot = stats_snapshot(ctx, self.refresher) if self.refresher else None
         statuses = ctx.metrics.wants_any(_STATUS_FAMILIES)
         network = self.podnet is not None and ctx.metrics.wants_any(_NET_FAMILIES)
         last_exited = inv.last_exited() if statuses else {}
@@ -384,6 +384,11 @@ def _add_values(values, labels: Labels, live: Usage | None, numbers, row: int | 
             family.values.append(v / per)
 
 
+def stats_snapshot(ctx: ScrapeContext, refresher: StatsRefresher) -> StatsSnapshot | None:
+    """The snapshot this scrape serves, the same for the values and for their age."""
+    return ctx.shared("stats_snapshot", lambda: refresher.snapshot)
+
+
 class StatsCollector:
     """Health of the background stats snapshot the containers collector joins."""
 
@@ -396,7 +401,7 @@ class StatsCollector:
         self.refresher = refresher
 
     def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
-        snap = self.refresher.snapshot
+        snap = stats_snapshot(ctx, self.refresher)
         out: list[AnyFamily] = []
         refreshes = Family("cri_stats_refreshes", "Background refreshes of the CRI stats snapshot.", counter=True)
         refreshes.add_metric([], float(self.refresher.refreshes))
