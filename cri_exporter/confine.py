@@ -129,7 +129,7 @@ class Policy:
                 out[p] = out.get(p, 0) | r
         for path, rights in self.own:
             path = os.path.abspath(path)
-            beneath = [pat for pat in self.excluded if not _matches_prefix(pat, path)]
+            beneath = [pat for pat in self.excluded if not matches_prefix(pat, path)]
             for p, r in _expand(path, rights, beneath):
                 out[p] = out.get(p, 0) | r
         for path, rights in self.exact:
@@ -137,7 +137,7 @@ class Policy:
         return list(out.items())
 
 
-def _matches_prefix(pattern: tuple[str, ...], path: str) -> bool:
+def matches_prefix(pattern: tuple[str, ...], path: str) -> bool:
     """The pattern names `path` or one of its ancestors."""
     parts = [p for p in path.split("/") if p]
     return len(pattern) <= len(parts) and all(fnmatch.fnmatchcase(parts[i], pattern[i]) for i in range(len(pattern)))

@@ -19,7 +19,6 @@ has neither.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
 
 CONFINED_ENV = "CRI_EXPORTER_CONFINED"
@@ -51,14 +50,9 @@ class DeniedByConfinement(Exception):
 
 
 def _is_secret(host_path: str) -> bool:
-    from cri_exporter.confine import SECRETS
+    from cri_exporter.confine import SECRETS, matches_prefix
 
-    parts = [p for p in host_path.split("/") if p]
-    for pattern in SECRETS:
-        pat = pattern.split("/")
-        if len(pat) <= len(parts) and all(fnmatch.fnmatchcase(parts[i], pat[i]) for i in range(len(pat))):
-            return True
-    return False
+    return any(matches_prefix(tuple(pattern.split("/")), host_path) for pattern in SECRETS)
 
 
 def check(root: str, host_path: str, err: OSError) -> None:
