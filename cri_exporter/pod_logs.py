@@ -39,7 +39,7 @@ from typing import Callable
 import structlog
 
 from cri_exporter.cri import CriClient, model
-from cri_exporter.fetch_once import FetchOnce
+from cri_exporter.fetch_once import FetchOnce, status_key
 from cri_exporter.confined_read import DeniedByConfinement
 from cri_exporter.hostfs import HostFS
 from cri_exporter.inventory import ContainerIdentity, Inventory
@@ -277,7 +277,7 @@ class ContainerLogSampler(PeriodicReader[LogSample]):
             log.warning("kubelet log limits unreadable", error=self.limits_error)
 
     def _log_path(self, c: model.Container) -> str | None:
-        status = self.statuses.fetch(self.client, (c.id, c.state), c.id, self.timeout)
+        status = self.statuses.fetch(self.client, status_key(c.id, c.state), c.id, self.timeout)
         return status.log_path if status is not None else None  # None: removed meanwhile, or a busy runtime
 
     def take(self) -> LogSample:
@@ -288,7 +288,7 @@ class ContainerLogSampler(PeriodicReader[LogSample]):
             pods = self.client.list_pod_sandboxes(timeout=self.timeout)
             inventory = Inventory(pods, self.client.list_containers(timeout=self.timeout))
         if not self.statuses_kept_by_scrape:
-            listed = {(c.id, c.state) for c in inventory.containers}
+            listed = {status_key(c.id, c.state) for c in inventory.containers}
             self.statuses.retain(listed.__contains__)
             del listed
         found: list[tuple[ContainerIdentity, LogFiles]] = []

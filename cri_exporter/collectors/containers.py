@@ -32,7 +32,7 @@ from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 from cri_exporter.collectors.cgroup_readings import Readings, cgroup_readings
 from cri_exporter.cri import model
 from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCache, Labels
-from cri_exporter.fetch_once import FetchOnce
+from cri_exporter.fetch_once import FetchOnce, status_key
 from cri_exporter.inventory import ContainerIdentity, Inventory, cgroup_backed
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.stats_refresher import StatsRefresher, StatsSnapshot
@@ -152,7 +152,7 @@ class ContainersCollector:
         self.refresher = refresher
         self.cgroups = cgroups
         self.podnet = podnet
-        # keyed by (container id, state)
+        # keyed by container id and state (fetch_once.status_key)
         self.statuses = FetchOnce(lambda client, cid, t: _kept(client.container_status(cid, timeout=t),
                                                               self.keep_log_paths), _status_settled)
         # Set by the Exporter when the container log round shares this cache: it
@@ -201,8 +201,9 @@ class ContainersCollector:
         if containers:
             wanted = [c for c in inv.current_containers.values() if c.state in ("running", "exited")]
             wanted += list(last_exited.values())
-            listed = {(c.id, c.state) for c in inv.containers}
-            self.statuses.refresh(ctx.client, [((c.id, c.state), c.id) for c in wanted], listed.__contains__, timeout)
+            listed = {status_key(c.id, c.state) for c in inv.containers}
+            self.statuses.refresh(ctx.client, [(status_key(c.id, c.state), c.id) for c in wanted], listed.__contains__,
+                                  timeout)
         if self.podnet and network:
             ready = [p.id for p in inv.current_pods.values() if p.state == "ready"]
             self.host_network.refresh(ctx.client, [(i, i) for i in ready], inv.pods_by_id.__contains__, timeout)
@@ -255,7 +256,7 @@ class ContainersCollector:
             info.add_metric(key + (c.id, c.pod_sandbox_id, inv.pod_uid(c), c.image, c.image_id, handler), 1.0)
             state.add_each(labels, CONTAINER_STATES, _CONTAINER_STATE_VALUES.get(c.state) or _NO_STATE[len(CONTAINER_STATES)])
             restarts.add(labels, float(c.attempt))
-            status = self.statuses.get((c.id, c.state))
+            status = self.statuses.get(status_key(c.id, c.state))
             if status is not None and status.started_at_ns > 0:
                 started.add(labels, status.started_at_ns / 1e9)
             live = None
@@ -268,7 +269,7 @@ class ContainersCollector:
             _add_values(values, labels, live, numbers, row_of(c.id), usage_from_snapshot)
 
         for ident, c in last_exited.items():
-            status = self.statuses.get((c.id, c.state))
+            status = self.statuses.get(status_key(c.id, c.state))
             if status is None:
                 continue
             key = (ident.namespace, ident.pod, ident.container)

@@ -245,7 +245,7 @@ class CriClient:
                         reuse: Mapping[str, model.Container] | None = None) -> list[model.Container]:
         """`reuse`: id -> the containers of an earlier answer, as for list_pod_sandboxes."""
         r: pb.ListContainersResponse = self._call(self._runtime, "ListContainers", pb.ListContainersRequest(), timeout)
-        shared: dict[tuple, dict[str, str]] = {}
+        shared: dict[tuple, model.IdentityLabels] = {}
         out = []
         for c in r.containers:
             state = _CONTAINER_STATES.get(c.state, "unknown")
@@ -387,18 +387,20 @@ def _sandbox_labels(labels: Mapping[str, str], name: str, namespace: str, uid: s
     return _NO_LABELS if kept is None else kept
 
 
-def _container_labels(labels: Mapping[str, str], name: str, shared: dict[tuple, dict[str, str]]) -> dict[str, str]:
+def _container_labels(labels: Mapping[str, str], name: str,
+                      shared: dict[tuple, model.IdentityLabels]) -> model.IdentityLabels:
     """identity_labels of a container, less a container-name label equal to
-    its metadata name (Container.k8s_name falls back to that), as one dict
-    for the containers of an answer that have the same: those of one pod.
-    Kept by every scrape's inventory: 5,000 dicts of 184 bytes were 2,500."""
+    its metadata name (Container.k8s_name falls back to that), as one
+    IdentityLabels for the containers of an answer that have the same: those
+    of one pod. Kept by every scrape's inventory: 5,000 dicts of 184 bytes
+    were 2,500, and 2,500 dicts are 2,500 objects of 64 bytes."""
     get = labels.get
     cname = get(model.LABEL_CONTAINER_NAME)
     key = (get(model.LABEL_POD_NAME), get(model.LABEL_POD_NAMESPACE), get(model.LABEL_POD_UID),
            None if cname == name else cname)
     kept = shared.get(key)
     if kept is None:
-        kept = shared[key] = {k: intern(v) for k, v in zip(_IDENTITY_LABELS, key) if v is not None}
+        kept = shared[key] = model.IdentityLabels(*(None if v is None else intern(v) for v in key))
     return kept
 
 
