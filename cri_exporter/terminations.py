@@ -130,13 +130,11 @@ class _Track:
 
     Immutable small values, shared when empty: one is kept per container of the
     node (an empty set costs 216 bytes; with sets the tracker held 4.7 MB at
-    5,000 containers). Its identity's three strings (the client's interned
-    ones) are fields of its own: a ContainerIdentity a container was 48 bytes
-    more; one is made when a termination is counted (`ident`)."""
+    5,000 containers). Its identity is the inventory's own ContainerIdentity
+    (the one its scrapes keep for the container anyway), not a copy: three
+    strings of its own were 16 bytes more a container."""
 
-    namespace: str
-    pod: str
-    container: str
+    ident: ContainerIdentity
     floor: int | None = None  # attempts below it are history (the baseline); None: the poll has not seen it yet
     accounted: frozenset[int] = _NONE  # at or above the floor
     started: tuple[int, ...] = ()  # attempts last listed running or exited, not accounted
@@ -146,11 +144,19 @@ class _Track:
 
     @classmethod
     def of(cls, ident: ContainerIdentity, **kw) -> "_Track":
-        return cls(ident.namespace, ident.pod, ident.container, **kw)
+        return cls(ident, **kw)
 
     @property
-    def ident(self) -> ContainerIdentity:
-        return ContainerIdentity(self.namespace, self.pod, self.container)
+    def namespace(self) -> str:
+        return self.ident.namespace
+
+    @property
+    def pod(self) -> str:
+        return self.ident.pod
+
+    @property
+    def container(self) -> str:
+        return self.ident.container
 
 
 StatusFetch = Callable[[str], "model.ContainerStatus | None"]
@@ -197,10 +203,14 @@ class TerminationTracker:
             baseline = not self.baselined
             if baseline:
                 log.debug("termination baseline", containers=len(inv.containers))
+            canonical: dict[ContainerIdentity, ContainerIdentity] | None = None
             for key, listed in groups.items():
                 track = self._tracks.get(key)
                 if track is None:
-                    track = self._tracks[key] = _Track.of(inv.container_identity(next(iter(listed.values()))))
+                    if canonical is None:  # the inventory's identities, which its scrapes keep
+                        canonical = {i: i for i in inv.current_containers}
+                    ident = inv.container_identity(next(iter(listed.values())))
+                    track = self._tracks[key] = _Track.of(canonical.get(ident, ident))
                 track.last_listed = now
                 if track.floor is None:
                     track.floor = max(listed) if baseline else 0

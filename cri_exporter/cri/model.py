@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from sys import intern
 
 # Read-only by convention, not frozen: a frozen dataclass costs five times as
 # much to build, and a scrape of a busy node builds tens of thousands.
@@ -146,6 +147,46 @@ class ContainerStatus:
     # Absolute host path of the log the runtime writes (the sandbox's
     # log_directory joined with the container's log_path); "" when none.
     log_path: str = ""
+
+
+class RunningStatus:
+    """What the status cache keeps of a running container's ContainerStatus:
+    its start, and its log path as two strings shared with other containers
+    (interned: the pod's log directory, and "<name>/<attempt>.log"). 56 bytes
+    and a share of two strings where a ContainerStatus was 96 and a path of
+    its own (some 140 bytes): 0.6 MB at 5,000 containers between scrapes. The
+    rest of ContainerStatus is what a running container's always says."""
+
+    __slots__ = ("started_at_ns", "_log_head", "_log_tail")
+    state = "running"
+    finished_at_ns = 0
+    exit_code = 0
+    reason = ""
+    message = ""
+
+    def __init__(self, started_at_ns: int, log_path: str = ""):
+        self.started_at_ns = started_at_ns
+        # split before the path's second-to-last "/": head + tail is the path, whatever its shape
+        cut = log_path.rfind("/", 0, max(log_path.rfind("/"), 0))
+        cut = max(cut, 0)
+        self._log_head = intern(log_path[:cut])
+        self._log_tail = intern(log_path[cut:])
+
+    @property
+    def log_path(self) -> str:
+        return self._log_head + self._log_tail
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (RunningStatus, ContainerStatus)):
+            return (other.state == "running" and self.started_at_ns == other.started_at_ns
+                    and self.log_path == other.log_path and other.finished_at_ns == 0 and other.exit_code == 0
+                    and other.reason == "" and other.message == "")
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"RunningStatus(started_at_ns={self.started_at_ns!r}, log_path={self.log_path!r})"
 
 
 @dataclass(slots=True)
