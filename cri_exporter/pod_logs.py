@@ -259,7 +259,7 @@ class ContainerLogSampler(PeriodicReader[LogSample]):
         # its scrapes fill and prune (`statuses_kept_by_scrape`): the runtime is
         # asked once per container, whoever asks first, and no second copy of
         # 5,000 paths is kept. Otherwise this one, pruned here each round.
-        self.statuses: FetchOnce[model.ContainerStatus] = FetchOnce(_ask_status)
+        self.statuses: FetchOnce[model.KeptStatus] = FetchOnce(_ask_status)
         self.statuses_kept_by_scrape = False
 
     def _read_limits(self) -> None:

@@ -153,7 +153,7 @@ class ContainersCollector:
         self.cgroups = cgroups
         self.podnet = podnet
         # keyed by container id and state (fetch_once.status_key)
-        self.statuses = FetchOnce(lambda client, cid, t: _kept(client.container_status(cid, timeout=t),
+        self.statuses: FetchOnce[model.KeptStatus] = FetchOnce(lambda client, cid, t: _kept(client.container_status(cid, timeout=t),
                                                               self.keep_log_paths), _status_settled)
         # Set by the Exporter when the container log round shares this cache: it
         # needs the log path, which it then keeps nowhere else.
@@ -339,7 +339,7 @@ class ContainersCollector:
 _EXIT_SETTLE_SECONDS = 10.0
 
 
-def _kept(status: model.ContainerStatus, log_path: bool = False) -> model.ContainerStatus | model.RunningStatus:
+def _kept(status: model.ContainerStatus, log_path: bool = False) -> model.KeptStatus:
     """What the status cache keeps of an answer: the families read its times,
     exit code and reason, never its message, nor its log path (a path is some
     140 bytes a container: 0.7 MB at 5,000, kept between scrapes) unless the
@@ -356,7 +356,7 @@ def _kept(status: model.ContainerStatus, log_path: bool = False) -> model.Contai
     return status
 
 
-def _status_settled(status: model.ContainerStatus) -> bool:
+def _status_settled(status: model.KeptStatus) -> bool:
     return status.state != "exited" or time.time() - status.finished_at_ns / 1e9 > _EXIT_SETTLE_SECONDS
 
 

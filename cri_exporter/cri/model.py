@@ -90,11 +90,11 @@ class IdentityLabels(Mapping):
 
     def get(self, key, default=None):
         slot = _IDENTITY_SLOTS.get(key)
-        v = None if slot is None else slot.__get__(self)
+        v = None if slot is None else getattr(self, slot)
         return default if v is None else v
 
     def __getitem__(self, key: str) -> str:
-        v = self.get(key)
+        v: str | None = self.get(key)
         if v is None:
             raise KeyError(key)
         return v
@@ -103,7 +103,7 @@ class IdentityLabels(Mapping):
         return self.get(key) is not None
 
     def __iter__(self) -> Iterator[str]:
-        return (k for k, slot in _IDENTITY_SLOTS.items() if slot.__get__(self) is not None)
+        return (k for k, slot in _IDENTITY_SLOTS.items() if getattr(self, slot) is not None)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -112,8 +112,8 @@ class IdentityLabels(Mapping):
         return repr(dict(self))
 
 
-_IDENTITY_SLOTS = {LABEL_POD_NAME: IdentityLabels.pod_name, LABEL_POD_NAMESPACE: IdentityLabels.pod_namespace,
-                   LABEL_POD_UID: IdentityLabels.pod_uid, LABEL_CONTAINER_NAME: IdentityLabels.container_name}
+_IDENTITY_SLOTS = {LABEL_POD_NAME: "pod_name", LABEL_POD_NAMESPACE: "pod_namespace",
+                   LABEL_POD_UID: "pod_uid", LABEL_CONTAINER_NAME: "container_name"}
 
 
 @dataclass(slots=True)
@@ -263,3 +263,7 @@ class ContainerEvent:
     container: str
     attempt: int
     status: ContainerStatus | None
+
+
+# what the status cache keeps of a ContainerStatus answer (collectors/containers._kept)
+KeptStatus = ContainerStatus | RunningStatus
