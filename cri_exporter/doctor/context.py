@@ -177,6 +177,27 @@ class Context:
             return False
 
     @functools.cached_property
+    def netns_inodes(self) -> tuple[set[int], int]:
+        """Every process's network namespace inode, and how many pod processes would not tell."""
+        return procfs.netns_inodes(self.hostfs)
+
+    # Landlock denies a confined process ptrace-like access to every process
+    # outside its domain, whatever its rules and even as root: /proc/<pid>/ns,
+    # exe, cwd, root. The hand-run doctor reads those facts first, then
+    # confines itself (confine_doctor.py), so its findings are those of an
+    # unconfined run. No CRI call here: grpc's threads must start after.
+    PTRACE_FACTS = ("kubelet", "kube_proxy", "netns_inodes", "on_node_network")
+
+    def read_before_confinement(self) -> None:
+        """Read (and keep) the facts behind PTRACE_FACTS; one that raises is
+        left unread, for its check to read (confined) and report."""
+        for name in self.PTRACE_FACTS:
+            try:
+                getattr(self, name)
+            except Exception:  # noqa: BLE001 -- the check reading it reports it
+                pass
+
+    @functools.cached_property
     def network(self):
         """NetFacts, or the exception that stopped reading netlink."""
         from cri_exporter.doctor.facts import netlink
