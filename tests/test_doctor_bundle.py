@@ -20,6 +20,9 @@ except ImportError:
 from cri_exporter.doctor.cli import doctor
 from cri_exporter.redact import redact_text
 
+# In-process runs must not confine the test runner itself (Landlock is irreversible).
+IN_PROCESS = {"CRI_EXPORTER_CONFINE": "false"}
+
 SECRETS = [f"planted-{s}" for s in (
     "user-1", "pass-2", "idtoken-4", "user-5", "pass-6", "bearer-7", "urlpass-8", "rawtoken-9", "keyfile-10",
     "flagtoken-11", "flagpass-12", "yamlauth-13", "cnitoken-14", "cnipass-15", "inline-key-16", "kubeconfig-17",
@@ -37,7 +40,7 @@ def make_bundle(tmp_path):
         "headers": {"Authorization": ["Bearer planted-status-bearer-21"]}})
     out = tmp_path / "bundle.tar.gz"
     with FakeCriServer(root / "run/containerd/containerd.sock", fake):
-        res = CliRunner().invoke(doctor, ["--host-root", str(root), "--bundle", str(out), "-o", "json"])
+        res = CliRunner(env=IN_PROCESS).invoke(doctor, ["--host-root", str(root), "--bundle", str(out), "-o", "json"])
     assert res.exit_code in (0, 1), res.output
     return out
 
@@ -90,6 +93,6 @@ def test_redact_keeps_paths_and_non_secret_values():
 
 
 def test_unwritable_bundle_path_is_reported_not_raised(tmp_path):
-    res = CliRunner().invoke(doctor, ["--host-root", str(tmp_path), "--check", "kernel.swap",
+    res = CliRunner(env=IN_PROCESS).invoke(doctor, ["--host-root", str(tmp_path), "--check", "kernel.swap",
                                       "--bundle", str(tmp_path / "no/such/dir/b.tar.gz")])
     assert res.exit_code == 1 and "could not write the support bundle" in res.output
