@@ -179,7 +179,7 @@ class BundleOutput:
 
     def __init__(self, path: str):
         self.path = path
-        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO must not block the run
         try:
             self.fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
             self.created = True
@@ -189,11 +189,14 @@ class BundleOutput:
             except OSError as err:
                 if err.errno == errno.ELOOP:
                     raise OSError(err.errno, "it is a symbolic link (not followed)") from None
+                if err.errno == errno.ENXIO:  # a FIFO or socket with no reader
+                    raise OSError(errno.EINVAL, "not a regular file") from None
                 raise
             self.created = False
         if not stat.S_ISREG(os.fstat(self.fd).st_mode):
             os.close(self.fd)
             raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(self.fd, True)
 
     def write(self, members: dict[str, bytes]) -> None:
         now = time.time()
