@@ -42,10 +42,11 @@ def _list_checks(ctx: click.Context, _param, value) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
               help="Deadline of each CRI call, in seconds.")
 @click.option("--confine/--no-confine", default=True, show_default=True, envvar="CRI_EXPORTER_CONFINE", show_envvar=True,
-              help="Restrict the doctor with Landlock before it reads anything (kernel 5.13+), as serve is: nothing "
-                   "written but the --bundle file, nothing read outside the host root and its own files, and of the "
-                   "host's secrets only the kubelet's certificate files the certs check needs. The report's "
-                   "first lines (JSON: confinement) say whether it held.")
+              help="Restrict the doctor with Landlock before any check runs (kernel 5.13+), as serve is: nothing "
+                   "written but the --bundle file, nothing read outside the host root but its own files, and of the "
+                   "host's secrets only the kubelet's certificate and kubeconfig files the certs check needs. Where "
+                   "the kernel cannot, it runs unconfined and says so: the report's second line (JSON: confinement) "
+                   "says which.")
 @click.option("--list", "list_checks", is_flag=True, expose_value=False, is_eager=True, callback=_list_checks,
               help="List the check ids and exit.")
 def doctor(host_root, runtime_endpoint, output, checks, skips, strict, bundle, timeout, confine):

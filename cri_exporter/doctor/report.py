@@ -80,8 +80,8 @@ def confinement_line(c: dict) -> str:
     """One line an operator can trust "read-only" by (or learn they cannot)."""
     state = c.get("state", "")
     if state in ("enforced", "partial"):
-        line = (f"confinement: {state} (Landlock ABI {c.get('abi')}): nothing written but the bundle asked for, "
-                f"nothing read outside the host root and the doctor's own files, the host's secrets not read")
+        line = (f"confinement: {state} (Landlock ABI {c.get('abi')}): writes nothing but a --bundle file, reads "
+                "nothing outside the host root but its own files, and none of the host's secrets its checks do not need")
         if c.get("limits"):
             line += f"; limits: {'; '.join(c['limits'])}"
         return line
