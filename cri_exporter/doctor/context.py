@@ -185,8 +185,11 @@ class Context:
     # outside its domain, whatever its rules and even as root: /proc/<pid>/ns,
     # exe, cwd, root. The hand-run doctor reads those facts first, then
     # confines itself (confine_doctor.py), so its findings are those of an
-    # unconfined run. No CRI call here: grpc's threads must start after.
-    PTRACE_FACTS = ("kubelet", "kube_proxy", "netns_inodes", "on_node_network")
+    # unconfined run: the kubelet's and kube-proxy's whole facts, every
+    # process's network namespace, and the runtimes' links and roots (pinned
+    # in HostFS: which runtime serves the endpoint is decided later, after the
+    # CRI answers). No CRI call here: grpc's threads must start after.
+    PTRACE_FACTS = ("kubelet", "kube_proxy", "netns_inodes", "on_node_network", "runtime_processes")
 
     def read_before_confinement(self) -> None:
         """Read (and keep) the facts behind PTRACE_FACTS; one that raises is
@@ -196,6 +199,8 @@ class Context:
                 getattr(self, name)
             except Exception:  # noqa: BLE001 -- the check reading it reports it
                 pass
+        for p in self.__dict__.get("runtime_processes") or []:
+            self.hostfs.pin_process(p.pid)
 
     @functools.cached_property
     def network(self):
@@ -255,3 +260,4 @@ class Context:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self.hostfs.unpin()
