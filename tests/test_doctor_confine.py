@@ -243,3 +243,18 @@ def test_on_the_real_containerd_confined_finds_what_unconfined_finds(lab, tmp_pa
         runtime = json.loads(tar.extractfile("cri-doctor-bundle/runtime.json").read())
     assert runtime["endpoint"] == cd.endpoint and runtime["version"]["runtime_name"] == "containerd"
     assert runtime["summary"]["pods"]["total"] >= 1
+
+
+def test_an_existing_bundle_file_is_replaced_whole_under_the_confinement(tmp_path):
+    """A bundle path that exists (the last run's): opened before the restriction,
+    emptied and written through that descriptor, no longer than the new bundle."""
+    root = copy_fixture("crio", tmp_path / "host")
+    bundle = tmp_path / "b.tar.gz"
+    bundle.write_bytes(b"x" * (4 << 20))  # larger than any bundle of this tree
+    _, out, err, _ = run_doctor("--host-root", str(root), "-o", "json", "--bundle", str(bundle),
+                                "--runtime-endpoint", f"unix://{tmp_path}/none.sock")
+    assert report_of(out)["confinement"]["state"] in CONFINED
+    assert f"support bundle written to {bundle}" in err
+    assert bundle.stat().st_size < 1 << 20
+    with tarfile.open(bundle) as tar:
+        assert "cri-doctor-bundle/findings.json" in tar.getnames()

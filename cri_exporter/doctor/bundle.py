@@ -197,9 +197,11 @@ class BundleOutput:
             os.close(self.fd)
             raise OSError(errno.EINVAL, "not a regular file")
         os.set_blocking(self.fd, True)
+        self.started = False  # an earlier bundle at the path is kept until this one is written
 
     def write(self, members: dict[str, bytes]) -> None:
         now = time.time()
+        self.started = True
         try:
             os.ftruncate(self.fd, 0)
             with os.fdopen(self.fd, "wb", closefd=False) as raw:
@@ -215,11 +217,13 @@ class BundleOutput:
 
     def discard(self) -> None:
         """Leave no partial bundle: empty it, and remove it if this run made it
-        and may (unconfined); confined, an empty file stays."""
-        try:
-            os.ftruncate(self.fd, 0)
-        except OSError:
-            pass
+        and may (unconfined); confined, an empty file stays. A file that was
+        there before and that no write began on is left as it was."""
+        if self.started or self.created:
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:
+                pass
         if self.created:
             try:
                 os.unlink(self.path)
