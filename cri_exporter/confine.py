@@ -1,4 +1,5 @@
-"""Kernel-enforced least privilege for `serve` (Landlock; confine_landlock.py).
+"""Kernel-enforced least privilege for `serve` (Landlock; confine_landlock.py),
+and the policy the hand-run doctor builds on (confine_doctor.py).
 
 HostFS keeps the agent's own reads inside --host-root, but uid 0 can still
 open every pod's service-account token, the kubelet's client key and the
