@@ -1,4 +1,5 @@
-"""Kernel-enforced least privilege for `serve` (Landlock; confine_landlock.py).
+"""Kernel-enforced least privilege for `serve` (Landlock; confine_landlock.py),
+and the policy the hand-run doctor builds on (confine_doctor.py).
 
 HostFS keeps the agent's own reads inside --host-root, but uid 0 can still
 open every pod's service-account token, the kubelet's client key and the
@@ -43,6 +44,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import glob
 import os
 import site
 import sys
@@ -181,19 +183,20 @@ def _expand(path: str, rights: int, excluded: list[tuple[str, ...]]) -> Iterable
         yield from _expand(entry.path, rights, excluded)
 
 
-def build_policy(host_root: str, *, read_files: Iterable[str] = (), listen_port: int | None = None) -> Policy:
+def build_policy(host_root: str, *, read_files: Iterable[str] = (), listen_port: int | None = None,
+                 secrets: Iterable[str] = SECRETS, host_reads: Iterable[str] = HOST_EXTRA_READ) -> Policy:
     """The serve policy for this host root; `read_files`: the web config and
-    the files it names (their directories are allowed)."""
+    the files it names (their directories are allowed). `secrets` and
+    `host_reads` (host paths allowed back beneath them, globs per component)
+    let the hand-run doctor (confine_doctor.py) reuse it with a few more files."""
     p = Policy()
     host_root = os.path.realpath(host_root)  # rules hold inodes: a symlinked root is ruled at its target
     for root in {host_root, "/"}:
-        for pattern in SECRETS:
+        for pattern in secrets:
             p.exclude(root, pattern)
     p.grants.append((host_root, ll.READ))
-    for extra in HOST_EXTRA_READ:
-        local = os.path.join(os.path.abspath(host_root), extra.lstrip("/"))
-        if os.path.exists(local):
-            p.exact.append((local, ll.READ_FILE))
+    for local in host_files(host_root, host_reads):
+        p.exact.append((local, ll.READ_FILE))
     for path in _package_paths():  # the interpreter's own tree, even under /root (pyenv)
         p.own.append((path, ll.READ | ll.EXECUTE))
     for path in OWN_EXEC:
@@ -214,6 +217,26 @@ def build_policy(host_root: str, *, read_files: Iterable[str] = (), listen_port:
     return p
 
 
+def host_files(host_root: str, patterns: Iterable[str]) -> list[str]:
+    """The local paths of the existing non-directories matching host path
+    globs, symlinks resolved inside the host root (a rule holds the target's
+    inode: kubelet-client-current.pem links to a dated file)."""
+    from cri_exporter.hostfs import HostFS
+
+    hostfs = HostFS(host_root)
+    out = []
+    for pattern in patterns:
+        for local in sorted(glob.glob(os.path.join(host_root, pattern.lstrip("/")))):
+            host_path = "/" + os.path.relpath(local, host_root) if host_root != "/" else local
+            try:
+                target = hostfs.resolve(host_path) if host_root != "/" else os.path.realpath(host_path)
+            except OSError:
+                continue
+            if os.path.exists(target) and not os.path.isdir(target) and target not in out:
+                out.append(target)
+    return out
+
+
 def _package_paths() -> list[str]:
     """The interpreter's and the package's trees: prefixes, sys.path entries, site-packages."""
     import cri_exporter
@@ -231,9 +254,10 @@ def _package_paths() -> list[str]:
     return sorted(out)
 
 
-def apply(policy: Policy) -> Confinement:
+def apply(policy: Policy, by: str = confined_read.BY_SERVE) -> Confinement:
     """Restrict this process (the calling thread and what it starts) to the
-    policy; never raises: where Landlock is unavailable, says so."""
+    policy; never raises: where Landlock is unavailable, says so. `by` names
+    whose policy it is (serve's, or the hand-run doctor's) for confined_read."""
     start = time.monotonic()
     try:
         abi = ll.abi_version()
@@ -272,7 +296,7 @@ def apply(policy: Policy) -> Confinement:
     finally:
         rs.close()
     state = ENFORCED if abi >= FULL_ABI and threads <= 1 else PARTIAL
-    confined_read.mark_confined(state)  # the doctor child inherits it: a denied read is no finding
+    confined_read.mark_confined(state, by)  # the doctor child inherits it: a denied read is no finding
     return Confinement(state, abi=abi, rules=rs.rules, seconds=time.monotonic() - start, limits=limits)
 
 

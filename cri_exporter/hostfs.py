@@ -37,6 +37,9 @@ class HostFS:
         # Host paths opened with record=True, in order (the doctor's config
         # reads: its support bundle holds exactly the files its checks read).
         self.recorded: dict[str, None] = {}
+        # pin_process(): magic links read, and process roots held open, before a confinement.
+        self._pinned_links: dict[str, str | OSError] = {}
+        self._pinned_roots: dict[int, int] = {}
 
     def path(self, host_path: str) -> str:
         """The local path of an absolute path on the host, confined to the root."""
@@ -86,8 +89,43 @@ class HostFS:
     def readlink(self, host_path: str) -> str:
         """The target of the link at `host_path` itself (its parent resolved
         inside the root, the link not followed): /proc/<pid>/cwd and the like."""
+        pinned = self._pinned_links.get(host_path)
+        if isinstance(pinned, OSError):
+            raise pinned
+        if pinned is not None:
+            return pinned
         parent, _, name = host_path.rstrip("/").rpartition("/")
         return os.readlink(os.path.join(self.path(parent or "/"), name))
+
+    def pin_process(self, pid: int) -> None:
+        """Read /proc/<pid>/cwd and exe, and hold /proc/<pid>/root open, now.
+        Landlock denies a confined process (the hand-run doctor confines
+        itself: confine_doctor.py) those of every process outside its domain,
+        even as root; readlink() and proc_root() answer from here afterwards."""
+        for link in ("cwd", "exe"):
+            host_path = f"/proc/{pid}/{link}"
+            try:
+                self._pinned_links[host_path] = self.readlink(host_path)
+            except OSError as err:
+                self._pinned_links[host_path] = err
+        if pid not in self._pinned_roots:
+            try:
+                self._pinned_roots[pid] = os.open(self.proc_root(pid), os.O_PATH | os.O_CLOEXEC)
+            except OSError:
+                pass
+
+    def proc_root(self, pid: int) -> str:
+        """A local path of the process's root directory (/proc/<pid>/root),
+        through its pinned descriptor where there is one (following
+        /proc/self/fd/N asks for no right over the other process)."""
+        fd = self._pinned_roots.get(pid)
+        return f"/proc/self/fd/{fd}" if fd is not None else os.path.join(self.root, "proc", str(pid), "root")
+
+    def unpin(self) -> None:
+        for fd in self._pinned_roots.values():
+            os.close(fd)
+        self._pinned_roots.clear()
+        self._pinned_links.clear()
 
     def _kernel_path(self, host_path: str) -> str | None:
         """/proc and /sys paths with only their mount point resolved (once): the

@@ -179,8 +179,12 @@ def test_the_certs_check_says_what_confinement_kept_it_from_reading(tmp_path):
 REPLACED_CHILD = """
 import json, sys
 from cri_exporter import confine
-root, confined = sys.argv[1], sys.argv[2] == "confined"
-state = confine.apply(confine.build_policy(root)).state if confined else "unconfined"
+root, mode = sys.argv[1], sys.argv[2]
+if mode == "doctor":  # the hand-run doctor's policy (confine_doctor.py)
+    from cri_exporter import confine_doctor
+    state = confine_doctor.apply(root, True).state
+else:
+    state = confine.apply(confine.build_policy(root)).state if mode == "confined" else "unconfined"
 print(json.dumps({"state": state}), flush=True)
 sys.stdin.readline()  # the parent replaces the files now, after the restriction
 if sys.argv[3] == "child":  # as serve runs it: `cri-exporter doctor` as a child, inheriting the confinement
@@ -280,3 +284,18 @@ def test_serves_doctor_child_inherits_the_confinement_and_says_so(tmp_path):
     assert got["crictl.endpoint"]["status"] == "skip", got["crictl.endpoint"]
     assert "/etc/crictl.yaml exists but the confined agent could not open it" in got["crictl.endpoint"]["summary"]
     assert got["kubelet.config.parse"]["status"] == "pass", got["kubelet.config.parse"]  # not replaced: read
+
+
+def test_under_the_hand_run_doctors_confinement_a_replaced_config_names_the_doctor(tmp_path):
+    """The same skip under the hand-run doctor's own policy, worded for it: the
+    file was replaced while the doctor ran, and running it again reads it."""
+    from tests.test_doctor_support import copy_fixture
+
+    got = _doctor_after_replacing(copy_fixture("kubeadm-containerd-v2", tmp_path), "doctor", ("etc/crictl.yaml",))
+    assert got.pop("state") in ("enforced", "partial")
+    summary = got["crictl.endpoint"]["summary"]
+    assert got["crictl.endpoint"]["status"] == "skip", got["crictl.endpoint"]
+    assert "/etc/crictl.yaml exists but the confined doctor could not open it" in summary, summary
+    assert "running the doctor again reads it" in summary and "agent" not in summary, summary
+    # the kubelet's client certificate, closed to serve, is read under the doctor's policy
+    assert got["certs.kubelet"]["status"] == "pass" and "not read" not in got["certs.kubelet"]["summary"], got

@@ -41,6 +41,8 @@ def test_serve_is_confined_by_default_and_serves_the_node(exporter, pods):
     status, _, body = wait_for(lambda: (r := exporter.get("/doctor"))[0] == 200 and r, what="a doctor run")
     report = json.loads(body)
     assert {c["id"]: c["status"] for c in report["checks"]}["cri.runtime_ready"] == "pass"
+    # the child stacked its own policy on the one it inherited, and says so on /doctor
+    assert report["confinement"] == {"state": "enforced" if abi >= 3 else "partial", "abi": abi}
     assert exporter.scrape().get1("cri_doctor_run_failures_total") == 0
     log = [json.loads(line) for line in exporter.log().splitlines() if line.startswith("{")]
     confined = [e for e in log if e.get("event") == "confined"]

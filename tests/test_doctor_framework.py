@@ -18,11 +18,14 @@ from cri_exporter.doctor.cli import doctor
 from cri_exporter.doctor.model import Check
 from cri_exporter.hostfs import HostFS
 
+# In-process runs must not confine the test runner itself (Landlock is irreversible).
+IN_PROCESS = {"CRI_EXPORTER_CONFINE": "false"}
+
 SCHEMA = json.loads((Path(__file__).parent.parent / "schemas" / "doctor-report.schema.json").read_text())
 
 
 def invoke(*args, **kw):
-    return CliRunner().invoke(doctor, list(args), catch_exceptions=False, **kw)
+    return CliRunner(env=IN_PROCESS).invoke(doctor, list(args), catch_exceptions=False, **kw)
 
 
 @pytest.mark.parametrize("case", ["kubeadm-containerd-v2", "kubeadm-containerd-broken", "containerd-v3",
@@ -60,7 +63,7 @@ def test_exit_codes(tmp_path):
 
 
 def test_unknown_id_is_a_usage_error_naming_it():
-    res = CliRunner().invoke(doctor, ["--check", "kernel.swapp"])
+    res = CliRunner(env=IN_PROCESS).invoke(doctor, ["--check", "kernel.swapp"])
     assert res.exit_code == 2 and "kernel.swapp" in res.output
     with pytest.raises(UnknownCheck):
         run_doctor(HostFS(fixture("crio")), None, checks=["nope"])

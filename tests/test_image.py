@@ -340,6 +340,9 @@ def test_doctor_in_the_pod_gives_the_hosts_findings(agent, containerd):
                                                       if k not in DIFFERS_IN_THE_AGENT}
     assert a["cri.runtime_ready"] == "pass" and a["cri.socket"] == "pass", inside
     assert inside["summary"]["host_root"] == "/host"
+    # exec'd, it is no child of serve: it confines itself (RuntimeDefault seccomp allows Landlock), as on the node
+    assert inside["confinement"]["state"] in ("enforced", "partial"), inside["confinement"]
+    assert outside["confinement"]["state"] in ("enforced", "partial"), outside["confinement"]
     docs = (REPO / "docs" / "install.md").read_text().split("## Running the doctor in the agent")[1].split("\n## ")[0]
     for check in DIFFERS_IN_THE_AGENT:
         assert f"`{check}`" in docs, f"docs/install.md does not say that {check} differs in the agent"

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import posixpath
+import stat
 import tarfile
 import time
 
@@ -165,17 +166,79 @@ def build(report, ctx) -> dict[str, bytes]:
     }
 
 
+class BundleOutput:
+    """The bundle's file, opened (made if absent) before the doctor confines
+    itself (confine_doctor.py) and written through that descriptor after the
+    run: the confined doctor holds no right to make, rename or remove any file,
+    the bundle's directory included. So it is written in place, not renamed
+    over: a failed write leaves the file empty, never half a bundle.
+
+    Raises OSError: the directory does not exist or cannot be written, the path
+    is a directory, a symbolic link (not followed: an operator's /tmp is
+    shared) or not a regular file."""
+
+    def __init__(self, path: str):
+        self.path = path
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a FIFO must not block the run
+        try:
+            self.fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+            self.created = True
+        except FileExistsError:
+            try:
+                self.fd = os.open(path, flags)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise OSError(err.errno, "it is a symbolic link (not followed)") from None
+                if err.errno == errno.ENXIO:  # a FIFO or socket with no reader
+                    raise OSError(errno.EINVAL, "not a regular file") from None
+                raise
+            self.created = False
+        if not stat.S_ISREG(os.fstat(self.fd).st_mode):
+            os.close(self.fd)
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(self.fd, True)
+        self.started = False  # an earlier bundle at the path is kept until this one is written
+
+    def write(self, members: dict[str, bytes]) -> None:
+        now = time.time()
+        self.started = True
+        try:
+            os.ftruncate(self.fd, 0)
+            with os.fdopen(self.fd, "wb", closefd=False) as raw:
+                with tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+                    for name, data in members.items():
+                        info = tarfile.TarInfo(f"cri-doctor-bundle/{name}")
+                        info.size, info.mtime, info.mode = len(data), now, 0o644
+                        tar.addfile(info, io.BytesIO(data))
+            os.fsync(self.fd)
+        except OSError:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Leave no partial bundle: empty it, and remove it if this run made it
+        and may (unconfined); confined, an empty file stays. A file that was
+        there before and that no write began on is left as it was."""
+        if self.started or self.created:
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:
+                pass
+        if self.created:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def write_bundle(path: str, report, ctx) -> None:
-    members = build(report, ctx)
-    now = time.time()
-    tmp = f"{path}.tmp-{os.getpid()}"
+    out = BundleOutput(path)
     try:
-        with tarfile.open(tmp, "w:gz", format=tarfile.PAX_FORMAT) as tar:
-            for name, data in members.items():
-                info = tarfile.TarInfo(f"cri-doctor-bundle/{name}")
-                info.size, info.mtime, info.mode = len(data), now, 0o644
-                tar.addfile(info, io.BytesIO(data))
-        os.replace(tmp, path)
+        out.write(build(report, ctx))
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        out.close()

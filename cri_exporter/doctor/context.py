@@ -177,6 +177,32 @@ class Context:
             return False
 
     @functools.cached_property
+    def netns_inodes(self) -> tuple[set[int], int]:
+        """Every process's network namespace inode, and how many pod processes would not tell."""
+        return procfs.netns_inodes(self.hostfs)
+
+    # Landlock denies a confined process ptrace-like access to every process
+    # outside its domain, whatever its rules and even as root: /proc/<pid>/ns,
+    # exe, cwd, root. The hand-run doctor reads those facts first, then
+    # confines itself (confine_doctor.py), so its findings are those of an
+    # unconfined run: the kubelet's and kube-proxy's whole facts, every
+    # process's network namespace, and the runtimes' links and roots (pinned
+    # in HostFS: which runtime serves the endpoint is decided later, after the
+    # CRI answers). No CRI call here: grpc's threads must start after.
+    PTRACE_FACTS = ("kubelet", "kube_proxy", "netns_inodes", "on_node_network", "runtime_processes")
+
+    def read_before_confinement(self) -> None:
+        """Read (and keep) the facts behind PTRACE_FACTS; one that raises is
+        left unread, for its check to read (confined) and report."""
+        for name in self.PTRACE_FACTS:
+            try:
+                getattr(self, name)
+            except Exception:  # noqa: BLE001 -- the check reading it reports it
+                pass
+        for p in self.__dict__.get("runtime_processes") or []:
+            self.hostfs.pin_process(p.pid)
+
+    @functools.cached_property
     def network(self):
         """NetFacts, or the exception that stopped reading netlink."""
         from cri_exporter.doctor.facts import netlink
@@ -234,3 +260,4 @@ class Context:
         if self._client is not None:
             self._client.close()
             self._client = None
+        self.hostfs.unpin()

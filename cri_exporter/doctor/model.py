@@ -108,6 +108,8 @@ class Report:
     endpoint: str = ""
     started_at: float = field(default_factory=time.time)
     duration_seconds: float = 0.0
+    # How the run was confined (confine_doctor.py): {"state", "abi", "reason"?, "limits"?}; None: not said.
+    confinement: dict | None = None
 
     def counts(self) -> dict[str, int]:
         counts = {s.value: 0 for s in Status}
@@ -138,4 +140,5 @@ class Report:
                 "started_at": self.started_at,
                 "duration_seconds": round(self.duration_seconds, 6),
             },
+            **({"confinement": self.confinement} if self.confinement is not None else {}),
         }

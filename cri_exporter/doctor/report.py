@@ -44,6 +44,8 @@ def redacted(report: Report) -> Report:
 def render_text(report: Report, colour: bool = False) -> str:
     report = redacted(report)
     out = [f"cri-exporter doctor  host-root={report.host_root}  runtime-endpoint={report.endpoint or '-'}"]
+    if report.confinement is not None:
+        out.append(confinement_line(report.confinement))
     width = max((len(r.id) for r in report.results), default=10)
     area = None
     order: dict[str, int] = {}
@@ -74,6 +76,21 @@ def render_text(report: Report, colour: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
+def confinement_line(c: dict) -> str:
+    """One line an operator can trust "read-only" by (or learn they cannot)."""
+    state = c.get("state", "")
+    if state in ("enforced", "partial"):
+        line = (f"confinement: {state} (Landlock ABI {c.get('abi')}): writes nothing but a --bundle file, reads "
+                "nothing outside the host root but its own files, and none of the host's secrets its checks do not need")
+        if c.get("limits"):
+            line += f"; limits: {'; '.join(c['limits'])}"
+        return line
+    if state == "disabled":
+        return "confinement: disabled (--no-confine): read-only by the doctor's own code only"
+    return (f"confinement: {state or 'unknown'} ({c.get('reason') or 'no reason given'}): ran unconfined, "
+            "read-only by the doctor's own code only")
+
+
 def render_json(report: Report) -> str:
     data = redacted(report).to_dict()
     data["schema_version"] = SCHEMA_VERSION
@@ -93,7 +110,8 @@ def parse_json(text: str | bytes) -> Report:
                         Finding(Status(c["status"]), c["summary"], c["detail"], c["why"], c["fix"], tuple(c["refs"])))
             for c in data["checks"]
         ]
+        confinement = data.get("confinement")
         return Report(results, summary["host_root"], summary["runtime_endpoint"], float(summary["started_at"]),
-                      float(summary["duration_seconds"]))
+                      float(summary["duration_seconds"]), confinement if isinstance(confinement, dict) else None)
     except (KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"not a doctor report: {type(err).__name__}: {err}") from err

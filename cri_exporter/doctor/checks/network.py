@@ -133,7 +133,7 @@ def leaked_netns(ctx):
     if not pod_netns:
         return passed(f"no cni-* namespaces in {NETNS_DIR}")
     names = sorted(pod_netns)
-    used, denied = procfs.netns_inodes(ctx.hostfs)
+    used, denied = ctx.netns_inodes
     if denied:
         # Without the other processes' namespaces every cni-* one would look
         # leaked: the DaemonSet and the systemd unit drop CAP_SYS_PTRACE.

@@ -404,7 +404,7 @@ def socket_as_seen_by(hostfs: HostFS, proc: procfs.Process, address: str, endpoi
     if not endpoint_local or not os.path.isabs(address):
         return None
     try:
-        theirs = os.stat(os.path.join(hostfs.root, "proc", str(proc.pid), "root") + address)
+        theirs = os.stat(hostfs.proc_root(proc.pid) + address)
         ours = os.stat(endpoint_local)
     except OSError:
         return None
