@@ -22,9 +22,27 @@ from pathlib import Path
 
 import pytest
 
+from cri_exporter import confine_landlock
 from crilab import Containerd, versions
 from crilab.scenario import StandardPods, start_standard_pods
 from tests.exporter_proc import ExporterProcess
+
+_PYTEST_PID = os.getpid()
+_restrict_self = confine_landlock.Ruleset.restrict_self
+
+
+def _never_in_pytest(self):
+    """Landlock cannot be undone: a test running `serve` or `doctor` in-process
+    (CliRunner) without CRI_EXPORTER_CONFINE=false would confine the pytest run
+    itself, and every later test would fail on a denied write far from the cause.
+    Children (forked or spawned) confine themselves as they should."""
+    if os.getpid() == _PYTEST_PID:
+        raise RuntimeError("a test would confine the pytest process itself: run the CLI in a child, "
+                           "or set CRI_EXPORTER_CONFINE=false for an in-process run")
+    _restrict_self(self)
+
+
+confine_landlock.Ruleset.restrict_self = _never_in_pytest  # type: ignore[method-assign]
 
 
 @pytest.hookimpl(hookwrapper=True)
