@@ -282,9 +282,13 @@ class ExtraLabelFamily(Family):
     a label set per container and device were 15,000 of 32,500 at 5,000
     containers."""
 
-    __slots__ = ("extra_name", "extras", "_before")
+    __slots__ = ("extra_name", "extras", "_before", "_splits")
 
-    def __init__(self, name: str, documentation: str, labels: Iterable[str], extra_name: str, counter: bool = False):
+    def __init__(self, name: str, documentation: str, labels: Iterable[str], extra_name: str, counter: bool = False,
+                 splits: dict | None = None):
+        """`splits`: a dict shared by families of the same label names and
+        extra name (a pod's eight network families), so each label set's text
+        is split around the extra pair once for all of them, not once a family."""
         labels = tuple(labels)
         if extra_name in labels:
             raise ValueError(f"{extra_name!r} is already one of {labels}")
@@ -294,6 +298,7 @@ class ExtraLabelFamily(Family):
         # The text format sorts labels by name: the extra one goes before the
         # first name after it, or last (None).
         self._before = min((n for n in labels if n > extra_name), default=None)
+        self._splits = splits
 
     def add_extra(self, labels: Labels, extra: str, value: float) -> None:
         """`labels`: a label set of this family's names without the extra one."""
@@ -327,7 +332,7 @@ class ExtraLabelFamily(Family):
         # four states, a pod's devices share one). Inside a rendered value
         # every double quote is escaped, so the first `",name="` is where the
         # pair of `name` starts; `{name=` when it is first.
-        split: dict[Labels, tuple[str, str]] = {}
+        split: dict[Labels, tuple[str, str]] = self._splits if self._splits is not None else {}
         marker = f'",{before}="'
         parts = []
         for labels, extra, v in zip(labelsets, extras, values):
