@@ -34,7 +34,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from array import array
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import structlog
 
@@ -170,23 +172,27 @@ class FdSampler:
         with self._lock:
             targets = self._targets
             fds, tcp = self._fds, self._tcp
-            order = [(fds.at(c, FD_TAKEN_AT) or 0.0, 0, c, uid) for c, uid in targets.containers.items()]
-            order += [(tcp.at(p, TCP_TAKEN_AT) or 0.0, 1, p, uid) for p, uid in targets.pods.items()]
-        order.sort(key=lambda item: item[0])
+            # Each kind's ids least recently read first, and their read times in
+            # a C array: no (time, kind, id, uid) tuple and float a target (some
+            # 0.7 MB at 5,000 containers held through every pass).
+            containers = sorted(targets.containers, key=lambda c: fds.at(c, FD_TAKEN_AT) or 0.0)
+            c_at = array("d", (fds.at(c, FD_TAKEN_AT) or 0.0 for c in containers))
+            pods = sorted(targets.pods, key=lambda p: tcp.at(p, TCP_TAKEN_AT) or 0.0)
+            p_at = array("d", (tcp.at(p, TCP_TAKEN_AT) or 0.0 for p in pods))
         spent, exhausted = 0, False
-        for _, kind, object_id, pod_uid in order:
+        for kind, object_id in _least_recent_first(containers, c_at, pods, p_at):
             if spent >= self.budget:
                 exhausted = True
                 break
             if kind == 0:
-                count, cost = self.read_container(object_id, pod_uid)
+                count, cost = self.read_container(object_id, targets.containers[object_id])
                 spent += cost
                 if count is not None:
                     with self._lock:
                         if object_id in self._targets.containers:
                             self._fds.put(object_id, fd_row(count))
             else:
-                reading, cost = self.read_pod(object_id, pod_uid)
+                reading, cost = self.read_pod(object_id, targets.pods[object_id])
                 spent += cost
                 if reading is not None:
                     with self._lock:
@@ -200,7 +206,7 @@ class FdSampler:
             self._cpu += time.thread_time() - cpu0
             self._passes += 1
             self._exhausted += exhausted
-        del order
+        del containers, pods, c_at, p_at
         memory_tuning.release_freed_memory()  # the pass's freed heap back now, not at the next scrape's answer
 
     def pids(self, container_id: str, pod_uid: str) -> list[int] | None:
@@ -270,6 +276,20 @@ class FdSampler:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+
+
+def _least_recent_first(containers: list[str], c_at: array, pods: list[str], p_at: array) -> Iterator[tuple[int, str]]:
+    """(0, container id) and (1, sandbox id) merged by read time, oldest
+    first, containers first among equals: one sort of both kinds together."""
+    i = j = 0
+    nc, np_ = len(containers), len(pods)
+    while i < nc or j < np_:
+        if j >= np_ or (i < nc and c_at[i] <= p_at[j]):
+            yield 0, containers[i]
+            i += 1
+        else:
+            yield 1, pods[j]
+            j += 1
 
 
 def _count_sockets(fd_dir: str, names: list[str], sockets: int) -> int | None:

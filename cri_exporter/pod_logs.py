@@ -291,7 +291,10 @@ class ContainerLogSampler(PeriodicReader[LogSample]):
             listed = {status_key(c.id, c.state) for c in inventory.containers}
             self.statuses.retain(listed.__contains__)
             del listed
-        found: list[tuple[ContainerIdentity, LogFiles]] = []
+        # Each log's identity and numbers as found, no (identity, LogFiles) pair
+        # and ints a container held through the round (some 0.6 MB at 5,000).
+        idents: list[ContainerIdentity] = []
+        numbers = array("q")
         files = 0
         for ident, c in inventory.current_containers.items():
             path = self._log_path(c)
@@ -299,12 +302,15 @@ class ContainerLogSampler(PeriodicReader[LogSample]):
                 continue
             log_files = read_log_files(self.hostfs, path)
             if log_files is not None:
-                found.append((ident, log_files))
+                idents.append(ident)
+                numbers.extend((log_files.current_bytes, log_files.rotated_files, log_files.total_bytes))
                 files += log_files.files
         del inventory
         # Ordered once here, not at every scrape that serves the round.
-        found.sort(key=lambda row: (row[0].namespace, row[0].pod, row[0].container))
-        values = array("q", [n for _, f in found for n in (f.current_bytes, f.rotated_files, f.total_bytes)])
-        logs = LogTable([ident for ident, _ in found], values)
-        del found
+        order = sorted(range(len(idents)), key=lambda i: (idents[i].namespace, idents[i].pod, idents[i].container))
+        values = array("q")
+        for i in order:
+            values.extend(numbers[3 * i:3 * i + 3])
+        logs = LogTable([idents[i] for i in order], values)
+        del order, idents, numbers
         return LogSample(started, time.monotonic() - t0, logs, self.limits, files)
