@@ -143,6 +143,22 @@ def threshold_amount(limit: str, capacity: float) -> float | None:
     return parse_quantity(limit)
 
 
+def _same_usage(before: Usage | None, now: Usage | None) -> Usage | None:
+    """The last walk's Usage where this walk measured the same (method
+    included): an unchanged pod then keeps its objects instead of a new Usage
+    and its ints each walk, made among the scrapes' temporaries and kept."""
+    if before is not None and now is not None and before == now and before.method == now.method:
+        return before
+    return now
+
+
+def _same_volumes(before: Mapping[str, Usage] | None, now: Mapping[str, Usage]) -> Mapping[str, Usage]:
+    """As _same_usage, for a pod's emptyDirs."""
+    if before is not None and before == now and all(u.method == before[name].method for name, u in now.items()):
+        return before
+    return now
+
+
 class Pacer:
     """Holds a walk to `rate` entries a second (0: unpaced), sleeping on `stop`."""
 
@@ -378,10 +394,13 @@ class EphemeralStorageWalker:
                     return
                 seen.add(uid)
                 usage = PodUsage(uid, _NO_VOLUMES)
+                before = self._pods.get(uid)
                 if uid in uids:
-                    usage.emptydirs = self._emptydirs(paths.root_dir, uid)
+                    usage.emptydirs = _same_volumes(before.emptydirs if before else None,
+                                                    self._emptydirs(paths.root_dir, uid))
                 if uid in logs:
-                    usage.logs = self.walker.usage(os.path.join(logs_local, logs[uid]))
+                    usage.logs = _same_usage(before.logs if before else None,
+                                          self.walker.usage(os.path.join(logs_local, logs[uid])))
                 usage.measured_at = time.time()
                 with self._lock:
                     self._pods[uid] = usage

@@ -29,7 +29,7 @@ import os
 import stat
 import threading
 from sys import intern
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from cri_exporter.cgroups import layout as layout_mod
 from cri_exporter.cgroups.files import DENIED_ERRNOS, CgroupUnreadable, LimitFiles
@@ -215,7 +215,7 @@ class CgroupResolver:
             self._containers[container_id] = paths
         return paths
 
-    def _first_existing(self, layout: Layout, candidates: list[tuple[str | CgroupPaths, str]]) -> CgroupPaths | None:
+    def _first_existing(self, layout: Layout, candidates: Sequence[tuple[str | CgroupPaths, str]]) -> CgroupPaths | None:
         """The first candidate that exists; if none does and one was refused, CgroupUnreadable.
         A candidate is (prefix, name) for a pod, (the pod's paths, leaf) for a container."""
         refused: CgroupUnreadable | None = None
