@@ -19,10 +19,15 @@ was 0.083 and the total reached 0.10). As soon as a scrape has to take a value f
 VM-based handler, an unreadable cgroup tree or /proc, the cgroup collector
 off), it is refreshed every --stats-interval (15 s).
 
-One broken sandbox (e.g. one without a cgroup parent) makes containerd 1.6's
-ListPodSandboxStats fail for every pod ("cgroupPath is empty"); then each
+One broken sandbox (e.g. one without a cgroup parent) makes ListPodSandboxStats
+fail for every pod ("cgroupPath is empty"; 1.6.20, 1.7.24, 2.1.9); then each
 ready sandbox is asked alone with PodSandboxStats, and the ones that still fail
-are counted and named in the log, so the rest are served.
+are counted and named in the log, so the rest are served. A ready sandbox the
+list left out (1.7.16+ and 2.x leave out the ones they get NOT_FOUND for) is
+asked alone too. A sandbox whose stats the runtime cannot give for a passing
+reason (a container of it has just exited and its task is gone, or the sandbox
+stopped since it was listed: sandbox_stats_errors.py) is counted apart and does
+not fail the snapshot: an OOM kill must not read as a failing collector.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from cri_exporter.cri import CriClient, CriError, model
+from cri_exporter.sandbox_stats_errors import unavailable_reason
 from cri_exporter.stats_rows import CONTAINER_FIELDS, POD_FIELDS, StatsRows
 
 log = structlog.get_logger(__name__)
@@ -49,11 +55,16 @@ class StatsSnapshot:
     pod_list_error: str | None = None
     failed_pod_ids: tuple[str, ...] = ()
     durations: dict[str, float] = field(default_factory=dict)
+    # (sandbox id, sandbox_stats_errors reason): ready sandboxes whose stats the runtime could not
+    # give for a passing reason; not failures
+    unavailable_pods: tuple[tuple[str, str], ...] = ()
+    # ListPodSandbox answered, so every ready sandbox was asked alone where the list left it out
+    sandboxes_listed: bool = True
 
     @property
     def ok(self) -> bool:
         return self.container_error is None and not self.failed_pod_ids and (
-            self.pod_list_error is None or bool(self.pods)
+            self.pod_list_error is None or self.sandboxes_listed
         )
 
 
@@ -138,14 +149,14 @@ class StatsRefresher:
         durations["ListContainerStats"] = time.monotonic() - t
 
         t = time.monotonic()
-        failed: list[str] = []
         try:
             pods = {s.id: s for s in self.client.list_pod_sandbox_stats(timeout=self.timeout)}
         except CriError as err:
             pod_list_error = str(err)
+            pods = {}
             self.failures["ListPodSandboxStats"] += 1
             log.warning("ListPodSandboxStats failed; asking each sandbox alone", error=pod_list_error)
-            pods, failed = self._per_pod_stats()
+        failed, unavailable, listed = self._ask_left_out(pods)
         durations["ListPodSandboxStats"] = time.monotonic() - t
 
         # A container missing from ListContainerStats (or all of them, when it
@@ -155,32 +166,40 @@ class StatsRefresher:
         pod_rows = StatsRows.build(POD_FIELDS, pods.values(), interfaces=True)
         del containers, pods  # the answers' objects go before the snapshot is published
 
-        snap = StatsSnapshot(started, container_rows, pod_rows, container_error, pod_list_error, tuple(failed), durations)
+        snap = StatsSnapshot(started, container_rows, pod_rows, container_error, pod_list_error, tuple(failed), durations,
+                             tuple(unavailable), listed)
         self._snapshot = snap
         self.refreshes += 1
         return snap
 
-    def _per_pod_stats(self) -> tuple[dict[str, model.PodStats], list[str]]:
-        pods: dict[str, model.PodStats] = {}
+    def _ask_left_out(self, pods: dict[str, model.PodStats]) -> tuple[list[str], list[tuple[str, str]], bool]:
+        """Ask alone every ready sandbox `pods` lacks (all of them when the list failed), adding
+        the answers to `pods`: the ids that failed, the (id, reason) of those the runtime could
+        not give for a passing reason, and whether ListPodSandbox answered."""
         failed: list[str] = []
+        unavailable: list[tuple[str, str]] = []
         try:
             sandboxes = self.client.list_pod_sandboxes(timeout=self.timeout)
         except CriError as err:
-            log.warning("ListPodSandbox failed; no pod stats this round", error=str(err))
-            return pods, failed
+            log.warning("ListPodSandbox failed; no sandbox asked alone this round", error=str(err))
+            return failed, unavailable, False
         deadline = time.monotonic() + self.timeout
         for sandbox in sandboxes:
-            if sandbox.state != "ready":
+            if sandbox.state != "ready" or sandbox.id in pods:
                 continue
             try:
                 pods[sandbox.id] = self.client.pod_sandbox_stats(
                     sandbox.id, timeout=max(0.001, min(self.client.timeout, deadline - time.monotonic()))
                 )
             except CriError as err:
+                where = dict(pod_sandbox_id=sandbox.id, namespace=sandbox.k8s_namespace, pod=sandbox.k8s_name,
+                             error=str(err))
+                reason = unavailable_reason(err)
+                if reason is not None:
+                    unavailable.append((sandbox.id, reason))
+                    log.info("PodSandboxStats unavailable for one sandbox", reason=reason, **where)
+                    continue
                 failed.append(sandbox.id)
                 self.failures["PodSandboxStats"] += 1
-                log.warning(
-                    "PodSandboxStats failed for one sandbox",
-                    pod_sandbox_id=sandbox.id, namespace=sandbox.k8s_namespace, pod=sandbox.k8s_name, error=str(err),
-                )
-        return pods, failed
+                log.warning("PodSandboxStats failed for one sandbox", **where)
+        return failed, unavailable, True

@@ -35,6 +35,7 @@ from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCa
 from cri_exporter.fetch_once import FetchOnce, status_key
 from cri_exporter.inventory import ContainerIdentity, Inventory, cgroup_backed
 from cri_exporter.podnet import PodNetwork
+from cri_exporter.sandbox_stats_errors import REASONS
 from cri_exporter.stats_refresher import StatsRefresher, StatsSnapshot
 from cri_exporter.stats_rows import EMPTY_CONTAINERS, EMPTY_PODS, StatsRows
 
@@ -404,7 +405,8 @@ class StatsCollector:
     name = "stats"
     families = ("cri_stats_refreshes_total", "cri_stats_refresh_failures_total", "cri_stats_snapshot_age_seconds",
                 "cri_stats_snapshot_timestamp_seconds", "cri_stats_refresh_duration_seconds",
-                "cri_stats_pod_sandbox_failures", "cri_stats_refresh_interval_seconds")
+                "cri_stats_pod_sandbox_failures", "cri_stats_pod_sandboxes_unavailable",
+                "cri_stats_refresh_interval_seconds")
 
     def __init__(self, refresher: StatsRefresher):
         self.refresher = refresher
@@ -433,10 +435,22 @@ class StatsCollector:
             dur.add_metric([method], seconds)
         failed = Family(
             "cri_stats_pod_sandbox_failures",
-            "Pod sandboxes whose stats could not be read in the latest refresh (after ListPodSandboxStats failed).",
+            "Ready pod sandboxes whose stats could not be read in the latest refresh (ListPodSandboxStats failed "
+            "or left them out, and PodSandboxStats failed too).",
         )
         failed.add_metric([], float(len(snap.failed_pod_ids)))
-        out += [age, ts, dur, failed]
+        # Not failures (sandbox_stats_errors.py): a container of the pod has just exited and the
+        # runtime still lists it running without its task, or the sandbox stopped since it was listed.
+        unavailable = Family(
+            "cri_stats_pod_sandboxes_unavailable",
+            "Ready pod sandboxes whose stats the runtime could not give in the latest refresh for a passing "
+            "reason: task_gone (a container exited and its task is gone while the runtime still lists it "
+            "running), sandbox_gone (stopped or removed since it was listed).",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            unavailable.add_metric([reason], float(sum(1 for _, r in snap.unavailable_pods if r == reason)))
+        out += [age, ts, dur, failed, unavailable]
         if not snap.ok:
             raise PartialCollection(snap.container_error or snap.pod_list_error or "some pod sandboxes failed", out)
         return out

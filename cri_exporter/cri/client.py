@@ -288,7 +288,12 @@ class CriClient:
         return [_container_stats(s) for s in r.stats]
 
     def list_pod_sandbox_stats(self, timeout: float | None = None) -> list[model.PodStats]:
-        r: pb.ListPodSandboxStatsResponse = self._call(self._runtime, "ListPodSandboxStats", pb.ListPodSandboxStatsRequest(), timeout)
+        """With an empty filter, as the kubelet asks (pkg/kubelet/stats/cri_stats_provider.go): without
+        one, containerd 1.6.20 takes every sandbox, a stopped one included, and fails whole on it
+        ("... is not in ready state"); with one it takes the ready ones only (1.7 and 2.x skip the
+        others either way). tests/test_sandbox_stats_real.py."""
+        r: pb.ListPodSandboxStatsResponse = self._call(
+            self._runtime, "ListPodSandboxStats", pb.ListPodSandboxStatsRequest(filter=pb.PodSandboxStatsFilter()), timeout)
         return [_pod_stats(s) for s in r.stats]
 
     def pod_sandbox_stats(self, pod_sandbox_id: str, timeout: float | None = None) -> model.PodStats:

@@ -10,6 +10,7 @@ from cri_exporter.doctor.facts.files import resolve
 from cri_exporter.doctor.model import Severity, failed, passed, skipped, warned
 from cri_exporter.doctor.registry import check
 from cri_exporter.doctor.requirements import CRI_ANSWERS, CRI_STATUS
+from cri_exporter.sandbox_stats_errors import SANDBOX_GONE, TASK_GONE, unavailable_reason
 
 REF_CRI = "https://kubernetes.io/docs/concepts/architecture/cri/"
 REF_DEBUG = "https://kubernetes.io/docs/tasks/debug/debug-cluster/crictl/"
@@ -161,28 +162,67 @@ def deprecations(ctx):
 
 @check("cri.pod_stats", Severity.WARNING, requires=(CRI_ANSWERS,))
 def pod_stats(ctx):
-    """ListPodSandboxStats fails whole when one sandbox is broken (containerd
-    1.6: "cgroupPath is empty"); the kubelet's stats and metrics then go blank."""
+    """ListPodSandboxStats, asked as the kubelet asks it (an empty filter), fails whole when one
+    ready sandbox is broken (e.g. "cgroupPath is empty": 1.6.20, 1.7.24, 2.1.9); the kubelet's
+    stats and metrics then go blank. 1.7.16+ and 2.x leave out a sandbox they get NOT_FOUND for
+    instead. So every ready sandbox the answer lacks is asked alone. One whose container has just
+    exited (its task gone while the runtime still lists it running: sandbox_stats_errors.py) is
+    asked once more, since that passes within a second of the exit; one it stays so for is a
+    container whose exit the runtime never handled, and is named with its own fix."""
     stats = ctx.cri("list_pod_sandbox_stats")
-    if not isinstance(stats, CriError):
-        return passed(f"ListPodSandboxStats answers ({len(stats)} pods)")
-    if stats.code == "UNIMPLEMENTED":
+    if isinstance(stats, CriError) and stats.code == "UNIMPLEMENTED":
         return skipped(f"the runtime does not implement ListPodSandboxStats: {stats}")
     pods = ctx.cri("list_pod_sandboxes")
-    broken = []
-    if not isinstance(pods, CriError):
-        for p in pods:
-            one = ctx.cri("pod_sandbox_stats", p.id)
-            if isinstance(one, CriError):
-                broken.append(f"{p.id[:13]} {p.k8s_namespace}/{p.k8s_name} ({p.state}): {one}")
-    seen = f"ListPodSandboxStats: {stats}" + ("\nbroken sandboxes:\n" + "\n".join(broken) if broken else "")
+    answered = set() if isinstance(stats, CriError) else {s.id for s in stats}
+    broken, stuck = [], []
+    for p in [] if isinstance(pods, CriError) else pods:
+        if p.state != "ready" or p.id in answered:
+            continue
+        one = ctx.cri("pod_sandbox_stats", p.id)
+        if not isinstance(one, CriError) or unavailable_reason(one) == SANDBOX_GONE:
+            continue
+        name = f"{p.id[:13]} {p.k8s_namespace}/{p.k8s_name}"
+        if unavailable_reason(one) == TASK_GONE:
+            try:
+                ctx.client.pod_sandbox_stats(p.id)
+                continue
+            except CriError as again:
+                if unavailable_reason(again) == TASK_GONE:
+                    stuck.append(f"{name}: {again}")
+                    continue
+                one = again
+        broken.append(f"{name}: {one}")
+    if isinstance(stats, CriError) and not broken and not stuck:
+        try:  # failed on a sandbox that is fine now (a container had just exited, 1.6.20)
+            stats = ctx.client.list_pod_sandbox_stats()
+        except CriError as err:
+            stats = err
+    if stuck:
+        return failed(
+            f"{len(stuck)} ready sandbox(es) list a running container whose task is gone",
+            seen="\n".join(stuck) + ("" if not broken else "\nbroken sandboxes:\n" + "\n".join(broken)),
+            why="The runtime never handled that container's exit: CRI still reports it running, so the kubelet "
+            "does not restart it, and its pod's stats are missing (containerd 1.6's ListPodSandboxStats fails "
+            "whole on it, 1.7.16+ leaves the pod out).",
+            fix="crictl stopp <id> && crictl rmp <id>   # the kubelet creates the pod's sandbox again\n"
+            "or restart containerd: at start it marks a running container whose task is gone exited",
+            refs=[REF_DEBUG])
+    if not isinstance(stats, CriError) and not broken:
+        return passed(f"ListPodSandboxStats answers ({len(stats)} pods)")
+    if isinstance(stats, CriError):
+        seen = f"ListPodSandboxStats: {stats}"
+        summary = "ListPodSandboxStats fails" + (f"; {len(broken)} sandbox(es) break it" if broken else "")
+        why = ("The kubelet's /stats/summary and metrics-server lose every pod's usage: HPA stops scaling "
+               "and evictions use stale data.")
+    else:
+        seen = f"ListPodSandboxStats left out {len(broken)} ready sandbox(es)"
+        summary = f"{len(broken)} ready sandbox(es) have no stats"
+        why = "Their usage is missing from the kubelet's /stats/summary and metrics-server (HPA, evictions)."
     return failed(
-        "ListPodSandboxStats fails" + (f"; {len(broken)} sandbox(es) break it" if broken else ""),
-        seen=seen,
-        why="The kubelet's /stats/summary and metrics-server lose every pod's usage: HPA stops scaling "
-        "and evictions use stale data.",
+        summary,
+        seen=seen + ("\nbroken sandboxes:\n" + "\n".join(broken) if broken else ""),
+        why=why,
         fix=("Remove the broken sandbox(es): crictl stopp <id> && crictl rmp <id>\n" if broken else "")
         + "journalctl -u containerd -e | grep -i stats",
         refs=[REF_DEBUG],
     )
-
