@@ -62,6 +62,17 @@ def runtime_alerts(s: Settings) -> list[Alert]:
               f"The container runtime on {ON} has reported NetworkReady=false (reason: "
               "\"{{ $labels.reason }}\") for " + s.for_["CriNetworkNotReady"] +
               ": the CNI plugin is not ready, so no new pod gets a network on this node."),
+        # Not CriCollectorFailing: a container that has just exited makes containerd 1.6.20/1.7.24
+        # answer NOT_FOUND for its pod's stats for under a second (cri_exporter/sandbox_stats_errors.py),
+        # which is no failure of the exporter; one that lasts is the runtime's, and says which pod.
+        Alert("CriPodStatsUnavailable",
+              f"sum by ({s.by()}) (cri_stats_pod_sandboxes_unavailable{s.sel()}) > 0",
+              "warning",
+              "The container runtime gives no stats for some ready pods.",
+              f"The container runtime on {ON} has given no stats for {{{{ $value }}}} ready pod sandbox(es) for "
+              f"{s.for_['CriPodStatsUnavailable']}: it lists a container running whose task is gone, so the "
+              "kubelet does not restart that container and the pod's usage is missing. "
+              "`cri-exporter doctor --check cri.pod_stats` on the node names the pod."),
     ]
 
 

@@ -97,6 +97,7 @@ class Settings:
         "CriRuntimeDown": "2m",
         "CriRuntimeNotReady": "5m",
         "CriNetworkNotReady": "5m",
+        "CriPodStatsUnavailable": "15m",
         "CriRuntimeRestarted": "0m",
         "CriRuntimeFdsNearLimit": "15m",
         "CriRuntimeShimsLeaked": "30m",
