@@ -2,6 +2,8 @@
 state and of each resource signal an exporter must report."""
 
 import json
+import os
+import signal
 import shutil
 import subprocess
 import time
@@ -174,3 +176,43 @@ def leak_sandbox(cd: Containerd, pod: Pod) -> LeakedSandbox:
     rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=pod.id))
     rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=pod.id))
     return LeakedSandbox(pod.id, shims[0], netns, [info["config"]["linux"]["cgroup_parent"]])
+
+
+@dataclass
+class UnrecordedExit:
+    """A container that exited while containerd could not record it (unrecorded_exit)."""
+    container_id: str
+    status_dir: Path
+
+    def release(self) -> None:
+        """Make the status directory writable again (the disk fixed): containerd records the exit at
+        its next retry (its back-off doubles from 1 s to 5 minutes) or when the container is stopped."""
+        subprocess.run(["umount", str(self.status_dir)], check=True, capture_output=True)
+
+
+def unrecorded_exit(cd: Containerd, container_id: str, timeout: float = 30.0) -> UnrecordedExit:
+    """Kill a running container while containerd cannot write its CRI status checkpoint (the
+    container's directory under the CRI plugin's root made read-only, as a full or read-only
+    /var/lib/containerd makes it), and wait until containerd has handled the exit and failed.
+
+    Measured on 1.6.20, 1.7.24 and 2.1.9 alike: the exit handler deletes the task, then fails to
+    checkpoint the new status ("failed to checkpoint status ... read-only file system") and keeps
+    the old one, so CRI lists the container RUNNING with no task, and retries with a back-off.
+    On 1.6.20 every ListPodSandboxStats fails NOT_FOUND and so does PodSandboxStats of its pod;
+    1.7.24 leaves the pod out of the list and fails its PodSandboxStats alike; 2.1.9 answers both
+    (it never asks the task). cd.cleanup() unmounts it if release() was not called."""
+    found = list((cd.base / "root").glob(f"*/containers/{container_id}/status"))
+    if len(found) != 1:
+        raise RuntimeError(f"expected one CRI status file of {container_id}, found {found}")
+    status_dir = found[0].parent
+    subprocess.run(["mount", "--bind", str(status_dir), str(status_dir)], check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "remount,bind,ro", str(status_dir)], check=True, capture_output=True)
+    rt = cd.runtime_stub()
+    info = rt.ContainerStatus(api.ContainerStatusRequest(container_id=container_id, verbose=True)).info["info"]
+    os.kill(json.loads(info)["pid"], signal.SIGKILL)
+    end = time.monotonic() + timeout
+    while f"failed to checkpoint status to \\\"{status_dir}" not in cd.log_path.read_text(errors="replace"):
+        if time.monotonic() > end:
+            raise TimeoutError(f"containerd did not try to record the exit of {container_id} within {timeout}s")
+        time.sleep(0.1)  # poll interval of the wait for containerd's log line
+    return UnrecordedExit(container_id, status_dir)

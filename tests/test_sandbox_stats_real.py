@@ -8,6 +8,10 @@ commits):
   ListPodSandboxStats takes it and fails whole ("... is not in ready state", UNKNOWN); 1.7.24
   and 2.1.9 leave it out. With an empty filter, as the kubelet asks, all three answer the ready
   sandboxes. PodSandboxStats on it fails (UNKNOWN on 1.6.20, UNAVAILABLE on 1.7.24 and 2.1.9).
+- A container whose exit containerd cannot record (its status checkpoint unwritable: a full or
+  read-only disk; crilab.scenario.unrecorded_exit) stays RUNNING in CRI with its task gone, for as
+  long as that lasts: 1.6.20 fails ListPodSandboxStats (NOT_FOUND) and that pod's PodSandboxStats
+  all along, 1.7.24 leaves the pod out of the list and fails its PodSandboxStats, 2.1.9 answers.
 - A container OOM-killed in a ready pod: for under a second after its exit, 1.6.20 and 1.7.24
   answer its pod's PodSandboxStats with NOT_FOUND "task ... not found" (they ask every container
   CRI still lists running for its task); 1.6.20's list fails whole then. 2.1.9 never did (it
@@ -24,14 +28,13 @@ import os
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
 
 from crilab import Containerd, run_pod
 from crilab.pods import Pod
-from crilab.scenario import HOG, OOM_LIMIT, SLEEP, oom_exit, start_oom_pod
+from crilab.scenario import HOG, OOM_LIMIT, SLEEP, oom_exit, start_oom_pod, unrecorded_exit
 from cri_exporter.cri import CriClient, CriError
 from cri_exporter.cri import api_pb2 as api
 from cri_exporter.sandbox_stats_errors import SANDBOX_GONE, TASK_GONE, unavailable_reason
@@ -177,3 +180,69 @@ def test_doctor_pod_stats_passes_with_stopped_and_oom_killed_pods(scene):
     r = results("/", scene.cd.endpoint, checks=["cri.pod_stats"])["cri.pod_stats"]
     assert r.status.value == "pass", r.finding
     assert "(2 pods)" in r.finding.summary
+
+
+def test_a_container_whose_exit_was_never_recorded(victim, runtime_version):
+    """The lasting form: counted as task_gone (CriPodStatsUnavailable's input) where the runtime
+    fails that pod's stats (1.6.20, 1.7.24), never as a failed collector, and named by the doctor
+    with its fix; the fix (the disk writable again) clears it, stopping the sandbox does not."""
+    healthy = run_pod(victim, "healthy", "shop")
+    healthy.add_container("app", SLEEP)
+    stuck = run_pod(victim, "stuck", "shop")
+    cid = stuck.add_container("app", SLEEP)
+    with ExporterProcess(victim.endpoint, "--stats-interval", "1", "--stats-idle-interval", "1") as exp:
+        wait_for(lambda: exp.scrape().find("cri_stats_snapshot_age_seconds"), timeout=60, what="a snapshot")
+        exit_ = unrecorded_exit(victim, cid)
+        rt = victim.runtime_stub()
+        # CRI's answers, the truth the exporter is held to
+        assert rt.ContainerStatus(api.ContainerStatusRequest(container_id=cid)).status.state == api.CONTAINER_RUNNING
+        listed = None
+        try:
+            listed = {p.attributes.id for p in rt.ListPodSandboxStats(
+                api.ListPodSandboxStatsRequest(filter=api.PodSandboxStatsFilter())).stats}
+        except grpc.RpcError as err:
+            assert runtime_version == "1.6" and err.code() == grpc.StatusCode.NOT_FOUND, err
+        try:
+            rt.PodSandboxStats(api.PodSandboxStatsRequest(pod_sandbox_id=stuck.id))
+            answered = True
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.NOT_FOUND and f"task {cid} not found" in err.details(), err
+            answered = False
+        if runtime_version == "2.1":
+            assert answered and listed == {healthy.id, stuck.id}
+        else:
+            assert not answered and listed == (None if runtime_version == "1.6" else {healthy.id})
+
+        after = exp.scrape().get1("cri_stats_refreshes_total")
+        s = wait_for(lambda: (x := exp.scrape()).get1("cri_stats_refreshes_total") >= after + 2 and x,
+                     timeout=60, what="two refreshes")
+        assert s.get1("cri_scrape_collector_success", collector="stats") == 1, exp.log()[-3000:]
+        assert s.get1("cri_stats_pod_sandbox_failures") == 0
+        assert s.get1("cri_stats_pod_sandboxes_unavailable", reason=TASK_GONE) == (0 if answered else 1)
+        assert s.find("cri_container_writable_layer_bytes", namespace="shop", pod="healthy", container="app")
+        doctor = results("/", victim.endpoint, checks=["cri.pod_stats"])["cri.pod_stats"].finding
+        if answered:
+            assert doctor.status.value == "pass", doctor
+        else:
+            assert stuck.id in exp.log() and "PodSandboxStats unavailable" in exp.log()
+            assert doctor.status.value == "fail", doctor
+            assert "whose task is gone" in doctor.summary and f"{stuck.id[:13]} shop/stuck" in doctor.seen
+            assert "failed to checkpoint status" in doctor.fix
+
+        # Stopping the sandbox is no fix while the exit cannot be recorded: StopContainer finds no task and
+        # returns, and the sandbox cannot be removed (1.6.20, 1.7.24, 2.1.9 alike).
+        rt.StopPodSandbox(api.StopPodSandboxRequest(pod_sandbox_id=stuck.id))
+        with pytest.raises(grpc.RpcError) as refused:
+            rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=stuck.id))
+        assert "still running" in refused.value.details()
+        # the runbook's fix: the disk writable again; containerd's next retry records the exit
+        exit_.release()
+        wait_for(lambda: rt.ContainerStatus(api.ContainerStatusRequest(container_id=cid)).status.state
+                 == api.CONTAINER_EXITED, timeout=330, interval=1, what="containerd's retry (back-off up to 5 min)")
+        rt.RemovePodSandbox(api.RemovePodSandboxRequest(pod_sandbox_id=stuck.id))
+        after = exp.scrape().get1("cri_stats_refreshes_total")
+        s = wait_for(lambda: (x := exp.scrape()).get1("cri_stats_refreshes_total") >= after + 2 and x,
+                     timeout=60, what="two refreshes after the fix")
+        assert s.get1("cri_stats_pod_sandboxes_unavailable", reason=TASK_GONE) == 0
+        assert s.get1("cri_scrape_collector_success", collector="stats") == 1
+        assert results("/", victim.endpoint, checks=["cri.pod_stats"])["cri.pod_stats"].status.value == "pass"

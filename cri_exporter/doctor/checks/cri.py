@@ -168,7 +168,8 @@ def pod_stats(ctx):
     instead. So every ready sandbox the answer lacks is asked alone. One whose container has just
     exited (its task gone while the runtime still lists it running: sandbox_stats_errors.py) is
     asked once more, since that passes within a second of the exit; one it stays so for is a
-    container whose exit the runtime never handled, and is named with its own fix."""
+    container whose exit the runtime could not record (crilab.scenario.unrecorded_exit), and is
+    named with its own fix."""
     stats = ctx.cri("list_pod_sandbox_stats")
     if isinstance(stats, CriError) and stats.code == "UNIMPLEMENTED":
         return skipped(f"the runtime does not implement ListPodSandboxStats: {stats}")
@@ -201,11 +202,14 @@ def pod_stats(ctx):
         return failed(
             f"{len(stuck)} ready sandbox(es) list a running container whose task is gone",
             seen="\n".join(stuck) + ("" if not broken else "\nbroken sandboxes:\n" + "\n".join(broken)),
-            why="The runtime never handled that container's exit: CRI still reports it running, so the kubelet "
+            why="The runtime could not record that container's exit: CRI still reports it running, so the kubelet "
             "does not restart it, and its pod's stats are missing (containerd 1.6's ListPodSandboxStats fails "
             "whole on it, 1.7.16+ leaves the pod out).",
-            fix="crictl stopp <id> && crictl rmp <id>   # the kubelet creates the pod's sandbox again\n"
-            "or restart containerd: at start it marks a running container whose task is gone exited",
+            fix="journalctl -u containerd | grep 'TaskExit'   # why: e.g. \"failed to checkpoint status\", "
+            "a full or read-only /var/lib/containerd\n"
+            "Fix that; containerd records the exit at its next retry (back-off up to 5 minutes), or at once on "
+            "`systemctl restart containerd`. Meanwhile `crictl stopp` stops the sandbox but `crictl rmp` "
+            "refuses it (\"container is still running\").",
             refs=[REF_DEBUG])
     if not isinstance(stats, CriError) and not broken:
         return passed(f"ListPodSandboxStats answers ({len(stats)} pods)")
