@@ -27,7 +27,7 @@ LEAN_PATTERNS: tuple[str, ...] = (
     "cri_pod_(ephemeral_storage|emptydir)_bytes",
     "cri_eviction_headroom_(bytes|inodes)",
     "cri_eviction_threshold_inodes",
-    "cri_stats_(refresh_duration_seconds|refresh_failures_total|snapshot_age_seconds)",
+    "cri_stats_(refresh_duration_seconds|refresh_failures_total|snapshot_age_seconds|pod_sandboxes_unavailable)",
     # The background readers' clocks: CriBackgroundReadingStale (the runtime processes' are cri_runtime_.*).
     "cri_stats_(snapshot_timestamp|refresh_interval)_seconds",
     "cri_container_log_sample_(timestamp|duration|interval)_seconds",

@@ -145,25 +145,9 @@ class PodSandboxMetadata(_message.Message):
     attempt: int
     def __init__(self, name: _Optional[str] = ..., uid: _Optional[str] = ..., namespace: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
-class PodSandboxStateValue(_message.Message):
-    __slots__ = ("state",)
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    state: PodSandboxState
-    def __init__(self, state: _Optional[_Union[PodSandboxState, str]] = ...) -> None: ...
-
-class PodSandboxFilter(_message.Message):
-    __slots__ = ("id", "state")
-    ID_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    id: str
-    state: PodSandboxStateValue
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[PodSandboxStateValue, _Mapping]] = ...) -> None: ...
-
 class ListPodSandboxRequest(_message.Message):
-    __slots__ = ("filter",)
-    FILTER_FIELD_NUMBER: _ClassVar[int]
-    filter: PodSandboxFilter
-    def __init__(self, filter: _Optional[_Union[PodSandboxFilter, _Mapping]] = ...) -> None: ...
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class PodSandbox(_message.Message):
     __slots__ = ("id", "metadata", "state", "created_at", "labels", "runtime_handler")
@@ -282,27 +266,9 @@ class ImageSpec(_message.Message):
     user_specified_image: str
     def __init__(self, image: _Optional[str] = ..., user_specified_image: _Optional[str] = ...) -> None: ...
 
-class ContainerStateValue(_message.Message):
-    __slots__ = ("state",)
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    state: ContainerState
-    def __init__(self, state: _Optional[_Union[ContainerState, str]] = ...) -> None: ...
-
-class ContainerFilter(_message.Message):
-    __slots__ = ("id", "state", "pod_sandbox_id")
-    ID_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    POD_SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
-    id: str
-    state: ContainerStateValue
-    pod_sandbox_id: str
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[ContainerStateValue, _Mapping]] = ..., pod_sandbox_id: _Optional[str] = ...) -> None: ...
-
 class ListContainersRequest(_message.Message):
-    __slots__ = ("filter",)
-    FILTER_FIELD_NUMBER: _ClassVar[int]
-    filter: ContainerFilter
-    def __init__(self, filter: _Optional[_Union[ContainerFilter, _Mapping]] = ...) -> None: ...
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class Container(_message.Message):
     __slots__ = ("id", "pod_sandbox_id", "metadata", "image", "image_ref", "state", "created_at", "labels", "image_id")
@@ -474,19 +440,9 @@ class ContainerStats(_message.Message):
     swap: SwapUsage
     def __init__(self, attributes: _Optional[_Union[ContainerAttributes, _Mapping]] = ..., cpu: _Optional[_Union[CpuUsage, _Mapping]] = ..., memory: _Optional[_Union[MemoryUsage, _Mapping]] = ..., writable_layer: _Optional[_Union[FilesystemUsage, _Mapping]] = ..., swap: _Optional[_Union[SwapUsage, _Mapping]] = ...) -> None: ...
 
-class ContainerStatsFilter(_message.Message):
-    __slots__ = ("id", "pod_sandbox_id")
-    ID_FIELD_NUMBER: _ClassVar[int]
-    POD_SANDBOX_ID_FIELD_NUMBER: _ClassVar[int]
-    id: str
-    pod_sandbox_id: str
-    def __init__(self, id: _Optional[str] = ..., pod_sandbox_id: _Optional[str] = ...) -> None: ...
-
 class ListContainerStatsRequest(_message.Message):
-    __slots__ = ("filter",)
-    FILTER_FIELD_NUMBER: _ClassVar[int]
-    filter: ContainerStatsFilter
-    def __init__(self, filter: _Optional[_Union[ContainerStatsFilter, _Mapping]] = ...) -> None: ...
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ListContainerStatsResponse(_message.Message):
     __slots__ = ("stats",)
@@ -573,17 +529,9 @@ class PodSandboxStatsResponse(_message.Message):
     stats: PodSandboxStats
     def __init__(self, stats: _Optional[_Union[PodSandboxStats, _Mapping]] = ...) -> None: ...
 
-class PodSandboxStatsFilter(_message.Message):
-    __slots__ = ("id",)
-    ID_FIELD_NUMBER: _ClassVar[int]
-    id: str
-    def __init__(self, id: _Optional[str] = ...) -> None: ...
-
 class ListPodSandboxStatsRequest(_message.Message):
-    __slots__ = ("filter",)
-    FILTER_FIELD_NUMBER: _ClassVar[int]
-    filter: PodSandboxStatsFilter
-    def __init__(self, filter: _Optional[_Union[PodSandboxStatsFilter, _Mapping]] = ...) -> None: ...
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class ListPodSandboxStatsResponse(_message.Message):
     __slots__ = ("stats",)
@@ -591,17 +539,9 @@ class ListPodSandboxStatsResponse(_message.Message):
     stats: _containers.RepeatedCompositeFieldContainer[PodSandboxStats]
     def __init__(self, stats: _Optional[_Iterable[_Union[PodSandboxStats, _Mapping]]] = ...) -> None: ...
 
-class ImageFilter(_message.Message):
-    __slots__ = ("image",)
-    IMAGE_FIELD_NUMBER: _ClassVar[int]
-    image: ImageSpec
-    def __init__(self, image: _Optional[_Union[ImageSpec, _Mapping]] = ...) -> None: ...
-
 class ListImagesRequest(_message.Message):
-    __slots__ = ("filter",)
-    FILTER_FIELD_NUMBER: _ClassVar[int]
-    filter: ImageFilter
-    def __init__(self, filter: _Optional[_Union[ImageFilter, _Mapping]] = ...) -> None: ...
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("id", "repo_tags", "size", "pinned")
