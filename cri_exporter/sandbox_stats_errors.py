@@ -18,8 +18,11 @@ source: pkg/cri/server/sandbox_stats_*.go in 1.x, internal/cri/server/ in 2.x):
 
 Both pass by themselves in well under a refresh interval. The refresher counts them
 (`cri_stats_pod_sandboxes_unavailable`) instead of failing the stats collector, so an OOM kill
-does not turn into a CriCollectorFailing page; one that lasts (the runtime keeps listing a
-container running whose task is gone: its exit was never handled) is CriPodStatsUnavailable.
+does not turn into a CriCollectorFailing page (before, 1.6.20 failed it on every refresh while
+the state lasted). It lasts when containerd cannot record the exit: its handler deletes the task,
+then fails to checkpoint the container's status (a full or read-only disk) and keeps it RUNNING,
+retrying with a back-off up to 5 minutes (all three versions; crilab.scenario.unrecorded_exit).
+That is CriPodStatsUnavailable, and the doctor's cri.pod_stats names the pod.
 Anything else (e.g. "cgroupPath is empty": a sandbox without a cgroup parent) is a failure.
 """
 from __future__ import annotations
