@@ -5,6 +5,7 @@ blind), warning is work for the day, info helps troubleshooting.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from alerts.settings import PRODUCTION, Settings
@@ -284,6 +285,53 @@ def _growth_over_headroom(s: Settings, sources: str, signal: str) -> str:
             f"  max by ({s.by()}) ({headroom})")
 
 
+def _inode_growth_over_headroom(s: Settings, sources: str, signal: str) -> str:
+    """Inodes a pod adds in the horizon at its recent rate, where that exceeds the
+    node's free inodes above `signal`; the alert takes that signal's `signal` and
+    `path` labels (its annotation reads the pod's inodes and the headroom by them)."""
+    pod = s.by("namespace", "pod")
+    used = "cri_pod_ephemeral_storage_inodes" + s.sel('source=~"%s"' % sources)
+    headroom = "cri_eviction_headroom_inodes" + s.sel('signal="%s"' % signal)
+    return (f"  (sum by ({pod}) (deriv({used}[{s.ephemeral_growth_window}])) > 0)"
+            f" * {s.ephemeral_growth_horizon_seconds}\n"
+            f"  > on ({s.by()}) group_left (signal, path)\n"
+            f"  max by ({s.by('signal', 'path')}) ({headroom})")
+
+
+#: The pod's sources on each filesystem the kubelet evicts for (pkg/kubelet/eviction/helpers.go:
+#: emptyDirs and logs on nodefs, writable layers on imagefs; one filesystem on most nodes).
+INODE_SIGNAL_SOURCES = (("nodefs.inodesFree", "emptydir|logs"), ("imagefs.inodesFree", "writable_layer"))
+
+
+def _query_value(s: Settings, expr: str, *labels: str) -> str:
+    """Go template: the value of `expr` (a printf format taking `labels`' values, in order)
+    at the alert's evaluation, humanized, or "?" when it has none. A raw (backquoted)
+    string, so the selector's quotes need no escaping; %q quotes label values as PromQL reads them."""
+    fmt = expr.replace("%", "%%").replace("%%q", "%q")
+    args = " ".join(f"$labels.{label}" for label in labels)
+    return f"{{{{ with printf `{fmt}` {args} | query }}}}{{{{ . | first | value | humanize }}}}{{{{ else }}}}?{{{{ end }}}}"
+
+
+def _pod_inodes_description(s: Settings) -> str:
+    hours = s.ephemeral_growth_horizon_seconds / 3600
+    # the node's labels but those the selector already fixes (job)
+    node_labels = [label for label in s.node_labels if not re.search(rf"\b{label}\s*[=!]", s.selector)]
+    node = [f"{label}=%q" for label in node_labels]
+    sources = ('{{ $sources := "writable_layer" }}{{ $what := "containers\' writable layers" }}'
+               '{{ if eq $labels.signal "nodefs.inodesFree" }}{{ $sources = "emptydir|logs" }}'
+               '{{ $what = "emptyDirs and logs" }}{{ end }}')
+    used = _query_value(s, "sum(cri_pod_ephemeral_storage_inodes" + s.sel(*node, "namespace=%q", "pod=%q", "source=~%q")
+                        + ")", *node_labels, "namespace", "pod", "sources").replace("$labels.sources", "$sources")
+    headroom = _query_value(s, "max(cri_eviction_headroom_inodes" + s.sel(*node, "signal=%q") + ")",
+                            *node_labels, "signal")
+    return (sources + f"Pod {POD} on {ON} will create {{{{ $value | humanize }}}} more inodes (files, directories, "
+            f"links) in the next {hours:g}h at its rate of the last {s.ephemeral_growth_window}: more than the "
+            f"{headroom} free inodes the node has left above the kubelet's {{{{ $labels.signal }}}} eviction "
+            f"threshold on {{{{ $labels.path }}}}. The pod holds {used} inodes there now (its {{{{ $what }}}}). "
+            "Once they are gone the kubelet sets DiskPressure and evicts pods, the largest inode users first, "
+            "whatever the free space.")
+
+
 def pod_alerts(s: Settings) -> list[Alert]:
     w = s.rate_window
     key = s.by("namespace", "pod", "interface")
@@ -301,6 +349,14 @@ def pod_alerts(s: Settings) -> list[Alert]:
               f"{hours:g}h at its rate of the last {s.ephemeral_growth_window}: more than the node has left above "
               "the kubelet's hard disk eviction threshold. The kubelet will then set DiskPressure and evict pods, "
               "the largest users of the filesystem first."),
+        # The inode twin: many small files (caches, sessions, unpacked archives in an emptyDir) exhaust
+        # nodefs.inodesFree long before a byte threshold notices. Same fit and horizon as the bytes.
+        Alert("CriPodEphemeralInodesFillingNode",
+              "\nor\n".join("(\n" + _inode_growth_over_headroom(s, sources, signal) + "\n)"
+                             for signal, sources in INODE_SIGNAL_SOURCES),
+              "warning",
+              "A pod's inode growth will push the node past the kubelet's inode eviction threshold.",
+              _pod_inodes_description(s)),
         Alert("CriPodNetworkErrors",
               f"sum by ({key}) (\n  rate(cri_pod_network_receive_errors_total{s.sel()}[{w}])\n"
               f"  + rate(cri_pod_network_transmit_errors_total{s.sel()}[{w}])\n) > {s.network_errors_per_second:g}",

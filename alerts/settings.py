@@ -114,6 +114,7 @@ class Settings:
         "CriPodNetworkErrors": "15m",
         "CriPodEphemeralStorageFillingNode": "15m",
         "CriNodefsInodesNearEviction": "15m",
+        "CriPodEphemeralInodesFillingNode": "15m",
         "CriDoctorCheckFailing": "15m",
         "CriCollectorFailing": "15m",
         "CriExporterScrapeSlow": "15m",

@@ -23,8 +23,10 @@ LEAN_PATTERNS: tuple[str, ...] = (
     "cri_pod_(info|cpu_usage_seconds_total|memory_working_set_bytes|memory_oom_kills_total|network_.*)",
     # Ephemeral storage: the pod's total by source and its emptyDirs (dashboards, the growth alert)
     # and the node's headroom, and its inode headroom and threshold (CriNodefsInodesNearEviction, a
-    # few series a node); the pods' inodes (3 series a pod) and the walk's own cost stay out.
+    # few series a node); the pods' inodes by source (up to 3 series a pod) for their growth alert,
+    # CriPodEphemeralInodesFillingNode. Per volume and per container inodes and the walk's own cost stay out.
     "cri_pod_(ephemeral_storage|emptydir)_bytes",
+    "cri_pod_ephemeral_storage_inodes",
     "cri_eviction_headroom_(bytes|inodes)",
     "cri_eviction_threshold_inodes",
     "cri_stats_(refresh_duration_seconds|refresh_failures_total|snapshot_age_seconds|pod_sandboxes_unavailable)",

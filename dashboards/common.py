@@ -54,9 +54,6 @@ class LeanGap:
 # The families the boards show though the lean profile leaves them out, and why (docs/metrics.md).
 TCP_GAP = LeanGap(("cri_pod_tcp_connections",),
                   "it is 11 series a pod (one per state), as many as the lean set's whole per-pod budget")
-INODE_GAP = LeanGap(("cri_pod_ephemeral_storage_inodes",),
-                    "inodes run out far more rarely than bytes and cost 3 series a pod; the node's inode headroom "
-                    "(which the lean set keeps, for CriNodefsInodesNearEviction) says when to look")
 LAYER_INODE_GAP = LeanGap(("cri_pod_emptydir_inodes", "cri_container_writable_layer_inodes"),
                           "they cost a series per emptyDir volume and per container; the pod's bytes per volume "
                           "and per writable layer (which the lean set keeps) say where space goes")

@@ -2,7 +2,7 @@
 and is the exporter itself keeping up. One exporter instance = one node."""
 from __future__ import annotations
 
-from dashboards.common import (INODE_GAP, NODE, PASS_FAIL, TCP_GAP, TRUE_FALSE, UP_DOWN, Board, bars, graph, query,
+from dashboards.common import (NODE, PASS_FAIL, TCP_GAP, TRUE_FALSE, UP_DOWN, Board, bars, graph, query,
                                single)
 
 UID = "cri-node-overview"
@@ -105,7 +105,7 @@ def build() -> dict:
         bars("Pods by ephemeral inodes (top 10)", "Inodes of each pod's writable layers, disk-backed emptyDirs and "
              "logs: the pods the kubelet evicts first when it is short of inodes.", "short",
              query(f"topk(10, sum by (namespace, pod) (cri_pod_ephemeral_storage_inodes{{{NODE}}}))",
-                   "{{namespace}}/{{pod}}", instant=True), w=12, h=8, gap=INODE_GAP),
+                   "{{namespace}}/{{pod}}", instant=True), w=12, h=8),
     )
     b.row(
         "Pod TCP connections",

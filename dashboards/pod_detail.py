@@ -2,7 +2,7 @@
 the CRI stats and the cgroup files."""
 from __future__ import annotations
 
-from dashboards.common import INODE_GAP, LAYER_INODE_GAP, NODE, TCP_GAP, Board, graph, query, single
+from dashboards.common import LAYER_INODE_GAP, NODE, TCP_GAP, Board, graph, query, single
 
 UID = "cri-pod-detail"
 
@@ -197,9 +197,14 @@ def build() -> dict:
               "bytes", query(f"sum by (volume) (cri_pod_emptydir_bytes{{{POD}}})", "{{volume}}"), w=12, min_=0),
         graph("Ephemeral storage inodes", "Inodes of the same sources (one per file, directory or link; a hard-linked "
               "file once): the kubelet evicts on inodes as on bytes (nodefs.inodesFree, imagefs.inodesFree), ranking "
-              "pods by their inodes then. The node's inode headroom is on the node overview board.", "short",
+              "pods by their inodes then. Against the node's free inodes above those thresholds on the filesystem "
+              "each lives on: a pod whose growth would take them within 4h fires CriPodEphemeralInodesFillingNode.",
+              "short",
               query(f"sum by (source) (cri_pod_ephemeral_storage_inodes{{{POD}}})", "{{source}}"),
-              w=12, min_=0, gap=INODE_GAP),
+              query(f"max(cri_eviction_headroom_inodes{{{NODE}, signal=\"nodefs.inodesFree\"}})",
+                    "node headroom: nodefs (emptyDirs, logs)"),
+              query(f"max(cri_eviction_headroom_inodes{{{NODE}, signal=\"imagefs.inodesFree\"}})",
+                    "node headroom: imagefs (writable layers)"), w=12, min_=0),
         graph("Inodes by emptyDir and writable layer", "Inodes of each disk-backed emptyDir of the pod and of each "
               "container's writable layer: which one makes the pod's files.", "short",
               query(f"sum by (volume) (cri_pod_emptydir_inodes{{{POD}}})", "emptyDir {{volume}}"),

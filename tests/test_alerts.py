@@ -35,6 +35,7 @@ REQUIRED = {
     # issue 15.2
     "pod pushing the node over the eviction thresholds": "CriPodEphemeralStorageFillingNode",
     "kubelet filesystem near its inode eviction threshold": "CriNodefsInodesNearEviction",
+    "pod pushing the node over its inode eviction threshold": "CriPodEphemeralInodesFillingNode",
     # issue 15: the readers off the scrape path behind 15.2-15.5
     "background reader stuck, its numbers frozen": "CriBackgroundReadingStale",
 }

@@ -174,9 +174,12 @@ def test_dashboard_panels_use_only_the_lean_set_but_for_marked_ones(name):
 
 
 def test_marked_panels_show_the_families_kept_out_of_the_lean_set_for_their_cost():
-    """Issue 15: TCP states and ephemeral inodes have panels, though not in the lean set."""
-    assert {"cri_pod_tcp_connections", "cri_pod_ephemeral_storage_inodes", "cri_pod_emptydir_inodes",
+    """Issue 15: TCP states and the volumes' and layers' inodes have panels, though not in the lean
+    set; the pods' inodes by source are in it, for CriPodEphemeralInodesFillingNode."""
+    assert {"cri_pod_tcp_connections", "cri_pod_emptydir_inodes",
             "cri_container_writable_layer_inodes"} <= marked_families()
+    assert in_lean("cri_pod_ephemeral_storage_inodes")
+    assert "cri_pod_ephemeral_storage_inodes" not in marked_families()
 
 
 def test_the_profile_check_fails_for_an_unmarked_panel_and_a_needless_mark():
@@ -254,9 +257,10 @@ def test_the_lean_profile_serves_exactly_the_allowed_families(containerd, pods, 
     assert "cri_container_cpu_cfs_throttled_periods_total" in served
     # The marked panels' families: served by default (in the lab; emptyDirs and the kubelet's thresholds
     # need a kubelet), never under the lean profile, whose nodes show those panels empty.
-    assert {"cri_pod_tcp_connections", "cri_pod_ephemeral_storage_inodes",
-            "cri_container_writable_layer_inodes"} <= default_families
+    assert {"cri_pod_tcp_connections", "cri_container_writable_layer_inodes"} <= default_families
     assert not served & marked_families()
+    # The pods' inodes by source (their writable layers here), which CriPodEphemeralInodesFillingNode needs.
+    assert "cri_pod_ephemeral_storage_inodes" in served
 
 
 @pytest.mark.containerd

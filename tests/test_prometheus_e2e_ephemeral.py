@@ -179,10 +179,9 @@ def test_ephemeral_panels_show_the_pods_emptydir_and_the_nodefs_headroom(node):
     prom, _, still_cache, _, _ = node
     queries = _ephemeral_queries()
     assert {title for _, title, _, _ in queries} >= {
-        "Ephemeral storage", "emptyDir volumes", "Ephemeral storage inodes (default profile)",
+        "Ephemeral storage", "emptyDir volumes", "Ephemeral storage inodes",
         "Inodes by emptyDir and writable layer (default profile)", "Headroom to disk eviction",
-        "Inode headroom to disk eviction", "Pods by ephemeral inodes (top 10)"
-        " (default profile)", "Pods by ephemeral storage (top 10)"}
+        "Inode headroom to disk eviction", "Pods by ephemeral inodes (top 10)", "Pods by ephemeral storage (top 10)"}
     instance = prom.query(f'up{{job="{JOB}"}}')[0]["metric"]["instance"]
     values = {"job": JOB, "instance": instance, "namespace": NAMESPACE, "pod": "still", "container": ".*",
               "__rate_interval": "5s"}
