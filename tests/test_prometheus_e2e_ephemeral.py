@@ -17,7 +17,10 @@ panels, as the shared lab has neither emptyDirs nor nodefs thresholds). The grow
 which over the rule's 4h horizon (~14 GiB) is far more than that; the slow
 pod 16 KiB a second (~225 MiB in 4h), well under it; the still pod adds
 nothing (deriv 0: a pod that does not grow never fires, whatever the headroom,
-even a negative one). Rules are the production expressions with the `for`
+even a negative one). CriPodEphemeralInodesFillingNode, its inode twin, is proven the same way
+with a pod making many small files against a nodefs.inodesFree threshold set INODE_HEADROOM under
+the free inodes, the slow, growing and still pods quiet beside it, and its inode count and
+annotation compared with `du --inodes` and `find | wc -l`. Rules are the production expressions with the `for`
 windows shortened (alerts.settings.fast); the growth window stays 1h, over
 which deriv fits the few seconds of samples there are.
 """
@@ -25,6 +28,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -33,7 +39,7 @@ from alerts.settings import fast
 from crilab import run_pod
 from cri_exporter.ephemeral_storage import EMPTY_DIR
 from dashboards import DIR as DASHBOARDS, lint
-from tests.ephemeral_truth import du, kubelet_unit
+from tests.ephemeral_truth import du, gnu_du, kubelet_unit
 from tests.exporter_proc import ExporterProcess, processes, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
 
@@ -68,7 +74,7 @@ def _emptydir_pod(containerd, host, name: str, command: str):
 @pytest.fixture(params=list(RELEASES), ids=release_id)
 def node(request, containerd, tmp_path):
     """(Prometheus, the nodefs threshold in bytes, the still pod's emptyDir, start_grower,
-    set_inodes_free) over an exporter whose host root says the node is HEADROOM above the
+    set_inodes_free, start_pod(name, command) -> (pod, its emptyDir)) over an exporter whose host root says the node is HEADROOM above the
     kubelet's nodefs.available eviction (and nodefs.inodesFree at 5% until set otherwise)."""
     host = tmp_path / "host"
     root = host / ROOT_DIR.lstrip("/")
@@ -101,23 +107,28 @@ def node(request, containerd, tmp_path):
                                           rule_groups=groups(fast()), release=release(request.param)))
             prom.wait_targets_up()
 
+            def start_pod(name: str, command: str):
+                pod, cache = _emptydir_pod(containerd, host, name, command)
+                pods.append(pod)
+                return pod, cache
+
             def start_grower():
                 for name, command in (("slow", SLOW), ("grower", GROWER)):
-                    pods.append(_emptydir_pod(containerd, host, name, command)[0])
+                    start_pod(name, command)
 
-            yield prom, threshold_ki * 1024, still_cache, start_grower, set_inodes_free
+            yield prom, threshold_ki * 1024, still_cache, start_grower, set_inodes_free, start_pod
     finally:
         for pod in pods:
             pod.remove()
 
 
-def _firing(prom: PrometheusProcess, pod: str) -> list[dict]:
-    return [a for a in prom.alerts() if a["labels"]["alertname"] == ALERT and a["state"] == "firing"
+def _firing(prom: PrometheusProcess, pod: str, alert: str = ALERT) -> list[dict]:
+    return [a for a in prom.alerts() if a["labels"]["alertname"] == alert and a["state"] == "firing"
             and a["labels"].get("namespace") == NAMESPACE and a["labels"].get("pod") == pod]
 
 
 def test_ephemeral_storage_alert_fires_for_a_growing_pod_only(node):
-    prom, threshold, still_cache, start_grower, _ = node
+    prom, threshold, still_cache, start_grower, _, _ = node
     pod_sel = f'job="{JOB}", namespace="{NAMESPACE}"'
     # Prometheus holds the kubelet's threshold as the exporter read it from the config...
     wait_for(lambda: prom.query(f'cri_eviction_threshold_bytes{{job="{JOB}", signal="nodefs.available", '
@@ -176,7 +187,7 @@ def _ephemeral_queries() -> list[tuple[str, str, str, str]]:
 
 
 def test_ephemeral_panels_show_the_pods_emptydir_and_the_nodefs_headroom(node):
-    prom, _, still_cache, _, _ = node
+    prom, _, still_cache, _, _, _ = node
     queries = _ephemeral_queries()
     assert {title for _, title, _, _ in queries} >= {
         "Ephemeral storage", "emptyDir volumes", "Ephemeral storage inodes",
@@ -204,7 +215,7 @@ def test_nodefs_inodes_alert_fires_once_free_inodes_fall_under_twice_the_thresho
     """CriNodefsInodesNearEviction: not at the default 5% on this disk (far more inodes free),
     and firing once the kubelet's threshold is set to 60% of the free inodes (the headroom is
     then about 40% of them, less than the threshold)."""
-    prom, _, _, _, set_inodes_free = node
+    prom, _, _, _, set_inodes_free, _ = node
     alert, sel = "CriNodefsInodesNearEviction", f'job="{JOB}", signal="nodefs.inodesFree", path="{ROOT_DIR}"'
     # first the default threshold, under half the free inodes here, for several evaluations
     wait_for(lambda: prom.query(f'count_over_time(cri_eviction_threshold_inodes{{{sel}}}[1h]) >= 5 '
@@ -227,3 +238,96 @@ def test_nodefs_inodes_alert_fires_once_free_inodes_fall_under_twice_the_thresho
     headroom = float(firing["value"])
     assert 0 < headroom < threshold
     assert abs(headroom - (free - threshold)) < 0.05 * free
+
+
+INODE_ALERT = "CriPodEphemeralInodesFillingNode"
+INODE_HEADROOM = 200_000
+# Many small files, as a cache or a spool makes them: 60 directories of 200 empty files, one directory every
+# half second (~400 inodes a second: millions in the rule's 4h), 12,061 inodes with the emptyDir and the
+# marker; then it holds them. The slow pod and the grower make 1 and 4 files a second (14,400 and 57,600 in
+# 4h), the still pod none: all under INODE_HEADROOM.
+FILER = ("i=0; while [ $i -lt 60 ]; do mkdir /cache/d$i; j=0; while [ $j -lt 200 ]; do : > /cache/d$i/f$j; "
+         "j=$((j+1)); done; i=$((i+1)); sleep 0.5; done; touch /cache/done; exec sleep 2147483647")
+
+
+def _humanized(description: str, pattern: str) -> float:
+    """A number the annotation's `humanize` wrote (Go's %.4g with k/M/G suffixes), at `pattern`'s group."""
+    match = re.search(pattern, description)
+    assert match, (pattern, description)
+    number, suffix = re.fullmatch(r"([0-9.]+)([kMG]?)", match.group(1)).groups()  # type: ignore[union-attr]
+    return float(number) * {"": 1, "k": 1e3, "M": 1e6, "G": 1e9}[suffix]
+
+
+def _find_count(path: Path) -> int:
+    """`find PATH -xdev | wc -l`: every entry, the top included (no hard links here, so du --inodes's count)."""
+    found = subprocess.run(f"find {path} -xdev | wc -l", shell=True, capture_output=True, text=True, check=True)
+    return int(found.stdout)
+
+
+def test_pod_inodes_alert_fires_for_a_pod_making_many_files_only(node):
+    prom, _, still_cache, start_grower, set_inodes_free, start_pod = node
+    pod_sel = f'job="{JOB}", namespace="{NAMESPACE}"'
+    node_sel = f'job="{JOB}", signal="nodefs.inodesFree", path="{ROOT_DIR}"'
+    instance = prom.query(f'up{{job="{JOB}"}}')[0]["metric"]["instance"]
+    # The kubelet's nodefs.inodesFree threshold INODE_HEADROOM under the free inodes now (other processes
+    # on this disk move them by thousands at most), held by Prometheus as the exporter read it.
+    threshold = os.statvfs(still_cache).f_ffree - INODE_HEADROOM
+    set_inodes_free(str(threshold))
+    wait_for(lambda: prom.query(f'cri_eviction_threshold_inodes{{{node_sel}}} == {threshold}'), timeout=60,
+             interval=0.5, what="Prometheus to hold the nodefs.inodesFree threshold set in the kubelet config")
+    # The slow pod and the grower make files too, for ten walks before the filer starts.
+    start_grower()
+    slow = f'sum(cri_pod_ephemeral_storage_inodes{{{pod_sel}, pod="slow", source=~"emptydir|logs"}})'
+    wait_for(lambda: prom.query(f'deriv({slow}[1h:1s]) > 0 and changes({slow}[1h:1s]) >= 10'),
+             timeout=120, interval=0.5, what="ten walks of the slow pod's growing inodes")
+    filer, cache = start_pod("filer", FILER)
+    try:
+        (alert,) = wait_for(lambda: _firing(prom, "filer", INODE_ALERT), timeout=120, interval=0.5,
+                            what=f"{INODE_ALERT} to fire for the filer")
+    except AssertionError:
+        print(prom.query(f'cri_pod_ephemeral_storage_inodes{{{pod_sel}}}'))
+        print(prom.query(f'cri_eviction_headroom_inodes{{job="{JOB}"}}'))
+        raise
+    assert alert["labels"]["severity"] == "warning"
+    assert (alert["labels"]["signal"], alert["labels"]["path"]) == ("nodefs.inodesFree", ROOT_DIR)
+    assert alert["annotations"]["runbook_url"].endswith(f"/alerts/runbooks/{INODE_ALERT}.md")
+    # Its value is the inodes the filer would add in 4h: more than the headroom Prometheus holds.
+    (headroom,) = prom.query(f'cri_eviction_headroom_inodes{{{node_sel}}}')
+    assert float(alert["value"]) > float(headroom["value"][1]) > 0
+    description = alert["annotations"]["description"]
+    assert description.startswith(f"Pod {NAMESPACE}/filer on {instance} will create "), description
+    assert f"above the kubelet's nodefs.inodesFree eviction threshold on {ROOT_DIR}." in description
+    assert "(its emptyDirs and logs)" in description
+    assert abs(_humanized(description, r"will create (\S+) more inodes") - float(alert["value"])) \
+        <= 1e-3 * float(alert["value"])
+    # The headroom it names is the one Prometheus holds (a second or two apart: the filer and the node's
+    # other processes move it by some thousands), under INODE_HEADROOM by what the disk used since.
+    named_headroom = _humanized(description, r"more than the (\S+) free inodes")
+    assert abs(named_headroom - float(headroom["value"][1])) < 0.05 * INODE_HEADROOM, (description, headroom)
+    assert 0 < named_headroom < 1.01 * INODE_HEADROOM
+    # Ground truth, once the filer is done: the inodes the alert sums (its emptyDir and its log directory)
+    # are what du --inodes and find | wc -l count on the disk...
+    wait_for(lambda: (cache / "done").exists(), timeout=120, what="the filer to make its files")
+    logs = Path(filer.config.log_directory)
+    truth = gnu_du(cache)[1] + gnu_du(logs)[1]
+    assert truth == _find_count(cache) + _find_count(logs) >= 12_061
+    used = f'sum(cri_pod_ephemeral_storage_inodes{{{pod_sel}, pod="filer", source=~"emptydir|logs"}})'
+    try:
+        wait_for(lambda: prom.query(f"{used} == {truth}"), timeout=60, interval=0.5,
+                 what=f"Prometheus to hold the filer's {truth} inodes")
+    except AssertionError:
+        print(prom.query(f'cri_pod_ephemeral_storage_inodes{{{pod_sel}, pod="filer"}}'))
+        raise
+    # ...and the alert, still firing (the growth of the last hour still projects past the headroom), says so.
+    try:
+        wait_for(lambda: [a for a in _firing(prom, "filer", INODE_ALERT) if abs(_humanized(
+                     a["annotations"]["description"], r"The pod holds (\S+) inodes there now") - truth) <= 5e-4 * truth],
+                 timeout=60, interval=0.5, what=f"the alert's description to say the filer holds {truth} inodes")
+    except AssertionError:
+        print(_firing(prom, "filer", INODE_ALERT))
+        raise
+    # The slow pod, the grower and the still pod grew less (or not at all): never even pending.
+    named = [a["labels"]["pod"] for a in prom.alerts() if a["labels"]["alertname"] == INODE_ALERT]
+    assert named == ["filer"], prom.alerts()
+    (projected,) = prom.query(f'deriv({slow}[1h:1s]) * 4 * 3600')
+    assert 0 < float(projected["value"][1]) < INODE_HEADROOM
