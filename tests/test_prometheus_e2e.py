@@ -132,6 +132,8 @@ NO_DATA_HERE = {
     ("pod-detail.json", "Ephemeral storage", "B"): "the lab runs no kubelet: no /var/lib/kubelet, so no nodefs "
     "headroom (test_ephemeral_storage_real.py lays the kubelet's directories out under a host root of its own)",
     ("pod-detail.json", "emptyDir volumes", "A"): "the lab runs no kubelet: its pods have no emptyDir directories",
+    ("pod-detail.json", "Ephemeral storage inodes", "B"): "as Ephemeral storage B: no kubelet, no nodefs inode "
+    "headroom (test_prometheus_e2e_ephemeral.py holds it to data under a kubelet layout)",
     ("pod-detail.json", "Inodes by emptyDir and writable layer (default profile)", "A"): "as emptyDir volumes: no "
     "kubelet, no emptyDirs (test_prometheus_e2e_ephemeral.py holds it to data under a kubelet layout)",
 }
