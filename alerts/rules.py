@@ -273,29 +273,18 @@ def eviction_alerts(s: Settings) -> list[Alert]:
     ]
 
 
-def _growth_over_headroom(s: Settings, sources: str, signal: str) -> str:
-    """Bytes a pod adds in the horizon at its recent rate, where that exceeds
-    the node's headroom to `signal` (growth only: a shrinking pod never fires)."""
+def _growth_over_headroom(s: Settings, sources: str, signal: str, unit: str = "bytes",
+                          carried: tuple[str, ...] = ()) -> str:
+    """What a pod adds (`unit`: bytes or inodes) in the horizon at its recent rate,
+    where that exceeds the node's headroom to `signal` (growth only: a shrinking
+    pod never fires); the alert takes the headroom's `carried` labels."""
     pod = s.by("namespace", "pod")
-    used = "cri_pod_ephemeral_storage_bytes" + s.sel('source=~"%s"' % sources)
-    headroom = "cri_eviction_headroom_bytes" + s.sel('signal="%s"' % signal)
+    used = f"cri_pod_ephemeral_storage_{unit}" + s.sel('source=~"%s"' % sources)
+    headroom = f"cri_eviction_headroom_{unit}" + s.sel('signal="%s"' % signal)
     return (f"  (sum by ({pod}) (deriv({used}[{s.ephemeral_growth_window}])) > 0)"
             f" * {s.ephemeral_growth_horizon_seconds}\n"
-            f"  > on ({s.by()}) group_left ()\n"
-            f"  max by ({s.by()}) ({headroom})")
-
-
-def _inode_growth_over_headroom(s: Settings, sources: str, signal: str) -> str:
-    """Inodes a pod adds in the horizon at its recent rate, where that exceeds the
-    node's free inodes above `signal`; the alert takes that signal's `signal` and
-    `path` labels (its annotation reads the pod's inodes and the headroom by them)."""
-    pod = s.by("namespace", "pod")
-    used = "cri_pod_ephemeral_storage_inodes" + s.sel('source=~"%s"' % sources)
-    headroom = "cri_eviction_headroom_inodes" + s.sel('signal="%s"' % signal)
-    return (f"  (sum by ({pod}) (deriv({used}[{s.ephemeral_growth_window}])) > 0)"
-            f" * {s.ephemeral_growth_horizon_seconds}\n"
-            f"  > on ({s.by()}) group_left (signal, path)\n"
-            f"  max by ({s.by('signal', 'path')}) ({headroom})")
+            f"  > on ({s.by()}) group_left ({', '.join(carried)})\n"
+            f"  max by ({s.by(*carried)}) ({headroom})")
 
 
 #: The pod's sources on each filesystem the kubelet evicts for (pkg/kubelet/eviction/helpers.go:
@@ -352,7 +341,7 @@ def pod_alerts(s: Settings) -> list[Alert]:
         # The inode twin: many small files (caches, sessions, unpacked archives in an emptyDir) exhaust
         # nodefs.inodesFree long before a byte threshold notices. Same fit and horizon as the bytes.
         Alert("CriPodEphemeralInodesFillingNode",
-              "\nor\n".join("(\n" + _inode_growth_over_headroom(s, sources, signal) + "\n)"
+              "\nor\n".join("(\n" + _growth_over_headroom(s, sources, signal, "inodes", ("signal", "path")) + "\n)"
                              for signal, sources in INODE_SIGNAL_SOURCES),
               "warning",
               "A pod's inode growth will push the node past the kubelet's inode eviction threshold.",
