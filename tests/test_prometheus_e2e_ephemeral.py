@@ -135,6 +135,18 @@ def _firing(prom: PrometheusProcess, pod: str, alert: str = ALERT) -> list[dict]
             and a["labels"].get("namespace") == NAMESPACE and a["labels"].get("pod") == pod]
 
 
+def _wait_firing(prom: PrometheusProcess, pod: str, alert: str, unit: str) -> dict:
+    """The alert firing for `pod`; on a timeout, what Prometheus held of the pods' usage and the headroom."""
+    try:
+        (firing,) = wait_for(lambda: _firing(prom, pod, alert), timeout=120, interval=0.5,
+                             what=f"{alert} to fire for the {pod}")
+    except AssertionError:
+        print(prom.query(f'cri_pod_ephemeral_storage_{unit}{{job="{JOB}", namespace="{NAMESPACE}"}}'))
+        print(prom.query(f'cri_eviction_headroom_{unit}{{job="{JOB}"}}'))
+        raise
+    return firing
+
+
 def test_ephemeral_storage_alert_fires_for_a_growing_pod_only(node):
     prom, threshold, still_cache, start_grower, _, _ = node
     pod_sel = f'job="{JOB}", namespace="{NAMESPACE}"'
@@ -148,13 +160,7 @@ def test_ephemeral_storage_alert_fires_for_a_growing_pod_only(node):
     wait_for(lambda: prom.query(f'count_over_time({still}[1h]) >= 5 and {still} == {still_bytes}'),
              timeout=60, interval=0.5, what=f"five samples of the still pod's emptyDir at {still_bytes} bytes")
     start_grower()
-    try:
-        (alert,) = wait_for(lambda: _firing(prom, "grower"), timeout=120, interval=0.5,
-                            what=f"{ALERT} to fire for the grower")
-    except AssertionError:
-        print(prom.query(f'cri_pod_ephemeral_storage_bytes{{{pod_sel}}}'))
-        print(prom.query(f'cri_eviction_headroom_bytes{{job="{JOB}"}}'))
-        raise
+    alert = _wait_firing(prom, "grower", ALERT, "bytes")
     assert alert["labels"]["severity"] == "warning"
     assert alert["annotations"]["runbook_url"].endswith(f"/alerts/runbooks/{ALERT}.md")
     # Its value is the growth projected over 4h: more than the headroom Prometheus holds now, which is
@@ -292,13 +298,7 @@ def test_pod_inodes_alert_fires_for_a_pod_making_many_files_only(node):
     wait_for(lambda: prom.query(f'deriv({slow}[1h:1s]) > 0 and changes({slow}[1h:1s]) >= 10'),
              timeout=120, interval=0.5, what="ten walks of the slow pod's growing inodes")
     filer, cache = start_pod("filer", FILER)
-    try:
-        (alert,) = wait_for(lambda: _firing(prom, "filer", INODE_ALERT), timeout=120, interval=0.5,
-                            what=f"{INODE_ALERT} to fire for the filer")
-    except AssertionError:
-        print(prom.query(f'cri_pod_ephemeral_storage_inodes{{{pod_sel}}}'))
-        print(prom.query(f'cri_eviction_headroom_inodes{{job="{JOB}"}}'))
-        raise
+    alert = _wait_firing(prom, "filer", INODE_ALERT, "inodes")
     assert alert["labels"]["severity"] == "warning"
     assert (alert["labels"]["signal"], alert["labels"]["path"]) == ("nodefs.inodesFree", ROOT_DIR)
     assert alert["annotations"]["runbook_url"].endswith(f"/alerts/runbooks/{INODE_ALERT}.md")
