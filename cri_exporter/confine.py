@@ -10,7 +10,10 @@ thread exists (Landlock restricts the calling thread and what it starts
 afterwards, so grpc's threads must come later), serve restricts itself:
 
 - **Nothing is written, made, removed, renamed or truncated** anywhere but
-  /dev/null (the doctor child's stdin). TCP: bind only on the listen port
+  /dev/null (the doctor child's stdin); cgroup files may be "truncated",
+  which their filesystem ignores (no byte changes, at most their mtime):
+  granting it lets each open's check stop at the cgroup mount or the pod
+  root instead of walking up to / (confine_cgroupfs.py). TCP: bind only on the listen port
   (ABI 4+; connect is left open: the doctor asks the kubelet's healthz on
   whatever port its config names). No signal to, nor abstract socket of, a process
   outside the domain (ABI 6+). The doctor child inherits all of it.
@@ -54,6 +57,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from cri_exporter import confine_cgroupfs
 from cri_exporter import confine_landlock as ll
 from cri_exporter import confined_read
 
@@ -195,6 +199,9 @@ def build_policy(host_root: str, *, read_files: Iterable[str] = (), listen_port:
         for pattern in secrets:
             p.exclude(root, pattern)
     p.grants.append((host_root, ll.READ))
+    # TRUNCATE too where the kernel ignores it (cgroupfs): each open's check stops there (confine_cgroupfs.py)
+    for d in confine_cgroupfs.cgroup_dirs(host_root):
+        p.grants.append((d, ll.READ | ll.TRUNCATE))
     for local in host_files(host_root, host_reads):
         p.exact.append((local, ll.READ_FILE))
     for path in _package_paths():  # the interpreter's own tree, even under /root (pyenv)
