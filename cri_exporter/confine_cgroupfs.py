@@ -68,9 +68,10 @@ def cgroup_dirs(host_root: str, cgroup_root: str = "sys/fs/cgroup") -> list[str]
     """Local directories under the host root that are on a cgroup filesystem
     at start and stay: the mount roots (v2's /sys/fs/cgroup itself, or v1's
     and hybrid's sys/fs/cgroup/<controller> and unified), then their pod
-    roots and QoS-class directories that exist. Symlinks (v1's cpu ->
-    cpu,cpuacct) are skipped: their targets are listed by their own names."""
-    base = os.path.join(host_root, cgroup_root)
+    roots and QoS-class directories that exist. A path through a symlink is
+    skipped (v1's cpu -> cpu,cpuacct: the target is listed by its own name;
+    a link out of the host root: not the host's to grant)."""
+    base = os.path.join(os.path.realpath(host_root), cgroup_root)
     if _is_real_dir(base) and is_cgroupfs(base):
         mounts = [base]
     else:
@@ -78,7 +79,7 @@ def cgroup_dirs(host_root: str, cgroup_root: str = "sys/fs/cgroup") -> list[str]
             names = sorted(e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False))
         except OSError:
             return []
-        mounts = [m for m in (os.path.join(base, n) for n in names[:MAX_MOUNTS]) if is_cgroupfs(m)]
+        mounts = [m for m in (os.path.join(base, n) for n in names[:MAX_MOUNTS]) if _is_real_dir(m) and is_cgroupfs(m)]
     out = []
     for mount in mounts:
         out.append(mount)
@@ -90,4 +91,5 @@ def cgroup_dirs(host_root: str, cgroup_root: str = "sys/fs/cgroup") -> list[str]
 
 
 def _is_real_dir(path: str) -> bool:
-    return os.path.isdir(path) and not os.path.islink(path)
+    """A directory reached through no symlink."""
+    return os.path.isdir(path) and os.path.realpath(path) == os.path.abspath(path)

@@ -3,6 +3,7 @@ then try every access in argv[2] (JSON: [[op, path], ...]) and print, as JSON,
 "ok" or the exception's class name for each. The parent asserts."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -29,6 +30,19 @@ def attempt(op: str, path: str) -> str:
             os.mkdir(path)
         elif op == "truncate":
             os.truncate(path, 0)
+        elif op == "otrunc":  # O_TRUNC on a read-only open: truncates where allowed
+            os.close(os.open(path, os.O_RDONLY | os.O_TRUNC))
+        elif op == "rdwr":
+            os.close(os.open(path, os.O_RDWR))
+        elif op == "ftruncate":  # through the most the process can open: read-write, else read-only
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except PermissionError:
+                fd = os.open(path, os.O_RDONLY)
+            try:
+                os.ftruncate(fd, 0)
+            finally:
+                os.close(fd)
         elif op == "unlink":
             os.unlink(path)
         elif op == "rename":
@@ -38,6 +52,8 @@ def attempt(op: str, path: str) -> str:
         else:
             raise ValueError(op)
     except OSError as err:
+        if type(err) is OSError and err.errno is not None:  # EINVAL, EBADF...: the errno says more than the class
+            return errno.errorcode.get(err.errno, "OSError")
         return type(err).__name__
     return "ok"
 

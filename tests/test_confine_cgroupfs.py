@@ -1,0 +1,138 @@
+"""serve's policy grants TRUNCATE (beside READ) on cgroup filesystems only,
+so Landlock's per-open check stops there (confine_cgroupfs.py says why), and
+that grant changes nothing: on the real kernel, in a confined child, a
+planted plain-file tree can be neither truncated nor written, and a real
+cgroup file "truncated" every way reads the same before and after.
+
+Ground truth for "is a cgroup filesystem" is /proc/self/mountinfo, not the
+statfs the policy uses."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from cri_exporter import confine, confine_cgroupfs
+from cri_exporter import confine_landlock as ll
+from tests.test_confine import POD, host, kernel_abi, probe  # noqa: F401  (host: a fixture)
+
+CGROUP = "/sys/fs/cgroup"
+
+
+def cgroup_mounts() -> dict[str, str]:
+    """Mount point -> fstype of every cgroup/cgroup2 mount under /sys/fs/cgroup, from mountinfo."""
+    out = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        point, fstype = left.split()[4].replace("\\040", " "), right.split()[0]
+        if fstype in ("cgroup", "cgroup2") and (point == CGROUP or point.startswith(CGROUP + "/")):
+            out[point] = fstype
+    return out
+
+
+def mount_of(path: str) -> str:
+    """The mount point `path` is on (the longest mountinfo prefix)."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return max((p for p in points if path == p or path.startswith(p.rstrip("/") + "/")), key=len)
+
+
+def truncating_rules(policy: confine.Policy) -> dict[str, int]:
+    return {path: rights for path, rights in policy.rules() if rights & ll.TRUNCATE}
+
+
+def test_truncate_is_granted_only_on_this_machines_cgroup_filesystems():
+    mounts = cgroup_mounts()
+    if not mounts:
+        pytest.skip("this machine has no cgroup mount under /sys/fs/cgroup")
+    rules = truncating_rules(confine.build_policy("/"))
+    assert rules, "no TRUNCATE grant on a machine with cgroup mounts"
+    for path, rights in rules.items():
+        assert mount_of(path) in mounts, (path, mount_of(path))  # each on a cgroup mount, by mountinfo
+        assert rights & ~(ll.READ | ll.TRUNCATE) == 0, (path, rights)  # nothing more than READ and TRUNCATE
+    # every (non-symlinked) cgroup mount's root carries one, so every cgroup open stops at most there
+    assert {p for p in mounts if os.path.realpath(p) == p} <= set(rules)
+    for mount in mounts:  # and the kubelet's pod roots and QoS directories present now
+        for rel in confine_cgroupfs.POD_ROOTS:
+            if os.path.isdir(os.path.join(mount, rel)):
+                assert os.path.join(mount, rel) in rules
+    # writing stays granted on /dev/null alone
+    assert [p for p, r in confine.build_policy("/").rules() if r & ll.WRITE_FILE] == ["/dev/null"]
+
+
+def test_a_planted_tree_named_like_cgroups_gets_no_truncate_grant(host):
+    for rel in ("sys/fs/cgroup/kubepods/burstable", "sys/fs/cgroup/memory/kubepods/besteffort",
+                "sys/fs/cgroup/unified/kubepods.slice/kubepods-burstable.slice"):
+        (host / rel).mkdir(parents=True, exist_ok=True)
+    assert truncating_rules(confine.build_policy(str(host))) == {}
+    # nor when its sys/fs/cgroup links to the machine's real one: a link out of the root is not followed
+    linked = host.parent / "linked"
+    (linked / "sys/fs").mkdir(parents=True)
+    (linked / "sys/fs/cgroup").symlink_to(CGROUP)
+    assert truncating_rules(confine.build_policy(str(linked))) == {}
+
+
+def test_a_confined_child_can_neither_truncate_nor_write_a_plain_file_beneath_the_host_root(host):
+    files = [host / "sys/fs/cgroup/kubepods/pod" / POD / "memory.current", host / "etc/containerd/config.toml",
+             host / "var/lib/kubelet/config.yaml"]
+    before = {f: f.read_bytes() for f in files}
+    cases = []
+    for f in files:
+        cases += [(("truncate", str(f)), "PermissionError"), (("otrunc", str(f)), "PermissionError"),
+                  (("ftruncate", str(f)), "EINVAL"),  # only a read-only fd to be had: ftruncate needs a writable one
+                  (("rdwr", str(f)), "PermissionError"), (("write", str(f)), "PermissionError"),
+                  (("read", str(f)), "ok")]
+    header, results = probe(host, [op for op, _ in cases])
+    if kernel_abi() < confine.FULL_ABI:
+        pytest.skip(f"Landlock ABI {kernel_abi()} does not control truncate(2)")
+    assert header["state"] == "enforced"
+    got = {f"{op} {path}": r for (op, path), r in zip([op for op, _ in cases], results)}
+    assert got == {f"{op} {path}": r for (op, path), r in cases}
+    assert {f: f.read_bytes() for f in files} == before
+
+
+@pytest.fixture
+def real_cgroups():
+    """A fresh cgroup on each of this machine's cgroup mounts that holds a
+    settable value (v1 memory: a memory limit; v2: cgroup.max.descendants),
+    set to a value that is not the default; removed afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create cgroups")
+    mounts = cgroup_mounts()
+    name = f"cri-exporter-trunc-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    made: list[tuple[Path, str]] = []
+    for point, fstype in sorted(mounts.items()):
+        if fstype == "cgroup2":
+            made.append((Path(point) / name, "cgroup.max.descendants"))
+            value = "7"
+        elif os.path.basename(point).split(",").count("memory"):
+            made.append((Path(point) / name, "memory.limit_in_bytes"))
+            value = str(123 * 4096 * 1024)
+        else:
+            continue
+        made[-1][0].mkdir()
+        (made[-1][0] / made[-1][1]).write_text(value)
+    if not made:
+        pytest.skip("no cgroup2 mount nor v1 memory hierarchy here")
+    yield [d / f for d, f in made]
+    for d, _ in made:
+        d.rmdir()
+
+
+def test_truncating_a_real_cgroup_file_from_the_confined_child_changes_nothing(real_cgroups):
+    before = {f: f.read_bytes() for f in real_cgroups}
+    assert all(b.strip() for b in before.values()), before
+    cases = []
+    for f in real_cgroups:
+        cases += [(("truncate", str(f)), "ok"),  # granted: kernfs ignores the size (confine_cgroupfs.py)
+                  (("otrunc", str(f)), "ok"), (("ftruncate", str(f)), "EINVAL"),
+                  (("rdwr", str(f)), "PermissionError"), (("write", str(f)), "PermissionError"),
+                  (("read", str(f)), "ok")]
+    header, results = probe(Path("/"), [op for op, _ in cases])
+    if kernel_abi() < confine.FULL_ABI:
+        pytest.skip(f"Landlock ABI {kernel_abi()} does not control truncate(2)")
+    assert header["state"] == "enforced"
+    got = {f"{op} {path}": r for (op, path), r in zip([op for op, _ in cases], results)}
+    assert got == {f"{op} {path}": r for (op, path), r in cases}
+    assert {f: f.read_bytes() for f in real_cgroups} == before
