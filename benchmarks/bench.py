@@ -262,34 +262,59 @@ def floor(endpoint: str, paths: list[tuple[str, str]], n: int) -> tuple[float, f
     answers from this process, and on a shared machine CPU time, unlike the
     wall clock, hardly moves with the load (compare the agent's CPU a scrape
     with it)."""
+    got = floors(endpoint, paths, n)
+    return got["p50"], got["cpu"]
+
+
+def floors(endpoint: str, paths: list[tuple[str, str]], n: int, confined_root: str | None = None) -> dict:
+    """The bare floor (p50, cpu) and, with `confined_root`, the confined floor
+    (p50_confined, cpu_confined, confinement): the same work in the same child
+    right after, once it has confined itself by serve's own Landlock policy for
+    that host root (confine.build_policy). Landlock checks every open, so the
+    confined floor is what a confined agent cannot go below: read the agent
+    against both (docs/performance.md, "Landlock's cost per open")."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir="/tmp") as f:
-        json.dump({"endpoint": endpoint, "paths": [f"{d}/{name}" for d, name in paths], "n": n}, f)
+        json.dump({"endpoint": endpoint, "paths": [f"{d}/{name}" for d, name in paths], "n": n,
+                   "confine": confined_root}, f)
         f.flush()
         out = subprocess.run([sys.executable, __file__, "--floor-child", f.name], check=True,
                              capture_output=True, text=True).stdout
-    got = json.loads(out.strip().splitlines()[-1])
-    return got["p50"], got["cpu"]
+    got: dict = json.loads(out.strip().splitlines()[-1])
+    return got
 
 
 def floor_child(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     client = CriClient(spec["endpoint"], timeout=30)
-    times, cpus = [], []
-    for _ in range(spec["n"] + 1):
-        c, t = time.process_time(), time.perf_counter()
-        client.list_pod_sandboxes()
-        client.list_containers()
-        for p in spec["paths"]:
-            try:
-                fd = os.open(p, os.O_RDONLY)
-            except OSError:
-                continue
-            os.read(fd, 65536)
-            os.close(fd)
-        times.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
+
+    def bare(n: int) -> tuple[float, float]:
+        times, cpus = [], []
+        for _ in range(n + 1):
+            c, t = time.process_time(), time.perf_counter()
+            client.list_pod_sandboxes()
+            client.list_containers()
+            for p in spec["paths"]:
+                try:
+                    fd = os.open(p, os.O_RDONLY)
+                except OSError:
+                    continue
+                os.read(fd, 65536)
+                os.close(fd)
+            times.append(time.perf_counter() - t)
+            cpus.append(time.process_time() - c)
+        return statistics.median(times[1:]), statistics.median(cpus[1:])
+
+    p50, cpu = bare(spec["n"])
+    got: dict = {"p50": p50, "cpu": cpu}
+    if spec.get("confine"):
+        from cri_exporter import confine
+
+        # grpc's threads run already and stay unrestricted ("partial"); the reads are this thread's, which is
+        confined = confine.apply(confine.build_policy(spec["confine"]))
+        got["confinement"] = f"{confined.state}, ABI {confined.abi}, {confined.rules} rules"
+        got["p50_confined"], got["cpu_confined"] = bare(spec["n"])
     client.close()
-    print(json.dumps({"p50": statistics.median(times[1:]), "cpu": statistics.median(cpus[1:])}))
+    print(json.dumps(got))
 
 
 def exposition_costs(families) -> dict:

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/in_turn.py --real 10 --scrapes 300 /tmp/before .   # root: a real containerd
     .venv/bin/python benchmarks/in_turn.py --fake 100 --scrapes 60 /tmp/before . /tmp/before .
     .venv/bin/python benchmarks/in_turn.py --fake 1000 --scrapes 20 --parse-floor .   # and the parse and write floors
+    .venv/bin/python benchmarks/in_turn.py --fake 1000 --scrapes 16 --confined-floor .   # and the floor under Landlock
 
 Each checkout (a directory with `cri_exporter/`, e.g. `git archive main | tar -x -C /tmp/before`) runs as
 its own `serve` process with bench.py's collectors; they are asked one after the other, round after round,
@@ -52,10 +53,16 @@ def in_turn(endpoint: str, root: str, checkouts: list[str], scrapes: int, base: 
 def report(where: str, endpoint: str, root: str, args, base: Path) -> None:
     cpus = in_turn(endpoint, root, args.checkouts, args.scrapes, base)
     paths, families = bench.recorded_files(endpoint, root)
-    floor = bench.floor(endpoint, paths, max(20, args.scrapes // 3))[1]
+    fl = bench.floors(endpoint, paths, max(20, args.scrapes // 3), confined_root=root if args.confined_floor else None)
+    floor = fl["cpu"]
     cells = ", ".join(f"{c}: {cpu * 1000:.2f} ms ({cpu / floor:.2f}x)" for c, cpu in zip(args.checkouts, cpus))
     print(f"{where}: load {os.getloadavg()[0]:.1f}; floor CPU {floor * 1000:.2f} ms; agent CPU a scrape: {cells}",
           flush=True)
+    if args.confined_floor:  # the same reads under serve's Landlock policy: the floor a confined agent has
+        conf = fl["cpu_confined"]
+        print(f"{where}: confined floor CPU {conf * 1000:.2f} ms ({conf / floor:.2f}x the bare floor; "
+              f"{fl['confinement']}); agent / confined floor: "
+              + ", ".join(f"{c}: {cpu / conf:.2f}x" for c, cpu in zip(args.checkouts, cpus)), flush=True)
     if args.parse_floor:
         f = parse_floor.floors(endpoint, paths, families, max(20, args.scrapes // 3))
         bare = (f["floor"] + f["floor2"]) / 2  # measured before and after the other two: their mean
@@ -71,6 +78,8 @@ def main() -> None:
     ap.add_argument("--real", type=int, default=0, help="real containerd containers (0: none)")
     ap.add_argument("--fake", type=int, default=0, help="fake CRI containers (0: none)")
     ap.add_argument("--scrapes", type=int, default=100)
+    ap.add_argument("--confined-floor", action="store_true",
+                    help="also the floor read under serve's Landlock policy (bench.floors), beside the bare one")
     ap.add_argument("--parse-floor", action="store_true",
                     help="also the parse and write floors (benchmarks/parse_floor.py)")
     args = ap.parse_args()

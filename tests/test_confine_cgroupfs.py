@@ -16,7 +16,10 @@ import pytest
 
 from cri_exporter import confine, confine_cgroupfs
 from cri_exporter import confine_landlock as ll
-from tests.test_confine import POD, host, kernel_abi, probe  # noqa: F401  (host: a fixture)
+from tests import test_confine
+from tests.test_confine import POD, kernel_abi, probe
+
+host = test_confine.host  # the planted host root (a fixture)
 
 CGROUP = "/sys/fs/cgroup"
 
