@@ -8,7 +8,10 @@ Ground truth for "is a cgroup filesystem" is /proc/self/mountinfo, not the
 statfs the policy uses."""
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -139,3 +142,51 @@ def test_truncating_a_real_cgroup_file_from_the_confined_child_changes_nothing(r
     got = {f"{op} {path}": r for (op, path), r in zip([op for op, _ in cases], results)}
     assert got == {f"{op} {path}": r for (op, path), r in cases}
     assert {f: f.read_bytes() for f in real_cgroups} == before
+
+
+MOUNTED_LAYOUTS = r'''
+set -e
+root="$1"; name="$2"
+mkdir -p "$root/v2/sys/fs/cgroup" "$root/v1/sys/fs/cgroup/named" "$root/v1/sys/fs/cgroup/memory/kubepods/burstable"
+mount -t cgroup2 none "$root/v2/sys/fs/cgroup"
+mount -t cgroup -o none,name="$name" none "$root/v1/sys/fs/cgroup/named"
+cg="$root/v1/sys/fs/cgroup/named"
+mkdir -p "$cg/kubepods.slice/kubepods-burstable.slice" "$cg/kubepods.slice/kubepods-besteffort.slice" \
+         "$cg/kubepods/burstable" "$cg/other"
+ln -s named "$root/v1/sys/fs/cgroup/named-link"
+status=0
+"$PYTHON" -c '
+import json, sys
+from cri_exporter import confine_cgroupfs as c
+print(json.dumps({"v2": c.cgroup_dirs(sys.argv[1] + "/v2"), "v1": c.cgroup_dirs(sys.argv[1] + "/v1")}))
+' "$root" || status=$?
+rmdir "$cg/kubepods.slice/kubepods-burstable.slice" "$cg/kubepods.slice/kubepods-besteffort.slice" \
+      "$cg/kubepods.slice" "$cg/kubepods/burstable" "$cg/kubepods" "$cg/other"
+umount "$cg" "$root/v2/sys/fs/cgroup"
+exit $status
+'''
+
+
+def test_v2_at_the_root_and_the_systemd_drivers_slices_are_found_on_real_mounts(tmp_path):
+    """In a mount namespace of its own (the machine's mounts untouched): the v2
+    hierarchy mounted as a host root's sys/fs/cgroup, and a private named v1
+    hierarchy (no controller: nothing else uses it) holding the systemd
+    driver's slices and the cgroupfs driver's directories, beside a plain
+    `memory` directory named like a controller."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount cgroup filesystems")
+    name = f"crx-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", MOUNTED_LAYOUTS, "sh",
+                          str(tmp_path), name], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHON": sys.executable,
+                              "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    v2 = str(tmp_path / "v2/sys/fs/cgroup")
+    assert got["v2"][0] == v2  # the mount itself, then the pod roots the machine's v2 tree has now
+    assert got["v2"][1:] == [f"{v2}/{rel}" for rel in confine_cgroupfs.POD_ROOTS
+                             if os.path.isdir(f"/sys/fs/cgroup/unified/{rel}")]
+    named = str(tmp_path / "v1/sys/fs/cgroup/named")
+    assert got["v1"] == [named, f"{named}/kubepods", f"{named}/kubepods/burstable", f"{named}/kubepods.slice",
+                         f"{named}/kubepods.slice/kubepods-burstable.slice",
+                         f"{named}/kubepods.slice/kubepods-besteffort.slice"]
