@@ -932,6 +932,49 @@ def issue15_memory(n: int, scrapes: int = 10, gap: float = 3.0) -> dict:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def issue13_memory(n: int = 5000, scrapes: int = 5, agent_src: str | None = None, keep_tree: str | None = None) -> dict:
+    """Issue 13's memory target alone: RSS of `serve` with bench.py's collectors (every
+    collector but the doctor) at `n` fake containers, as the full run's fake row
+    measures it (same flags, `scrapes` scrapes back to back, the lowest RSS over 3 s
+    after the last answer), plus the RSS before the first scrape (modules and
+    start-up heap). `agent_src`: run the agent from another source tree (a
+    `git archive` of main) to compare back to back; `keep_tree`: build the cgroup
+    tree there once and reuse it (it is over 1 GB at 5,000 containers)."""
+    base = Path(tempfile.mkdtemp(prefix="i13b-", dir="/tmp"))
+    try:
+        root = Path(keep_tree) if keep_tree else base / "root"
+        pods = fleet(n)
+        if not (root / "sys").exists():
+            make_cgroup_tree(root, pods)
+        env = {"PYTHONPATH": agent_src} if agent_src else None
+        if agent_src:  # its bytecode too, as bytecode_as_shipped() writes this tree's
+            subprocess.run([sys.executable, "-m", "compileall", "-q", "cri_exporter"], check=True, cwd=agent_src)
+        with FakeCRI(base / "cri.sock", pods) as fake:
+            exp = ExporterProcess(fake.endpoint, "--host-root", str(root), "--collectors", BENCH_COLLECTORS,
+                                  "--stats-interval", "3600", "--scrape-timeout", "30", "--runtime-timeout", "20",
+                                  env=env, log_path=base / "exporter.log")
+            try:
+                started, _ = rss_mb(exp.proc.pid)
+                cpu0 = cpu_seconds([exp.proc.pid])
+                for _ in range(scrapes):
+                    fetch(exp.url + "/metrics")
+                cpu = (cpu_seconds([exp.proc.pid]) - cpu0) / scrapes
+                rss, hwm = rss_mb(exp.proc.pid)
+            finally:
+                exp.stop()
+        return {"n": n, "rss": rss, "hwm": hwm, "started": started, "cpu": cpu, "scrapes": scrapes,
+                "src": agent_src or str(REPO), "load": (LOAD_AT_START, os.getloadavg()[0])}
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def issue13_memory_line(r: dict) -> str:
+    return (f"- resident memory < 64 MB at {r['n']:,} containers (fake): {r['rss']:.1f} MB (peak {r['hwm']:.0f}) "
+            f"[{mark(r['rss'] < 64)}] (before the first scrape {r['started']:.1f} MB; {r['scrapes']} scrapes, "
+            f"agent CPU {r['cpu'] * 1000:.0f} ms a scrape; agent from {r['src']}; "
+            f"load {r['load'][0]:.1f} -> {r['load'][1]:.1f})")
+
+
 def issue15_memory_line(r: dict) -> str:
     failed = f"; collectors failing: {', '.join(r['failed'])}" if r["failed"] else ""
     return (f"- issue 15: RSS at {r['n']:,} fake containers with every collector enabled (doctor apart: "
@@ -1212,6 +1255,10 @@ def main() -> None:
     ap.add_argument("--fds-only", action="store_true", help="only the container_fds collector's cost (fake 1,000)")
     ap.add_argument("--issue15-memory-only", action="store_true",
                     help="only issue 15's memory target: RSS at 5,000 fake containers, every collector but the doctor")
+    ap.add_argument("--issue13-memory-only", action="store_true",
+                    help="only issue 13's memory target: RSS at 5,000 fake containers, bench's collectors")
+    ap.add_argument("--agent-src", help="with --issue13-memory-only: run the agent from this source tree")
+    ap.add_argument("--keep-tree", help="with --issue13-memory-only: build the cgroup tree here once, reuse it")
     ap.add_argument("--issue15-only", action="store_true",
                     help="only issue 15's target: the scrape with all of it against the one before it (fake 1,000)")
     args = ap.parse_args()
@@ -1230,6 +1277,9 @@ def main() -> None:
         return
     if args.issue15_memory_only:
         print(issue15_memory_line(issue15_memory(5000, min(args.scrapes, 10))))
+        return
+    if args.issue13_memory_only:
+        print(issue13_memory_line(issue13_memory(5000, max(5, args.scrapes // 3), args.agent_src, args.keep_tree)))
         return
     if args.issue15_only:
         print("\n".join(issue15_lines(issue15_cost(1000, args.scrapes))))

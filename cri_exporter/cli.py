@@ -5,14 +5,19 @@ import signal
 import sys
 import threading
 
-import click
-import grpc
-import structlog
+from cri_exporter import ssl_on_demand
 
-from cri_exporter import __version__
-from cri_exporter.doctor.cli import doctor
-from cri_exporter.settings import ALL_COLLECTORS, DEFAULTS, Settings, parse_collectors, parse_listen_address
-from cri_exporter.top.command import top
+# Before grpc (asyncio) and prometheus_client import ssl: `serve` without a web config never maps OpenSSL.
+ssl_on_demand.install()
+
+import click  # noqa: E402
+import grpc  # noqa: E402
+import structlog  # noqa: E402
+
+from cri_exporter import __version__  # noqa: E402
+from cri_exporter.doctor.cli import doctor  # noqa: E402
+from cri_exporter.settings import ALL_COLLECTORS, DEFAULTS, Settings, parse_collectors, parse_listen_address  # noqa: E402
+from cri_exporter.top.command import top  # noqa: E402
 
 ENV_PREFIX = "CRI_EXPORTER"
 

@@ -69,10 +69,11 @@ CIPHER_SUITES = {
 # names and Go ignores them; so does this.
 TLS13_CIPHER_SUITES = frozenset(("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"))
 CURVES = {"CurveP256": "prime256v1", "CurveP384": "secp384r1", "CurveP521": "secp521r1", "X25519": "X25519"}
-TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+# Names, resolved when a file is read: ssl is a stand-in until then in a `serve` without a web config (ssl_on_demand.py).
+TLS_VERSIONS = {"TLS12": "TLSv1_2", "TLS13": "TLSv1_3"}
 OLD_TLS_VERSIONS = ("TLS10", "TLS11")
-CLIENT_AUTH = {"NoClientCert": ssl.CERT_NONE, "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-               "RequireAndVerifyClientCert": ssl.CERT_REQUIRED}
+CLIENT_AUTH = {"NoClientCert": "CERT_NONE", "VerifyClientCertIfGiven": "CERT_OPTIONAL",
+               "RequireAndVerifyClientCert": "CERT_REQUIRED"}
 UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
 # The headers the toolkit lets a file set, and the values it accepts (None: any).
 HEADERS: dict[str, tuple[str, ...] | None] = {
@@ -370,7 +371,7 @@ def _tls(section: Mapping, base: Path, files: list[str]) -> tuple[ssl.SSLContext
     if client_auth not in ("", *CLIENT_AUTH):
         raise WebConfigError(f"{where}.client_auth_type {client_auth!r} is unknown "
                              f"(known: {', '.join((*CLIENT_AUTH, *UNVERIFIED_CLIENT_AUTH))})")
-    ctx.verify_mode = CLIENT_AUTH[client_auth or "NoClientCert"]
+    ctx.verify_mode = getattr(ssl, CLIENT_AUTH[client_auth or "NoClientCert"])
     if client_ca is not None:
         if ctx.verify_mode == ssl.CERT_NONE:
             raise WebConfigError(f"{where}: client CAs are configured without a client_auth_type that verifies "
@@ -397,7 +398,7 @@ def _version(section: Mapping, name: str, default: str) -> ssl.TLSVersion:
                              f"({ssl.OPENSSL_VERSION}; RFC 8996 deprecates them); use TLS12 or TLS13")
     if value not in TLS_VERSIONS:
         raise WebConfigError(f"tls_server_config.{name} {value!r} is an unknown TLS version (known: TLS12, TLS13)")
-    return TLS_VERSIONS[value]
+    return getattr(ssl.TLSVersion, TLS_VERSIONS[value])
 
 
 def _ciphers(ctx: ssl.SSLContext, names: list[str] | None) -> None:
