@@ -48,7 +48,14 @@ def serve_without_web_config(argv: list[str], environ) -> bool:
 
 class _Builds(type):
     def __call__(cls, *args, **kwargs):
-        return getattr(load(), cls.__name__)(*args, **kwargs)
+        """The real class, built with any placeholder argument (a PROTOCOL_* read
+        before ssl was loaded, as prometheus_client's default arguments are) made real."""
+        real = load()
+
+        def arg(a):
+            return getattr(real, a.__name__) if isinstance(a, _Builds) else a
+
+        return getattr(real, cls.__name__)(*map(arg, args), **{k: arg(v) for k, v in kwargs.items()})
 
 
 class _Placeholder(Exception, metaclass=_Builds):

@@ -1,0 +1,77 @@
+"""`serve` without a web config maps no OpenSSL; with one, or once something uses TLS, the real ssl is there.
+
+The TLS side (a web config's TLS, reloads, client certificates) is tests/test_web_tls.py's: those
+agents start with --web-config-file, so they load ssl as before."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cri_exporter.ssl_on_demand import serve_without_web_config
+from tests.exporter_proc import REPO, wait_for
+
+
+def openssl_mapped(pid: int | str) -> list[str]:
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return sorted({line.split()[-1] for line in maps if "libcrypto" in line or "libssl" in line or "_ssl." in line
+                   or "_hashlib" in line})
+
+
+@pytest.mark.parametrize("argv, environ, without", [
+    (["cri-exporter", "serve"], {}, True),
+    (["cri-exporter", "serve", "--host-root", "/host"], {}, True),
+    (["cri-exporter", "serve", "--web-config-file", "w.yml"], {}, False),
+    (["cri-exporter", "serve", "--web-config-file=w.yml"], {}, False),
+    (["cri-exporter", "serve", "--web.config.file", "w.yml"], {}, False),
+    (["cri-exporter", "serve"], {"CRI_EXPORTER_WEB_CONFIG_FILE": "w.yml"}, False),
+    (["cri-exporter", "serve"], {"CRI_EXPORTER_WEB_CONFIG_FILE": ""}, True),  # click ignores an empty variable
+    (["cri-exporter", "doctor"], {}, False),  # the doctor (serve's child too) is left as it was
+    (["cri-exporter", "--help"], {}, False),
+])
+def test_only_serve_without_a_web_config_goes_without(argv, environ, without):
+    assert serve_without_web_config(argv, environ) is without
+
+
+PROBE = textwrap.dedent("""
+    import sys, os
+    sys.argv = ["cri-exporter", "serve"]
+    import cri_exporter.cli, cri_exporter.server, cri_exporter.exporter, prometheus_client, http.client, hashlib, hmac
+    from cri_exporter import ssl_on_demand
+    import ssl
+    def mapped():
+        return sorted({l.split()[-1] for l in open("/proc/self/maps") if "libcrypto" in l or "libssl" in l})
+    print("before", ssl_on_demand.loaded(), mapped())
+    # what the agent hashes with, and what asyncio asks at create_server, without OpenSSL
+    assert hashlib.blake2b(b"x", key=b"k").hexdigest() == BLAKE
+    assert hmac.compare_digest(b"a", b"a") and not isinstance(object(), ssl.SSLSocket)
+    print("still", ssl_on_demand.loaded())
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)  # building a class loads the real module
+    print("after", ssl_on_demand.loaded(), type(ctx).__module__, ctx.minimum_version >= ssl.TLSVersion.TLSv1_2,
+          mapped() != [])
+""")
+
+
+def test_the_stand_in_becomes_the_real_ssl_when_something_uses_it():
+    import hashlib
+
+    blake = hashlib.blake2b(b"x", key=b"k").hexdigest()
+    out = subprocess.run([sys.executable, "-c", PROBE.replace("BLAKE", repr(blake))], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["before False []", "still False", "after True ssl True True"], out.stdout
+
+
+def test_serve_without_a_web_config_maps_no_openssl_and_its_doctor_child_runs(exporter):
+    """The session's agent (no web config, the doctor on): no OpenSSL in its maps, /metrics
+    answers, and the doctor child (a `doctor` command of its own, which loads ssl as before)
+    reported its checks."""
+    assert openssl_mapped(exporter.proc.pid) == []
+    samples = exporter.scrape()
+    assert list(samples.find("cri_up").values()) == [1.0]
+
+    wait_for(lambda: exporter.scrape().find("cri_doctor_check_status"), timeout=120, what="the doctor child's checks")
+    assert openssl_mapped(exporter.proc.pid) == []
