@@ -38,7 +38,12 @@ IMPORT_TIME_NAMES = ("SSLContext", "TLSVersion", "PROTOCOL_TLS_CLIENT", "PROTOCO
 
 def serve_without_web_config(argv: list[str], environ) -> bool:
     """True for `serve` started with no web config (no flag, no environment
-    variable; click ignores an empty one): a process that cannot serve TLS."""
+    variable; click ignores an empty one): a process that cannot serve TLS.
+    Only the command itself (`cri-exporter`, `python -m cri_exporter`), never a
+    process that imports the CLI (a test runner asked for `-k serve`)."""
+    if not argv or not (argv[0].endswith("/cri-exporter") or argv[0] == "cri-exporter"
+                        or argv[0].endswith("cri_exporter/__main__.py")):
+        return False
     args = argv[1:]
     command = next((a for a in args if not a.startswith("-")), None)
     if command != "serve" or environ.get(WEB_CONFIG_ENV):

@@ -31,6 +31,9 @@ def openssl_mapped(pid: int | str) -> list[str]:
     (["cri-exporter", "serve"], {"CRI_EXPORTER_WEB_CONFIG_FILE": ""}, True),  # click ignores an empty variable
     (["cri-exporter", "doctor"], {}, False),  # the doctor (serve's child too) is left as it was
     (["cri-exporter", "--help"], {}, False),
+    (["/usr/local/bin/cri-exporter", "serve"], {}, True),
+    (["/src/cri_exporter/__main__.py", "serve"], {}, True),  # python -m cri_exporter serve
+    (["/venv/bin/pytest", "-k", "serve"], {}, False),  # a process importing the CLI is left as it was
 ])
 def test_only_serve_without_a_web_config_goes_without(argv, environ, without):
     assert serve_without_web_config(argv, environ) is without
@@ -38,7 +41,7 @@ def test_only_serve_without_a_web_config_goes_without(argv, environ, without):
 
 PROBE = textwrap.dedent("""
     import sys, os
-    sys.argv = ["cri-exporter", "serve"]
+    sys.argv = ["/usr/local/bin/cri-exporter", "serve"]
     import cri_exporter.cli, cri_exporter.server, cri_exporter.exporter, prometheus_client, http.client, hashlib, hmac
     from cri_exporter import ssl_on_demand
     import ssl
