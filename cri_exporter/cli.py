@@ -5,10 +5,12 @@ import signal
 import sys
 import threading
 
-from cri_exporter import ssl_on_demand
+from cri_exporter import prometheus_on_demand, ssl_on_demand
 
-# Before grpc (asyncio) and prometheus_client import ssl: `serve` without a web config never maps OpenSSL.
+# Before grpc (asyncio) and prometheus_client import ssl: `serve` without a web config never maps OpenSSL,
+# and `serve` imports prometheus_client's submodules without the package's exposition and HTTP servers.
 ssl_on_demand.install()
+prometheus_on_demand.install()
 
 import click  # noqa: E402
 import grpc  # noqa: E402

@@ -9,14 +9,13 @@ from typing import Mapping, cast
 
 import grpc
 import structlog
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
+# Submodules, not the package: `serve` imports them without prometheus_client's
+# __init__ and its HTTP servers (prometheus_on_demand.py).
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics import Counter, disable_created_metrics
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 

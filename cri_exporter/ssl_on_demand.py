@@ -36,19 +36,22 @@ IMPORT_TIME_NAMES = ("SSLContext", "TLSVersion", "PROTOCOL_TLS_CLIENT", "PROTOCO
                      "SSLWantReadError", "SSLSyscallError", "SSLSocket")
 
 
-def serve_without_web_config(argv: list[str], environ) -> bool:
-    """True for `serve` started with no web config (no flag, no environment
-    variable; click ignores an empty one): a process that cannot serve TLS.
-    Only the command itself (`cri-exporter`, `python -m cri_exporter`), never a
-    process that imports the CLI (a test runner asked for `-k serve`)."""
+def is_the_command(argv: list[str], command: str) -> bool:
+    """Whether this process is `cri-exporter <command>` itself (the console
+    script, `python -m cri_exporter`), never a process that imports the CLI
+    (a test runner asked for `-k serve`)."""
     if not argv or not (argv[0].endswith("/cri-exporter") or argv[0] == "cri-exporter"
                         or argv[0].endswith("cri_exporter/__main__.py")):
         return False
-    args = argv[1:]
-    command = next((a for a in args if not a.startswith("-")), None)
-    if command != "serve" or environ.get(WEB_CONFIG_ENV):
+    return next((a for a in argv[1:] if not a.startswith("-")), None) == command
+
+
+def serve_without_web_config(argv: list[str], environ) -> bool:
+    """True for `serve` started with no web config (no flag, no environment
+    variable; click ignores an empty one): a process that cannot serve TLS."""
+    if not is_the_command(argv, "serve") or environ.get(WEB_CONFIG_ENV):
         return False
-    return not any(a == flag or a.startswith(flag + "=") for a in args for flag in WEB_CONFIG_FLAGS)
+    return not any(a == flag or a.startswith(flag + "=") for a in argv[1:] for flag in WEB_CONFIG_FLAGS)
 
 
 class _Builds(type):

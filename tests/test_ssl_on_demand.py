@@ -78,3 +78,25 @@ def test_serve_without_a_web_config_maps_no_openssl_and_its_doctor_child_runs(ex
 
     wait_for(lambda: exporter.scrape().find("cri_doctor_check_status"), timeout=120, what="the doctor child's checks")
     assert openssl_mapped(exporter.proc.pid) == []
+
+
+PROMETHEUS_PROBE = textwrap.dedent("""
+    import sys
+    sys.argv = ["/usr/local/bin/cri-exporter", "serve"]
+    import cri_exporter.cli, cri_exporter.server, cri_exporter.exporter, cri_exporter.exposition
+    from cri_exporter import prometheus_on_demand
+    servers = ("http.server", "urllib.request", "wsgiref", "prometheus_client.exposition")
+    print("before", prometheus_on_demand.loaded(), [m for m in servers if m in sys.modules])
+    from prometheus_client import metrics_core  # a submodule, from the package: imported alone
+    print("submodule", prometheus_on_demand.loaded())
+    import prometheus_client
+    from prometheus_client.core import GaugeMetricFamily
+    print("after", callable(prometheus_client.generate_latest), prometheus_on_demand.loaded(),
+          prometheus_client.core.GaugeMetricFamily is GaugeMetricFamily)
+""")
+
+
+def test_serve_imports_prometheus_clients_submodules_alone_and_the_rest_when_asked():
+    out = subprocess.run([sys.executable, "-c", PROMETHEUS_PROBE], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["before False []", "submodule False", "after True True True"], out.stdout
