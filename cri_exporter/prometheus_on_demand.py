@@ -40,7 +40,7 @@ def load() -> types.ModuleType:
     if module is None:
         return importlib.import_module(PACKAGE)
     if isinstance(module, _Shell) and not vars(module).get("_loaded"):
-        module._loaded = True
+        vars(module)["_loaded"] = True
         module.__spec__.loader.exec_module(module)  # type: ignore[union-attr]
     return module
 

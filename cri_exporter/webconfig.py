@@ -398,7 +398,7 @@ def _version(section: Mapping, name: str, default: str) -> ssl.TLSVersion:
                              f"({ssl.OPENSSL_VERSION}; RFC 8996 deprecates them); use TLS12 or TLS13")
     if value not in TLS_VERSIONS:
         raise WebConfigError(f"tls_server_config.{name} {value!r} is an unknown TLS version (known: TLS12, TLS13)")
-    return getattr(ssl.TLSVersion, TLS_VERSIONS[value])
+    return ssl.TLSVersion[TLS_VERSIONS[value]]
 
 
 def _ciphers(ctx: ssl.SSLContext, names: list[str] | None) -> None:
