@@ -199,6 +199,8 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
     confinement.log_result(confined)
     exporter = Exporter(settings)
     exporter.registry.register(confinement.ConfinementCollector(confined))
+    from cri_exporter.restart_needed import NEEDED  # what the confinement keeps unseen until a restart
+    exporter.registry.register(NEEDED)
     try:
         server = Server(listen_address, exporter, web=web_config, doctor_endpoint=settings.doctor_endpoint)
     except OSError as err:

@@ -46,6 +46,8 @@ from typing import Any
 
 import structlog
 
+from cri_exporter import confined_read, restart_needed
+
 log = structlog.get_logger(__name__)
 
 # Go's crypto/tls names (tls.CipherSuites(), what the toolkit accepts) -> OpenSSL's.
@@ -96,7 +98,13 @@ _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 
 
 
 class WebConfigError(ValueError):
-    """The file cannot be served as written; the message says where and why."""
+    """The file cannot be served as written; the message says where and why.
+    `denied`: the file whose open was refused (EACCES), for WebConfigFile to
+    tell the agent's own confinement from the file's mode."""
+
+    def __init__(self, message: str, denied: str | None = None):
+        super().__init__(message)
+        self.denied = denied
 
 
 @dataclass(frozen=True)
@@ -129,7 +137,7 @@ def load(path: str) -> WebConfig:
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as err:
-        raise WebConfigError(f"{path}: {_os_reason(err)}") from None
+        raise WebConfigError(f"{path}: {_os_reason(err)}", path if isinstance(err, PermissionError) else None) from None
     try:
         doc = yaml.load(text, Loader=_strict_loader())
     except yaml.MarkedYAMLError as err:
@@ -139,7 +147,7 @@ def load(path: str) -> WebConfig:
     try:
         return _build(doc, Path(path))
     except WebConfigError as err:
-        raise WebConfigError(f"{path}: {err}") from None
+        raise WebConfigError(f"{path}: {err}", err.denied) from None
 
 
 def sans_of(peercert: Mapping[str, Any] | None) -> set[str]:
@@ -317,7 +325,8 @@ def _read(where: str, name: str, path: Path, files: list[str]) -> bytes:
     try:
         return path.read_bytes()
     except OSError as err:
-        raise WebConfigError(f"{where}.{name} {path}: {_os_reason(err)}") from None
+        raise WebConfigError(f"{where}.{name} {path}: {_os_reason(err)}",
+                             str(path) if isinstance(err, PermissionError) else None) from None
 
 
 def _inline_or_file(section: Mapping, base: Path, files: list[str], inline: str, file: str) -> bytes | None:
@@ -500,6 +509,9 @@ class WebConfigFile:
         self._signature = signature(self.config.files)
         self.last_reload_ok = True
         self.last_success = time.time()
+        # The directories serve's confinement allows the web config's files in (confine.build_policy's
+        # read_files): what it names elsewhere after start is closed to a confined agent until it restarts.
+        self.allowed_dirs = _dirs_of(self.config.files)
 
     def refresh(self) -> bool:
         """Whether a new reading took effect."""
@@ -508,15 +520,24 @@ class WebConfigFile:
         if before == self._signature:
             return False
         self._signature = before  # a broken state is tried once, then again when something changes
+        waits: dict[str, str] = {}
         try:
             new = load(self.path)
             if (new.tls is None) != (self.config.tls is None):
+                waits["tls_server_config"] = f"TLS turned {'on' if new.tls else 'off'} in {self.path}"
                 raise WebConfigError(f"{self.path}: turning TLS {'on' if new.tls else 'off'} needs a restart "
                                      "(scrapers would have to change scheme at once)")
         except WebConfigError as err:
             self.last_reload_ok = False
-            log.error("web config not reloaded; serving with the last good one", path=self.path, error=str(err))
+            error = str(err)
+            if err.denied is not None and self.closed_until_restart(err.denied):
+                waits[err.denied] = f"named by the reloaded {self.path}"
+                error += ("; the file is outside the directories the agent's confinement allowed at its start "
+                          "(those of the web config's files then): restarting the agent reads it")
+            log.error("web config not reloaded; serving with the last good one", path=self.path, error=error)
+            restart_needed.NEEDED.set(restart_needed.WEB_CONFIG, waits)
             return False
+        restart_needed.NEEDED.set(restart_needed.WEB_CONFIG, {})
         self.config = new
         if new.files != files:
             self._signature = signature(new.files)
@@ -524,3 +545,24 @@ class WebConfigFile:
         self.last_success = time.time()
         log.info("web config reloaded", path=self.path, tls=new.tls is not None, users=len(new.users))
         return True
+
+    def closed_until_restart(self, path: str) -> bool:
+        """Whether serve's own confinement, not the file, refused `path`: the
+        agent is confined by serve's policy, the file lies beneath none of the
+        directories allowed at start, and its mode lets the agent read it
+        (access(2) is not Landlock's to deny). Such a file opens after a restart,
+        whose policy allows the directories the web config then names."""
+        if confined_read.confined_by() != confined_read.BY_SERVE:
+            return False
+        if any(_beneath(d, allowed) for d in _dirs_of((path,)) for allowed in self.allowed_dirs):
+            return False
+        return os.access(path, os.R_OK)
+
+
+def _dirs_of(files: tuple[str, ...]) -> frozenset[str]:
+    """As confine.build_policy allows them: each file's directory, as named and with links resolved."""
+    return frozenset(d for f in files for d in (os.path.dirname(os.path.abspath(f)), os.path.dirname(os.path.realpath(f))))
+
+
+def _beneath(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")

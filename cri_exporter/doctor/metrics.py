@@ -10,6 +10,12 @@
 - cri_doctor_run_failures_total: runs that produced no report (the previous
   report is kept; the log says why).
 
+A check skipped because the file it reads was replaced after serve started
+(confined_read.py: its Landlock rules hold the old inode) would otherwise be
+silent until a restart, whatever the new file holds: each report's such files
+go to restart_needed.NEEDED (reason doctor_check), which logs them once with
+the remedy and exports cri_exporter_restart_needed.
+
 Doctor runs are slow (CRI calls, file reads), so serve mode runs them on
 their own cadence (PeriodicDoctor) and a scrape only renders the last report.
 """
@@ -20,6 +26,7 @@ from typing import Callable, Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from cri_exporter import restart_needed
 from cri_exporter.doctor.model import Report, Status
 from cri_exporter.doctor.report import render_json
 
@@ -42,17 +49,29 @@ def metric_families(report: Report) -> Iterable[GaugeMetricFamily]:
                             value=report.duration_seconds)
 
 
+def unseen_until_restart(report: Report) -> dict[str, str]:
+    """{host file: the checks it left skipped} for the files only a restart lets the agent read."""
+    checks: dict[str, list[str]] = {}
+    for r in report.results:
+        if r.status is Status.SKIP and r.finding.restart_needed:
+            checks.setdefault(r.finding.restart_needed, []).append(r.id)
+    return {path: "replaced after the agent started; not judged by doctor check(s) " + ", ".join(ids)
+            for path, ids in checks.items()}
+
+
 class DoctorCollector:
     """A prometheus_client collector serving the latest report (none before the first run)."""
 
-    def __init__(self):
+    def __init__(self, needed: restart_needed.RestartNeeded | None = None):
         self._lock = threading.Lock()
         self._report: Report | None = None
         self._failures = 0
+        self._needed = needed if needed is not None else restart_needed.NEEDED
 
     def update(self, report: Report) -> None:
         with self._lock:
             self._report = report
+        self._needed.set(restart_needed.DOCTOR_CHECK, unseen_until_restart(report))
 
     def run_failed(self) -> None:
         with self._lock:

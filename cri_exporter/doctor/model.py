@@ -38,14 +38,17 @@ class Finding:
     why: str = ""
     fix: str = ""
     refs: tuple[str, ...] = ()
+    # On a skip: the host file the confined agent can read only after a restart
+    # (replaced after it started; confined_read.py). serve exports and alerts on it.
+    restart_needed: str = ""
 
 
 def passed(summary: str, *, seen: str = "", refs=()) -> Finding:
     return Finding(Status.PASS, summary, seen, refs=tuple(refs))
 
 
-def skipped(summary: str, *, seen: str = "") -> Finding:
-    return Finding(Status.SKIP, summary, seen)
+def skipped(summary: str, *, seen: str = "", restart_needed: str = "") -> Finding:
+    return Finding(Status.SKIP, summary, seen, restart_needed=restart_needed)
 
 
 # Keyword-only: five strings in a row are easy to swap unnoticed.
@@ -98,6 +101,7 @@ class CheckResult:
             "why": f.why,
             "fix": f.fix,
             "refs": list(f.refs),
+            **({"restart_needed": f.restart_needed} if f.restart_needed else {}),
         }
 
 

@@ -34,7 +34,7 @@ def redacted(report: Report) -> Report:
     """The report with secrets redacted from every text a finding carries."""
     def clean(f: Finding) -> Finding:
         return Finding(f.status, _text(f.summary), _text(f.seen), _text(f.why), _text(f.fix),
-                       tuple(_text(r) for r in f.refs))
+                       tuple(_text(r) for r in f.refs), _text(f.restart_needed))
 
     return dataclasses.replace(
         report, results=[dataclasses.replace(r, finding=clean(r.finding)) for r in report.results],
@@ -107,7 +107,8 @@ def parse_json(text: str | bytes) -> Report:
         summary = data["summary"]
         results = [
             CheckResult(c["id"], c["area"], Severity(c["severity"]),
-                        Finding(Status(c["status"]), c["summary"], c["detail"], c["why"], c["fix"], tuple(c["refs"])))
+                        Finding(Status(c["status"]), c["summary"], c["detail"], c["why"], c["fix"], tuple(c["refs"]),
+                                str(c.get("restart_needed", ""))))
             for c in data["checks"]
         ]
         confinement = data.get("confinement")

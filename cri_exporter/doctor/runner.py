@@ -63,7 +63,8 @@ def run_check(check: Check, ctx: Context, decided: Finding | Exception | None = 
         if not isinstance(finding, Finding):
             raise TypeError(f"check returned {type(finding).__name__}, not a Finding")
     except DeniedByConfinement as e:  # our own confinement (serve's or the doctor's), not the node: never a warn or fail
-        finding = skipped(f"not judged: {e}", seen=f"{e.host_path}: opening it was denied by our own confinement (Landlock)")
+        finding = skipped(f"not judged: {e}", seen=f"{e.host_path}: opening it was denied by our own confinement (Landlock)",
+                          restart_needed=e.host_path if e.changed_at is not None else "")
     except Exception as e:  # noqa: BLE001 -- the point: a broken check is a finding
         last = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
         where = f" ({last.filename.rsplit('/', 1)[-1]}:{last.lineno})" if last else ""
