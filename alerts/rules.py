@@ -394,6 +394,19 @@ def exporter_alerts(s: Settings) -> list[Alert]:
               f"cri-exporter on {ON} has failed to read its changed --web-config-file (or a certificate, key or "
               f"CA file it names) for {s.for_['CriExporterWebConfigReloadFailed']}: it still serves with the last "
               "good one, so a rotated certificate or a changed password is not in force yet."),
+        # A file the confined agent may not open until it restarts (replaced after start in a directory
+        # its Landlock policy splits, or named by a reloaded web config): the doctor checks reading it
+        # skip, so CriDoctorCheckFailing cannot fire on what the edit got wrong (docs/install.md, Confinement).
+        Alert("CriExporterRestartNeeded",
+              f"max by ({s.by('reason')}) (cri_exporter_restart_needed{s.sel()}) > 0",
+              "warning",
+              "cri-exporter needs a restart to see files changed since it started.",
+              f"cri-exporter on {ON} has for {s.for_['CriExporterRestartNeeded']} been unable to read "
+              "{{ $value }} file(s) changed after it started ({{ $labels.reason }}): its confinement holds the "
+              "files present at its start. doctor_check: the doctor checks reading them are skipped, so a "
+              "misconfiguration in them raises no alert; web_config: the changed web config is not in force. "
+              "Restart the agent (kubectl rollout restart daemonset/cri-exporter, or systemctl restart "
+              "cri-exporter); its log names the files."),
         Alert("CriExporterScrapeSlow",
               f"avg_over_time(scrape_duration_seconds{s.sel()}[{w}]) > {s.scrape_duration_seconds:g}",
               "warning",

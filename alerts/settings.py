@@ -120,6 +120,7 @@ class Settings:
         "CriExporterScrapeSlow": "15m",
         "CriCgroupsUnreadable": "15m",
         "CriExporterWebConfigReloadFailed": "10m",
+        "CriExporterRestartNeeded": "10m",
         "CriBackgroundReadingStale": "5m",
     })
 

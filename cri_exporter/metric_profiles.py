@@ -42,6 +42,7 @@ LEAN_PATTERNS: tuple[str, ...] = (
     "cri_doctor_.*",
     "cri_request_.*",
     "cri_exporter_web_config_last_reload_successful",
+    "cri_exporter_restart_needed",  # CriExporterRestartNeeded: a few series a node
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
 )
