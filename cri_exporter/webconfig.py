@@ -548,13 +548,15 @@ class WebConfigFile:
 
     def closed_until_restart(self, path: str) -> bool:
         """Whether serve's own confinement, not the file, refused `path`: the
-        agent is confined by serve's policy, the file lies beneath none of the
-        directories allowed at start, and its mode lets the agent read it
+        agent is confined by serve's policy, the file (its links followed) lies
+        beneath none of the directories allowed at start, and its mode lets the agent read it
         (access(2) is not Landlock's to deny). Such a file opens after a restart,
         whose policy allows the directories the web config then names."""
         if confined_read.confined_by() != confined_read.BY_SERVE:
             return False
-        if any(_beneath(d, allowed) for d in _dirs_of((path,)) for allowed in self.allowed_dirs):
+        # Landlock judges the file where its links lead: beneath a directory allowed at start, it opens.
+        target = os.path.dirname(os.path.realpath(path))
+        if any(_beneath(target, allowed) for allowed in self.allowed_dirs):
             return False
         return os.access(path, os.R_OK)
 

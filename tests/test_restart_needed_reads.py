@@ -187,3 +187,27 @@ def test_an_unconfined_agents_denied_web_config_file_is_not_a_restart(tmp_path, 
     web = WebConfigFile(str(config))
     other = tmp_path.parent / "elsewhere.pem"
     assert web.closed_until_restart(str(other)) is False
+
+
+def test_a_confined_agents_web_config_file_needs_a_restart_only_outside_the_directories_of_start(tmp_path, monkeypatch):
+    """The decision alone (the real denial is tests/test_restart_needed.py): beneath a directory the
+    web config named at start (as named or through a link) the agent may read, so a denial there is
+    not its confinement's; elsewhere, readable by its mode, it is."""
+    from cri_exporter import confined_read
+    from cri_exporter.webconfig import WebConfigFile
+
+    monkeypatch.setenv(confined_read.CONFINED_ENV, "enforced")
+    monkeypatch.setenv(confined_read.CONFINED_BY_ENV, confined_read.BY_SERVE)
+    (tmp_path / "web/sub").mkdir(parents=True)
+    (tmp_path / "new").mkdir()
+    config = tmp_path / "web/web.yml"
+    config.write_text("")
+    for f in ("web/sub/a.pem", "new/b.pem"):
+        (tmp_path / f).write_text("x")
+    (tmp_path / "web/link.pem").symlink_to(tmp_path / "new/b.pem")
+    web = WebConfigFile(str(config))
+    assert web.closed_until_restart(str(tmp_path / "web/sub/a.pem")) is False
+    assert web.closed_until_restart(str(tmp_path / "new/b.pem")) is True
+    assert web.closed_until_restart(str(tmp_path / "web/link.pem")) is True  # Landlock follows the link out
+    monkeypatch.setenv(confined_read.CONFINED_BY_ENV, confined_read.BY_DOCTOR)
+    assert web.closed_until_restart(str(tmp_path / "new/b.pem")) is False
