@@ -26,6 +26,9 @@ from cri_exporter.cgroups.stats import CpuStats
 
 # USER_HZ as userspace sees it (cpuacct.stat's unit); 100 everywhere, so a tick is a whole 10**7 ns.
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The cpu.stat keys used (files.keyed converts only these).
+_V1_STAT_KEYS = ("nr_periods", "nr_throttled", "throttled_time")
+_V2_STAT_KEYS = ("usage_usec", "user_usec", "system_usec", "nr_periods", "nr_throttled", "throttled_usec")
 
 
 def read_cpu(paths: CgroupPaths, usage: bool = True) -> CpuStats | None:
@@ -47,11 +50,11 @@ def _read_cpu(paths: CgroupPaths, usage: bool = True, limits=files.UNKEPT) -> Cp
 
 def _read_v1(cpu: str | None, cpuacct: str | None, limits=files.UNKEPT) -> CpuStats:
     usage_ns = files.to_int(files.read(cpuacct, "cpuacct.usage"), "cpuacct.usage") if cpuacct else None
-    acct = files.flat_keyed(files.read(cpuacct, "cpuacct.stat"), "cpuacct.stat") if cpuacct else {}
+    acct = files.keyed(files.read(cpuacct, "cpuacct.stat"), ("user", "system"), "cpuacct.stat") if cpuacct else {}
     user_ns, system_ns = _ticks_to_ns(acct.get("user")), _ticks_to_ns(acct.get("system"))
     if cpu is None:
         return CpuStats(usage_ns=usage_ns, user_ns=user_ns, system_ns=system_ns)
-    stat = files.flat_keyed(files.read(cpu, "cpu.stat"), "cpu.stat")
+    stat = files.keyed(files.read(cpu, "cpu.stat"), _V1_STAT_KEYS, "cpu.stat")
     return CpuStats(
         usage_ns=usage_ns,
         user_ns=user_ns,
@@ -59,15 +62,15 @@ def _read_v1(cpu: str | None, cpuacct: str | None, limits=files.UNKEPT) -> CpuSt
         periods=stat.get("nr_periods"),
         throttled_periods=stat.get("nr_throttled"),
         throttled_ns=stat.get("throttled_time"),
-        quota_us=files.limit(limits.read(cpu, "cpu.cfs_quota_us"), "cpu.cfs_quota_us"),
-        period_us=files.to_int(limits.read(cpu, "cpu.cfs_period_us"), "cpu.cfs_period_us"),
-        shares=files.to_int(limits.read(cpu, "cpu.shares"), "cpu.shares"),
+        quota_us=limits.value(cpu, "cpu.cfs_quota_us", files.limit),
+        period_us=limits.value(cpu, "cpu.cfs_period_us", files.to_int),
+        shares=limits.value(cpu, "cpu.shares", files.to_int),
     )
 
 
 def _read_v2(directory: str, limits=files.UNKEPT) -> CpuStats:
-    stat = files.flat_keyed(files.read(directory, "cpu.stat"), "cpu.stat")
-    quota, period = _cpu_max(limits.read(directory, "cpu.max"))
+    stat = files.keyed(files.read(directory, "cpu.stat"), _V2_STAT_KEYS, "cpu.stat")
+    quota, period = limits.value(directory, "cpu.max", _cpu_max)
     return CpuStats(
         usage_ns=_us_to_ns(stat.get("usage_usec")),
         user_ns=_us_to_ns(stat.get("user_usec")),
@@ -77,11 +80,11 @@ def _read_v2(directory: str, limits=files.UNKEPT) -> CpuStats:
         throttled_ns=_us_to_ns(stat.get("throttled_usec")),
         quota_us=quota,
         period_us=period,
-        weight=files.to_int(limits.read(directory, "cpu.weight"), "cpu.weight"),
+        weight=limits.value(directory, "cpu.weight", files.to_int),
     )
 
 
-def _cpu_max(text: str | None) -> tuple[int | None, int | None]:
+def _cpu_max(text: str | None, path: str = "cpu.max") -> tuple[int | None, int | None]:
     """cpu.max is "$MAX $PERIOD"; a lone "$MAX" keeps the period unknown."""
     if text is None:
         return None, None

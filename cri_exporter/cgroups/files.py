@@ -25,7 +25,7 @@ import math
 import os
 import random
 import re
-from sys import intern
+from typing import Any, Callable
 
 import structlog
 
@@ -64,15 +64,15 @@ class CgroupUnreadable(Exception):
         self.read_at = 0.0
 
 
-# LimitFiles' texts, kept as dicts shared node-wide: most cgroups hold the
-# same texts ("max", "100000", "1024"...), so a cgroup keeps one pointer to a
-# dict many share instead of a dict of its own (a 5-entry dict is 184 bytes:
-# 1.4 MB at 7,500 cgroups). A shared dict is never written: a new text makes
-# a new dict. Bounded: past _SHARED_MAX distinct dicts the table starts again
-# (sharing is an economy, not a correctness matter).
-_SHARED: dict[tuple, dict[str, str | None]] = {}
+# LimitFiles' values, kept as dicts shared node-wide: most cgroups hold the
+# same limits (no quota, a 100000 µs period, 1024 shares...), so a cgroup keeps
+# one pointer to a dict many share instead of a dict of its own (a 5-entry
+# dict is 184 bytes: 1.4 MB at 7,500 cgroups). A shared dict is never written:
+# a new value makes a new dict. Bounded: past _SHARED_MAX distinct dicts the
+# table starts again (sharing is an economy, not a correctness matter).
+_SHARED: dict[tuple, dict[str, object]] = {}
 _SHARED_MAX = 4096
-_NOTHING: dict[str, str | None] = {}
+_NOTHING: dict[str, object] = {}
 
 
 class SharedTimes:
@@ -117,39 +117,41 @@ class LimitFiles:
     a resize show up within that time instead of at the next scrape.
     """
 
-    __slots__ = ("_texts", "_expires")
+    __slots__ = ("_values", "_expires")
 
     def __init__(self) -> None:
-        self._texts = _NOTHING
+        self._values = _NOTHING
         self._expires = 0.0
 
     def due(self, now: float, refresh_seconds: float) -> None:
-        """Forget the kept texts if they are older than about `refresh_seconds`."""
+        """Forget the kept values if they are older than about `refresh_seconds`."""
         if now >= self._expires:
-            self._texts = _NOTHING
+            self._values = _NOTHING
             self._expires = _EXPIRIES.at_or_after(now + refresh_seconds * random.uniform(0.75, 1.25))
 
-    def read(self, directory: str, name: str) -> str | None:
+    def value(self, directory: str, name: str, parse: Callable[[str | None, str], Any]) -> Any:
+        """`parse(text, name)` of `directory/name`, kept as parsed: the limit
+        texts were kept and parsed again at every scrape, five parses a cgroup
+        (some 2 µs) for values that change about once a minute at most."""
         try:
-            return self._texts[name]
+            return self._values[name]
         except KeyError:
-            text = read(directory, name)
-            # Interned: one copy of each text node-wide instead of 37,500 strings at 5,000 containers.
-            text = intern(text) if text is not None else None
-            kept = {**self._texts, name: text}
+            value = parse(read(directory, name), name)
+            kept = {**self._values, name: value}
             key = tuple(kept.items())
             if len(_SHARED) >= _SHARED_MAX:
                 _SHARED.clear()
-            self._texts = _SHARED.setdefault(key, kept)
-            return text
+            self._values = _SHARED.setdefault(key, kept)
+            # The shared dict's own value: one object node-wide for each limit, not one a cgroup.
+            return self._values[name]
 
 
 class _Unkept:
     """LimitFiles' interface for a one-off read: every file read now."""
 
     @staticmethod
-    def read(directory: str, name: str) -> str | None:
-        return read(directory, name)
+    def value(directory: str, name: str, parse: Callable[[str | None, str], Any]) -> Any:
+        return parse(read(directory, name), name)
 
 
 UNKEPT = _Unkept()
@@ -258,6 +260,34 @@ def flat_keyed(text: str | None, path: str = "") -> dict[str, int]:
         except ValueError:
             log.debug("cgroup line skipped", path=path, line=line[:80])
     return out
+
+
+def keyed_texts(text: str | None, path: str = "") -> dict[str, str] | dict[str, int]:
+    """flat_keyed's pairs, each value still its text: int() then runs only on
+    the values a caller uses (memory.stat has some 40 lines of which 8 are
+    exported; converting all of them was half of its parse).
+
+    The texts are those of a well-formed file (the line count matches, no key
+    starts like a number, every value ASCII digits: all checked by C-level
+    string methods over the whole file), so every value here converts; any
+    other file goes line by line through flat_keyed, whose ints come back."""
+    if not text:
+        return {}
+    tokens = text.split()
+    values = tokens[1::2]
+    if len(tokens) == 2 * (text.count("\n") + (not text.endswith("\n"))):
+        digits = "".join(values)
+        if digits.isascii() and digits.isdigit():
+            keys = tokens[::2]
+            if _NUMERIC_KEY.search(" " + " ".join(keys)) is None:
+                return dict(zip(keys, values))
+    return flat_keyed(text, path)
+
+
+def keyed(text: str | None, wanted: tuple[str, ...], path: str = "") -> dict[str, int]:
+    """flat_keyed(text) restricted to `wanted`, int() of those values only."""
+    raw = keyed_texts(text, path)
+    return {k: int(raw[k]) for k in wanted if k in raw}
 
 
 def nested_keyed(text: str | None, path: str = "") -> dict[str, dict[str, str]]:

@@ -54,13 +54,13 @@ def read_memory(paths: CgroupPaths) -> MemoryStats | None:
 
 def normalized_stat(version: str, text: str | None) -> dict[str, int]:
     """memory.stat under one naming for both versions (keys of _STAT_KEYS)."""
-    raw = files.flat_keyed(text, "memory.stat")
+    raw = files.keyed_texts(text, "memory.stat")  # int() below for the 8 keys used, not the 40 lines
     out: dict[str, int] = {}
     for name, keys in _STAT_LOOKUP[version]:
         for key in keys:
             value = raw.get(key)
             if value is not None:
-                out[name] = value
+                out[name] = int(value)
                 break
     return out
 
@@ -73,6 +73,11 @@ _STAT_LOOKUP = {
     "v1": tuple((name, (f"total_{v1}", v1)) for name, (v1, _) in _STAT_KEYS.items()),
     "v2": tuple((name, (v2,)) for name, (_, v2) in _STAT_KEYS.items() if v2),
 }
+
+
+# The keys used of v1 memory.oom_control and v2 memory.events.
+_OOM_CONTROL_KEYS = ("oom_kill",)
+_EVENTS_KEYS = ("oom", "oom_kill", "max", "high")
 
 
 def working_set(usage: int | None, inactive_file: int | None) -> int | None:
@@ -94,10 +99,10 @@ def _read_memory(paths: CgroupPaths, limits=files.UNKEPT) -> MemoryStats:
 def _read_v1(d: str, limits=files.UNKEPT) -> MemoryStats:
     usage = files.to_int(files.read(d, "memory.usage_in_bytes"), "memory.usage_in_bytes")
     stat = normalized_stat("v1", files.read(d, "memory.stat"))
-    oom = files.flat_keyed(files.read(d, "memory.oom_control"), "memory.oom_control")
+    oom = files.keyed(files.read(d, "memory.oom_control"), _OOM_CONTROL_KEYS, "memory.oom_control")
     return MemoryStats(
         usage_bytes=usage,
-        limit_bytes=files.limit(limits.read(d, "memory.limit_in_bytes"), "memory.limit_in_bytes"),
+        limit_bytes=limits.value(d, "memory.limit_in_bytes", files.limit),
         working_set_bytes=working_set(usage, stat.get("inactive_file")),
         rss_bytes=stat.get("rss"),
         cache_bytes=stat.get("cache"),
@@ -116,10 +121,10 @@ def _read_v1(d: str, limits=files.UNKEPT) -> MemoryStats:
 def _read_v2(d: str, limits=files.UNKEPT) -> MemoryStats:
     usage = files.to_int(files.read(d, "memory.current"), "memory.current")
     stat = normalized_stat("v2", files.read(d, "memory.stat"))
-    events = files.flat_keyed(files.read(d, "memory.events"), "memory.events")
+    events = files.keyed(files.read(d, "memory.events"), _EVENTS_KEYS, "memory.events")
     return MemoryStats(
         usage_bytes=usage,
-        limit_bytes=files.limit(limits.read(d, "memory.max"), "memory.max"),
+        limit_bytes=limits.value(d, "memory.max", files.limit),
         working_set_bytes=working_set(usage, stat.get("inactive_file")),
         rss_bytes=stat.get("rss"),
         cache_bytes=stat.get("cache"),

@@ -22,5 +22,5 @@ def _read_pids(paths: CgroupPaths, limits=files.UNKEPT) -> PidsStats:
         return PidsStats()
     return PidsStats(
         current=files.to_int(files.read(d, "pids.current"), "pids.current"),
-        limit=files.limit(limits.read(d, "pids.max"), "pids.max"),
+        limit=limits.value(d, "pids.max", files.limit),
     )

@@ -202,17 +202,27 @@ class _Families:
         self.kind = kind
         self.by_row = [Family(name, doc, kind.names, counter) for name, doc, counter, _, _ in kind.rows]
         self.io = [ExtraLabelFamily(name, doc, kind.names, "device", True) for name, doc, _ in kind.io]
+        # Per row its getter, its divisor (None for 1: a value already in base
+        # units goes into the family's array of doubles as it is, the same
+        # double `value / 1` gives) and the two appends of Family.add, bound
+        # once a scrape: add() runs them for every row of every cgroup.
+        self._rows = [(get, None if per == 1 else per, family.labelsets.append, family.values.append)
+                      for (_, _, _, get, per), family in zip(kind.rows, self.by_row)]
+        self._io_values = attrgetter(*(attr for _, _, attr in kind.io)) if kind.io else None
 
     def add(self, cache: LabelCache, values: tuple[str, ...], stats: CgroupStats) -> None:
         labels = cache.get(self.kind.names, values)
-        for (_, _, _, get, per), family in zip(self.kind.rows, self.by_row):
+        for get, per, add_labels, add_value in self._rows:
             value = get(stats)
-            if value is not None:  # Family.add, inlined: this loop runs for every row of every cgroup
-                family.labelsets.append(labels)
-                family.values.append(value / per)
+            if value is not None:  # Family.add, inlined
+                add_labels(labels)
+                add_value(value if per is None else value / per)
+        io_values = self._io_values
+        if io_values is None:
+            return
         for dev in stats.io.devices:
-            for (_, _, attr), family in zip(self.kind.io, self.io):
-                value = getattr(dev, attr)
+            got = io_values(dev)
+            for value, family in zip(got if len(self.io) > 1 else (got,), self.io):
                 if value is not None:
                     family.add_extra(labels, dev.device, value)
 
