@@ -188,7 +188,7 @@ def read(directory: str, name: str) -> str | None:
         return None
     finally:
         os.close(fd)
-    return data.decode("ascii", errors="replace")
+    return data.decode("ascii", "replace")  # positional: half the call's cost of errors=, once a file
 
 
 def _missing(directory: str, path: str, err: OSError) -> None:
