@@ -32,7 +32,10 @@ class _Row:
 
     __slots__ = ("name", "doc", "counter", "get", "per", "pods_v1", "part")
 
-    def __init__(self, name: str, doc: str, counter: bool, get: Getter, per: float = 1, pods_v1: bool = True):
+    def __init__(self, name: str, doc: str, counter: bool, get: Getter | str, per: float = 1, pods_v1: bool = True):
+        """`get`: a getter of the value from a CgroupStats, or the attribute
+        path to it ("cpu.user_ns"): the rows given by path are read together,
+        one attrgetter call a cgroup for all of them (_Families.add)."""
         self.name, self.doc, self.counter, self.get, self.per = name, doc, counter, get, per
         self.pods_v1 = pods_v1  # False: not meaningful for a v1 pod cgroup
         self.part = _part_of(name)
@@ -58,30 +61,30 @@ def _period_if_quota(s: CgroupStats) -> int | None:
 
 
 _ROWS: tuple[_Row, ...] = (
-    _Row("cpu_user_seconds", "CPU time the cgroup's tasks spent in user mode (v2 cpu.stat user_usec; v1 cpuacct.stat user, in 10 ms ticks).", True, attrgetter("cpu.user_ns"), 1e9),
-    _Row("cpu_system_seconds", "CPU time the cgroup's tasks spent in the kernel (v2 cpu.stat system_usec; v1 cpuacct.stat system, in 10 ms ticks).", True, attrgetter("cpu.system_ns"), 1e9),
-    _Row("cpu_cfs_periods", "CFS enforcement periods that elapsed while the cgroup had runnable tasks (cpu.stat nr_periods).", True, attrgetter("cpu.periods")),
-    _Row("cpu_cfs_throttled_periods", "CFS periods in which the cgroup was throttled (cpu.stat nr_throttled).", True, attrgetter("cpu.throttled_periods")),
-    _Row("cpu_cfs_throttled_seconds", "Total time the cgroup's tasks were throttled by the CFS quota.", True, attrgetter("cpu.throttled_ns"), 1e9),
-    _Row("spec_cpu_quota_seconds", "CPU time allowed per CFS period; divided by the period it is the CPU limit in cores. Absent without a limit.", False, attrgetter("cpu.quota_us"), 1e6),
+    _Row("cpu_user_seconds", "CPU time the cgroup's tasks spent in user mode (v2 cpu.stat user_usec; v1 cpuacct.stat user, in 10 ms ticks).", True, "cpu.user_ns", 1e9),
+    _Row("cpu_system_seconds", "CPU time the cgroup's tasks spent in the kernel (v2 cpu.stat system_usec; v1 cpuacct.stat system, in 10 ms ticks).", True, "cpu.system_ns", 1e9),
+    _Row("cpu_cfs_periods", "CFS enforcement periods that elapsed while the cgroup had runnable tasks (cpu.stat nr_periods).", True, "cpu.periods"),
+    _Row("cpu_cfs_throttled_periods", "CFS periods in which the cgroup was throttled (cpu.stat nr_throttled).", True, "cpu.throttled_periods"),
+    _Row("cpu_cfs_throttled_seconds", "Total time the cgroup's tasks were throttled by the CFS quota.", True, "cpu.throttled_ns", 1e9),
+    _Row("spec_cpu_quota_seconds", "CPU time allowed per CFS period; divided by the period it is the CPU limit in cores. Absent without a limit.", False, "cpu.quota_us", 1e6),
     _Row("spec_cpu_period_seconds", "CFS period length (only where a quota is set).", False, _period_if_quota, 1e6),
-    _Row("spec_cpu_shares", "cgroup v1 cpu.shares (relative CPU weight, from the CPU request).", False, attrgetter("cpu.shares")),
-    _Row("spec_cpu_weight", "cgroup v2 cpu.weight (relative CPU weight, from the CPU request).", False, attrgetter("cpu.weight")),
-    _Row("spec_memory_limit_bytes", "Memory limit (v1 memory.limit_in_bytes, v2 memory.max). Absent when unlimited.", False, attrgetter("memory.limit_bytes")),
-    _Row("memory_cache_bytes", "Page cache memory (v1 total_cache, v2 file).", False, attrgetter("memory.cache_bytes")),
-    _Row("memory_active_file_bytes", "File-backed memory on the active LRU list.", False, attrgetter("memory.active_file_bytes")),
-    _Row("memory_inactive_file_bytes", "File-backed memory on the inactive LRU list (what the working set excludes).", False, attrgetter("memory.inactive_file_bytes")),
-    _Row("memory_mapped_file_bytes", "Page cache mapped into processes (v1 total_mapped_file, v2 file_mapped).", False, attrgetter("memory.mapped_file_bytes")),
-    _Row("memory_max_usage_bytes", "Highest memory usage the cgroup reached since it was created (v1 memory.max_usage_in_bytes, v2 memory.peak on kernels >= 5.19).", False, attrgetter("memory.peak_bytes")),
-    _Row("memory_failcnt", "cgroup v1 memory.failcnt: times memory usage hit the limit.", True, attrgetter("memory.failcnt")),
-    _Row("memory_max_events", "cgroup v2 memory.events max: times usage was about to go over memory.max.", True, attrgetter("memory.max_events")),
-    _Row("memory_high_events", "cgroup v2 memory.events high: times usage went over memory.high and was throttled.", True, attrgetter("memory.high_events")),
-    _Row("memory_oom_events", "cgroup v2 memory.events oom: times the cgroup hit its limit and the OOM killer was invoked.", True, attrgetter("memory.oom_events")),
+    _Row("spec_cpu_shares", "cgroup v1 cpu.shares (relative CPU weight, from the CPU request).", False, "cpu.shares"),
+    _Row("spec_cpu_weight", "cgroup v2 cpu.weight (relative CPU weight, from the CPU request).", False, "cpu.weight"),
+    _Row("spec_memory_limit_bytes", "Memory limit (v1 memory.limit_in_bytes, v2 memory.max). Absent when unlimited.", False, "memory.limit_bytes"),
+    _Row("memory_cache_bytes", "Page cache memory (v1 total_cache, v2 file).", False, "memory.cache_bytes"),
+    _Row("memory_active_file_bytes", "File-backed memory on the active LRU list.", False, "memory.active_file_bytes"),
+    _Row("memory_inactive_file_bytes", "File-backed memory on the inactive LRU list (what the working set excludes).", False, "memory.inactive_file_bytes"),
+    _Row("memory_mapped_file_bytes", "Page cache mapped into processes (v1 total_mapped_file, v2 file_mapped).", False, "memory.mapped_file_bytes"),
+    _Row("memory_max_usage_bytes", "Highest memory usage the cgroup reached since it was created (v1 memory.max_usage_in_bytes, v2 memory.peak on kernels >= 5.19).", False, "memory.peak_bytes"),
+    _Row("memory_failcnt", "cgroup v1 memory.failcnt: times memory usage hit the limit.", True, "memory.failcnt"),
+    _Row("memory_max_events", "cgroup v2 memory.events max: times usage was about to go over memory.max.", True, "memory.max_events"),
+    _Row("memory_high_events", "cgroup v2 memory.events high: times usage went over memory.high and was throttled.", True, "memory.high_events"),
+    _Row("memory_oom_events", "cgroup v2 memory.events oom: times the cgroup hit its limit and the OOM killer was invoked.", True, "memory.oom_events"),
     # v1 oom_kill counts only tasks directly in the cgroup: a pod cgroup says 0
     # after its container was killed (seen with containerd 1.6.20), so no pod series on v1.
-    _Row("memory_oom_kills", "Processes killed by the OOM killer (v1 memory.oom_control oom_kill, v2 memory.events oom_kill).", True, attrgetter("memory.oom_kills"), pods_v1=False),
-    _Row("pids", "Tasks (processes and threads) in the cgroup (pids.current).", False, attrgetter("pids.current")),
-    _Row("spec_pids_limit", "Task limit (pids.max). Absent when unlimited.", False, attrgetter("pids.limit")),
+    _Row("memory_oom_kills", "Processes killed by the OOM killer (v1 memory.oom_control oom_kill, v2 memory.events oom_kill).", True, "memory.oom_kills", pods_v1=False),
+    _Row("pids", "Tasks (processes and threads) in the cgroup (pids.current).", False, "pids.current"),
+    _Row("spec_pids_limit", "Task limit (pids.max). Absent when unlimited.", False, "pids.limit"),
 )
 
 
@@ -202,19 +205,31 @@ class _Families:
         self.kind = kind
         self.by_row = [Family(name, doc, kind.names, counter) for name, doc, counter, _, _ in kind.rows]
         self.io = [ExtraLabelFamily(name, doc, kind.names, "device", True) for name, doc, _ in kind.io]
-        # Per row its getter, its divisor (None for 1: a value already in base
-        # units goes into the family's array of doubles as it is, the same
-        # double `value / 1` gives) and the two appends of Family.add, bound
-        # once a scrape: add() runs them for every row of every cgroup.
-        self._rows = [(get, None if per == 1 else per, family.labelsets.append, family.values.append)
-                      for (_, _, _, get, per), family in zip(kind.rows, self.by_row)]
+        # Per row its divisor (None for 1: a value already in base units goes
+        # into the family's array of doubles as it is, the same double
+        # `value / 1` gives) and the two appends of Family.add, bound once a
+        # scrape: add() runs them for every row of every cgroup. The rows
+        # given by attribute path are read by one attrgetter call (a tuple
+        # made in C), the others by their getters.
+        by_path, by_getter = [], []
+        for (_, _, _, get, per), family in zip(kind.rows, self.by_row):
+            adder = (None if per == 1 else per, family.labelsets.append, family.values.append)
+            (by_path if isinstance(get, str) else by_getter).append((get, adder))
+        self._paths = attrgetter(*(path for path, _ in by_path)) if len(by_path) > 1 else (
+            (lambda s, one=attrgetter(by_path[0][0]): (one(s),)) if by_path else (lambda s: ()))
+        self._path_adders = [adder for _, adder in by_path]
+        self._getters = [(get, *adder) for get, adder in by_getter]
         self._io_values = attrgetter(*(attr for _, _, attr in kind.io)) if kind.io else None
 
     def add(self, cache: LabelCache, values: tuple[str, ...], stats: CgroupStats) -> None:
         labels = cache.get(self.kind.names, values)
-        for get, per, add_labels, add_value in self._rows:
-            value = get(stats)
+        for value, (per, add_labels, add_value) in zip(self._paths(stats), self._path_adders):
             if value is not None:  # Family.add, inlined
+                add_labels(labels)
+                add_value(value if per is None else value / per)
+        for get, per, add_labels, add_value in self._getters:
+            value = get(stats)
+            if value is not None:
                 add_labels(labels)
                 add_value(value if per is None else value / per)
         io_values = self._io_values
