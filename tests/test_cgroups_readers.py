@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from cri_exporter.cgroups import (
     CgroupPaths, CgroupResolver, DeviceIO, NodeCgroups, PsiTotals, Usage, read_all, read_cpu, read_io,
     read_memory, read_pids, read_pressure, usage_from,
 )
-from cri_exporter.cgroups import files, memory
+from cri_exporter.cgroups import blkio, files, memory
 from cri_exporter.cgroups.blkio import parse_io_stat, parse_v1_blkio
 from cri_exporter.cgroups.devices import DeviceNames
 from cri_exporter.cgroups.pressure import parse_psi
@@ -269,6 +270,42 @@ def test_flat_keyed_with_a_broken_line_keeps_every_good_line(lines):
     text = "\n".join(lines)
     if sum(1 for line in lines if len(line.split()) != 2) <= 1:
         assert files.flat_keyed(text) == _flat_keyed_line_by_line(text)
+
+
+_KEYED_WANTED = ("rss", "total_rss", "k", "x", "oom_kill", "nr_periods")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.lists(st.one_of(
+        st.tuples(st.sampled_from(_KEYED_WANTED[:3] + ("cache", "nr_throttled")), st.integers(-5, 2**64))
+        .map(lambda kv: f"{kv[0]} {kv[1]}"),
+        st.sampled_from(["", "total_rss", "x 1 2", "12 34", "k v", "k -", "- 5", "k 12ab", "k  7", " k 8", "a 5 c",
+                         "d", "k \u0663", "k \u00b2", "rss +3"]),
+    ), max_size=12).map("\n".join),
+    st.text(max_size=200),
+))
+def test_keyed_gives_what_flat_keyed_gives_for_the_keys_asked(text):
+    """files.keyed converts only the values asked for: the same as every line
+    read by flat_keyed, then those keys, whatever the file holds."""
+    full = files.flat_keyed(text)
+    assert files.keyed(text, _KEYED_WANTED) == {k: full[k] for k in _KEYED_WANTED if k in full}
+
+
+_V1_LINE_MULTILINE = re.compile(r"^[ \t]*(\d+:\d+)[ \t]+(Read|Write)[ \t]+(\d+)[ \t]*$", re.MULTILINE)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(
+    st.lists(st.sampled_from(["8:0 Read 5", "8:0 Write 7", "  8:1\tRead 3 ", "8:0 Sync 1", "Total 5", "",
+                              "8:0 Read 5 6", "8:0 Read 5\r", "253:0 Write 0"]), max_size=10).map("\n".join),
+    st.text(alphabet=st.sampled_from(list("0123456789: \t\n\rReadWriteTotal\x0b\x0c\u0663")), max_size=120),
+    st.text(max_size=120),
+))
+def test_v1_blkio_lines_found_as_a_multiline_regex_finds_them(text):
+    """The blkio regex starts at a newline (the text given one in front) for
+    speed: the same matches as the `^...$` MULTILINE pattern it replaced."""
+    assert blkio._V1_LINE.findall("\n" + text) == _V1_LINE_MULTILINE.findall(text)
 
 
 def _normalized_stat_from_every_line(version, text):
