@@ -211,10 +211,14 @@ class _Families:
         # scrape: add() runs them for every row of every cgroup. The rows
         # given by attribute path are read by one attrgetter call (a tuple
         # made in C), the others by their getters.
-        by_path, by_getter = [], []
+        by_path: list[tuple[str, tuple]] = []
+        by_getter: list[tuple[Getter, tuple]] = []
         for (_, _, _, get, per), family in zip(kind.rows, self.by_row):
             adder = (None if per == 1 else per, family.labelsets.append, family.values.append)
-            (by_path if isinstance(get, str) else by_getter).append((get, adder))
+            if isinstance(get, str):
+                by_path.append((get, adder))
+            else:
+                by_getter.append((get, adder))
         self._paths = attrgetter(*(path for path, _ in by_path)) if len(by_path) > 1 else (
             (lambda s, one=attrgetter(by_path[0][0]): (one(s),)) if by_path else (lambda s: ()))
         self._path_adders = [adder for _, adder in by_path]
