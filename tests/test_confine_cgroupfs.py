@@ -146,10 +146,15 @@ def test_truncating_a_real_cgroup_file_from_the_confined_child_changes_nothing(r
 
 MOUNTED_LAYOUTS = r'''
 set -e
-root="$1"; name="$2"
+root="$1"; name="$2"; v1="$3"
 mkdir -p "$root/v2/sys/fs/cgroup" "$root/v1/sys/fs/cgroup/named" "$root/v1/sys/fs/cgroup/memory/kubepods/burstable"
 mount -t cgroup2 none "$root/v2/sys/fs/cgroup"
-mount -t cgroup -o none,name="$name" none "$root/v1/sys/fs/cgroup/named"
+# A directory of its own in one of the machine's v1 hierarchies, bound here: still cgroupfs by statfs.
+# Not a named hierarchy of its own (mount -o none,name=...): one unmounted while its just-removed
+# children are still dying outlives the mount, and a hierarchy nothing mounts in /proc/<pid>/cgroup
+# makes containerd's shims fail "cannot find cgroup mount destination" and lose every OOM event.
+mkdir "$v1/$name"
+mount --bind "$v1/$name" "$root/v1/sys/fs/cgroup/named"
 cg="$root/v1/sys/fs/cgroup/named"
 mkdir -p "$cg/kubepods.slice/kubepods-burstable.slice" "$cg/kubepods.slice/kubepods-besteffort.slice" \
          "$cg/kubepods/burstable" "$cg/other"
@@ -163,21 +168,25 @@ print(json.dumps({"v2": c.cgroup_dirs(sys.argv[1] + "/v2"), "v1": c.cgroup_dirs(
 rmdir "$cg/kubepods.slice/kubepods-burstable.slice" "$cg/kubepods.slice/kubepods-besteffort.slice" \
       "$cg/kubepods.slice" "$cg/kubepods/burstable" "$cg/kubepods" "$cg/other"
 umount "$cg" "$root/v2/sys/fs/cgroup"
+rmdir "$v1/$name"
 exit $status
 '''
 
 
 def test_v2_at_the_root_and_the_systemd_drivers_slices_are_found_on_real_mounts(tmp_path):
     """In a mount namespace of its own (the machine's mounts untouched): the v2
-    hierarchy mounted as a host root's sys/fs/cgroup, and a private named v1
-    hierarchy (no controller: nothing else uses it) holding the systemd
-    driver's slices and the cgroupfs driver's directories, beside a plain
-    `memory` directory named like a controller."""
+    hierarchy mounted as a host root's sys/fs/cgroup, and a directory of the
+    test's own in one of the machine's v1 hierarchies, bound as a mount of
+    its own, holding the systemd driver's slices and the cgroupfs driver's
+    directories, beside a plain `memory` directory named like a controller."""
     if os.geteuid() != 0:
         pytest.skip("needs root to mount cgroup filesystems")
+    v1 = sorted(p for p, fstype in cgroup_mounts().items() if fstype == "cgroup")
+    if not v1:
+        pytest.skip("this machine has no cgroup v1 hierarchy to make the v1 layout in")
     name = f"crx-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     out = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", MOUNTED_LAYOUTS, "sh",
-                          str(tmp_path), name], capture_output=True, text=True, timeout=60,
+                          str(tmp_path), name, v1[0]], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHON": sys.executable,
                               "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert out.returncode == 0, out.stderr
