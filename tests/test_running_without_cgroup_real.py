@@ -19,12 +19,17 @@ from cri_exporter.cri import api_pb2 as api
 from cri_exporter.running_without_cgroup import FAMILY, GRACE_SECONDS
 from tests.cgroup_truth import cgroup_dir
 from tests.exporter_proc import ExporterProcess, wait_for
+from tests.test_doctor_support import results
 
 pytestmark = pytest.mark.containerd
 
 
 def _state(rt, cid: str) -> int:
     return rt.ContainerStatus(api.ContainerStatusRequest(container_id=cid)).status.state
+
+
+def _doctor(cd):
+    return results("/", cd.endpoint, checks=["cri.running_without_cgroup"])["cri.running_without_cgroup"]
 
 
 def _named(samples) -> set[tuple[str, str, str]]:
@@ -44,6 +49,9 @@ def test_running_without_cgroup_names_exactly_the_unrecorded_exit(victim, runtim
                  and _state(rt, exited) == api.CONTAINER_EXITED, timeout=60, what="a live reading of every pod")
         first = exp.scrape()
         assert _named(first) == set() and first.get1("cri_scrape_collector_success", collector="containers") == 1
+        healthy_doctor = _doctor(victim)
+        assert healthy_doctor.status.value == "pass", healthy_doctor.finding
+        assert "(2 of 2)" in healthy_doctor.finding.summary
 
         before = time.time()
         exit_ = unrecorded_exit(victim, cid)
@@ -71,6 +79,11 @@ def test_running_without_cgroup_names_exactly_the_unrecorded_exit(victim, runtim
             assert _state(rt, cid) == api.CONTAINER_RUNNING and _state(rt, fresh) == api.CONTAINER_RUNNING
             assert s.get1("cri_scrape_collector_success", collector="containers") == 1
             assert s.get1("cri_cgroups_not_read", kind="container", reason="not_found") == 1
+            # the doctor names it, with the fix, on every version
+            found = _doctor(victim)
+            assert found.status.value == "fail", found.finding
+            assert found.finding.seen == f"{cid[:13]} shop/stuck/app"
+            assert "state directory writable" in found.finding.fix
         finally:
             # the runbook's fix: the disk writable again; containerd's next retry records the exit
             exit_.release()
@@ -80,3 +93,4 @@ def test_running_without_cgroup_names_exactly_the_unrecorded_exit(victim, runtim
                      and x, timeout=30, what="the exit in the inventory")
         assert _named(s) == set()
         assert s.get1("cri_container_state", namespace="shop", pod="stuck", container="app", state="exited") == 1
+        assert _doctor(victim).status.value == "pass"
