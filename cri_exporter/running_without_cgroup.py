@@ -69,7 +69,7 @@ class RunningWithoutCgroup:
             self._leaf_known = self._leaf_known or found_any
             before, seen = self._seen, {}
             for ident, c in inv.current_containers.items():
-                if c.state != "running":
+                if c.state != "running" or containers.get(c.id) is not None:  # most: read live, so not gone
                     continue
                 gone = self._gone(inv, c, containers, pods, denied, backed)
                 if gone is None:  # this reading did not reach it: as it was
