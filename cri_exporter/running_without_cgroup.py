@@ -7,7 +7,8 @@ retrying with a back-off up to 5 minutes. The kubelet believes the runtime and n
 it: a silent outage of that container. The pod stats show it only on 1.6/1.7
 (`cri_stats_pod_sandboxes_unavailable{reason="task_gone"}`); 2.x answers them normally. The
 cgroup reading sees it on every version: the container's own cgroup is gone while its pod's is
-there (tests/test_running_without_cgroup_real.py).
+there (tests/test_running_without_cgroup_real.py on cgroup v1; tests/test_cgroup_v2_node.py on v2 with
+the systemd driver, where the container's scope goes and its pod's slice stays).
 
 A container counts only when all of these hold, so that the normal races and a layout the agent
 could not resolve never read as a dead container:
