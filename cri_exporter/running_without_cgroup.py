@@ -64,10 +64,9 @@ class RunningWithoutCgroup:
         """Take one reading (cgroup_readings.Readings' `containers`, `pods`, `denied_containers`)
         and answer the confirmed containers, each with the time it was first seen without cgroup."""
         now = time.time() if now is None else now
-        found_any = any(v is not None for v in containers.values())
         confirmed: list[tuple[ContainerIdentity, float]] = []
         with self._lock:
-            self._leaf_known = self._leaf_known or found_any
+            self._leaf_known = self._leaf_known or any(v is not None for v in containers.values())
             before, seen = self._seen, {}
             for ident, c in inv.current_containers.items():
                 if c.state != "running" or containers.get(c.id) is not None:  # most: read live, so not gone
