@@ -33,7 +33,8 @@ def _journal() -> str:
 
 def _scrape() -> str:
     with urllib.request.urlopen(METRICS, timeout=120) as r:
-        return r.read().decode()
+        body: bytes = r.read()
+    return body.decode()
 
 
 def run(rt, cgroup_parent, log, wait_for, out: Path) -> dict:
@@ -89,7 +90,8 @@ def _doctor() -> dict:
     r = subprocess.run([sys.executable, "-m", "cri_exporter", "doctor", "--check", "cri.running_without_cgroup",
                         "--output", "json"], capture_output=True, text=True, timeout=300)
     try:
-        return json.loads(r.stdout)
+        report: dict = json.loads(r.stdout)
+        return report
     except ValueError:
         return {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr[-5000:]}
 
