@@ -74,6 +74,20 @@ def runtime_alerts(s: Settings) -> list[Alert]:
               f"{s.for_['CriPodStatsUnavailable']}: it lists a container running whose task is gone, so the "
               "kubelet does not restart that container and the pod's usage is missing. "
               "`cri-exporter doctor --check cri.pod_stats` on the node names the pod."),
+        # The same runtime fault seen on every containerd version (2.x answers the pod's stats): the
+        # container's cgroup is gone while CRI lists it running (cri_exporter/running_without_cgroup.py,
+        # which already waits 30 s and two readings out the races of a normal exit). The `for` outlasts
+        # containerd's longest retry back-off (5 minutes), after which a disk freed by itself is seen.
+        Alert("CriContainerRunningWithoutCgroup",
+              f"max by ({s.by('namespace', 'pod', 'container')}) "
+              f"(cri_container_running_without_cgroup_since_time_seconds{s.sel()})",
+              "warning",
+              "The container runtime lists a container running that has no processes left.",
+              f"Container {CONTAINER} on {ON} has had no cgroup since {{{{ $value | humanizeTimestamp }}}} while the "
+              "container runtime lists it running: its processes exited and the runtime could not record it "
+              "(its state directory not writable: a full or read-only disk). The kubelet believes the runtime "
+              "and does not restart it, so the container is down until the disk is fixed. "
+              "`cri-exporter doctor --check cri.running_without_cgroup` on the node names it."),
     ]
 
 

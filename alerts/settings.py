@@ -98,6 +98,7 @@ class Settings:
         "CriRuntimeNotReady": "5m",
         "CriNetworkNotReady": "5m",
         "CriPodStatsUnavailable": "15m",
+        "CriContainerRunningWithoutCgroup": "5m",
         "CriRuntimeRestarted": "0m",
         "CriRuntimeFdsNearLimit": "15m",
         "CriRuntimeShimsLeaked": "30m",

@@ -13,6 +13,7 @@ LEAN_PATTERNS: tuple[str, ...] = (
     "cri_containers",
     "cri_pods",
     "cri_container_(info|state|restarts|last_terminated_.*)",
+    "cri_container_running_without_cgroup_since_time_seconds",  # CriContainerRunningWithoutCgroup
     "cri_container_cpu_(usage_seconds_total|user_seconds_total|system_seconds_total|cfs_.*)",
     "cri_container_memory_(working_set|usage|rss|swap|cache|mapped_file|max_usage)_bytes",
     "cri_container_memory_(page_faults|major_page_faults|failcnt|oom_kills)_total",

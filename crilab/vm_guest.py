@@ -36,6 +36,7 @@ from crilab.containerd import _Deadline
 from crilab.pods import run_pod
 from crilab.vm_image import ENDPOINT, kubelet_config
 from crilab.vm_quota import run as project_quota_run
+from crilab import vm_unrecorded_exit
 
 SOCKET = ENDPOINT.removeprefix("unix://")
 KUBELET_CONFIG = Path("/var/lib/kubelet/config.yaml")
@@ -337,6 +338,12 @@ def main(out: Path) -> int:
         # emptyDirs under ext4 project quotas (crilab/vm_quota.py): its own errors, its own tests.
         results["project_quota"] = project_quota_run(Path("/var/tmp/crilab-quota"))
         mark("project quota")
+        try:  # its own errors, its own tests (tests/test_cgroup_v2_node.py)
+            results["unrecorded_exit"] = vm_unrecorded_exit.run(rt, kubelet_cgroup_parent, log, wait_for, out)
+        except Exception:  # noqa: BLE001 - recorded for its tests, which fail on it
+            results["unrecorded_exit"] = {"error": traceback.format_exc()}
+            log("unrecorded exit failed:\n" + traceback.format_exc())
+        mark("unrecorded exit")
     except Exception:  # noqa: BLE001 - recorded for the test, which fails on it
         results["errors"].append(traceback.format_exc())
         log("failed:\n" + traceback.format_exc())

@@ -99,6 +99,24 @@ def build() -> dict:
               query(f"cri_stats_snapshot_age_seconds{{{NODE}}}", "age"), w=8, min_=0),
     )
     b.row(
+        "Runtime state against the node",
+        graph("Containers running without a cgroup", "Containers the runtime lists running whose cgroup, and so "
+              "every process, is gone: an exit the runtime could not record (its state directory not writable: a "
+              "full or read-only disk). The kubelet believes the runtime and does not restart them. Each line is "
+              "how long one has been so (seen in two readings at least 30 s apart); CriContainerRunningWithoutCgroup "
+              "fires after 5 minutes. Seen on every containerd version, where the pod stats below show it on "
+              "1.6 and 1.7 only.", "s",
+              query(f"time() - cri_container_running_without_cgroup_since_time_seconds{{{NODE}}}",
+                    "{{namespace}}/{{pod}}/{{container}}"), w=12, min_=0),
+        graph("Pod sandboxes without stats", "Ready pod sandboxes whose stats the runtime could not give in the "
+              "latest background refresh, by reason (cri_stats_pod_sandboxes_unavailable): task_gone, a container "
+              "of the pod exited and its task is gone while the runtime still lists it running (under a second "
+              "after an exit on containerd 1.6/1.7; lasting, it is the unrecorded exit on the left: "
+              "CriPodStatsUnavailable); sandbox_gone, stopped or removed since it was listed.", "short",
+              query(f"sum by (reason) (cri_stats_pod_sandboxes_unavailable{{{NODE}}})", "{{reason}}"),
+              w=12, min_=0),
+    )
+    b.row(
         "Background samplers",
         graph("Background readings, in periods", "How far behind each reader off the scrape path is, in its "
               "periods: the age of its numbers over its configured interval (the *_interval_seconds families, "

@@ -505,3 +505,22 @@ def test_without_cap_sys_admin_every_emptydir_is_walked_and_says_why(guest, fsty
         assert (v["bytes"], v["inodes"]) == (with_cap["bytes"], with_cap["inodes"]), (name, v, with_cap)
     said = [line for line in q["without_cap_log"] if "CAP_SYS_ADMIN" in line]
     assert len(said) == 1, q["without_cap_log"]
+
+
+def test_an_unrecorded_exit_is_named_on_the_systemd_cgroup_v2_node(guest):
+    """crilab/vm_unrecorded_exit.py: a container killed while containerd cannot record its exit.
+    As on the host's cgroup v1 lab (tests/test_running_without_cgroup_real.py): CRI lists it running,
+    its scope is gone, its pod's slice is there; the exporter and the doctor name it, and only it."""
+    u = guest.results["unrecorded_exit"]
+    assert "error" not in u, u["error"]
+    assert u["state"] == "CONTAINER_RUNNING"
+    assert u["cgroup"].endswith(f"/cri-containerd-{u['id']}.scope")
+    assert not u["cgroup_exists"] and u["pod_cgroup_exists"]
+    assert "timeout" not in u, u["timeout"] + "\n" + u["metrics"][-3000:]
+    named = [dict(labels) for (name, labels) in _samples(u["metrics"])
+             if name == "cri_container_running_without_cgroup_since_time_seconds"]
+    assert named == [{"namespace": "dead", "pod": "stuck", "container": "app"}]
+    before = _findings(u["doctor_before"])["cri.running_without_cgroup"]
+    assert before["status"] == "pass", before
+    after = _findings(u["doctor"])["cri.running_without_cgroup"]
+    assert after["status"] == "fail" and after["detail"] == f"{u['id'][:13]} dead/stuck/app", after

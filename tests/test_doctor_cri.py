@@ -32,7 +32,7 @@ def test_healthy_runtime_passes_cri_checks(served):
     r = run_cri(ep)
     assert r == {"cri.socket": "pass", "cri.multiple_sockets": "pass", "cri.api_version": "pass",
                  "cri.runtime_ready": "pass", "cri.network_ready": "pass", "cri.deprecations": "skip",
-                 "cri.pod_stats": "pass"}
+                 "cri.pod_stats": "pass", "cri.running_without_cgroup": "pass"}
 
 
 def test_missing_socket_fails_and_the_rest_skip(tmp_path):

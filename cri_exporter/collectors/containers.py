@@ -35,6 +35,9 @@ from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCa
 from cri_exporter.fetch_once import FetchOnce, status_key
 from cri_exporter.inventory import ContainerIdentity, Inventory, cgroup_backed
 from cri_exporter.podnet import PodNetwork
+from cri_exporter.running_without_cgroup import FAMILY as _WITHOUT_CGROUP
+from cri_exporter.running_without_cgroup import HELP as _WITHOUT_CGROUP_HELP
+from cri_exporter.running_without_cgroup import RunningWithoutCgroup
 from cri_exporter.sandbox_stats_errors import REASONS
 from cri_exporter.stats_refresher import StatsRefresher, StatsSnapshot
 from cri_exporter.stats_rows import EMPTY_CONTAINERS, EMPTY_PODS, StatsRows
@@ -144,7 +147,7 @@ class ContainersCollector:
         "cri_containers", "cri_pods", "cri_container_info", "cri_container_state", "cri_container_restarts",
         *_STATUS_FAMILIES, *(_exposed(n, c) for n, _, _, _, c in _CONTAINER_STATS),
         "cri_pod_info", "cri_pod_state", "cri_pod_created_time_seconds",
-        *(_exposed(n, c) for n, _, _, _, c in _POD_STATS), *_NET_FAMILIES,
+        *(_exposed(n, c) for n, _, _, _, c in _POD_STATS), *_NET_FAMILIES, _WITHOUT_CGROUP,
     )
 
     def __init__(self, refresher: StatsRefresher | None, cgroups: NodeCgroups | None = None,
@@ -160,6 +163,8 @@ class ContainersCollector:
         self.keep_log_paths = False
         # keyed by sandbox id
         self.host_network = FetchOnce(lambda client, sid, t: client.pod_sandbox_uses_host_network(sid, timeout=t))
+        # running containers whose cgroup is gone (running_without_cgroup.py), across readings
+        self.without_cgroup = RunningWithoutCgroup()
 
     def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         inv = ctx.inventory()
@@ -181,6 +186,17 @@ class ContainersCollector:
         yield from self._node_counts(inv)
         yield from containers
         yield from pods
+        if self.cgroups:
+            yield self._without_cgroup(ctx.labels, inv, readings)
+
+    def _without_cgroup(self, cache: LabelCache, inv: Inventory, readings: Readings) -> Family:
+        known: dict[str, bool] = {}
+        family = Family(_WITHOUT_CGROUP, _WITHOUT_CGROUP_HELP, labels=C_LABELS)
+        for ident, since in self.without_cgroup.update(inv, readings.containers, readings.pods,
+                                                       readings.denied_containers,
+                                                       lambda pod: cgroup_backed_cached(pod, known)):
+            family.add(cache.get(C_LABELS, (ident.namespace, ident.pod, ident.container)), since)
+        return family
 
     def _refresh_statuses(self, ctx: ScrapeContext, inv: Inventory,
                           last_exited: dict[ContainerIdentity, model.Container],

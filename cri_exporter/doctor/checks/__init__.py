@@ -15,4 +15,5 @@ from cri_exporter.doctor.checks import (  # noqa: F401
     network,
     disk,
     cri,
+    running_containers,
 )
