@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 
 from cri_exporter import prometheus_on_demand, ssl_on_demand
 
@@ -173,6 +172,24 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
     memory_tuning.tune_malloc()  # before any thread starts
     configure(log_format, log_level)
     log = structlog.get_logger("cri_exporter")
+    # Handled from the start, not once serving: Python's own SIGINT handler raises
+    # KeyboardInterrupt wherever start-up happens to be, and an exit from there
+    # waits forever on the threads already started (grpc's, the exporter's). A
+    # signal during start-up stops the agent as soon as its server exists.
+    stopping: list[int] = []  # the signal that stops the agent, once one came
+    servers: list = []
+
+    def _stop(signum, frame):
+        # As little as a handler may do: it runs between two bytecodes of the main thread,
+        # which may hold the log's or threading's own locks then (no log line, no thread
+        # started here). Server.shutdown only sets flags and wakes the loop.
+        if not stopping:
+            stopping.append(signum)
+            for s in servers:
+                s.shutdown()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     settings = Settings(
         listen_address=f"{listen_address[0]}:{listen_address[1]}", runtime_endpoint=runtime_endpoint,
         host_root=host_root, collectors=collectors, scrape_timeout=scrape_timeout, runtime_timeout=runtime_timeout,
@@ -214,19 +231,14 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
     log.info("serving", url=f"{server.scheme}://{shown}:{port}/metrics", endpoint=exporter.client.endpoint,
              collectors=",".join(collectors), version=__version__)
 
-    stopping = threading.Event()
-
-    def _stop(signum, frame):
-        if not stopping.is_set():
-            stopping.set()
-            log.info("shutting down", signal=signal.Signals(signum).name)
-            threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    servers.append(server)
+    if stopping:  # a signal came during start-up: serve_forever returns at once
+        server.shutdown()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        if stopping:
+            log.info("shutting down", signal=signal.Signals(stopping[0]).name)
         server.server_close()
         exporter.stop()
 
