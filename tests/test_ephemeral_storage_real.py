@@ -81,6 +81,22 @@ def test_a_pod_writing_shows_its_emptydir_and_log_usage_within_an_interval(conta
             print("\n".join(l for l in exp.text().splitlines() if "ephemeral" in l or "eviction" in l or "scrape_collector" in l))
             print(exp.log()[-3000:])
             raise
+        # The writable layer as the runtime reports it, summed over the pod's containers. containerd
+        # sizes a snapshot in a periodic sync, so a new container's layer can read 0 in the agent's
+        # snapshot and its real size in a later call: held to the runtime's answer once both agree.
+        client = CriClient(containerd.endpoint, timeout=10)
+        try:
+            def layer_agrees():
+                layer = {st.id: st for st in client.list_container_stats()}[pod.containers["writer"][-1]]
+                got = exp.scrape().find("cri_pod_ephemeral_storage_bytes", namespace="ephem", pod="ephem-writer",
+                                        source="writable_layer")
+                if layer.writable_layer_bytes is not None and list(got.values()) == [float(layer.writable_layer_bytes)]:
+                    return layer
+                print(f"writable layer: served {list(got.values())}, runtime {layer.writable_layer_bytes}")
+                return None
+            wait_for(layer_agrees, timeout=30, interval=1.0, what="the served writable layer to equal the runtime's")
+        finally:
+            client.close()
     labels = {"namespace": "ephem", "pod": "ephem-writer"}
     assert s.get1("cri_pod_ephemeral_storage_bytes", source="emptydir", **labels) == cache_truth[0]
     assert s.get1("cri_pod_ephemeral_storage_inodes", source="emptydir", **labels) == cache_truth[1]
@@ -93,16 +109,6 @@ def test_a_pod_writing_shows_its_emptydir_and_log_usage_within_an_interval(conta
     assert not s.find("cri_pod_emptydir_bytes", volume="mem")
     assert s.get1("cri_pod_ephemeral_storage_bytes", source="logs", **labels) == log_truth[0]
     assert s.get1("cri_pod_ephemeral_storage_inodes", source="logs", **labels) == log_truth[1]
-    # The writable layer as the runtime reports it, summed over the pod's containers.
-    client = CriClient(containerd.endpoint, timeout=10)
-    try:
-        layer = {st.id: st for st in client.list_container_stats()}[pod.containers["writer"][-1]]
-    finally:
-        client.close()
-    got_layer = s.find("cri_pod_ephemeral_storage_bytes", source="writable_layer", **labels)
-    # The container writes nothing to its root: its layer stands still between the snapshot and this call.
-    assert layer.writable_layer_bytes is not None
-    assert list(got_layer.values()) == [float(layer.writable_layer_bytes)]
     assert s.get1("cri_ephemeral_storage_walk_errors_total", reason="permission") == 0
     # nodefs headroom on the kubelet's --root-dir, threshold the kubelet default 10% / 5%.
     st = os.statvfs(host / ROOT_DIR.lstrip("/"))

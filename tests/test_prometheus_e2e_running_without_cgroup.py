@@ -7,6 +7,7 @@ exporter's own persistence rule (two readings GRACE_SECONDS apart) is not shorte
 """
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -16,6 +17,7 @@ from alerts.rules import groups
 from alerts.settings import fast
 from crilab import Containerd, run_pod
 from crilab.scenario import SLEEP, unrecorded_exit
+from dashboards import DIR as DASHBOARDS, lint
 from cri_exporter.running_without_cgroup import GRACE_SECONDS
 from tests.exporter_proc import ExporterProcess, processes, wait_for
 from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.containerd
 
 JOB = "cri-exporter"
 ALERT = "CriContainerRunningWithoutCgroup"
+PANEL = "Containers running without a cgroup"
 
 
 @pytest.mark.parametrize("runtime_version", ["2.1"], ids=lambda v: f"containerd-{v}", indirect=True)
@@ -56,6 +59,13 @@ def test_an_unrecorded_exit_fires_running_without_cgroup_on_containerd_2(runtime
                 assert {k: alert["labels"][k] for k in ("namespace", "pod", "container", "severity")} == \
                     {"namespace": "e2e-dead", "pod": "stuck", "container": "app", "severity": "warning"}
                 assert alert["annotations"]["runbook_url"].endswith(f"/alerts/runbooks/{ALERT}.md")
+                # the runtime-health board's panel shows it (on the healthy shared lab it has no data:
+                # test_prometheus_e2e.NO_DATA_HERE)
+                (expr,) = [t["expr"] for p in lint.panels(json.loads((DASHBOARDS / "runtime-health.json").read_text()))
+                           if p["title"] == PANEL for t in p["targets"]]
+                shown = prom.query(lint.substitute(expr, {"job": JOB, "instance": f"127.0.0.1:{exporter.port}"}))
+                assert [(s["metric"]["pod"], s["metric"]["container"]) for s in shown] == [("stuck", "app")]
+                assert float(shown[0]["value"][1]) >= GRACE_SECONDS
                 # 2.1.9 answers the pod's stats: the other signal of this fault stays at 0
                 (unavailable,) = prom.query(f'max_over_time(cri_stats_pod_sandboxes_unavailable{{job="{JOB}", '
                                             f'reason="task_gone"}}[1m])')
