@@ -55,10 +55,12 @@ def main() -> int:
             print(f"demo: containerd at {endpoint} with demo pods (shop/web, default/burner, batch, flaky)", flush=True)
 
         host, _, port = args.listen_address.rpartition(":")
-        print(f"demo: open http://{host if host not in ('', '0.0.0.0') else 'localhost'}:{port}/metrics", flush=True)
         cmd = [sys.executable, "-m", "cri_exporter", "serve", "--runtime-endpoint", endpoint,
                "--listen-address", args.listen_address, "--log-format", "console", *extra]
         proc = subprocess.Popen(cmd)
+        # Only once the agent is started: a Ctrl-C from here is forwarded to it (one during Popen
+        # left it running, unsignalled, while the demo tore its runtime down: CI, twice).
+        print(f"demo: open http://{host if host not in ('', '0.0.0.0') else 'localhost'}:{port}/metrics", flush=True)
         try:
             return proc.wait()
         except KeyboardInterrupt:
