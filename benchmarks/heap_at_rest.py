@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--trace", action="store_true", help="tracemalloc: what the last scrape made and kept")
     ap.add_argument("--trace-from", type=int, default=0,
                     help="tracemalloc from this scrape on (1: the first), instead of the last scrape only")
+    ap.add_argument("--peak", action="store_true",
+                    help="tracemalloc through the last scrape: the small blocks alive at its peak and not kept after it")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--base", help="directory for the fake node's tree (kept; made if missing)")
     args = ap.parse_args()
@@ -122,14 +124,18 @@ def measure(endpoint: str, root: str, collectors: str, args) -> None:
           f"{st['free_in_pools'] / 2**20:.2f} MB, empty pools {st['empty_pools'] / 2**20:.2f} MB", flush=True)
     headers = {"Accept-Encoding": "gzip"}
     size = 0
+    sampler = None
     try:
         for i in range(args.scrapes):
             if args.trace_from and i == args.trace_from - 1:
                 tracemalloc.start(1)
-            elif args.trace and not args.trace_from and i == args.scrapes - 1:
+            elif (args.trace or args.peak) and not args.trace_from and i == args.scrapes - 1:
                 tracemalloc.start(1) if not tracemalloc.is_tracing() else tracemalloc.clear_traces()
             t = time.process_time()
+            sampler = _PeakSampler() if args.peak and i == args.scrapes - 1 else None
             parts, _ = exporter.render(headers)
+            if sampler is not None:
+                sampler.stop()
             size = sum(len(p) for p in parts)
             del parts
             exporter.release_memory()
@@ -151,7 +157,9 @@ def measure(endpoint: str, root: str, collectors: str, args) -> None:
         print(f"at rest: RSS {rss:.1f} MB; pymalloc {stats['arenas']:.0f} arenas (high-water {stats['highwater']:.0f}), "
               f"live {stats['allocated'] / 2**20:.2f} MB, free in used pools {stats['free_in_pools'] / 2**20:.2f} MB, "
               f"empty pools {stats['empty_pools'] / 2**20:.2f} MB")
-        if snap is not None:
+        if snap is not None and args.peak and sampler is not None and sampler.snap is not None:
+            _print_peak(sampler, snap, args.top)
+        elif snap is not None:
             kept = snap.statistics("lineno")
             total = sum(s.size for s in kept)
             small = sum(t.size for t in snap.traces if t.size <= 512)
@@ -162,6 +170,51 @@ def measure(endpoint: str, root: str, collectors: str, args) -> None:
                 print(f"  {s.size / 1024:9.1f} KiB {s.count:7d}  {frame.filename.split('/work/')[-1]}:{frame.lineno}")
     finally:
         exporter.stop()
+
+
+class _PeakSampler:
+    """Snapshots tracemalloc's small blocks whenever the traced total passes its last high by 1 MB (the
+    snapshot holds the GIL, so the scrape waits for it): the last one is the scrape's peak, to 1 MB."""
+
+    def __init__(self) -> None:
+        import threading
+        self.snap: tracemalloc.Snapshot | None = None
+        self.high, self.done = 0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.wait(0.01):
+            current, _ = tracemalloc.get_traced_memory()
+            if current > self.high + 2**20:
+                self.high = current
+                self.snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.DomainFilter(True, 0)])
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def _print_peak(sampler: _PeakSampler, after, top: int) -> None:
+    """The small blocks (pymalloc's) alive at the scrape's peak and gone after it, by line: the
+    temporaries whose pools become the holes at rest."""
+    def small_by_line(snap) -> dict:
+        out: dict = {}
+        for t in snap.traces:
+            if t.size <= 512:
+                size, count = out.get(t.traceback[0], (0, 0))
+                out[t.traceback[0]] = (size + t.size, count + 1)
+        return out
+    assert sampler.snap is not None
+    peak, kept = small_by_line(sampler.snap), small_by_line(after)
+    print(f"at the last scrape's peak: {sampler.high / 2**20:.1f} MB traced, "
+          f"{sum(v[0] for v in peak.values()) / 2**20:.2f} MB of it in blocks of 512 bytes or less, "
+          f"{sum(v[0] for v in kept.values()) / 2**20:.2f} MB in such blocks after it")
+    rows = sorted(((size - kept.get(f, (0, 0))[0], count - kept.get(f, (0, 0))[1], f) for f, (size, count) in peak.items()),
+                  key=lambda r: -r[0])
+    print("small blocks alive at the peak and gone after it, by line:")
+    for gone, count, frame in rows[:top]:
+        print(f"  {gone / 1024:9.1f} KiB {count:7d}  {frame.filename.split('/work/')[-1]}:{frame.lineno}")
 
 
 if __name__ == "__main__":
