@@ -7,7 +7,8 @@ import sys
 from cri_exporter import prometheus_on_demand, ssl_on_demand
 
 # Before grpc (asyncio) and prometheus_client import ssl: `serve` without a web config never maps OpenSSL,
-# and `serve` imports prometheus_client's submodules without the package's exposition and HTTP servers.
+# and `serve` imports prometheus_client's submodules without the package's exposition and HTTP servers,
+# and grpc without its asyncio API (grpc.aio, which grpc's `__init__` imports).
 ssl_on_demand.install()
 prometheus_on_demand.install()
 

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 
-from cri_exporter.exposition import ExpositionWriter, ExtraLabelFamily, Family, LabelCache, go_float
+from cri_exporter.exposition import ExpositionWriter, ExtraLabelFamily, Family, LabelCache, go_float, render_labels
 from cri_exporter.scrape import ScrapeResult
 from cri_exporter.exporter import Exporter
 from cri_exporter.settings import Settings
@@ -122,6 +122,26 @@ def test_family_rows_match_generate_latest_and_hostile_values():
         c.add(cache.get(c.labelnames, (v, "p", "sda")), n / 1e9)
     assert ExpositionWriter().write([f, c]) == reference([f, c])
     assert len(f.samples) == len(HOSTILE) and f.samples[1].labels == {"namespace": "ns", "pod": HOSTILE[1], "container": "c1"}
+
+
+def test_a_label_set_used_once_is_rendered_when_written_and_its_text_not_kept():
+    """add_metric's label sets (the info series of every container and pod) keep their
+    values, not their text: nothing rendered lives through the collection (the text of
+    5,000 containers' and 2,500 pods' info series was 2.9 MB of a scrape's peak)."""
+    import gc
+    import sys
+    f = Family("cri_test_info", "Doc.", ("namespace", "pod", "container", "image"))
+    for n, v in enumerate(HOSTILE):
+        f.add_metric(("ns", v, f"c{n}", "reg.io/app:1"), 1.0)
+    rendered = [render_labels(f.labelnames, labels.values) for labels in f.labelsets]
+    for labels, text in zip(f.labelsets, rendered):
+        held = gc.get_referents(labels)
+        assert labels.values in held and not any(isinstance(x, str) and "=" in x for x in held)
+        assert sys.getsizeof(labels) < sys.getsizeof(text)
+        assert labels.text == text and labels.text is not labels.text  # made anew when asked, not held
+    assert ExpositionWriter().write([f]) == reference([f])
+    assert ExpositionWriter().write([f]) == reference([f])  # written again: the same text
+    assert f.samples[1].labels == {"namespace": "ns", "pod": HOSTILE[1], "container": "c1", "image": "reg.io/app:1"}
 
 
 def test_an_extra_label_written_into_the_line_matches_generate_latest():

@@ -100,3 +100,26 @@ def test_serve_imports_prometheus_clients_submodules_alone_and_the_rest_when_ask
     out = subprocess.run([sys.executable, "-c", PROMETHEUS_PROBE], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ["before False []", "submodule False", "after True True True"], out.stdout
+
+
+GRPC_AIO_PROBE = textwrap.dedent("""
+    import sys
+    sys.argv = ["/usr/local/bin/cri-exporter", "serve"]
+    import cri_exporter.cli, cri_exporter.server, cri_exporter.exporter, cri_exporter.cri.client
+    from cri_exporter import prometheus_on_demand
+    import grpc
+    print("before", prometheus_on_demand.loaded("grpc.aio"), sorted(m for m in sys.modules if m.startswith("grpc.aio")))
+    channel = grpc.aio.insecure_channel("unix:///nonexistent.sock")  # a name of grpc.aio: the package runs
+    from grpc.aio import _channel
+    print("after", prometheus_on_demand.loaded("grpc.aio"), type(channel) is _channel.Channel,
+          grpc.aio.AioRpcError.__module__, sys.modules["grpc.aio"] is grpc.aio)
+""")
+
+
+def test_serve_imports_grpc_without_its_asyncio_api_and_the_api_when_asked():
+    """grpc's `__init__` imports grpc.aio (0.5 MB) for every process; `serve`'s CRI client is the
+    synchronous one, so serve has a shell there, and the real package once anything asks it a name."""
+    out = subprocess.run([sys.executable, "-c", GRPC_AIO_PROBE], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["before False ['grpc.aio']", "after True True grpc.aio._call True"], out.stdout
+

@@ -7,7 +7,6 @@ setting a key wins (man crio.conf.d(5)). Command-line flags such as
 `--cgroup-manager` then override every file."""
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 import tomllib
@@ -194,28 +193,32 @@ def api_socket(cfg: CrioConfig) -> str:
     return listen if isinstance(listen, str) and listen.startswith("/") else DEFAULT_SOCKET
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
-        super().__init__("localhost", timeout=timeout)
-        self._unix_path = path
+def _unix_connection(client, path: str, timeout: float):
+    """An HTTP connection (`client`: the http.client module) over a unix socket."""
+    class UnixHTTPConnection(client.HTTPConnection):
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(path)
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
 
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+    return UnixHTTPConnection("localhost", timeout=timeout)
 
 
 def running_config(hostfs: HostFS, socket_path: str, timeout: float = 2.0) -> tuple[dict | None, str]:
     """(the config the running CRI-O uses, "") from GET /config on its
     socket (TOML, the same text `crio status config` prints), or (None, why
     not). The socket is resolved inside the host root (/var/run -> /run)."""
+    # http.client (and the email parser it brings, 0.7 MB resident) only when the doctor
+    # asks the running CRI-O: `serve` loads this module for the runtime's processes.
+    import http.client
+
     try:
-        conn = _UnixHTTPConnection(hostfs.resolve(socket_path), timeout)
+        conn = _unix_connection(http.client, hostfs.resolve(socket_path), timeout)
     except OSError as e:
         return None, f"CRI-O API at {socket_path} unreachable ({e.__class__.__name__}: {e})"
     try:
