@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/heap_at_rest.py --fake 5000 --scrapes 8
     .venv/bin/python benchmarks/heap_at_rest.py --fake 5000 --collectors all --trace   # + tracemalloc
+    .venv/bin/python benchmarks/heap_at_rest.py --fake 5000 --scrapes 4 --peak   # the last scrape's peak
 
 The fake runtime (tests/fakecri.py) runs in a child process; this process builds the Exporter as
 `serve` does (malloc tuning, start, frozen start-up objects) and renders /metrics N times with gzip,
@@ -9,6 +10,8 @@ trimming after each answer as the server does, `--gap` seconds apart. At rest it
 over 3 s), pymalloc's arenas and what is free inside them (`sys._debugmallocstats`, after each scrape
 too), and with `--trace` the allocations the last scrape made and still holds (tracemalloc runs from its
 start; `--trace-from 1`: from the first scrape on), by line: what scrapes keep among their temporaries.
+With `--peak`, the small blocks (pymalloc's) alive at the last scrape's peak and gone after it, by line:
+the temporaries whose pools are the holes at rest (the arenas are as many as live plus peak).
 """
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ class LabelsWrittenOnce(Labels):
     """A label set used once a scrape (`Family.add_metric`: a container's or pod's
     info series), its text rendered when its line is written and not kept.
 
-    Rendered at `add_metric` (as before 7 December) the 7,500 texts of 5,000
+    Rendered at `add_metric` (until 6 December) the 7,500 texts of 5,000
     containers' and 2,500 pods' info series, 385 bytes each, were all alive
     from the collection to the end of the writing: 2.9 MB of the 7.2 MB of
     small objects alive at a scrape's peak, whose pymalloc pools stay with the
@@ -356,7 +356,7 @@ class ExtraLabelFamily(Family):
         # of that set that follow one another (a container's four states, its
         # devices), and kept for the whole family only in a dict shared by
         # families of the same sets (a pod's eight network families). Kept in a
-        # dict of every set (before 7 December), the splits of 4,096 series' sets
+        # dict of every set (until 6 December), the splits of 4,096 series' sets
         # were alive at once, some 1 MB at a 5,000-container scrape's peak of
         # small objects. Inside a rendered value every double quote is escaped,
         # so the first `",name="` is where the pair of `name` starts; `{name=`

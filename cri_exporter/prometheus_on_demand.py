@@ -8,7 +8,7 @@ urllib.request, wsgiref and email's parser: 2.66 MB of RSS against 0.16 MB for t
 submodules alone, measured after the rest of `serve`'s imports (asyncio, grpc,
 click, structlog, email.utils).
 
-grpc.aio: 0.5 MB (grpc's asyncio API: 9 modules of classes; 7 December, measured
+grpc.aio: 0.5 MB (grpc's asyncio API: 9 modules of classes; 6 December, measured
 after the rest of `serve`'s imports). grpc's `__init__` imports it for every
 process; the agent's CRI client is grpc's synchronous one.
 
