@@ -25,7 +25,6 @@ collections no longer walk them (7 ms a scrape at 1,000 containers).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import os
 
@@ -37,8 +36,11 @@ TRIM_THRESHOLD = 256 * 1024
 
 
 def _libc():
+    """The C library the interpreter runs on, by the process's own symbols (dlopen(NULL), as
+    confine_landlock.py): ctypes.util.find_library would import shutil and tempfile (0.5 MB
+    resident in `serve`, which needs neither) and run `ldconfig -p` in a child."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)
     except OSError:
         return None
     # glibc only (not musl)

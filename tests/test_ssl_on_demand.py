@@ -106,9 +106,12 @@ GRPC_AIO_PROBE = textwrap.dedent("""
     import sys
     sys.argv = ["/usr/local/bin/cri-exporter", "serve"]
     import cri_exporter.cli, cri_exporter.server, cri_exporter.exporter, cri_exporter.cri.client
+    import cri_exporter.runtime_processes, cri_exporter.memory_tuning, cri_exporter.doctor.facts.crio
     from cri_exporter import prometheus_on_demand
     import grpc
-    print("before", prometheus_on_demand.loaded("grpc.aio"), sorted(m for m in sys.modules if m.startswith("grpc.aio")))
+    print("before", prometheus_on_demand.loaded("grpc.aio"), sorted(m for m in sys.modules if m.startswith("grpc.aio")),
+          [m for m in ("http.client", "email.parser", "shutil", "tempfile") if m in sys.modules],
+          cri_exporter.memory_tuning.tune_malloc()["MALLOC_MMAP_THRESHOLD_"])
     channel = grpc.aio.insecure_channel("unix:///nonexistent.sock")  # a name of grpc.aio: the package runs
     from grpc.aio import _channel
     print("after", prometheus_on_demand.loaded("grpc.aio"), type(channel) is _channel.Channel,
@@ -118,8 +121,10 @@ GRPC_AIO_PROBE = textwrap.dedent("""
 
 def test_serve_imports_grpc_without_its_asyncio_api_and_the_api_when_asked():
     """grpc's `__init__` imports grpc.aio (0.5 MB) for every process; `serve`'s CRI client is the
-    synchronous one, so serve has a shell there, and the real package once anything asks it a name."""
+    synchronous one, so serve has a shell there, and the real package once anything asks it a name.
+    Nor does serve import http.client (CRI-O's running config, the doctor's) or shutil and tempfile
+    (ctypes.util's; the malloc tuning finds glibc by the process's own symbols and still tunes it)."""
     out = subprocess.run([sys.executable, "-c", GRPC_AIO_PROBE], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == ["before False ['grpc.aio']", "after True True grpc.aio._call True"], out.stdout
+    assert out.stdout.splitlines() == ["before False ['grpc.aio'] [] True", "after True True grpc.aio._call True"], out.stdout
 
