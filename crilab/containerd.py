@@ -64,13 +64,16 @@ def _procs() -> list[tuple[int, int, str]]:
 
 class _Deadline:
     """A stub whose calls default to a deadline, so a wedged runtime fails a test
-    instead of hanging it."""
+    instead of hanging it; with `end` (a monotonic time), never one past it."""
 
-    def __init__(self, stub, timeout: float):
-        self._stub, self._timeout = stub, timeout
+    def __init__(self, stub, timeout: float, end: float | None = None):
+        self._stub, self._timeout, self._end = stub, timeout, end
 
     def __getattr__(self, name):
-        return functools.partial(getattr(self._stub, name), timeout=self._timeout)
+        timeout = self._timeout
+        if self._end is not None:
+            timeout = max(0.0, min(timeout, self._end - time.monotonic()))
+        return functools.partial(getattr(self._stub, name), timeout=timeout)
 
 
 def _claim_net(net: int | None):
@@ -255,16 +258,20 @@ class Containerd:
     def image_stub(self, timeout: float = DEADLINE):
         return _Deadline(api_grpc.ImageServiceStub(self._channel), timeout)
 
-    def cleanup(self) -> None:
+    def cleanup(self, budget: float = 60.0) -> None:
         """Leave the machine as found: no pod, process, mount, netns, bridge or
-        pod cgroup of this instance. Safe after kill() and to call twice."""
+        pod cgroup of this instance. Safe after kill() and to call twice.
+
+        Bounded: the runtime gets `budget` seconds in all to remove the pods (a
+        wedged one fails its calls at their deadlines), then the brute-force pass
+        (SIGKILL, lazy unmounts) takes over; a demo's Ctrl-C must not hang."""
         if self._net_lock is None:
             return
         try:
             if not self.running:
                 self.start()  # a killed containerd must come back to tear pods down
-            leftovers = self._remove_all_pods()
-        except (RuntimeError, grpc.RpcError):
+            leftovers = self._remove_all_pods(time.monotonic() + budget)
+        except (RuntimeError, grpc.RpcError, subprocess.SubprocessError):
             leftovers = []
         self.stop()
         self._kill_shims()
@@ -285,13 +292,17 @@ class Containerd:
         self._net_lock.close()  # releases the subnet claim
         self._net_lock = None
 
-    def _remove_all_pods(self) -> list[tuple[str, str]]:
-        """Stop and remove every sandbox; return their (netns path, cgroup parent)."""
-        rt = self.runtime_stub()
+    def _remove_all_pods(self, end: float) -> list[tuple[str, str]]:
+        """Stop and remove every sandbox, every call's deadline within `end` (a
+        monotonic time); return their (netns path, cgroup parent)."""
+        rt = _Deadline(api_grpc.RuntimeServiceStub(self._channel), DEADLINE, end)
         found = []
         for sb in rt.ListPodSandbox(api.ListPodSandboxRequest()).items:
-            info = json.loads(rt.PodSandboxStatus(api.PodSandboxStatusRequest(
-                pod_sandbox_id=sb.id, verbose=True)).info["info"])
+            try:
+                info = json.loads(rt.PodSandboxStatus(api.PodSandboxStatusRequest(
+                    pod_sandbox_id=sb.id, verbose=True)).info["info"])
+            except grpc.RpcError:
+                continue  # past the budget: what was found so far still gets cleaned
             # 1.6.20 has no netNamespacePath in this info: read the runtime spec.
             netns = [ns.get("path", "") for ns in info["runtimeSpec"]["linux"]["namespaces"]
                      if ns["type"] == "network"]

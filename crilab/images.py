@@ -93,5 +93,6 @@ def build_archive(cache_dir: Path = DEFAULT_CACHE) -> Path:
 def import_images(socket_path: str, cache_dir: Path = DEFAULT_CACHE, ctr: str = "ctr") -> None:
     """Import the lab images into the k8s.io namespace, the only one CRI sees."""
     archive = build_archive(cache_dir)
+    # Bounded: a wedged containerd fails the start (and a cleanup's restart) instead of hanging it.
     subprocess.run([ctr, "-a", socket_path, "-n", "k8s.io", "images", "import", str(archive)],
-                   check=True, capture_output=True)
+                   check=True, capture_output=True, timeout=300)

@@ -1,6 +1,7 @@
 """The lab harness itself: a real containerd and real pods (root needed)."""
 
 import os
+import signal
 
 import pytest
 
@@ -71,6 +72,25 @@ def test_second_instance_restart_kill_and_cleanup(lab, tmp_path, runtime_version
     assert states(first)[("web", "app", 0)] == "CONTAINER_RUNNING"
     with Containerd(tmp_path / "again", net=cd.net, version=runtime_version) as again:
         run_pod(again, "solo", "lab").add_container("main", ["true"])
+
+
+@pytest.mark.newest_runtime
+def test_cleanup_of_a_wedged_containerd_returns(tmp_path, runtime_version):
+    """A runtime that answers nothing (SIGSTOP) fails cleanup's calls at their
+    deadlines; cleanup then kills it and frees its network: a demo's Ctrl-C
+    cannot hang on it."""
+    cd = Containerd(tmp_path, version=runtime_version).start()
+    pid = cd.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        cd.cleanup(budget=1)
+        assert not cd.running and not os.path.exists(f"/proc/{pid}")  # SIGKILLed and reaped
+        with Containerd(tmp_path / "again", net=cd.net, version=runtime_version):
+            pass  # its network is free again
+    finally:
+        if cd.running:
+            cd.kill()
 
 
 def test_no_cni_means_network_not_ready(tmp_path, runtime_version):
