@@ -22,7 +22,9 @@ does not turn into a CriCollectorFailing page (before, 1.6.20 failed it on every
 the state lasted). It lasts when containerd cannot record the exit: its handler deletes the task,
 then fails to checkpoint the container's status (a full or read-only disk) and keeps it RUNNING,
 retrying with a back-off up to 5 minutes (all three versions; crilab.scenario.unrecorded_exit).
-That is CriPodStatsUnavailable, and the doctor's cri.pod_stats names the pod.
+That is CriPodStatsUnavailable on 1.6 and 1.7, and the doctor's cri.pod_stats names the pod.
+2.x never asks the task, so its stats keep answering normally for such a container: there the
+cgroup reading sees it (running_without_cgroup.py, alert CriContainerRunningWithoutCgroup).
 Anything else (e.g. "cgroupPath is empty": a sandbox without a cgroup parent) is a failure.
 """
 from __future__ import annotations

@@ -83,7 +83,9 @@ def _not_read(readings: Readings) -> AnyFamily:
         "cri_cgroups_not_read",
         "Running containers and ready pods whose cgroup this scrape did not read, by reason: permission_denied "
         "(their CPU and memory come from the CRI stats snapshot, their cgroup-only series are absent) or "
-        "not_found (no cgroup of theirs on the host: VM-based handlers, an unknown cgroup layout).",
+        "not_found (no cgroup of theirs on the host: VM-based handlers, an unknown cgroup layout, or a "
+        "container the runtime lists running whose cgroup is gone, an exit it never recorded: see "
+        "cri_container_running_without_cgroup_since_time_seconds).",
         labels=["kind", "reason"],
     )
     for kind, values, denied in (("container", readings.containers, readings.denied_containers),
