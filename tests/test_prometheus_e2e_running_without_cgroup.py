@@ -8,23 +8,18 @@ exporter's own persistence rule (two readings GRACE_SECONDS apart) is not shorte
 from __future__ import annotations
 
 import json
-import os
-import uuid
 
 import pytest
 
-from alerts.rules import groups
-from alerts.settings import fast
-from crilab import Containerd, run_pod
-from crilab.scenario import SLEEP, unrecorded_exit
-from dashboards import DIR as DASHBOARDS, lint
 from cri_exporter.running_without_cgroup import GRACE_SECONDS
-from tests.exporter_proc import ExporterProcess, processes, wait_for
-from tests.prometheus_proc import RELEASES, PrometheusProcess, release, release_id
+from crilab.scenario import unrecorded_exit
+from dashboards import DIR as DASHBOARDS, lint
+from tests.exporter_proc import wait_for
+from tests.prometheus_proc import RELEASES, release_id
+from tests.unrecorded_exit_e2e import JOB, stuck_lab
 
 pytestmark = pytest.mark.containerd
 
-JOB = "cri-exporter"
 ALERT = "CriContainerRunningWithoutCgroup"
 PANEL = "Containers running without a cgroup"
 
@@ -32,46 +27,29 @@ PANEL = "Containers running without a cgroup"
 @pytest.mark.parametrize("runtime_version", ["2.1"], ids=lambda v: f"containerd-{v}", indirect=True)
 @pytest.mark.parametrize("prometheus", list(RELEASES), ids=release_id)
 def test_an_unrecorded_exit_fires_running_without_cgroup_on_containerd_2(runtime_version, prometheus, lab_dir):
-    cd = Containerd(os.path.join(lab_dir, f"e2e-rw-{uuid.uuid4().hex[:6]}"), version=runtime_version).start()
-    try:
-        with processes() as keep:
-            healthy = run_pod(cd, "healthy", "e2e-dead")
-            healthy.add_container("app", SLEEP)
-            stuck = run_pod(cd, "stuck", "e2e-dead")
-            cid = stuck.add_container("app", SLEEP)
-            exporter = keep(ExporterProcess(cd.endpoint, "--host-root", "/",
-                                            "--collectors", "runtime,containers,stats,cgroups",
-                                            "--stats-interval", "1", "--stats-idle-interval", "1"))
-            prom = keep(PrometheusProcess([f"127.0.0.1:{exporter.port}"], job=JOB, scrape_interval="1s",
-                                          rule_groups=groups(fast()), release=release(prometheus)))
-            prom.wait_targets_up()
-            wait_for(lambda: prom.query(f'count_over_time(cri_container_cpu_usage_seconds_total{{job="{JOB}", '
-                                        f'pod="stuck"}}[1m]) >= 5'),
-                     timeout=60, interval=0.5, what="five live readings of the container")
-            assert not [a for a in prom.alerts() if a["labels"]["alertname"] == ALERT]
-
-            exit_ = unrecorded_exit(cd, cid)
-            try:
-                firing = wait_for(lambda: [a for a in prom.alerts() if a["labels"]["alertname"] == ALERT
-                                           and a["state"] == "firing"],
-                                  timeout=GRACE_SECONDS + 90, interval=0.5, what=f"{ALERT} to fire")
-                (alert,) = firing
-                assert {k: alert["labels"][k] for k in ("namespace", "pod", "container", "severity")} == \
-                    {"namespace": "e2e-dead", "pod": "stuck", "container": "app", "severity": "warning"}
-                assert alert["annotations"]["runbook_url"].endswith(f"/alerts/runbooks/{ALERT}.md")
-                # the runtime-health board's panel shows it (on the healthy shared lab it has no data:
-                # test_prometheus_e2e.NO_DATA_HERE)
-                (expr,) = [t["expr"] for p in lint.panels(json.loads((DASHBOARDS / "runtime-health.json").read_text()))
-                           if p["title"] == PANEL for t in p["targets"]]
-                shown = prom.query(lint.substitute(expr, {"job": JOB, "instance": f"127.0.0.1:{exporter.port}"}))
-                assert [(s["metric"]["pod"], s["metric"]["container"]) for s in shown] == [("stuck", "app")]
-                assert float(shown[0]["value"][1]) >= GRACE_SECONDS
-                # 2.1.9 answers the pod's stats: the other signal of this fault stays at 0
-                (unavailable,) = prom.query(f'max_over_time(cri_stats_pod_sandboxes_unavailable{{job="{JOB}", '
+    with stuck_lab(lab_dir, runtime_version, prometheus, "e2e-dead", "runtime,containers,stats,cgroups",
+                   f'count_over_time(cri_container_cpu_usage_seconds_total{{job="{JOB}", pod="stuck"}}[1m]) >= 5',
+                   "five live readings of the container") as e2e:
+        assert not e2e.alerts(ALERT)
+        exit_ = unrecorded_exit(e2e.cd, e2e.stuck_id)
+        try:
+            firing = wait_for(lambda: e2e.alerts(ALERT, state="firing"),
+                              timeout=GRACE_SECONDS + 90, interval=0.5, what=f"{ALERT} to fire")
+            (alert,) = firing
+            assert {k: alert["labels"][k] for k in ("namespace", "pod", "container", "severity")} == \
+                {"namespace": "e2e-dead", "pod": "stuck", "container": "app", "severity": "warning"}
+            assert alert["annotations"]["runbook_url"].endswith(f"/alerts/runbooks/{ALERT}.md")
+            # the runtime-health board's panel shows it (on the healthy shared lab it has no data:
+            # test_prometheus_e2e.NO_DATA_HERE)
+            (expr,) = [t["expr"] for p in lint.panels(json.loads((DASHBOARDS / "runtime-health.json").read_text()))
+                       if p["title"] == PANEL for t in p["targets"]]
+            shown = e2e.prom.query(lint.substitute(expr, {"job": JOB, "instance": f"127.0.0.1:{e2e.exporter.port}"}))
+            assert [(s["metric"]["pod"], s["metric"]["container"]) for s in shown] == [("stuck", "app")]
+            assert float(shown[0]["value"][1]) >= GRACE_SECONDS
+            # 2.1.9 answers the pod's stats: the other signal of this fault stays at 0
+            (unavailable,) = e2e.prom.query(f'max_over_time(cri_stats_pod_sandboxes_unavailable{{job="{JOB}", '
                                             f'reason="task_gone"}}[1m])')
-                assert float(unavailable["value"][1]) == 0
-                assert not [a for a in prom.alerts() if a["labels"]["alertname"] == "CriPodStatsUnavailable"]
-            finally:
-                exit_.release()
-    finally:
-        cd.cleanup()
+            assert float(unavailable["value"][1]) == 0
+            assert not e2e.alerts("CriPodStatsUnavailable")
+        finally:
+            exit_.release()
