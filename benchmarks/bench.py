@@ -58,6 +58,7 @@ from cri_exporter.hostfs import HostFS  # noqa: E402
 from cri_exporter.settings import DEFAULTS, Settings  # noqa: E402
 from tests.exporter_proc import ExporterProcess, free_port, parse  # noqa: E402
 from tests.fakecri import FakeCRI, fleet, make_cgroup_tree, make_log_tree  # noqa: E402
+from floor_read import bare_read  # noqa: E402
 
 CLK = os.sysconf("SC_CLK_TCK")
 LOAD_AT_START = os.getloadavg()[0]
@@ -286,20 +287,13 @@ def floors(endpoint: str, paths: list[tuple[str, str]], n: int, confined_root: s
 def floor_child(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     client = CriClient(spec["endpoint"], timeout=30)
+    paths = spec["paths"]
 
     def bare(n: int) -> tuple[float, float]:
         times, cpus = [], []
         for _ in range(n + 1):
             c, t = time.process_time(), time.perf_counter()
-            client.list_pod_sandboxes()
-            client.list_containers()
-            for p in spec["paths"]:
-                try:
-                    fd = os.open(p, os.O_RDONLY)
-                except OSError:
-                    continue
-                os.read(fd, 65536)
-                os.close(fd)
+            bare_read(client, paths)
             times.append(time.perf_counter() - t)
             cpus.append(time.process_time() - c)
         return statistics.median(times[1:]), statistics.median(cpus[1:])

@@ -101,21 +101,16 @@ def _child(spec_path: str) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from cri_exporter.cri import CriClient
     from cri_exporter.deflate import gzip_compressor
+    from floor_read import bare_read
     spec = json.loads(Path(spec_path).read_text())
     client = CriClient(spec["endpoint"], timeout=30)
     paths = [(f"{d}/{name}", name) for d, name in spec["paths"]]
     lines = [(p, float(v)) for p, v in spec["lines"]]
 
+    plain = [p for p, _ in paths]
+
     def bare() -> None:
-        client.list_pod_sandboxes()
-        client.list_containers()
-        for p, _ in paths:
-            try:
-                fd = os.open(p, os.O_RDONLY)
-            except OSError:
-                continue
-            os.read(fd, 65536)
-            os.close(fd)
+        bare_read(client, plain)
 
     def parse() -> None:
         client.list_pod_sandboxes()
