@@ -20,6 +20,7 @@ from tests.unrecorded_exit_e2e import JOB, stuck_lab
 
 pytestmark = pytest.mark.containerd
 
+
 @pytest.mark.parametrize("runtime_version", ["1.6"], ids=lambda v: f"containerd-{v}", indirect=True)
 @pytest.mark.parametrize("prometheus", list(RELEASES), ids=release_id)
 def test_an_unrecorded_exit_fires_pod_stats_unavailable_not_collector_failing(runtime_version, prometheus, lab_dir):
