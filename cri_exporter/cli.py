@@ -109,6 +109,9 @@ def main() -> None:
 @click.option("--container-log-interval", envvar=env("container-log-interval"), show_envvar=True,
               type=click.FloatRange(min=0.1), default=DEFAULTS.container_log_interval, show_default=True,
               help="Seconds between stats of every container's log files (container_logs collector).")
+@click.option("--image-interval", envvar=env("image-interval"), show_envvar=True,
+              type=click.FloatRange(min=0), default=DEFAULTS.image_interval, show_default=True,
+              help="Seconds an ImageFsInfo or ListImages answer is reused (imagefs collector); never served older.")
 @click.option("--fd-sample-interval", envvar=env("fd-sample-interval"), show_envvar=True,
               type=click.FloatRange(min=0.1), default=DEFAULTS.fd_sample_interval, show_default=True,
               help="Seconds between passes reading containers' fds and sockets and pods' TCP states (container_fds collector).")
@@ -160,6 +163,7 @@ def main() -> None:
               show_default=True)
 def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeout, runtime_timeout,
           stats_interval, stats_idle_interval, stats_timeout, runtime_process_interval, runtime_shim_leak_grace, container_log_interval,
+          image_interval,
           fd_sample_interval, fd_sample_budget, ephemeral_storage_interval, ephemeral_storage_files_per_second,
           grpc_max_recv_bytes, doctor_interval, web_config, doctor_endpoint,
           metrics_allow, metrics_deny, pod_cgroup_metrics, confine, log_format, log_level) -> None:
@@ -197,7 +201,7 @@ def serve(listen_address, runtime_endpoint, host_root, collectors, scrape_timeou
         stats_interval=stats_interval, stats_idle_interval=stats_idle_interval, stats_timeout=stats_timeout, max_recv_bytes=grpc_max_recv_bytes,
         doctor_interval=doctor_interval, runtime_process_interval=runtime_process_interval,
         runtime_shim_leak_grace=runtime_shim_leak_grace,
-        container_log_interval=container_log_interval,
+        container_log_interval=container_log_interval, image_interval=image_interval,
         fd_sample_interval=fd_sample_interval, fd_sample_budget=fd_sample_budget,
         ephemeral_storage_interval=ephemeral_storage_interval,
         ephemeral_storage_files_per_second=ephemeral_storage_files_per_second,

@@ -142,7 +142,7 @@ def exporter(containerd, pods, lab_dir) -> ExporterProcess:
     """The exporter over the shared containerd, refreshing CRI stats and container logs every second."""
     proc = ExporterProcess(containerd.endpoint, "--stats-interval", "1", "--stats-idle-interval", "1", "--host-root", "/",
                            "--container-log-interval", "1",
-                           "--fd-sample-interval", "1",
+                           "--fd-sample-interval", "1", "--image-interval", "1",
                            log_path=Path(lab_dir) / f"exporter-{containerd.version.name}.log")
     try:
         yield proc

@@ -53,7 +53,8 @@ _VOLATILE = re.compile(r"cri_(scrape_collector_duration_seconds|scrape_step_dura
                        # the walk's own cost and times; bytes in blocks and free space depend on the filesystem
                        r"|ephemeral_storage_walk_cpu_seconds_total|ephemeral_storage_walk_last_\w+"
                        r"|pod_ephemeral_storage_measured_timestamp_seconds|eviction_(threshold|headroom)_\w+"
-                       r"|pod_emptydir_bytes|pod_ephemeral_storage_bytes)")
+                       r"|pod_emptydir_bytes|pod_ephemeral_storage_bytes"
+                       r"|imagefs_info_age_seconds|images_list_age_seconds)")
 # Label values of the machine or the run: versions, the socket under a temporary directory.
 _VERSION_LABELS = re.compile(r'((?<![a-z_])version|python_version|grpc_version|endpoint)="[^"]*"')
 _CONFINEMENT_LABELS = re.compile(r'(abi|state)="[^"]*"')

@@ -4,6 +4,12 @@ The runtime says how much it uses; only statvfs of the mountpoint says how
 much is left, which is what the kubelet evicts on. The mountpoint is read
 under the host root, so a DaemonSet with the host at /host sees the node's
 filesystem, not its own overlay.
+
+ImageFsInfo and ListImages are asked at most once every --image-interval
+(kept_answer.py says why and what happens when the runtime stops answering);
+`cri_imagefs_info_age_seconds` and `cri_images_list_age_seconds` say how old
+the answers served are. statvfs is read on every scrape: it is cheap and it
+is what the kubelet evicts on.
 """
 from __future__ import annotations
 
@@ -14,7 +20,9 @@ import structlog
 from prometheus_client.core import GaugeMetricFamily
 
 from cri_exporter.collectors.base import ScrapeContext
+from cri_exporter.cri import model
 from cri_exporter.exposition import AnyFamily
+from cri_exporter.kept_answer import KeptAnswer
 
 log = structlog.get_logger(__name__)
 
@@ -24,16 +32,26 @@ _LABELS = ["fs", "mountpoint"]
 _FS_FAMILIES = ("cri_imagefs_used_bytes", "cri_imagefs_inodes_used", "cri_imagefs_capacity_bytes",
                 "cri_imagefs_available_bytes", "cri_imagefs_inodes", "cri_imagefs_inodes_free")
 _IMAGE_FAMILIES = ("cri_images", "cri_images_size_bytes", "cri_images_pinned")
+_AGE_FAMILIES = ("cri_imagefs_info_age_seconds", "cri_images_list_age_seconds")
 
 
 class ImageFsCollector:
     name = "imagefs"
-    families = _FS_FAMILIES + _IMAGE_FAMILIES
+    families = _FS_FAMILIES + _IMAGE_FAMILIES + _AGE_FAMILIES
+
+    def __init__(self, interval: float = 30.0):
+        self._fs_info: KeptAnswer[list[model.FilesystemUsage]] = KeptAnswer(interval)
+        self._images: KeptAnswer[list[model.Image]] = KeptAnswer(interval)
 
     def collect(self, ctx: ScrapeContext) -> Iterable[AnyFamily]:
         # Each call only when a family it feeds is served (ListImages is the big one).
-        filesystems = ctx.client.image_fs_info(timeout=ctx.rpc_timeout()) if ctx.metrics.wants_any(_FS_FAMILIES) else []
-        images = ctx.client.list_images(timeout=ctx.rpc_timeout()) if ctx.metrics.wants_any(_IMAGE_FAMILIES) else None
+        client = ctx.client
+        fs_answer = self._fs_info.get(client.endpoint, lambda: client.image_fs_info(timeout=ctx.rpc_timeout())) \
+            if ctx.metrics.wants_any(_FS_FAMILIES) else None
+        images_answer = self._images.get(client.endpoint, lambda: client.list_images(timeout=ctx.rpc_timeout())) \
+            if ctx.metrics.wants_any(_IMAGE_FAMILIES) else None
+        filesystems = fs_answer.value if fs_answer is not None else []
+        images = images_answer.value if images_answer is not None else None
 
         used = GaugeMetricFamily("cri_imagefs_used_bytes", "Bytes the runtime uses on the filesystem, from ImageFsInfo.", labels=_LABELS)
         inodes_used = GaugeMetricFamily("cri_imagefs_inodes_used", "Inodes the runtime uses on the filesystem, from ImageFsInfo.", labels=_LABELS)
@@ -67,7 +85,13 @@ class ImageFsCollector:
             inodes.add_metric(labels, float(st.f_files))
             inodes_free.add_metric(labels, float(st.f_ffree))
         yield from (used, inodes_used, capacity, available, inodes, inodes_free)
-        if images is None:
+        if fs_answer is not None:
+            age = GaugeMetricFamily("cri_imagefs_info_age_seconds",
+                                    "Age of the ImageFsInfo answer cri_imagefs_used_bytes and cri_imagefs_inodes_used "
+                                    "come from (asked at most every --image-interval).")
+            age.add_metric([], self._fs_info.age(fs_answer))
+            yield age
+        if images_answer is None or images is None:
             return
 
         count = GaugeMetricFamily("cri_images", "Images in the runtime's image store, from ListImages.")
@@ -76,4 +100,8 @@ class ImageFsCollector:
         size.add_metric([], float(sum(i.size_bytes for i in images)))
         pinned = GaugeMetricFamily("cri_images_pinned", "Images the runtime pins (never garbage-collected, e.g. the pause image).")
         pinned.add_metric([], float(sum(1 for i in images if i.pinned)))
-        yield from (count, size, pinned)
+        age = GaugeMetricFamily("cri_images_list_age_seconds",
+                                "Age of the ListImages answer the cri_images* families come from (asked at most every "
+                                "--image-interval).")
+        age.add_metric([], self._images.age(images_answer))
+        yield from (count, size, pinned, age)

@@ -55,7 +55,7 @@ def _stats(parts: Parts) -> Collector:
 
 def _imagefs(parts: Parts) -> Collector:
     from cri_exporter.collectors.imagefs import ImageFsCollector
-    return ImageFsCollector()
+    return ImageFsCollector(parts.image_interval)
 
 
 def _cgroups(parts: Parts) -> Collector:
@@ -140,6 +140,7 @@ class Parts:
     doctor: DoctorCollector | None = None
     runtime_processes: RuntimeProcessSampler | None = None
     shim_leak_grace: float = 120.0  # --runtime-shim-leak-grace
+    image_interval: float = 30.0  # --image-interval
     doctor_thread: PeriodicDoctor | None = None
     doctor_child: DoctorChild | None = None
     terminations: TerminationTracker | None = None
@@ -151,7 +152,7 @@ class Parts:
     @classmethod
     def build(cls, settings: Settings, client: CriClient, hostfs: HostFS,
               reprobe: Callable[[], bool] | None) -> Parts:
-        parts = cls(client, hostfs, reprobe)
+        parts = cls(client, hostfs, reprobe, image_interval=settings.image_interval)
         enabled = set(settings.collectors)
         if "stats" in enabled:
             from cri_exporter.stats_refresher import StatsRefresher

@@ -1,14 +1,13 @@
 """Runtime identity and conditions, from CRI Version and Status."""
 from __future__ import annotations
 
-import os
 from typing import Callable, Iterable
 
 from prometheus_client.core import GaugeMetricFamily
 
 from cri_exporter.collectors.base import ScrapeContext
 from cri_exporter.cri import CriError, model
-from cri_exporter.cri.client import socket_path
+from cri_exporter.cri.client import socket_identity as _socket_identity
 from cri_exporter.exposition import AnyFamily
 
 
@@ -93,16 +92,3 @@ class RuntimeCollector:
             return None
         return kept[2]
 
-
-def _socket_identity(endpoint: str) -> tuple[int, int, int] | None:
-    """What changes when a runtime restarts: its socket file is removed and
-    bound anew (device, inode, change time). None for a non-unix endpoint or
-    a socket that is not there."""
-    path = socket_path(endpoint)
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_ctime_ns)

@@ -81,6 +81,20 @@ def socket_path(endpoint: str) -> str | None:
     return None
 
 
+def socket_identity(endpoint: str) -> tuple[int, int, int] | None:
+    """What changes when a runtime restarts: its socket file is removed and
+    bound anew (device, inode, change time). None for a non-unix endpoint or
+    a socket that is not there."""
+    path = socket_path(endpoint)
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
 def normalize_endpoint(endpoint: str) -> str:
     """crictl accepts a bare path; gRPC needs a scheme."""
     return "unix://" + endpoint if endpoint.startswith("/") else endpoint
