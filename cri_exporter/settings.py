@@ -44,7 +44,7 @@ class Settings:
     container_log_interval: float = 15.0
     # ImageFsInfo and ListImages (kept_answer.py): asked at most this often,
     # not every scrape; containerd refreshes the former every 10 s.
-    image_interval: float = 30.0
+    image_interval: float = 60.0
     # Fds, sockets and TCP states (container_fds.py): a pass this often, of at
     # most this many entries (fd entries, socket lines); the rest comes next pass.
     fd_sample_interval: float = 30.0

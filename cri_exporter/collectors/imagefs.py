@@ -39,7 +39,7 @@ class ImageFsCollector:
     name = "imagefs"
     families = _FS_FAMILIES + _IMAGE_FAMILIES + _AGE_FAMILIES
 
-    def __init__(self, interval: float = 30.0):
+    def __init__(self, interval: float = 60.0):
         self._fs_info: KeptAnswer[list[model.FilesystemUsage]] = KeptAnswer(interval)
         self._images: KeptAnswer[list[model.Image]] = KeptAnswer(interval)
 

@@ -140,7 +140,7 @@ class Parts:
     doctor: DoctorCollector | None = None
     runtime_processes: RuntimeProcessSampler | None = None
     shim_leak_grace: float = 120.0  # --runtime-shim-leak-grace
-    image_interval: float = 30.0  # --image-interval
+    image_interval: float = 60.0  # --image-interval
     doctor_thread: PeriodicDoctor | None = None
     doctor_child: DoctorChild | None = None
     terminations: TerminationTracker | None = None
