@@ -35,9 +35,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from typing import Callable, Mapping
 
-from cri_exporter.cgroups import Usage
 from cri_exporter.cri import model
 from cri_exporter.inventory import ContainerIdentity, Inventory
 
@@ -58,10 +57,11 @@ class RunningWithoutCgroup:
         self._seen: dict[str, tuple[float, int]] = {}
         self._leaf_known = False
 
-    def update(self, inv: Inventory, containers: dict[str, Usage | None], pods: dict[str, Usage | None],
+    def update(self, inv: Inventory, containers: Mapping[str, object | None], pods: Mapping[str, object | None],
                denied: dict, backed: Callable[[model.PodSandbox | None], bool],
                now: float | None = None) -> list[tuple[ContainerIdentity, float]]:
-        """Take one reading (cgroup_readings.Readings' `containers`, `pods`, `denied_containers`)
+        """Take one reading (cgroup_readings.Readings' `containers`, `pods`: by key a value or None
+        where the cgroup was not read, as UsageRows.index; `denied_containers`)
         and answer the confirmed containers, each with the time it was first seen without cgroup."""
         now = time.time() if now is None else now
         confirmed: list[tuple[ContainerIdentity, float]] = []
@@ -85,8 +85,8 @@ class RunningWithoutCgroup:
             self._seen = seen
         return confirmed
 
-    def _gone(self, inv: Inventory, c: model.Container, containers: dict[str, Usage | None],
-              pods: dict[str, Usage | None], denied: dict,
+    def _gone(self, inv: Inventory, c: model.Container, containers: Mapping[str, object | None],
+              pods: Mapping[str, object | None], denied: dict,
               backed: Callable[[model.PodSandbox | None], bool]) -> bool | None:
         """Whether `c` is running without cgroup by this reading; None if it did not reach
         the container or its pod (cut short by the scrape deadline)."""

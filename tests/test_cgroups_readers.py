@@ -2,6 +2,7 @@
 garbage content and cgroups that vanish mid-read."""
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import re
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cri_exporter.cgroups import (
-    CgroupPaths, CgroupResolver, DeviceIO, NodeCgroups, PsiTotals, Usage, read_all, read_cpu, read_io,
+    CgroupPaths, CgroupResolver, DeviceIO, NodeCgroups, PsiTotals, USAGE_FIELDS, Usage, UsageRows, read_all, read_cpu, read_io,
     read_memory, read_pids, read_pressure, usage_from,
 )
 from cri_exporter.cgroups import blkio, files, memory
@@ -194,6 +195,24 @@ def test_usage_from_a_reading(tree):
     )
     pod = usage_from(NodeCgroups(HostFS(str(FIXTURES / tree))).pod_stats(G_UID))
     assert (pod.cpu_usage_ns, pod.memory_usage_bytes, pod.memory_working_set_bytes) == (510_000_000, 21495808, 21495808 - 2097152)
+
+
+@pytest.mark.parametrize("tree", TREES)
+def test_usage_rows_hold_what_usage_from_gives(tree):
+    """The scrape's rows of doubles give back each cgroup's Usage, None fields
+    (NaN in the row) included; an unread cgroup is a key without a row."""
+    stats = read_all(paths(tree))
+    pod = NodeCgroups(HostFS(str(FIXTURES / tree))).pod_stats(G_UID)
+    no_swap = dataclasses.replace(stats, memory=dataclasses.replace(stats.memory, swap_bytes=None))
+    rows = UsageRows()
+    for key, s in (("c", stats), ("p", pod), ("gone", None), ("no-swap", no_swap)):
+        rows.put(key, s)
+    assert [rows.usage(k) for k in ("c", "p", "gone", "no-swap")] == [
+        usage_from(stats), usage_from(pod), None, usage_from(no_swap)]
+    assert usage_from(no_swap).memory_swap_bytes is None and usage_from(stats).memory_swap_bytes == 1048576
+    assert rows.index["gone"] is None and "gone" in rows and "never-read" not in rows and len(rows) == 4
+    at = rows.index["c"]
+    assert rows.values[at + USAGE_FIELDS.index("memory_working_set_bytes")] == 88080384
 
 
 # ---- limit files kept between scrapes ----------------------------------------

@@ -25,11 +25,11 @@ from cri_exporter.cgroups.stats import (
     PsiTotals,
     Usage,
 )
-from cri_exporter.cgroups.usage import usage_from
+from cri_exporter.cgroups.usage import USAGE_FIELDS, UsageRows, usage_from
 
 __all__ = [
     "CGROUPFS", "SYSTEMD", "UNKNOWN", "CgroupGone", "CgroupPaths", "CgroupResolver", "CgroupStats",
     "CgroupUnavailable", "CgroupUnreadable", "CpuStats", "DeviceIO", "DeviceNames", "IoStats", "Layout", "MemoryStats",
-    "NodeCgroups", "PidsStats", "PressureStats", "PsiTotals", "Usage", "detect", "read_all", "read_cpu",
+    "NodeCgroups", "PidsStats", "PressureStats", "PsiTotals", "USAGE_FIELDS", "Usage", "UsageRows", "detect", "read_all", "read_cpu",
     "read_io", "read_memory", "read_pids", "read_pressure", "usage_from",
 ]

@@ -12,8 +12,7 @@ import time
 from operator import attrgetter
 from typing import Callable
 
-from cri_exporter.cgroups import CgroupStats, CgroupUnreadable, NodeCgroups, Usage
-from cri_exporter.cgroups.usage import usage_from
+from cri_exporter.cgroups import CgroupStats, CgroupUnreadable, NodeCgroups, UsageRows
 from cri_exporter.collectors.base import ScrapeContext, StepNotDone
 from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCache
 from cri_exporter.inventory import Inventory
@@ -253,8 +252,8 @@ class Readings:
     """This scrape's pass over every running container's and ready pod's cgroup.
 
     `containers` / `pods`: the live usage values the CRI collector serves, by
-    container id and pod uid (None where the cgroup was not found, went away
-    or could not be read). `denied_containers` / `denied_pods`: those of them
+    container id and pod uid (cgroups.UsageRows: rows of doubles, None where
+    the cgroup was not found, went away or could not be read). `denied_containers` / `denied_pods`: those of them
     whose cgroup could not be read, with why and when it was last read whole.
     `families`: the cgroup collector's series, built as each cgroup is
     read, so a full reading (some 40 numbers and half a dozen objects) lives
@@ -265,11 +264,13 @@ class Readings:
 
     __slots__ = ("containers", "pods", "denied_containers", "denied_pods", "families", "cut_short")
 
-    def __init__(self, containers: dict[str, Usage | None], pods: dict[str, Usage | None],
+    def __init__(self, containers: UsageRows | None = None, pods: UsageRows | None = None,
                  families: list[AnyFamily] | None = None, cut_short: str | None = None,
                  denied_containers: dict[str, CgroupUnreadable] | None = None,
                  denied_pods: dict[str, CgroupUnreadable] | None = None):
-        self.containers, self.pods, self.cut_short = containers, pods, cut_short
+        self.containers = containers if containers is not None else UsageRows()
+        self.pods = pods if pods is not None else UsageRows()
+        self.cut_short = cut_short
         self.families = families or []
         self.denied_containers = denied_containers if denied_containers is not None else {}
         self.denied_pods = denied_pods if denied_pods is not None else {}
@@ -290,7 +291,7 @@ def cgroup_readings(ctx: ScrapeContext, cgroups: NodeCgroups) -> Readings:
     try:
         return ctx.step("cgroup_reading", lambda: _read_node(ctx, cgroups, inv))
     except StepNotDone:
-        return Readings({}, {}, cut_short="cgroup readings not available in this scrape")
+        return Readings(cut_short="cgroup readings not available in this scrape")
 
 
 # Share of what is left of the scrape that reading may take: the rest is for
@@ -300,8 +301,8 @@ READ_SHARE = 0.8
 
 
 def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Readings:
-    containers: dict[str, Usage | None] = {}
-    pods: dict[str, Usage | None] = {}
+    containers = UsageRows()
+    pods = UsageRows()
     denied_c: dict[str, CgroupUnreadable] = {}
     denied_p: dict[str, CgroupUnreadable] = {}
     labels = ctx.labels
@@ -321,10 +322,9 @@ def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Read
         except CgroupUnreadable as err:
             denied_c[c.id] = err
             stats = None
+        containers.put(c.id, stats)
         if stats is None:
-            containers[c.id] = None
             continue
-        containers[c.id] = usage_from(stats)
         c_families.add(labels, (ident.namespace, ident.pod, ident.container), stats)
     for pident, p in ready:
         if time.monotonic() >= stop_at:
@@ -335,14 +335,13 @@ def _read_node(ctx: ScrapeContext, cgroups: NodeCgroups, inv: Inventory) -> Read
         except CgroupUnreadable as err:
             denied_p[p.k8s_uid] = err
             stats = None
+        pods.put(p.k8s_uid, stats)
         if stats is None:
-            pods[p.k8s_uid] = None
             continue
-        pods[p.k8s_uid] = usage_from(stats)
         if p_families is None:  # one cgroup version per node
             p_families = _Families(plan.pods_v1 if stats.version == "v1" else plan.pods)
         p_families.add(labels, (pident.namespace, pident.pod), stats)
-    cgroups.resolver.retain(containers, pods)
+    cgroups.resolver.retain(containers.index, pods.index)
     return Readings(containers, pods, [*c_families, *(p_families or ())],
                     denied_containers=denied_c, denied_pods=denied_p)
 

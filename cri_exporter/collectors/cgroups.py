@@ -90,7 +90,7 @@ def _not_read(readings: Readings) -> AnyFamily:
     )
     for kind, values, denied in (("container", readings.containers, readings.denied_containers),
                                  ("pod", readings.pods, readings.denied_pods)):
-        unread = sum(1 for v in values.values() if v is None)
+        unread = sum(1 for v in values.index.values() if v is None)
         family.add_metric([kind, "permission_denied"], float(len(denied)))
         family.add_metric([kind, "not_found"], float(unread - len(denied)))
     return family
@@ -125,7 +125,7 @@ class _DeniedLog:
                         cgroups=[f"{kind} {names.get((kind, i), i)}: {by_kind[kind][1][i]}"
                                  for kind, i in new[:_LOGGED_NAMES]])
         # Dropped from the set: read again, or no longer running (not worth a line).
-        back = sorted(k for k in before - now if by_kind[k[0]][0].get(k[1]) is not None)
+        back = sorted(k for k in before - now if by_kind[k[0]][0].index.get(k[1]) is not None)
         if back:
             log.info("cgroups readable again: read live", count=len(back), unreadable=len(now),
                      cgroups=[f"{kind} {names.get((kind, i), i)}" for kind, i in back[:_LOGGED_NAMES]])

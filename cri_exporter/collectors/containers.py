@@ -27,7 +27,7 @@ import time
 from sys import intern
 from typing import Iterable
 
-from cri_exporter.cgroups import CgroupUnreadable, NodeCgroups, Usage
+from cri_exporter.cgroups import USAGE_FIELDS, CgroupUnreadable, NodeCgroups
 from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 from cri_exporter.collectors.cgroup_readings import Readings, cgroup_readings
 from cri_exporter.cri import model
@@ -60,6 +60,9 @@ _LIVE = {
     "memory_major_page_faults": "memory_major_page_faults",
     "swap_usage_bytes": "memory_swap_bytes",
 }
+
+# ContainerStats attribute -> its live value's column in a cgroups.UsageRows row.
+_LIVE_COLUMN = {attr: USAGE_FIELDS.index(live) for attr, live in _LIVE.items()}
 
 # (metric name, help, ContainerStats attribute, units per base unit, is counter)
 # Not exported: usage_nano_cores and available_bytes. usage_nano_cores is the
@@ -122,7 +125,7 @@ def _value_rows(stats: tuple, fields: tuple[str, ...]) -> list:
     """This scrape's families of a stats table, each with what _add_values
     needs: (family, live cgroup attribute or None, the CRI value's column in a
     StatsRows row of `fields`, units per base unit)."""
-    return [(Family(n, d, labels, counter), _LIVE.get(attr), fields.index(attr), per)
+    return [(Family(n, d, labels, counter), _LIVE_COLUMN.get(attr), fields.index(attr), per)
             for n, d, labels, attr, per, counter in stats]
 
 
@@ -173,7 +176,7 @@ class ContainersCollector:
         network = self.podnet is not None and ctx.metrics.wants_any(_NET_FAMILIES)
         last_exited = inv.last_exited() if statuses else {}
         self._refresh_statuses(ctx, inv, last_exited, statuses, network)
-        readings = cgroup_readings(ctx, self.cgroups) if self.cgroups else Readings({}, {})
+        readings = cgroup_readings(ctx, self.cgroups) if self.cgroups else Readings()
         taken_at = snapshot.taken_at if snapshot else 0.0
         containers, containers_used = self._containers(ctx.labels, inv, readings, last_exited,
                                                        snapshot.containers if snapshot else EMPTY_CONTAINERS, taken_at)
@@ -192,7 +195,7 @@ class ContainersCollector:
     def _without_cgroup(self, cache: LabelCache, inv: Inventory, readings: Readings) -> Family:
         known: dict[str, bool] = {}
         family = Family(_WITHOUT_CGROUP, _WITHOUT_CGROUP_HELP, labels=C_LABELS)
-        for ident, since in self.without_cgroup.update(inv, readings.containers, readings.pods,
+        for ident, since in self.without_cgroup.update(inv, readings.containers.index, readings.pods.index,
                                                        readings.denied_containers,
                                                        lambda pod: cgroup_backed_cached(pod, known)):
             family.add(cache.get(C_LABELS, (ident.namespace, ident.pod, ident.container)), since)
@@ -259,6 +262,7 @@ class ContainersCollector:
         values = _value_rows(tuple((n, d, C_LABELS, attr, per, counter) for n, d, attr, per, counter in _CONTAINER_STATS),
                              stats.fields)
         row_of, numbers = stats.index.get, stats.values
+        live_containers, live_numbers = readings.containers.index.get, readings.containers.values
         label = cache.get
         known: dict[str, bool] = {}
 
@@ -278,11 +282,11 @@ class ContainersCollector:
             live = None
             usage_from_snapshot = True
             if c.state == "running" and cgroup_backed_cached(pod, known):
-                live = readings.containers.get(c.id)
+                live = live_containers(c.id)
                 usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_containers, c.id, taken_at)
             if c.state == "running" and live is None:
                 snapshot_used = True
-            _add_values(values, labels, live, numbers, row_of(c.id), usage_from_snapshot)
+            _add_values(values, labels, live, live_numbers, numbers, row_of(c.id), usage_from_snapshot)
 
         for ident, c in last_exited.items():
             status = self.statuses.get(status_key(c.id, c.state))
@@ -310,6 +314,7 @@ class ContainersCollector:
         values = _value_rows(tuple((n, d, P_LABELS, attr, per, counter) for n, d, attr, per, counter in _POD_STATS),
                              stats.fields)
         row_of, numbers = stats.index.get, stats.values
+        live_pods, live_numbers = readings.pods.index.get, readings.pods.values
         # The interface is written into each line (ExtraLabelFamily), not kept in a
         # label set of its own a pod and interface (2,500 sets, some 0.7 MB kept
         # between scrapes at 5,000 containers); the eight families share the splits.
@@ -332,10 +337,10 @@ class ContainersCollector:
             usage_from_snapshot = True
             backed = cgroup_backed_cached(p, known)
             if p.state == "ready" and backed:
-                live = readings.pods.get(p.k8s_uid)
+                live = live_pods(p.k8s_uid)
                 usage_from_snapshot = live is not None or _snapshot_not_older(readings.denied_pods, p.k8s_uid, taken_at)
             row = row_of(p.id)
-            _add_values(values, labels, live, numbers, row, usage_from_snapshot)
+            _add_values(values, labels, live, live_numbers, numbers, row, usage_from_snapshot)
             interfaces = None
             # hostNetwork pods' namespace holds the node's interfaces: CRI's word only.
             if p.state == "ready" and backed and podnet and self.host_network.get(p.id) is False:
@@ -386,17 +391,20 @@ def _snapshot_not_older(denied: dict[str, CgroupUnreadable], key: str, taken_at:
     return err is None or taken_at >= err.read_at
 
 
-def _add_values(values, labels: Labels, live: Usage | None, numbers, row: int | None,
+def _add_values(values, labels: Labels, live: int | None, live_numbers, numbers, row: int | None,
                 usage_from_snapshot: bool = True) -> None:
-    """Each value from the live cgroup reading if it has it, else from the CRI
-    snapshot (`numbers[row + column]`, NaN for none: stats_rows.py; `row` None
-    when the snapshot has no row); usage values (those a cgroup gives) only if
-    `usage_from_snapshot`."""
-    for family, live_attr, column, per in values:
+    """Each value from the live cgroup reading if it has it (`live_numbers[live
+    + live column]`, NaN for none: cgroups.UsageRows; `live` None when the
+    cgroup was not read), else from the CRI snapshot (`numbers[row + column]`,
+    NaN for none: stats_rows.py; `row` None when the snapshot has no row);
+    usage values (those a cgroup gives) only if `usage_from_snapshot`."""
+    for family, live_column, column, per in values:
         v = None
-        if live_attr is not None:
+        if live_column is not None:
             if live is not None:
-                v = getattr(live, live_attr)
+                v = live_numbers[live + live_column]
+                if v != v:
+                    v = None
             if v is None and row is not None and usage_from_snapshot:
                 v = numbers[row + column]
                 if v != v:
