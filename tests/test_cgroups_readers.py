@@ -162,6 +162,15 @@ def test_device_without_uevent_is_asked_once_a_window_and_named_when_it_appears(
     assert names.name("253:0") == "dm-0" and len(opened) == 2  # found names are kept
 
 
+def test_a_device_without_uevent_is_one_string_for_every_cgroup(tmp_path):
+    """The maj:min answered for a device without uevent is the first one asked
+    about, not each cgroup's own copy (the scrape's I/O families hold them)."""
+    names = DeviceNames(HostFS(str(tmp_path)))
+    first, again = "".join(["253", ":0"]), "".join(["253", ":", "0"])
+    assert first is not again
+    assert names.name(first) is first and names.name(again) is first
+
+
 @pytest.mark.parametrize("tree", TREES)
 def test_io_per_device_with_names(tree):
     fs = HostFS(str(FIXTURES / tree))
