@@ -31,9 +31,9 @@ from cri_exporter.cgroups import USAGE_FIELDS, CgroupUnreadable, NodeCgroups
 from cri_exporter.collectors.base import PartialCollection, ScrapeContext
 from cri_exporter.collectors.cgroup_readings import Readings, cgroup_readings
 from cri_exporter.cri import model
-from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCache, Labels
+from cri_exporter.exposition import AnyFamily, ExtraLabelFamily, Family, LabelCache, Labels, RowsFamily
 from cri_exporter.fetch_once import FetchOnce, status_key
-from cri_exporter.inventory import ContainerIdentity, Inventory, cgroup_backed
+from cri_exporter.inventory import ContainerIdentity, Inventory, PodIdentity, cgroup_backed
 from cri_exporter.podnet import PodNetwork
 from cri_exporter.running_without_cgroup import FAMILY as _WITHOUT_CGROUP
 from cri_exporter.running_without_cgroup import HELP as _WITHOUT_CGROUP_HELP
@@ -243,10 +243,10 @@ class ContainersCollector:
                     stats: StatsRows, taken_at: float) -> tuple[list[Family], bool]:
         """The container families, and whether any running container's usage came from the snapshot."""
         snapshot_used = False
-        info = Family(
+        info = RowsFamily(
             "cri_container_info",
             "The current instance of each container: ids, image and pod; always 1.",
-            labels=_C_INFO,
+            _C_INFO, _container_info_values(inv),
         )
         state = ExtraLabelFamily("cri_container_state", "1 for the container's current state, 0 for the others.",
                                  C_LABELS, "state")
@@ -270,10 +270,10 @@ class ContainersCollector:
             key = (ident.namespace, ident.pod, ident.container)
             labels = label(C_LABELS, key)
             pod = inv.pods_by_id.get(c.pod_sandbox_id)
-            handler = pod.runtime_handler if pod else ""
-            # Info label sets back one series each: rendered per scrape (about 1 µs,
-            # exposition.render_labels), not kept (3 MB at 5,000 containers).
-            info.add_metric(key + (c.id, c.pod_sandbox_id, inv.pod_uid(c), c.image, c.image_id, handler), 1.0)
+            # Info label sets back one series each: their values made and rendered
+            # when written (about 1 µs, exposition.render_labels), not kept (3 MB at
+            # 5,000 containers) nor held until then (exposition.RowsFamily).
+            info.add_row(ident, c, 1.0)
             state.add_each(labels, CONTAINER_STATES, _CONTAINER_STATE_VALUES.get(c.state) or _NO_STATE[len(CONTAINER_STATES)])
             restarts.add(labels, float(c.attempt))
             status = self.statuses.get(status_key(c.id, c.state))
@@ -307,7 +307,8 @@ class ContainersCollector:
         """The pod families, and whether any ready pod's usage or network came from the snapshot.
         `network` / `usage`: whether a network / usage family is served at all."""
         snapshot_used = False
-        info = Family("cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.", labels=_P_INFO)
+        info = RowsFamily("cri_pod_info", "The current sandbox of each pod: ids and runtime handler; always 1.", _P_INFO,
+                          _pod_info_values)
         state = ExtraLabelFamily("cri_pod_state", "1 for the pod sandbox's current state, 0 for the other.",
                                  P_LABELS, "state")
         created = Family("cri_pod_created_time_seconds", "Unix time the pod's current sandbox was created.", labels=P_LABELS)
@@ -330,7 +331,7 @@ class ContainersCollector:
         for ident, p in inv.current_pods.items():
             key = (ident.namespace, ident.pod)
             labels = label(P_LABELS, key)
-            info.add_metric(key + (p.k8s_uid, p.id, p.runtime_handler, str(p.attempt)), 1.0)
+            info.add_row(ident, p, 1.0)
             state.add_each(labels, POD_STATES, _POD_STATE_VALUES.get(p.state) or _NO_STATE[len(POD_STATES)])
             created.add(labels, p.created_at_ns / 1e9)
             live = None
@@ -389,6 +390,22 @@ def _snapshot_not_older(denied: dict[str, CgroupUnreadable], key: str, taken_at:
     """False while the snapshot predates the last live reading of a cgroup now unreadable."""
     err = denied.get(key)
     return err is None or taken_at >= err.read_at
+
+
+def _container_info_values(inv: Inventory):
+    """cri_container_info's label values (_C_INFO) of an identity and its container, from `inv`."""
+    pods_by_id, pod_uid = inv.pods_by_id, inv.pod_uid
+
+    def values(ident: ContainerIdentity, c: model.Container) -> tuple[str, ...]:
+        pod = pods_by_id.get(c.pod_sandbox_id)
+        return (ident.namespace, ident.pod, ident.container, c.id, c.pod_sandbox_id, pod_uid(c), c.image, c.image_id,
+                pod.runtime_handler if pod else "")
+    return values
+
+
+def _pod_info_values(ident: PodIdentity, p: model.PodSandbox) -> tuple[str, ...]:
+    """cri_pod_info's label values (_P_INFO) of a pod's identity and its sandbox."""
+    return (ident.namespace, ident.pod, p.k8s_uid, p.id, p.runtime_handler, str(p.attempt))
 
 
 def _add_values(values, labels: Labels, live: int | None, live_numbers, numbers, row: int | None,
