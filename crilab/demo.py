@@ -84,6 +84,11 @@ class Agent:
 
 def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # clean up on `kill` and timeouts, as on Ctrl-C
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored: a
+    # non-interactive shell ignores it for a background job (`cmd &`), every
+    # child inherits that, and Python then leaves it ignored, so the Ctrl-C a
+    # test (or a wrapper) sends was lost and the demo never cleaned up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen-address", default="127.0.0.1:9920")
     parser.add_argument("--private", action="store_true", help="always start a private containerd")

@@ -28,11 +28,19 @@ def short_tmp():
     shutil.rmtree(path, ignore_errors=True)
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _demo(log: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """The demo started as a background job of a script is (`cmd &` in a
+    non-interactive shell: SIGINT ignored, inherited): its Ctrl-C must work
+    all the same (CI ran the suite so, and every Ctrl-C test hung)."""
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-m", "crilab.demo", "--listen-address", f"127.0.0.1:{free_port()}",
                                  *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+                                env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+                                preexec_fn=_ignore_sigint)
 
 
 def _wait_serving(proc: subprocess.Popen, log: Path) -> None:
